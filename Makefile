@@ -1,0 +1,29 @@
+# The two front-door commands: `make demo` and `make test`. Each creates .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m reconciler.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check reconciler tests bench
+	$(PY) -m mypy reconciler
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) state/demo state/reconciler.db state/logs

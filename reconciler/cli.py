@@ -1,0 +1,278 @@
+"""Command line: parse arguments, call the library, print. Exit codes follow SPEC section 5."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import declarations, pinning
+from .config import Settings, load_settings
+from .converge import Reconciler, SiteOutcome
+from .declarations import Declarations
+from .errors import ConfigError, DeclarationError, ReconcilerError
+from .layout import parse_release
+from .plan import SYNCED, prune_candidates
+from .store import Store
+from .views import history_views, site_views, table
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconciler",
+        description="Converge PHP/Laravel sites on SSH servers to the declarations in a Git repository.",
+        epilog="example: reconciler --repo /srv/sites.git reconcile --dry-run",
+    )
+    parser.add_argument("--config", help="settings file (default: $RECONCILER_CONFIG or ./reconciler.toml)")
+    parser.add_argument("--repo", help="declarations repository (default: current directory)")
+    parser.add_argument("--state-dir", help="database and logs (default: ./state)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", help="the daemon: reconcile continuously")
+    p = sub.add_parser("reconcile", help="one full pass now")
+    p.add_argument("--site", help="only this domain")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p = sub.add_parser("status", help="every declared site")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("domain", nargs="?")
+    p = sub.add_parser("history", help="a site's deployments, newest first")
+    p.add_argument("domain")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("logs", help="the output of a deployment (default: latest)")
+    p.add_argument("domain")
+    p.add_argument("id", nargs="?", type=int)
+    p = sub.add_parser("prune", help="remove old releases now")
+    p.add_argument("--keep", type=int)
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--site")
+    p = sub.add_parser("rollback", help="commit a pin to an older release")
+    p.add_argument("domain")
+    p.add_argument("release", nargs="?")
+    p = sub.add_parser("unpin", help="commit the removal of a site's pin")
+    p.add_argument("domain")
+    p = sub.add_parser("validate", help="check declarations without touching any server")
+    p.add_argument("path", nargs="?")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, repo=args.repo, state_dir=args.state_dir)
+    except ConfigError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 2
+    handler = _COMMANDS[args.command]
+    try:
+        return handler(settings, args)
+    except ConfigError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 2
+    except DeclarationError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 2 if args.command == "reconcile" else 1
+    except ReconcilerError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 1
+
+
+def _store(settings: Settings) -> Store:
+    return Store(settings.db_path)
+
+
+def _load_or_none(settings: Settings) -> Declarations | None:
+    try:
+        return declarations.load(settings.repo, settings.branch)
+    except DeclarationError as exc:
+        print(f"reconciler: warning: {exc}; showing the state database only", file=sys.stderr)
+        return None
+
+
+async def _pass(settings: Settings, site: str | None, dry_run: bool) -> list[SiteOutcome]:
+    reconciler = Reconciler(settings, _store(settings))
+    try:
+        return await reconciler.run_pass(site, dry_run=dry_run)
+    finally:
+        await reconciler.close()
+        reconciler.store.close()
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    outcomes = asyncio.run(_pass(settings, args.site, args.dry_run))
+    if args.site and not outcomes:
+        print(f"reconciler: {args.site}: no such site declared", file=sys.stderr)
+        return 1
+    for o in outcomes:
+        line = f"{o.domain}: {o.sync}/{o.health}"
+        if o.message:
+            line += f" - {o.message}"
+        print(line)
+        for action in o.actions:
+            print(f"  {'would ' if args.dry_run else ''}{action}")
+    return 0 if all(o.sync == SYNCED for o in outcomes) else 1
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from .daemon import run_daemon
+
+    return run_daemon(settings)
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    views = site_views(store, _load_or_none(settings))
+    if args.domain:
+        views = [v for v in views if v["domain"] == args.domain]
+    if args.json:
+        print(json.dumps(views, indent=2))
+        return 0
+    rows = [[v["domain"], v["server"], v["sync"], v["health"], v["active_release"] or "-",
+             (v["active_commit"] or "-")[:12], v["pinned"] or "-", v["last_deployed_at"] or "-",
+             v["message"]] for v in views]
+    print(table(["SITE", "SERVER", "SYNC", "HEALTH", "ACTIVE", "COMMIT", "PINNED", "LAST DEPLOY", "MESSAGE"],
+                rows))
+    return 0
+
+
+def _known(store: Store, settings: Settings, domain: str) -> bool:
+    if store.site(domain) is not None:
+        return True
+    decls = _load_or_none(settings)
+    return decls is not None and (domain in decls.sites or domain in decls.invalid)
+
+
+def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    if not _known(store, settings, args.domain):
+        print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
+        return 1
+    views = history_views(store, args.domain)
+    if args.json:
+        print(json.dumps(views, indent=2))
+        return 0
+    rows = [[str(v["id"]), v["release"], v["status"], (v["commit_sha"] or "-")[:12], v["branch"] or "-",
+             v["started_at"] or "-", f"{v['duration_ms']} ms" if v["duration_ms"] is not None else "-",
+             "active" if v["is_active"] else ("pruned" if v["deployment_path"] is None else "")]
+            for v in views]
+    print(table(["ID", "RELEASE", "STATUS", "COMMIT", "BRANCH", "STARTED", "DURATION", ""], rows))
+    return 0
+
+
+def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    rows = store.deployments(args.domain)
+    row: dict[str, Any] | None = rows[0] if rows and args.id is None else None
+    if args.id is not None:
+        row = store.deployment(args.id)
+        if row is not None and row["site"] != args.domain:
+            row = None
+    if row is None:
+        print(f"reconciler: {args.domain}: no such deployment", file=sys.stderr)
+        return 1
+    local = row.get("local_log")
+    if local and Path(local).is_file():
+        sys.stdout.write(Path(local).read_text(errors="replace"))
+        return 0
+    if row.get("message"):
+        print(f"(no local log for deployment {row['id']}; its message: {row['message']})")
+        return 0
+    print(f"reconciler: no log kept for deployment {row['id']}", file=sys.stderr)
+    return 1
+
+
+def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
+    if args.keep is not None and args.keep < 1:
+        print("reconciler: --keep must be at least 1", file=sys.stderr)
+        return 2
+    return asyncio.run(_prune(settings, args))
+
+
+async def _prune(settings: Settings, args: argparse.Namespace) -> int:
+    from . import apply
+
+    reconciler = Reconciler(settings, _store(settings))
+    try:
+        decls = reconciler.load()
+        sites = [s for s in decls.sites.values() if args.site in (None, s.domain)]
+        for server in sorted({s.server for s in sites}):
+            on_server = [s for s in sites if s.server == server]
+            facts = await reconciler.probe(server, on_server)
+            for site in on_server:
+                site_facts = facts.sites[site.domain]
+                reconciler.store.adopt(site.domain, site_facts)
+                keep = args.keep if args.keep is not None else site.keep
+                names = prune_candidates(site_facts.ordered(), keep, site_facts.active_release, site.pin)
+                if site_facts.active_release is None:
+                    print(f"{site.domain}: active release unknown; not pruning")
+                    continue
+                print(f"{site.domain}: {'would prune' if args.dry_run else 'pruning'} "
+                      f"{', '.join(names) if names else 'nothing'}")
+                if names and not args.dry_run:
+                    ctx = apply.SiteContext(reconciler.pool.get(server), site, reconciler.store,
+                                            settings.log_dir, settings.command_timeout,
+                                            settings.deploy_timeout, decls.commit)
+                    await apply.prune(ctx, tuple(names))
+        return 0
+    finally:
+        await reconciler.close()
+        reconciler.store.close()
+
+
+def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    site = store.site(args.domain)
+    live = [r for r in store.deployments(args.domain)
+            if r["status"] == "success" and r["deployment_path"] is not None]
+    release = args.release
+    if release is None:
+        active = site.get("active_release") if site else None
+        active_time = parse_release(active) if active else None
+        older = [r["release"] for r in live
+                 if active_time is not None and (t := parse_release(r["release"])) is not None
+                 and t < active_time]
+        older.sort(key=lambda name: parse_release(name) or 0)
+        if not older:
+            print(f"reconciler: {args.domain}: no successful release older than the active one",
+                  file=sys.stderr)
+            return 1
+        release = older[-1]
+    elif parse_release(release) is None:
+        print(f"reconciler: {release!r} is not a release name (ddMMYYYY-HHMMSS)", file=sys.stderr)
+        return 1
+    elif release not in {r["release"] for r in live}:
+        print(f"reconciler: {args.domain}: release {release} is not a successful release on the server",
+              file=sys.stderr)
+        return 1
+    commit = pinning.set_pin(settings.repo, settings.branch, args.domain, release)
+    print(f"{args.domain}: pinned to {release} (commit {commit[:12]})")
+    return 0
+
+
+def cmd_unpin(settings: Settings, args: argparse.Namespace) -> int:
+    commit = pinning.set_pin(settings.repo, settings.branch, args.domain, None)
+    print(f"{args.domain}: unpinned (commit {commit[:12]})")
+    return 0
+
+
+def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.path) if args.path else settings.repo
+    # A work tree is checked as files on disk (a pre-commit check); a bare repository at its tip.
+    if (path / declarations.SITES_DIR).is_dir() or path.name == declarations.SITES_DIR:
+        decls = declarations.load_directory(path)
+    else:
+        decls = declarations.load(path, settings.branch)
+    for line in decls.errors:
+        print(line)
+    print(f"{len(decls.sites)} valid, {len(decls.invalid)} invalid")
+    return 1 if decls.invalid else 0
+
+
+_COMMANDS = {
+    "run": cmd_run, "reconcile": cmd_reconcile, "status": cmd_status, "history": cmd_history,
+    "logs": cmd_logs, "prune": cmd_prune, "rollback": cmd_rollback, "unpin": cmd_unpin,
+    "validate": cmd_validate,
+}

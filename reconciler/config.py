@@ -1,0 +1,91 @@
+"""Daemon settings: `--config`, else $RECONCILER_CONFIG, else ./reconciler.toml; flags override."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from .errors import ConfigError
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    repo: Path = Path(".")
+    branch: str = "main"
+    state_dir: Path = Path("state")
+    interval: float = 60.0
+    concurrency: int = 8
+    identity_file: Path | None = None
+    known_hosts: Path | None = None
+    ssh_config: Path | None = None
+    # Seconds one remote command may take; the deploy script gets `deploy_timeout`.
+    command_timeout: float = 120.0
+    deploy_timeout: float = 1800.0
+    connect_timeout: float = 15.0
+
+    @field_validator("concurrency")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("interval", "command_timeout", "deploy_timeout", "connect_timeout")
+    @classmethod
+    def _seconds(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "reconciler.db"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+
+_PATH_KEYS = ("repo", "state_dir", "identity_file", "known_hosts", "ssh_config")
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the config file (if any) and apply non-None overrides from the command line."""
+    path: Path | None = None
+    if config is not None:
+        path = Path(config)
+    elif os.environ.get("RECONCILER_CONFIG"):
+        path = Path(os.environ["RECONCILER_CONFIG"])
+    elif Path("reconciler.toml").is_file():
+        path = Path("reconciler.toml")
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    raw.update({key: value for key, value in overrides.items() if value is not None})
+    for key in _PATH_KEYS:
+        if isinstance(raw.get(key), str):
+            value = Path(raw[key]).expanduser()
+            # Relative paths in a config file are relative to that file, as operators expect.
+            if path is not None and overrides.get(key) is None and not value.is_absolute():
+                value = path.parent / value
+            raw[key] = value
+    if isinstance(raw.get("interval"), int):
+        raw["interval"] = float(raw["interval"])
+    for key in ("command_timeout", "deploy_timeout", "connect_timeout"):
+        if isinstance(raw.get(key), int):
+            raw[key] = float(raw[key])
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{path or 'settings'}: " + "; ".join(lines)) from exc

@@ -1,0 +1,190 @@
+"""One reconcile pass: declarations -> facts per server -> plan per site -> apply.
+
+Servers are probed concurrently, one command each; sites then converge concurrently under
+a global limit, one action sequence per site at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from . import apply, declarations
+from .config import Settings
+from .declarations import Declarations, SiteDeclaration
+from .errors import LayoutConflict, TemporaryError
+from .facts import ProbeSite, ServerFacts, SiteFacts, gather
+from .plan import (
+    DEGRADED,
+    FAILED,
+    INVALID,
+    OUT_OF_SYNC,
+    SYNCED,
+    UNKNOWN,
+    Activate,
+    Deploy,
+    FailureMemory,
+    Plan,
+    Provision,
+    Prune,
+    health_of,
+    plan_site,
+)
+from .store import Store
+from .transport.pool import TransportPool
+from .transport.ssh import SshOptions
+
+
+@dataclass
+class SiteOutcome:
+    domain: str
+    server: str
+    sync: str
+    health: str
+    message: str = ""
+    actions: list[str] = field(default_factory=list)
+
+
+def ssh_options(settings: Settings) -> SshOptions:
+    return SshOptions(settings.identity_file, settings.known_hosts, settings.ssh_config,
+                      settings.connect_timeout)
+
+
+def failure_memory(store: Store, domain: str, facts: SiteFacts) -> FailureMemory:
+    """Failures remembered in the store and in failed manifests on the server."""
+    failed: dict[tuple[str, str], str] = {}
+    for release in facts.releases.values():
+        manifest = release.manifest
+        if manifest is not None and manifest.status == "failed":
+            failed[(manifest.commit, manifest.build_key)] = manifest.message or "deployment failed"
+    for commit, key, message in store.failures(domain):
+        failed[(commit, key)] = message
+    return FailureMemory(failed)
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, store: Store, pool: TransportPool | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.store = store
+        self.pool = pool or TransportPool(ssh_options(settings))
+        self.clock = clock
+        self._limit = asyncio.Semaphore(settings.concurrency)
+
+    def load(self) -> Declarations:
+        return declarations.load(self.settings.repo, self.settings.branch)
+
+    async def probe(self, server: str, sites: list[SiteDeclaration]) -> ServerFacts:
+        probes = [ProbeSite(s.domain, s.base_path) for s in sites]
+        heads = [(s.repository, s.branch) for s in sites if s.pin is None]
+        return await gather(self.pool.get(server), probes, heads, timeout=self.settings.command_timeout)
+
+    async def run_pass(self, only: str | None = None, dry_run: bool = False) -> list[SiteOutcome]:
+        decls = self.load()
+        outcomes: list[SiteOutcome] = []
+        for domain, invalid in decls.invalid.items():
+            if only in (None, domain):
+                outcomes.append(SiteOutcome(domain, invalid.server, INVALID, UNKNOWN, invalid.message))
+                if not dry_run:
+                    self.store.update_site(domain, server=invalid.server, sync=INVALID,
+                                           health=UNKNOWN, message=invalid.message,
+                                           declarations_commit=decls.commit)
+        by_server: dict[str, list[SiteDeclaration]] = defaultdict(list)
+        for site in decls.sites.values():
+            if only in (None, site.domain):
+                by_server[site.server].append(site)
+        results = await asyncio.gather(*(
+            self._server_pass(server, sites, decls.commit, dry_run)
+            for server, sites in by_server.items()
+        ))
+        for batch in results:
+            outcomes.extend(batch)
+        return sorted(outcomes, key=lambda o: o.domain)
+
+    async def _server_pass(self, server: str, sites: list[SiteDeclaration], decl_commit: str | None,
+                           dry_run: bool) -> list[SiteOutcome]:
+        try:
+            facts = await self.probe(server, sites)
+        except TemporaryError as exc:
+            outcomes = []
+            for site in sites:
+                outcomes.append(SiteOutcome(site.domain, server, UNKNOWN, UNKNOWN, str(exc)))
+                if not dry_run:
+                    self.store.update_site(site.domain, server=server, sync=UNKNOWN, health=UNKNOWN,
+                                           message=str(exc), declarations_commit=decl_commit)
+            return outcomes
+        return list(await asyncio.gather(*(
+            self._site_pass(site, facts, decl_commit, dry_run) for site in sites
+        )))
+
+    async def _site_pass(self, site: SiteDeclaration, server_facts: ServerFacts,
+                         decl_commit: str | None, dry_run: bool) -> SiteOutcome:
+        async with self._limit:
+            facts = server_facts.sites[site.domain]
+            head = server_facts.heads.get((site.repository, site.branch))
+            if not dry_run:
+                self.store.adopt(site.domain, facts)
+            plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts), self.clock())
+            if dry_run:
+                return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message,
+                                   [a.describe() for a in plan.actions])
+            ctx = apply.SiteContext(self.pool.get(site.server), site, self.store, self.settings.log_dir,
+                                    self.settings.command_timeout, self.settings.deploy_timeout, decl_commit)
+            try:
+                outcome = await self._apply(ctx, plan, facts)
+            except TemporaryError as exc:
+                outcome = SiteOutcome(site.domain, site.server, UNKNOWN, UNKNOWN, str(exc))
+            except LayoutConflict as exc:
+                outcome = SiteOutcome(site.domain, site.server, FAILED, DEGRADED, str(exc))
+            self._record(site, plan, facts, outcome, decl_commit)
+            return outcome
+
+    async def _apply(self, ctx: apply.SiteContext, plan: Plan, facts: SiteFacts) -> SiteOutcome:
+        site = ctx.site
+        done: list[str] = []
+        sync, health, message = plan.sync, plan.health, plan.message
+        for action in plan.actions:
+            if isinstance(action, Provision):
+                await apply.provision(ctx)
+            elif isinstance(action, Deploy):
+                result = await apply.deploy(ctx, action.release, action.commit)
+                if not result.ok:
+                    done.append(f"deploy {action.release} failed")
+                    return SiteOutcome(site.domain, site.server, FAILED, health_of(facts), result.message, done)
+                health, message = (DEGRADED, result.warning) if result.warning else ("Healthy", "")
+                sync = SYNCED
+            elif isinstance(action, Activate):
+                result = await apply.activate(ctx, action.release)
+                health, message = (DEGRADED, result.warning) if result.warning else ("Healthy", "")
+                sync = SYNCED
+            elif isinstance(action, Prune):
+                await apply.prune(ctx, action.releases)
+            done.append(action.describe())
+        if sync == OUT_OF_SYNC and not message:
+            message = "out of sync"
+        return SiteOutcome(site.domain, site.server, sync, health, message, done)
+
+    def _record(self, site: SiteDeclaration, plan: Plan, facts: SiteFacts, outcome: SiteOutcome,
+                decl_commit: str | None) -> None:
+        values: dict[str, object] = {
+            "server": site.server, "base_path": site.base_path, "sync": outcome.sync,
+            "health": outcome.health, "message": outcome.message, "pinned": site.pin,
+            "desired_commit": plan.desired_commit, "declarations_commit": decl_commit,
+        }
+        # What is live now: the desired release when we got there, else what the probe saw.
+        active = plan.desired_release if outcome.sync == SYNCED else facts.active_release
+        row = self.store.by_release(site.domain, active) if active else None
+        values.update(active_release=active, active_deployment_id=row["id"] if row else None,
+                      active_commit=row["commit_sha"] if row else None)
+        if row is not None and row["status"] == "success":
+            current = self.store.site(site.domain) or {}
+            if not current.get("last_deployed_at"):
+                values.update(last_deployed_at=row["completed_at"] or row["started_at"],
+                              last_deployment_sha=row["commit_sha"])
+        self.store.update_site(site.domain, **values)
+
+    async def close(self) -> None:
+        await self.pool.close()

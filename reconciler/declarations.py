@@ -1,0 +1,329 @@
+"""Desired state: the committed `sites.d/*.toml` of one branch, parsed and validated.
+
+Only committed content counts, so this reads the tree of the branch tip with pygit2
+and never the work tree (except `load_directory`, used by `validate` as a pre-commit check).
+Every declaration is validated before anything runs; an invalid one is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pygit2
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from .errors import DeclarationError
+from .layout import parse_release
+
+SITES_DIR = "sites.d"
+DEFAULT_BASE_PATH = "/home/brokeforge"
+DEFAULT_SHARED = ("storage", ".env", "vendor", "node_modules")
+MAX_FILE_BYTES = 64 * 1024  # a declaration is a few lines; anything bigger is a mistake or a bomb
+
+_DOMAIN_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_SERVER_RE = re.compile(
+    r"^(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?"
+    r"(?:[A-Za-z0-9._][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])"
+    r"(?::[0-9]{1,5})?$"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PHP_RE = re.compile(r"^[0-9]+\.[0-9]+$")
+
+
+def check_domain(domain: str) -> str | None:
+    """Why a domain is not a lower-case DNS name, or None when it is one."""
+    if len(domain) > 253:
+        return "longer than 253 characters"
+    labels = domain.split(".")
+    if len(labels) < 2:
+        return "must contain at least one dot"
+    for label in labels:
+        if not label or len(label) > 63 or not _DOMAIN_LABEL.match(label):
+            return f"label {label!r} is not [a-z0-9-] without leading/trailing '-'"
+    return None
+
+
+def check_branch(name: str) -> str | None:
+    """`git check-ref-format --branch` rules, plus: never an option."""
+    if not name:
+        return "is empty"
+    if name.startswith("-"):
+        return "must not start with '-'"
+    if _CONTROL.search(name) or re.search(r"[ ~^:?*\[\\]", name):
+        return "contains a character git forbids in branch names"
+    if ".." in name or "@{" in name or name == "@" or "//" in name:
+        return "contains a sequence git forbids in branch names ('..', '@{', '//')"
+    if name.endswith(("/", ".")) or name.startswith("/"):
+        return "must not start with '/' or end with '/' or '.'"
+    for part in name.split("/"):
+        if part.startswith(".") or part.endswith(".lock"):
+            return "a component starts with '.' or ends with '.lock'"
+    return None
+
+
+class SiteDeclaration(BaseModel):
+    """One validated `sites.d/<domain>.toml`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    domain: str
+    server: str
+    base_path: str = DEFAULT_BASE_PATH
+    repository: str
+    branch: str = "main"
+    script: str = ""
+    pin: str | None = None
+    keep: int = 14
+    shared: list[str] = list(DEFAULT_SHARED)
+    php: str | None = None
+    reload: str | None = None
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if problem := check_domain(value):
+            raise ValueError(f"not a lower-case DNS name: {problem}")
+        return value
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        if value != "local" and not _SERVER_RE.match(value):
+            raise ValueError('must be "local", [user@]host[:port] or an ssh_config Host alias')
+        return value
+
+    @field_validator("base_path")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        if not value.startswith("/") or _CONTROL.search(value):
+            raise ValueError("must be an absolute path without control characters")
+        if any(part in ("..", ".") for part in value.split("/")) or value.rstrip("/") == "":
+            raise ValueError("must not contain '.' or '..' components or be '/'")
+        return value.rstrip("/")
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if not value or value.startswith("-"):
+            raise ValueError("must not be empty or start with '-'")
+        if re.search(r"\s", value) or _CONTROL.search(value):
+            raise ValueError("must not contain whitespace or control characters")
+        # git's ext:: and fd:: transports run commands; a declaration is not the place for code.
+        if value.lower().startswith(("ext::", "fd::")):
+            raise ValueError("the ext:: and fd:: transports are not allowed")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if problem := check_branch(value):
+            raise ValueError(f"not a valid git branch name: {problem}")
+        return value
+
+    @field_validator("script", "reload")
+    @classmethod
+    def _code(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL")
+        return value
+
+    @field_validator("pin")
+    @classmethod
+    def _pin(cls, value: str | None) -> str | None:
+        if value is not None and parse_release(value) is None:
+            raise ValueError("must be a release name ddMMYYYY-HHMMSS with a real date and time")
+        return value
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("shared")
+    @classmethod
+    def _shared(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for entry in value:
+            parts = entry.split("/")
+            if not entry or entry.startswith("/") or _CONTROL.search(entry):
+                raise ValueError(f"entry {entry!r} must be a non-empty relative path")
+            if any(part in ("", ".", "..") for part in parts) or entry.startswith("-"):
+                raise ValueError(f"entry {entry!r} must not contain '..', '.', '//' or start with '-'")
+            if entry in seen:
+                raise ValueError(f"entry {entry!r} is listed twice")
+            seen.add(entry)
+        return value
+
+    @field_validator("php")
+    @classmethod
+    def _php(cls, value: str | None) -> str | None:
+        if value is not None and not _PHP_RE.match(value):
+            raise ValueError("must look like 8.3")
+        return value
+
+    @model_validator(mode="after")
+    def _shared_not_nested(self) -> SiteDeclaration:
+        for a in self.shared:
+            for b in self.shared:
+                if a != b and b.startswith(a + "/"):
+                    raise ValueError(f"shared entries {a!r} and {b!r} overlap")
+        return self
+
+    @property
+    def reload_command(self) -> str | None:
+        if self.reload is not None:
+            return self.reload or None
+        if self.php is not None:
+            return f"sudo service php{self.php}-fpm reload"
+        return None
+
+    @property
+    def build_key(self) -> str:
+        """Hash of what, beside the commit, makes a release: the script and the shared list."""
+        payload = json.dumps({"script": self.script, "shared": self.shared}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class InvalidSite:
+    domain: str
+    file: str
+    errors: tuple[str, ...]
+    server: str = ""
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.errors)
+
+
+@dataclass
+class Declarations:
+    commit: str | None
+    sites: dict[str, SiteDeclaration] = field(default_factory=dict)
+    invalid: dict[str, InvalidSite] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[str]:
+        return [line for site in self.invalid.values() for line in site.errors]
+
+
+def _line_of(text: str, key: str) -> int:
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", re.MULTILINE)
+    match = pattern.search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else 1
+
+
+def parse_site(filename: str, data: bytes) -> SiteDeclaration | InvalidSite:
+    """Parse and validate one file. `filename` is its path in the repository."""
+    stem = Path(filename).name.removesuffix(".toml")
+    if len(data) > MAX_FILE_BYTES:
+        return InvalidSite(stem, filename, (f"{filename}:1: file is larger than {MAX_FILE_BYTES} bytes",))
+    try:
+        text = data.decode("utf-8")
+        raw: dict[str, Any] = tomllib.loads(text)
+    except UnicodeDecodeError:
+        return InvalidSite(stem, filename, (f"{filename}:1: not UTF-8",))
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        return InvalidSite(stem, filename, (f"{filename}:{found.group(1) if found else 1}: {exc}",))
+    server = raw.get("server") if isinstance(raw.get("server"), str) else ""
+    errors: list[str] = []
+    if problem := check_domain(stem):
+        errors.append(f"{filename}:1: domain: file name {stem!r} is not a lower-case DNS name: {problem}")
+    if "domain" in raw and raw["domain"] != stem:
+        errors.append(f"{filename}:{_line_of(text, 'domain')}: domain: must equal the file name {stem!r}")
+    try:
+        site = SiteDeclaration.model_validate({**raw, "domain": stem})
+    except ValidationError as exc:
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else ""
+            if key == "domain" and errors:
+                continue
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            line = _line_of(text, key) if key else 1
+            errors.append(f"{filename}:{line}: {key or 'file'}: {message}")
+        return InvalidSite(stem, filename, tuple(errors), str(server))
+    if errors:
+        return InvalidSite(stem, filename, tuple(errors), str(server))
+    return site
+
+
+def _collect(files: Iterable[tuple[str, bytes | None]], commit: str | None) -> Declarations:
+    result = Declarations(commit=commit)
+    for filename, data in sorted(files, key=lambda item: item[0]):
+        if data is None:
+            stem = Path(filename).name.removesuffix(".toml")
+            result.invalid[stem] = InvalidSite(
+                stem, filename, (f"{filename}:1: file: symlinks and special files are not allowed",)
+            )
+            continue
+        parsed = parse_site(filename, data)
+        if isinstance(parsed, InvalidSite):
+            result.invalid[parsed.domain] = parsed
+        else:
+            result.sites[parsed.domain] = parsed
+    return result
+
+
+def open_repository(path: str | Path) -> pygit2.Repository:
+    try:
+        return pygit2.Repository(str(path))
+    except (pygit2.GitError, KeyError) as exc:
+        raise DeclarationError(f"{path}: not a git repository ({exc})") from exc
+
+
+def branch_tip(repo: pygit2.Repository, branch: str) -> pygit2.Commit | None:
+    """The committed tip of `branch`, re-resolved on every call (refs may be packed or re-created)."""
+    ref = repo.references.get(f"refs/heads/{branch}")
+    if ref is None:
+        return None
+    obj = repo.get(ref.resolve().target)
+    return obj if isinstance(obj, pygit2.Commit) else None
+
+
+def load(repo_path: str | Path, branch: str) -> Declarations:
+    """Declarations at the committed tip of `branch`; an empty set when the branch has no commit."""
+    repo = open_repository(repo_path)
+    tip = branch_tip(repo, branch)
+    if tip is None:
+        if repo.is_empty or repo.references.get(f"refs/heads/{branch}") is None:
+            raise DeclarationError(f"{repo_path}: branch {branch!r} does not exist (nothing committed?)")
+        raise DeclarationError(f"{repo_path}: branch {branch!r} does not point at a commit")
+    files: list[tuple[str, bytes | None]] = []
+    try:
+        sites_tree = tip.tree[SITES_DIR]
+    except KeyError:
+        return Declarations(commit=str(tip.id))
+    if isinstance(sites_tree, pygit2.Tree):
+        for entry in sites_tree:
+            if not entry.name or not entry.name.endswith(".toml"):
+                continue
+            name = f"{SITES_DIR}/{entry.name}"
+            if entry.filemode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
+                blob = repo.get(entry.id)
+                files.append((name, blob.data if isinstance(blob, pygit2.Blob) else None))
+            elif entry.filemode == pygit2.GIT_FILEMODE_LINK:
+                files.append((name, None))
+    return _collect(files, str(tip.id))
+
+
+def load_directory(path: str | Path) -> Declarations:
+    """Declarations as files on disk (`validate` before committing). `path` holds sites.d/."""
+    root = Path(path)
+    sites_dir = root / SITES_DIR if (root / SITES_DIR).is_dir() else root
+    files: list[tuple[str, bytes | None]] = []
+    for file in sorted(sites_dir.glob("*.toml")):
+        name = f"{SITES_DIR}/{file.name}"
+        files.append((name, None if file.is_symlink() or not file.is_file() else file.read_bytes()))
+    return _collect(files, None)

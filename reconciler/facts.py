@@ -1,0 +1,246 @@
+"""Facts: what one server holds for every declared site on it, from ONE remote command.
+
+The probe reports, per site, the site path (symlink target, or a directory/file that is
+in the way), the release directories with their manifests, the shared dir and the lock,
+and resolves every (repository, branch) head with `git ls-remote` run in parallel on the
+server, which reaches the repositories exactly as deploys will. Cost grows with servers,
+not with sites.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import TransportError
+from .layout import MANIFEST_NAME, SitePaths, is_release, quote, sort_releases
+from .transport import Transport
+
+_PROBE_FUNCTIONS = r"""
+export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}" LC_ALL=C
+probe_site() {
+  d="$2/deployments/$1"; link="$2/$1"
+  printf '@site %s\n' "$1"
+  if [ -L "$link" ]; then
+    printf '@link %s\n' "$(readlink "$link")"
+    [ -e "$link" ] || printf '@dangling\n'
+  elif [ -d "$link" ]; then printf '@path dir\n'
+  elif [ -e "$link" ]; then printf '@path file\n'
+  fi
+  [ -d "$d" ] || return 0
+  printf '@provisioned\n'
+  [ -d "$d/shared" ] && printf '@shared\n'
+  if [ -d "$d/.reconciler-lock" ]; then
+    printf '@lock %s\n' "$(head -c 512 "$d/.reconciler-lock/owner" 2>/dev/null | tr '\n' ' ')"
+  fi
+  for r in "$d"/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]-[0-9][0-9][0-9][0-9][0-9][0-9]; do
+    [ -e "$r" ] || [ -L "$r" ] || continue
+    n=${r##*/}
+    if [ -L "$r" ] || [ ! -d "$r" ]; then printf '@notdir %s\n' "$n"; continue; fi
+    printf '@release %s\n' "$n"
+    if [ -f "$r/$3" ]; then
+      printf '@manifest %s\n' "$(head -c 8192 "$r/$3" | tr '\n' ' ')"
+    elif [ -e "$r/.git" ]; then
+      printf '@head %s\n' "$(git -C "$r" rev-parse -q --verify HEAD 2>/dev/null)"
+    fi
+  done
+}
+probe_head() {
+  out=$(git ls-remote -- "$1" "refs/heads/$2" 2>&1); rc=$?
+  printf '@heads %s %s\n' "$3" "$rc"
+  printf '%s\n' "$out" | head -c 4096 | sed 's/^/|/'
+}
+"""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The record a release carries beside its deployment.log; the database is rebuilt from it."""
+
+    commit: str
+    branch: str
+    repository: str
+    build_key: str
+    status: str  # updating | success | failed
+    started_at: str = ""
+    completed_at: str = ""
+    declarations_commit: str = ""
+    message: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest | None:
+        try:
+            data: Any = json.loads(text)
+            known = {key: str(data[key]) for key in cls.__dataclass_fields__ if key in data}
+            return cls(**known)
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+@dataclass
+class ReleaseFacts:
+    name: str
+    manifest: Manifest | None = None
+    head: str | None = None  # HEAD of a release without a manifest (adopted from elsewhere)
+    corrupt: bool = False
+
+    @property
+    def commit(self) -> str | None:
+        return self.manifest.commit if self.manifest else self.head
+
+    @property
+    def status(self) -> str:
+        """success | failed | updating | unknown. An adopted release with a HEAD counts as success."""
+        if self.manifest is not None:
+            return self.manifest.status
+        return "success" if self.head else "unknown"
+
+
+@dataclass
+class SiteFacts:
+    domain: str
+    base_path: str
+    link_target: str | None = None
+    path_kind: str = "missing"  # missing | symlink | dir | file
+    dangling: bool = False
+    provisioned: bool = False
+    shared: bool = False
+    lock: str | None = None
+    releases: dict[str, ReleaseFacts] = field(default_factory=dict)
+    not_dirs: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> SitePaths:
+        return SitePaths(self.base_path, self.domain)
+
+    @property
+    def active_release(self) -> str | None:
+        if self.link_target is None or self.dangling:
+            return None
+        name = self.paths.release_from_target(self.link_target)
+        return name if name in self.releases else None
+
+    def ordered(self) -> list[ReleaseFacts]:
+        """Releases oldest first by the time their names encode."""
+        return [self.releases[name] for name in sort_releases(self.releases)]
+
+
+@dataclass(frozen=True)
+class BranchHead:
+    sha: str | None
+    error: str | None = None
+
+
+@dataclass
+class ServerFacts:
+    sites: dict[str, SiteFacts] = field(default_factory=dict)
+    heads: dict[tuple[str, str], BranchHead] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeSite:
+    domain: str
+    base_path: str
+
+
+def probe_command(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> str:
+    """The one shell command that gathers a server's facts. All values are quoted."""
+    lines = [_PROBE_FUNCTIONS, 'tmp=$(mktemp -d) || exit 1', "trap 'rm -rf \"$tmp\"' EXIT"]
+    for index, (repository, branch) in enumerate(sorted(set(heads))):
+        lines.append(
+            f"probe_head {quote(repository)} {quote(branch)} {index} > \"$tmp/{index}\" 2>&1 &"
+        )
+    for site in sites:
+        lines.append(f"probe_site {quote(site.domain)} {quote(site.base_path)} {quote(MANIFEST_NAME)}")
+    lines += ["wait", 'cat "$tmp"/* 2>/dev/null', "exit 0"]
+    return "\n".join(lines) + "\n"
+
+
+def parse_probe(output: str, sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> ServerFacts:
+    wanted = {site.domain: site for site in sites}
+    head_keys = sorted(set(heads))
+    facts = ServerFacts()
+    site: SiteFacts | None = None
+    release: ReleaseFacts | None = None
+    head_key: tuple[str, str] | None = None
+    head_lines: list[str] = []
+    head_rc = 0
+
+    def finish_head() -> None:
+        if head_key is None:
+            return
+        text = "\n".join(head_lines)
+        sha = None
+        for line in head_lines:
+            parts = line.split()
+            if len(parts) == 2 and len(parts[0]) == 40:
+                sha = parts[0]
+        if head_rc != 0:
+            facts.heads[head_key] = BranchHead(None, text.strip() or f"git ls-remote exited {head_rc}")
+        elif sha is None:
+            facts.heads[head_key] = BranchHead(None, f"branch {head_key[1]!r} not found in {head_key[0]}")
+        else:
+            facts.heads[head_key] = BranchHead(sha)
+
+    for raw in output.splitlines():
+        if raw.startswith("|"):
+            head_lines.append(raw[1:])
+            continue
+        tag, _, value = raw.partition(" ")
+        if tag == "@heads":
+            finish_head()
+            index, _, rc = value.partition(" ")
+            head_key = head_keys[int(index)] if index.isdigit() and int(index) < len(head_keys) else None
+            head_rc = int(rc) if rc.lstrip("-").isdigit() else 1
+            head_lines = []
+        elif tag == "@site":
+            known = wanted.get(value)
+            site = SiteFacts(value, known.base_path) if known else None
+            if site is not None:
+                facts.sites[value] = site
+            release = None
+        elif site is None:
+            continue
+        elif tag == "@link":
+            site.link_target, site.path_kind = value, "symlink"
+        elif tag == "@dangling":
+            site.dangling = True
+        elif tag == "@path":
+            site.path_kind = value
+        elif tag == "@provisioned":
+            site.provisioned = True
+        elif tag == "@shared":
+            site.shared = True
+        elif tag == "@lock":
+            site.lock = value.strip()
+        elif tag == "@notdir":
+            site.not_dirs.append(value)
+        elif tag == "@release":
+            # The shell glob only matches the shape; a name must also be a real date/time.
+            release = site.releases.setdefault(value, ReleaseFacts(value)) if is_release(value) else None
+        elif tag == "@manifest" and release is not None:
+            release.manifest = Manifest.from_json(value)
+            release.corrupt = release.manifest is None
+        elif tag == "@head" and release is not None:
+            release.head = value.strip() or None
+    finish_head()
+    for domain, known in wanted.items():
+        facts.sites.setdefault(domain, SiteFacts(domain, known.base_path))
+    return facts
+
+
+async def gather(
+    transport: Transport, sites: list[ProbeSite], heads: list[tuple[str, str]], *, timeout: float
+) -> ServerFacts:
+    result = await transport.run(probe_command(sites, heads), timeout=timeout)
+    if not result.ok:
+        raise TransportError(f"{transport.name}: probe failed (exit {result.exit_status}): {result.tail(5)}")
+    return parse_probe(result.stdout, sites, heads)
+
+
+__all__ = ["BranchHead", "Manifest", "ProbeSite", "ReleaseFacts", "ServerFacts", "SiteFacts", "gather"]

@@ -1,0 +1,41 @@
+"""The transport interface: run one POSIX `sh` command on a server."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Result:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def tail(self, lines: int = 20) -> str:
+        text = (self.stdout + self.stderr).rstrip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Transport(ABC):
+    """A server. `run` raises TransportError when the server cannot be reached or the
+    command does not finish within `timeout`; a non-zero exit is returned, not raised."""
+
+    name: str
+
+    @abstractmethod
+    async def run(self, command: str, *, timeout: float, stdin: str | None = None) -> Result: ...
+
+    async def close(self) -> None:
+        return None
+
+    @property
+    def round_trips(self) -> int:
+        """Commands issued so far: benchmarks check that passes are O(servers)."""
+        return self._round_trips
+
+    _round_trips: int = 0

@@ -1,0 +1,28 @@
+"""One transport per server, created on first use and shared by every site on that server."""
+
+from __future__ import annotations
+
+from .base import Transport
+from .local import LocalTransport
+from .ssh import SshOptions, SshTransport
+
+
+class TransportPool:
+    """One transport per server, shared by every site on it."""
+
+    def __init__(self, options: SshOptions) -> None:
+        self._options = options
+        self._transports: dict[str, Transport] = {}
+
+    def get(self, server: str) -> Transport:
+        if server not in self._transports:
+            if server == "local":
+                self._transports[server] = LocalTransport()
+            else:
+                self._transports[server] = SshTransport(server, self._options)
+        return self._transports[server]
+
+    async def close(self) -> None:
+        for transport in self._transports.values():
+            await transport.close()
+        self._transports.clear()
