@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from . import apply, declarations
 from .config import Settings
@@ -35,7 +36,9 @@ from .plan import (
 )
 from .store import Store
 from .transport.pool import TransportPool
-from .transport.ssh import SshOptions
+
+if TYPE_CHECKING:
+    from .transport.ssh import SshOptions
 
 
 @dataclass
@@ -49,6 +52,8 @@ class SiteOutcome:
 
 
 def ssh_options(settings: Settings) -> SshOptions:
+    from .transport.ssh import SshOptions
+
     return SshOptions(settings.identity_file, settings.known_hosts, settings.ssh_config,
                       settings.connect_timeout)
 

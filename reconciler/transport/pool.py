@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Transport
 from .local import LocalTransport
-from .ssh import SshOptions, SshTransport
+
+if TYPE_CHECKING:
+    from .ssh import SshOptions
 
 
 class TransportPool:
@@ -19,6 +23,9 @@ class TransportPool:
             if server == "local":
                 self._transports[server] = LocalTransport()
             else:
+                # asyncssh takes a quarter second to import; local-only runs never pay for it.
+                from .ssh import SshTransport
+
                 self._transports[server] = SshTransport(server, self._options)
         return self._transports[server]
 
