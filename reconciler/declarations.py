@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .errors import DeclarationError
 from .layout import parse_release
@@ -27,14 +27,15 @@ DEFAULT_BASE_PATH = "/home/brokeforge"
 DEFAULT_SHARED = ("storage", ".env", "vendor", "node_modules")
 MAX_FILE_BYTES = 64 * 1024  # a declaration is a few lines; anything bigger is a mistake or a bomb
 
-_DOMAIN_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+# Every pattern below is used with fullmatch: `$` would let a trailing newline through.
 _SERVER_RE = re.compile(
-    r"^(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?"
+    r"(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?"
     r"(?:[A-Za-z0-9._][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])"
-    r"(?::[0-9]{1,5})?$"
+    r"(?::[0-9]{1,5})?"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_PHP_RE = re.compile(r"^[0-9]+\.[0-9]+$")
+_PHP_RE = re.compile(r"[0-9]+\.[0-9]+")
 
 
 def check_domain(domain: str) -> str | None:
@@ -45,7 +46,7 @@ def check_domain(domain: str) -> str | None:
     if len(labels) < 2:
         return "must contain at least one dot"
     for label in labels:
-        if not label or len(label) > 63 or not _DOMAIN_LABEL.match(label):
+        if not label or len(label) > 63 or not _DOMAIN_LABEL.fullmatch(label):
             return f"label {label!r} is not [a-z0-9-] without leading/trailing '-'"
     return None
 
@@ -54,6 +55,8 @@ def check_branch(name: str) -> str | None:
     """`git check-ref-format --branch` rules, plus: never an option."""
     if not name:
         return "is empty"
+    if name == "HEAD":
+        return "'HEAD' is not a valid branch name"
     if name.startswith("-"):
         return "must not start with '-'"
     if _CONTROL.search(name) or re.search(r"[ ~^:?*\[\\]", name):
@@ -95,7 +98,7 @@ class SiteDeclaration(BaseModel):
     @field_validator("server")
     @classmethod
     def _server(cls, value: str) -> str:
-        if value != "local" and not _SERVER_RE.match(value):
+        if value != "local" and not _SERVER_RE.fullmatch(value):
             raise ValueError('must be "local", [user@]host[:port] or an ssh_config Host alias')
         return value
 
@@ -161,22 +164,18 @@ class SiteDeclaration(BaseModel):
             if entry in seen:
                 raise ValueError(f"entry {entry!r} is listed twice")
             seen.add(entry)
+        for a in value:
+            for b in value:
+                if b.startswith(a + "/"):
+                    raise ValueError(f"entries {a!r} and {b!r} overlap")
         return value
 
     @field_validator("php")
     @classmethod
     def _php(cls, value: str | None) -> str | None:
-        if value is not None and not _PHP_RE.match(value):
+        if value is not None and not _PHP_RE.fullmatch(value):
             raise ValueError("must look like 8.3")
         return value
-
-    @model_validator(mode="after")
-    def _shared_not_nested(self) -> SiteDeclaration:
-        for a in self.shared:
-            for b in self.shared:
-                if a != b and b.startswith(a + "/"):
-                    raise ValueError(f"shared entries {a!r} and {b!r} overlap")
-        return self
 
     @property
     def reload_command(self) -> str | None:
@@ -217,7 +216,8 @@ class Declarations:
 
 
 def _line_of(text: str, key: str) -> int:
-    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", re.MULTILINE)
+    # [ \t] not \s: in MULTILINE mode \s would run across blank lines. Also finds [key] and key.sub.
+    pattern = re.compile(rf"^[ \t]*(?:\[+[ \t]*)?[\"']?{re.escape(key)}[\"']?[ \t]*(?:=|\.|\])", re.MULTILINE)
     match = pattern.search(text)
     return text.count("\n", 0, match.start()) + 1 if match else 1
 

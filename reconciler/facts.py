@@ -176,9 +176,11 @@ def parse_probe(output: str, sites: Iterable[ProbeSite], heads: Iterable[tuple[s
             return
         text = "\n".join(head_lines)
         sha = None
+        # ls-remote matches ref *suffixes* (zzz/refs/heads/main too): take the exact ref only.
+        # 40 hex is SHA-1, 64 is SHA-256.
         for line in head_lines:
             parts = line.split()
-            if len(parts) == 2 and len(parts[0]) == 40:
+            if len(parts) == 2 and parts[1] == f"refs/heads/{head_key[1]}" and len(parts[0]) in (40, 64):
                 sha = parts[0]
         if head_rc != 0:
             facts.heads[head_key] = BranchHead(None, text.strip() or f"git ls-remote exited {head_rc}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 RELEASE_FORMAT = "%d%m%Y-%H%M%S"
-_RELEASE_RE = re.compile(r"^\d{8}-\d{6}$")
+_RELEASE_RE = re.compile(r"[0-9]{8}-[0-9]{6}")  # ASCII digits only: \d matches any script
 
 # Files the reconciler writes inside a release beside the checkout.
 LOG_NAME = "deployment.log"
@@ -29,7 +29,7 @@ def quote(value: str) -> str:
 
 def parse_release(name: str) -> datetime | None:
     """The UTC time a release name encodes, or None when it is not a release name."""
-    if not _RELEASE_RE.match(name):
+    if not _RELEASE_RE.fullmatch(name):
         return None
     try:
         return datetime.strptime(name, RELEASE_FORMAT).replace(tzinfo=UTC)

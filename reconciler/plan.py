@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .declarations import SiteDeclaration
-from .facts import BranchHead, ReleaseFacts, SiteFacts
+from .facts import BranchHead, Manifest, ReleaseFacts, SiteFacts
 from .layout import next_release_name
 
 # Sync and health values of SPEC section 5.
@@ -89,7 +89,8 @@ def health_of(facts: SiteFacts) -> str:
 
 
 def prune_candidates(
-    releases: list[ReleaseFacts], keep: int, active: str | None, pinned: str | None
+    releases: list[ReleaseFacts], keep: int, active: str | None, pinned: str | None,
+    also_keep: tuple[str | None, ...] = (),
 ) -> list[str]:
     """Releases to delete, oldest first. `releases` must be ordered oldest first.
 
@@ -100,7 +101,7 @@ def prune_candidates(
     """
     if active is None:
         return []
-    protected = {active} | ({pinned} if pinned else set())
+    protected = {active} | {name for name in (pinned, *also_keep) if name}
     if releases:
         protected.add(releases[-1].name)
     successes = [r.name for r in releases if r.status == "success"]
@@ -175,6 +176,13 @@ def plan_site(
                     None, commit)
     release = next_release_name(now, [*facts.releases, *facts.not_dirs])
     actions.append(Deploy(release, commit))
+    # Prune as if the deploy succeeded; the applier stops at a failed deploy, so this only
+    # runs after a success (SPEC 4.5), and a site that deploys every pass still prunes.
+    built_now = ReleaseFacts(release, Manifest(commit, site.branch, site.repository, site.build_key, "success"))
+    # The release live before the switch stays too: it is the immediate way back.
+    candidates = prune_candidates([*facts.ordered(), built_now], site.keep, release, site.pin, (active,))
+    if candidates:
+        actions.append(Prune(tuple(candidates)))
     return _verdict(actions, release, commit, health)
 
 

@@ -1,0 +1,5 @@
+"""`make bench`: run every benchmark and print its table."""
+
+from bench import atomic
+
+atomic.main()

@@ -1,0 +1,137 @@
+"""SPEC section 3: the site symlink is replaced only by an atomic rename, so at no instant does
+`{base}/{domain}` (and the document root `{base}/{domain}/public`) fail to resolve.
+
+The real `switch_command` runs 1000 times under /bin/sh, alternating between two real releases,
+while ANOTHER PROCESS resolves `{base}/{domain}/public` in a tight loop. A control run with a
+non-atomic switch (unlink, then symlink) proves the resolver does catch a missing link.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from reconciler.apply import switch_command
+from reconciler.layout import SitePaths
+
+DOMAIN = "shop.example.com"
+RELEASES = ("01082025-091245", "31072025-143022")
+SWITCHES = 1000
+BATCH = 20
+RESOLVER_DEADLINE = 90.0  # seconds: the resolver stops by itself even if the test dies
+
+# Resolves PATH with os.stat until STOP exists (checked every 100 resolutions) or the deadline.
+RESOLVER = textwrap.dedent("""
+    import json, os, sys, time
+    path, stop, deadline = sys.argv[1], sys.argv[2], time.monotonic() + float(sys.argv[3])
+    ok = failed = 0
+    seen = {}
+    errors = []
+    print("ready", flush=True)
+    while True:
+        for _ in range(100):
+            try:
+                inode = os.stat(path).st_ino
+            except OSError as exc:
+                failed += 1
+                if len(errors) < 5:
+                    errors.append(repr(exc))
+            else:
+                ok += 1
+                seen[inode] = seen.get(inode, 0) + 1
+        if os.path.exists(stop) or time.monotonic() > deadline:
+            break
+    print(json.dumps({"ok": ok, "failed": failed, "seen": {str(k): v for k, v in seen.items()},
+                      "errors": errors}), flush=True)
+""")
+
+
+def _make_releases(base: Path) -> SitePaths:
+    for name in RELEASES:
+        public = base / "deployments" / DOMAIN / name / "public"
+        public.mkdir(parents=True)
+        (public / "index.php").write_text(f"<?php echo '{name}';\n")
+    return SitePaths(str(base), DOMAIN)
+
+
+def _sh(command: str) -> None:
+    result = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, (result.returncode, result.stderr, command)
+
+
+def _race(tmp_path: Path, base: Path, switcher: Callable[[], None]) -> dict[str, Any]:
+    """Run `switcher` while a separate process resolves {base}/{domain}/public; return its counts."""
+    stop = tmp_path / "stop"
+    resolver = subprocess.Popen(
+        [sys.executable, "-c", RESOLVER, str(base / DOMAIN / "public"), str(stop), str(RESOLVER_DEADLINE)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert resolver.stdout is not None
+        assert resolver.stdout.readline().strip() == "ready"
+        switcher()
+    finally:
+        stop.touch()
+        out, _ = resolver.communicate(timeout=RESOLVER_DEADLINE + 30)
+    assert resolver.returncode == 0, out
+    report: dict[str, Any] = json.loads(out)
+    return report
+
+
+def test_switch_is_atomic_under_concurrent_resolution(tmp_path: Path) -> None:
+    base = tmp_path / "srv"
+    paths = _make_releases(base)
+    _sh(switch_command(paths, RELEASES[0]))  # the site link first exists here
+    inodes = {os.stat(base / "deployments" / DOMAIN / name / "public").st_ino: name for name in RELEASES}
+
+    def switch_many() -> None:
+        # Batches of real switch commands per /bin/sh (each one as apply.switch would send it).
+        commands = [switch_command(paths, RELEASES[(n + 1) % 2]) for n in range(SWITCHES)]
+        for start in range(0, SWITCHES, BATCH):
+            _sh("".join(commands[start : start + BATCH]))
+
+    report = _race(tmp_path, base, switch_many)
+
+    assert report["failed"] == 0, f"the document root failed to resolve: {report}"
+    assert report["ok"] > SWITCHES, f"the resolver barely ran: {report}"
+    # The resolver saw both releases, so it really ran while the link flipped back and forth.
+    assert {inodes[int(k)] for k in report["seen"]} == set(RELEASES), report
+    # 1000 switches end on RELEASES[0]; the link stays relative; no temporary link is left behind.
+    assert os.readlink(base / DOMAIN) == f"deployments/{DOMAIN}/{RELEASES[SWITCHES % 2]}"
+    assert sorted(p.name for p in base.iterdir()) == ["deployments", DOMAIN]
+
+
+def test_switch_command_refuses_a_missing_release_and_keeps_the_link(tmp_path: Path) -> None:
+    base = tmp_path / "srv"
+    paths = _make_releases(base)
+    _sh(switch_command(paths, RELEASES[1]))
+    result = subprocess.run(
+        ["/bin/sh", "-c", switch_command(paths, "02082025-000000")], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    assert os.readlink(base / DOMAIN) == f"deployments/{DOMAIN}/{RELEASES[1]}"
+    assert sorted(p.name for p in base.iterdir()) == ["deployments", DOMAIN]
+
+
+def test_resolver_detects_a_non_atomic_switch(tmp_path: Path) -> None:
+    """Control: unlink-then-symlink (what `ln -sfn` does on many systems) leaves a window the
+    resolver catches, so a zero in the test above means something."""
+    base = tmp_path / "srv"
+    _make_releases(base)
+    link = base / DOMAIN
+    targets = [f"deployments/{DOMAIN}/{name}" for name in RELEASES]
+    os.symlink(targets[0], link)
+    loop = (
+        f"i=0; while [ $i -lt 100 ]; do "
+        f"rm -f -- '{link}'; ln -s -- '{targets[1]}' '{link}'; "
+        f"rm -f -- '{link}'; ln -s -- '{targets[0]}' '{link}'; i=$((i+1)); done"
+    )
+    report = _race(tmp_path, base, lambda: _sh(loop))
+    assert report["failed"] > 0, report
