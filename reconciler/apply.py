@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class SiteContext:
     command_timeout: float
     deploy_timeout: float
     declarations_commit: str | None = None
+    # Asked right before a switch: False when a newer declaration (e.g. a pin) landed meanwhile.
+    still_desired: Callable[[], bool] | None = None
 
     @property
     def paths(self) -> SitePaths:
@@ -46,6 +49,7 @@ class Outcome:
     ok: bool
     message: str = ""
     warning: str = ""
+    superseded: bool = False  # built fine, but no longer desired: left unswitched
 
 
 async def _run(ctx: SiteContext, step: str, command: str, timeout: float | None = None) -> Result:
@@ -221,6 +225,8 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         # Mark success before switching: a crash in between leaves a good release that the
         # next pass activates, never a live release that claims to be unfinished.
         await _run(ctx, "record success", _write_manifest(paths, release, done))
+        if ctx.still_desired is not None and not ctx.still_desired():
+            return await _superseded(ctx, deployment_id, release, started, done.completed_at)
         await switch(ctx, release)
         warning = await reload(ctx, release)
     except (StepFailed, LayoutConflict) as exc:
@@ -265,6 +271,15 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         active_commit=commit, last_deployment_sha=commit, last_deployed_at=done.completed_at,
     )
     return Outcome(True, warning=warning)
+
+
+async def _superseded(ctx: SiteContext, deployment_id: int, release: str, started: float, completed: str) -> Outcome:
+    message = "a newer declaration landed during the build; not switched"
+    text = await _fetch_log(ctx, release)
+    local = _save_local_log(ctx, deployment_id, text + f"==> {message}\n")
+    ctx.store.update_deployment(deployment_id, status="success", completed_at=completed, local_log=str(local),
+                                duration_ms=int((time.monotonic() - started) * 1000), message=message)
+    return Outcome(True, message, superseded=True)
 
 
 async def _fetch_log(ctx: SiteContext, release: str) -> str:

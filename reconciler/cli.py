@@ -119,7 +119,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from .daemon import run_daemon
 
-    return run_daemon(settings)
+    return run_daemon(settings, args.config, {"repo": args.repo, "state_dir": args.state_dir})
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from .plan import (
     SYNCED,
     UNKNOWN,
     Activate,
+    Clean,
     Deploy,
     FailureMemory,
     Plan,
@@ -79,6 +80,11 @@ class Reconciler:
         self.clock = clock
         self._limit = asyncio.Semaphore(settings.concurrency)
 
+    def reconfigure(self, settings: Settings) -> None:
+        """New settings from SIGHUP: timeouts and limits apply to work started from now on."""
+        self.settings = settings
+        self._limit = asyncio.Semaphore(settings.concurrency)
+
     def load(self) -> Declarations:
         return declarations.load(self.settings.repo, self.settings.branch)
 
@@ -122,22 +128,27 @@ class Reconciler:
                                            message=str(exc), declarations_commit=decl_commit)
             return outcomes
         return list(await asyncio.gather(*(
-            self._site_pass(site, facts, decl_commit, dry_run) for site in sites
+            self.converge_site(site, facts, decl_commit, dry_run) for site in sites
         )))
 
-    async def _site_pass(self, site: SiteDeclaration, server_facts: ServerFacts,
-                         decl_commit: str | None, dry_run: bool) -> SiteOutcome:
+    async def converge_site(self, site: SiteDeclaration, server_facts: ServerFacts, decl_commit: str | None,
+                            dry_run: bool = False, *, recover: bool = False,
+                            still_desired: Callable[[], bool] | None = None) -> SiteOutcome:
+        """Plan and apply one site from its server's facts. `recover` also removes release dirs
+        left half-built by a dead process; `still_desired` is asked right before a switch."""
         async with self._limit:
             facts = server_facts.sites[site.domain]
             head = server_facts.heads.get((site.repository, site.branch))
             if not dry_run:
                 self.store.adopt(site.domain, facts)
-            plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts), self.clock())
+            memory = failure_memory(self.store, site.domain, facts)
+            plan = plan_site(site, facts, head, memory, self.clock(), clean_interrupted=recover)
             if dry_run:
                 return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message,
                                    [a.describe() for a in plan.actions])
             ctx = apply.SiteContext(self.pool.get(site.server), site, self.store, self.settings.log_dir,
-                                    self.settings.command_timeout, self.settings.deploy_timeout, decl_commit)
+                                    self.settings.command_timeout, self.settings.deploy_timeout, decl_commit,
+                                    still_desired)
             try:
                 outcome = await self._apply(ctx, plan, facts)
             except TemporaryError as exc:
@@ -154,11 +165,16 @@ class Reconciler:
         for action in plan.actions:
             if isinstance(action, Provision):
                 await apply.provision(ctx)
+            elif isinstance(action, Clean):
+                await apply.prune(ctx, action.releases)
             elif isinstance(action, Deploy):
                 result = await apply.deploy(ctx, action.release, action.commit)
                 if not result.ok:
                     done.append(f"deploy {action.release} failed")
                     return SiteOutcome(site.domain, site.server, FAILED, health_of(facts), result.message, done)
+                if result.superseded:
+                    done.append(f"built {action.release}; not switched: {result.message}")
+                    return SiteOutcome(site.domain, site.server, OUT_OF_SYNC, health_of(facts), result.message, done)
                 health, message = (DEGRADED, result.warning) if result.warning else ("Healthy", "")
                 sync = SYNCED
             elif isinstance(action, Activate):

@@ -53,7 +53,17 @@ class Prune:
         return "prune " + ", ".join(self.releases)
 
 
-Action = Provision | Deploy | Activate | Prune
+@dataclass(frozen=True)
+class Clean:
+    """Remove release dirs a dead process left half-built (manifest still `updating`)."""
+
+    releases: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "remove interrupted release " + ", ".join(self.releases)
+
+
+Action = Provision | Clean | Deploy | Activate | Prune
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ def plan_site(
     head: BranchHead | None,
     memory: FailureMemory,
     now: datetime,
+    clean_interrupted: bool = False,
 ) -> Plan:
     paths = facts.paths
     active = facts.active_release
@@ -140,6 +151,10 @@ def plan_site(
     actions: list[Action] = []
     if not facts.provisioned or not facts.shared:
         actions.append(Provision())
+    if clean_interrupted:
+        interrupted = tuple(r.name for r in facts.ordered() if r.status == "updating" and r.name != active)
+        if interrupted:
+            actions.append(Clean(interrupted))
 
     def settle(target: str, reason: str) -> None:
         if active != target:
@@ -187,6 +202,6 @@ def plan_site(
 
 
 def _verdict(actions: list[Action], release: str, commit: str | None, health: str) -> Plan:
-    pending = [a for a in actions if not isinstance(a, Prune)]
+    pending = [a for a in actions if not isinstance(a, Prune | Clean)]
     sync = OUT_OF_SYNC if pending else SYNCED
     return Plan(tuple(actions), sync, health, "", release, commit)

@@ -100,6 +100,15 @@ class Store:
     def update_deployment(self, deployment_id: int, **values: Any) -> None:
         self.db["deployments"].update(deployment_id, values)  # type: ignore[union-attr]
 
+    def mark_interrupted(self) -> list[int]:
+        """At daemon start: deployments a dead process left pending/updating become failed,
+        transient (so they are retried), with the reason recorded."""
+        ids = [row["id"] for row in self.db["deployments"].rows_where("status in ('pending', 'updating')")]
+        for deployment_id in ids:
+            self.update_deployment(deployment_id, status="failed", transient=1, completed_at=utcnow(),
+                                   message="interrupted: the reconciler stopped during this deployment")
+        return ids
+
     def deployment(self, deployment_id: int) -> dict[str, Any] | None:
         rows = list(self.db["deployments"].rows_where("id = ?", [deployment_id]))
         return rows[0] if rows else None
