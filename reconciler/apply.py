@@ -8,6 +8,8 @@ switched unless every step before it succeeded.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 import time
@@ -227,8 +229,19 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         await _run(ctx, "record success", _write_manifest(paths, release, done))
         if ctx.still_desired is not None and not ctx.still_desired():
             return await _superseded(ctx, deployment_id, release, started, done.completed_at)
-        await switch(ctx, release)
-        warning = await reload(ctx, release)
+        # A stop request must not interrupt a switch half-way through the bookkeeping:
+        # the switch and reload finish, then the cancellation is honoured.
+        stage = "switching"
+        finishing = asyncio.ensure_future(_switch_and_reload(ctx, release))
+        try:
+            warning = await asyncio.shield(finishing)
+        except asyncio.CancelledError:
+            await finishing
+            raise
+    except asyncio.CancelledError:
+        if claimed and stage != "switching":
+            await _abort(ctx, deployment_id, release, stage, started)
+        raise
     except (StepFailed, LayoutConflict) as exc:
         message = str(exc)
         text = await _fetch_log(ctx, release) if claimed else ""
@@ -271,6 +284,23 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         active_commit=commit, last_deployment_sha=commit, last_deployed_at=done.completed_at,
     )
     return Outcome(True, warning=warning)
+
+
+async def _switch_and_reload(ctx: SiteContext, release: str) -> str:
+    await switch(ctx, release)
+    return await reload(ctx, release)
+
+
+async def _abort(ctx: SiteContext, deployment_id: int, release: str, stage: str, started: float) -> None:
+    """The reconciler is stopping mid-build: remove the half-built release (it was never live)
+    and record the deployment as interrupted, so the next start builds it again."""
+    with contextlib.suppress(TransportError, TimeoutError, OSError):
+        await asyncio.wait_for(asyncio.shield(ctx.transport.run(
+            f"rm -rf -- {quote(ctx.paths.release(release))}", timeout=10)), 15)
+    ctx.store.update_deployment(
+        deployment_id, status="failed", transient=1, completed_at=utcnow(), deployment_path=None,
+        message=f"aborted during {stage}: the reconciler was stopping",
+        duration_ms=int((time.monotonic() - started) * 1000))
 
 
 async def _superseded(ctx: SiteContext, deployment_id: int, release: str, started: float, completed: str) -> Outcome:
