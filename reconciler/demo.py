@@ -1,24 +1,28 @@
 """`make demo`: a throwaway sandbox under state/demo/ that walks through the main job.
 
-It builds a Laravel-like app repository and a declarations repository with one
-`server = "local"` site, then: deploy -> new app commit -> pin (rollback) -> unpin,
-printing `reconciler status` after each step, and finally times a deploy and a no-op pass.
-Everything runs through the real CLI on the embedded default (local transport, SQLite).
+It builds a Laravel-like app repository and a declarations repository, starts the real
+daemon (`reconciler run`, local transport, SQLite) and commits changes for it to converge:
+declare a site -> new app commit -> pin (rollback) -> unpin -> a hand-made drift, printing
+`reconciler status` after each. On a terminal the daemon then keeps running until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import statistics
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from .cli import main as cli
 
 DOMAIN = "shop.example.test"
+POLL_SECONDS = 3
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -70,9 +74,32 @@ def build_sandbox(root: Path) -> None:
 
 
 def _site_says(root: Path) -> str:
-    index = root / "srv" / DOMAIN / "public" / "index.php"
-    target = os.readlink(root / "srv" / DOMAIN)
-    return f"{root / 'srv' / DOMAIN} -> {target}  serves: {index.read_text().strip()}"
+    link = root / "srv" / DOMAIN
+    if not link.is_symlink():
+        return f"{link} does not exist yet"
+    index = link / "public" / "index.php"
+    return f"{link} -> {os.readlink(link)}  serves: {index.read_text().strip()}"
+
+
+def _active(root: Path) -> str | None:
+    link = root / "srv" / DOMAIN
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def _wait_for_change(root: Path, before: str | None, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        if _active(root) != before:
+            print(f"   ... {what} after {time.monotonic() - started:.1f}s", flush=True)
+            return
+        time.sleep(0.05)
+    print(f"   ... no change within {timeout:.0f}s; see the daemon's lines above", flush=True)
+
+
+def _relay(stream: IO[str]) -> None:
+    for line in stream:
+        print(f"   daemon | {line.rstrip()}", flush=True)
 
 
 def main() -> int:
@@ -82,50 +109,72 @@ def main() -> int:
     root = (Path("state") / "demo").resolve()
     build_sandbox(root)
     app, decl = root / "app", root / "declarations"
+    _git(decl, "commit", "-q", "--allow-empty", "-m", "an empty declarations repository")
+    (root / "reconciler.toml").write_text(
+        f'repo = "{decl}"\nstate_dir = "{root / "state"}"\ninterval = {POLL_SECONDS}\n')
 
-    _step("1. Commit a site declaration, reconcile: provision + first deploy")
-    _commit(decl, f"declare {DOMAIN}")
-    _reconciler(root, "reconcile")
-    _reconciler(root, "status")
-    print(_site_says(root))
+    _step(f"Starting the daemon: reconciler run (polls app branches every {POLL_SECONDS}s)")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "--config", str(root / "reconciler.toml"), "run"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert daemon.stderr is not None
+    threading.Thread(target=_relay, args=(daemon.stderr,), daemon=True).start()
+    try:
+        time.sleep(1.5)
+        _step("1. Commit a site declaration: the daemon provisions and deploys it")
+        before = _active(root)
+        _commit(decl, f"declare {DOMAIN}")
+        _wait_for_change(root, before, "live")
+        _reconciler(root, "status")
+        print(_site_says(root))
 
-    _step("2. A new commit on the app branch: a new release goes live")
-    (app / "public" / "index.php").write_text("<?php echo 'Hello from v2';\n")
-    _commit(app, "v2")
-    _reconciler(root, "reconcile")
-    _reconciler(root, "history", DOMAIN)
-    print(_site_says(root))
+        _step("2. A new commit on the app branch: deployed at the next poll")
+        (app / "public" / "index.php").write_text("<?php echo 'Hello from v2';\n")
+        before = _active(root)
+        _commit(app, "v2")
+        _wait_for_change(root, before, "new release live")
+        _reconciler(root, "history", DOMAIN)
+        print(_site_says(root))
 
-    _step("3. Roll back: `reconciler rollback` commits a pin; the pass switches the symlink, no rebuild")
-    _reconciler(root, "rollback", DOMAIN)
-    _reconciler(root, "reconcile")
-    _reconciler(root, "status")
-    print(_site_says(root))
+        _step("3. Roll back: `reconciler rollback` commits a pin; the daemon switches back, no rebuild")
+        before = _active(root)
+        _reconciler(root, "rollback", DOMAIN)
+        _wait_for_change(root, before, "rolled back")
+        _reconciler(root, "status")
+        print(_site_says(root))
 
-    _step("4. Unpin: back to the branch head, again without rebuilding")
-    _reconciler(root, "unpin", DOMAIN)
-    _reconciler(root, "reconcile")
-    _reconciler(root, "status")
-    print(_site_says(root))
+        _step("4. Unpin: back to the branch head, again without rebuilding")
+        before = _active(root)
+        _reconciler(root, "unpin", DOMAIN)
+        _wait_for_change(root, before, "rolled forward")
+        _reconciler(root, "status")
+        print(_site_says(root))
 
-    _step("5. Timings on this machine (median of 5)")
-    deploys, noops = [], []
-    for n in range(5):
-        (app / "public" / "index.php").write_text(f"<?php echo 'timing {n}';\n")
-        _commit(app, f"timing {n}")
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "reconciler", "--repo", str(decl), "--state-dir",
-                        str(root / "state"), "reconcile"], check=True, stdout=subprocess.DEVNULL)
-        deploys.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "reconciler", "--repo", str(decl), "--state-dir",
-                        str(root / "state"), "reconcile"], check=True, stdout=subprocess.DEVNULL)
-        noops.append(time.perf_counter() - started)
-    print(f"one deploy (whole CLI run): median {statistics.median(deploys) * 1000:.0f} ms")
-    print(f"one no-op pass (whole CLI run): median {statistics.median(noops) * 1000:.0f} ms")
-    print(f"\nThe sandbox stays in {root}. Try: .venv/bin/reconciler --repo {decl} --state-dir "
-          f"{root / 'state'} status")
-    return 0
+        _step("5. Drift: someone points the site at the old release by hand")
+        before = _active(root)
+        releases = sorted(p.name for p in (root / "srv" / "deployments" / DOMAIN).iterdir() if p.name[0].isdigit())
+        old = next(name for name in releases if f"/{name}" not in (before or ""))
+        (root / "srv" / "drift").symlink_to(f"deployments/{DOMAIN}/{old}")
+        os.replace(root / "srv" / "drift", root / "srv" / DOMAIN)
+        print(f"   hand-made change: {_site_says(root)}")
+        drifted = _active(root)
+        _wait_for_change(root, drifted, "corrected by the next poll")
+        print(_site_says(root))
+
+        if sys.stdin.isatty() and not os.environ.get("CI"):
+            _step("The daemon keeps running. Press Ctrl-C to stop it.")
+            print(f"Next, try in another terminal:\n"
+                  f"  edit {decl / 'sites.d' / (DOMAIN + '.toml')} (e.g. make the script fail: add a line `false`)\n"
+                  f"  git -C {decl} commit -am 'break it'\n"
+                  f"  .venv/bin/reconciler --config {root / 'reconciler.toml'} status")
+            with contextlib.suppress(KeyboardInterrupt):
+                daemon.wait()
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=60)
+    print(f"\nDaemon stopped (exit {daemon.returncode}). The sandbox stays in {root}.")
+    return 0 if daemon.returncode in (0, -signal.SIGINT) else 1
 
 
 if __name__ == "__main__":

@@ -219,6 +219,13 @@ def test_reconcile_exits_2_when_the_declarations_repo_does_not_exist(world: Worl
     assert rc == 2, (out, err)
 
 
+def test_a_plain_directory_inside_another_git_repo_is_not_a_declarations_repo(world: World) -> None:
+    # app/public is a plain directory inside the app's work tree: it is not the declarations
+    # repository, and the enclosing repository must not be used in its place (nor committed to).
+    rc, out, err = world.cli("reconcile", repo=world.app / "public")
+    assert rc == 2, (out, err)
+
+
 # --- status / history ---------------------------------------------------------------------------------
 
 
