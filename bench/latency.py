@@ -1,0 +1,93 @@
+"""latency: commit-to-live for pins through the daemon over a real sshd on 127.0.0.1.
+
+Commits alternate `pin` between two releases of one SSH site; each sample is the time from
+the commit (the ref update) to the site symlink on the server pointing at the pinned
+release. Baseline: the time of one bare SSH round trip (`true`) with the same key, measured
+in the same run, so the ratio says how many round trips a pin costs end to end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
+from tests.sshd import start_sshd
+
+DOMAIN = "latency.example.com"
+
+
+def _wait(predicate: object, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def main(samples: int = 20) -> None:
+    for key, value in {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+                       "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}.items():
+        os.environ.setdefault(key, value)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server = start_sshd(tmp / "sshd")
+        daemon = None
+        try:
+            app = make_app_repo(tmp / "app")
+            decl = make_decl_repo(tmp / "decl")
+            base = tmp / "srv"
+            site = {"server": server.destination, "base_path": str(base), "repository": str(app), "keep": 5}
+            config = tmp / "reconciler.toml"
+            config.write_text(f'repo = "{decl}"\nstate_dir = "{tmp / "state"}"\ninterval = 2\n'
+                              f'identity_file = "{server.identity_file}"\nknown_hosts = "{server.known_hosts}"\n')
+            daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "--config", str(config), "run"],
+                                      stderr=subprocess.DEVNULL)
+            link = base / DOMAIN
+            write_site(decl, DOMAIN, **site)
+            assert _wait(lambda: link.is_symlink()), "first deploy did not go live"
+            first = os.readlink(link).rsplit("/", 1)[-1]
+            app_commit(app, "v2")
+            assert _wait(lambda: os.readlink(link).rsplit("/", 1)[-1] != first), "second deploy did not go live"
+            second = os.readlink(link).rsplit("/", 1)[-1]
+            time.sleep(1)
+            timings = []
+            for n in range(samples):
+                target = first if n % 2 == 0 else second
+                write_site(decl, DOMAIN, **site, pin=target, commit=False)
+                started = time.perf_counter()
+                git(decl, "commit", "-q", "-am", f"pin {target}")
+                ok = _wait(lambda t=target: os.readlink(link).endswith(t), 30)  # type: ignore[misc]
+                timings.append(time.perf_counter() - started)
+                if not ok:
+                    print(f"sample {n}: pin not applied within 30 s")
+            rtts = []
+            for _ in range(10):
+                started = time.perf_counter()
+                subprocess.run(["ssh", "-F", str(server.ssh_config), "testserver", "true"], check=True)
+                rtts.append(time.perf_counter() - started)
+        finally:
+            if daemon is not None:
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait(timeout=60)
+            server.stop()
+    ordered = sorted(timings)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * len(ordered)) - 1)]
+    baseline = statistics.median(rtts)
+    print(f"latency: commit -> symlink switched for {samples} pin commits, daemon over real sshd")
+    print(f"{'measure':<40}{'median':>10}{'p95':>10}")
+    print(f"{'reconciler: commit to live':<40}{statistics.median(timings) * 1000:>8.0f}ms{p95 * 1000:>8.0f}ms")
+    print(f"{'baseline: one ssh round trip (new conn)':<40}{baseline * 1000:>8.0f}ms")
+    print(f"ratio (median commit-to-live / one ssh connection): {statistics.median(timings) / baseline:.1f}")
+    print("target: median under 500 ms (Argo CD polls every 3 min by default, Flux every 1 min)")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
