@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,9 +116,10 @@ class Launcher:
     config: Path
     started: list[DaemonProcess] = field(default_factory=list)
 
-    def start(self, env: dict[str, str] | None = None, name: str = "daemon") -> DaemonProcess:
-        log = self.tmp / f"{name}-{len(self.started)}.stderr"
-        with open(log, "wb") as err:
+    def start(self, env: dict[str, str] | None = None, log: Path | None = None) -> DaemonProcess:
+        """`reconciler run` in its own session; stderr goes to `log` (a file nobody must drain)."""
+        log = log or self.tmp / f"daemon-{len(self.started)}.stderr"
+        with open(log, "ab") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "reconciler", "--config", str(self.config), "run"],
                 cwd=self.tmp, env=_clean_env(env), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
@@ -154,15 +155,6 @@ class Launcher:
     def close(self) -> None:
         for daemon in self.started:
             daemon.kill()
-
-
-@contextlib.contextmanager
-def launcher(tmp: Path, config: Path) -> Iterator[Launcher]:
-    runner = Launcher(tmp, config)
-    try:
-        yield runner
-    finally:
-        runner.close()
 
 
 # -- the "server" filesystem ----------------------------------------------------------------------

@@ -639,10 +639,10 @@ def test_flags_override_the_config_file(world: World) -> None:
     world.declare()
     in_file = world.tmp / "state-in-file"
     on_flag = world.tmp / "state-on-flag"
-    config = _config(world.tmp / "conf" / "reconciler.toml", repo=str(world.tmp / "wrong-repo"),
-                     state_dir=str(in_file))
-    rc, out, err = world.run("--config", str(config), "--repo", str(world.decl), "--state-dir", str(on_flag),
-                             "reconcile")
+    config = _config(world.tmp / "conf" / "reconciler.toml", repo=str(world.tmp / "wrong-repo"), state_dir=str(in_file))
+    rc, out, err = world.run(
+        "--config", str(config), "--repo", str(world.decl), "--state-dir", str(on_flag), "reconcile"
+    )
     assert rc == 0, (out, err)
     assert (on_flag / "reconciler.db").is_file()
     assert not in_file.exists()

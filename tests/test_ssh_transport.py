@@ -1,0 +1,272 @@
+"""The transports against real processes: SshTransport over a real OpenSSH sshd on 127.0.0.1,
+LocalTransport with /bin/sh, and the pool that hands them out. No mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from reconciler.errors import TransportError
+from reconciler.transport.base import Result, Transport
+from reconciler.transport.local import LocalTransport
+from reconciler.transport.pool import TransportPool
+from reconciler.transport.ssh import SshOptions, SshTransport
+from tests.sshd import SshServer
+
+T = TypeVar("T")
+TIMEOUT = 20.0
+
+
+def _options(server: SshServer, **overrides: object) -> SshOptions:
+    values: dict[str, object] = {
+        "identity_file": server.identity_file,
+        "known_hosts": server.known_hosts,
+        "connect_timeout": 10.0,
+    }
+    values.update(overrides)
+    return SshOptions(**values)  # type: ignore[arg-type]
+
+
+def _with(transport: Transport, body: Callable[[Transport], Awaitable[T]]) -> T:
+    """Run `body(transport)` in a fresh event loop and always close the transport."""
+
+    async def go() -> T:
+        try:
+            return await body(transport)
+        finally:
+            await transport.close()
+
+    return asyncio.run(go())
+
+
+def _run(transport: Transport, command: str, stdin: str | None = None, timeout: float = TIMEOUT) -> Result:
+    return _with(transport, lambda t: t.run(command, timeout=timeout, stdin=stdin))
+
+
+def _other_host_key(tmp: Path) -> str:
+    key = tmp / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)], check=True)
+    key_type, key_b64 = Path(f"{key}.pub").read_text().split()[:2]
+    return f"{key_type} {key_b64}"
+
+
+def _gone(pid: int) -> bool:
+    """True when `pid` has exited (no such process, or a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def _wait_gone(pid: int) -> bool:
+    # SIGKILL is delivered asynchronously; give the kernel a moment to finish the process.
+    deadline = time.monotonic() + 5
+    while not _gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# --- SshTransport: running commands ---------------------------------------------------------------------
+
+
+def test_ssh_exit_status_stdout_stderr(sshd_session: SshServer) -> None:
+    result = _run(SshTransport(sshd_session.destination, _options(sshd_session)), "echo out; echo err >&2; exit 3")
+    assert result == Result(3, "out\n", "err\n")
+    assert not result.ok
+
+
+def test_ssh_success_and_quoting_reach_the_shell_intact(sshd_session: SshServer) -> None:
+    command = "printf '%s|' 'a b' \"c'd\" '$HOME' \"x\\\"y\"; printf '\\n'\nprintf 'second line\\n'"
+    result = _run(SshTransport(sshd_session.destination, _options(sshd_session)), command)
+    assert result.ok, result
+    assert result.stdout == "a b|c'd|$HOME|x\"y|\nsecond line\n"
+
+
+def test_ssh_stdin_is_passed_through(sshd_session: SshServer) -> None:
+    data = "hello\nwörld with 'quotes' and $dollars\n" * 100
+    result = _run(SshTransport(sshd_session.destination, _options(sshd_session)), "cat", stdin=data)
+    assert result == Result(0, data, "")
+    # Without stdin the command reads end-of-file at once, it does not hang.
+    result = _run(SshTransport(sshd_session.destination, _options(sshd_session)), "cat; echo done", timeout=10)
+    assert result == Result(0, "done\n", "")
+
+
+def test_ssh_commands_run_under_posix_sh_not_the_login_shell(sshd_session: SshServer) -> None:
+    # The test user's login shell may be bash; the transport must run /bin/sh itself.
+    result = _run(
+        SshTransport(sshd_session.destination, _options(sshd_session)),
+        'echo "$0"; readlink /proc/$$/exe',
+    )
+    assert result.ok, result
+    zero, exe = result.stdout.splitlines()
+    assert zero == "/bin/sh"
+    assert exe == os.path.realpath("/bin/sh")
+
+
+def test_ssh_config_host_alias(sshd_session: SshServer) -> None:
+    transport = SshTransport("testserver", SshOptions(ssh_config=sshd_session.ssh_config, connect_timeout=10.0))
+    result = _run(transport, "echo via-alias; id -un")
+    assert result.ok, result
+    assert result.stdout.splitlines() == ["via-alias", sshd_session.user]
+
+
+def test_ssh_config_alias_with_explicit_known_hosts_and_identity(sshd_session: SshServer) -> None:
+    transport = SshTransport("testserver", _options(sshd_session, ssh_config=sshd_session.ssh_config))
+    assert _run(transport, "echo ok").stdout == "ok\n"
+
+
+def test_ssh_many_concurrent_commands_on_one_transport(sshd_session: SshServer) -> None:
+    # 25 overlapping sessions on one connection: above OpenSSH's MaxSessions 10 without a cap.
+    async def body(transport: Transport) -> list[Result]:
+        return list(await asyncio.gather(*(transport.run(f"sleep 0.3; echo {i}", timeout=60) for i in range(25))))
+
+    transport = SshTransport(sshd_session.destination, _options(sshd_session))
+    results = _with(transport, body)
+    assert [r.exit_status for r in results] == [0] * 25, results
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(25)]
+
+
+def test_ssh_timeout_raises_transport_error_and_the_transport_stays_usable(sshd_session: SshServer) -> None:
+    async def body(transport: Transport) -> Result:
+        with pytest.raises(TransportError, match="timed out"):
+            await transport.run("sleep 30", timeout=1)
+        return await transport.run("echo after", timeout=TIMEOUT)
+
+    transport = SshTransport(sshd_session.destination, _options(sshd_session))
+    assert _with(transport, body) == Result(0, "after\n", "")
+
+
+# --- SshTransport: host keys are always verified ---------------------------------------------------------
+
+
+def test_ssh_wrong_host_key_is_refused_and_nothing_runs(sshd_session: SshServer, tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{sshd_session.port} {_other_host_key(tmp_path)}\n")
+    canary = tmp_path / "CANARY"
+    transport = SshTransport(sshd_session.destination, _options(sshd_session, known_hosts=known_hosts))
+    with pytest.raises(TransportError, match=r"(?i)host key") as info:
+        _run(transport, f"touch {canary}")
+    assert sshd_session.destination in str(info.value)
+    assert not canary.exists()
+
+
+def test_ssh_empty_known_hosts_is_refused(sshd_session: SshServer, tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    canary = tmp_path / "CANARY"
+    transport = SshTransport(sshd_session.destination, _options(sshd_session, known_hosts=known_hosts))
+    with pytest.raises(TransportError, match=r"(?i)host key"):
+        _run(transport, f"touch {canary}")
+    assert not canary.exists()
+
+
+def test_ssh_config_cannot_turn_host_key_checking_off(sshd_session: SshServer, tmp_path: Path) -> None:
+    # OpenSSH: `UserKnownHostsFile none` means "no known hosts", so nothing can be verified and
+    # StrictHostKeyChecking refuses. "Host keys are always verified" (SPEC 5) must hold here too.
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        "Host unverified\n"
+        f"  HostName {sshd_session.host}\n"
+        f"  Port {sshd_session.port}\n"
+        f"  User {sshd_session.user}\n"
+        f"  IdentityFile {sshd_session.identity_file}\n"
+        "  IdentitiesOnly yes\n"
+        "  UserKnownHostsFile none\n"
+        "  GlobalKnownHostsFile none\n"
+        "  StrictHostKeyChecking yes\n"
+    )
+    canary = tmp_path / "CANARY"
+    transport = SshTransport("unverified", SshOptions(ssh_config=config, connect_timeout=10.0))
+    with pytest.raises(TransportError, match=r"(?i)host key"):
+        _run(transport, f"touch {canary}")
+    assert not canary.exists()
+
+
+# --- SshTransport: a server that goes away and comes back -----------------------------------------------
+
+
+def test_ssh_stopped_server_raises_transport_error_then_reconnects(sshd: SshServer) -> None:
+    async def body(transport: Transport) -> list[object]:
+        seen: list[object] = [await transport.run("echo up", timeout=TIMEOUT)]
+        sshd.stop()
+        for _ in range(2):  # the live connection drops, then a fresh connect is refused
+            try:
+                seen.append(await transport.run("echo down", timeout=TIMEOUT))
+            except Exception as exc:
+                seen.append(exc)
+        sshd.restart()
+        seen.append(await transport.run("echo again", timeout=TIMEOUT))
+        return seen
+
+    transport = SshTransport(sshd.destination, _options(sshd))
+    up, down1, down2, again = _with(transport, body)
+    assert up == Result(0, "up\n", "")
+    for down in (down1, down2):
+        assert isinstance(down, TransportError), f"expected TransportError, got {down!r}"
+        assert sshd.destination in str(down)
+    assert again == Result(0, "again\n", "")
+
+
+def test_ssh_unreachable_server_raises_transport_error(sshd: SshServer) -> None:
+    sshd.stop()
+    transport = SshTransport(sshd.destination, _options(sshd))
+    with pytest.raises(TransportError) as info:
+        _run(transport, "true")
+    assert f"127.0.0.1:{sshd.port}" in str(info.value)
+
+
+# --- TransportPool --------------------------------------------------------------------------------------
+
+
+def test_pool_gives_one_transport_per_server(sshd_session: SshServer) -> None:
+    pool = TransportPool(_options(sshd_session))
+    local = pool.get("local")
+    assert isinstance(local, LocalTransport)
+    assert pool.get("local") is local
+    ssh = pool.get(sshd_session.destination)
+    assert isinstance(ssh, SshTransport)
+    assert pool.get(sshd_session.destination) is ssh
+    other = pool.get(f"{sshd_session.user}@localhost:{sshd_session.port}")
+    assert other is not ssh and isinstance(other, SshTransport)
+
+    async def body() -> tuple[Result, Result]:
+        try:
+            return (await local.run("echo local", timeout=TIMEOUT), await ssh.run("echo remote", timeout=TIMEOUT))
+        finally:
+            await pool.close()
+
+    assert asyncio.run(body()) == (Result(0, "local\n", ""), Result(0, "remote\n", ""))
+    # After close the pool starts afresh.
+    assert pool.get("local") is not local
+
+
+# --- LocalTransport -------------------------------------------------------------------------------------
+
+
+def test_local_exit_status_stdout_stderr() -> None:
+    assert _run(LocalTransport(), "echo out; echo err >&2; exit 7") == Result(7, "out\n", "err\n")
+    assert _run(LocalTransport(), 'echo "$0"').stdout == "/bin/sh\n"
+
+
+def test_local_stdin_is_passed_through() -> None:
+    data = "line one\nline 'two' $x\n" * 50
+    assert _run(LocalTransport(), "cat", stdin=data) == Result(0, data, "")
+    assert _run(LocalTransport(), "cat; echo eof", timeout=10) == Result(0, "eof\n", "")
+
+
+def test_local_timeout_kills_the_command_tree(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    with pytest.raises(TransportError, match="timed out"):
+        _run(LocalTransport(), f"sleep 30 & echo $! > {pid_file}; wait", timeout=1)
+    pid = int(pid_file.read_text())
+    assert _wait_gone(pid), f"background child {pid} survived the timeout"
