@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from . import apply, declarations
+from . import apply, declarations, lock
 from .config import Settings
 from .declarations import Declarations, SiteDeclaration
 from .errors import LayoutConflict, TemporaryError
@@ -23,6 +23,7 @@ from .plan import (
     FAILED,
     INVALID,
     OUT_OF_SYNC,
+    PROGRESSING,
     SYNCED,
     UNKNOWN,
     Activate,
@@ -78,6 +79,7 @@ class Reconciler:
         self.store = store
         self.pool = pool or TransportPool(ssh_options(settings))
         self.clock = clock
+        self.identity = lock.Identity.load(settings.state_dir)
         self._limit = asyncio.Semaphore(settings.concurrency)
 
     def reconfigure(self, settings: Settings) -> None:
@@ -132,25 +134,41 @@ class Reconciler:
         )))
 
     async def converge_site(self, site: SiteDeclaration, server_facts: ServerFacts, decl_commit: str | None,
-                            dry_run: bool = False, *, recover: bool = False,
+                            dry_run: bool = False, *,
                             still_desired: Callable[[], bool] | None = None) -> SiteOutcome:
-        """Plan and apply one site from its server's facts. `recover` also removes release dirs
-        left half-built by a dead process; `still_desired` is asked right before a switch."""
+        """Plan one site from its server's facts; when there is work, take the site's lock,
+        re-plan from facts probed under the lock, and apply. `still_desired` is asked right
+        before a switch."""
         async with self._limit:
             facts = server_facts.sites[site.domain]
             head = server_facts.heads.get((site.repository, site.branch))
             if not dry_run:
                 self.store.adopt(site.domain, facts)
-            memory = failure_memory(self.store, site.domain, facts)
-            plan = plan_site(site, facts, head, memory, self.clock(), clean_interrupted=recover)
+            # Half-built releases can only be cleaned while nobody holds the lock (builders do).
+            plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts), self.clock(),
+                             clean_interrupted=facts.lock is None)
             if dry_run:
                 return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message,
                                    [a.describe() for a in plan.actions])
+            if not plan.actions:
+                outcome = SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message)
+                self._record(site, plan, facts, outcome, decl_commit)
+                return outcome
             ctx = apply.SiteContext(self.pool.get(site.server), site, self.store, self.settings.log_dir,
                                     self.settings.command_timeout, self.settings.deploy_timeout, decl_commit,
                                     still_desired)
+            purpose = "; ".join(a.describe() for a in plan.actions)[:200]
             try:
-                outcome = await self._apply(ctx, plan, facts)
+                async with lock.held(ctx.transport, ctx.paths, self.identity, purpose,
+                                     stale_after=self.settings.deploy_timeout + 2 * self.settings.command_timeout,
+                                     timeout=self.settings.command_timeout) as fresh:
+                    facts = fresh
+                    self.store.adopt(site.domain, facts)
+                    plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
+                                     self.clock(), clean_interrupted=True)
+                    outcome = await self._apply(ctx, plan, facts)
+            except lock.SiteLocked as exc:
+                outcome = SiteOutcome(site.domain, site.server, PROGRESSING, health_of(facts), str(exc))
             except TemporaryError as exc:
                 outcome = SiteOutcome(site.domain, site.server, UNKNOWN, UNKNOWN, str(exc))
             except LayoutConflict as exc:
@@ -167,6 +185,8 @@ class Reconciler:
                 await apply.provision(ctx)
             elif isinstance(action, Clean):
                 await apply.prune(ctx, action.releases)
+                for name in action.releases:
+                    self.store.mark_cleaned(site.domain, name)
             elif isinstance(action, Deploy):
                 result = await apply.deploy(ctx, action.release, action.commit)
                 if not result.ok:

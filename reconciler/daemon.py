@@ -28,7 +28,7 @@ from .converge import Reconciler, SiteOutcome
 from .declarations import Declarations, SiteDeclaration
 from .errors import ConfigError, ReconcilerError, TemporaryError
 from .notify import Notifier
-from .plan import FAILED, INVALID, OUT_OF_SYNC, SYNCED, UNKNOWN
+from .plan import FAILED, INVALID, OUT_OF_SYNC, PROGRESSING, SYNCED, UNKNOWN
 from .store import Store
 
 log = logging.getLogger("reconciler")
@@ -36,6 +36,7 @@ log = logging.getLogger("reconciler")
 BACKOFF_START = 5.0
 BACKOFF_CAP = 300.0
 SHUTDOWN_GRACE = 30.0
+LOCK_RETRY = 2.0
 
 
 def _ref_event(change: Change, path: str) -> bool:
@@ -61,7 +62,6 @@ class Daemon:
         self.dirty: set[str] = set()
         self.full_pass = True
         self.busy: set[str] = set()
-        self.recovered: set[str] = set()
         self.delays: dict[str, float] = {}
         self.retry_at: dict[str, float] = {}
         self.last: dict[str, tuple[str, str, str]] = {}
@@ -175,15 +175,18 @@ class Daemon:
             self._publish_status()
 
     async def _site_round(self, site: SiteDeclaration, facts: Any, decl_commit: str | None) -> None:
-        recover = site.domain not in self.recovered
-        self.recovered.add(site.domain)
         try:
             outcome = await self.reconciler.converge_site(
-                site, facts, decl_commit, recover=recover, still_desired=lambda: self._still_desired(site))
+                site, facts, decl_commit, still_desired=lambda: self._still_desired(site))
         except ReconcilerError as exc:
             outcome = SiteOutcome(site.domain, site.server, FAILED, "Unknown", str(exc))
         if outcome.sync == UNKNOWN:
             self._temporary(site, outcome.message)
+            return
+        if outcome.sync == PROGRESSING:
+            # Another reconciler holds the site's lock: look again shortly, not with backoff.
+            asyncio.get_running_loop().call_later(LOCK_RETRY, self.request, {site.domain})
+            self._report(outcome)
             return
         self.delays.pop(site.domain, None)
         self.retry_at.pop(site.domain, None)

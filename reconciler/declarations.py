@@ -278,7 +278,8 @@ def _collect(files: Iterable[tuple[str, bytes | None]], commit: str | None) -> D
 
 def open_repository(path: str | Path) -> pygit2.Repository:
     try:
-        return pygit2.Repository(str(path))
+        # NO_SEARCH: a directory inside some other repository must not silently become it.
+        return pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
     except (pygit2.GitError, KeyError) as exc:
         raise DeclarationError(f"{path}: not a git repository ({exc})") from exc
 

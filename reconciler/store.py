@@ -109,6 +109,17 @@ class Store:
                                    message="interrupted: the reconciler stopped during this deployment")
         return ids
 
+    def mark_cleaned(self, domain: str, release: str) -> None:
+        """A half-built release was removed: its deployment is over, and it failed."""
+        row = self.by_release(domain, release)
+        if row is None:
+            return
+        values: dict[str, Any] = {"deployment_path": None}
+        if row["status"] in ("pending", "updating"):
+            values.update(status="failed", transient=1, completed_at=utcnow(),
+                          message="interrupted: the reconciler stopped during this deployment")
+        self.update_deployment(row["id"], **values)
+
     def deployment(self, deployment_id: int) -> dict[str, Any] | None:
         rows = list(self.db["deployments"].rows_where("id = ?", [deployment_id]))
         return rows[0] if rows else None
@@ -154,10 +165,14 @@ class Store:
                         "message": manifest.message if manifest else "adopted from the server",
                         "transient": 0,
                     })
-                elif row["deployment_path"] is None or (manifest and row["status"] != manifest.status
-                                                        and row["status"] not in ("pending", "updating")):
+                    continue
+                # Only a final manifest status (success/failed) overrides a row: an `updating`
+                # manifest may be a dead build that the row already records as interrupted.
+                final = manifest.status if manifest and manifest.status in ("success", "failed") else None
+                if row["deployment_path"] is None or (final and row["status"] != final
+                                                      and row["status"] not in ("pending", "updating")):
                     self.update_deployment(row["id"], deployment_path=paths.release(name),
-                                           status=status if manifest else row["status"])
+                                           status=final or row["status"])
             if facts.provisioned:
                 for name, row in known.items():
                     if name not in facts.releases and row["deployment_path"] is not None \

@@ -4,7 +4,9 @@ LocalTransport with /bin/sh, and the pool that hands them out. No mocks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -217,6 +219,30 @@ def test_ssh_stopped_server_raises_transport_error_then_reconnects(sshd: SshServ
     assert again == Result(0, "again\n", "")
 
 
+def test_ssh_connection_lost_during_a_command_raises_transport_error(sshd: SshServer, tmp_path: Path) -> None:
+    # A dropped connection is a temporary error (SPEC 4.6), never an exit status of the command:
+    # a deploy script cut off by a lost connection must not be remembered as a failed build.
+    started = tmp_path / "started"
+
+    async def body(transport: Transport) -> tuple[object, Result]:
+        running = asyncio.create_task(transport.run(f"touch {started}; sleep 10; echo finished", timeout=60))
+        while not started.exists() and not running.done():
+            await asyncio.sleep(0.02)
+        sshd.stop()
+        outcome: object
+        try:
+            outcome = await running
+        except Exception as exc:
+            outcome = exc
+        sshd.start()
+        return outcome, await transport.run("echo back", timeout=TIMEOUT)
+
+    transport = SshTransport(sshd.destination, _options(sshd))
+    outcome, back = _with(transport, body)
+    assert isinstance(outcome, TransportError), f"expected TransportError, got {outcome!r}"
+    assert back == Result(0, "back\n", "")
+
+
 def test_ssh_unreachable_server_raises_transport_error(sshd: SshServer) -> None:
     sshd.stop()
     transport = SshTransport(sshd.destination, _options(sshd))
@@ -266,7 +292,12 @@ def test_local_stdin_is_passed_through() -> None:
 
 def test_local_timeout_kills_the_command_tree(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
+    # The child does not hold our pipes: only killing the whole tree ends it before 30 s.
     with pytest.raises(TransportError, match="timed out"):
-        _run(LocalTransport(), f"sleep 30 & echo $! > {pid_file}; wait", timeout=1)
+        _run(LocalTransport(), f"sleep 30 >/dev/null 2>&1 & echo $! > {pid_file}; wait", timeout=1)
     pid = int(pid_file.read_text())
-    assert _wait_gone(pid), f"background child {pid} survived the timeout"
+    try:
+        assert _wait_gone(pid), f"background child {pid} survived the timeout"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

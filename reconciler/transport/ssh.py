@@ -73,8 +73,15 @@ class SshTransport(Transport):
             conn = self._conn
             if conn is not None and not conn.is_closed():
                 return conn
+            kwargs = self._connect_kwargs()
+            if "known_hosts" not in kwargs:
+                # An ssh_config may say `UserKnownHostsFile none`, which asyncssh takes as "do not
+                # verify". Host keys are always verified: an empty list refuses every key instead.
+                resolved = asyncssh.SSHClientConnectionOptions(host=kwargs["host"], config=kwargs.get("config", ()))
+                if resolved.known_hosts is None:
+                    kwargs["known_hosts"] = []
             try:
-                self._conn = await asyncssh.connect(**self._connect_kwargs())
+                self._conn = await asyncssh.connect(**kwargs)
             except asyncssh.HostKeyNotVerifiable as exc:
                 raise TransportError(f"{self.name}: host key not verified ({exc.reason})") from exc
             except (OSError, asyncssh.Error, TimeoutError) as exc:
@@ -99,6 +106,11 @@ class SshTransport(Transport):
             conn.abort()
             raise TransportError(f"{self.name}: connection lost: {_reason(exc)}") from exc
         status = done.exit_status
+        if status is None and done.exit_signal is None:
+            # The channel closed without an exit status: the connection went away mid-command.
+            self._conn = None
+            conn.abort()
+            raise TransportError(f"{self.name}: connection lost while running a command")
         if status is None:
             status = 255 if done.exit_signal is None else 128
         return Result(status, _text(done.stdout), _text(done.stderr))
