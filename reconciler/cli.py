@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("release", nargs="?")
     p = sub.add_parser("unpin", help="commit the removal of a site's pin")
     p.add_argument("domain")
+    p = sub.add_parser("unlock", help="remove a site's lock on its server (after checking nobody works on it)")
+    p.add_argument("domain")
     p = sub.add_parser("validate", help="check declarations without touching any server")
     p.add_argument("path", nargs="?")
     return parser
@@ -92,17 +94,19 @@ def _load_or_none(settings: Settings) -> Declarations | None:
         return None
 
 
-async def _pass(settings: Settings, site: str | None, dry_run: bool) -> list[SiteOutcome]:
+async def _pass(settings: Settings, site: str | None, dry_run: bool) -> tuple[list[SiteOutcome], str]:
     reconciler = Reconciler(settings, _store(settings))
     try:
-        return await reconciler.run_pass(site, dry_run=dry_run)
+        return await reconciler.run_pass(site, dry_run=dry_run), reconciler.notice
     finally:
         await reconciler.close()
         reconciler.store.close()
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    outcomes = asyncio.run(_pass(settings, args.site, args.dry_run))
+    outcomes, notice = asyncio.run(_pass(settings, args.site, args.dry_run))
+    if notice:
+        print(f"warning: {notice}")
     if args.site and not outcomes:
         print(f"reconciler: {args.site}: no such site declared", file=sys.stderr)
         return 1
@@ -284,6 +288,29 @@ def cmd_unpin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_unlock(settings, args.domain))
+
+
+async def _unlock(settings: Settings, domain: str) -> int:
+    from . import lock
+    from .layout import SitePaths
+
+    reconciler = Reconciler(settings, _store(settings))
+    try:
+        site = reconciler.load().sites.get(domain)
+        if site is None:
+            print(f"reconciler: {domain}: no such valid site declared", file=sys.stderr)
+            return 1
+        owner = await lock.unlock(reconciler.pool.get(site.server), SitePaths(site.base_path, domain),
+                                  settings.command_timeout)
+        print(f"{domain}: lock removed (was held by {owner})" if owner else f"{domain}: was not locked")
+        return 0
+    finally:
+        await reconciler.close()
+        reconciler.store.close()
+
+
 def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     path = Path(args.path) if args.path else settings.repo
     # A work tree is checked as files on disk (a pre-commit check); a bare repository at its tip.
@@ -300,5 +327,5 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
 _COMMANDS = {
     "run": cmd_run, "reconcile": cmd_reconcile, "status": cmd_status, "history": cmd_history,
     "logs": cmd_logs, "prune": cmd_prune, "rollback": cmd_rollback, "unpin": cmd_unpin,
-    "validate": cmd_validate,
+    "validate": cmd_validate, "unlock": cmd_unlock,
 }

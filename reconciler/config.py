@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -27,6 +27,10 @@ class Settings(BaseModel):
     command_timeout: float = 120.0
     deploy_timeout: float = 1800.0
     connect_timeout: float = 15.0
+    # Verified desired state: "off", or "head" (the branch tip must carry an allowed signature).
+    require_signed: Literal["off", "head"] = "off"
+    allowed_signers: Path | None = None   # ssh-keygen ALLOWED SIGNERS file (SSH signatures)
+    gpg_home: Path | None = None          # GnuPG home holding the trusted public keys
 
     @field_validator("concurrency")
     @classmethod
@@ -42,6 +46,12 @@ class Settings(BaseModel):
             raise ValueError("must be positive")
         return value
 
+    @model_validator(mode="after")
+    def _signers(self) -> Settings:
+        if self.require_signed == "head" and self.allowed_signers is None and self.gpg_home is None:
+            raise ValueError('require_signed = "head" needs allowed_signers and/or gpg_home')
+        return self
+
     @property
     def db_path(self) -> Path:
         return self.state_dir / "reconciler.db"
@@ -51,7 +61,7 @@ class Settings(BaseModel):
         return self.state_dir / "logs"
 
 
-_PATH_KEYS = ("repo", "state_dir", "identity_file", "known_hosts", "ssh_config")
+_PATH_KEYS = ("repo", "state_dir", "identity_file", "known_hosts", "ssh_config", "allowed_signers", "gpg_home")
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:

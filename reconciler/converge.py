@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from . import apply, declarations, lock
+from . import apply, declarations, lock, trust
 from .config import Settings
 from .declarations import Declarations, SiteDeclaration
-from .errors import LayoutConflict, TemporaryError
+from .errors import DeclarationError, LayoutConflict, TemporaryError
 from .facts import ProbeSite, ServerFacts, SiteFacts, gather
 from .plan import (
     DEGRADED,
@@ -41,6 +41,9 @@ from .transport.pool import TransportPool
 
 if TYPE_CHECKING:
     from .transport.ssh import SshOptions
+
+
+LAST_VERIFIED = "last_verified_commit"
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Reconciler:
         self.pool = pool or TransportPool(ssh_options(settings))
         self.clock = clock
         self.identity = lock.Identity.load(settings.state_dir)
+        self.notice = ""  # why the desired state is not the branch tip (unsigned tip), if it is not
         self._limit = asyncio.Semaphore(settings.concurrency)
 
     def reconfigure(self, settings: Settings) -> None:
@@ -88,7 +92,25 @@ class Reconciler:
         self._limit = asyncio.Semaphore(settings.concurrency)
 
     def load(self) -> Declarations:
-        return declarations.load(self.settings.repo, self.settings.branch)
+        """Desired state: the branch tip, or with `require_signed` the newest verified commit."""
+        settings = self.settings
+        self.notice = ""
+        tip = declarations.tip_commit(settings.repo, settings.branch)
+        if settings.require_signed == "off":
+            return declarations.load_commit(settings.repo, tip)
+        if tip == self.store.meta(LAST_VERIFIED):
+            return declarations.load_commit(settings.repo, tip)
+        problem = trust.verify(settings.repo, tip, settings)
+        if problem is None:
+            self.store.set_meta(LAST_VERIFIED, tip)
+            return declarations.load_commit(settings.repo, tip)
+        last = self.store.meta(LAST_VERIFIED)
+        notice = f"declarations commit {tip[:12]} {problem}; not applied"
+        if last is None:
+            raise DeclarationError(notice + " (no verified commit to fall back to)")
+        decls = declarations.load_commit(settings.repo, last)
+        decls.notice = self.notice = f"{notice}; keeping verified {last[:12]}"
+        return decls
 
     async def probe(self, server: str, sites: list[SiteDeclaration]) -> ServerFacts:
         probes = [ProbeSite(s.domain, s.base_path) for s in sites]
@@ -212,7 +234,8 @@ class Reconciler:
                 decl_commit: str | None) -> None:
         values: dict[str, object] = {
             "server": site.server, "base_path": site.base_path, "sync": outcome.sync,
-            "health": outcome.health, "message": outcome.message, "pinned": site.pin,
+            "health": outcome.health, "pinned": site.pin,
+            "message": "; ".join(m for m in (self.notice, outcome.message) if m),
             "desired_commit": plan.desired_commit, "declarations_commit": decl_commit,
         }
         # What is live now: the desired release when we got there, else what the probe saw.

@@ -125,6 +125,8 @@ class Daemon:
                 log.error("declarations: %s", exc)
                 self.notifier.status(f"declarations unreadable: {exc}")
                 continue
+            if decls.notice and (self.decls is None or self.decls.notice != decls.notice):
+                log.warning("%s", decls.notice)
             self.decls = decls
             self._record_invalid(decls)
             if self.full_pass:

@@ -209,6 +209,8 @@ class Declarations:
     commit: str | None
     sites: dict[str, SiteDeclaration] = field(default_factory=dict)
     invalid: dict[str, InvalidSite] = field(default_factory=dict)
+    # Set when the tip was not applied (e.g. unsigned): why, shown in every site's status.
+    notice: str = ""
 
     @property
     def errors(self) -> list[str]:
@@ -293,19 +295,36 @@ def branch_tip(repo: pygit2.Repository, branch: str) -> pygit2.Commit | None:
     return obj if isinstance(obj, pygit2.Commit) else None
 
 
-def load(repo_path: str | Path, branch: str) -> Declarations:
-    """Declarations at the committed tip of `branch`; an empty set when the branch has no commit."""
+def tip_commit(repo_path: str | Path, branch: str) -> str:
+    """The id of the committed tip of `branch`, re-resolved now."""
     repo = open_repository(repo_path)
     tip = branch_tip(repo, branch)
     if tip is None:
         if repo.is_empty or repo.references.get(f"refs/heads/{branch}") is None:
             raise DeclarationError(f"{repo_path}: branch {branch!r} does not exist (nothing committed?)")
         raise DeclarationError(f"{repo_path}: branch {branch!r} does not point at a commit")
+    return str(tip.id)
+
+
+def load(repo_path: str | Path, branch: str) -> Declarations:
+    """Declarations at the committed tip of `branch`."""
+    return load_commit(repo_path, tip_commit(repo_path, branch))
+
+
+def load_commit(repo_path: str | Path, commit_id: str) -> Declarations:
+    """Declarations as of one commit (the tip, or the last verified one)."""
+    repo = open_repository(repo_path)
+    try:
+        commit = repo.get(commit_id)
+    except ValueError as exc:
+        raise DeclarationError(f"{repo_path}: {commit_id} is not an object id") from exc
+    if not isinstance(commit, pygit2.Commit):
+        raise DeclarationError(f"{repo_path}: commit {commit_id} not found")
     files: list[tuple[str, bytes | None]] = []
     try:
-        sites_tree = tip.tree[SITES_DIR]
+        sites_tree = commit.tree[SITES_DIR]
     except KeyError:
-        return Declarations(commit=str(tip.id))
+        return Declarations(commit=str(commit.id))
     if isinstance(sites_tree, pygit2.Tree):
         for entry in sites_tree:
             if not entry.name or not entry.name.endswith(".toml"):
@@ -316,7 +335,7 @@ def load(repo_path: str | Path, branch: str) -> Declarations:
                 files.append((name, blob.data if isinstance(blob, pygit2.Blob) else None))
             elif entry.filemode == pygit2.GIT_FILEMODE_LINK:
                 files.append((name, None))
-    return _collect(files, str(tip.id))
+    return _collect(files, str(commit.id))
 
 
 def load_directory(path: str | Path) -> Declarations:

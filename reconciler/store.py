@@ -52,6 +52,11 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db["deployments"].create_index(["site", "release"], unique=True)  # type: ignore[union-attr]
 
 
+@migrations()
+def m002_meta(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
+
+
 def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -71,6 +76,14 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def meta(self, key: str) -> str | None:
+        rows = list(self.db["meta"].rows_where("key = ?", [key]))
+        return str(rows[0]["value"]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        if self.meta(key) != value:
+            self.db["meta"].upsert({"key": key, "value": value}, pk="key")  # type: ignore[union-attr]
 
     # -- sites -------------------------------------------------------------------------------
 
