@@ -164,8 +164,10 @@ def _failing_line(log: str) -> str:
 
 
 def _save_local_log(ctx: SiteContext, deployment_id: int, text: str) -> Path:
+    # Deploy output may quote secrets: owner-only at every level (parents=True would not do that).
+    ctx.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory = ctx.log_dir / ctx.site.domain
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.mkdir(exist_ok=True, mode=0o700)
     path = directory / f"{deployment_id}.log"
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

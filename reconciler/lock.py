@@ -47,9 +47,11 @@ class Identity:
     @classmethod
     def load(cls, state_dir: Path) -> Identity:
         path = state_dir / "instance-id"
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():
-            path.write_text(secrets.token_hex(8) + "\n")
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(8) + "\n")
         return cls(path.read_text().strip(), secrets.token_hex(8), socket.gethostname(), os.getpid())
 
 

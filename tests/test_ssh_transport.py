@@ -159,6 +159,11 @@ def test_ssh_wrong_host_key_is_refused_and_nothing_runs(sshd_session: SshServer,
     with pytest.raises(TransportError, match=r"(?i)host key") as info:
         _run(transport, f"touch {canary}")
     assert sshd_session.destination in str(info.value)
+    # The refusal names the key the server offered, as `ssh-keygen -l` prints it, for the operator to check.
+    host_pub = sshd_session._dir / "ssh_host_ed25519_key.pub"
+    fingerprint = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(host_pub)], check=True,
+                                 capture_output=True, text=True).stdout.split()[1]
+    assert fingerprint in str(info.value)
     assert not canary.exists()
 
 

@@ -38,6 +38,18 @@ def parse_destination(server: str) -> tuple[str | None, str, int | None]:
     return match.group("user"), match.group("ip6") or match.group("host"), int(port) if port else None
 
 
+class _HostKeyWitness(asyncssh.SSHClient):
+    """Never trusts a key known_hosts does not; only remembers what was offered, so the
+    refusal can name the fingerprint for the operator to check."""
+
+    def __init__(self) -> None:
+        self.offered: str | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        self.offered = f"{key.get_algorithm()} {key.get_fingerprint('sha256')}"
+        return False
+
+
 class SshTransport(Transport):
     def __init__(self, server: str, options: SshOptions) -> None:
         self.name = server
@@ -80,10 +92,14 @@ class SshTransport(Transport):
                 resolved = asyncssh.SSHClientConnectionOptions(host=kwargs["host"], config=kwargs.get("config", ()))
                 if resolved.known_hosts is None:
                     kwargs["known_hosts"] = []
+            witness = _HostKeyWitness()
             try:
-                self._conn = await asyncssh.connect(**kwargs)
+                self._conn, _ = await asyncssh.create_connection(lambda: witness, **kwargs)
             except asyncssh.HostKeyNotVerifiable as exc:
-                raise TransportError(f"{self.name}: host key not verified ({exc.reason})") from exc
+                offered = f" offered {witness.offered}" if witness.offered else ""
+                raise TransportError(
+                    f"{self.name}: host key not verified: the server{offered} is not in known_hosts "
+                    f"({exc.reason}); nothing is ever auto-accepted: check the fingerprint and add it") from exc
             except (OSError, asyncssh.Error, TimeoutError) as exc:
                 raise TransportError(f"{self.name}: cannot connect: {_reason(exc)}") from exc
             return self._conn
