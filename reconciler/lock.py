@@ -100,7 +100,7 @@ def _acquire_command(paths: SitePaths, owner: Owner, probe: str) -> str:
         "  true\n"
         "else\n"
         f"  echo \"@@held $(date +%s) $(stat -c %Y {lock} 2>/dev/null || echo 0)\"\n"
-        f"  head -c 1024 {lock}/{OWNER_FILE} 2>/dev/null\n"
+        f"  head -c 1024 {lock}/{OWNER_FILE} 2>/dev/null || true\n"
         "fi\n"
     )
 
