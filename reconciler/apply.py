@@ -20,6 +20,7 @@ from pathlib import Path
 from .declarations import SiteDeclaration
 from .errors import LayoutConflict, StepFailed, TransportError
 from .facts import Manifest
+from .faults import checkpoint
 from .layout import LOG_NAME, MANIFEST_NAME, SitePaths, quote, shared_link_target
 from .store import Store, utcnow
 from .transport import Result, Transport
@@ -128,6 +129,7 @@ async def prune(ctx: SiteContext, releases: tuple[str, ...]) -> None:
     if not releases:
         return
     targets = " ".join(quote(ctx.paths.release(name)) for name in releases)
+    checkpoint("prune")
     await _run(ctx, "prune", f"rm -rf -- {targets}")
     for name in releases:
         row = ctx.store.by_release(ctx.site.domain, name)
@@ -201,8 +203,10 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
                    f"{_write_manifest(paths, release, base)}\n"
                    f"printf '%s\\n' {quote(header)} > {log}")
         claimed = True
+        checkpoint("after-claim")
         store.update_deployment(deployment_id, status="updating")
         stage = "clone"
+        checkpoint("clone")
         await _run(ctx, "clone", (
             f"{_GIT_ENV}set -e\ncd -- {rel}\n"
             "{ printf '==> clone\\n'\n"
@@ -216,6 +220,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         stage = "link shared"
         await _run(ctx, "link shared entries", _shared_command(paths, release, site.shared))
         stage = "script"
+        checkpoint("script")
         if site.script.strip():
             env = " ".join(f"{k}={quote(v)}" for k, v in (
                 ("RECONCILER_DOMAIN", site.domain), ("RECONCILER_RELEASE", release),
@@ -229,6 +234,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         # Mark success before switching: a crash in between leaves a good release that the
         # next pass activates, never a live release that claims to be unfinished.
         await _run(ctx, "record success", _write_manifest(paths, release, done))
+        checkpoint("before-switch")
         if ctx.still_desired is not None and not ctx.still_desired():
             return await _superseded(ctx, deployment_id, release, started, done.completed_at)
         # A stop request must not interrupt a switch half-way through the bookkeeping:
@@ -237,6 +243,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         finishing = asyncio.ensure_future(_switch_and_reload(ctx, release))
         try:
             warning = await asyncio.shield(finishing)
+            checkpoint("after-switch")
         except asyncio.CancelledError:
             await finishing
             raise

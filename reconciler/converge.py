@@ -185,7 +185,7 @@ class Reconciler:
                                      stale_after=self.settings.deploy_timeout + 2 * self.settings.command_timeout,
                                      timeout=self.settings.command_timeout) as fresh:
                     facts = fresh
-                    self.store.adopt(site.domain, facts)
+                    self.store.adopt(site.domain, facts, locked=True)
                     plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
                                      self.clock(), clean_interrupted=True)
                     outcome = await self._apply(ctx, plan, facts)

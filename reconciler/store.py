@@ -154,10 +154,27 @@ class Store:
             if row["commit_sha"] and row["build_key"]:
                 yield row["commit_sha"], row["build_key"], row["message"] or "deployment failed"
 
-    def adopt(self, domain: str, facts: SiteFacts) -> None:
-        """Bring the deployment rows in line with what the server holds (servers are the truth)."""
+    def adopt(self, domain: str, facts: SiteFacts, *, locked: bool = False) -> None:
+        """Bring the deployment rows in line with what the server holds (servers are the truth).
+
+        With `locked` (we hold the site's lock, so nobody else is building it) rows still
+        `pending`/`updating` belong to a dead process: they take the release's final status
+        from its manifest, or become failed (interrupted)."""
         paths = facts.paths
         known = {row["release"]: row for row in self.db["deployments"].rows_where("site = ?", [domain])}
+        if locked:
+            for name, dead in known.items():
+                if dead["status"] not in ("pending", "updating"):
+                    continue
+                found = facts.releases.get(name)
+                final = found.manifest.status if found and found.manifest else None
+                if final in ("success", "failed"):
+                    self.update_deployment(dead["id"], status=final)
+                    dead["status"] = final
+                else:
+                    self.update_deployment(dead["id"], status="failed", transient=1, completed_at=utcnow(),
+                                           message="interrupted: the reconciler stopped during this deployment")
+                    dead["status"] = "failed"
         with self.db.atomic():
             for name, release in facts.releases.items():
                 row = known.get(name)
