@@ -22,11 +22,10 @@ from .errors import LayoutConflict, StepFailed, TransportError
 from .facts import Manifest
 from .faults import checkpoint
 from .layout import LOG_NAME, MANIFEST_NAME, SitePaths, quote, shared_link_target
+from .mirror import clone_command
 from .store import Store, utcnow
 from .transport import Result, Transport
 
-# Keep git from ever waiting for a password or a host-key prompt on a server.
-_GIT_ENV = 'export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}"\n'
 LOCAL_LOG_BYTES = 1024 * 1024
 
 
@@ -207,16 +206,8 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         store.update_deployment(deployment_id, status="updating")
         stage = "clone"
         checkpoint("clone")
-        await _run(ctx, "clone", (
-            f"{_GIT_ENV}set -e\ncd -- {rel}\n"
-            "{ printf '==> clone\\n'\n"
-            f"  git clone --quiet --no-checkout -- {quote(site.repository)} .reconciler-clone\n"
-            "  mv .reconciler-clone/.git .git && rmdir .reconciler-clone\n"
-            f"  git checkout --quiet -B {quote(site.branch)} {quote(commit)} --\n"
-            f"  git branch --quiet --set-upstream-to={quote('origin/' + site.branch)} || true\n"
-            f"}} >> {quote(LOG_NAME)} 2>&1\n"
-            f'test "$(git rev-parse HEAD)" = {quote(commit)}'
-        ), timeout=ctx.deploy_timeout)
+        await _run(ctx, "clone", clone_command(paths, site.repository, site.branch, commit, release),
+                   timeout=ctx.deploy_timeout)
         stage = "link shared"
         await _run(ctx, "link shared entries", _shared_command(paths, release, site.shared))
         stage = "script"
