@@ -16,9 +16,10 @@ from .converge import Reconciler, SiteOutcome
 from .declarations import Declarations
 from .errors import ConfigError, DeclarationError, ReconcilerError
 from .layout import parse_release
+from .nginx import nginx_server_block
 from .plan import SYNCED, prune_candidates
 from .store import Store
-from .views import history_views, site_views, table
+from .views import history_views, site_detail, site_views, table, use_color
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,32 +33,45 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", help="database and logs (default: ./state)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("run", help="the daemon: reconcile continuously")
-    p = sub.add_parser("reconcile", help="one full pass now")
+    def command(name: str, help: str, example: str, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, aliases=list(aliases),
+                              epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    command("run", "the daemon: reconcile continuously", "reconciler --config /etc/reconciler/reconciler.toml run")
+    p = command("reconcile", "one full pass now", "reconciler reconcile --site shop.example.com --dry-run")
     p.add_argument("--site", help="only this domain")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    p = sub.add_parser("status", help="every declared site")
+    p = command("diff", "what the next pass would do per site; exit 1 when there is something to do",
+                "reconciler diff", aliases=("plan",))
+    p.add_argument("--site", help="only this domain")
+    p = command("status", "every declared site, or one in detail", "reconciler status shop.example.com")
     p.add_argument("--json", action="store_true")
     p.add_argument("domain", nargs="?")
-    p = sub.add_parser("history", help="a site's deployments, newest first")
+    p = command("history", "a site's deployments, newest first", "reconciler history shop.example.com --json")
     p.add_argument("domain")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("logs", help="the output of a deployment (default: latest)")
+    p = command("logs", "the output of a deployment (default: latest)", "reconciler logs shop.example.com 7")
     p.add_argument("domain")
     p.add_argument("id", nargs="?", type=int)
-    p = sub.add_parser("prune", help="remove old releases now")
+    p = command("prune", "remove old releases now", "reconciler prune --keep 5 --dry-run")
     p.add_argument("--keep", type=int)
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--site")
-    p = sub.add_parser("rollback", help="commit a pin to an older release")
+    p = command("rollback", "commit a pin to an older release (default: the one before the active one)",
+                "reconciler rollback shop.example.com 31072025-143022")
     p.add_argument("domain")
     p.add_argument("release", nargs="?")
-    p = sub.add_parser("unpin", help="commit the removal of a site's pin")
+    p = command("unpin", "commit the removal of a site's pin", "reconciler unpin shop.example.com")
     p.add_argument("domain")
-    p = sub.add_parser("unlock", help="remove a site's lock on its server (after checking nobody works on it)")
+    p = command("unlock", "remove a site's lock on its server (after checking nobody works on it)",
+                "reconciler unlock shop.example.com")
     p.add_argument("domain")
-    p = sub.add_parser("validate", help="check declarations without touching any server")
+    p = command("validate", "check declarations without touching any server", "reconciler validate ~/sites")
     p.add_argument("path", nargs="?")
+    p = command("nginx", "print an nginx server block for a site", "reconciler nginx shop.example.com")
+    p.add_argument("domain")
+    p = command("completion", "print a shell completion script", "source <(reconciler completion bash)")
+    p.add_argument("shell", choices=["bash"])
     return parser
 
 
@@ -68,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 2
-    handler = _COMMANDS[args.command]
+    handler = _COMMANDS[_ALIASES.get(args.command, args.command)]
     try:
         return handler(settings, args)
     except ConfigError as exc:
@@ -134,11 +148,63 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(views, indent=2))
         return 0
+    color = use_color(sys.stdout)
+    if args.domain:
+        if not views:
+            print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
+            return 0
+        print(site_detail(views[0], history_views(store, args.domain)[:5], color))
+        return 0
     rows = [[v["domain"], v["server"], v["sync"], v["health"], v["active_release"] or "-",
              (v["active_commit"] or "-")[:12], v["pinned"] or "-", v["last_deployed_at"] or "-",
              v["message"]] for v in views]
     print(table(["SITE", "SERVER", "SYNC", "HEALTH", "ACTIVE", "COMMIT", "PINNED", "LAST DEPLOY", "MESSAGE"],
-                rows))
+                rows, color=color))
+    return 0
+
+
+def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
+    outcomes, notice = asyncio.run(_pass(settings, args.site, True))
+    if notice:
+        print(f"warning: {notice}")
+    pending = False
+    for o in outcomes:
+        if o.actions:
+            pending = True
+            print(f"{o.domain} ({o.server}):")
+            for action in o.actions:
+                print(f"  + {action}")
+        elif o.sync != SYNCED:
+            print(f"{o.domain} ({o.server}): {o.sync} - {o.message}")
+        else:
+            print(f"{o.domain} ({o.server}): up to date")
+    return 1 if pending else 0
+
+
+def cmd_nginx(settings: Settings, args: argparse.Namespace) -> int:
+    decls = declarations.load(settings.repo, settings.branch)
+    site = decls.sites.get(args.domain)
+    if site is None:
+        print(f"reconciler: {args.domain}: no such valid site declared", file=sys.stderr)
+        return 1
+    print(nginx_server_block(site))
+    return 0
+
+
+def cmd_completion(settings: Settings, args: argparse.Namespace) -> int:
+    commands = " ".join(sorted([*_COMMANDS, *_ALIASES]))
+    print(f"""# bash completion for reconciler
+_reconciler() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}"
+    if [ "$COMP_CWORD" -eq 1 ] || [[ "${{COMP_WORDS[COMP_CWORD-1]}}" == --* && "$COMP_CWORD" -le 3 ]]; then
+        COMPREPLY=( $(compgen -W "{commands} --config --repo --state-dir --help" -- "$cur") )
+    else
+        local sites
+        sites=$(reconciler status --json 2>/dev/null | sed -n 's/.*"domain": "\\(.*\\)".*/\\1/p')
+        COMPREPLY=( $(compgen -W "$sites" -- "$cur") )
+    fi
+}}
+complete -F _reconciler reconciler""")
     return 0
 
 
@@ -327,5 +393,7 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
 _COMMANDS = {
     "run": cmd_run, "reconcile": cmd_reconcile, "status": cmd_status, "history": cmd_history,
     "logs": cmd_logs, "prune": cmd_prune, "rollback": cmd_rollback, "unpin": cmd_unpin,
-    "validate": cmd_validate, "unlock": cmd_unlock,
+    "validate": cmd_validate, "unlock": cmd_unlock, "diff": cmd_diff, "nginx": cmd_nginx,
+    "completion": cmd_completion,
 }
+_ALIASES = {"plan": "diff"}
