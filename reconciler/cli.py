@@ -15,7 +15,6 @@ from .config import Settings, load_settings
 from .converge import Reconciler, SiteOutcome
 from .declarations import Declarations
 from .errors import ConfigError, DeclarationError, ReconcilerError
-from .layout import parse_release
 from .nginx import nginx_server_block
 from .plan import SYNCED, prune_candidates
 from .store import Store
@@ -319,31 +318,12 @@ async def _prune(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    store = _store(settings)
-    site = store.site(args.domain)
-    live = [r for r in store.deployments(args.domain)
-            if r["status"] == "success" and r["deployment_path"] is not None]
-    release = args.release
-    if release is None:
-        active = site.get("active_release") if site else None
-        active_time = parse_release(active) if active else None
-        older = [r["release"] for r in live
-                 if active_time is not None and (t := parse_release(r["release"])) is not None
-                 and t < active_time]
-        older.sort(key=lambda name: parse_release(name) or 0)
-        if not older:
-            print(f"reconciler: {args.domain}: no successful release older than the active one",
-                  file=sys.stderr)
-            return 1
-        release = older[-1]
-    elif parse_release(release) is None:
-        print(f"reconciler: {release!r} is not a release name (ddMMYYYY-HHMMSS)", file=sys.stderr)
+    try:
+        release, commit = pinning.rollback(settings.repo, settings.branch, _store(settings), args.domain,
+                                           args.release)
+    except pinning.NoRollbackTarget as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
         return 1
-    elif release not in {r["release"] for r in live}:
-        print(f"reconciler: {args.domain}: release {release} is not a successful release on the server",
-              file=sys.stderr)
-        return 1
-    commit = pinning.set_pin(settings.repo, settings.branch, args.domain, release)
     print(f"{args.domain}: pinned to {release} (commit {commit[:12]})")
     return 0
 

@@ -11,6 +11,25 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from .errors import ConfigError
 
+NotifyEvent = Literal["deployed", "failed", "rolled_back", "degraded"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("deployed", "failed", "rolled_back", "degraded")
+
+
+class NotifyTarget(BaseModel):
+    """A `[[notify]]` entry: JSON POSTs of the chosen events to `url`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    url: str
+    events: list[NotifyEvent] = list(NOTIFY_EVENTS)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -31,6 +50,11 @@ class Settings(BaseModel):
     require_signed: Literal["off", "head"] = "off"
     allowed_signers: Path | None = None   # ssh-keygen ALLOWED SIGNERS file (SSH signatures)
     gpg_home: Path | None = None          # GnuPG home holding the trusted public keys
+    # The daemon's HTTP endpoint (opt-in): metrics, API, dashboard, webhooks.
+    listen: str | None = None             # "127.0.0.1:9180"
+    api_token: str | None = None          # bearer token for writes (and for reads off loopback)
+    webhook_secret: str | None = None     # HMAC secret of POST /hooks/git
+    notify: list[NotifyTarget] = []
 
     @field_validator("concurrency")
     @classmethod
@@ -51,6 +75,15 @@ class Settings(BaseModel):
         if self.require_signed == "head" and self.allowed_signers is None and self.gpg_home is None:
             raise ValueError('require_signed = "head" needs allowed_signers and/or gpg_home')
         return self
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError('must be "host:port", e.g. "127.0.0.1:9180"')
+        return value
 
     @property
     def db_path(self) -> Path:

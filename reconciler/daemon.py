@@ -27,9 +27,12 @@ from .config import Settings, load_settings
 from .converge import Reconciler, SiteOutcome
 from .declarations import Declarations, SiteDeclaration
 from .errors import ConfigError, ReconcilerError, TemporaryError
+from .metrics import PassStats
+from .notifications import Notifications
 from .notify import Notifier
 from .plan import FAILED, INVALID, OUT_OF_SYNC, PROGRESSING, SYNCED, UNKNOWN
 from .store import Store
+from .web import WebContext, serve
 
 log = logging.getLogger("reconciler")
 
@@ -70,6 +73,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.scheduler: AsyncIOScheduler | None = None
         self.passes = 0
+        self.stats = PassStats()
+        self.notifications = Notifications(settings.notify)
 
     # -- triggers ----------------------------------------------------------------------------
 
@@ -161,6 +166,8 @@ class Daemon:
                                    message=invalid.message, declarations_commit=decls.commit)
 
     async def _server_round(self, server: str, sites: list[SiteDeclaration], decl_commit: str | None) -> None:
+        started = asyncio.get_running_loop().time()
+        reached = False
         try:
             try:
                 facts = await self.reconciler.probe(server, sites)
@@ -168,8 +175,10 @@ class Daemon:
                 for site in sites:
                     self._temporary(site, str(exc))
                 return
+            reached = True
             await asyncio.gather(*(self._site_round(site, facts, decl_commit) for site in sites))
         finally:
+            self.stats.observe(asyncio.get_running_loop().time() - started, reached)
             for site in sites:
                 self.busy.discard(site.domain)
             if self.dirty:
@@ -194,7 +203,27 @@ class Daemon:
         self.retry_at.pop(site.domain, None)
         if outcome.sync == OUT_OF_SYNC and outcome.actions:
             self.request({site.domain})  # superseded while building: go again with the new declaration
+        self._notify(site, outcome)
         self._report(outcome)
+
+    def _notify(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
+        row = self.store.site(site.domain) or {}
+        fields: dict[str, Any] = {"server": site.server, "sync": outcome.sync, "health": outcome.health,
+                  "message": outcome.message, "release": row.get("active_release"),
+                  "commit": row.get("active_commit")}
+        notes = self.notifications
+        if outcome.sync == SYNCED and any(a.startswith("deploy ") for a in outcome.actions):
+            notes.emit("deployed", site.domain, once_key=str(row.get("active_commit")), **fields)
+        if any("(rollback)" in a for a in outcome.actions):
+            notes.emit("rolled_back", site.domain, **fields)
+        if outcome.sync == FAILED:
+            notes.emit("failed", site.domain, once_key=outcome.message, **fields)
+        else:
+            notes.forget("failed", site.domain)
+        if outcome.health == "Degraded":
+            notes.emit("degraded", site.domain, once_key="degraded", **fields)
+        else:
+            notes.forget("degraded", site.domain)
 
     def _still_desired(self, site: SiteDeclaration) -> bool:
         try:
@@ -288,6 +317,10 @@ class Daemon:
         self.request()
         background = [asyncio.create_task(self.dispatch()), asyncio.create_task(self._watchdog())]
         watcher = asyncio.create_task(self.watch())
+        runner = None
+        if self.settings.listen:
+            runner = await serve(WebContext(self.settings, self.store, self.reconciler.pool, self.stats,
+                                            lambda: self.decls, self.request, self.stopping))
         log.info("reconciler running: repo %s, branch %s, every %.0fs", self.settings.repo,
                  self.settings.branch, self.settings.interval)
         self.notifier.ready("first pass scheduled")
@@ -301,6 +334,9 @@ class Daemon:
         for task in [*background, watcher]:
             task.cancel()
         await asyncio.gather(*background, watcher, return_exceptions=True)
+        if runner is not None:
+            await runner.cleanup()
+        await self.notifications.close()
         await self.reconciler.close()
         self.store.close()
         log.info("stopped")

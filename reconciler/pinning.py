@@ -14,7 +14,39 @@ import pygit2
 import tomlkit
 
 from .declarations import SITES_DIR, InvalidSite, branch_tip, open_repository, parse_site
-from .errors import DeclarationError
+from .errors import DeclarationError, ReconcilerError
+from .layout import parse_release
+from .store import Store
+
+
+class NoRollbackTarget(ReconcilerError):
+    pass
+
+
+def rollback_target(store: Store, domain: str, release: str | None) -> str:
+    """The release `rollback` pins: the given one, which must be a successful release still on
+    the server, or by default the newest successful release older than the active one."""
+    live = [str(r["release"]) for r in store.deployments(domain)
+            if r["status"] == "success" and r["deployment_path"] is not None]
+    if release is not None:
+        if parse_release(release) is None:
+            raise NoRollbackTarget(f"{release!r} is not a release name (ddMMYYYY-HHMMSS)")
+        if release not in live:
+            raise NoRollbackTarget(f"{domain}: release {release} is not a successful release on the server")
+        return release
+    site = store.site(domain) or {}
+    active_time = parse_release(site.get("active_release") or "")
+    older = [(t, name) for name in live if (t := parse_release(name)) is not None
+             and active_time is not None and t < active_time]
+    if not older:
+        raise NoRollbackTarget(f"{domain}: no successful release older than the active one")
+    return max(older)[1]
+
+
+def rollback(repo_path: str | Path, branch: str, store: Store, domain: str, release: str | None) -> tuple[str, str]:
+    """Commit `pin` for a rollback; returns (release, commit id)."""
+    target = rollback_target(store, domain, release)
+    return target, set_pin(repo_path, branch, domain, target)
 
 
 def _signature(repo: pygit2.Repository) -> pygit2.Signature:

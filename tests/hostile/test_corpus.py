@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ from tests.sshd import SshServer
 GOOD = "good.example.com"
 GOOD_SSH = "good-ssh.example.com"
 PARSE_BUDGET = 1.0  # seconds: one declaration file, however hostile, is judged within this
+MESSAGE_LIMIT = 16 * 1024  # characters: a report about one (at most 64 kB) file that an operator can read
+HARD_STOP = 3 * PARSE_BUDGET  # a slower judgement is interrupted, so a slow bug cannot stall the suite
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 ROOT = Path(__file__).resolve().parents[2]
 ORIGINAL_CWD = Path.cwd()
@@ -214,6 +218,30 @@ def error_pattern(case: Case, body: str) -> str:
     return f"{file_re}:{line_re}: {key_re}\\S"
 
 
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Interrupt the (pure Python) code in the block after `seconds`, with TimeoutError."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds:.0f}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def judge(name: str, data: bytes) -> tuple[Any, float]:
+    """parse_site under the hard stop: (result, seconds)."""
+    started = time.monotonic()
+    with deadline(HARD_STOP):
+        result = parse_site(name, data)
+    return result, time.monotonic() - started
+
+
 def is_utf8(text: str) -> bool:
     try:
         text.encode()
@@ -252,6 +280,8 @@ def assert_reported(case: Case, batch: Batch) -> None:
             problems.append(f"the message carries raw control characters: {message!r}")
         elif not is_utf8(message):
             problems.append(f"the message is not UTF-8 text (lone surrogates): {message!r}")
+        elif len(message) > MESSAGE_LIMIT:
+            problems.append(f"the message is {len(message)} characters long: {message[:300]!r}...")
         elif not re.search(f"(?:^|; ){pattern}", message):
             problems.append(f"the status message does not match /{pattern}/: {message[:1000]!r}")
     for label in ("validate", "validate-bare"):
@@ -301,9 +331,7 @@ def test_each_file_alone_is_judged_quickly(case: Case, tmp_path: Path) -> None:
     assert case.body is not None
     ctx = Ctx("local", str(tmp_path / "srv"), str(tmp_path / "app"), str(tmp_path / case.token), case.token)
     data = case.body(ctx)
-    started = time.monotonic()
-    result = parse_site(f"sites.d/{case.name}", data)
-    elapsed = time.monotonic() - started
+    result, elapsed = judge(f"sites.d/{case.name}", data)
     assert isinstance(result, InvalidSite), result
     assert elapsed < PARSE_BUDGET, f"{len(data)} bytes took {elapsed:.1f}s to reject ({len(result.errors)} errors)"
 
@@ -313,9 +341,7 @@ def test_huge_valid_shared_list_is_judged_quickly() -> None:
     entries = [f"s{i}" for i in range(6_000)]
     data = declaration(Ctx("local", "/srv/www", "/srv/git/app.git", "", ""), {"shared": entries})
     assert len(data) < 64 * 1024
-    started = time.monotonic()
-    result = parse_site("sites.d/wide.example.com.toml", data)
-    elapsed = time.monotonic() - started
+    result, elapsed = judge("sites.d/wide.example.com.toml", data)
     assert not isinstance(result, InvalidSite), result.errors
     assert elapsed < PARSE_BUDGET, f"{len(entries)} shared entries took {elapsed:.1f}s to validate"
 
