@@ -40,6 +40,12 @@ class SiteContext:
     declarations_commit: str | None = None
     # Asked right before a switch: False when a newer declaration (e.g. a pin) landed meanwhile.
     still_desired: Callable[[], bool] | None = None
+    # Told each step as it starts (live progress of `reconcile`).
+    progress: Callable[[str], None] | None = None
+
+    def step(self, name: str) -> None:
+        if self.progress is not None:
+            self.progress(name)
 
     @property
     def paths(self) -> SitePaths:
@@ -190,11 +196,13 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         log_file_path=paths.log(release), declarations_commit=ctx.declarations_commit,
         started_at=base.started_at, transient=0,
     )
-    store.update_site(site.domain, sync="Progressing", message=f"deploying {commit[:12]} as {release}")
+    store.update_site(site.domain, server=site.server, base_path=site.base_path, sync="Progressing",
+                      message=f"deploying {commit[:12]} as {release}")
     rel = quote(paths.release(release))
     log = quote(paths.log(release))
     claimed = False
     stage = "claim"
+    ctx.step(f"deploy {release}")
     try:
         header = f"==> reconciler: {site.domain} release {release}, {site.branch} @ {commit}"
         await _run(ctx, "claim release directory",
@@ -203,14 +211,17 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
                    f"printf '%s\\n' {quote(header)} > {log}")
         claimed = True
         checkpoint("after-claim")
+        ctx.step("clone")
         store.update_deployment(deployment_id, status="updating")
         stage = "clone"
         checkpoint("clone")
         await _run(ctx, "clone", clone_command(paths, site.repository, site.branch, commit, release),
                    timeout=ctx.deploy_timeout)
         stage = "link shared"
+        ctx.step("link shared")
         await _run(ctx, "link shared entries", _shared_command(paths, release, site.shared))
         stage = "script"
+        ctx.step("script")
         checkpoint("script")
         if site.script.strip():
             env = " ".join(f"{k}={quote(v)}" for k, v in (
@@ -231,6 +242,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         # A stop request must not interrupt a switch half-way through the bookkeeping:
         # the switch and reload finish, then the cancellation is honoured.
         stage = "switching"
+        ctx.step("switch")
         finishing = asyncio.ensure_future(_switch_and_reload(ctx, release))
         try:
             warning = await asyncio.shield(finishing)

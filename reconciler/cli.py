@@ -17,6 +17,7 @@ from .declarations import Declarations
 from .errors import ConfigError, DeclarationError, ReconcilerError
 from .nginx import nginx_server_block
 from .plan import SYNCED, prune_candidates
+from .progress import Progress
 from .store import Store
 from .views import history_views, site_detail, site_views, table, use_color
 
@@ -49,9 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("history", "a site's deployments, newest first", "reconciler history shop.example.com --json")
     p.add_argument("domain")
     p.add_argument("--json", action="store_true")
-    p = command("logs", "the output of a deployment (default: latest)", "reconciler logs shop.example.com 7")
+    p = command("logs", "the output of a deployment (default: latest)", "reconciler logs shop.example.com -f")
     p.add_argument("domain")
     p.add_argument("id", nargs="?", type=int)
+    p.add_argument("-f", "--follow", action="store_true", help="follow a running deployment's output")
     p = command("prune", "remove old releases now", "reconciler prune --keep 5 --dry-run")
     p.add_argument("--keep", type=int)
     p.add_argument("--dry-run", action="store_true")
@@ -107,17 +109,23 @@ def _load_or_none(settings: Settings) -> Declarations | None:
         return None
 
 
-async def _pass(settings: Settings, site: str | None, dry_run: bool) -> tuple[list[SiteOutcome], str]:
-    reconciler = Reconciler(settings, _store(settings))
+async def _pass(settings: Settings, site: str | None, dry_run: bool,
+                progress: Progress | None = None) -> tuple[list[SiteOutcome], str]:
+    reconciler = Reconciler(settings, _store(settings), progress=progress.step if progress else None)
+    if progress is not None:
+        progress.start()
     try:
         return await reconciler.run_pass(site, dry_run=dry_run), reconciler.notice
     finally:
+        if progress is not None:
+            await progress.stop()
         await reconciler.close()
         reconciler.store.close()
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    outcomes, notice = asyncio.run(_pass(settings, args.site, args.dry_run))
+    progress = None if args.dry_run else Progress(sys.stderr, live=sys.stderr.isatty())
+    outcomes, notice = asyncio.run(_pass(settings, args.site, args.dry_run, progress))
     if notice:
         print(f"warning: {notice}")
     if args.site and not outcomes:
@@ -242,6 +250,8 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
     if row is None:
         print(f"reconciler: {args.domain}: no such deployment", file=sys.stderr)
         return 1
+    if args.follow:
+        return asyncio.run(_follow(settings, store, row))
     local = row.get("local_log")
     if local and Path(local).is_file():
         sys.stdout.write(Path(local).read_text(errors="replace"))
@@ -258,6 +268,21 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(f"reconciler: no log kept for deployment {row['id']}", file=sys.stderr)
     return 1
+
+
+async def _follow(settings: Settings, store: Store, row: dict[str, Any]) -> int:
+    from .converge import ssh_options
+    from .logstream import follow_log
+    from .transport.pool import TransportPool
+
+    pool = TransportPool(ssh_options(settings))
+    try:
+        async for chunk in follow_log(store, pool, row, settings.command_timeout):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    finally:
+        await pool.close()
+    return 0
 
 
 async def _remote_log(settings: Settings, server: str, path: str) -> str | None:

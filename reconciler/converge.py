@@ -77,11 +77,13 @@ def failure_memory(store: Store, domain: str, facts: SiteFacts) -> FailureMemory
 
 class Reconciler:
     def __init__(self, settings: Settings, store: Store, pool: TransportPool | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 progress: Callable[[str, str], None] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.pool = pool or TransportPool(ssh_options(settings))
         self.clock = clock
+        self.progress = progress
         self.identity = lock.Identity.load(settings.state_dir)
         self.notice = ""  # why the desired state is not the branch tip (unsigned tip), if it is not
         self._limit = asyncio.Semaphore(settings.concurrency)
@@ -178,7 +180,7 @@ class Reconciler:
                 return outcome
             ctx = apply.SiteContext(self.pool.get(site.server), site, self.store, self.settings.log_dir,
                                     self.settings.command_timeout, self.settings.deploy_timeout, decl_commit,
-                                    still_desired)
+                                    still_desired, self._progress_of(site.domain))
             purpose = "; ".join(a.describe() for a in plan.actions)[:200]
             try:
                 async with lock.held(ctx.transport, ctx.paths, self.identity, purpose,
@@ -198,11 +200,19 @@ class Reconciler:
             self._record(site, plan, facts, outcome, decl_commit)
             return outcome
 
+    def _progress_of(self, domain: str) -> Callable[[str], None] | None:
+        progress = self.progress
+        if progress is None:
+            return None
+        return lambda step: progress(domain, step)
+
     async def _apply(self, ctx: apply.SiteContext, plan: Plan, facts: SiteFacts) -> SiteOutcome:
         site = ctx.site
         done: list[str] = []
         sync, health, message = plan.sync, plan.health, plan.message
         for action in plan.actions:
+            if not isinstance(action, Deploy):
+                ctx.step(action.describe())
             if isinstance(action, Provision):
                 await apply.provision(ctx)
             elif isinstance(action, Clean):

@@ -14,7 +14,7 @@ import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import pinning
 from .config import Settings
 from .declarations import Declarations
-from .errors import ReconcilerError, TransportError
-from .layout import quote
+from .errors import ReconcilerError
+from .logstream import follow_log
 from .metrics import PassStats, ReconcilerCollector, registry_for
 from .store import Store
 from .transport.pool import TransportPool
@@ -37,7 +37,6 @@ log = logging.getLogger("reconciler")
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 POLL = 0.5
 HEARTBEAT = 20  # polls between keepalive comments on an idle event stream
-FINAL = ("success", "failed")
 
 
 @dataclass
@@ -155,7 +154,7 @@ def build_app(ctx: WebContext) -> web.Application:
         if row is None or row["site"] != domain:
             return web.json_response({"error": "no such deployment"}, status=404)
         response = await _sse(request)
-        async for chunk in _log_chunks(ctx, row):
+        async for chunk in follow_log(ctx.store, ctx.pool, row, ctx.settings.command_timeout):
             await response.write(f"event: log\ndata: {json.dumps(chunk)}\n\n".encode())
         await response.write(b"event: end\ndata: {}\n\n")
         return response
@@ -208,35 +207,6 @@ async def _sse(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     return response
-
-
-async def _log_chunks(ctx: WebContext, row: dict[str, Any]) -> AsyncIterator[str]:
-    """The deployment's output: the local copy when it is finished, else the server's
-    deployment.log followed as it grows until the deployment ends."""
-    local = row.get("local_log")
-    if row["status"] in FINAL and local and Path(local).is_file():
-        yield Path(local).read_text(errors="replace")
-        return
-    site = ctx.store.site(row["site"]) or {}
-    if not site.get("server") or not row.get("log_file_path"):
-        yield row.get("message") or ""
-        return
-    transport = ctx.pool.get(site["server"])
-    offset = 0
-    while True:
-        current = ctx.store.deployment(row["id"]) or row
-        try:
-            result = await transport.run(f"tail -c +{offset + 1} -- {quote(row['log_file_path'])}",
-                                         timeout=ctx.settings.command_timeout)
-        except TransportError as exc:
-            yield f"\n[{exc}]\n"
-            return
-        if result.ok and result.stdout:
-            offset += len(result.stdout.encode())
-            yield result.stdout
-        if current["status"] in FINAL:
-            return
-        await asyncio.sleep(1.0)
 
 
 async def serve(ctx: WebContext) -> web.AppRunner:

@@ -152,6 +152,7 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any) -
         # With the right token the older release gets pinned, then switched to by the daemon.
         older.locator('[data-action="rollback"]').click()
         expect(page.locator("#notice")).to_contain_text(f"to {first}")
+        expect(page.locator("#notice")).to_contain_text("accepted")
         expect(older.locator(".badge-active")).to_have_count(1)
         expect(newest.locator(".badge-active")).to_have_count(0)
         expect(newest.locator('[data-action="rollback"]')).to_have_count(1)

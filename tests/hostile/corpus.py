@@ -287,6 +287,7 @@ STRUCTURE_CASES = [
     raw("dup-key", lambda c: head(c) + 'server = "local"\n', None, 5, ssh=True),
     raw("dup-key-quoted", lambda c: head(c) + '"server" = "local"\n', None, 5),
     raw("dup-key-literal-quoted", lambda c: head(c) + "'script' = 'true'\n", None, 5),
+    raw("toml-error-at-eof", lambda c: head(c) + "\n\nkeep =", None, 7),
     raw("dup-table", lambda c: head(c) + "[x]\n[x]\n", None, 6),
     raw("dup-table-vs-dotted", lambda c: head(c) + "x.a = 1\n[x]\na = 2\n", None, 6, 7),
     # Keys inside a table are not top-level keys.

@@ -1,0 +1,43 @@
+"""A deployment's output as it is written: the local copy once it is finished, else the
+server's deployment.log followed until the deployment ends. Used by `logs -f` and the API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from .errors import TransportError
+from .layout import quote
+from .store import Store
+from .transport.pool import TransportPool
+
+FINAL = ("success", "failed")
+FOLLOW_EVERY = 1.0
+
+
+async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], timeout: float) -> AsyncIterator[str]:
+    local = row.get("local_log")
+    if row["status"] in FINAL and local and Path(local).is_file():
+        yield Path(local).read_text(errors="replace")
+        return
+    site = store.site(row["site"]) or {}
+    if not site.get("server") or not row.get("log_file_path") or not row.get("deployment_path"):
+        yield (row.get("message") or "") + "\n"
+        return
+    transport = pool.get(site["server"])
+    offset = 0
+    while True:
+        current = store.deployment(row["id"]) or row
+        try:
+            result = await transport.run(f"tail -c +{offset + 1} -- {quote(row['log_file_path'])}", timeout=timeout)
+        except TransportError as exc:
+            yield f"\n[{exc}]\n"
+            return
+        if result.ok and result.stdout:
+            offset += len(result.stdout.encode())
+            yield result.stdout
+        if current["status"] in FINAL:
+            return
+        await asyncio.sleep(FOLLOW_EVERY)

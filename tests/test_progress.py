@@ -1,0 +1,90 @@
+"""Live progress of `reconcile` (plain lines when piped, a redrawn line on a terminal) and
+`logs -f` following a running deployment as it is written."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from reconciler.progress import Progress
+from tests.builders import make_app_repo, make_decl_repo, write_site
+
+DOMAIN = "progress.example.com"
+
+
+def _flags(tmp_path: Path) -> list[str]:
+    return ["--repo", str(tmp_path / "decl"), "--state-dir", str(tmp_path / "state")]
+
+
+def _cli(tmp_path: Path, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "reconciler", *_flags(tmp_path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)  # type: ignore[call-overload]
+
+
+def test_piped_reconcile_prints_each_step(tmp_path: Path) -> None:
+    app = make_app_repo(tmp_path / "app")
+    decl = make_decl_repo(tmp_path / "decl")
+    write_site(decl, DOMAIN, server="local", base_path=str(tmp_path / "srv"), repository=str(app))
+    out, err = _cli(tmp_path, "reconcile").communicate(timeout=60)
+    steps = [line.split(": ", 1)[1] for line in err.splitlines() if line.startswith(f"{DOMAIN}: ")]
+    assert steps[0] == "provision the layout"
+    assert steps[1].startswith("deploy ")
+    assert steps[2:] == ["clone", "link shared", "script", "switch"], err
+    assert "\033[" not in err, "no terminal control codes when piped"
+    assert f"{DOMAIN}: Synced/Healthy" in out
+
+
+def test_terminal_progress_redraws_one_line_with_elapsed_time() -> None:
+    main_fd, other_fd = pty.openpty()
+    try:
+        stream = os.fdopen(other_fd, "w", closefd=False)
+
+        async def go() -> None:
+            progress = Progress(stream, live=True)
+            progress.start()
+            progress.step("a.example.com", "clone")
+            progress.step("b.example.com", "script")
+            await asyncio.sleep(0.5)
+            await progress.stop()
+
+        asyncio.run(go())
+        stream.flush()
+        seen = os.read(main_fd, 65536).decode()
+    finally:
+        os.close(main_fd)
+        os.close(other_fd)
+    assert "\r\033[K" in seen
+    assert "a.example.com: clone" in seen and "b.example.com: script" in seen
+    assert seen.count("\r\033[K") >= 3, "the line is redrawn while the steps run"
+
+
+def test_logs_follow_streams_a_running_deployment(tmp_path: Path) -> None:
+    app = make_app_repo(tmp_path / "app")
+    decl = make_decl_repo(tmp_path / "decl")
+    gate = tmp_path / "gate"
+    write_site(decl, DOMAIN, server="local", base_path=str(tmp_path / "srv"), repository=str(app),
+               script=f"echo first-line\nwhile [ ! -e {gate} ]; do sleep 0.1; done\necho second-line\n")
+    deploy = _cli(tmp_path, "reconcile")
+    log = next(iter((tmp_path / "srv" / "deployments" / DOMAIN).glob("*/deployment.log")), None)
+    deadline = time.monotonic() + 30
+    while (log is None or "first-line" not in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        log = next(iter((tmp_path / "srv" / "deployments" / DOMAIN).glob("*/deployment.log")), None)
+    follower = _cli(tmp_path, "logs", DOMAIN, "-f")
+    assert follower.stdout is not None
+    first = ""
+    while "first-line" not in first and time.monotonic() < deadline:
+        first += follower.stdout.readline()
+    assert "first-line" in first, "the running deployment's output is shown before it ends"
+    assert follower.poll() is None, "-f keeps following while the deployment runs"
+    gate.write_text("")
+    rest, _ = follower.communicate(timeout=30)
+    assert "second-line" in rest
+    assert follower.returncode == 0
+    deploy.communicate(timeout=30)
+    assert deploy.returncode == 0
