@@ -114,7 +114,8 @@ def build_app(ctx: WebContext) -> web.Application:
 
     @web.middleware
     async def reads(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        if request.method == "GET" and not open_reads and not authorized(request):
+        # The page itself holds no data; what it loads is guarded like any other read.
+        if request.method == "GET" and request.path != "/" and not open_reads and not authorized(request):
             return web.json_response({"error": "a bearer token is required off loopback"}, status=401)
         response: web.StreamResponse = await handler(request)
         return response
