@@ -26,6 +26,9 @@ SITES_DIR = "sites.d"
 DEFAULT_BASE_PATH = "/home/brokeforge"
 DEFAULT_SHARED = ("storage", ".env", "vendor", "node_modules")
 MAX_FILE_BYTES = 64 * 1024  # a declaration is a few lines; anything bigger is a mistake or a bomb
+MAX_NESTING = 32            # brackets/braces deep: tomllib recurses, and a bomb must not crash the pass
+MAX_ERRORS = 20             # per file: the rest are summarised, so status stays readable
+MAX_SHARED = 256
 
 _DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 # Every pattern below is used with fullmatch: `$` would let a trailing newline through.
@@ -121,6 +124,9 @@ class SiteDeclaration(BaseModel):
         # git's ext:: and fd:: transports run commands; a declaration is not the place for code.
         if value.lower().startswith(("ext::", "fd::")):
             raise ValueError("the ext:: and fd:: transports are not allowed")
+        # A host that starts with '-' reaches ssh as an option (git@-oProxyCommand=...:x.git).
+        if re.search(r"(^|@|//|\[)-", value):
+            raise ValueError("the host part must not start with '-'")
         return value
 
     @field_validator("branch")
@@ -154,6 +160,8 @@ class SiteDeclaration(BaseModel):
     @field_validator("shared")
     @classmethod
     def _shared(cls, value: list[str]) -> list[str]:
+        if len(value) > MAX_SHARED:
+            raise ValueError(f"more than {MAX_SHARED} entries")
         seen: set[str] = set()
         for entry in value:
             parts = entry.split("/")
@@ -164,10 +172,11 @@ class SiteDeclaration(BaseModel):
             if entry in seen:
                 raise ValueError(f"entry {entry!r} is listed twice")
             seen.add(entry)
-        for a in value:
-            for b in value:
-                if b.startswith(a + "/"):
-                    raise ValueError(f"entries {a!r} and {b!r} overlap")
+        for entry in value:
+            parts = entry.split("/")
+            for depth in range(1, len(parts)):
+                if (prefix := "/".join(parts[:depth])) in seen:
+                    raise ValueError(f"entries {prefix!r} and {entry!r} overlap")
         return value
 
     @field_validator("php")
@@ -217,32 +226,99 @@ class Declarations:
         return [line for site in self.invalid.values() for line in site.errors]
 
 
-def _line_of(text: str, key: str) -> int:
-    # [ \t] not \s: in MULTILINE mode \s would run across blank lines. Also finds [key] and key.sub.
-    pattern = re.compile(rf"^[ \t]*(?:\[+[ \t]*)?[\"']?{re.escape(key)}[\"']?[ \t]*(?:=|\.|\])", re.MULTILINE)
-    match = pattern.search(text)
-    return text.count("\n", 0, match.start()) + 1 if match else 1
+def printable(text: str) -> str:
+    """Names and keys from a file go into messages and terminals: escape control characters
+    and undecodable bytes so they can neither forge lines nor drive the terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for ch in text)
+
+
+def _nesting(text: str) -> int:
+    """How deep brackets and braces nest, ignoring strings and comments (cheap, linear)."""
+    depth = deepest = 0
+    quote = ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            newline = text.find("\n", i)
+            i = len(text) if newline < 0 else newline
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+        i += 1
+    return deepest
+
+
+_KEY_LINE = re.compile(r"""^[ \t]*\[*[ \t]*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)""")
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """First line of each top-level key or table name, indexed once per file."""
+    lines: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _KEY_LINE.match(line)
+        if match:
+            token = match.group(1)
+            if token[0] in "\"'":
+                try:
+                    token = tomllib.loads(f"k = {token}")["k"] if token[0] == '"' else token[1:-1]
+                except tomllib.TOMLDecodeError:
+                    continue
+            lines.setdefault(token, number)
+    return lines
+
+
+def _invalid(stem: str, filename: str, errors: list[str], server: str = "") -> InvalidSite:
+    unique = list(dict.fromkeys(errors))
+    if len(unique) > MAX_ERRORS:
+        unique = [*unique[:MAX_ERRORS], f"{filename}: ... and {len(unique) - MAX_ERRORS} more errors"]
+    return InvalidSite(stem, filename, tuple(unique), server)
 
 
 def parse_site(filename: str, data: bytes) -> SiteDeclaration | InvalidSite:
     """Parse and validate one file. `filename` is its path in the repository."""
+    filename = printable(filename)
     stem = Path(filename).name.removesuffix(".toml")
     if len(data) > MAX_FILE_BYTES:
-        return InvalidSite(stem, filename, (f"{filename}:1: file is larger than {MAX_FILE_BYTES} bytes",))
+        return _invalid(stem, filename, [f"{filename}:1: file: larger than {MAX_FILE_BYTES} bytes"])
     try:
         text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return _invalid(stem, filename, [f"{filename}:{line}: file: not UTF-8"])
+    if _nesting(text) > MAX_NESTING:
+        return _invalid(stem, filename, [f"{filename}:1: file: nested deeper than {MAX_NESTING} levels"])
+    # tomllib is quadratic in the parts of a dotted key: refuse absurd ones before parsing.
+    for number, row in enumerate(text.splitlines(), 1):
+        if (key_part := row.partition("=")[0]).count(".") > MAX_NESTING:
+            first = printable(key_part.strip().strip("[").split(".")[0].strip()) or "file"
+            message = f"{filename}:{number}: {first}: dotted key deeper than {MAX_NESTING} parts"
+            return _invalid(stem, filename, [message])
+    try:
         raw: dict[str, Any] = tomllib.loads(text)
-    except UnicodeDecodeError:
-        return InvalidSite(stem, filename, (f"{filename}:1: not UTF-8",))
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
-        return InvalidSite(stem, filename, (f"{filename}:{found.group(1) if found else 1}: {exc}",))
+        line = int(found.group(1)) if found else max(1, text.count("\n") + (not text.endswith("\n")))
+        return _invalid(stem, filename, [f"{filename}:{line}: file: {printable(str(exc))}"])
+    except RecursionError:
+        return _invalid(stem, filename, [f"{filename}:1: file: nested too deeply"])
     server = raw.get("server") if isinstance(raw.get("server"), str) else ""
+    lines = _key_lines(text)
     errors: list[str] = []
     if problem := check_domain(stem):
         errors.append(f"{filename}:1: domain: file name {stem!r} is not a lower-case DNS name: {problem}")
     if "domain" in raw and raw["domain"] != stem:
-        errors.append(f"{filename}:{_line_of(text, 'domain')}: domain: must equal the file name {stem!r}")
+        errors.append(f"{filename}:{lines.get('domain', 1)}: domain: must equal the file name {stem!r}")
     try:
         site = SiteDeclaration.model_validate({**raw, "domain": stem})
     except ValidationError as exc:
@@ -253,11 +329,10 @@ def parse_site(filename: str, data: bytes) -> SiteDeclaration | InvalidSite:
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 message = "unknown key"
-            line = _line_of(text, key) if key else 1
-            errors.append(f"{filename}:{line}: {key or 'file'}: {message}")
-        return InvalidSite(stem, filename, tuple(errors), str(server))
+            errors.append(f"{filename}:{lines.get(key, 1)}: {printable(key) or 'file'}: {printable(message)}")
+        return _invalid(stem, filename, errors, printable(str(server)))
     if errors:
-        return InvalidSite(stem, filename, tuple(errors), str(server))
+        return _invalid(stem, filename, errors, printable(str(server)))
     return site
 
 
@@ -265,9 +340,10 @@ def _collect(files: Iterable[tuple[str, bytes | None]], commit: str | None) -> D
     result = Declarations(commit=commit)
     for filename, data in sorted(files, key=lambda item: item[0]):
         if data is None:
+            filename = printable(filename)
             stem = Path(filename).name.removesuffix(".toml")
             result.invalid[stem] = InvalidSite(
-                stem, filename, (f"{filename}:1: file: symlinks and special files are not allowed",)
+                stem, filename, (f"{filename}:1: file: symlinks, directories and special files are not allowed",)
             )
             continue
         parsed = parse_site(filename, data)
@@ -333,7 +409,7 @@ def load_commit(repo_path: str | Path, commit_id: str) -> Declarations:
             if entry.filemode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
                 blob = repo.get(entry.id)
                 files.append((name, blob.data if isinstance(blob, pygit2.Blob) else None))
-            elif entry.filemode == pygit2.GIT_FILEMODE_LINK:
+            else:  # a symlink, a directory or a submodule named *.toml: reported, never followed
                 files.append((name, None))
     return _collect(files, str(commit.id))
 

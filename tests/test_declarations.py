@@ -19,6 +19,7 @@ from reconciler.declarations import (
     load,
     load_directory,
     parse_site,
+    printable,
 )
 from reconciler.errors import DeclarationError
 from tests.builders import git, make_decl_repo, toml_value, write_site
@@ -468,7 +469,8 @@ def test_invalid_domain_stem(domain: str) -> None:
     matches = errors_of(result)
     assert isinstance(result, InvalidSite)
     assert any(m["key"] == "domain" and m["line"] == "1" for m in matches), result.errors
-    assert all(m["file"] == f"sites.d/{domain}.toml" for m in matches)
+    # Control characters in a file name are escaped in messages (they must not forge lines).
+    assert all(m["file"] == f"sites.d/{printable(domain)}.toml" for m in matches)
 
 
 def test_path_like_file_name_is_invalid() -> None:
@@ -544,7 +546,7 @@ def test_toml_syntax_errors(text: str, line: int) -> None:
 def test_not_utf8() -> None:
     result = parse_site(FILE, b'server = "local"\nrepository = "/r\xff"\n')
     assert isinstance(result, InvalidSite)
-    assert result.errors[0].startswith(f"{FILE}:1: ")
+    assert result.errors[0].startswith(f"{FILE}:2: "), "the line holding the bad byte"
 
 
 @pytest.mark.parametrize(("size", "valid"), [(MAX_FILE_BYTES, True), (MAX_FILE_BYTES + 1, False),

@@ -36,6 +36,7 @@ from tests.daemon_support import DaemonProcess, Launcher, SiteOnDisk, wait_until
 
 SHOP = "shop.example.com"
 BLOG = "blog.example.com"
+BAD = "bad.example.com"
 TOKEN = "api-token-for-tests"
 SECRET = "webhook-secret-for-tests"
 DEPLOY_TIMEOUT = 30.0  # bound for one local deploy (clone, script) to show up
@@ -152,10 +153,9 @@ class EventStream:
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(Exception):
-            self.response.close()
+        self.thread.join(timeout=5)  # the reader sees the end of the stream and stops
+        self.response.close()
         self.conn.close()
-        self.thread.join(timeout=5)
 
 
 @dataclass
@@ -286,6 +286,7 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
 def test_metrics_and_api_shapes_match_the_cli(web: Web) -> None:
     web.declare(SHOP, script="echo shop-build-marker\n")
     web.declare(BLOG, script="echo blog-before-failure\nexit 3\n")
+    write_site(web.decl, BAD, raw='server = "local"\nrepository = "/nowhere"\nbogus = 1\n')  # Invalid
     web.start()
     assert web.run is not None
     commit = head(web.app)
@@ -293,10 +294,17 @@ def test_metrics_and_api_shapes_match_the_cli(web: Web) -> None:
     wait_until(lambda: web.api_sites()[BLOG]["sync"] == "Failed", DEPLOY_TIMEOUT, f"{BLOG} Failed", web.diagnostics)
 
     # -- /metrics, parsed as Prometheus does ------------------------------------------------------
-    status = web.run.status()
-    samples = scrape(web)
+    # The CLI's view of the same state (each call is a process start, so it is taken once and
+    # reused; retried only while a pass in between still changes a message).
+    launcher = web.run
+    status = wait_until(lambda: (cli := launcher.status()) == web.api_sites() and cli, 30,
+                        "status --json and /api/sites to agree", web.diagnostics)
+    cli_history = {domain: wait_until(lambda d=domain: (cli := launcher.history(d)) == web.api_history(d) and cli,
+                                      30, f"history --json and the API to agree on {domain}", web.diagnostics)
+                   for domain in (SHOP, BLOG)}
+    samples = scrape(web)  # no token: reads are open on loopback
     info = [s for s in samples if s.name == "reconciler_site_info"]
-    assert sorted(s.labels["domain"] for s in info) == [BLOG, SHOP]
+    assert {s.labels["domain"] for s in info} >= {BLOG, SHOP}
     for sample in info:
         view = status[sample.labels["domain"]]
         assert sample.value == 1
@@ -306,7 +314,7 @@ def test_metrics_and_api_shapes_match_the_cli(web: Web) -> None:
     assert value(samples, "reconciler_site_info", domain=SHOP, sync="Synced", health="Healthy") == 1
     assert value(samples, "reconciler_site_info", domain=BLOG, sync="Failed") == 1
 
-    finished = [d for domain in (SHOP, BLOG) for d in web.run.history(domain) if d["status"] in ("success", "failed")]
+    finished = [d for domain in (SHOP, BLOG) for d in cli_history[domain] if d["status"] in ("success", "failed")]
     assert [d["status"] for d in finished] == ["success", "failed"], finished
     assert value(samples, "reconciler_deploys_total", result="success") == 1
     assert value(samples, "reconciler_deploys_total", result="failed") == 1
@@ -321,19 +329,23 @@ def test_metrics_and_api_shapes_match_the_cli(web: Web) -> None:
     assert passes > 0
     assert value(samples, "reconciler_pass_duration_seconds_bucket", le="+Inf") == passes
     assert value(samples, "reconciler_last_successful_pass_timestamp_seconds") > 0
+    # Every declared site, the Invalid one too: an alert on sync="Invalid" must be able to fire.
+    assert sorted(s.labels["domain"] for s in info) == sorted(status) == [BAD, BLOG, SHOP]
+    assert value(samples, "reconciler_site_info", domain=BAD, server="local", sync="Invalid") == 1
 
     # -- the JSON API: exactly the SPEC shapes, the same values as the CLI --------------------------
     api = web.api_sites()
     for view in api.values():
         assert set(view) == SITE_KEYS, sorted(view)
-    assert api == web.run.status()
+    assert api.keys() == status.keys()  # equal values: established above, while waiting for them to agree
     assert api[SHOP]["sync"] == "Synced" and api[SHOP]["active_commit"] == commit
+    assert api[BAD]["sync"] == "Invalid" and "bogus" in api[BAD]["message"]
     for domain in (SHOP, BLOG):
         history = web.api_history(domain)
         assert history, domain
         for row in history:
             assert set(row) == HISTORY_KEYS, sorted(row)
-        assert history == web.run.history(domain)
+        assert history == cli_history[domain]
     shop_history = web.api_history(SHOP)
     assert shop_history[0]["is_active"] and not shop_history[0]["can_rollback"]
     assert shop_history[0]["commit_sha"] == commit and shop_history[0]["status"] == "success"
@@ -471,6 +483,8 @@ def test_reads_need_the_token_off_loopback(web: Web) -> None:
         assert status == 401, (path, status, body)
     status, body = web.get("/api/sites", headers=auth)
     assert status == 200 and body == [], (status, body)
+    status, _ = web.get("/api/sites", headers=auth, method="HEAD")
+    assert status == 200
     status, _ = web.get("/metrics", headers=auth)
     assert status == 200
     events = web.stream("/api/events")
@@ -482,14 +496,10 @@ def test_reads_need_the_token_off_loopback(web: Web) -> None:
     body_bytes = json.dumps({"repository": {"clone_url": "https://example.com/nobody/nothing.git"}}).encode()
     status, body = web.get("/hooks/git", data=body_bytes, headers=github_headers(body_bytes))
     assert status == 202 and body == {"sites": []}, (status, body)
-
-
-def test_reads_are_open_on_loopback(web: Web) -> None:
-    web.declare(SHOP, script="echo x\n")
-    web.start()
-    for path in ("/api/sites", "/metrics", f"/api/sites/{SHOP}/deployments"):
-        wait_until(lambda p=path: web.get(p)[0] == 200, 15, f"GET {path} without a token", web.diagnostics)
-    assert web.stream("/api/events").status == 200
+    # HEAD is a read too (aiohttp answers it with the GET handler): no handler may run without the token.
+    for path in ("/api/sites", "/metrics", "/api/events"):
+        status, body = web.get(path, method="HEAD")
+        assert status == 401, (path, "HEAD", status, body)
 
 
 # --- /hooks/git ----------------------------------------------------------------------------------

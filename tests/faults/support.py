@@ -9,6 +9,7 @@ Nothing here mocks the reconciler: faults are a SIGKILL the process deals itself
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.cli import main as cli_main
 from reconciler.layout import parse_release
 from tests.builders import git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 from tests.daemon_support import SiteOnDisk, _clean_env, write_config
@@ -86,9 +88,11 @@ class World:
     state: Path
     config: Path
     domain: str = DOMAIN
+    scoped: bool = False  # True when the world shares a declarations repo with other sites
     user_bytes: bytes = b""
     env_bytes: bytes = b""
     orphans_seen: list[str] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, tmp: Path, server: SshServer | None, app: Path | None = None, base: Path | None = None,
@@ -119,11 +123,21 @@ class World:
     def head(self) -> str:
         return git(self.app, "rev-parse", "HEAD")
 
-    def declare(self, **fields: Any) -> None:
-        values: dict[str, Any] = {"server": self.server_name, "base_path": str(self.base),
-                                  "repository": str(self.app)}
-        values.update(fields)
+    def declare(self, server: str | None = None, **fields: Any) -> None:
+        self.fields.update(fields)
+        values: dict[str, Any] = {"server": server or self.server_name, "base_path": str(self.base),
+                                  "repository": str(self.app), **self.fields}
         write_site(self.decl, self.domain, **values)
+
+    def set_up_live(self, **fields: Any) -> None:
+        """A good release live. Built through the LOCAL transport (same machine, same files,
+        same layout as through sshd) to save SSH round trips; the declaration then names the
+        sshd server, and every fault and recovery pass goes over SSH. Changing `server` is not
+        part of the build key, so nothing is rebuilt."""
+        self.declare(server="local", **fields)
+        self.converge_in_process()
+        if self.server is not None:
+            self.declare()
 
     # -- passes -----------------------------------------------------------------------------------
 
@@ -132,7 +146,7 @@ class World:
         settings = settings_for(self.decl, self.state,
                                 identity_file=self.server.identity_file if self.server else None,
                                 known_hosts=self.server.known_hosts if self.server else None)
-        outcome = reconcile(settings)[self.domain]
+        outcome = reconcile(settings, self.domain)[self.domain]
         assert outcome.sync == "Synced", f"setup pass did not converge: {outcome}"
 
     def cli(self, *args: str, fault: str | None = None, preexec: Callable[[], None] | None = None,
@@ -156,16 +170,27 @@ class World:
             cwd=self.tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
+    def reconcile(self, fault: str | None = None, preexec: Callable[[], None] | None = None,
+                  ) -> subprocess.CompletedProcess[str]:
+        """`reconcile` in a real process (only this world's site when it shares a fleet)."""
+        scope = ("--site", self.domain) if self.scoped else ()
+        return self.cli("reconcile", *scope, fault=fault, preexec=preexec)
+
+    def read_cli(self, *args: str) -> str:
+        """Read-only commands (status, history) through the real CLI entry point, in this
+        process: a new interpreter per query would only add start-up time."""
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = cli_main(["--config", str(self.config), *args])
+        assert rc == 0, f"reconciler {' '.join(args)}: exit {rc}\n{out.getvalue()}"
+        return out.getvalue()
+
     def status(self) -> dict[str, Any]:
-        done = self.cli("status", "--json")
-        assert done.returncode == 0, done.stdout + done.stderr
-        views = {v["domain"]: v for v in json.loads(done.stdout)}
+        views = {v["domain"]: v for v in json.loads(self.read_cli("status", "--json"))}
         return dict(views[self.domain])
 
     def history(self) -> list[dict[str, Any]]:
-        done = self.cli("history", self.domain, "--json")
-        assert done.returncode == 0, done.stdout + done.stderr
-        rows: list[dict[str, Any]] = json.loads(done.stdout)
+        rows: list[dict[str, Any]] = json.loads(self.read_cli("history", self.domain, "--json"))
         return rows
 
     # -- user data in shared/ ---------------------------------------------------------------------
@@ -215,8 +240,19 @@ class World:
         except (ValueError, OSError):
             return "corrupt"
 
+    def releases(self) -> list[str]:
+        """Release directories, oldest first. (SiteOnDisk.releases() cannot be used with junk:
+        it sorts release-SHAPED names such as 99999999-999999 with `parse_release(n) or 0`,
+        which raises TypeError when compared with datetimes.)"""
+        d = self.site.deployments
+        if not d.is_dir():
+            return []
+        names = [p.name for p in d.iterdir() if parse_release(p.name) is not None and p.is_dir()
+                 and not p.is_symlink()]
+        return sorted(names, key=release_time)
+
     def updating_releases(self) -> list[str]:
-        return [r for r in self.site.releases() if self.manifest_status(r) == "updating"]
+        return [r for r in self.releases() if self.manifest_status(r) == "updating"]
 
     def lock_present(self) -> bool:
         return (self.site.deployments / LOCK_NAME).exists()
@@ -237,12 +273,55 @@ class World:
             time.sleep(0.05)
 
     def diagnostics(self) -> str:
-        parts = [f"releases: {[(r, self.manifest_status(r)) for r in self.site.releases()]}"]
+        parts = [f"releases: {[(r, self.manifest_status(r)) for r in self.releases()]}"]
         with contextlib.suppress(OSError):
             parts.append(f"link: {os.readlink(self.site.link)}")
         with contextlib.suppress(Exception):
             parts.append("history: " + json.dumps(self.history()))
         return "\n".join(parts)
+
+
+@dataclass
+class Fleet:
+    """Many independent sites (one per case) declared in ONE declarations repo on one server,
+    each with its own app repo and base path. Setting them all up takes one concurrent pass
+    instead of one pass per case; each case then only ever runs `reconcile --site D`."""
+
+    tmp: Path
+    server: SshServer
+    decl: Path
+    state: Path
+    config: Path
+    worlds: dict[str, World] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, tmp: Path, server: SshServer) -> Fleet:
+        decl = make_decl_repo(tmp / "decl")
+        state = tmp / "state"
+        cfg = write_config(tmp / "reconciler.toml", repo=decl, state=state, server=server, concurrency=16)
+        return cls(tmp, server, decl, state, cfg)
+
+    def add(self, key: str, app: Path | None = None, **fields: Any) -> World:
+        home = self.tmp / key
+        home.mkdir()
+        base = home / "srv"
+        base.mkdir()
+        world = World(home, self.server, app or make_app_repo(home / "app"), self.decl, base, self.state,
+                      self.config, domain=f"{key}.faults.example", scoped=True)
+        world.declare(server="local", **fields)
+        self.worlds[key] = world
+        return world
+
+    def converge_all(self) -> None:
+        """One concurrent setup pass over every site (local transport, see World.set_up_live)."""
+        outcomes = reconcile(settings_for(self.decl, self.state, concurrency=16))
+        bad = {d: o for d, o in outcomes.items() if o.sync != "Synced"}
+        assert not bad, f"fleet setup pass did not converge: {bad}"
+
+    def go_remote(self) -> None:
+        """From now on every site is declared on the sshd server."""
+        for world in self.worlds.values():
+            world.declare()
 
 
 def release_time(name: str) -> float:

@@ -27,7 +27,7 @@ import pytest
 
 from tests.builders import app_commit
 from tests.daemon_support import LinkSampler, wait_until
-from tests.faults.support import FaultTable, World, make_bulky_app
+from tests.faults.support import FaultTable, Fleet, World, make_bulky_app
 from tests.sshd import SshServer
 
 SIGKILLED = -9
@@ -45,6 +45,36 @@ def fault_table_fixture() -> Iterator[FaultTable]:
 def bulky_app_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A template app repo with some history (copied per case): clones take a moment."""
     return make_bulky_app(tmp_path_factory.mktemp("bulky") / "app")
+
+
+def _kill_key(case: KillCase) -> str:
+    return "kill-" + case.fault.split(":")[0] + ("-mid" if ":" in case.fault else "")
+
+
+@pytest.fixture(name="fleet", scope="session")
+def fleet_fixture(tmp_path_factory: pytest.TempPathFactory, sshd_session: SshServer, bulky_app: Path) -> Fleet:
+    """Every kill and layout case as its own site (own app repo, own base path), set up by two
+    concurrent passes: a good release live (and a second one where a case needs history)."""
+    os.environ.pop("RECONCILER_FAULT", None)
+    fleet = Fleet.create(tmp_path_factory.mktemp("fleet"), sshd_session)
+    second: list[World] = []
+    for case in KILL_CASES:
+        app = None
+        if case.bulky:
+            app = fleet.tmp / f"{_kill_key(case)}-app"
+            shutil.copytree(bulky_app, app, symlinks=True)
+        slow = fleet.tmp / f"{_kill_key(case)}.slow"
+        world = fleet.add(_kill_key(case), app=app, keep=case.keep, script=case.script.format(slow=slow))
+        if case.prior > 1:
+            second.append(world)
+    for layout in LAYOUT_CASES:
+        second.append(fleet.add(layout.key, keep=1))
+    fleet.converge_all()
+    for world in second:
+        app_commit(world.app, "v2")
+    fleet.converge_all()
+    fleet.go_remote()
+    return fleet
 
 
 @pytest.fixture(autouse=True)
@@ -83,17 +113,25 @@ def assert_shared_intact(world: World) -> None:
 
 
 def assert_converged(world: World, done: subprocess.CompletedProcess[str], head: str) -> dict[str, Any]:
-    """Exit 0, Synced, the head commit live, nothing half-built, no lock, no open history rows."""
+    """Exit 0, Synced, the head commit live, nothing half-built, no lock, no open history rows.
+    Every violated condition is reported at once (a bug report wants the whole picture)."""
     assert done.returncode == 0, f"reconcile exit {done.returncode}:\n{done.stdout}{done.stderr}\n{world.diagnostics()}"
+    problems = []
     status = world.status()
-    assert status["sync"] == "Synced", status
-    assert world.site.live_commit() == head, f"live commit is not the app head {head}\n{world.diagnostics()}"
-    assert status["active_commit"] == head, status
-    assert world.updating_releases() == [], f"half-built releases left: {world.diagnostics()}"
-    assert not world.lock_present(), "the site lock directory is still on the server after a clean pass"
-    history = world.history()
-    stuck = [(h["release"], h["status"]) for h in history if h["status"] in ("pending", "updating")]
-    assert not stuck, f"history still has open deployments: {stuck}"
+    if status["sync"] != "Synced":
+        problems.append(f"status sync {status['sync']!r} ({status['message']})")
+    if world.site.live_commit() != head:
+        problems.append(f"live commit is not the app head {head[:12]}")
+    if status["active_commit"] != head:
+        problems.append(f"status active_commit {str(status['active_commit'])[:12]} != head {head[:12]}")
+    if world.updating_releases():
+        problems.append(f"half-built (manifest 'updating') releases left: {world.updating_releases()}")
+    if world.lock_present():
+        problems.append("the site lock directory is still on the server after a clean pass")
+    stuck = [(h["id"], h["release"], h["status"]) for h in world.history() if h["status"] in ("pending", "updating")]
+    if stuck:
+        problems.append(f"history still has open deployments: {stuck}")
+    assert not problems, "; ".join(problems) + "\n" + world.diagnostics()
     return status
 
 
@@ -121,7 +159,24 @@ class KillCase:
     interrupted_status: str = "failed"
 
 
-SLOW_SCRIPT = "touch script-started\nsleep 1\necho script-done > script-done\n"
+@dataclass(frozen=True)
+class LayoutCase:
+    name: str
+    key: str  # the case's site: {key}.faults.example
+    new_commit: bool = True
+
+
+LAYOUT_CASES = [
+    LayoutCase("corrupt manifest in an old release", "layout-corrupt"),
+    LayoutCase("missing manifest in an old release", "layout-nomanifest"),
+    LayoutCase("release-shaped FILE and junk dirs", "layout-junk"),
+    LayoutCase("site path is a real directory", "layout-realdir"),
+    LayoutCase("dangling site symlink", "layout-dangling"),
+    LayoutCase("dangling site symlink, head unchanged", "layout-dangling-same", new_commit=False),
+]
+
+# Slow only while the case's `slow` marker exists: setup and recovery builds stay quick.
+SLOW_SCRIPT = "touch script-started\nif [ -e {slow} ]; then sleep 1; fi\necho script-done > script-done\n"
 KILL_CASES = [
     KillCase("after-claim", "old"),
     KillCase("clone:0.05", "old", bulky=True),
@@ -148,35 +203,29 @@ def _describe_release(world: World, release: str) -> str:
 
 
 @pytest.mark.parametrize("case", KILL_CASES, ids=[c.fault for c in KILL_CASES])
-def test_kill_9_at_deploy_step(case: KillCase, tmp_path: Path, sshd_session: SshServer,
-                               bulky_app: Path, fault_table: FaultTable) -> None:
+def test_kill_9_at_deploy_step(case: KillCase, fleet: Fleet, fault_table: FaultTable) -> None:
     holder = Holder()
     with fault_table.case(f"kill -9 at {case.fault}", holder) as row:
-        app = None
-        if case.bulky:
-            app = tmp_path / "app"
-            shutil.copytree(bulky_app, app, symlinks=True)
-        world = holder.world = World.create(tmp_path, sshd_session, app=app)
-        world.declare(keep=case.keep, script=case.script)
-        for n in range(case.prior):
-            if n:
-                app_commit(world.app, f"prior-{n}")
-            world.converge_in_process()
+        world = holder.world = fleet.worlds[_kill_key(case)]
+        assert len(world.releases()) == case.prior, world.diagnostics()
         world.seed_user_data()
-        before = set(world.site.releases())
+        before = set(world.releases())
         old = world.site.active()
         assert old is not None
         head = app_commit(world.app, "v-next")
+        slow = world.tmp.parent / f"{world.tmp.name}.slow"
+        slow.touch()
 
         with sampled(world) as sampler:
-            faulty = world.cli("reconcile", fault=case.fault)
+            faulty = world.reconcile(fault=case.fault)
+        slow.unlink()
         assert faulty.returncode == SIGKILLED, (
             f"expected the process to die by SIGKILL at {case.fault}, got exit {faulty.returncode}\n"
             f"{faulty.stdout}{faulty.stderr}")
         assert_never_unresolved(sampler)
         world.wait_for_orphans()
 
-        created = sorted(set(world.site.releases()) - before)
+        created = sorted(set(world.releases()) - before)
         new = created[0] if created else None
         if case.fault.split(":")[0] in ("after-claim", "clone", "script"):
             assert new is not None, "the faulty run claimed no release directory"
@@ -190,11 +239,11 @@ def test_kill_9_at_deploy_step(case: KillCase, tmp_path: Path, sshd_session: Ssh
             assert new is not None and world.manifest_status(new) == "success"
         assert_shared_intact(world)
         if case.fault.startswith("prune"):
-            pruned_during_fault = sorted(before - set(world.site.releases()))
+            pruned_during_fault = sorted(before - set(world.releases()))
             row.notes.append(f"pruned before recovery: {pruned_during_fault or 'none'}")
 
         with sampled(world) as sampler:
-            recovery = world.cli("reconcile")
+            recovery = world.reconcile()
         assert_never_unresolved(sampler)
         assert_converged(world, recovery, head)
         assert_shared_intact(world)
@@ -209,7 +258,7 @@ def test_kill_9_at_deploy_step(case: KillCase, tmp_path: Path, sshd_session: Ssh
             # A finished, successful build is activated, not rebuilt.
             assert world.site.active() == new, "before-switch: the finished release was rebuilt, not activated"
         if case.keep == 1:
-            successes = [r for r in world.site.releases() if world.manifest_status(r) == "success"]
+            successes = [r for r in world.releases() if world.manifest_status(r) == "success"]
             assert successes == [world.site.active()], f"keep=1 left {successes}"
         row.outcome = (f"exit -9; live={'new' if live == new else 'old'}; interrupted release {state_after_kill}; "
                        f"recovery exit 0 Synced")
@@ -222,18 +271,19 @@ def test_ssh_server_dropped_mid_script(tmp_path: Path, sshd: SshServer, fault_ta
     holder = Holder()
     with fault_table.case("sshd killed mid-script", holder) as row:
         world = holder.world = World.create(tmp_path, sshd, command_timeout=20, connect_timeout=3)
-        world.declare(script="touch script-started\nsleep 3\n")
-        world.converge_in_process()
+        slow = tmp_path / "slow"
+        world.set_up_live(script=f"touch script-started\nif [ -e {slow} ]; then sleep 5; fi\n")
         world.seed_user_data()
         old = world.site.active()
         assert old is not None
         head = app_commit(world.app, "v2")
+        slow.touch()
 
         with sampled(world) as sampler:
             proc = world.popen("reconcile")
             try:
                 wait_until(lambda: any((world.site.deployments / r / "script-started").exists()
-                                       for r in world.site.releases() if r != old),
+                                       for r in world.releases() if r != old),
                            timeout=30, what="the deploy script to start")
                 sshd.stop()
                 out, err = proc.communicate(timeout=60)
@@ -254,8 +304,9 @@ def test_ssh_server_dropped_mid_script(tmp_path: Path, sshd: SshServer, fault_ta
         history = world.history()
         assert all(h["status"] not in ("pending", "updating") for h in history), history
 
+        slow.unlink()
         sshd.restart()
-        recovery = world.cli("reconcile")
+        recovery = world.reconcile()
         assert_converged(world, recovery, head)
         assert_shared_intact(world)
         retried = [h for h in world.history() if h["commit_sha"] == head]
@@ -310,8 +361,7 @@ def test_full_disk_fails_cleanly_then_recovers(tmp_path: Path, sshd_session: Ssh
         else:
             # Fallback: local transport, so the file-size limit reaches the commands that write.
             world = holder.world = World.create(tmp_path, None)
-        world.declare(keep=3)
-        world.converge_in_process()
+        world.set_up_live(keep=3)
         world.seed_user_data()
         old = world.site.active()
         assert old is not None
@@ -319,7 +369,7 @@ def test_full_disk_fails_cleanly_then_recovers(tmp_path: Path, sshd_session: Ssh
         app_commit(world.app, "big asset", {"public/video.hex": os.urandom(2 * 1024 * 1024).hex()})
 
         with sampled(world) as sampler:
-            full = world.cli("reconcile", preexec=None if small_fs else _fsize_limit(1024 * 1024))
+            full = world.reconcile(preexec=None if small_fs else _fsize_limit(1024 * 1024))
         assert_never_unresolved(sampler)
         assert full.returncode == 1, f"exit {full.returncode}\n{full.stdout}{full.stderr}"
         status = world.status()
@@ -337,25 +387,13 @@ def test_full_disk_fails_cleanly_then_recovers(tmp_path: Path, sshd_session: Ssh
                                   capture_output=True, text=True, check=False)
             assert done.returncode == 0, done.stderr
         head = app_commit(world.app, "v3")
-        recovery = world.cli("reconcile")
+        recovery = world.reconcile()
         assert_converged(world, recovery, head)
         assert_shared_intact(world)
         row.outcome = f"exit 1 Failed ({message[:70]}); old served; space freed -> new commit Synced"
 
 
 # -- 4. junk and damage in the server's layout ---------------------------------------------------------
-
-
-def _two_releases(world: World, keep: int = 1) -> tuple[str, str]:
-    """r1 (older) and r2 (live), user data seeded."""
-    world.declare(keep=keep)
-    world.converge_in_process()
-    app_commit(world.app, "v2")
-    world.converge_in_process()
-    releases = world.site.releases()
-    assert len(releases) == 2, releases
-    world.seed_user_data()
-    return releases[0], releases[1]
 
 
 def _tree_snapshot(path: Path) -> dict[str, bytes | str]:
@@ -398,28 +436,17 @@ def _assert_junk_intact(world: World, junk: dict[str, dict[str, bytes | str]]) -
         assert _tree_snapshot(path) == snapshot, f"{name} (not a release) was modified"
 
 
-@dataclass(frozen=True)
-class LayoutCase:
-    name: str
-    new_commit: bool = True
-
-
-LAYOUT_CASES = [
-    LayoutCase("corrupt manifest in an old release"),
-    LayoutCase("missing manifest in an old release"),
-    LayoutCase("release-shaped FILE and junk dirs"),
-    LayoutCase("site path is a real directory"),
-    LayoutCase("dangling site symlink"),
-    LayoutCase("dangling site symlink, head unchanged", new_commit=False),
-]
 
 
 @pytest.mark.parametrize("case", LAYOUT_CASES, ids=[c.name.replace(" ", "-") for c in LAYOUT_CASES])
-def test_damaged_layout(case: LayoutCase, tmp_path: Path, sshd_session: SshServer, fault_table: FaultTable) -> None:
+def test_damaged_layout(case: LayoutCase, fleet: Fleet, fault_table: FaultTable) -> None:
     holder = Holder()
     with fault_table.case(case.name, holder) as row:
-        world = holder.world = World.create(tmp_path, sshd_session)
-        r1, r2 = _two_releases(world, keep=1)
+        world = holder.world = fleet.worlds[case.key]
+        releases = world.releases()
+        assert len(releases) == 2 and world.site.active() == releases[1], world.diagnostics()
+        r1, r2 = releases
+        world.seed_user_data()
         d = world.site.deployments
         junk = _junk(world)  # present in every layout case: never deleted, never changed
         extra_notes = ""
@@ -440,7 +467,7 @@ def test_damaged_layout(case: LayoutCase, tmp_path: Path, sshd_session: SshServe
             assert world.site.link.is_symlink() and not world.site_resolves()
         head = app_commit(world.app, "v3") if case.new_commit else world.head()
 
-        done = world.cli("reconcile")
+        done = world.reconcile()
         _assert_junk_intact(world, junk)
         assert_shared_intact(world)
 
@@ -452,21 +479,21 @@ def test_damaged_layout(case: LayoutCase, tmp_path: Path, sshd_session: SshServe
             assert world.site.link.is_dir() and not world.site.link.is_symlink()
             assert _tree_snapshot(world.site.link) == real_dir, "the real directory's contents changed"
             # And again: refused every pass, still nothing touched, no release built for it.
-            releases = world.site.releases()
-            again = world.cli("reconcile")
+            again = world.reconcile()
             assert again.returncode == 1 and str(world.site.link) in again.stdout
             assert _tree_snapshot(world.site.link) == real_dir
-            assert world.site.releases() == releases, "releases were built for a site that is refused"
+            assert world.releases() == releases, "releases were built for a site that is refused"
             assert not world.lock_present()
             row.outcome = f"exit 1 Failed: {status['message'][:70]}; directory intact; junk intact"
             return
 
         assert_converged(world, done, head)
-        # Re-running must be a no-op that stays converged.
-        again = world.cli("reconcile")
-        assert again.returncode == 0, again.stdout + again.stderr
-        _assert_junk_intact(world, junk)
-        left = world.site.releases()
+        if case.key == "layout-junk":
+            # Re-running must be a no-op that stays converged and still touches no junk.
+            again = world.reconcile()
+            assert again.returncode == 0, again.stdout + again.stderr
+            _assert_junk_intact(world, junk)
+        left = world.releases()
         if case.name.startswith("corrupt manifest"):
             extra_notes = f"corrupt release {'kept' if r1 in left else 'pruned'}"
         elif case.name.startswith("missing manifest"):

@@ -138,7 +138,8 @@ def head(c: Ctx) -> str:
 
 # --------------------------------------------------------------------------- shell metacharacters
 
-# Each wraps a field-appropriate prefix `x` around `touch <canary>`.
+# Each wraps a field-appropriate prefix `x` around `touch <canary>` so that it runs when the value is
+# pasted into a shell unquoted, or inside '...' or "..." (the quote cases break out of those).
 META: dict[str, Callable[[str, str], str]] = {
     "semicolon": lambda x, c: f"{x}; touch {c}",
     "and": lambda x, c: f"{x} && touch {c}",
@@ -149,7 +150,7 @@ META: dict[str, Callable[[str, str], str]] = {
     "newline": lambda x, c: f"{x}\ntouch {c}",
     "squote": lambda x, c: f"{x}'; touch {c}; '",
     "dquote": lambda x, c: f'{x}"; touch {c}; "',
-    "backslash": lambda x, c: f"{x}\\; touch {c}",
+    "backslash": lambda x, c: f'{x}\\"; touch {c}; #',  # defeats escaping that only prefixes `"` with `\`
     "glob": lambda x, c: f"{x}* ; touch {c}",
     "tilde": lambda x, c: f"~/{x}; touch {c}",
 }

@@ -1,0 +1,292 @@
+"""`[[notify]]` webhooks: JSON POSTs of deployed / failed / rolled_back / degraded.
+
+End to end against the REAL daemon process (local transport) with receivers on 127.0.0.1
+(http.server on a thread) recording every POST, plus two targets that never answer: one
+refuses connections, one accepts and then stays silent. Unit tests drive
+reconciler.notifications.Notifications directly, with a tiny first retry delay, for the
+retry and filtering rules. Every wait is bounded polling; nothing asserts on durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from reconciler.config import NotifyTarget
+from reconciler.notifications import ATTEMPTS, Notifications
+from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
+from tests.daemon_support import Launcher, SiteOnDisk, wait_until, write_config
+
+SHOP = "shop.example.com"
+BROKEN = "broken.example.com"
+DEPLOY_TIMEOUT = 30.0
+# A notification that blocked the reconciler on the silent target would hold it for the client's
+# 10 s timeout per attempt, ATTEMPTS times; deploys must show up well within that.
+PROMPT = 20.0
+
+
+@dataclass
+class Post:
+    path: str
+    answered: int
+    body: dict[str, Any]
+
+
+@dataclass
+class Receiver:
+    """An HTTP server on 127.0.0.1 recording POSTs; `script[path]` lists the statuses to answer
+    (then 200)."""
+
+    server: ThreadingHTTPServer
+    posts: list[Post] = field(default_factory=list)
+    script: dict[str, list[int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def record(self, path: str, body: dict[str, Any]) -> int:
+        with self.lock:
+            statuses = self.script.get(path) or []
+            status = statuses.pop(0) if statuses else 200
+            self.posts.append(Post(path, status, body))
+            return status
+
+    def at(self, path: str, event: str | None = None, domain: str | None = None, delivered: bool = True) -> list[Post]:
+        with self.lock:
+            return [p for p in self.posts if p.path == path and (event is None or p.body.get("event") == event)
+                    and (domain is None or p.body.get("domain") == domain) and (not delivered or p.answered < 300)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    holder: list[Receiver] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            assert self.headers.get("Content-Type", "").startswith("application/json")
+            status = holder[0].record(self.path, body)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    holder.append(Receiver(server))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield holder[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts TCP connections (the kernel's backlog) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --- end to end: the daemon --------------------------------------------------------------------
+
+
+def test_daemon_notifies_once_per_event(tmp_path: Path, receiver: Receiver, silent_port: int) -> None:
+    app = make_app_repo(tmp_path / "app")
+    other = make_app_repo(tmp_path / "other")
+    decl = make_decl_repo(tmp_path / "decl")
+    base = tmp_path / "srv"
+    write_site(decl, SHOP, server="local", base_path=str(base), repository=str(app), script="echo shop\n")
+    write_site(decl, BROKEN, server="local", base_path=str(base), repository=str(other),
+               script="echo about-to-fail\nexit 3\n")
+    port = _free_port()
+    refused = _free_port()  # nothing listens there
+    config = write_config(tmp_path / "reconciler.toml", repo=decl, state=tmp_path / "state", interval=1,
+                          listen=f"127.0.0.1:{port}")
+    with config.open("a") as handle:
+        handle.write(f'\n[[notify]]\nurl = "http://127.0.0.1:{silent_port}/silent"\n'
+                     f'\n[[notify]]\nurl = "http://127.0.0.1:{refused}/refused"\n'
+                     f'\n[[notify]]\nurl = "{receiver.root}/all"\n'
+                     f'\n[[notify]]\nurl = "{receiver.root}/failed-only"\nevents = ["failed"]\n')
+    run = Launcher(tmp_path, config)
+    shop = SiteOnDisk(base, SHOP)
+    try:
+        daemon = run.start()
+
+        def arrived(path: str, event: str, domain: str, count: int = 1) -> Callable[[], list[Post]]:
+            def check() -> list[Post]:
+                assert daemon.alive(), "the daemon exited"
+                posts = receiver.at(path, event, domain)
+                return posts if len(posts) >= count else []
+            return check
+
+        first_commit = git(app, "rev-parse", "HEAD")
+        deployed = wait_until(arrived("/all", "deployed", SHOP), PROMPT, "`deployed` for the first commit",
+                              run.diagnostics)[0]
+        first = shop.active()
+        assert deployed.body["commit"] == first_commit and deployed.body["release"] == first
+        assert deployed.body["sync"] == "Synced" and deployed.body["server"] == "local"
+        assert set(deployed.body) >= {"event", "domain", "at", "server", "sync", "health", "message", "release",
+                                      "commit"}, deployed.body
+        failed = wait_until(arrived("/all", "failed", BROKEN), PROMPT, "`failed` for the failing script",
+                            run.diagnostics)[0]
+        assert failed.body["sync"] == "Failed" and "exit 3" in failed.body["message"], failed.body
+        wait_until(arrived("/failed-only", "failed", BROKEN), PROMPT, "`failed` at the failed-only target")
+
+        # A new commit: deployed promptly (the silent target holds nothing up), notified once.
+        second_commit = app_commit(app, "v2")
+        wait_until(arrived("/all", "deployed", SHOP, 2), PROMPT, "`deployed` for the second commit", run.diagnostics)
+        assert shop.live_commit() == second_commit
+
+        # Several later passes change nothing: no new notification of anything.
+        def passes() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                        if s.name == "reconciler_pass_duration_seconds_count")
+
+        seen = passes()
+        wait_until(lambda: passes() >= seen + 3, 30, "three more passes", run.diagnostics)
+        assert [p.body["commit"] for p in receiver.at("/all", "deployed", SHOP)] == [first_commit, second_commit]
+        assert len(receiver.at("/all", "failed", BROKEN)) == 1, \
+            [p.body["message"] for p in receiver.at("/all", "failed", BROKEN)]
+        assert [p.body["event"] for p in receiver.at("/failed-only")] == ["failed"], receiver.at("/failed-only")
+        assert {p.body["event"] for p in receiver.at("/all")} == {"deployed", "failed"}
+
+        # A rollback (pin) is announced once the daemon applied it.
+        done = run.cli("rollback", SHOP, first)
+        assert done.returncode == 0, done.stdout + done.stderr
+        rolled = wait_until(arrived("/all", "rolled_back", SHOP), PROMPT, "`rolled_back`", run.diagnostics)[0]
+        assert rolled.body["release"] == first and rolled.body["commit"] == first_commit, rolled.body
+        assert shop.active() == first
+
+        # A pin to a release that is not on the server: degraded, once.
+        write_site(decl, BROKEN, server="local", base_path=str(base), repository=str(other),
+                   script="echo about-to-fail\nexit 3\n", pin="01012020-000000")
+        degraded = wait_until(arrived("/all", "degraded", BROKEN), PROMPT, "`degraded`", run.diagnostics)[0]
+        assert degraded.body["health"] == "Degraded" and "01012020-000000" in degraded.body["message"]
+
+        seen = passes()
+        wait_until(lambda: passes() >= seen + 2, 30, "two more passes", run.diagnostics)
+        assert len(receiver.at("/all", "rolled_back")) == 1
+        assert len(receiver.at("/all", "degraded")) == 1
+        assert len(receiver.at("/all", "deployed")) == 2
+        assert [p.body["event"] for p in receiver.at("/failed-only")] == ["failed"]
+        assert daemon.alive()
+    finally:
+        run.close()
+
+
+# --- unit: Notifications -----------------------------------------------------------------------
+
+
+async def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}", pytrace=False)
+        await asyncio.sleep(0.01)
+    return value
+
+
+async def _settle(notes: Notifications, seconds: float = 0.3) -> None:
+    """Let any (wrong) further attempt happen: many times the retry delay used here."""
+    await asyncio.sleep(seconds)
+
+
+def test_retries_until_delivered(receiver: Receiver) -> None:
+    receiver.script["/hook"] = [500, 500]
+
+    async def main() -> None:
+        notes = Notifications([NotifyTarget(url=receiver.root + "/hook")], first_delay=0.01)
+        try:
+            notes.emit("deployed", SHOP, once_key="abc", release="01012025-000000", commit="abc")
+            await _until(lambda: receiver.at("/hook"), 10, "the delivery")
+            await _settle(notes)
+        finally:
+            await notes.close()
+
+    asyncio.run(main())
+    attempts = receiver.at("/hook", delivered=False)
+    assert [p.answered for p in attempts] == [500, 500, 200]
+    assert all(p.body == attempts[0].body for p in attempts), "every attempt carries the same event"
+    body = attempts[0].body
+    assert (body["event"], body["domain"], body["release"], body["commit"]) == ("deployed", SHOP, "01012025-000000",
+                                                                               "abc")
+    assert body["at"].endswith("Z")
+
+
+def test_gives_up_after_the_last_attempt(receiver: Receiver) -> None:
+    receiver.script["/hook"] = [503] * (ATTEMPTS + 5)
+
+    async def main() -> None:
+        notes = Notifications([NotifyTarget(url=receiver.root + "/hook")], first_delay=0.01)
+        try:
+            notes.emit("failed", SHOP, once_key="boom", message="boom")
+            await _until(lambda: len(receiver.at("/hook", delivered=False)) >= ATTEMPTS, 10, "every attempt")
+            await _settle(notes, 1.0)
+        finally:
+            await notes.close()
+
+    asyncio.run(main())
+    assert len(receiver.at("/hook", delivered=False)) == ATTEMPTS
+    assert not receiver.at("/hook")
+
+
+def test_targets_get_only_their_events_once(receiver: Receiver) -> None:
+    async def main() -> None:
+        notes = Notifications([NotifyTarget(url=receiver.root + "/all"),
+                               NotifyTarget(url=receiver.root + "/failed", events=["failed"]),
+                               NotifyTarget(url="http://127.0.0.1:9/unreachable")], first_delay=0.01)
+        try:
+            notes.emit("deployed", SHOP, once_key="c1")
+            notes.emit("deployed", SHOP, once_key="c1")  # the same commit again: not news
+            notes.emit("deployed", BROKEN, once_key="c1")  # another site: news
+            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
+            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
+            await _until(lambda: len(receiver.at("/all")) >= 3 and receiver.at("/failed"), 10, "the deliveries")
+            notes.forget("failed", SHOP)  # it recovered; failing again is news again
+            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
+            notes.emit("rolled_back", SHOP, release="01012025-000000")
+            notes.emit("rolled_back", SHOP, release="01012025-000000")  # no once key: every rollback counts
+            await _until(lambda: len(receiver.at("/failed")) >= 2 and len(receiver.at("/all")) >= 6, 10,
+                         "the later deliveries")
+            await _settle(notes)
+        finally:
+            await notes.close()
+
+    asyncio.run(main())
+    events = sorted((p.body["event"], p.body["domain"]) for p in receiver.at("/all"))
+    assert events == [("deployed", BROKEN), ("deployed", SHOP), ("failed", SHOP), ("failed", SHOP),
+                      ("rolled_back", SHOP), ("rolled_back", SHOP)]
+    assert [(p.body["event"], p.body["message"]) for p in receiver.at("/failed")] == [("failed", "exit 3")] * 2
+    assert len(receiver.posts) == 8, receiver.posts
