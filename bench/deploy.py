@@ -230,6 +230,8 @@ def main(history_mb: int = 64, redeploys: int = 5, first_deploys: int = 3, files
     per_mib = max(clone_med - rtt, 1e-3) / (pack_bytes / MIB)
     print(f"clone transfer here: {1 / per_mib:.0f} MiB/s; 5x would need about "
           f"{max(5 * re_med - rtt, 0) / per_mib:.0f} MiB of history at this re-deploy time (extrapolated)")
+    print(f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs"
+          " (other work on the machine inflates wall times)")
     for problem in problems:
         print(f"PROBLEM: {problem}")
     print(f"deploy bench total: {time.perf_counter() - total:.0f} s")

@@ -104,10 +104,12 @@ async def measure(settings: Settings, passes: int) -> dict[str, object]:
         watcher = sqlite3.connect(settings.db_path)
         version = watcher.execute("PRAGMA data_version").fetchone()[0]
         changes_before = reconciler.store.db.conn.total_changes
-        times, trips = [], []
+        times, trips, cpu = [], [], []
         for _ in range(passes):
             before = _round_trips(reconciler)
+            cpu_before = time.process_time()
             elapsed, outcomes = await _run_pass(reconciler)
+            cpu.append(time.process_time() - cpu_before)
             times.append(elapsed)
             trips.append(_round_trips(reconciler) - before)
             problems += _not_synced(outcomes)
@@ -127,7 +129,7 @@ async def measure(settings: Settings, passes: int) -> dict[str, object]:
         cold.store.close()
     version_moved = version_moved or watcher.execute("PRAGMA data_version").fetchone()[0] != version
     watcher.close()
-    return {"settle": settle, "times": times, "trips": trips, "changes": changes + cold_changes,
+    return {"settle": settle, "times": times, "cpu": cpu, "trips": trips, "changes": changes + cold_changes,
             "data_version_moved": version_moved, "cold": cold_time, "cold_trips": cold_trips,
             "problems": problems}
 
@@ -219,21 +221,26 @@ def main(counts: tuple[int, ...] = (10, 100, 500), server_counts: tuple[int, ...
     print(f"noop: the no-op pass (everything Synced) over real sshd servers on 127.0.0.1; "
           f"median of {passes} warm passes")
     print(f"setup (template deploy over SSH + hardlinked layouts): {setup:.1f} s")
-    print(f"{'sites':>6}{'servers':>8}{'adopt pass':>12}{'no-op pass':>12}{'cold pass':>11}"
+    print(f"{'sites':>6}{'servers':>8}{'adopt pass':>12}{'no-op pass':>12}{'our CPU':>9}{'cold pass':>11}"
           f"{'round trips':>13}{'per site':>10}{'db writes':>11}{'x probe':>9}")
     for count, server_count, r in rows:
         median = statistics.median(r["times"])  # type: ignore[arg-type]
         trips = sorted(set(r["trips"]))  # type: ignore[arg-type]
         writes = f"{r['changes']}{'+dv' if r['data_version_moved'] else ''}"
-        print(f"{count:>6}{server_count:>8}{r['settle']:>11.2f}s{median:>11.2f}s{r['cold']:>10.2f}s"
+        cpu = statistics.median(r["cpu"])  # type: ignore[arg-type]
+        print(f"{count:>6}{server_count:>8}{r['settle']:>11.2f}s{median:>11.2f}s{cpu:>8.2f}s{r['cold']:>10.2f}s"
               f"{'/'.join(map(str, trips)):>13}{median / count * 1000:>8.1f}ms{writes:>11}"
               f"{median / base['probe']:>9.1f}")
     print(f"baseline: ssh true, new OpenSSH connection           {ssh_true * 1000:6.0f} ms")
     print(f"baseline: one `true` on the warm asyncssh connection {base['warm'] * 1000:6.0f} ms")
     print(f"baseline: probe of one site (one round trip, warm)   {base['probe'] * 1000:6.0f} ms")
     print(f"  of which every SSH command pays ~/.bashrc here     {rc_files * 1000:6.0f} ms (bash -c with vs --norc)")
-    print("'x probe' = no-op pass / probe of one site; 'db writes' = rows changed in the measured passes"
+    print("adopt pass: the first pass on a fresh database (writes rows); our CPU: this process's CPU time in a"
+          " no-op pass (excludes the servers' side)")
+    print("x probe: no-op pass / probe of one site; db writes: rows changed in the measured passes"
           " (+dv: PRAGMA data_version moved)")
+    print(f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs"
+          " (other work on the machine inflates wall times)")
     target = [r for c, s, r in rows if c == 500 and s == 5]
     if target:
         median = statistics.median(target[0]["times"])  # type: ignore[arg-type]

@@ -217,7 +217,10 @@ class Daemon:
         if any("(rollback)" in a for a in outcome.actions):
             notes.emit("rolled_back", site.domain, **fields)
         if outcome.sync == FAILED:
-            notes.emit("failed", site.domain, once_key=outcome.message, **fields)
+            # Keyed like the failure memory, so the follow-up passes' longer message is not news.
+            desired = row.get("desired_commit")
+            key = f"{desired}/{site.build_key}" if desired else outcome.message
+            notes.emit("failed", site.domain, once_key=key, **{**fields, "commit": desired or fields["commit"]})
         else:
             notes.forget("failed", site.domain)
         if outcome.health == "Degraded":

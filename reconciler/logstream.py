@@ -4,6 +4,8 @@ server's deployment.log followed until the deployment ends. Used by `logs -f` an
 from __future__ import annotations
 
 import asyncio
+import base64
+import codecs
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,17 +29,23 @@ async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], tim
         yield (row.get("message") or "") + "\n"
         return
     transport = pool.get(site["server"])
+    # Transports hand back text; base64 keeps the bytes exact, so the offset stays right even
+    # for invalid UTF-8 or a character split between two reads.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     offset = 0
     while True:
         current = store.deployment(row["id"]) or row
         try:
-            result = await transport.run(f"tail -c +{offset + 1} -- {quote(row['log_file_path'])}", timeout=timeout)
+            result = await transport.run(
+                f"tail -c +{offset + 1} -- {quote(row['log_file_path'])} | base64", timeout=timeout)
         except TransportError as exc:
             yield f"\n[{exc}]\n"
             return
-        if result.ok and result.stdout:
-            offset += len(result.stdout.encode())
-            yield result.stdout
+        raw = base64.b64decode(result.stdout) if result.ok else b""
+        if raw:
+            offset += len(raw)
+            if text := decoder.decode(raw):
+                yield text
         if current["status"] in FINAL:
             return
         await asyncio.sleep(FOLLOW_EVERY)

@@ -102,7 +102,9 @@ def build_app(ctx: WebContext) -> web.Application:
     open_reads = _loopback(host)
     def declared() -> dict[str, str]:
         decls = ctx.declarations()
-        return {d: s.server for d, s in decls.sites.items()} if decls else {}
+        if decls is None:
+            return {}
+        return {**{d: s.server for d, s in decls.invalid.items()}, **{d: s.server for d, s in decls.sites.items()}}
 
     collector = ReconcilerCollector(ctx.store, ctx.stats, declared)
     registry = registry_for(collector)
@@ -115,7 +117,7 @@ def build_app(ctx: WebContext) -> web.Application:
     @web.middleware
     async def reads(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         # The page itself holds no data; what it loads is guarded like any other read.
-        if request.method == "GET" and request.path != "/" and not open_reads and not authorized(request):
+        if request.method in ("GET", "HEAD") and request.path != "/" and not open_reads and not authorized(request):
             return web.json_response({"error": "a bearer token is required off loopback"}, status=401)
         response: web.StreamResponse = await handler(request)
         return response

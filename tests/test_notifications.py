@@ -177,10 +177,8 @@ def test_daemon_notifies_once_per_event(tmp_path: Path, receiver: Receiver, sile
         seen = passes()
         wait_until(lambda: passes() >= seen + 3, 30, "three more passes", run.diagnostics)
         assert [p.body["commit"] for p in receiver.at("/all", "deployed", SHOP)] == [first_commit, second_commit]
-        assert len(receiver.at("/all", "failed", BROKEN)) == 1, \
-            [p.body["message"] for p in receiver.at("/all", "failed", BROKEN)]
-        assert [p.body["event"] for p in receiver.at("/failed-only")] == ["failed"], receiver.at("/failed-only")
         assert {p.body["event"] for p in receiver.at("/all")} == {"deployed", "failed"}
+        assert {p.body["event"] for p in receiver.at("/failed-only")} == {"failed"}
 
         # A rollback (pin) is announced once the daemon applied it.
         done = run.cli("rollback", SHOP, first)
@@ -200,8 +198,13 @@ def test_daemon_notifies_once_per_event(tmp_path: Path, receiver: Receiver, sile
         assert len(receiver.at("/all", "rolled_back")) == 1
         assert len(receiver.at("/all", "degraded")) == 1
         assert len(receiver.at("/all", "deployed")) == 2
-        assert [p.body["event"] for p in receiver.at("/failed-only")] == ["failed"]
         assert daemon.alive()
+
+        # Last (it fails today): one failure of one (commit, declaration) is one `failed`, however
+        # many passes later remember it; at every target that wants it.
+        failures = [p.body["message"] for p in receiver.at("/all", "failed", BROKEN)]
+        assert len(failures) == 1, failures
+        assert [p.body["event"] for p in receiver.at("/failed-only")] == ["failed"], receiver.at("/failed-only")
     finally:
         run.close()
 
@@ -218,7 +221,7 @@ async def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any
     return value
 
 
-async def _settle(notes: Notifications, seconds: float = 0.3) -> None:
+async def _settle(seconds: float = 0.3) -> None:
     """Let any (wrong) further attempt happen: many times the retry delay used here."""
     await asyncio.sleep(seconds)
 
@@ -231,7 +234,7 @@ def test_retries_until_delivered(receiver: Receiver) -> None:
         try:
             notes.emit("deployed", SHOP, once_key="abc", release="01012025-000000", commit="abc")
             await _until(lambda: receiver.at("/hook"), 10, "the delivery")
-            await _settle(notes)
+            await _settle()
         finally:
             await notes.close()
 
@@ -253,7 +256,7 @@ def test_gives_up_after_the_last_attempt(receiver: Receiver) -> None:
         try:
             notes.emit("failed", SHOP, once_key="boom", message="boom")
             await _until(lambda: len(receiver.at("/hook", delivered=False)) >= ATTEMPTS, 10, "every attempt")
-            await _settle(notes, 1.0)
+            await _settle(1.0)
         finally:
             await notes.close()
 
@@ -280,7 +283,7 @@ def test_targets_get_only_their_events_once(receiver: Receiver) -> None:
             notes.emit("rolled_back", SHOP, release="01012025-000000")  # no once key: every rollback counts
             await _until(lambda: len(receiver.at("/failed")) >= 2 and len(receiver.at("/all")) >= 6, 10,
                          "the later deliveries")
-            await _settle(notes)
+            await _settle()
         finally:
             await notes.close()
 

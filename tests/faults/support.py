@@ -359,7 +359,7 @@ class FaultTable:
             raise
         finally:
             w = world()
-            if w is not None:
+            if w is not None and w.user_bytes:  # only once the case got as far as seeding user data
                 row.site_lost = 0 if w.site_resolves() else 1
                 row.data_lost = 1 if w.data_problems() else 0
                 if w.orphans_seen:

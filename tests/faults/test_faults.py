@@ -238,6 +238,7 @@ def test_kill_9_at_deploy_step(case: KillCase, fleet: Fleet, fault_table: FaultT
         if case.fault == "before-switch":
             assert new is not None and world.manifest_status(new) == "success"
         assert_shared_intact(world)
+        row.outcome = f"exit -9; live={'new' if live == new else 'old'}; interrupted release {state_after_kill}"
         if case.fault.startswith("prune"):
             pruned_during_fault = sorted(before - set(world.releases()))
             row.notes.append(f"pruned before recovery: {pruned_during_fault or 'none'}")
@@ -260,8 +261,7 @@ def test_kill_9_at_deploy_step(case: KillCase, fleet: Fleet, fault_table: FaultT
         if case.keep == 1:
             successes = [r for r in world.releases() if world.manifest_status(r) == "success"]
             assert successes == [world.site.active()], f"keep=1 left {successes}"
-        row.outcome = (f"exit -9; live={'new' if live == new else 'old'}; interrupted release {state_after_kill}; "
-                       f"recovery exit 0 Synced")
+        row.outcome += "; recovery exit 0 Synced"
 
 
 # -- 2. the SSH server dies in the middle of a deploy script ----------------------------------------
@@ -360,7 +360,7 @@ def test_full_disk_fails_cleanly_then_recovers(tmp_path: Path, sshd_session: Ssh
             world = holder.world = World.create(tmp_path, sshd_session, base=small_fs)
         else:
             # Fallback: local transport, so the file-size limit reaches the commands that write.
-            world = holder.world = World.create(tmp_path, None)
+            world = holder.world = World.create(tmp_path, None, base=tmp_path / "srv")
         world.set_up_live(keep=3)
         world.seed_user_data()
         old = world.site.active()
@@ -379,7 +379,9 @@ def test_full_disk_fails_cleanly_then_recovers(tmp_path: Path, sshd_session: Ssh
         assert_shared_intact(world)
         history = world.history()
         assert history[0]["status"] == "failed", history[0]
-        message = status["message"]
+        failed_release = history[0]["release"]
+        row.outcome = (f"exit 1 Failed ({status['message'][:60]}); old served; failed release "
+                       f"{_describe_release(world, failed_release)}")
 
         # Free the space (or lift the limit); a new commit converges.
         if small_fs is not None:
@@ -390,7 +392,7 @@ def test_full_disk_fails_cleanly_then_recovers(tmp_path: Path, sshd_session: Ssh
         recovery = world.reconcile()
         assert_converged(world, recovery, head)
         assert_shared_intact(world)
-        row.outcome = f"exit 1 Failed ({message[:70]}); old served; space freed -> new commit Synced"
+        row.outcome += "; space freed -> new commit Synced"
 
 
 # -- 4. junk and damage in the server's layout ---------------------------------------------------------
@@ -436,8 +438,6 @@ def _assert_junk_intact(world: World, junk: dict[str, dict[str, bytes | str]]) -
         assert _tree_snapshot(path) == snapshot, f"{name} (not a release) was modified"
 
 
-
-
 @pytest.mark.parametrize("case", LAYOUT_CASES, ids=[c.name.replace(" ", "-") for c in LAYOUT_CASES])
 def test_damaged_layout(case: LayoutCase, fleet: Fleet, fault_table: FaultTable) -> None:
     holder = Holder()
@@ -467,7 +467,12 @@ def test_damaged_layout(case: LayoutCase, fleet: Fleet, fault_table: FaultTable)
             assert world.site.link.is_symlink() and not world.site_resolves()
         head = app_commit(world.app, "v3") if case.new_commit else world.head()
 
-        done = world.reconcile()
+        if world.site.link.is_symlink() and world.site_resolves():
+            with sampled(world) as sampler:
+                done = world.reconcile()
+            assert_never_unresolved(sampler)
+        else:
+            done = world.reconcile()
         _assert_junk_intact(world, junk)
         assert_shared_intact(world)
 
@@ -484,7 +489,8 @@ def test_damaged_layout(case: LayoutCase, fleet: Fleet, fault_table: FaultTable)
             assert _tree_snapshot(world.site.link) == real_dir
             assert world.releases() == releases, "releases were built for a site that is refused"
             assert not world.lock_present()
-            row.outcome = f"exit 1 Failed: {status['message'][:70]}; directory intact; junk intact"
+            message = status["message"].replace(str(world.site.link), "<site path>")
+            row.outcome = f"exit 1 Failed: {message[:70]}; directory intact; junk intact"
             return
 
         assert_converged(world, done, head)
