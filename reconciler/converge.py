@@ -174,7 +174,11 @@ class Reconciler:
             if dry_run:
                 return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message,
                                    [a.describe() for a in plan.actions])
-            if not plan.actions:
+            # A run of ours that died mid-way leaves its lock and unfinished rows: settle them
+            # under the lock even when there is nothing else to do.
+            leftovers = lock.left_by_dead_run(lock.Owner.from_text(facts.lock or ""), self.identity) or \
+                self.store.unfinished(site.domain)
+            if not plan.actions and not leftovers:
                 outcome = SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message)
                 self._record(site, plan, facts, outcome, decl_commit)
                 return outcome

@@ -80,13 +80,31 @@ class Owner:
         return f"{self.host} pid {self.pid} ({self.purpose or 'reconciling'})"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def left_by_dead_run(owner: Owner | None, me: Identity) -> bool:
+    """The lock was taken by an earlier run of this instance (same state dir) that is gone.
+    A live process of the same instance (the daemon while the CLI runs) still owns it."""
+    if owner is None or owner.instance != me.instance or owner.run == me.run:
+        return False
+    return owner.host != me.host or not _alive(owner.pid)
+
+
 def is_stale(owner: Owner | None, age: float, me: Identity, stale_after: float) -> bool:
     if age > stale_after:
         return True
     if owner is None:
         # mkdir happened but the owner file never made it (a crash in between): give it a minute.
         return age > 60
-    return owner.instance == me.instance and owner.run != me.run
+    return left_by_dead_run(owner, me)
 
 
 def _acquire_command(paths: SitePaths, owner: Owner, probe: str) -> str:
@@ -146,7 +164,11 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
     try:
         yield facts
     finally:
-        await transport.run(_release_command(paths, owner), timeout=timeout)
+        try:
+            await transport.run(_release_command(paths, owner), timeout=timeout)
+        except TemporaryError as exc:
+            # Do not hide what went wrong inside; a lock we could not release goes stale in time.
+            log.warning("%s: could not release the lock: %s", paths.domain, exc)
 
 
 async def unlock(transport: Transport, paths: SitePaths, timeout: float) -> str | None:

@@ -113,6 +113,12 @@ class Store:
     def update_deployment(self, deployment_id: int, **values: Any) -> None:
         self.db["deployments"].update(deployment_id, values)  # type: ignore[union-attr]
 
+    def unfinished(self, domain: str) -> bool:
+        """Rows of this site still pending/updating (in a one-shot CLI run: left by a dead run)."""
+        return bool(self.db.execute(
+            "select 1 from deployments where site = ? and status in ('pending', 'updating') limit 1",
+            [domain]).fetchone())
+
     def mark_interrupted(self) -> list[int]:
         """At daemon start: deployments a dead process left pending/updating become failed,
         transient (so they are retried), with the reason recorded."""

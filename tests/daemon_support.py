@@ -177,8 +177,9 @@ class SiteOnDisk:
         """Release directories, oldest first by the time the name encodes."""
         if not self.deployments.is_dir():
             return []
-        names = [p.name for p in self.deployments.iterdir() if RELEASE_RE.match(p.name) and p.is_dir()]
-        return sorted(names, key=lambda n: parse_release(n) or 0)
+        names = [p.name for p in self.deployments.iterdir()
+                 if RELEASE_RE.match(p.name) and p.is_dir() and parse_release(p.name) is not None]
+        return sorted(names, key=lambda n: parse_release(n))  # type: ignore[arg-type,return-value]
 
     def active(self) -> str | None:
         """The release the site symlink points at (relative SPEC form), or None when absent."""
