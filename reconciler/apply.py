@@ -60,8 +60,9 @@ class Outcome:
     superseded: bool = False  # built fine, but no longer desired: left unswitched
 
 
-async def _run(ctx: SiteContext, step: str, command: str, timeout: float | None = None) -> Result:
-    result = await ctx.transport.run(command, timeout=timeout or ctx.command_timeout)
+async def _run(ctx: SiteContext, step: str, command: str, timeout: float | None = None,
+               tied: bool = False) -> Result:
+    result = await ctx.transport.run(command, timeout=timeout or ctx.command_timeout, tied=tied)
     if not result.ok:
         raise StepFailed(step, result.exit_status, result.tail(), result.tail(3).replace("\n", " | "))
     return result
@@ -216,7 +217,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         stage = "clone"
         checkpoint("clone")
         await _run(ctx, "clone", clone_command(paths, site.repository, site.branch, commit, release),
-                   timeout=ctx.deploy_timeout)
+                   timeout=ctx.deploy_timeout, tied=True)
         stage = "link shared"
         ctx.step("link shared")
         await _run(ctx, "link shared entries", _shared_command(paths, release, site.shared))
@@ -230,7 +231,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
             await _run(ctx, "deploy script", (
                 f"cd -- {rel} && {{ printf '==> script\\n'; env {env} sh -e -x -c {quote(site.script)}; }}"
                 f" >> {quote(LOG_NAME)} 2>&1 < /dev/null"
-            ), timeout=ctx.deploy_timeout)
+            ), timeout=ctx.deploy_timeout, tied=True)
         stage = "switch"
         done = Manifest(**{**base.__dict__, "status": "success", "completed_at": utcnow()})
         # Mark success before switching: a crash in between leaves a good release that the

@@ -306,3 +306,25 @@ def test_local_timeout_kills_the_command_tree(tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_tied_command_dies_with_its_connection(sshd: SshServer, tmp_path: Path) -> None:
+    """Deploy steps run tied: when the reconciler's connection drops (it was killed), sshd hangs
+    up the session and the step stops, instead of building on behind its back."""
+    tied, plain = tmp_path / "tied", tmp_path / "plain"
+
+    async def drop_during(transport: SshTransport, marker: Path, is_tied: bool) -> None:
+        task = asyncio.create_task(transport.run(f"sleep 2; touch {marker}", timeout=30, tied=is_tied))
+        await asyncio.sleep(0.8)
+        assert transport._conn is not None
+        transport._conn.abort()
+        with pytest.raises(TransportError):
+            await task
+        await asyncio.sleep(2.5)
+
+    asyncio.run(drop_during(SshTransport(sshd.destination, _options(sshd)), plain, False))
+    asyncio.run(drop_during(SshTransport(sshd.destination, _options(sshd)), tied, True))
+    assert plain.exists(), "control: an untied command outlives its connection"
+    assert not tied.exists(), "a tied command must die with its connection"
+    result = asyncio.run(SshTransport(sshd.destination, _options(sshd)).run("echo ok; exit 3", timeout=10, tied=True))
+    assert (result.exit_status, result.stdout) == (3, "ok\n")

@@ -28,7 +28,10 @@ class Transport(ABC):
     name: str
 
     @abstractmethod
-    async def run(self, command: str, *, timeout: float, stdin: str | None = None) -> Result: ...
+    async def run(self, command: str, *, timeout: float, stdin: str | None = None,
+                  tied: bool = False) -> Result:
+        """`tied`: the command must die with the connection (long deploy steps), so a killed
+        reconciler never leaves a build running behind its back."""
 
     async def close(self) -> None:
         return None

@@ -14,7 +14,8 @@ from .base import Result, Transport
 class LocalTransport(Transport):
     name = "local"
 
-    async def run(self, command: str, *, timeout: float, stdin: str | None = None) -> Result:
+    async def run(self, command: str, *, timeout: float, stdin: str | None = None,
+                  tied: bool = False) -> Result:
         self._round_trips += 1
         # A session of its own so a timeout kills the whole command tree, like a dropped SSH channel.
         process = await asyncio.create_subprocess_exec(

@@ -104,15 +104,20 @@ class SshTransport(Transport):
                 raise TransportError(f"{self.name}: cannot connect: {_reason(exc)}") from exc
             return self._conn
 
-    async def run(self, command: str, *, timeout: float, stdin: str | None = None) -> Result:
+    async def run(self, command: str, *, timeout: float, stdin: str | None = None,
+                  tied: bool = False) -> Result:
         self._round_trips += 1
         conn = await self._connection()
         # The login shell may not be POSIX; run our commands under /bin/sh explicitly.
         remote = "/bin/sh -c " + quote(command)
         try:
             async with self._sessions:
+                # sshd does not signal a plain session's processes when the connection drops;
+                # with a terminal it hangs up the session, so a tied step dies with us.
+                extra: dict[str, Any] = {"term_type": "dumb", "term_size": (200, 50)} if tied else {}
                 done = await asyncio.wait_for(
-                    conn.run(remote, check=False, input=stdin, stdin=None if stdin is not None else asyncssh.DEVNULL),
+                    conn.run(remote, check=False, input=stdin,
+                             stdin=None if stdin is not None else asyncssh.DEVNULL, **extra),
                     timeout,
                 )
         except TimeoutError as exc:
@@ -129,7 +134,8 @@ class SshTransport(Transport):
             raise TransportError(f"{self.name}: connection lost while running a command")
         if status is None:
             status = 255 if done.exit_signal is None else 128
-        return Result(status, _text(done.stdout), _text(done.stderr))
+        out = _text(done.stdout)
+        return Result(status, out.replace("\r\n", "\n") if tied else out, _text(done.stderr))
 
     async def close(self) -> None:
         if self._conn is not None:
