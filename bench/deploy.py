@@ -1,9 +1,9 @@
 """deploy: re-deploy and first deploy of an app with a large history, cloned over a real sshd.
 
-The app repository has `history_mb` commits of 1 MiB of incompressible random data each, spread
-over `files` paths (so the history is large and the checkout small, like a long-lived app). It
-is generated once with `git fast-import` and cached under the temp dir, keyed by its parameters;
-each run works on a hardlinked copy. The site's server is "local", so the deploy commands run
+For each size (default 64 and 256 MiB) the app repository has one commit of 1 MiB of incompressible
+random data per MiB, spread over `files` paths (so the history is large and the checkout small, like
+a long-lived app). It is generated once with `git fast-import` and cached under the temp dir, keyed
+by its parameters; each run works on a hardlinked copy. The site's server is "local", so the deploy commands run
 on this machine, but the repository is `ssh://USER@127.0.0.1:PORT/...` through a test sshd, so
 every clone, fetch and ls-remote really transfers over SSH (GIT_SSH_COMMAND carries the key).
 
@@ -27,7 +27,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reconciler.config import Settings
 from reconciler.converge import Reconciler, SiteOutcome
@@ -59,9 +61,13 @@ def _inline(path: str, data: bytes) -> bytes:
     return b"M 100644 inline %s\ndata %d\n%s\n" % (path.encode(), len(data), data)
 
 
+def _cache_dir(history_mb: int, files: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"reconciler-bench-deploy-v1-{history_mb}mib-{files}files"
+
+
 def app_repository(history_mb: int, files: int) -> Path:
     """A bare app repository with `history_mb` MiB of history; cached under the temp dir."""
-    cache = Path(tempfile.gettempdir()) / f"reconciler-bench-deploy-v1-{history_mb}mib-{files}files"
+    cache = _cache_dir(history_mb, files)
     repo = cache / "app.git"
     if (cache / "complete").exists():
         return repo
@@ -143,103 +149,131 @@ def _live(base: Path) -> tuple[str, str]:
     return (_git("rev-parse", "HEAD", cwd=release), _git("config", "--get", "remote.origin.url", cwd=release))
 
 
-def _seconds(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} s"
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
 
 
-def main(history_mb: int = 64, redeploys: int = 7, first_deploys: int = 5, files: int = 8) -> None:
-    total = time.perf_counter()
-    cached = (Path(tempfile.gettempdir()) / f"reconciler-bench-deploy-v1-{history_mb}mib-{files}files"
-              / "complete").exists()
+@dataclass
+class SizeResult:
+    mib: int
+    pack: float  # MiB
+    cached: bool
+    generation: float
+    redeploy: float  # medians, seconds
+    clone: float
+    first: float
+    first_clone: float
+    problems: list[str] = field(default_factory=list)
+
+
+def measure(server: SshServer, tmp: Path, history_mb: int, files: int, redeploys: int,
+            first_deploys: int) -> SizeResult:
+    """(a), (b) and (c) for one repository size; every run in `tmp`, served by `server`."""
+    cached = (_cache_dir(history_mb, files) / "complete").exists()
     started = time.perf_counter()
     source = app_repository(history_mb, files)
     generation = time.perf_counter() - started
     problems: list[str] = []
+    app = tmp / "app.git"
+    _git("clone", "-q", "--bare", "--local", str(source), str(app))  # hardlinks: instant
+    pack_bytes = sum(p.stat().st_size for p in (app / "objects" / "pack").glob("*.pack"))
+    url = f"ssh://{server.user}@{server.host}:{server.port}{app}"
+    site: dict[str, Any] = {"server": "local", "repository": url, "script": SCRIPT, "keep": 3}
+    # (c) first deploy (no mirror) vs a bare git clone, interleaved so load hits both alike.
+    firsts, first_clones = [], []
+    for n in range(first_deploys):
+        decl = make_decl_repo(tmp / f"decl-first{n}")
+        write_site(decl, DOMAIN, base_path=str(tmp / f"first{n}"), **site)
+        if n % 2:  # alternate the order: what runs after a big write pays for its writeback
+            first_clones.append(_timed(["git", "clone", "-q", url, str(tmp / f"first-clone{n}")]))
+        os.sync()
+        elapsed, outcome = _pass(Settings(repo=decl, state_dir=tmp / f"state-first{n}"))
+        firsts.append(elapsed)
+        if outcome.sync != "Synced" or not any(a.startswith("deploy") for a in outcome.actions):
+            problems.append(f"first deploy {n}: {outcome.sync} {outcome.message} {outcome.actions}")
+        if not n % 2:
+            first_clones.append(_timed(["git", "clone", "-q", url, str(tmp / f"first-clone{n}")]))
+        shutil.rmtree(tmp / f"first-clone{n}")
+        if n < first_deploys - 1:
+            shutil.rmtree(tmp / f"first{n}")
+    # (a) re-deploys of a small new commit on the site built by the last first deploy,
+    # vs (b) a fresh clone per release. One warm-up re-deploy is not counted.
+    settings = Settings(repo=tmp / f"decl-first{first_deploys - 1}", state_dir=tmp / f"state-first{first_deploys - 1}")
+    base = tmp / f"first{first_deploys - 1}"
+    redeploy_times, clones = [], []
+    for n in range(redeploys + 1):
+        commit = small_commit(app, n + 1)
+        os.sync()
+        elapsed, outcome = _pass(settings)
+        head, origin = _live(base)
+        if outcome.sync != "Synced" or head != commit or origin != url:
+            problems.append(f"re-deploy {n}: {outcome.sync} {outcome.message}; live {head[:12]} "
+                            f"(want {commit[:12]}), origin {origin}")
+        if n == 0:
+            continue
+        redeploy_times.append(elapsed)
+        os.sync()
+        clones.append(_timed(["git", "clone", "-q", url, str(tmp / f"clone{n}")]))
+        shutil.rmtree(tmp / f"clone{n}")
+    releases = sort_releases(p.name for p in (base / "deployments" / DOMAIN).iterdir())
+    if len(releases) != 3:
+        problems.append(f"keep = 3 but {len(releases)} releases are left: {releases}")
+    return SizeResult(history_mb, pack_bytes / MIB, cached, generation, _median(redeploy_times), _median(clones),
+                      _median(firsts), _median(first_clones), problems)
+
+
+def main(sizes: tuple[int, ...] = (64, 256), redeploys: int = 5, first_deploys: int = 3, files: int = 8) -> None:
+    total = time.perf_counter()
+    results = []
     with tempfile.TemporaryDirectory() as tmp_name, _environment(GIT_IDENTITY):
         tmp = Path(tmp_name)
         server = start_sshd(tmp / "sshd")
         try:
-            app = tmp / "app.git"
-            _git("clone", "-q", "--bare", "--local", str(source), str(app))  # hardlinks: instant
-            pack_bytes = sum(p.stat().st_size for p in (app / "objects" / "pack").glob("*.pack"))
-            url = f"ssh://{server.user}@{server.host}:{server.port}{app}"
-            rtts = [_timed(["ssh", "-F", str(server.ssh_config), "testserver", "true"]) for _ in range(5)]
+            rtt = _median([_timed(["ssh", "-F", str(server.ssh_config), "testserver", "true"]) for _ in range(5)])
             with _environment({"GIT_SSH_COMMAND": _git_ssh_command(server)}):
-                site = {"server": "local", "repository": url, "script": SCRIPT, "keep": 3}
-                # (c) first deploy (no mirror) vs a bare git clone, interleaved so load hits both alike.
-                firsts, first_clones = [], []
-                for n in range(first_deploys):
-                    decl = make_decl_repo(tmp / f"decl-first{n}")
-                    write_site(decl, DOMAIN, base_path=str(tmp / f"first{n}"), **site)
-                    if n % 2:  # alternate the order: what runs after a big write pays for its writeback
-                        first_clones.append(_timed(["git", "clone", "-q", url, str(tmp / f"first-clone{n}")]))
-                    os.sync()
-                    elapsed, outcome = _pass(Settings(repo=decl, state_dir=tmp / f"state-first{n}"))
-                    firsts.append(elapsed)
-                    if outcome.sync != "Synced" or not any(a.startswith("deploy") for a in outcome.actions):
-                        problems.append(f"first deploy {n}: {outcome.sync} {outcome.message} {outcome.actions}")
-                    if not n % 2:
-                        first_clones.append(_timed(["git", "clone", "-q", url, str(tmp / f"first-clone{n}")]))
-                    shutil.rmtree(tmp / f"first-clone{n}")
-                # (a) re-deploys of a small new commit on the site built by the last first deploy,
-                # vs (b) a fresh clone per release. One warm-up re-deploy is not counted.
-                decl_settings = Settings(repo=tmp / f"decl-first{first_deploys - 1}",
-                                         state_dir=tmp / f"state-first{first_deploys - 1}")
-                base = tmp / f"first{first_deploys - 1}"
-                redeploy_times, clones = [], []
-                for n in range(redeploys + 1):
-                    commit = small_commit(app, n + 1)
-                    os.sync()
-                    elapsed, outcome = _pass(decl_settings)
-                    head, origin = _live(base)
-                    if outcome.sync != "Synced" or head != commit or origin != url:
-                        problems.append(f"re-deploy {n}: {outcome.sync} {outcome.message}; live {head[:12]} "
-                                        f"(want {commit[:12]}), origin {origin}")
-                    if n == 0:
-                        continue
-                    redeploy_times.append(elapsed)
-                    os.sync()
-                    clones.append(_timed(["git", "clone", "-q", url, str(tmp / f"clone{n}")]))
-                    shutil.rmtree(tmp / f"clone{n}")
-                releases = sort_releases(p.name for p in (base / "deployments" / DOMAIN).iterdir())
+                for history_mb in sizes:
+                    (tmp / f"{history_mb}").mkdir()
+                    results.append(measure(server, tmp / f"{history_mb}", history_mb, files, redeploys,
+                                           first_deploys))
+                    shutil.rmtree(tmp / f"{history_mb}")
         finally:
             server.stop()
-    re_med, clone_med = statistics.median(redeploy_times), statistics.median(clones)
-    first_med, first_clone_med = statistics.median(firsts), statistics.median(first_clones)
-    speedup = clone_med / re_med
-    overhead = first_med / first_clone_med - 1
-    print(f"deploy: app with {history_mb} MiB of history ({pack_bytes / MIB:.0f} MiB pack, {history_mb} commits, "
-          f"{files} MiB checkout), cloned over sshd on 127.0.0.1; site server \"local\"")
-    print(f"repository {'cached' if cached else 'generated'} in {generation:.1f} s; "
-          f"medians of {redeploys} re-deploys and {first_deploys} first deploys")
-    print(f"{'measure':<54}{'median':>10}")
-    print(f"{'baseline: ssh true (new connection, incl. ~/.bashrc)':<54}{_seconds(rtts):>10}")
-    print(f"{'(a) reconciler re-deploy: new commit, one pass':<54}{_seconds(redeploy_times):>10}")
-    print(f"{'(b) baseline: fresh git clone per release (seed)':<54}{_seconds(clones):>10}")
-    print(f"{'(c) reconciler first deploy (no mirror), one pass':<54}{_seconds(firsts):>10}")
-    print(f"{'(c) baseline: bare git clone of the repository':<54}{_seconds(first_clones):>10}")
-    verdict = "met" if speedup >= 5 else "MISSED"
-    print(f"re-deploy speed-up (b)/(a): {speedup:.1f}x   target >= 5x: {verdict}")
-    verdict = "met" if overhead <= 0.20 else "MISSED"
-    print(f"first-deploy overhead (c)/clone - 1: {overhead * 100:+.0f}%   target <= +20%: {verdict}")
-    print(f"first-deploy overhead in absolute terms: {first_med - first_clone_med:+.2f} s "
-          f"(= {(first_med - first_clone_med) / statistics.median(rtts):.1f} ssh connections; the probe's "
-          "ls-remote is one)")
-    print(f"re-deploy in ssh connections: {re_med / statistics.median(rtts):.1f}; "
-          f"releases left on the server (keep 3): {', '.join(releases)}")
-    # Extrapolation, not a measurement: a fresh clone costs one connection plus the transfer, a
-    # re-deploy about the same whatever the history; where would the two reach 5x?
-    rtt = statistics.median(rtts)
-    per_mib = max(clone_med - rtt, 1e-3) / (pack_bytes / MIB)
-    print(f"clone transfer here: {1 / per_mib:.0f} MiB/s; 5x would need about "
-          f"{max(5 * re_med - rtt, 0) / per_mib:.0f} MiB of history at this re-deploy time (extrapolated)")
+    print(f"deploy: apps with large histories (1 MiB of random data per commit, {files} MiB checkout) cloned over "
+          f"sshd on 127.0.0.1; site server \"local\"; medians of {redeploys} re-deploys, {first_deploys} first deploys")
+    width = 52
+    print(f"{'measure':<{width}}" + "".join(f"{str(r.mib) + ' MiB':>12}" for r in results))
+
+    def row(name: str, cells: list[str]) -> None:
+        print(f"{name:<{width}}" + "".join(f"{cell:>12}" for cell in cells))
+
+    row("pack size", [f"{r.pack:.0f} MiB" for r in results])
+    row("baseline: ssh true (new connection, incl. rc files)", [f"{rtt:.2f} s" for _ in results])
+    row("(a) reconciler re-deploy: new commit, one pass", [f"{r.redeploy:.2f} s" for r in results])
+    row("(b) baseline: fresh git clone per release (seed)", [f"{r.clone:.2f} s" for r in results])
+    row("    speed-up (b)/(a), target >= 5x", [f"{r.clone / r.redeploy:.1f}x" for r in results])
+    row("(c) reconciler first deploy (no mirror), one pass", [f"{r.first:.2f} s" for r in results])
+    row("(c) baseline: bare git clone of the repository", [f"{r.first_clone:.2f} s" for r in results])
+    row("    overhead (c)/clone - 1, target <= +20%",
+        [f"{(r.first / r.first_clone - 1) * 100:+.0f}%" for r in results])
+    row("    overhead in ssh connections", [f"{(r.first - r.first_clone) / rtt:.1f}" for r in results])
+    row("re-deploy in ssh connections", [f"{r.redeploy / rtt:.1f}" for r in results])
+    for r in results:
+        speedup = r.clone / r.redeploy
+        overhead = r.first / r.first_clone - 1
+        # Extrapolation, not a measurement: a fresh clone costs a connection plus the transfer; a
+        # re-deploy costs about the same whatever the history.
+        per_mib = max(r.clone - rtt, 1e-3) / r.pack
+        print(f"{r.mib} MiB: re-deploy {speedup:.1f}x faster ({'met' if speedup >= 5 else 'MISSED'}); first deploy "
+              f"{overhead * 100:+.0f}% ({'met' if overhead <= 0.2 else 'MISSED'}); clone transfer {1 / per_mib:.0f} "
+              f"MiB/s, so 5x needs ~{max(5 * r.redeploy - rtt, 0) / per_mib:.0f} MiB of history "
+              f"(extrapolated); repository {'cached' if r.cached else 'generated'} in {r.generation:.1f} s")
+        for problem in r.problems:
+            print(f"PROBLEM: {problem}")
     print(f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs"
           " (other work on the machine inflates wall times)")
-    for problem in problems:
-        print(f"PROBLEM: {problem}")
     print(f"deploy bench total: {time.perf_counter() - total:.0f} s")
     sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    main(*(int(arg) for arg in sys.argv[1:]))
+    main(tuple(int(arg) for arg in sys.argv[1:]) or (64, 256))

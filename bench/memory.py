@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.noop import GIT_IDENTITY, TEMPLATE, _one_pass, build_layout, domain, write_sites
 from reconciler.config import Settings
@@ -94,6 +95,9 @@ def run_daemon(config: Path, db: Path, sites: int, timeout: float) -> dict[str, 
             time.sleep(0.2)
         converged = time.perf_counter() - started
         synced = _synced(db)
+        if daemon.poll() is not None:
+            tail = log.read_text(errors="replace").splitlines()[-5:]
+            raise RuntimeError(f"the daemon exited with {daemon.returncode}: {' | '.join(tail)}")
         after_converge = _status_kib(daemon.pid, "VmHWM")
         daemon.send_signal(signal.SIGHUP)
         _wait_for_pass(daemon.pid, log, 60)
@@ -119,7 +123,7 @@ def main(sites: int = 500, fresh: int = 50, timeout: float = 300.0) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         app = make_app_repo(tmp / "app")
-        site = {"server": "local", "repository": str(app), "script": SCRIPT, "keep": 1}
+        site: dict[str, Any] = {"server": "local", "repository": str(app), "script": SCRIPT, "keep": 1}
         decl = make_decl_repo(tmp / "decl-template")
         write_site(decl, TEMPLATE, base_path=str(tmp / "template"), **site)
         outcome = asyncio.run(_one_pass(Settings(repo=decl, state_dir=tmp / "state-template")))[0]

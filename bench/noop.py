@@ -25,7 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reconciler.config import Settings
 from reconciler.converge import Reconciler, SiteOutcome
@@ -95,7 +97,22 @@ def _not_synced(outcomes: list[SiteOutcome]) -> list[str]:
     return [f"{o.domain}: {o.sync} {o.message} {o.actions}" for o in outcomes if o.sync != "Synced" or o.actions]
 
 
-async def measure(settings: Settings, passes: int) -> dict[str, object]:
+@dataclass
+class Row:
+    sites: int
+    servers: int
+    settle: float  # the adopting first pass
+    times: list[float]  # warm no-op passes
+    cpu: list[float]  # this process's CPU time in each
+    trips: list[int]
+    changes: int  # rows written by the measured passes
+    data_version_moved: bool
+    cold: float
+    cold_trips: int
+    problems: list[str] = field(default_factory=list)
+
+
+async def measure(settings: Settings, sites: int, servers: int, passes: int) -> Row:
     """Adopting pass, then `passes` warm no-op passes, then one cold pass on a new Reconciler."""
     reconciler = Reconciler(settings, Store(settings.db_path))
     try:
@@ -129,9 +146,8 @@ async def measure(settings: Settings, passes: int) -> dict[str, object]:
         cold.store.close()
     version_moved = version_moved or watcher.execute("PRAGMA data_version").fetchone()[0] != version
     watcher.close()
-    return {"settle": settle, "times": times, "cpu": cpu, "trips": trips, "changes": changes + cold_changes,
-            "data_version_moved": version_moved, "cold": cold_time, "cold_trips": cold_trips,
-            "problems": problems}
+    return Row(sites, servers, settle, times, cpu, trips, changes + cold_changes, version_moved, cold_time,
+               cold_trips, problems)
 
 
 async def baselines(settings: Settings, server: SshServer, template_base: Path, app: Path,
@@ -168,7 +184,7 @@ def main(counts: tuple[int, ...] = (10, 100, 500), server_counts: tuple[int, ...
     total = time.perf_counter()
     for key, value in GIT_IDENTITY.items():
         os.environ.setdefault(key, value)
-    rows = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         servers: list[SshServer] = []
@@ -182,9 +198,9 @@ def main(counts: tuple[int, ...] = (10, 100, 500), server_counts: tuple[int, ...
                     handle.write(key)
             known_hosts = tmp / "known_hosts"
             known_hosts.write_text("".join(s.known_hosts.read_text() for s in servers))
-            ssh = {"identity_file": servers[0].identity_file, "known_hosts": known_hosts}
+            ssh: dict[str, Any] = {"identity_file": servers[0].identity_file, "known_hosts": known_hosts}
             app = make_app_repo(tmp / "app")
-            site = {"repository": str(app), "script": SCRIPT, "keep": 1}
+            site: dict[str, Any] = {"repository": str(app), "script": SCRIPT, "keep": 1}
 
             started = time.perf_counter()
             decl = make_decl_repo(tmp / "decl-template")
@@ -213,7 +229,7 @@ def main(counts: tuple[int, ...] = (10, 100, 500), server_counts: tuple[int, ...
                                                     "base_path": str(tmp / f"srv{server_count}-{n % server_count}"),
                                                     **site}) for n in range(count)])
                     settings = Settings(repo=decl, state_dir=tmp / f"state-{server_count}-{count}", **ssh)
-                    rows.append((count, server_count, asyncio.run(measure(settings, passes))))
+                    rows.append(asyncio.run(measure(settings, count, server_count, passes)))
         finally:
             for server in servers:
                 server.stop()
@@ -223,13 +239,12 @@ def main(counts: tuple[int, ...] = (10, 100, 500), server_counts: tuple[int, ...
     print(f"setup (template deploy over SSH + hardlinked layouts): {setup:.1f} s")
     print(f"{'sites':>6}{'servers':>8}{'adopt pass':>12}{'no-op pass':>12}{'our CPU':>9}{'cold pass':>11}"
           f"{'round trips':>13}{'per site':>10}{'db writes':>11}{'x probe':>9}")
-    for count, server_count, r in rows:
-        median = statistics.median(r["times"])  # type: ignore[arg-type]
-        trips = sorted({*r["trips"], r["cold_trips"]})  # type: ignore[arg-type]
-        writes = f"{r['changes']}{'+dv' if r['data_version_moved'] else ''}"
-        cpu = statistics.median(r["cpu"])  # type: ignore[arg-type]
-        print(f"{count:>6}{server_count:>8}{r['settle']:>11.2f}s{median:>11.2f}s{cpu:>8.2f}s{r['cold']:>10.2f}s"
-              f"{'/'.join(map(str, trips)):>13}{median / count * 1000:>8.1f}ms{writes:>11}"
+    for r in rows:
+        median = statistics.median(r.times)
+        trips = "/".join(map(str, sorted({*r.trips, r.cold_trips})))
+        writes = f"{r.changes}{'+dv' if r.data_version_moved else ''}"
+        print(f"{r.sites:>6}{r.servers:>8}{r.settle:>11.2f}s{median:>11.2f}s{statistics.median(r.cpu):>8.2f}s"
+              f"{r.cold:>10.2f}s{trips:>13}{median / r.sites * 1000:>8.1f}ms{writes:>11}"
               f"{median / base['probe']:>9.1f}")
     print(f"baseline: ssh true, new OpenSSH connection           {ssh_true * 1000:6.0f} ms")
     print(f"baseline: one `true` on the warm asyncssh connection {base['warm'] * 1000:6.0f} ms")
@@ -241,22 +256,20 @@ def main(counts: tuple[int, ...] = (10, 100, 500), server_counts: tuple[int, ...
           " (+dv: PRAGMA data_version moved)")
     print(f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs"
           " (other work on the machine inflates wall times)")
-    target = [r for c, s, r in rows if c == 500 and s == 5]
-    if target:
-        median = statistics.median(target[0]["times"])  # type: ignore[arg-type]
-        verdict = "met" if median < 2 else "MISSED"
-        print(f"target: 500 sites on 5 servers under 2 s: {median:.2f} s, {verdict}")
+    for r in rows:
+        if r.sites == 500 and r.servers == 5:
+            median = statistics.median(r.times)
+            print(f"target: 500 sites on 5 servers under 2 s: {median:.2f} s, {'met' if median < 2 else 'MISSED'}")
     for server_count in server_counts:
-        trips = {t for c, s, r in rows if s == server_count
-                 for t in [*r["trips"], r["cold_trips"]]}  # type: ignore[list-item]
-        verdict = "independent of site count" if len(trips) == 1 else "GROWS with site count"
-        print(f"round trips on {server_count} server(s): {sorted(trips)} per pass, {verdict}")
-    writes = sum(int(r["changes"]) for _, _, r in rows)  # type: ignore[call-overload]
-    moved = any(r["data_version_moved"] for _, _, r in rows)
-    print(f"database writes in no-op passes: {writes} rows{', data_version moved' if moved else ''} "
-          f"(target 0): {'met' if not writes and not moved else 'MISSED'}")
-    for _, _, r in rows:
-        for problem in r["problems"][:5]:  # type: ignore[index]
+        seen = {t for r in rows if r.servers == server_count for t in [*r.trips, r.cold_trips]}
+        verdict = "independent of site count" if len(seen) == 1 else "GROWS with site count"
+        print(f"round trips on {server_count} server(s): {sorted(seen)} per pass, {verdict}")
+    written = sum(r.changes for r in rows)
+    moved = any(r.data_version_moved for r in rows)
+    print(f"database writes in no-op passes: {written} rows{', data_version moved' if moved else ''} "
+          f"(target 0): {'met' if not written and not moved else 'MISSED'}")
+    for r in rows:
+        for problem in r.problems[:5]:
             print(f"PROBLEM: {problem}")
     print(f"noop bench total: {time.perf_counter() - total:.0f} s")
     sys.stdout.flush()
