@@ -7,11 +7,11 @@ a global limit, one action sequence per site at a time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from . import apply, declarations, lock, trust
 from .config import Settings
@@ -37,11 +37,8 @@ from .plan import (
     plan_site,
 )
 from .store import Store
+from .transport.options import SshOptions
 from .transport.pool import TransportPool
-
-if TYPE_CHECKING:
-    from .transport.ssh import SshOptions
-
 
 LAST_VERIFIED = "last_verified_commit"
 
@@ -57,8 +54,6 @@ class SiteOutcome:
 
 
 def ssh_options(settings: Settings) -> SshOptions:
-    from .transport.ssh import SshOptions
-
     return SshOptions(settings.identity_file, settings.known_hosts, settings.ssh_config,
                       settings.connect_timeout)
 
@@ -86,6 +81,7 @@ class Reconciler:
         self.progress = progress
         self.identity = lock.Identity.load(settings.state_dir)
         self.notice = ""  # why the desired state is not the branch tip (unsigned tip), if it is not
+        self._parsed: Declarations | None = None
         self._limit = asyncio.Semaphore(settings.concurrency)
 
     def reconfigure(self, settings: Settings) -> None:
@@ -93,24 +89,28 @@ class Reconciler:
         self.settings = settings
         self._limit = asyncio.Semaphore(settings.concurrency)
 
+    def _load_commit(self, commit: str) -> Declarations:
+        """Parsed declarations of a commit, cached: the daemon asks before every switch."""
+        if self._parsed is None or self._parsed.commit != commit:
+            self._parsed = declarations.load_commit(self.settings.repo, commit)
+        return dataclasses.replace(self._parsed)
+
     def load(self) -> Declarations:
         """Desired state: the branch tip, or with `require_signed` the newest verified commit."""
         settings = self.settings
         self.notice = ""
         tip = declarations.tip_commit(settings.repo, settings.branch)
-        if settings.require_signed == "off":
-            return declarations.load_commit(settings.repo, tip)
-        if tip == self.store.meta(LAST_VERIFIED):
-            return declarations.load_commit(settings.repo, tip)
+        if settings.require_signed == "off" or tip == self.store.meta(LAST_VERIFIED):
+            return self._load_commit(tip)
         problem = trust.verify(settings.repo, tip, settings)
         if problem is None:
             self.store.set_meta(LAST_VERIFIED, tip)
-            return declarations.load_commit(settings.repo, tip)
+            return self._load_commit(tip)
         last = self.store.meta(LAST_VERIFIED)
         notice = f"declarations commit {tip[:12]} {problem}; not applied"
         if last is None:
             raise DeclarationError(notice + " (no verified commit to fall back to)")
-        decls = declarations.load_commit(settings.repo, last)
+        decls = self._load_commit(last)
         decls.notice = self.notice = f"{notice}; keeping verified {last[:12]}"
         return decls
 

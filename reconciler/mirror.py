@@ -28,8 +28,11 @@ def clone_command(paths: SitePaths, repository: str, branch: str, commit: str, r
         'export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}"\n'
         f"set -e\nM={quote(mirror)}; R={quote(repository)}\n"
         "refresh() {\n"
-        '  if [ -d "$M" ] && [ "$(git -C "$M" config --get remote.origin.url 2>/dev/null)" = "$R" ] &&\n'
-        '     git -C "$M" fetch --quiet --prune origin; then return 0; fi\n'
+        '  if [ -d "$M" ] && [ "$(git -C "$M" config --get remote.origin.url 2>/dev/null)" = "$R" ]; then\n'
+        # Already there (only the script or shared list changed): no connection to the git host.
+        f'    git -C "$M" cat-file -e {quote(commit + "^{commit}")} 2>/dev/null && return 0\n'
+        '    git -C "$M" fetch --quiet --prune origin && return 0\n'
+        "  fi\n"
         "  printf '==> (re)creating the repository cache\\n'\n"
         '  rm -rf -- "$M" "$M.tmp"\n'
         '  git clone --quiet --bare -- "$R" "$M.tmp"\n'

@@ -108,7 +108,7 @@ def build_server(base: Path) -> dict[str, object]:
     (base / "file.example.com").write_text("<html>\n")
     locked = base / "deployments" / "locked.example.com"
     (locked / ".reconciler-lock").mkdir(parents=True)
-    (locked / ".reconciler-lock" / "owner").write_text("host-1 4242\ntoken-xyz\n")
+    (locked / ".reconciler-lock" / "owner").write_text("host-1 4242 token-xyz\nsecond line is not read\n")
     os.symlink("/somewhere/else/entirely", base / "foreign.example.com")
     other = base / "deployments" / "other.example.com"
     release(other, R_OK, manifest(HEAD, "success"))

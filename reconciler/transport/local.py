@@ -18,13 +18,16 @@ class LocalTransport(Transport):
                   tied: bool = False) -> Result:
         self._round_trips += 1
         # A session of its own so a timeout kills the whole command tree, like a dropped SSH channel.
-        process = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", command,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", command,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:  # e.g. E2BIG, EAGAIN: the command never started
+            raise TransportError(f"local: cannot run a command: {exc}") from exc
         try:
             out, err = await asyncio.wait_for(
                 process.communicate(stdin.encode() if stdin is not None else None), timeout

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -14,19 +12,11 @@ import asyncssh
 from ..errors import TransportError
 from ..layout import quote
 from .base import Result, Transport
+from .options import SshOptions
 
 # OpenSSH's default MaxSessions is 10 channels per connection; stay below it.
 MAX_SESSIONS = 8
 _DEST_RE = re.compile(r"^(?:(?P<user>[^@]+)@)?(?:\[(?P<ip6>[^\]]+)\]|(?P<host>[^:]+))(?::(?P<port>\d+))?$")
-
-
-@dataclass(frozen=True)
-class SshOptions:
-    identity_file: Path | None = None
-    known_hosts: Path | None = None
-    ssh_config: Path | None = None
-    connect_timeout: float = 15.0
-    keepalive_interval: float = 15.0
 
 
 def parse_destination(server: str) -> tuple[str | None, str, int | None]:
