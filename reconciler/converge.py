@@ -17,7 +17,7 @@ from . import apply, declarations, lock, trust
 from .config import Settings
 from .declarations import Declarations, SiteDeclaration
 from .errors import DeclarationError, LayoutConflict, TemporaryError
-from .facts import ProbeSite, ServerFacts, SiteFacts, gather
+from .facts import BranchHead, ProbeSite, ServerFacts, SiteFacts, gather
 from .plan import (
     DEGRADED,
     FAILED,
@@ -157,13 +157,18 @@ class Reconciler:
             self.converge_site(site, facts, decl_commit, dry_run) for site in sites
         )))
 
-    async def converge_site(self, site: SiteDeclaration, server_facts: ServerFacts, decl_commit: str | None,
-                            dry_run: bool = False, *,
+    async def converge_site(self, site: SiteDeclaration, server_facts: ServerFacts | None,
+                            decl_commit: str | None, dry_run: bool = False, *,
                             still_desired: Callable[[], bool] | None = None) -> SiteOutcome:
         """Plan one site from its server's facts; when there is work, take the site's lock,
         re-plan from facts probed under the lock, and apply. `still_desired` is asked right
-        before a switch."""
+        before a switch. Without `server_facts` (a pinned site whose declaration just changed:
+        a rollback, which wants speed) it goes straight to the lock, whose command probes too."""
         async with self._limit:
+            if server_facts is None:
+                assert site.pin is not None and not dry_run, "only pinned sites skip the probe"
+                facts = SiteFacts(site.domain, site.base_path)
+                return await self._locked(site, facts, None, decl_commit, still_desired)
             facts = server_facts.sites[site.domain]
             head = server_facts.heads.get((site.repository, site.branch))
             if not dry_run:
@@ -182,27 +187,35 @@ class Reconciler:
                 outcome = SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message)
                 self._record(site, plan, facts, outcome, decl_commit)
                 return outcome
-            ctx = apply.SiteContext(self.pool.get(site.server), site, self.store, self.settings.log_dir,
-                                    self.settings.command_timeout, self.settings.deploy_timeout, decl_commit,
-                                    still_desired, self._progress_of(site.domain))
             purpose = "; ".join(a.describe() for a in plan.actions)[:200]
-            try:
-                async with lock.held(ctx.transport, ctx.paths, self.identity, purpose,
-                                     stale_after=self.settings.deploy_timeout + 2 * self.settings.command_timeout,
-                                     timeout=self.settings.command_timeout) as fresh:
-                    facts = fresh
-                    self.store.adopt(site.domain, facts, locked=True)
-                    plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
-                                     self.clock(), clean_interrupted=True)
-                    outcome = await self._apply(ctx, plan, facts)
-            except lock.SiteLocked as exc:
-                outcome = SiteOutcome(site.domain, site.server, PROGRESSING, health_of(facts), str(exc))
-            except TemporaryError as exc:
-                outcome = SiteOutcome(site.domain, site.server, UNKNOWN, UNKNOWN, str(exc))
-            except LayoutConflict as exc:
-                outcome = SiteOutcome(site.domain, site.server, FAILED, DEGRADED, str(exc))
-            self._record(site, plan, facts, outcome, decl_commit)
-            return outcome
+            return await self._locked(site, facts, head, decl_commit, still_desired, plan, purpose)
+
+    async def _locked(self, site: SiteDeclaration, facts: SiteFacts, head: BranchHead | None,
+                      decl_commit: str | None, still_desired: Callable[[], bool] | None,
+                      plan: Plan | None = None, purpose: str = "reconcile") -> SiteOutcome:
+        """Take the site's lock, re-plan from the facts probed under it, apply, release."""
+        if plan is None:
+            plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts), self.clock())
+        ctx = apply.SiteContext(self.pool.get(site.server), site, self.store, self.settings.log_dir,
+                                self.settings.command_timeout, self.settings.deploy_timeout, decl_commit,
+                                still_desired, self._progress_of(site.domain))
+        try:
+            async with lock.held(ctx.transport, ctx.paths, self.identity, purpose,
+                                 stale_after=self.settings.deploy_timeout + 2 * self.settings.command_timeout,
+                                 timeout=self.settings.command_timeout) as fresh:
+                facts = fresh
+                self.store.adopt(site.domain, facts, locked=True)
+                plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
+                                 self.clock(), clean_interrupted=True)
+                outcome = await self._apply(ctx, plan, facts)
+        except lock.SiteLocked as exc:
+            outcome = SiteOutcome(site.domain, site.server, PROGRESSING, health_of(facts), str(exc))
+        except TemporaryError as exc:
+            outcome = SiteOutcome(site.domain, site.server, UNKNOWN, UNKNOWN, str(exc))
+        except LayoutConflict as exc:
+            outcome = SiteOutcome(site.domain, site.server, FAILED, DEGRADED, str(exc))
+        self._record(site, plan, facts, outcome, decl_commit)
+        return outcome
 
     def _progress_of(self, domain: str) -> Callable[[str], None] | None:
         progress = self.progress
