@@ -250,58 +250,29 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
     if row is None:
         print(f"reconciler: {args.domain}: no such deployment", file=sys.stderr)
         return 1
-    if args.follow:
-        return asyncio.run(_follow(settings, store, row))
     local = row.get("local_log")
-    if local and Path(local).is_file():
-        sys.stdout.write(Path(local).read_text(errors="replace"))
-        return 0
-    site = store.site(args.domain) or {}
-    if row.get("deployment_path") and row.get("log_file_path") and site.get("server"):
-        # No local copy (the database was rebuilt from the servers): read it where it lives.
-        text = asyncio.run(_remote_log(settings, site["server"], row["log_file_path"]))
-        if text is not None:
-            sys.stdout.write(text)
-            return 0
-    if row.get("message"):
-        print(f"(no local log for deployment {row['id']}; its message: {row['message']})")
-        return 0
-    print(f"reconciler: no log kept for deployment {row['id']}", file=sys.stderr)
-    return 1
+    remote = bool(row.get("deployment_path") and row.get("log_file_path"))
+    if not args.follow and not (local and Path(local).is_file()) and not remote and not row.get("message"):
+        print(f"reconciler: no log kept for deployment {row['id']}", file=sys.stderr)
+        return 1
+    # The local copy when there is one; else the server's deployment.log (after a database
+    # rebuild, or while it runs), followed to the end with -f.
+    return asyncio.run(_stream_log(settings, store, row, args.follow))
 
 
-async def _follow(settings: Settings, store: Store, row: dict[str, Any]) -> int:
+async def _stream_log(settings: Settings, store: Store, row: dict[str, Any], follow: bool) -> int:
     from .converge import ssh_options
     from .logstream import follow_log
     from .transport.pool import TransportPool
 
     pool = TransportPool(ssh_options(settings))
     try:
-        async for chunk in follow_log(store, pool, row, settings.command_timeout):
+        async for chunk in follow_log(store, pool, row, settings.command_timeout, follow=follow):
             sys.stdout.write(chunk)
             sys.stdout.flush()
     finally:
         await pool.close()
     return 0
-
-
-async def _remote_log(settings: Settings, server: str, path: str) -> str | None:
-    from .apply import LOCAL_LOG_BYTES
-    from .converge import ssh_options
-    from .errors import TransportError
-    from .layout import quote
-    from .transport.pool import TransportPool
-
-    pool = TransportPool(ssh_options(settings))
-    try:
-        result = await pool.get(server).run(f"tail -c {LOCAL_LOG_BYTES} -- {quote(path)}",
-                                            timeout=settings.command_timeout)
-    except TransportError as exc:
-        print(f"reconciler: {exc}", file=sys.stderr)
-        return None
-    finally:
-        await pool.close()
-    return result.stdout if result.ok else None
 
 
 def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:

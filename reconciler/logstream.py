@@ -19,9 +19,11 @@ FINAL = ("success", "failed")
 FOLLOW_EVERY = 1.0
 
 
-async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], timeout: float) -> AsyncIterator[str]:
+async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], timeout: float,
+                     follow: bool = True) -> AsyncIterator[str]:
+    """Without `follow`, what there is now; with it, until the deployment ends."""
     local = row.get("local_log")
-    if row["status"] in FINAL and local and Path(local).is_file():
+    if (row["status"] in FINAL or not follow) and local and Path(local).is_file():
         yield Path(local).read_text(errors="replace")
         return
     site = store.site(row["site"]) or {}
@@ -46,6 +48,6 @@ async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], tim
             offset += len(raw)
             if text := decoder.decode(raw):
                 yield text
-        if current["status"] in FINAL:
+        if current["status"] in FINAL or not follow:
             return
         await asyncio.sleep(FOLLOW_EVERY)
