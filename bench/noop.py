@@ -34,7 +34,6 @@ from reconciler.converge import Reconciler, SiteOutcome
 from reconciler.facts import ProbeSite, gather
 from reconciler.layout import SitePaths, is_release
 from reconciler.store import Store
-from reconciler.transport import Transport
 from tests.builders import git, make_app_repo, make_decl_repo, toml_value, write_site
 from tests.sshd import SshServer, start_sshd
 
@@ -49,8 +48,7 @@ def domain(n: int) -> str:
 
 
 def _round_trips(reconciler: Reconciler) -> int:
-    transports: dict[str, Transport] = reconciler.pool._transports
-    return sum(t.round_trips for t in transports.values())
+    return reconciler.pool.round_trips
 
 
 def _hardlink_tree(source: Path, target: Path) -> None:
