@@ -1,1 +1,12 @@
 """Benchmarks: each prints a table with a baseline measured in the same run and the ratio."""
+
+import os
+
+# Benchmarks commit to real git repositories; a bare machine has no git identity.
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+                "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
+
+
+def use_git_identity() -> None:
+    for key, value in GIT_IDENTITY.items():
+        os.environ.setdefault(key, value)

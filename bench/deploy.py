@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import GIT_IDENTITY
 from reconciler.config import Settings
 from reconciler.converge import Reconciler, SiteOutcome
 from reconciler.layout import sort_releases
@@ -41,8 +42,6 @@ from tests.sshd import SshServer, start_sshd
 DOMAIN = "deploy.example.com"
 MIB = 1 << 20
 SCRIPT = 'echo "composer install (simulated)"\n'
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-                "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
 
 
 def _git(*args: str, cwd: Path | None = None, stdin: bytes | None = None) -> str:

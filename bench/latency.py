@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import use_git_identity
 from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
 from tests.sshd import start_sshd
 
@@ -33,9 +34,7 @@ def _wait(predicate: object, timeout: float = 60.0) -> bool:
 
 
 def main(samples: int = 20) -> None:
-    for key, value in {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-                       "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}.items():
-        os.environ.setdefault(key, value)
+    use_git_identity()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         server = start_sshd(tmp / "sshd")

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.noop import GIT_IDENTITY, TEMPLATE, _one_pass, build_layout, domain, write_sites
+from bench import GIT_IDENTITY
+from bench.noop import TEMPLATE, _one_pass, build_layout, domain, write_sites
 from reconciler.config import Settings
 from tests.builders import make_app_repo, make_decl_repo, write_site
 

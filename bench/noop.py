@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import GIT_IDENTITY
 from reconciler.config import Settings
 from reconciler.converge import Reconciler, SiteOutcome
 from reconciler.facts import ProbeSite, gather
@@ -39,8 +40,6 @@ from tests.sshd import SshServer, start_sshd
 
 SCRIPT = "true\n"
 TEMPLATE = "template.bench.example.com"
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-                "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
 
 
 def domain(n: int) -> str:

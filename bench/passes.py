@@ -5,7 +5,6 @@ any deploy that clones, measured in the same run."""
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import use_git_identity
 from reconciler.config import Settings
 from reconciler.converge import Reconciler
 from reconciler.store import Store
@@ -36,9 +36,7 @@ def _pass(settings: Settings) -> float:
 
 
 def main() -> None:
-    for key, value in {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-                       "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}.items():
-        os.environ.setdefault(key, value)
+    use_git_identity()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         app = make_app_repo(tmp / "app")
