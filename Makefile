@@ -13,11 +13,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(PY) -m reconciler.demo
+	$(PY) -m reconciler.cli.demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check reconciler tests bench
 	$(PY) -m mypy reconciler
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest -q

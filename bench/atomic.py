@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from reconciler.apply import switch_command
-from reconciler.layout import SitePaths
+from reconciler.core.layout import SitePaths
+from reconciler.engine.apply import switch_command
 
 DOMAIN = "bench.example.com"
 

@@ -33,9 +33,9 @@ from typing import Any
 
 from bench import GIT_IDENTITY
 from reconciler.config import Settings
-from reconciler.converge import Reconciler, SiteOutcome
-from reconciler.layout import sort_releases
-from reconciler.store import Store
+from reconciler.core.layout import sort_releases
+from reconciler.engine.converge import Reconciler, SiteOutcome
+from reconciler.engine.store import Store
 from tests.builders import make_decl_repo, write_site
 from tests.sshd import SshServer, start_sshd
 

@@ -6,7 +6,7 @@ so the daemon's first pass really deploys those and adopts the others into a fre
 every site is Synced the daemon gets SIGHUP (a reload: one more full pass, a no-op), and when that
 pass is over its VmHWM is read from /proc. The same is done with a single site, so the cost per
 site can be told apart from the fixed cost. Baseline: the peak RSS of a bare
-`python -c "import reconciler.cli"` process, measured in the same run.
+`python -c "import reconciler.cli.main"` process, measured in the same run.
 """
 
 from __future__ import annotations
@@ -141,15 +141,15 @@ def main(sites: int = 500, fresh: int = 50, timeout: float = 300.0) -> None:
             config.write_text(f'repo = "{decl}"\nstate_dir = "{state}"\ninterval = 3600\n')
             results[count] = run_daemon(config, state / "reconciler.db", count, timeout)
         live = sum(1 for n in range(sites) if (tmp / "srv" / domain(n) / "public").is_dir())
-    bare = import_peak("reconciler.cli")
-    daemon_imports = import_peak("reconciler.daemon")
+    bare = import_peak("reconciler.cli.main")
+    daemon_imports = import_peak("reconciler.service.daemon")
     big, one = results[sites], results[1]
     print(f"memory: daemon peak RSS (VmHWM) with {sites} local sites ({min(fresh, sites)} deployed by the "
           f"daemon, {sites - min(fresh, sites)} adopted from prebuilt layouts), after convergence and one more "
           "full no-op pass (SIGHUP)")
     print(f"{'process':<52}{'VmHWM':>10}{'x baseline':>12}")
-    rows = [("baseline: python -c 'import reconciler.cli'", bare),
-            ("python -c 'import reconciler.daemon'", daemon_imports),
+    rows = [("baseline: python -c 'import reconciler.cli.main'", bare),
+            ("python -c 'import reconciler.service.daemon'", daemon_imports),
             ("daemon, 1 site", one["peak"]),
             (f"daemon, {sites} sites", big["peak"])]
     for name, kib in rows:

@@ -31,10 +31,11 @@ from typing import Any
 
 from bench import GIT_IDENTITY
 from reconciler.config import Settings
-from reconciler.converge import Reconciler, SiteOutcome
-from reconciler.facts import ProbeSite, gather
-from reconciler.layout import SitePaths, is_release
-from reconciler.store import Store
+from reconciler.core.facts import ProbeSite
+from reconciler.core.layout import SitePaths, is_release
+from reconciler.engine.converge import Reconciler, SiteOutcome
+from reconciler.engine.store import Store
+from reconciler.remote.probe import gather
 from tests.builders import git, make_app_repo, make_decl_repo, toml_value, write_site
 from tests.sshd import SshServer, start_sshd
 

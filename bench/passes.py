@@ -14,8 +14,8 @@ from pathlib import Path
 
 from bench import use_git_identity
 from reconciler.config import Settings
-from reconciler.converge import Reconciler
-from reconciler.store import Store
+from reconciler.engine.converge import Reconciler
+from reconciler.engine.store import Store
 from tests.builders import app_commit, make_app_repo, make_decl_repo, write_site
 
 RUNS = 7

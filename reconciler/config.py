@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from reconciler.errors import ConfigError
 
 NotifyEvent = Literal["deployed", "failed", "rolled_back", "degraded"]
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("deployed", "failed", "rolled_back", "degraded")

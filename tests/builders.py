@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.config import Settings
-from reconciler.converge import Reconciler, SiteOutcome
-from reconciler.store import Store
+from reconciler.engine.converge import Reconciler, SiteOutcome
+from reconciler.engine.store import Store
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.layout import parse_release
+from reconciler.core.layout import parse_release
 from tests.sshd import SshServer
 
 RELEASE_RE = re.compile(r"^\d{8}-\d{6}$")

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reconciler.apply import switch_command
-from reconciler.layout import SitePaths
+from reconciler.core.layout import SitePaths
+from reconciler.engine.apply import switch_command
 
 DOMAIN = "shop.example.com"
 RELEASES = ("01082025-091245", "31072025-143022")

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.cli import main as cli_main
-from reconciler.layout import parse_release
+from reconciler.cli.main import main as cli_main
+from reconciler.core.layout import parse_release
 from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
 
 DOMAIN = "shop.example.com"

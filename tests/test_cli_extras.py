@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli import main as cli
-from reconciler.views import table, use_color
+from reconciler.cli.main import main as cli
+from reconciler.cli.render import table, use_color
 from tests.builders import app_commit, make_app_repo, make_decl_repo, write_site
 
 DOMAIN = "extras.example.com"
@@ -97,7 +97,7 @@ def test_bash_completion_completes_commands(capsys: pytest.CaptureFixture[str], 
 
 
 def test_every_command_has_an_example_in_its_help(capsys: pytest.CaptureFixture[str]) -> None:
-    from reconciler.cli import _COMMANDS
+    from reconciler.cli.main import _COMMANDS
 
     for name in _COMMANDS:
         with pytest.raises(SystemExit):

@@ -6,7 +6,7 @@ operator (commits, hand edits on the server, signals, a dying SSH server, system
 socket) and observe like one (the site symlink, release dirs, `status --json`, `history --json`,
 the state database). Every wait is bounded polling; nothing asserts on wall-clock durations.
 
-The last tests are unit tests of the systemd glue: reconciler.logs and reconciler.notify.
+The last tests are unit tests of the systemd glue: reconciler.service.journal and reconciler.service.systemd.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest
 
-from reconciler import logs
-from reconciler.daemon import SHUTDOWN_GRACE
-from reconciler.notify import Notifier
+from reconciler.service import journal as logs
+from reconciler.service.daemon import SHUTDOWN_GRACE
+from reconciler.service.systemd import Notifier
 from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
 from tests.daemon_support import Launcher, LinkSampler, SiteOnDisk, wait_until, write_config
 from tests.sshd import SshServer
@@ -485,7 +485,7 @@ def test_daemon_stderr_under_the_journal_has_priority_prefixes(local_world: Worl
     assert not any(TIMESTAMP_RE.search(line) for line in lines), lines
 
 
-# --- 7. reconciler.notify.Notifier against a real datagram socket ---------------------------------------
+# --- 7. reconciler.service.systemd.Notifier against a real datagram socket ---------------------------------------
 
 
 def _receive(listener: socket.socket) -> str:

@@ -1,4 +1,4 @@
-"""Table-driven tests of reconciler.declarations: every rule of SPEC §2, valid and invalid,
+"""Table-driven tests of reconciler.core.declarations: every rule of SPEC §2, valid and invalid,
 the `file:line: key: message` error format, and loading from real git repositories."""
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ from typing import Any
 
 import pytest
 
-from reconciler.declarations import (
+from reconciler.core.declarations import (
     DEFAULT_SHARED,
     MAX_FILE_BYTES,
     InvalidSite,
     SiteDeclaration,
-    load,
-    load_directory,
     parse_site,
     printable,
 )
+from reconciler.engine.source import load, load_directory
 from reconciler.errors import DeclarationError
 from tests.builders import git, make_decl_repo, toml_value, write_site
 

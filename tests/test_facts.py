@@ -14,17 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.facts import (
-    BranchHead,
-    Manifest,
-    ProbeSite,
-    ServerFacts,
-    gather,
-    parse_probe,
-    probe_command,
-)
-from reconciler.layout import MANIFEST_NAME
-from reconciler.transport.local import LocalTransport
+from reconciler.core.facts import BranchHead, ProbeSite, ServerFacts
+from reconciler.core.layout import MANIFEST_NAME
+from reconciler.core.manifest import Manifest
+from reconciler.remote.probe import gather, parse_probe, probe_command
+from reconciler.remote.transport.local import LocalTransport
 from tests.builders import app_commit, git, make_app_repo
 
 DOMAIN = "shop.example.com"

@@ -1,4 +1,4 @@
-"""Table-driven tests of reconciler.layout: release names, ordering, paths and quoting (SPEC §3)."""
+"""Table-driven tests of reconciler.core.layout: release names, ordering, paths and quoting (SPEC §3)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.layout import (
+from reconciler.core.layout import (
     LOG_NAME,
     MANIFEST_NAME,
     SitePaths,
     is_release,
     next_release_name,
     parse_release,
-    quote,
     release_name,
     shared_link_target,
     sort_releases,
 )
+from reconciler.remote.shell import quote
 
 
 def utc(*args: int) -> datetime:

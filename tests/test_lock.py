@@ -28,13 +28,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from reconciler import lock
-from reconciler.cli import main as cli_main
-from reconciler.declarations import SiteDeclaration
-from reconciler.facts import Manifest
-from reconciler.layout import MANIFEST_NAME, SitePaths
-from reconciler.transport import Transport
-from reconciler.transport.local import LocalTransport
+from reconciler.cli.main import main as cli_main
+from reconciler.core.declarations import SiteDeclaration
+from reconciler.core.layout import MANIFEST_NAME, SitePaths
+from reconciler.core.manifest import Manifest
+from reconciler.remote import lock
+from reconciler.remote.transport import Transport
+from reconciler.remote.transport.local import LocalTransport
 from tests.builders import app_commit, git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 from tests.daemon_support import Launcher, SiteOnDisk, wait_until, write_config
 from tests.sshd import SshServer
@@ -58,7 +58,7 @@ class Server:
     def transport(self) -> Transport:
         if self.sshd is None:
             return LocalTransport()
-        from reconciler.transport.ssh import SshOptions, SshTransport
+        from reconciler.remote.transport.ssh import SshOptions, SshTransport
 
         return SshTransport(self.sshd.destination, SshOptions(self.sshd.identity_file, self.sshd.known_hosts,
                                                               connect_timeout=10.0))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from reconciler.mirror import MIRROR_NAME
+from reconciler.remote.mirror import MIRROR_NAME
 from tests.builders import app_commit, git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 
 DOMAIN = "mirror.example.com"

@@ -3,7 +3,7 @@
 End to end against the REAL daemon process (local transport) with receivers on 127.0.0.1
 (http.server on a thread) recording every POST, plus two targets that never answer: one
 refuses connections, one accepts and then stays silent. Unit tests drive
-reconciler.notifications.Notifications directly, with a tiny first retry delay, for the
+reconciler.service.webhooks.Notifications directly, with a tiny first retry delay, for the
 retry and filtering rules. Every wait is bounded polling; nothing asserts on durations.
 """
 
@@ -25,7 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.config import NotifyTarget
-from reconciler.notifications import ATTEMPTS, Notifications
+from reconciler.service.webhooks import ATTEMPTS, Notifications
 from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
 from tests.daemon_support import Launcher, SiteOnDisk, wait_until, write_config
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from reconciler.declarations import SiteDeclaration
-from reconciler.facts import BranchHead, Manifest, ReleaseFacts, SiteFacts
-from reconciler.layout import parse_release, release_name, sort_releases
-from reconciler.plan import (
+from reconciler.core.declarations import SiteDeclaration
+from reconciler.core.facts import BranchHead, ReleaseFacts, SiteFacts
+from reconciler.core.layout import parse_release, release_name, sort_releases
+from reconciler.core.manifest import Manifest
+from reconciler.core.plan import (
     DEGRADED,
     FAILED,
     HEALTHY,

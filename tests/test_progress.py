@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from reconciler.progress import Progress
+from reconciler.cli.progress import Progress
 from tests.builders import make_app_repo, make_decl_repo, write_site
 
 DOMAIN = "progress.example.com"

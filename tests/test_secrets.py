@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli import main as cli
+from reconciler.cli.main import main as cli
 from tests.builders import app_commit, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 
 DOMAIN = "secret.example.com"
@@ -53,7 +53,7 @@ def test_env_never_read_and_state_is_owner_only(tmp_path: Path, capsys: pytest.C
 def test_database_is_created_owner_only_even_with_a_lax_umask(tmp_path: Path) -> None:
     old = os.umask(0o000)
     try:
-        from reconciler.store import Store
+        from reconciler.engine.store import Store
 
         Store(tmp_path / "state" / "reconciler.db").close()
     finally:

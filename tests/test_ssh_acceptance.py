@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.cli import main as cli_main
+from reconciler.cli.main import main as cli_main
 from reconciler.config import Settings
-from reconciler.converge import SiteOutcome
-from reconciler.layout import parse_release
+from reconciler.core.layout import parse_release
+from reconciler.engine.converge import SiteOutcome
 from tests.builders import app_commit, git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 from tests.sshd import SshServer
 

@@ -16,10 +16,10 @@ from typing import TypeVar
 import pytest
 
 from reconciler.errors import TransportError
-from reconciler.transport.base import Result, Transport
-from reconciler.transport.local import LocalTransport
-from reconciler.transport.pool import TransportPool
-from reconciler.transport.ssh import SshOptions, SshTransport
+from reconciler.remote.transport.base import Result, Transport
+from reconciler.remote.transport.local import LocalTransport
+from reconciler.remote.transport.pool import TransportPool
+from reconciler.remote.transport.ssh import SshOptions, SshTransport
 from tests.sshd import SshServer
 
 T = TypeVar("T")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli import main as cli
+from reconciler.cli.main import main as cli
 from reconciler.config import Settings
 from reconciler.errors import ConfigError, DeclarationError
 from tests.builders import git, make_app_repo, make_decl_repo, reconcile, toml_value

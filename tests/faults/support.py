@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import main as cli_main
-from reconciler.layout import parse_release
+from reconciler.cli.main import main as cli_main
+from reconciler.core.layout import parse_release
 from tests.builders import git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 from tests.daemon_support import SiteOnDisk, _clean_env, write_config
 from tests.sshd import SshServer

@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.declarations import InvalidSite, parse_site
-from reconciler.layout import shared_link_target
+from reconciler.core.declarations import InvalidSite, parse_site
+from reconciler.core.layout import shared_link_target
 from tests.builders import git, make_app_repo, make_decl_repo
 from tests.hostile.corpus import (
     BATCHES,

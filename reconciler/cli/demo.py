@@ -1,0 +1,181 @@
+"""`make demo`: a throwaway sandbox under state/demo/ that walks through the main job.
+
+It builds a Laravel-like app repository and a declarations repository, starts the real
+daemon (`reconciler run`, local transport, SQLite) and commits changes for it to converge:
+declare a site -> new app commit -> pin (rollback) -> unpin -> a hand-made drift, printing
+`reconciler status` after each. On a terminal the daemon then keeps running until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from reconciler.cli.main import main as cli
+
+DOMAIN = "shop.example.test"
+POLL_SECONDS = 3
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _commit(repo: Path, message: str) -> str:
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def _step(title: str) -> None:
+    print(f"\n\033[1m== {title}\033[0m" if sys.stdout.isatty() else f"\n== {title}", flush=True)
+
+
+def _reconciler(root: Path, *args: str) -> int:
+    argv = ["--repo", str(root / "declarations"), "--state-dir", str(root / "state"), *args]
+    print("$ reconciler " + " ".join(args), flush=True)
+    code = cli(argv)
+    sys.stdout.flush()
+    return code
+
+
+def build_sandbox(root: Path) -> None:
+    if root.exists():
+        shutil.rmtree(root)
+    app, decl = root / "app", root / "declarations"
+    (app / "public").mkdir(parents=True)
+    (app / "storage" / "logs").mkdir(parents=True)
+    (app / "storage" / "logs" / ".gitkeep").write_text("")
+    (app / "public" / "index.php").write_text("<?php echo 'Hello from v1';\n")
+    _git(app, "init", "-q", "-b", "main")
+    _commit(app, "v1")
+    (decl / "sites.d").mkdir(parents=True)
+    _git(decl, "init", "-q", "-b", "main")
+    (decl / "sites.d" / f"{DOMAIN}.toml").write_text(
+        '# The demo site: deployed on this machine (server = "local").\n'
+        'server     = "local"\n'
+        f'base_path  = "{root / "srv"}"\n'
+        f'repository = "{app}"\n'
+        'branch     = "main"\n'
+        'script     = """\n'
+        'echo "composer install --no-dev (simulated)"\n'
+        'cat public/index.php\n'
+        '"""\n'
+        "keep       = 5\n"
+    )
+
+
+def _site_says(root: Path) -> str:
+    link = root / "srv" / DOMAIN
+    if not link.is_symlink():
+        return f"{link} does not exist yet"
+    index = link / "public" / "index.php"
+    return f"{link} -> {os.readlink(link)}  serves: {index.read_text().strip()}"
+
+
+def _active(root: Path) -> str | None:
+    link = root / "srv" / DOMAIN
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def _wait_for_change(root: Path, before: str | None, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    while time.monotonic() < deadline:
+        if _active(root) != before:
+            print(f"   ... {what} after {time.monotonic() - started:.1f}s", flush=True)
+            return
+        time.sleep(0.05)
+    print(f"   ... no change within {timeout:.0f}s; see the daemon's lines above", flush=True)
+
+
+def _relay(stream: IO[str]) -> None:
+    for line in stream:
+        print(f"   daemon | {line.rstrip()}", flush=True)
+
+
+def main() -> int:
+    for key, value in {"GIT_AUTHOR_NAME": "reconciler-demo", "GIT_AUTHOR_EMAIL": "demo@localhost",
+                       "GIT_COMMITTER_NAME": "reconciler-demo", "GIT_COMMITTER_EMAIL": "demo@localhost"}.items():
+        os.environ.setdefault(key, value)
+    root = (Path("state") / "demo").resolve()
+    build_sandbox(root)
+    app, decl = root / "app", root / "declarations"
+    _git(decl, "commit", "-q", "--allow-empty", "-m", "an empty declarations repository")
+    (root / "reconciler.toml").write_text(
+        f'repo = "{decl}"\nstate_dir = "{root / "state"}"\ninterval = {POLL_SECONDS}\n')
+
+    _step(f"Starting the daemon: reconciler run (polls app branches every {POLL_SECONDS}s)")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "--config", str(root / "reconciler.toml"), "run"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert daemon.stderr is not None
+    threading.Thread(target=_relay, args=(daemon.stderr,), daemon=True).start()
+    try:
+        time.sleep(1.5)
+        _step("1. Commit a site declaration: the daemon provisions and deploys it")
+        before = _active(root)
+        _commit(decl, f"declare {DOMAIN}")
+        _wait_for_change(root, before, "live")
+        _reconciler(root, "status")
+        print(_site_says(root))
+
+        _step("2. A new commit on the app branch: deployed at the next poll")
+        (app / "public" / "index.php").write_text("<?php echo 'Hello from v2';\n")
+        before = _active(root)
+        _commit(app, "v2")
+        _wait_for_change(root, before, "new release live")
+        _reconciler(root, "history", DOMAIN)
+        print(_site_says(root))
+
+        _step("3. Roll back: `reconciler rollback` commits a pin; the daemon switches back, no rebuild")
+        before = _active(root)
+        _reconciler(root, "rollback", DOMAIN)
+        _wait_for_change(root, before, "rolled back")
+        _reconciler(root, "status")
+        print(_site_says(root))
+
+        _step("4. Unpin: back to the branch head, again without rebuilding")
+        before = _active(root)
+        _reconciler(root, "unpin", DOMAIN)
+        _wait_for_change(root, before, "rolled forward")
+        _reconciler(root, "status")
+        print(_site_says(root))
+
+        _step("5. Drift: someone points the site at the old release by hand")
+        before = _active(root)
+        releases = sorted(p.name for p in (root / "srv" / "deployments" / DOMAIN).iterdir() if p.name[0].isdigit())
+        old = next(name for name in releases if f"/{name}" not in (before or ""))
+        (root / "srv" / "drift").symlink_to(f"deployments/{DOMAIN}/{old}")
+        os.replace(root / "srv" / "drift", root / "srv" / DOMAIN)
+        print(f"   hand-made change: {_site_says(root)}")
+        drifted = _active(root)
+        _wait_for_change(root, drifted, "corrected by the next poll")
+        print(_site_says(root))
+
+        if sys.stdin.isatty() and not os.environ.get("CI"):
+            _step("The daemon keeps running. Press Ctrl-C to stop it.")
+            print(f"Next, try in another terminal:\n"
+                  f"  edit {decl / 'sites.d' / (DOMAIN + '.toml')} (e.g. make the script fail: add a line `false`)\n"
+                  f"  git -C {decl} commit -am 'break it'\n"
+                  f"  .venv/bin/reconciler --config {root / 'reconciler.toml'} status")
+            with contextlib.suppress(KeyboardInterrupt):
+                daemon.wait()
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=60)
+    print(f"\nDaemon stopped (exit {daemon.returncode}). The sandbox stays in {root}.")
+    return 0 if daemon.returncode in (0, -signal.SIGINT) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

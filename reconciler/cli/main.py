@@ -1,0 +1,377 @@
+"""Command line: parse arguments, call the library, print. Exit codes follow SPEC section 5."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from reconciler.cli.nginx import nginx_server_block
+from reconciler.cli.progress import Progress
+from reconciler.cli.render import site_detail, table, use_color
+from reconciler.config import Settings, load_settings
+from reconciler.core import declarations
+from reconciler.core.declarations import Declarations
+from reconciler.core.plan import SYNCED, prune_candidates
+from reconciler.engine import pinning, source
+from reconciler.engine.converge import Reconciler, SiteOutcome
+from reconciler.engine.store import Store
+from reconciler.engine.views import history_views, site_views
+from reconciler.errors import ConfigError, DeclarationError, ReconcilerError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconciler",
+        description="Converge PHP/Laravel sites on SSH servers to the declarations in a Git repository.",
+        epilog="example: reconciler --repo /srv/sites.git reconcile --dry-run",
+    )
+    parser.add_argument("--config", help="settings file (default: $RECONCILER_CONFIG or ./reconciler.toml)")
+    parser.add_argument("--repo", help="declarations repository (default: current directory)")
+    parser.add_argument("--state-dir", help="database and logs (default: ./state)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, example: str, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, aliases=list(aliases),
+                              epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    command("run", "the daemon: reconcile continuously", "reconciler --config /etc/reconciler/reconciler.toml run")
+    p = command("reconcile", "one full pass now", "reconciler reconcile --site shop.example.com --dry-run")
+    p.add_argument("--site", help="only this domain")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p = command("diff", "what the next pass would do per site; exit 1 when there is something to do",
+                "reconciler diff", aliases=("plan",))
+    p.add_argument("--site", help="only this domain")
+    p = command("status", "every declared site, or one in detail", "reconciler status shop.example.com")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("domain", nargs="?")
+    p = command("history", "a site's deployments, newest first", "reconciler history shop.example.com --json")
+    p.add_argument("domain")
+    p.add_argument("--json", action="store_true")
+    p = command("logs", "the output of a deployment (default: latest)", "reconciler logs shop.example.com -f")
+    p.add_argument("domain")
+    p.add_argument("id", nargs="?", type=int)
+    p.add_argument("-f", "--follow", action="store_true", help="follow a running deployment's output")
+    p = command("prune", "remove old releases now", "reconciler prune --keep 5 --dry-run")
+    p.add_argument("--keep", type=int)
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--site")
+    p = command("rollback", "commit a pin to an older release (default: the one before the active one)",
+                "reconciler rollback shop.example.com 31072025-143022")
+    p.add_argument("domain")
+    p.add_argument("release", nargs="?")
+    p = command("unpin", "commit the removal of a site's pin", "reconciler unpin shop.example.com")
+    p.add_argument("domain")
+    p = command("unlock", "remove a site's lock on its server (after checking nobody works on it)",
+                "reconciler unlock shop.example.com")
+    p.add_argument("domain")
+    p = command("validate", "check declarations without touching any server", "reconciler validate ~/sites")
+    p.add_argument("path", nargs="?")
+    p = command("nginx", "print an nginx server block for a site", "reconciler nginx shop.example.com")
+    p.add_argument("domain")
+    p = command("completion", "print a shell completion script", "source <(reconciler completion bash)")
+    p.add_argument("shell", choices=["bash"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, repo=args.repo, state_dir=args.state_dir)
+    except ConfigError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 2
+    handler = _COMMANDS[_ALIASES.get(args.command, args.command)]
+    try:
+        return handler(settings, args)
+    except ConfigError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 2
+    except DeclarationError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 2 if args.command == "reconcile" else 1
+    except ReconcilerError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 1
+
+
+def _store(settings: Settings) -> Store:
+    return Store(settings.db_path)
+
+
+def _load_or_none(settings: Settings) -> Declarations | None:
+    try:
+        return source.load(settings.repo, settings.branch)
+    except DeclarationError as exc:
+        print(f"reconciler: warning: {exc}; showing the state database only", file=sys.stderr)
+        return None
+
+
+async def _pass(settings: Settings, site: str | None, dry_run: bool,
+                progress: Progress | None = None) -> tuple[list[SiteOutcome], str]:
+    reconciler = Reconciler(settings, _store(settings), progress=progress.step if progress else None)
+    if progress is not None:
+        progress.start()
+    try:
+        return await reconciler.run_pass(site, dry_run=dry_run), reconciler.notice
+    finally:
+        if progress is not None:
+            await progress.stop()
+        await reconciler.close()
+        reconciler.store.close()
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    progress = None if args.dry_run else Progress(sys.stderr, live=sys.stderr.isatty())
+    outcomes, notice = asyncio.run(_pass(settings, args.site, args.dry_run, progress))
+    if notice:
+        print(f"warning: {notice}")
+    if args.site and not outcomes:
+        print(f"reconciler: {args.site}: no such site declared", file=sys.stderr)
+        return 1
+    for o in outcomes:
+        line = f"{o.domain}: {o.sync}/{o.health}"
+        if o.message:
+            line += f" - {o.message}"
+        print(line)
+        for action in o.actions:
+            print(f"  {'would ' if args.dry_run else ''}{action}")
+    return 0 if all(o.sync == SYNCED for o in outcomes) else 1
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.service.daemon import run_daemon
+
+    return run_daemon(settings, args.config, {"repo": args.repo, "state_dir": args.state_dir})
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    views = site_views(store, _load_or_none(settings))
+    if args.domain:
+        views = [v for v in views if v["domain"] == args.domain]
+    if args.json:
+        print(json.dumps(views, indent=2))
+        return 0
+    color = use_color(sys.stdout)
+    if args.domain:
+        if not views:
+            print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
+            return 0
+        print(site_detail(views[0], history_views(store, args.domain)[:5], color))
+        return 0
+    rows = [[v["domain"], v["server"], v["sync"], v["health"], v["active_release"] or "-",
+             (v["active_commit"] or "-")[:12], v["pinned"] or "-", v["last_deployed_at"] or "-",
+             v["message"]] for v in views]
+    print(table(["SITE", "SERVER", "SYNC", "HEALTH", "ACTIVE", "COMMIT", "PINNED", "LAST DEPLOY", "MESSAGE"],
+                rows, color=color))
+    return 0
+
+
+def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
+    outcomes, notice = asyncio.run(_pass(settings, args.site, True))
+    if notice:
+        print(f"warning: {notice}")
+    pending = False
+    for o in outcomes:
+        if o.actions:
+            pending = True
+            print(f"{o.domain} ({o.server}):")
+            for action in o.actions:
+                print(f"  + {action}")
+        elif o.sync != SYNCED:
+            print(f"{o.domain} ({o.server}): {o.sync} - {o.message}")
+        else:
+            print(f"{o.domain} ({o.server}): up to date")
+    return 1 if pending else 0
+
+
+def cmd_nginx(settings: Settings, args: argparse.Namespace) -> int:
+    decls = source.load(settings.repo, settings.branch)
+    site = decls.sites.get(args.domain)
+    if site is None:
+        print(f"reconciler: {args.domain}: no such valid site declared", file=sys.stderr)
+        return 1
+    print(nginx_server_block(site))
+    return 0
+
+
+def cmd_completion(settings: Settings, args: argparse.Namespace) -> int:
+    commands = " ".join(sorted([*_COMMANDS, *_ALIASES]))
+    print(f"""# bash completion for reconciler
+_reconciler() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}"
+    if [ "$COMP_CWORD" -eq 1 ] || [[ "${{COMP_WORDS[COMP_CWORD-1]}}" == --* && "$COMP_CWORD" -le 3 ]]; then
+        COMPREPLY=( $(compgen -W "{commands} --config --repo --state-dir --help" -- "$cur") )
+    else
+        local sites
+        sites=$(reconciler status --json 2>/dev/null | sed -n 's/.*"domain": "\\(.*\\)".*/\\1/p')
+        COMPREPLY=( $(compgen -W "$sites" -- "$cur") )
+    fi
+}}
+complete -F _reconciler reconciler""")
+    return 0
+
+
+def _known(store: Store, settings: Settings, domain: str) -> bool:
+    if store.site(domain) is not None:
+        return True
+    decls = _load_or_none(settings)
+    return decls is not None and (domain in decls.sites or domain in decls.invalid)
+
+
+def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    if not _known(store, settings, args.domain):
+        print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
+        return 1
+    views = history_views(store, args.domain)
+    if args.json:
+        print(json.dumps(views, indent=2))
+        return 0
+    rows = [[str(v["id"]), v["release"], v["status"], (v["commit_sha"] or "-")[:12], v["branch"] or "-",
+             v["started_at"] or "-", f"{v['duration_ms']} ms" if v["duration_ms"] is not None else "-",
+             "active" if v["is_active"] else ("pruned" if v["deployment_path"] is None else "")]
+            for v in views]
+    print(table(["ID", "RELEASE", "STATUS", "COMMIT", "BRANCH", "STARTED", "DURATION", ""], rows))
+    return 0
+
+
+def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    rows = store.deployments(args.domain)
+    row: dict[str, Any] | None = rows[0] if rows and args.id is None else None
+    if args.id is not None:
+        row = store.deployment(args.id)
+        if row is not None and row["site"] != args.domain:
+            row = None
+    if row is None:
+        print(f"reconciler: {args.domain}: no such deployment", file=sys.stderr)
+        return 1
+    local = row.get("local_log")
+    remote = bool(row.get("deployment_path") and row.get("log_file_path"))
+    if not args.follow and not (local and Path(local).is_file()) and not remote and not row.get("message"):
+        print(f"reconciler: no log kept for deployment {row['id']}", file=sys.stderr)
+        return 1
+    # The local copy when there is one; else the server's deployment.log (after a database
+    # rebuild, or while it runs), followed to the end with -f.
+    return asyncio.run(_stream_log(settings, store, row, args.follow))
+
+
+async def _stream_log(settings: Settings, store: Store, row: dict[str, Any], follow: bool) -> int:
+    from reconciler.engine.converge import ssh_options
+    from reconciler.engine.deploy_log import follow_log
+    from reconciler.remote.transport.pool import TransportPool
+
+    pool = TransportPool(ssh_options(settings))
+    try:
+        async for chunk in follow_log(store, pool, row, settings.command_timeout, follow=follow):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    finally:
+        await pool.close()
+    return 0
+
+
+def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
+    if args.keep is not None and args.keep < 1:
+        print("reconciler: --keep must be at least 1", file=sys.stderr)
+        return 2
+    return asyncio.run(_prune(settings, args))
+
+
+async def _prune(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.engine import apply
+
+    reconciler = Reconciler(settings, _store(settings))
+    try:
+        decls = reconciler.load()
+        sites = [s for s in decls.sites.values() if args.site in (None, s.domain)]
+        for server in sorted({s.server for s in sites}):
+            on_server = [s for s in sites if s.server == server]
+            facts = await reconciler.probe(server, on_server)
+            for site in on_server:
+                site_facts = facts.sites[site.domain]
+                reconciler.store.adopt(site.domain, site_facts)
+                keep = args.keep if args.keep is not None else site.keep
+                names = prune_candidates(site_facts.ordered(), keep, site_facts.active_release, site.pin)
+                if site_facts.active_release is None:
+                    print(f"{site.domain}: active release unknown; not pruning")
+                    continue
+                print(f"{site.domain}: {'would prune' if args.dry_run else 'pruning'} "
+                      f"{', '.join(names) if names else 'nothing'}")
+                if names and not args.dry_run:
+                    ctx = apply.SiteContext(reconciler.pool.get(server), site, reconciler.store,
+                                            settings.log_dir, settings.command_timeout,
+                                            settings.deploy_timeout, decls.commit)
+                    await apply.prune(ctx, tuple(names))
+        return 0
+    finally:
+        await reconciler.close()
+        reconciler.store.close()
+
+
+def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        release, commit = pinning.rollback(settings.repo, settings.branch, _store(settings), args.domain,
+                                           args.release)
+    except pinning.NoRollbackTarget as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.domain}: pinned to {release} (commit {commit[:12]})")
+    return 0
+
+
+def cmd_unpin(settings: Settings, args: argparse.Namespace) -> int:
+    commit = pinning.set_pin(settings.repo, settings.branch, args.domain, None)
+    print(f"{args.domain}: unpinned (commit {commit[:12]})")
+    return 0
+
+
+def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_unlock(settings, args.domain))
+
+
+async def _unlock(settings: Settings, domain: str) -> int:
+    from reconciler.core.layout import SitePaths
+    from reconciler.remote import lock
+
+    reconciler = Reconciler(settings, _store(settings))
+    try:
+        site = reconciler.load().sites.get(domain)
+        if site is None:
+            print(f"reconciler: {domain}: no such valid site declared", file=sys.stderr)
+            return 1
+        owner = await lock.unlock(reconciler.pool.get(site.server), SitePaths(site.base_path, domain),
+                                  settings.command_timeout)
+        print(f"{domain}: lock removed (was held by {owner})" if owner else f"{domain}: was not locked")
+        return 0
+    finally:
+        await reconciler.close()
+        reconciler.store.close()
+
+
+def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.path) if args.path else settings.repo
+    # A work tree is checked as files on disk (a pre-commit check); a bare repository at its tip.
+    if (path / declarations.SITES_DIR).is_dir() or path.name == declarations.SITES_DIR:
+        decls = source.load_directory(path)
+    else:
+        decls = source.load(path, settings.branch)
+    for line in decls.errors:
+        print(line)
+    print(f"{len(decls.sites)} valid, {len(decls.invalid)} invalid")
+    return 1 if decls.invalid else 0
+
+
+_COMMANDS = {
+    "run": cmd_run, "reconcile": cmd_reconcile, "status": cmd_status, "history": cmd_history,
+    "logs": cmd_logs, "prune": cmd_prune, "rollback": cmd_rollback, "unpin": cmd_unpin,
+    "validate": cmd_validate, "unlock": cmd_unlock, "diff": cmd_diff, "nginx": cmd_nginx,
+    "completion": cmd_completion,
+}
+_ALIASES = {"plan": "diff"}

@@ -1,0 +1,50 @@
+"""Terminal rendering: tables, colours and the one-site detail of `status D`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TextIO
+
+_COLORS = {"Synced": "32", "Healthy": "32", "OutOfSync": "33", "Progressing": "36", "Degraded": "33",
+           "Failed": "31", "Invalid": "31", "Missing": "31", "Unknown": "90"}
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def paint(text: str, color: bool) -> str:
+    code = _COLORS.get(text.strip())
+    return f"\033[{code}m{text}\033[0m" if color and code else text
+
+
+def table(headers: list[str], rows: list[list[str]], color: bool = False) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(paint(c.ljust(w), color) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def site_detail(view: dict[str, Any], deployments: list[dict[str, Any]], color: bool = False) -> str:
+    """`status D`: one site, why it is in its state, and its last deployments."""
+    lines = [f"{view['domain']} on {view['server']}",
+             f"  sync:      {paint(view['sync'], color)}",
+             f"  health:    {paint(view['health'], color)}",
+             f"  active:    {view['active_release'] or '-'} ({(view['active_commit'] or '-')[:12]})",
+             f"  desired:   {(view['desired_commit'] or '-')[:12]}",
+             f"  pinned:    {view['pinned'] or '-'}",
+             f"  deployed:  {view['last_deployed_at'] or '-'}"]
+    if view["message"]:
+        lines.append(f"  why:       {view['message']}")
+    if deployments:
+        lines += ["", "  last deployments:"]
+        rows = [[str(d["id"]), d["release"], d["status"], (d["commit_sha"] or "-")[:12], d["started_at"] or "-",
+                 "active" if d["is_active"] else ("pruned" if d["deployment_path"] is None else "")]
+                for d in deployments]
+        lines += ["    " + line for line in table(["ID", "RELEASE", "STATUS", "COMMIT", "STARTED", ""], rows,
+                                                   color).splitlines()]
+    return "\n".join(lines)

@@ -1,0 +1,352 @@
+"""Desired state: `sites.d/*.toml` declarations, parsed and validated.
+
+Pure: files in, validated sites and per-file errors out (`engine.source` reads the files
+from a commit). Every declaration is validated before anything runs; an invalid one is
+reported and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from reconciler.core.layout import parse_release
+
+SITES_DIR = "sites.d"
+DEFAULT_BASE_PATH = "/home/brokeforge"
+DEFAULT_SHARED = ("storage", ".env", "vendor", "node_modules")
+MAX_FILE_BYTES = 64 * 1024  # a declaration is a few lines; anything bigger is a mistake or a bomb
+MAX_NESTING = 32            # brackets/braces deep: tomllib recurses, and a bomb must not crash the pass
+MAX_ERRORS = 20             # per file: the rest are summarised, so status stays readable
+MAX_SHARED = 256
+
+_DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+# Every pattern below is used with fullmatch: `$` would let a trailing newline through.
+_SERVER_RE = re.compile(
+    r"(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?"
+    r"(?:[A-Za-z0-9._][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])"
+    r"(?::[0-9]{1,5})?"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PHP_RE = re.compile(r"[0-9]+\.[0-9]+")
+
+
+def check_domain(domain: str) -> str | None:
+    """Why a domain is not a lower-case DNS name, or None when it is one."""
+    if len(domain) > 253:
+        return "longer than 253 characters"
+    labels = domain.split(".")
+    if len(labels) < 2:
+        return "must contain at least one dot"
+    for label in labels:
+        if not label or len(label) > 63 or not _DOMAIN_LABEL.fullmatch(label):
+            return f"label {label!r} is not [a-z0-9-] without leading/trailing '-'"
+    return None
+
+
+def check_branch(name: str) -> str | None:
+    """`git check-ref-format --branch` rules, plus: never an option."""
+    if not name:
+        return "is empty"
+    if name == "HEAD":
+        return "'HEAD' is not a valid branch name"
+    if name.startswith("-"):
+        return "must not start with '-'"
+    if _CONTROL.search(name) or re.search(r"[ ~^:?*\[\\]", name):
+        return "contains a character git forbids in branch names"
+    if ".." in name or "@{" in name or name == "@" or "//" in name:
+        return "contains a sequence git forbids in branch names ('..', '@{', '//')"
+    if name.endswith(("/", ".")) or name.startswith("/"):
+        return "must not start with '/' or end with '/' or '.'"
+    for part in name.split("/"):
+        if part.startswith(".") or part.endswith(".lock"):
+            return "a component starts with '.' or ends with '.lock'"
+    return None
+
+
+class SiteDeclaration(BaseModel):
+    """One validated `sites.d/<domain>.toml`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    domain: str
+    server: str
+    base_path: str = DEFAULT_BASE_PATH
+    repository: str
+    branch: str = "main"
+    script: str = ""
+    pin: str | None = None
+    keep: int = 14
+    shared: list[str] = list(DEFAULT_SHARED)
+    php: str | None = None
+    reload: str | None = None
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if problem := check_domain(value):
+            raise ValueError(f"not a lower-case DNS name: {problem}")
+        return value
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        if value != "local" and not _SERVER_RE.fullmatch(value):
+            raise ValueError('must be "local", [user@]host[:port] or an ssh_config Host alias')
+        return value
+
+    @field_validator("base_path")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        if not value.startswith("/") or _CONTROL.search(value):
+            raise ValueError("must be an absolute path without control characters")
+        if any(part in ("..", ".") for part in value.split("/")) or value.rstrip("/") == "":
+            raise ValueError("must not contain '.' or '..' components or be '/'")
+        return value.rstrip("/")
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if not value or value.startswith("-"):
+            raise ValueError("must not be empty or start with '-'")
+        if re.search(r"\s", value) or _CONTROL.search(value):
+            raise ValueError("must not contain whitespace or control characters")
+        # git's ext:: and fd:: transports run commands; a declaration is not the place for code.
+        if value.lower().startswith(("ext::", "fd::")):
+            raise ValueError("the ext:: and fd:: transports are not allowed")
+        # A host that starts with '-' reaches ssh as an option (git@-oProxyCommand=...:x.git).
+        if re.search(r"(^|@|//|\[)-", value):
+            raise ValueError("the host part must not start with '-'")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if problem := check_branch(value):
+            raise ValueError(f"not a valid git branch name: {problem}")
+        return value
+
+    @field_validator("script", "reload")
+    @classmethod
+    def _code(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL")
+        return value
+
+    @field_validator("pin")
+    @classmethod
+    def _pin(cls, value: str | None) -> str | None:
+        if value is not None and parse_release(value) is None:
+            raise ValueError("must be a release name ddMMYYYY-HHMMSS with a real date and time")
+        return value
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("shared")
+    @classmethod
+    def _shared(cls, value: list[str]) -> list[str]:
+        if len(value) > MAX_SHARED:
+            raise ValueError(f"more than {MAX_SHARED} entries")
+        seen: set[str] = set()
+        for entry in value:
+            parts = entry.split("/")
+            if not entry or entry.startswith("/") or _CONTROL.search(entry):
+                raise ValueError(f"entry {entry!r} must be a non-empty relative path")
+            if any(part in ("", ".", "..") for part in parts) or entry.startswith("-"):
+                raise ValueError(f"entry {entry!r} must not contain '..', '.', '//' or start with '-'")
+            if entry in seen:
+                raise ValueError(f"entry {entry!r} is listed twice")
+            seen.add(entry)
+        for entry in value:
+            parts = entry.split("/")
+            for depth in range(1, len(parts)):
+                if (prefix := "/".join(parts[:depth])) in seen:
+                    raise ValueError(f"entries {prefix!r} and {entry!r} overlap")
+        return value
+
+    @field_validator("php")
+    @classmethod
+    def _php(cls, value: str | None) -> str | None:
+        if value is not None and not _PHP_RE.fullmatch(value):
+            raise ValueError("must look like 8.3")
+        return value
+
+    @property
+    def reload_command(self) -> str | None:
+        if self.reload is not None:
+            return self.reload or None
+        if self.php is not None:
+            return f"sudo service php{self.php}-fpm reload"
+        return None
+
+    @property
+    def build_key(self) -> str:
+        """Hash of what, beside the commit, makes a release: the script and the shared list."""
+        payload = json.dumps({"script": self.script, "shared": self.shared}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class InvalidSite:
+    domain: str
+    file: str
+    errors: tuple[str, ...]
+    server: str = ""
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.errors)
+
+
+@dataclass
+class Declarations:
+    commit: str | None
+    sites: dict[str, SiteDeclaration] = field(default_factory=dict)
+    invalid: dict[str, InvalidSite] = field(default_factory=dict)
+    # Set when the tip was not applied (e.g. unsigned): why, shown in every site's status.
+    notice: str = ""
+
+    @property
+    def errors(self) -> list[str]:
+        return [line for site in self.invalid.values() for line in site.errors]
+
+
+def printable(text: str) -> str:
+    """Names and keys from a file go into messages and terminals: escape control characters
+    and undecodable bytes so they can neither forge lines nor drive the terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for ch in text)
+
+
+def _nesting(text: str) -> int:
+    """How deep brackets and braces nest, ignoring strings and comments (cheap, linear)."""
+    depth = deepest = 0
+    quote = ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            newline = text.find("\n", i)
+            i = len(text) if newline < 0 else newline
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+        i += 1
+    return deepest
+
+
+_KEY_LINE = re.compile(r"""^[ \t]*\[*[ \t]*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)""")
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """First line of each top-level key or table name, indexed once per file."""
+    lines: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _KEY_LINE.match(line)
+        if match:
+            token = match.group(1)
+            if token[0] in "\"'":
+                try:
+                    token = tomllib.loads(f"k = {token}")["k"] if token[0] == '"' else token[1:-1]
+                except tomllib.TOMLDecodeError:
+                    continue
+            lines.setdefault(token, number)
+    return lines
+
+
+def _invalid(stem: str, filename: str, errors: list[str], server: str = "") -> InvalidSite:
+    unique = list(dict.fromkeys(errors))
+    if len(unique) > MAX_ERRORS:
+        unique = [*unique[:MAX_ERRORS], f"{filename}: ... and {len(unique) - MAX_ERRORS} more errors"]
+    return InvalidSite(stem, filename, tuple(unique), server)
+
+
+def parse_site(filename: str, data: bytes) -> SiteDeclaration | InvalidSite:
+    """Parse and validate one file. `filename` is its path in the repository."""
+    filename = printable(filename)
+    stem = posixpath.basename(filename).removesuffix(".toml")
+    if len(data) > MAX_FILE_BYTES:
+        return _invalid(stem, filename, [f"{filename}:1: file: larger than {MAX_FILE_BYTES} bytes"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return _invalid(stem, filename, [f"{filename}:{line}: file: not UTF-8"])
+    if _nesting(text) > MAX_NESTING:
+        return _invalid(stem, filename, [f"{filename}:1: file: nested deeper than {MAX_NESTING} levels"])
+    # tomllib is quadratic in the parts of a dotted key: refuse absurd ones before parsing.
+    for number, row in enumerate(text.splitlines(), 1):
+        if (key_part := row.partition("=")[0]).count(".") > MAX_NESTING:
+            first = printable(key_part.strip().strip("[").split(".")[0].strip()) or "file"
+            message = f"{filename}:{number}: {first}: dotted key deeper than {MAX_NESTING} parts"
+            return _invalid(stem, filename, [message])
+    try:
+        raw: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        line = int(found.group(1)) if found else max(1, text.count("\n") + (not text.endswith("\n")))
+        return _invalid(stem, filename, [f"{filename}:{line}: file: {printable(str(exc))}"])
+    except RecursionError:
+        return _invalid(stem, filename, [f"{filename}:1: file: nested too deeply"])
+    server = raw.get("server") if isinstance(raw.get("server"), str) else ""
+    lines = _key_lines(text)
+    errors: list[str] = []
+    if problem := check_domain(stem):
+        errors.append(f"{filename}:1: domain: file name {stem!r} is not a lower-case DNS name: {problem}")
+    if "domain" in raw and raw["domain"] != stem:
+        errors.append(f"{filename}:{lines.get('domain', 1)}: domain: must equal the file name {stem!r}")
+    try:
+        site = SiteDeclaration.model_validate({**raw, "domain": stem})
+    except ValidationError as exc:
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else ""
+            if key == "domain" and errors:
+                continue
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            errors.append(f"{filename}:{lines.get(key, 1)}: {printable(key) or 'file'}: {printable(message)}")
+        return _invalid(stem, filename, errors, printable(str(server)))
+    if errors:
+        return _invalid(stem, filename, errors, printable(str(server)))
+    return site
+
+
+def collect(files: Iterable[tuple[str, bytes | None]], commit: str | None) -> Declarations:
+    result = Declarations(commit=commit)
+    for filename, data in sorted(files, key=lambda item: item[0]):
+        if data is None:
+            filename = printable(filename)
+            stem = posixpath.basename(filename).removesuffix(".toml")
+            result.invalid[stem] = InvalidSite(
+                stem, filename, (f"{filename}:1: file: symlinks, directories and special files are not allowed",)
+            )
+            continue
+        parsed = parse_site(filename, data)
+        if isinstance(parsed, InvalidSite):
+            result.invalid[parsed.domain] = parsed
+        else:
+            result.sites[parsed.domain] = parsed
+    return result

@@ -1,0 +1,78 @@
+"""Facts: what one server holds for every declared site on it, as plain data.
+
+`remote.probe` gathers them with one command per server and parses its output strictly;
+the planner reads them. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from reconciler.core.layout import SitePaths, sort_releases
+from reconciler.core.manifest import Manifest
+
+
+@dataclass
+class ReleaseFacts:
+    name: str
+    manifest: Manifest | None = None
+    head: str | None = None  # HEAD of a release without a manifest (adopted from elsewhere)
+    corrupt: bool = False
+
+    @property
+    def commit(self) -> str | None:
+        return self.manifest.commit if self.manifest else self.head
+
+    @property
+    def status(self) -> str:
+        """success | failed | updating | unknown. An adopted release with a HEAD counts as success."""
+        if self.manifest is not None:
+            return self.manifest.status
+        return "success" if self.head else "unknown"
+
+
+@dataclass
+class SiteFacts:
+    domain: str
+    base_path: str
+    link_target: str | None = None
+    path_kind: str = "missing"  # missing | symlink | dir | file
+    dangling: bool = False
+    provisioned: bool = False
+    shared: bool = False
+    lock: str | None = None
+    releases: dict[str, ReleaseFacts] = field(default_factory=dict)
+    not_dirs: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> SitePaths:
+        return SitePaths(self.base_path, self.domain)
+
+    @property
+    def active_release(self) -> str | None:
+        if self.link_target is None or self.dangling:
+            return None
+        name = self.paths.release_from_target(self.link_target)
+        return name if name in self.releases else None
+
+    def ordered(self) -> list[ReleaseFacts]:
+        """Releases oldest first by the time their names encode."""
+        return [self.releases[name] for name in sort_releases(self.releases)]
+
+
+@dataclass(frozen=True)
+class BranchHead:
+    sha: str | None
+    error: str | None = None
+
+
+@dataclass
+class ServerFacts:
+    sites: dict[str, SiteFacts] = field(default_factory=dict)
+    heads: dict[tuple[str, str], BranchHead] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeSite:
+    domain: str
+    base_path: str

@@ -1,0 +1,208 @@
+"""The planner: (site, facts, branch head, failure memory, now) -> actions and a verdict.
+
+Pure: no I/O, no clock (the caller passes `now`), no store, no transport. Every rule of
+SPEC section 4 that decides *what* to do lives here; apply.py only decides *how*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from reconciler.core.declarations import SiteDeclaration
+from reconciler.core.facts import BranchHead, ReleaseFacts, SiteFacts
+from reconciler.core.layout import next_release_name
+from reconciler.core.manifest import Manifest
+from reconciler.core.status import Health, Sync
+
+# Short names for the vocabulary of core.status, which the rules below read like a table.
+SYNCED, OUT_OF_SYNC, PROGRESSING = Sync.SYNCED, Sync.OUT_OF_SYNC, Sync.PROGRESSING
+FAILED, INVALID, UNKNOWN = Sync.FAILED, Sync.INVALID, Sync.UNKNOWN
+HEALTHY, DEGRADED, MISSING = Health.HEALTHY, Health.DEGRADED, Health.MISSING
+
+
+@dataclass(frozen=True)
+class Provision:
+    def describe(self) -> str:
+        return "provision the layout"
+
+
+@dataclass(frozen=True)
+class Deploy:
+    release: str
+    commit: str
+
+    def describe(self) -> str:
+        return f"deploy {self.commit[:12]} as release {self.release}"
+
+
+@dataclass(frozen=True)
+class Activate:
+    release: str
+    reason: str  # rollback | roll-forward | correct drift
+
+    def describe(self) -> str:
+        return f"activate release {self.release} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class Prune:
+    releases: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "prune " + ", ".join(self.releases)
+
+
+@dataclass(frozen=True)
+class Clean:
+    """Remove release dirs a dead process left half-built (manifest still `updating`)."""
+
+    releases: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "remove interrupted release " + ", ".join(self.releases)
+
+
+Action = Provision | Clean | Deploy | Activate | Prune
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    sync: Sync
+    health: Health
+    message: str = ""
+    desired_release: str | None = None
+    desired_commit: str | None = None
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.actions)
+
+
+@dataclass(frozen=True)
+class FailureMemory:
+    """Failed builds of a site, keyed by (commit, build key), with the message to show."""
+
+    failed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    def get(self, commit: str, build_key: str) -> str | None:
+        return self.failed.get((commit, build_key))
+
+
+def health_of(facts: SiteFacts) -> Health:
+    if facts.path_kind == "missing":
+        return MISSING
+    if facts.active_release is None:
+        return DEGRADED
+    return HEALTHY
+
+
+def prune_candidates(
+    releases: list[ReleaseFacts], keep: int, active: str | None, pinned: str | None,
+    also_keep: tuple[str | None, ...] = (),
+) -> list[str]:
+    """Releases to delete, oldest first. `releases` must be ordered oldest first.
+
+    Keeps the `keep` newest successful releases, the active and pinned ones, the newest
+    release whatever its status (its log is the latest news), anything still building,
+    and anything whose state is unknown. Failed releases do not count towards `keep`.
+    Refuses (returns nothing) while the active release is unknown.
+    """
+    if active is None:
+        return []
+    protected = {active} | {name for name in (pinned, *also_keep) if name}
+    if releases:
+        protected.add(releases[-1].name)
+    successes = [r.name for r in releases if r.status == "success"]
+    protected.update(successes[-keep:])
+    return [
+        r.name for r in releases
+        if r.name not in protected and r.status in ("success", "failed")
+    ]
+
+
+def _successful_build(release: ReleaseFacts, commit: str, build_key: str) -> bool:
+    manifest = release.manifest
+    return (
+        manifest is not None
+        and manifest.status == "success"
+        and manifest.commit == commit
+        and manifest.build_key == build_key
+    )
+
+
+def plan_site(
+    site: SiteDeclaration,
+    facts: SiteFacts,
+    head: BranchHead | None,
+    memory: FailureMemory,
+    now: datetime,
+    clean_interrupted: bool = False,
+) -> Plan:
+    paths = facts.paths
+    active = facts.active_release
+    health = health_of(facts)
+    if facts.path_kind in ("dir", "file"):
+        kind = "directory" if facts.path_kind == "dir" else "file"
+        return Plan((), FAILED, DEGRADED,
+                    f"{paths.site_link} is a real {kind}, not a symlink; refusing to replace it")
+
+    actions: list[Action] = []
+    if not facts.provisioned or not facts.shared:
+        actions.append(Provision())
+    if clean_interrupted:
+        interrupted = tuple(r.name for r in facts.ordered() if r.status == "updating" and r.name != active)
+        if interrupted:
+            actions.append(Clean(interrupted))
+
+    def settle(target: str, reason: str) -> None:
+        if active != target:
+            actions.append(Activate(target, reason))
+        candidates = prune_candidates(facts.ordered(), site.keep, target, site.pin)
+        if candidates:
+            actions.append(Prune(tuple(candidates)))
+
+    if site.pin is not None:
+        pinned = facts.releases.get(site.pin)
+        if pinned is None or pinned.status != "success":
+            why = "does not exist" if pinned is None else f"is not a successful release ({pinned.status})"
+            return Plan((), OUT_OF_SYNC, DEGRADED,
+                        f"pinned release {site.pin} {why} on {site.server}; nothing deployed in its place",
+                        site.pin, None)
+        settle(site.pin, "rollback")
+        return _verdict(actions, site.pin, pinned.commit, health)
+
+    if head is None or head.sha is None:
+        reason = head.error if head is not None and head.error else "not resolved"
+        return Plan((), UNKNOWN, health, f"cannot resolve branch {site.branch!r}: {reason}")
+    commit = head.sha
+    built = [r for r in facts.ordered() if _successful_build(r, commit, site.build_key)]
+    if built:
+        target = active if active in {r.name for r in built} else built[-1].name
+        assert target is not None
+        settle(target, "roll-forward" if active is not None else "activate")
+        return _verdict(actions, target, commit, health)
+
+    failure = memory.get(commit, site.build_key)
+    if failure is not None:
+        return Plan(tuple(actions), FAILED, health,
+                    f"{failure} (commit {commit[:12]}; waiting for a new commit or declaration change)",
+                    None, commit)
+    release = next_release_name(now, [*facts.releases, *facts.not_dirs])
+    actions.append(Deploy(release, commit))
+    # Prune as if the deploy succeeded; the applier stops at a failed deploy, so this only
+    # runs after a success (SPEC 4.5), and a site that deploys every pass still prunes.
+    built_now = ReleaseFacts(release, Manifest(commit, site.branch, site.repository, site.build_key, "success"))
+    # The release live before the switch stays too: it is the immediate way back.
+    candidates = prune_candidates([*facts.ordered(), built_now], site.keep, release, site.pin, (active,))
+    if candidates:
+        actions.append(Prune(tuple(candidates)))
+    return _verdict(actions, release, commit, health)
+
+
+def _verdict(actions: list[Action], release: str, commit: str | None, health: Health) -> Plan:
+    pending = [a for a in actions if not isinstance(a, Prune | Clean)]
+    sync = OUT_OF_SYNC if pending else SYNCED
+    return Plan(tuple(actions), sync, health, "", release, commit)

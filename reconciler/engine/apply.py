@@ -1,0 +1,335 @@
+"""Apply: carry out planned actions on one site through its transport.
+
+Each unit (provision, deploy, activate, prune) is small and writes what it did to the
+release's deployment.log and to the store. The site symlink is only ever replaced by
+renaming a new link over it (`switch`), for deploy and rollback alike, and nothing is
+switched unless every step before it succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.core.declarations import SiteDeclaration
+from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, shared_link_target
+from reconciler.core.manifest import Manifest
+from reconciler.engine.store import Store, utcnow
+from reconciler.errors import LayoutConflict, StepFailed, TransportError
+from reconciler.faults import checkpoint
+from reconciler.remote.mirror import clone_command
+from reconciler.remote.shell import quote
+from reconciler.remote.transport import Result, Transport
+
+LOCAL_LOG_BYTES = 1024 * 1024
+
+
+@dataclass
+class SiteContext:
+    transport: Transport
+    site: SiteDeclaration
+    store: Store
+    log_dir: Path
+    command_timeout: float
+    deploy_timeout: float
+    declarations_commit: str | None = None
+    # Asked right before a switch: False when a newer declaration (e.g. a pin) landed meanwhile.
+    still_desired: Callable[[], bool] | None = None
+    # Told each step as it starts (live progress of `reconcile`).
+    progress: Callable[[str], None] | None = None
+
+    def step(self, name: str) -> None:
+        if self.progress is not None:
+            self.progress(name)
+
+    @property
+    def paths(self) -> SitePaths:
+        return SitePaths(self.site.base_path, self.site.domain)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    message: str = ""
+    warning: str = ""
+    superseded: bool = False  # built fine, but no longer desired: left unswitched
+
+
+async def _run(ctx: SiteContext, step: str, command: str, timeout: float | None = None,
+               tied: bool = False) -> Result:
+    result = await ctx.transport.run(command, timeout=timeout or ctx.command_timeout, tied=tied)
+    if not result.ok:
+        raise StepFailed(step, result.exit_status, result.tail(), result.tail(3).replace("\n", " | "))
+    return result
+
+
+def _write_manifest(paths: SitePaths, release: str, manifest: Manifest) -> str:
+    """Shell to replace a manifest atomically (write a temp file, rename it over)."""
+    target = paths.manifest(release)
+    return (f"printf '%s\\n' {quote(manifest.to_json())} > {quote(target + '.tmp')} && "
+            f"mv -f -- {quote(target + '.tmp')} {quote(target)}")
+
+
+def switch_command(paths: SitePaths, release: str) -> str:
+    """Atomically point the site symlink at `release`: new link under a unique temporary
+    name in the same directory, then rename(2) over the old one (`mv -T`). Never `ln -sfn`,
+    which is unlink+symlink on many systems and leaves a moment with no site at all."""
+    link = paths.site_link
+    temp = f"{paths.base_path}/.{paths.domain}.reconciler-{secrets.token_hex(6)}"
+    return (
+        f"if [ -e {quote(link)} ] && [ ! -L {quote(link)} ]; then "
+        f"echo {quote(link + ' is not a symlink; refusing to replace it')} >&2; exit 3; fi\n"
+        f"test -d {quote(paths.release(release))} || {{ echo 'release directory is missing' >&2; exit 4; }}\n"
+        f"ln -s -- {quote(paths.link_target(release))} {quote(temp)} || exit 1\n"
+        f"mv -T -- {quote(temp)} {quote(link)} || {{ rm -f -- {quote(temp)}; exit 1; }}\n"
+    )
+
+
+async def provision(ctx: SiteContext) -> None:
+    await _run(ctx, "provision", f"mkdir -p -- {quote(ctx.paths.shared)}")
+
+
+async def switch(ctx: SiteContext, release: str) -> None:
+    try:
+        await _run(ctx, "switch", switch_command(ctx.paths, release))
+    except StepFailed as exc:
+        if exc.exit_status == 3:
+            raise LayoutConflict(f"{ctx.paths.site_link} is not a symlink; refusing to replace it") from exc
+        raise
+
+
+async def reload(ctx: SiteContext, release: str) -> str:
+    """Run the reload command after a switch. Returns a warning, or "" when all went well.
+    The new release is already live, so a failed reload degrades health but does not undo it."""
+    command = ctx.site.reload_command
+    if not command:
+        return ""
+    log = ctx.paths.log(release)
+    result = await ctx.transport.run(
+        f"cd -- {quote(ctx.paths.release(release))} && "
+        f"{{ printf '==> reload\\n'; sh -e -c {quote(command)}; }} >> {quote(log)} 2>&1 < /dev/null",
+        timeout=ctx.command_timeout,
+    )
+    return "" if result.ok else f"reload command failed (exit {result.exit_status})"
+
+
+async def activate(ctx: SiteContext, release: str) -> Outcome:
+    await switch(ctx, release)
+    warning = await reload(ctx, release)
+    row = ctx.store.by_release(ctx.site.domain, release)
+    ctx.store.update_site(
+        ctx.site.domain,
+        active_deployment_id=row["id"] if row else None,
+        active_release=release,
+        active_commit=row["commit_sha"] if row else None,
+    )
+    return Outcome(True, warning=warning)
+
+
+async def prune(ctx: SiteContext, releases: tuple[str, ...]) -> None:
+    if not releases:
+        return
+    targets = " ".join(quote(ctx.paths.release(name)) for name in releases)
+    checkpoint("prune")
+    await _run(ctx, "prune", f"rm -rf -- {targets}")
+    for name in releases:
+        row = ctx.store.by_release(ctx.site.domain, name)
+        if row is not None:
+            ctx.store.update_deployment(row["id"], deployment_path=None)
+
+
+def _shared_command(paths: SitePaths, release: str, shared: list[str]) -> str:
+    """Link every shared entry into the release. A path the repository ships (Laravel's
+    storage/) is removed and replaced by the link; linking into it would make storage/storage.
+    A missing shared entry is seeded from the repository's copy, else created empty."""
+    lines = ["set -e"]
+    for entry in shared:
+        source = f"{paths.shared}/{entry}"
+        inside = f"{paths.release(release)}/{entry}"
+        create = ": >" if entry.rsplit("/", 1)[-1].startswith(".") else "mkdir --"
+        lines.append(
+            f"s={quote(source)}; r={quote(inside)}\n"
+            'if [ ! -e "$s" ] && [ ! -L "$s" ]; then\n'
+            '  mkdir -p -- "$(dirname -- "$s")"\n'
+            '  if [ -e "$r" ] || [ -L "$r" ]; then cp -a -- "$r" "$s"\n'
+            f'  else {create} "$s"; fi\n'
+            "fi\n"
+            'rm -rf -- "$r"; mkdir -p -- "$(dirname -- "$r")"\n'
+            f'ln -s -- {quote(shared_link_target(entry))} "$r"'
+        )
+    return "\n".join(lines)
+
+
+def _failing_line(log: str) -> str:
+    """The last command `sh -x` traced before the script stopped."""
+    traced = [line[2:] for line in log.splitlines() if line.startswith("+ ")]
+    return traced[-1].strip() if traced else ""
+
+
+def _save_local_log(ctx: SiteContext, deployment_id: int, text: str) -> Path:
+    # Deploy output may quote secrets: owner-only at every level (parents=True would not do that).
+    ctx.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory = ctx.log_dir / ctx.site.domain
+    directory.mkdir(exist_ok=True, mode=0o700)
+    path = directory / f"{deployment_id}.log"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path
+
+
+async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
+    """Build `commit` into a new release and switch to it. Returns the outcome; raises
+    TransportError when the server went away (a temporary problem)."""
+    site, paths, store = ctx.site, ctx.paths, ctx.store
+    started = time.monotonic()
+    base = Manifest(commit, site.branch, site.repository, site.build_key, "updating",
+                    utcnow(), "", ctx.declarations_commit or "")
+    deployment_id = store.start_deployment(
+        site=site.domain, release=release, status="pending", commit_sha=commit,
+        branch=site.branch, repository=site.repository, build_key=site.build_key,
+        deployment_script=site.script, deployment_path=paths.release(release),
+        log_file_path=paths.log(release), declarations_commit=ctx.declarations_commit,
+        started_at=base.started_at, transient=0,
+    )
+    store.update_site(site.domain, server=site.server, base_path=site.base_path, sync="Progressing",
+                      message=f"deploying {commit[:12]} as {release}")
+    rel = quote(paths.release(release))
+    log = quote(paths.log(release))
+    claimed = False
+    stage = "claim"
+    ctx.step(f"deploy {release}")
+    try:
+        header = f"==> reconciler: {site.domain} release {release}, {site.branch} @ {commit}"
+        await _run(ctx, "claim release directory",
+                   f"set -e\nmkdir -p -- {quote(paths.shared)}\nmkdir -- {rel}\n"
+                   f"{_write_manifest(paths, release, base)}\n"
+                   f"printf '%s\\n' {quote(header)} > {log}")
+        claimed = True
+        checkpoint("after-claim")
+        ctx.step("clone")
+        store.update_deployment(deployment_id, status="updating")
+        stage = "clone"
+        checkpoint("clone")
+        await _run(ctx, "clone", clone_command(paths, site.repository, site.branch, commit, release),
+                   timeout=ctx.deploy_timeout, tied=True)
+        stage = "link shared"
+        ctx.step("link shared")
+        await _run(ctx, "link shared entries", _shared_command(paths, release, site.shared))
+        stage = "script"
+        ctx.step("script")
+        checkpoint("script")
+        if site.script.strip():
+            env = " ".join(f"{k}={quote(v)}" for k, v in (
+                ("RECONCILER_DOMAIN", site.domain), ("RECONCILER_RELEASE", release),
+                ("RECONCILER_COMMIT", commit), ("RECONCILER_BRANCH", site.branch)))
+            await _run(ctx, "deploy script", (
+                f"cd -- {rel} && {{ printf '==> script\\n'; env {env} sh -e -x -c {quote(site.script)}; }}"
+                f" >> {quote(LOG_NAME)} 2>&1 < /dev/null"
+            ), timeout=ctx.deploy_timeout, tied=True)
+        stage = "switch"
+        done = Manifest(**{**base.__dict__, "status": "success", "completed_at": utcnow()})
+        # Mark success before switching: a crash in between leaves a good release that the
+        # next pass activates, never a live release that claims to be unfinished.
+        await _run(ctx, "record success", _write_manifest(paths, release, done))
+        checkpoint("before-switch")
+        if ctx.still_desired is not None and not ctx.still_desired():
+            return await _superseded(ctx, deployment_id, release, started, done.completed_at)
+        # A stop request must not interrupt a switch half-way through the bookkeeping:
+        # the switch and reload finish, then the cancellation is honoured.
+        stage = "switching"
+        ctx.step("switch")
+        finishing = asyncio.ensure_future(_switch_and_reload(ctx, release))
+        try:
+            warning = await asyncio.shield(finishing)
+            checkpoint("after-switch")
+        except asyncio.CancelledError:
+            await finishing
+            raise
+    except asyncio.CancelledError:
+        if claimed and stage != "switching":
+            await _abort(ctx, deployment_id, release, stage, started)
+        raise
+    except (StepFailed, LayoutConflict) as exc:
+        message = str(exc)
+        text = await _fetch_log(ctx, release) if claimed else ""
+        if isinstance(exc, StepFailed) and exc.step == "deploy script":
+            line = _failing_line(text)
+            message = f"deploy script failed (exit {exc.exit_status})" + (f" at: {line}" if line else "")
+        elif isinstance(exc, StepFailed) and exc.step == "claim release directory":
+            message = f"cannot create release directory {paths.release(release)}: {exc.detail}"
+        if claimed:
+            failed = Manifest(**{**base.__dict__, "status": "failed", "completed_at": utcnow(),
+                                 "message": message[:500]})
+            note = f"==> failed: {message}"
+            await ctx.transport.run(
+                f"{_write_manifest(paths, release, failed)}; printf '%s\\n' {quote(note)} >> {log}",
+                timeout=ctx.command_timeout)
+            text += note + "\n"
+        local = _save_local_log(ctx, deployment_id, text or message + "\n")
+        store.update_deployment(
+            deployment_id, status="failed", message=message, completed_at=utcnow(),
+            duration_ms=int((time.monotonic() - started) * 1000), local_log=str(local),
+            exit_status=exc.exit_status if isinstance(exc, StepFailed) else None,
+            deployment_path=paths.release(release) if claimed else None,
+        )
+        return Outcome(False, message)
+    except TransportError as exc:
+        store.update_deployment(
+            deployment_id, status="failed", transient=1, completed_at=utcnow(),
+            message=f"interrupted during {stage}: {exc}",
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        raise
+    text = await _fetch_log(ctx, release)
+    local = _save_local_log(ctx, deployment_id, text)
+    store.update_deployment(
+        deployment_id, status="success", completed_at=done.completed_at, local_log=str(local),
+        duration_ms=int((time.monotonic() - started) * 1000), message=warning,
+    )
+    store.update_site(
+        site.domain, active_deployment_id=deployment_id, active_release=release,
+        active_commit=commit, last_deployment_sha=commit, last_deployed_at=done.completed_at,
+    )
+    return Outcome(True, warning=warning)
+
+
+async def _switch_and_reload(ctx: SiteContext, release: str) -> str:
+    await switch(ctx, release)
+    return await reload(ctx, release)
+
+
+async def _abort(ctx: SiteContext, deployment_id: int, release: str, stage: str, started: float) -> None:
+    """The reconciler is stopping mid-build: remove the half-built release (it was never live)
+    and record the deployment as interrupted, so the next start builds it again."""
+    with contextlib.suppress(TransportError, TimeoutError, OSError):
+        await asyncio.wait_for(asyncio.shield(ctx.transport.run(
+            f"rm -rf -- {quote(ctx.paths.release(release))}", timeout=10)), 15)
+    ctx.store.update_deployment(
+        deployment_id, status="failed", transient=1, completed_at=utcnow(), deployment_path=None,
+        message=f"aborted during {stage}: the reconciler was stopping",
+        duration_ms=int((time.monotonic() - started) * 1000))
+
+
+async def _superseded(ctx: SiteContext, deployment_id: int, release: str, started: float, completed: str) -> Outcome:
+    message = "a newer declaration landed during the build; not switched"
+    text = await _fetch_log(ctx, release)
+    local = _save_local_log(ctx, deployment_id, text + f"==> {message}\n")
+    ctx.store.update_deployment(deployment_id, status="success", completed_at=completed, local_log=str(local),
+                                duration_ms=int((time.monotonic() - started) * 1000), message=message)
+    return Outcome(True, message, superseded=True)
+
+
+async def _fetch_log(ctx: SiteContext, release: str) -> str:
+    result = await ctx.transport.run(
+        f"tail -c {LOCAL_LOG_BYTES} -- {quote(ctx.paths.log(release))}", timeout=ctx.command_timeout)
+    return result.stdout
+
+
+__all__ = ["MANIFEST_NAME", "Outcome", "SiteContext", "activate", "deploy", "provision", "prune", "switch"]

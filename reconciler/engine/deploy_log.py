@@ -1,0 +1,53 @@
+"""A deployment's output as it is written: the local copy once it is finished, else the
+server's deployment.log followed until the deployment ends. Used by `logs -f` and the API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import codecs
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from reconciler.engine.store import Store
+from reconciler.errors import TransportError
+from reconciler.remote.shell import quote
+from reconciler.remote.transport.pool import TransportPool
+
+FINAL = ("success", "failed")
+FOLLOW_EVERY = 1.0
+
+
+async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], timeout: float,
+                     follow: bool = True) -> AsyncIterator[str]:
+    """Without `follow`, what there is now; with it, until the deployment ends."""
+    local = row.get("local_log")
+    if (row["status"] in FINAL or not follow) and local and Path(local).is_file():
+        yield Path(local).read_text(errors="replace")
+        return
+    site = store.site(row["site"]) or {}
+    if not site.get("server") or not row.get("log_file_path") or not row.get("deployment_path"):
+        yield (row.get("message") or "") + "\n"
+        return
+    transport = pool.get(site["server"])
+    # Transports hand back text; base64 keeps the bytes exact, so the offset stays right even
+    # for invalid UTF-8 or a character split between two reads.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    offset = 0
+    while True:
+        current = store.deployment(row["id"]) or row
+        try:
+            result = await transport.run(
+                f"tail -c +{offset + 1} -- {quote(row['log_file_path'])} | base64", timeout=timeout)
+        except TransportError as exc:
+            yield f"\n[{exc}]\n"
+            return
+        raw = base64.b64decode(result.stdout) if result.ok else b""
+        if raw:
+            offset += len(raw)
+            if text := decoder.decode(raw):
+                yield text
+        if current["status"] in FINAL or not follow:
+            return
+        await asyncio.sleep(FOLLOW_EVERY)

@@ -1,0 +1,110 @@
+"""Rollback is a commit: write (or remove) `pin` in a site file and commit it to the branch.
+
+The TOML is edited with tomlkit so operators' comments and layout survive. The commit is
+built from the branch tip's tree, never from the index, so unrelated staged or unstaged
+work in a checkout is left alone; a checked-out copy of the file is refreshed when clean.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pygit2
+import tomlkit
+
+from reconciler.core.declarations import SITES_DIR, InvalidSite, parse_site
+from reconciler.core.layout import parse_release
+from reconciler.engine.source import branch_tip, open_repository
+from reconciler.engine.store import Store
+from reconciler.errors import DeclarationError, ReconcilerError
+
+
+class NoRollbackTarget(ReconcilerError):
+    pass
+
+
+def rollback_target(store: Store, domain: str, release: str | None) -> str:
+    """The release `rollback` pins: the given one, which must be a successful release still on
+    the server, or by default the newest successful release older than the active one."""
+    live = [str(r["release"]) for r in store.deployments(domain)
+            if r["status"] == "success" and r["deployment_path"] is not None]
+    if release is not None:
+        if parse_release(release) is None:
+            raise NoRollbackTarget(f"{release!r} is not a release name (ddMMYYYY-HHMMSS)")
+        if release not in live:
+            raise NoRollbackTarget(f"{domain}: release {release} is not a successful release on the server")
+        return release
+    site = store.site(domain) or {}
+    active_time = parse_release(site.get("active_release") or "")
+    older = [(t, name) for name in live if (t := parse_release(name)) is not None
+             and active_time is not None and t < active_time]
+    if not older:
+        raise NoRollbackTarget(f"{domain}: no successful release older than the active one")
+    return max(older)[1]
+
+
+def rollback(repo_path: str | Path, branch: str, store: Store, domain: str, release: str | None) -> tuple[str, str]:
+    """Commit `pin` for a rollback; returns (release, commit id)."""
+    target = rollback_target(store, domain, release)
+    return target, set_pin(repo_path, branch, domain, target)
+
+
+def _signature(repo: pygit2.Repository) -> pygit2.Signature:
+    try:
+        return repo.default_signature
+    except (KeyError, pygit2.GitError):
+        name = os.environ.get("GIT_AUTHOR_NAME", "reconciler")
+        return pygit2.Signature(name, os.environ.get("GIT_AUTHOR_EMAIL", "reconciler@localhost"))
+
+
+def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None) -> str:
+    """Commit `pin = "<pin>"` (or its removal when `pin` is None). Returns the new commit id."""
+    repo = open_repository(repo_path)
+    tip = branch_tip(repo, branch)
+    if tip is None:
+        raise DeclarationError(f"branch {branch!r} has no commit")
+    path = f"{SITES_DIR}/{domain}.toml"
+    try:
+        blob = repo.get(tip.tree[path].id)
+    except KeyError as exc:
+        raise DeclarationError(f"{path}: no such site declared on {branch}") from exc
+    assert isinstance(blob, pygit2.Blob)
+    document = tomlkit.parse(blob.data.decode())
+    if pin is None:
+        if "pin" not in document:
+            raise DeclarationError(f"{domain} is not pinned")
+        del document["pin"]
+        message = f"unpin {domain}: follow its branch again"
+    else:
+        document["pin"] = pin
+        message = f"rollback {domain} to release {pin}"
+    text = tomlkit.dumps(document)
+    checked = parse_site(path, text.encode())
+    if isinstance(checked, InvalidSite):
+        raise DeclarationError("refusing to commit an invalid declaration: " + checked.message)
+
+    sites = repo.get(tip.tree[SITES_DIR].id)
+    assert isinstance(sites, pygit2.Tree)
+    sites_builder = repo.TreeBuilder(sites)
+    sites_builder.insert(f"{domain}.toml", repo.create_blob(text.encode()), pygit2.GIT_FILEMODE_BLOB)
+    root_builder = repo.TreeBuilder(tip.tree)
+    root_builder.insert(SITES_DIR, sites_builder.write(), pygit2.GIT_FILEMODE_TREE)
+    signature = _signature(repo)
+    commit = repo.create_commit(f"refs/heads/{branch}", signature, signature, message,
+                                root_builder.write(), [tip.id])
+    _refresh_checkout(repo, branch, path, blob.data, text)
+    return str(commit)
+
+
+def _refresh_checkout(repo: pygit2.Repository, branch: str, path: str, old: bytes, new: str) -> None:
+    """Keep a checkout of `branch` in step, but only where the file had no local edits."""
+    if repo.is_bare or repo.head_is_unborn or repo.head.name != f"refs/heads/{branch}":
+        return
+    file = Path(repo.workdir) / path
+    if not file.is_file() or file.read_bytes() != old:
+        return
+    file.write_text(new)
+    repo.index.read()
+    repo.index.add(path)
+    repo.index.write()

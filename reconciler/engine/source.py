@@ -1,0 +1,86 @@
+"""Desired state from git: the committed `sites.d/*.toml` of one commit, read with pygit2.
+
+Only committed content counts, so this reads the tree of a commit and never the work tree
+(except `load_directory`, used by `validate` as a pre-commit check). Parsing and validation
+are pure and live in `core.declarations`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pygit2
+
+from reconciler.core.declarations import SITES_DIR, Declarations, collect
+from reconciler.errors import DeclarationError
+
+
+def open_repository(path: str | Path) -> pygit2.Repository:
+    try:
+        # NO_SEARCH: a directory inside some other repository must not silently become it.
+        return pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+    except (pygit2.GitError, KeyError) as exc:
+        raise DeclarationError(f"{path}: not a git repository ({exc})") from exc
+
+
+def branch_tip(repo: pygit2.Repository, branch: str) -> pygit2.Commit | None:
+    """The committed tip of `branch`, re-resolved on every call (refs may be packed or re-created)."""
+    ref = repo.references.get(f"refs/heads/{branch}")
+    if ref is None:
+        return None
+    obj = repo.get(ref.resolve().target)
+    return obj if isinstance(obj, pygit2.Commit) else None
+
+
+def tip_commit(repo_path: str | Path, branch: str) -> str:
+    """The id of the committed tip of `branch`, re-resolved now."""
+    repo = open_repository(repo_path)
+    tip = branch_tip(repo, branch)
+    if tip is None:
+        if repo.is_empty or repo.references.get(f"refs/heads/{branch}") is None:
+            raise DeclarationError(f"{repo_path}: branch {branch!r} does not exist (nothing committed?)")
+        raise DeclarationError(f"{repo_path}: branch {branch!r} does not point at a commit")
+    return str(tip.id)
+
+
+def load(repo_path: str | Path, branch: str) -> Declarations:
+    """Declarations at the committed tip of `branch`."""
+    return load_commit(repo_path, tip_commit(repo_path, branch))
+
+
+def load_commit(repo_path: str | Path, commit_id: str) -> Declarations:
+    """Declarations as of one commit (the tip, or the last verified one)."""
+    repo = open_repository(repo_path)
+    try:
+        commit = repo.get(commit_id)
+    except ValueError as exc:
+        raise DeclarationError(f"{repo_path}: {commit_id} is not an object id") from exc
+    if not isinstance(commit, pygit2.Commit):
+        raise DeclarationError(f"{repo_path}: commit {commit_id} not found")
+    files: list[tuple[str, bytes | None]] = []
+    try:
+        sites_tree = commit.tree[SITES_DIR]
+    except KeyError:
+        return Declarations(commit=str(commit.id))
+    if isinstance(sites_tree, pygit2.Tree):
+        for entry in sites_tree:
+            if not entry.name or not entry.name.endswith(".toml"):
+                continue
+            name = f"{SITES_DIR}/{entry.name}"
+            if entry.filemode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
+                blob = repo.get(entry.id)
+                files.append((name, blob.data if isinstance(blob, pygit2.Blob) else None))
+            else:  # a symlink, a directory or a submodule named *.toml: reported, never followed
+                files.append((name, None))
+    return collect(files, str(commit.id))
+
+
+def load_directory(path: str | Path) -> Declarations:
+    """Declarations as files on disk (`validate` before committing). `path` holds sites.d/."""
+    root = Path(path)
+    sites_dir = root / SITES_DIR if (root / SITES_DIR).is_dir() else root
+    files: list[tuple[str, bytes | None]] = []
+    for file in sorted(sites_dir.glob("*.toml")):
+        name = f"{SITES_DIR}/{file.name}"
+        files.append((name, None if file.is_symlink() or not file.is_file() else file.read_bytes()))
+    return collect(files, None)

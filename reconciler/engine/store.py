@@ -1,0 +1,221 @@
+"""The state database: SQLite through sqlite-utils, one connection owned by one thread.
+
+It holds the BrokeForge records (sites, deployments) plus what `status` shows. The servers
+are the truth: `adopt` rebuilds deployment rows from release manifests, so a deleted
+database costs nothing but history that was already pruned.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from reconciler.core.facts import SiteFacts
+from reconciler.core.layout import parse_release
+
+migrations = Migrations("reconciler")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["sites"].create(  # type: ignore[union-attr]
+        {
+            "domain": str, "server": str, "base_path": str,
+            "sync": str, "health": str, "message": str, "pinned": str,
+            "active_release": str, "active_commit": str, "desired_commit": str,
+            "active_deployment_id": int, "last_deployment_sha": str, "last_deployed_at": str,
+            "declarations_commit": str, "updated_at": str,
+        },
+        pk="domain",
+    )
+    db["deployments"].create(  # type: ignore[union-attr]
+        {
+            "id": int, "site": str, "release": str, "status": str,
+            "commit_sha": str, "branch": str, "repository": str, "build_key": str,
+            "deployment_script": str, "deployment_path": str, "log_file_path": str,
+            "local_log": str, "declarations_commit": str,
+            "started_at": str, "completed_at": str, "duration_ms": int,
+            "message": str, "exit_status": int,
+            # 1 when the failure was transient (lost connection, interrupted): not remembered.
+            "transient": int,
+        },
+        pk="id",
+        not_null={"site", "status"},
+    )
+    db["deployments"].create_index(["site", "release"], unique=True)  # type: ignore[union-attr]
+
+
+@migrations()
+def m002_meta(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The database holds deploy logs and scripts: owner-only from the first byte.
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self.path = path
+        self.db = sqlite_utils.Database(sqlite3.connect(str(path), isolation_level=None))
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        migrations.apply(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def meta(self, key: str) -> str | None:
+        rows = list(self.db["meta"].rows_where("key = ?", [key]))
+        return str(rows[0]["value"]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        if self.meta(key) != value:
+            self.db["meta"].upsert({"key": key, "value": value}, pk="key")  # type: ignore[union-attr]
+
+    # -- sites -------------------------------------------------------------------------------
+
+    def site(self, domain: str) -> dict[str, Any] | None:
+        rows = list(self.db["sites"].rows_where("domain = ?", [domain]))
+        return rows[0] if rows else None
+
+    def sites(self) -> dict[str, dict[str, Any]]:
+        return {row["domain"]: row for row in self.db["sites"].rows}
+
+    def update_site(self, domain: str, **values: Any) -> None:
+        """Upsert; writes only when something changed, so no-op passes do not write."""
+        current = self.site(domain)
+        if current is not None and all(current.get(k) == v for k, v in values.items()):
+            return
+        self.db["sites"].upsert({"domain": domain, **values, "updated_at": utcnow()}, pk="domain")  # type: ignore[union-attr]
+
+    # -- deployments -------------------------------------------------------------------------
+
+    def start_deployment(self, **values: Any) -> int:
+        table = self.db["deployments"]
+        table.insert(values)  # type: ignore[union-attr]
+        last = table.last_pk  # type: ignore[union-attr]
+        assert last is not None
+        return int(last)
+
+    def update_deployment(self, deployment_id: int, **values: Any) -> None:
+        self.db["deployments"].update(deployment_id, values)  # type: ignore[union-attr]
+
+    def unfinished(self, domain: str) -> bool:
+        """Rows of this site still pending/updating (in a one-shot CLI run: left by a dead run)."""
+        return bool(self.db.execute(
+            "select 1 from deployments where site = ? and status in ('pending', 'updating') limit 1",
+            [domain]).fetchone())
+
+    def mark_interrupted(self) -> list[int]:
+        """At daemon start: deployments a dead process left pending/updating become failed,
+        transient (so they are retried), with the reason recorded."""
+        ids = [row["id"] for row in self.db["deployments"].rows_where("status in ('pending', 'updating')")]
+        for deployment_id in ids:
+            self.update_deployment(deployment_id, status="failed", transient=1, completed_at=utcnow(),
+                                   message="interrupted: the reconciler stopped during this deployment")
+        return ids
+
+    def mark_cleaned(self, domain: str, release: str) -> None:
+        """A half-built release was removed: its deployment is over, and it failed."""
+        row = self.by_release(domain, release)
+        if row is None:
+            return
+        values: dict[str, Any] = {"deployment_path": None}
+        if row["status"] in ("pending", "updating"):
+            values.update(status="failed", transient=1, completed_at=utcnow(),
+                          message="interrupted: the reconciler stopped during this deployment")
+        self.update_deployment(row["id"], **values)
+
+    def deployment(self, deployment_id: int) -> dict[str, Any] | None:
+        rows = list(self.db["deployments"].rows_where("id = ?", [deployment_id]))
+        return rows[0] if rows else None
+
+    def deployments(self, domain: str) -> list[dict[str, Any]]:
+        """Newest first. Release names do not sort as text, so order by start time, then id."""
+        return list(self.db["deployments"].rows_where(
+            "site = ?", [domain], order_by="started_at desc, id desc"))
+
+    def by_release(self, domain: str, release: str) -> dict[str, Any] | None:
+        rows = list(self.db["deployments"].rows_where("site = ? and release = ?", [domain, release]))
+        return rows[0] if rows else None
+
+    def failures(self, domain: str) -> Iterator[tuple[str, str, str]]:
+        """(commit, build key, message) of every non-transient failed deployment."""
+        for row in self.db["deployments"].rows_where(
+            "site = ? and status = 'failed' and coalesce(transient, 0) = 0", [domain]
+        ):
+            if row["commit_sha"] and row["build_key"]:
+                yield row["commit_sha"], row["build_key"], row["message"] or "deployment failed"
+
+    def adopt(self, domain: str, facts: SiteFacts, *, locked: bool = False) -> None:
+        """Bring the deployment rows in line with what the server holds (servers are the truth).
+
+        With `locked` (we hold the site's lock, so nobody else is building it) rows still
+        `pending`/`updating` belong to a dead process: they take the release's final status
+        from its manifest, or become failed (interrupted)."""
+        paths = facts.paths
+        known = {row["release"]: row for row in self.db["deployments"].rows_where("site = ?", [domain])}
+        if locked:
+            for name, dead in known.items():
+                if dead["status"] not in ("pending", "updating"):
+                    continue
+                found = facts.releases.get(name)
+                final = found.manifest.status if found and found.manifest else None
+                if final in ("success", "failed"):
+                    self.update_deployment(dead["id"], status=final)
+                    dead["status"] = final
+                else:
+                    self.update_deployment(dead["id"], status="failed", transient=1, completed_at=utcnow(),
+                                           message="interrupted: the reconciler stopped during this deployment")
+                    dead["status"] = "failed"
+        with self.db.atomic():
+            for name, release in facts.releases.items():
+                row = known.get(name)
+                manifest = release.manifest
+                status = release.status if release.status in ("success", "failed", "updating") else "failed"
+                if row is None:
+                    self.db["deployments"].insert({  # type: ignore[union-attr]
+                        "site": domain, "release": name, "status": status,
+                        "commit_sha": release.commit,
+                        "branch": manifest.branch if manifest else None,
+                        "repository": manifest.repository if manifest else None,
+                        "build_key": manifest.build_key if manifest else None,
+                        "deployment_path": paths.release(name),
+                        "log_file_path": paths.log(name),
+                        "declarations_commit": manifest.declarations_commit if manifest else None,
+                        "started_at": (manifest.started_at if manifest else "") or _release_time(name),
+                        "completed_at": manifest.completed_at if manifest else None,
+                        "message": manifest.message if manifest else "adopted from the server",
+                        "transient": 0,
+                    })
+                    continue
+                # Only a final manifest status (success/failed) overrides a row: an `updating`
+                # manifest may be a dead build that the row already records as interrupted.
+                final = manifest.status if manifest and manifest.status in ("success", "failed") else None
+                if row["deployment_path"] is None or (final and row["status"] != final
+                                                      and row["status"] not in ("pending", "updating")):
+                    self.update_deployment(row["id"], deployment_path=paths.release(name),
+                                           status=final or row["status"])
+            if facts.provisioned:
+                for name, row in known.items():
+                    if name not in facts.releases and row["deployment_path"] is not None \
+                            and row["status"] not in ("pending",):
+                        self.update_deployment(row["id"], deployment_path=None)
+
+
+def _release_time(name: str) -> str:
+    moment = parse_release(name)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else ""

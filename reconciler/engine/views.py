@@ -1,0 +1,64 @@
+"""The JSON shapes of `status` and `history` (README "Everyday commands").
+
+One place builds them so the CLI and the HTTP API cannot drift apart; `cli.render` turns
+them into terminal text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.core.declarations import Declarations
+from reconciler.engine.store import Store
+
+
+def site_views(store: Store, decls: Declarations | None) -> list[dict[str, Any]]:
+    """Every declared site (or every known site when declarations cannot be read)."""
+    rows = store.sites()
+    domains = sorted(set(decls.sites) | set(decls.invalid)) if decls is not None else sorted(rows)
+    views = []
+    for domain in domains:
+        row = rows.get(domain, {})
+        declared = decls.sites.get(domain) if decls is not None else None
+        invalid = decls.invalid.get(domain) if decls is not None else None
+        view: dict[str, Any] = {
+            "domain": domain,
+            "server": declared.server if declared else (invalid.server if invalid else row.get("server") or ""),
+            "sync": row.get("sync") or "Unknown",
+            "health": row.get("health") or "Unknown",
+            "pinned": declared.pin if declared else row.get("pinned"),
+            "active_release": row.get("active_release"),
+            "active_commit": row.get("active_commit"),
+            "desired_commit": row.get("desired_commit"),
+            "last_deployed_at": row.get("last_deployed_at"),
+            "message": row.get("message") or ("" if row else "not reconciled yet"),
+        }
+        if invalid is not None:
+            view.update(sync="Invalid", message=invalid.message)
+        views.append(view)
+    return views
+
+
+def history_views(store: Store, domain: str) -> list[dict[str, Any]]:
+    site = store.site(domain) or {}
+    active_id = site.get("active_deployment_id")
+    active_release = site.get("active_release")
+    views = []
+    for row in store.deployments(domain):
+        is_active = row["id"] == active_id or (active_id is None and row["release"] == active_release)
+        views.append({
+            "id": row["id"],
+            "release": row["release"],
+            "status": row["status"],
+            "commit_sha": row["commit_sha"],
+            "branch": row["branch"],
+            "deployment_path": row["deployment_path"],
+            "log_file_path": row["log_file_path"],
+            "started_at": row["started_at"],
+            "completed_at": row["completed_at"],
+            "duration_ms": row["duration_ms"],
+            "is_active": bool(is_active),
+            "can_rollback": row["status"] == "success" and row["deployment_path"] is not None
+            and not is_active,
+        })
+    return views

@@ -1,0 +1,181 @@
+"""The per-site lock on the server: an atomic `mkdir` of deployments/{domain}/.reconciler-lock
+holding an owner token. Two reconcilers pointed at the same servers never build or switch the
+same site at once.
+
+Only the owner releases it. A lock is stale, and taken over with a log line, when it is older
+than the deploy timeout, or when it belongs to this instance (same state dir) but an earlier
+run of it (a crash). Acquiring also probes the site again in the same command, so the plan is
+re-made from facts no other reconciler can change while we hold the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from reconciler.core.facts import ProbeSite, SiteFacts
+from reconciler.core.layout import SitePaths
+from reconciler.errors import TemporaryError
+from reconciler.remote.probe import parse_probe, probe_command
+from reconciler.remote.shell import quote
+from reconciler.remote.transport import Transport
+
+log = logging.getLogger("reconciler")
+
+OWNER_FILE = "owner"
+
+
+class SiteLocked(TemporaryError):
+    """Another reconciler (or a live run of this one) holds the site: try again shortly."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who we are: `instance` survives restarts (it lives in the state dir), `run` does not."""
+
+    instance: str
+    run: str
+    host: str
+    pid: int
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Identity:
+        path = state_dir / "instance-id"
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(8) + "\n")
+        return cls(path.read_text().strip(), secrets.token_hex(8), socket.gethostname(), os.getpid())
+
+
+@dataclass(frozen=True)
+class Owner:
+    instance: str
+    run: str
+    host: str
+    pid: int
+    purpose: str
+    since: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_text(cls, text: str) -> Owner | None:
+        try:
+            data = json.loads(text)
+            return cls(str(data["instance"]), str(data["run"]), str(data["host"]), int(data["pid"]),
+                       str(data.get("purpose", "")), float(data["since"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def describe(self) -> str:
+        return f"{self.host} pid {self.pid} ({self.purpose or 'reconciling'})"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def left_by_dead_run(owner: Owner | None, me: Identity) -> bool:
+    """The lock was taken by an earlier run of this instance (same state dir) that is gone.
+    A live process of the same instance (the daemon while the CLI runs) still owns it."""
+    if owner is None or owner.instance != me.instance or owner.run == me.run:
+        return False
+    return owner.host != me.host or not _alive(owner.pid)
+
+
+def is_stale(owner: Owner | None, age: float, me: Identity, stale_after: float) -> bool:
+    if age > stale_after:
+        return True
+    if owner is None:
+        # mkdir happened but the owner file never made it (a crash in between): give it a minute.
+        return age > 60
+    return left_by_dead_run(owner, me)
+
+
+def _acquire_command(paths: SitePaths, owner: Owner, probe: str) -> str:
+    lock = quote(paths.lock)
+    return (
+        f"mkdir -p -- {quote(paths.deployments)} || exit 1\n"
+        f"if mkdir -- {lock} 2>/dev/null; then\n"
+        f"  printf '%s\\n' {quote(owner.to_json())} > {lock}/{OWNER_FILE}\n"
+        "  echo '@@acquired'\n"
+        f"{probe}"
+        "  true\n"
+        "else\n"
+        f"  echo \"@@held $(date +%s) $(stat -c %Y {lock} 2>/dev/null || echo 0)\"\n"
+        f"  head -c 1024 {lock}/{OWNER_FILE} 2>/dev/null || true\n"
+        "fi\n"
+    )
+
+
+def _release_command(paths: SitePaths, owner: Owner) -> str:
+    lock = quote(paths.lock)
+    # Only the owner releases: compare the token before removing.
+    return (f"[ \"$(cat {lock}/{OWNER_FILE} 2>/dev/null)\" = {quote(owner.to_json())} ] && "
+            f"rm -rf -- {lock}; exit 0")
+
+
+def takeover_command(paths: SitePaths) -> str:
+    """Move the lock aside first (atomic), so two takers cannot both delete a fresh lock."""
+    aside = quote(f"{paths.lock}.stale-{secrets.token_hex(4)}")
+    return f"mv -T -- {quote(paths.lock)} {aside} 2>/dev/null && rm -rf -- {aside}; exit 0"
+
+
+@asynccontextmanager
+async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: str, *,
+               stale_after: float, timeout: float) -> AsyncIterator[SiteFacts]:
+    """Hold the site's lock; yields the site's facts probed right after acquiring it."""
+    owner = Owner(me.instance, me.run, me.host, me.pid, purpose, time.time())
+    site = ProbeSite(paths.domain, paths.base_path)
+    probe = probe_command([site], []).replace("exit 0\n", "")
+    for attempt in (1, 2):
+        result = await transport.run(_acquire_command(paths, owner, probe), timeout=timeout)
+        if not result.ok:
+            raise TemporaryError(f"{transport.name}: cannot take the lock of {paths.domain}: {result.tail(3)}")
+        first, _, rest = result.stdout.partition("\n")
+        if first == "@@acquired":
+            break
+        _, now, mtime = [*first.split(), "0", "0"][:3]
+        current = Owner.from_text(rest.strip())
+        age = float(now) - float(mtime) if now.isdigit() and mtime.isdigit() and mtime != "0" else 0.0
+        if attempt == 1 and is_stale(current, age, me, stale_after):
+            log.warning("%s: taking over a stale lock held by %s for %.0fs", paths.domain,
+                        current.describe() if current else "an unknown owner", age)
+            await transport.run(takeover_command(paths), timeout=timeout)
+            continue
+        holder = current.describe() if current else "another reconciler"
+        raise SiteLocked(f"{paths.domain} is locked by {holder}", delay=2.0)
+    facts = parse_probe(rest, [site], []).sites[paths.domain]
+    try:
+        yield facts
+    finally:
+        try:
+            await transport.run(_release_command(paths, owner), timeout=timeout)
+        except TemporaryError as exc:
+            # Do not hide what went wrong inside; a lock we could not release goes stale in time.
+            log.warning("%s: could not release the lock: %s", paths.domain, exc)
+
+
+async def unlock(transport: Transport, paths: SitePaths, timeout: float) -> str | None:
+    """`reconciler unlock D`: remove the lock whoever holds it. Returns the owner it had."""
+    result = await transport.run(
+        f"cat {quote(paths.lock)}/{OWNER_FILE} 2>/dev/null; echo; {takeover_command(paths)}", timeout=timeout)
+    owner = Owner.from_text(result.stdout.strip())
+    return owner.describe() if owner else (result.stdout.strip() or None)

@@ -1,0 +1,43 @@
+"""`server = "local"`: commands run on this machine with /bin/sh."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+
+from reconciler.errors import TransportError
+from reconciler.remote.transport.base import Result, Transport
+
+
+class LocalTransport(Transport):
+    name = "local"
+
+    async def run(self, command: str, *, timeout: float, stdin: str | None = None,
+                  tied: bool = False) -> Result:
+        self._round_trips += 1
+        # A session of its own so a timeout kills the whole command tree, like a dropped SSH channel.
+        try:
+            process = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", command,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:  # e.g. E2BIG, EAGAIN: the command never started
+            raise TransportError(f"local: cannot run a command: {exc}") from exc
+        try:
+            out, err = await asyncio.wait_for(
+                process.communicate(stdin.encode() if stdin is not None else None), timeout
+            )
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise TransportError(f"local: command timed out after {timeout:.0f}s") from exc
+        assert process.returncode is not None
+        return Result(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))

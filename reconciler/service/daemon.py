@@ -1,0 +1,364 @@
+"""`reconciler run`: the long-running reconciler.
+
+Triggers: a ref change in the declarations repository (watchfiles) converges the sites
+whose declarations changed within a second; an APScheduler job every `interval` seconds
+(with jitter) runs a full pass, which polls app branches, corrects drift and is the
+backstop against a missed event. Work is dispatched per server (one probe for the sites
+that need it) and per site (one worker at a time, a global concurrency limit). Temporary
+errors back off per site; permanent ones wait for a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from watchfiles import Change, awatch
+
+from reconciler.config import Settings, load_settings
+from reconciler.core.declarations import Declarations, SiteDeclaration
+from reconciler.core.plan import FAILED, INVALID, OUT_OF_SYNC, PROGRESSING, SYNCED, UNKNOWN
+from reconciler.engine import source
+from reconciler.engine.converge import Reconciler, SiteOutcome
+from reconciler.engine.store import Store
+from reconciler.errors import ConfigError, ReconcilerError, TemporaryError
+from reconciler.service.metrics import PassStats
+from reconciler.service.systemd import Notifier
+from reconciler.service.web import WebContext, serve
+from reconciler.service.webhooks import Notifications
+
+log = logging.getLogger("reconciler")
+
+BACKOFF_START = 5.0
+BACKOFF_CAP = 300.0
+SHUTDOWN_GRACE = 30.0
+LOCK_RETRY = 2.0
+
+
+def _ref_event(change: Change, path: str) -> bool:
+    """Only ref updates matter; the event is a prompt to re-resolve the branch, nothing more."""
+    name = Path(path).name
+    return not name.endswith(".lock") and "/objects/" not in path and "/logs/" not in path
+
+
+def _top_level_event(change: Change, path: str) -> bool:
+    return Path(path).name in ("packed-refs", "HEAD")
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, config_path: str | None = None,
+                 overrides: dict[str, Any] | None = None, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.overrides = overrides or {}
+        self.notifier = notifier or Notifier()
+        self.store = Store(settings.db_path)
+        self.reconciler = Reconciler(settings, self.store)
+        self.decls: Declarations | None = None
+        self.dirty: set[str] = set()
+        self.full_pass = True
+        self.busy: set[str] = set()
+        self.eager: set[str] = set()  # sites whose declaration just changed
+        self.delays: dict[str, float] = {}
+        self.retry_at: dict[str, float] = {}
+        self.last: dict[str, tuple[str, str, str]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.scheduler: AsyncIOScheduler | None = None
+        self.passes = 0
+        self.stats = PassStats()
+        self.notifications = Notifications(settings.notify)
+
+    # -- triggers ----------------------------------------------------------------------------
+
+    def request(self, domains: set[str] | None = None) -> None:
+        """Ask for a pass: of `domains`, or of every site when None."""
+        if domains is None:
+            self.full_pass = True
+        else:
+            self.dirty |= domains
+        self.wake.set()
+
+    def declarations_moved(self) -> None:
+        """A ref changed: re-resolve the branch and queue the sites whose declaration changed."""
+        try:
+            new = self.reconciler.load()
+        except ReconcilerError as exc:
+            log.warning("declarations: %s", exc)
+            return
+        old = self.decls
+        if old is not None and new.commit == old.commit:
+            return
+        changed = {d for d in set(new.sites) | set(new.invalid)
+                   if old is None or old.sites.get(d) != new.sites.get(d) or d in new.invalid}
+        log.info("declarations at %s: %d site(s) changed", (new.commit or "")[:12], len(changed))
+        self.eager |= changed
+        self.request(changed)
+
+    async def watch(self) -> None:
+        repo = source.open_repository(self.settings.repo)
+        git_dir = Path(repo.path)
+        refs = git_dir / "refs"
+
+        async def one(path: Path, recursive: bool, accept: Callable[[Change, str], bool]) -> None:
+            async for _ in awatch(path, watch_filter=accept, recursive=recursive, debounce=200, step=30,
+                                  stop_event=self.stopping):
+                self.declarations_moved()
+
+        # watchfiles' default filter drops everything under .git: watch refs/ recursively and
+        # the git dir itself flat (packed-refs), with filters of our own.
+        await asyncio.gather(one(refs, True, _ref_event), one(git_dir, False, _top_level_event))
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    async def dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.stopping.is_set():
+            await self.wake.wait()
+            self.wake.clear()
+            if self.stopping.is_set():
+                break
+            try:
+                decls = self.reconciler.load()
+            except ReconcilerError as exc:
+                log.error("declarations: %s", exc)
+                self.notifier.status(f"declarations unreadable: {exc}")
+                continue
+            if decls.notice and (self.decls is None or self.decls.notice != decls.notice):
+                log.warning("%s", decls.notice)
+            self.decls = decls
+            self._record_invalid(decls)
+            if self.full_pass:
+                self.full_pass = False
+                self.dirty |= set(decls.sites)
+            self.dirty &= set(decls.sites)
+            now = loop.time()
+            ready = {d for d in self.dirty if d not in self.busy and self.retry_at.get(d, 0.0) <= now}
+            if not ready:
+                continue
+            self.dirty -= ready
+            self.busy |= ready
+            by_server: dict[str, list[SiteDeclaration]] = defaultdict(list)
+            for domain in sorted(ready):
+                site = decls.sites[domain]
+                by_server[site.server].append(site)
+            for server, sites in by_server.items():
+                self._spawn(self._server_round(server, sites, decls.commit))
+            self.passes += 1
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _record_invalid(self, decls: Declarations) -> None:
+        for domain, invalid in decls.invalid.items():
+            if self.last.get(domain) != (INVALID, "Unknown", invalid.message):
+                log.warning("%s: Invalid: %s", domain, invalid.message)
+                self.last[domain] = (INVALID, "Unknown", invalid.message)
+            self.store.update_site(domain, server=invalid.server, sync=INVALID, health="Unknown",
+                                   message=invalid.message, declarations_commit=decls.commit)
+
+    async def _server_round(self, server: str, sites: list[SiteDeclaration], decl_commit: str | None) -> None:
+        started = asyncio.get_running_loop().time()
+        reached = False
+        # A pin that just landed is a rollback in a hurry: its lock command probes too, so skip
+        # the separate probe (one round trip less between the commit and the switch).
+        eager = [s for s in sites if s.pin is not None and s.domain in self.eager]
+        self.eager -= {s.domain for s in eager}
+        rest = [s for s in sites if s not in eager]
+        try:
+            rounds = [self._site_round(site, None, decl_commit) for site in eager]
+            if rest:
+                try:
+                    facts = await self.reconciler.probe(server, rest)
+                except TemporaryError as exc:
+                    for site in rest:
+                        self._temporary(site, str(exc))
+                else:
+                    reached = True
+                    rounds += [self._site_round(site, facts, decl_commit) for site in rest]
+            await asyncio.gather(*rounds)
+            reached = reached or not rest
+        finally:
+            self.stats.observe(asyncio.get_running_loop().time() - started, reached)
+            for site in sites:
+                self.busy.discard(site.domain)
+            if self.dirty:
+                self.wake.set()
+            self._publish_status()
+
+    async def _site_round(self, site: SiteDeclaration, facts: Any, decl_commit: str | None) -> None:
+        try:
+            outcome = await self.reconciler.converge_site(
+                site, facts, decl_commit, still_desired=lambda: self._still_desired(site))
+        except ReconcilerError as exc:
+            outcome = SiteOutcome(site.domain, site.server, FAILED, "Unknown", str(exc))
+        if outcome.sync == UNKNOWN:
+            self._temporary(site, outcome.message)
+            return
+        if outcome.sync == PROGRESSING:
+            # Another reconciler holds the site's lock: look again shortly, not with backoff.
+            asyncio.get_running_loop().call_later(LOCK_RETRY, self.request, {site.domain})
+            self._report(outcome)
+            return
+        self.delays.pop(site.domain, None)
+        self.retry_at.pop(site.domain, None)
+        if outcome.sync == OUT_OF_SYNC and outcome.actions:
+            self.request({site.domain})  # superseded while building: go again with the new declaration
+        self._notify(site, outcome)
+        self._report(outcome)
+
+    def _notify(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
+        row = self.store.site(site.domain) or {}
+        fields: dict[str, Any] = {"server": site.server, "sync": outcome.sync, "health": outcome.health,
+                  "message": outcome.message, "release": row.get("active_release"),
+                  "commit": row.get("active_commit")}
+        notes = self.notifications
+        if outcome.sync == SYNCED and any(a.startswith("deploy ") for a in outcome.actions):
+            notes.emit("deployed", site.domain, once_key=str(row.get("active_commit")), **fields)
+        if any("(rollback)" in a for a in outcome.actions):
+            notes.emit("rolled_back", site.domain, **fields)
+        if outcome.sync == FAILED:
+            # Keyed like the failure memory, so the follow-up passes' longer message is not news.
+            desired = row.get("desired_commit")
+            key = f"{desired}/{site.build_key}" if desired else outcome.message
+            notes.emit("failed", site.domain, once_key=key, **{**fields, "commit": desired or fields["commit"]})
+        else:
+            notes.forget("failed", site.domain)
+        if outcome.health == "Degraded":
+            notes.emit("degraded", site.domain, once_key="degraded", **fields)
+        else:
+            notes.forget("degraded", site.domain)
+
+    def _still_desired(self, site: SiteDeclaration) -> bool:
+        try:
+            current = self.reconciler.load().sites.get(site.domain)
+        except ReconcilerError:
+            return True
+        return current == site
+
+    def _temporary(self, site: SiteDeclaration, message: str) -> None:
+        delay = min(BACKOFF_CAP, self.delays.get(site.domain, BACKOFF_START / 2) * 2)
+        self.delays[site.domain] = delay
+        loop = asyncio.get_running_loop()
+        self.retry_at[site.domain] = loop.time() + delay
+        loop.call_later(delay, self.request, {site.domain})
+        text = f"{message} (retrying in {delay:.0f}s)"
+        self.store.update_site(site.domain, server=site.server, sync=UNKNOWN, health="Unknown", message=text)
+        self._report(SiteOutcome(site.domain, site.server, UNKNOWN, "Unknown", text))
+
+    def _report(self, outcome: SiteOutcome) -> None:
+        key = (outcome.sync, outcome.health, outcome.message)
+        if outcome.actions or self.last.get(outcome.domain) != key:
+            detail = "; ".join(outcome.actions) or outcome.message
+            level = logging.INFO if outcome.sync == SYNCED else logging.WARNING
+            log.log(level, "%s: %s/%s%s", outcome.domain, outcome.sync, outcome.health,
+                    f" - {detail}" if detail else "")
+        self.last[outcome.domain] = key
+
+    def summary(self) -> str:
+        counts: dict[str, int] = defaultdict(int)
+        rows = self.store.sites()
+        declared = set(self.decls.sites) | set(self.decls.invalid) if self.decls else set(rows)
+        for domain in declared:
+            counts[(rows.get(domain) or {}).get("sync") or "Unknown"] += 1
+        order = ["Synced", "Progressing", "OutOfSync", "Failed", "Invalid", "Unknown"]
+        return ", ".join(f"{counts[k]} {k.lower()}" for k in order if counts[k]) or "no sites"
+
+    def _publish_status(self) -> None:
+        self.notifier.status(self.summary())
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval is None:
+            return
+        while not self.stopping.is_set():
+            self.notifier.watchdog()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), interval)
+
+    def _schedule(self) -> None:
+        if self.scheduler is None:
+            self.scheduler = AsyncIOScheduler()
+            self.scheduler.start()
+        interval = self.settings.interval
+        self.scheduler.add_job(self.request, "interval", seconds=interval, jitter=min(interval / 10, 30),
+                               id="poll", replace_existing=True, coalesce=True, max_instances=1)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file; new timeouts, interval and concurrency apply from now."""
+        try:
+            settings = load_settings(self.config_path, **self.overrides)
+        except ConfigError as exc:
+            log.error("SIGHUP: configuration not reloaded: %s", exc)
+            return
+        if settings.repo != self.settings.repo or settings.state_dir != self.settings.state_dir:
+            log.warning("SIGHUP: repo and state_dir changes need a restart; keeping the old ones")
+            settings = settings.model_copy(update={"repo": self.settings.repo, "state_dir": self.settings.state_dir})
+        self.settings = settings
+        self.reconciler.reconfigure(settings)
+        self._schedule()
+        log.info("configuration reloaded")
+        self.request()
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stopping: finishing in-flight switches, aborting builds")
+            self.notifier.stopping()
+            self.stopping.set()
+            self.wake.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        interrupted = self.store.mark_interrupted()
+        if interrupted:
+            log.warning("marked %d deployment(s) left by a stopped process as failed (interrupted)", len(interrupted))
+        self._schedule()
+        self.request()
+        background = [asyncio.create_task(self.dispatch()), asyncio.create_task(self._watchdog())]
+        watcher = asyncio.create_task(self.watch())
+        runner = None
+        if self.settings.listen:
+            runner = await serve(WebContext(self.settings, self.store, self.reconciler.pool, self.stats,
+                                            lambda: self.decls, self.request, self.stopping))
+        log.info("reconciler running: repo %s, branch %s, every %.0fs", self.settings.repo,
+                 self.settings.branch, self.settings.interval)
+        self.notifier.ready("first pass scheduled")
+        await self.stopping.wait()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=SHUTDOWN_GRACE)
+        for task in [*background, watcher]:
+            task.cancel()
+        await asyncio.gather(*background, watcher, return_exceptions=True)
+        if runner is not None:
+            await runner.cleanup()
+        await self.notifications.close()
+        await self.reconciler.close()
+        self.store.close()
+        log.info("stopped")
+        return 0
+
+
+def run_daemon(settings: Settings, config_path: str | None = None, overrides: dict[str, Any] | None = None) -> int:
+    from reconciler.service.journal import setup
+
+    setup()
+    return asyncio.run(Daemon(settings, config_path=config_path, overrides=overrides).run())

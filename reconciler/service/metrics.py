@@ -1,0 +1,89 @@
+"""Prometheus metrics of the daemon, collected at scrape time from the state database (sites,
+deployments) and from the daemon's pass statistics. Exposed at GET /metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from reconciler.engine.store import Store
+
+DEPLOY_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class PassStats:
+    """Durations of reconcile rounds (one probe of a server and its sites' convergence)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * len(PASS_BUCKETS))
+    total: int = 0
+    seconds: float = 0.0
+    last_success: float | None = None
+
+    def observe(self, duration: float, ok: bool) -> None:
+        for i, bound in enumerate(PASS_BUCKETS):
+            if duration <= bound:
+                self.counts[i] += 1
+        self.total += 1
+        self.seconds += duration
+        if ok:
+            self.last_success = time.time()
+
+
+def _histogram(name: str, doc: str, bounds: tuple[float, ...], counts: list[int], total: int,
+               seconds: float) -> HistogramMetricFamily:
+    buckets = [(str(b), c) for b, c in zip(bounds, counts, strict=True)] + [("+Inf", total)]
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=seconds)
+
+
+class ReconcilerCollector(Collector):
+    def __init__(self, store: Store, stats: PassStats, declared: Callable[[], dict[str, str]]) -> None:
+        self.store = store
+        self.stats = stats
+        self.declared = declared  # domain -> server of every declared site
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("reconciler_site_info", "Declared sites with their sync and health state.",
+                                 labels=["domain", "server", "sync", "health"])
+        rows = self.store.sites()
+        for domain, server in sorted(self.declared().items()):
+            row = rows.get(domain) or {}
+            info.add_metric([domain, server, row.get("sync") or "Unknown", row.get("health") or "Unknown"], 1)
+        yield info
+
+        results = CounterMetricFamily("reconciler_deploys", "Deployments by result.", labels=["result"])
+        counts = {"success": 0, "failed": 0}
+        durations = [0] * len(DEPLOY_BUCKETS)
+        total, seconds = 0, 0.0
+        for row in self.store.db.query(
+                "select status, duration_ms from deployments where status in ('success', 'failed')"):
+            counts[row["status"]] += 1
+            if row["duration_ms"] is not None:
+                value = row["duration_ms"] / 1000
+                total += 1
+                seconds += value
+                for i, bound in enumerate(DEPLOY_BUCKETS):
+                    if value <= bound:
+                        durations[i] += 1
+        for result, count in counts.items():
+            results.add_metric([result], count)
+        yield results
+        yield _histogram("reconciler_deploy_duration_seconds", "Duration of deployments.", DEPLOY_BUCKETS,
+                         durations, total, seconds)
+        yield _histogram("reconciler_pass_duration_seconds", "Duration of reconcile rounds (probe and converge).",
+                         PASS_BUCKETS, self.stats.counts, self.stats.total, self.stats.seconds)
+        last = GaugeMetricFamily("reconciler_last_successful_pass_timestamp_seconds",
+                                 "Unix time of the last round that reached its server.")
+        last.add_metric([], self.stats.last_success or 0.0)
+        yield last
+
+
+def registry_for(collector: ReconcilerCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
