@@ -180,6 +180,22 @@ def test_reconcile_exits_1_when_a_declaration_is_invalid(world: World) -> None:
     assert not world.deployments(OTHER).exists()
 
 
+@pytest.mark.parametrize("server", ["a..b", "a" * 64, "127.0.0.1:99999"])
+def test_reconcile_reports_a_server_the_transport_cannot_use_as_invalid(world: World, server: str) -> None:
+    """Security review M4(a): these passed validation and then crashed every pass inside
+    asyncssh/socket (idna UnicodeError, OverflowError). They are Invalid now; the rest deploys."""
+    world.declare(OTHER, server=server)
+    world.declare()
+    rc, out, err = world.cli("reconcile")
+    assert rc == 1, (out, err)
+    assert "Traceback" not in err
+    assert f"{OTHER}: Invalid" in out and "server" in out
+    assert f"{DOMAIN}: Synced/Healthy" in out
+    assert len(world.releases()) == 1
+    views = world.status()
+    assert views[OTHER]["sync"] == "Invalid" and "not a usable server" in views[OTHER]["message"]
+
+
 @pytest.mark.parametrize(
     "config_text",
     [

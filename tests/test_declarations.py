@@ -21,6 +21,7 @@ from reconciler.core.declarations import (
 )
 from reconciler.engine.source import load, load_directory
 from reconciler.errors import DeclarationError
+from reconciler.remote.transport.ssh import parse_destination
 from tests.builders import git, make_decl_repo, toml_value, write_site
 
 DOMAIN = "shop.example.com"
@@ -395,6 +396,94 @@ def test_server_is_recorded_on_invalid_site() -> None:
     result = parse_fields(server="web-1", keep=0)
     assert isinstance(result, InvalidSite)
     assert result.server == "web-1"  # status can still say which server the broken site is on
+
+
+# ---- server: only destinations the SSH transport can connect to (no crash in asyncssh/socket)
+
+LABEL_63 = "a" * 63
+HOST_253 = ".".join([LABEL_63] * 3 + ["b" * 61])  # 3 * 64 + 61 = 253
+
+SHAPE = "[user@]host[:port]"  # the message when the shape itself is wrong
+
+SERVERS_VALID = [
+    "local",
+    "web-1",  # an ssh_config Host alias is a bare host
+    "web_1",
+    "_web",
+    "web-1.example.com",
+    "deploy@web-1",
+    "deploy.bot@web-1:2222",
+    "10.0.0.5",
+    "127.0.0.1:1",
+    "127.0.0.1:65535",
+    LABEL_63,
+    f"{LABEL_63}.example.com",
+    HOST_253,
+    "u" * 64 + "@web-1",
+    "[::1]",
+    "[::1]:22",
+    "deploy@[2001:db8::1]:2222",
+    "[::ffff:10.0.0.5]",
+]
+
+SERVERS_INVALID = [
+    # the three repros of security review M4(a): each crashed every pass before
+    ("a..b", "empty label"),  # idna: label empty
+    ("a" * 64, "longer than 63"),  # idna: label too long
+    ("127.0.0.1:99999", "1-65535"),  # OverflowError in connect()
+    # ports
+    ("127.0.0.1:65536", "1-65535"),
+    ("127.0.0.1:0", "1-65535"),
+    ("127.0.0.1:022", "leading zeros"),
+    ("web-1:", SHAPE),
+    ("web-1:22:22", SHAPE),
+    ("web-1:2\u0662", SHAPE),  # an Arabic-Indic digit: int() would take it, the regex must not
+    ("web-1:-1", SHAPE),
+    ("web-1:" + "9" * 40, "1-65535"),
+    # labels and lengths
+    (".web-1", "empty label"),
+    ("web-1.", "empty label"),
+    ("web-1..example.com", "empty label"),
+    (".", "empty label"),
+    (f"{'a' * 64}.example.com", "longer than 63"),
+    (HOST_253 + "b", "longer than 253"),
+    ("deploy@a..b:22", "empty label"),
+    ("web-\u00e9", SHAPE),  # hosts are ASCII: an alias or an IDNA A-label
+    # IPv6
+    ("[1.2.3.4]", "not an IPv6 address"),
+    ("[::1::2]", "not an IPv6 address"),
+    ("[:::]", "not an IPv6 address"),
+    ("[]", SHAPE),
+    ("::1", SHAPE),  # IPv6 only in brackets
+    ("[::1]:99999", "1-65535"),
+    # the user part
+    ("u" * 65 + "@web-1", "longer than 64"),
+    ("@web-1", SHAPE),
+    ("-u@web-1", SHAPE),
+    ("de ploy@web-1", SHAPE),
+]
+
+
+@pytest.mark.parametrize("server", SERVERS_VALID)
+def test_valid_server(server: str) -> None:
+    site = parse_fields(server=server)
+    assert isinstance(site, SiteDeclaration), getattr(site, "errors", site)
+    assert site.server == server
+
+
+@pytest.mark.parametrize(("server", "fragment"), SERVERS_INVALID)
+def test_invalid_server(server: str, fragment: str) -> None:
+    text = render({**BASE, "server": server})
+    result = parse(text)
+    assert_invalid(result, "server", line_of(text, "server"), fragment)
+
+
+@pytest.mark.parametrize("server", [s for s in SERVERS_VALID if s != "local"])
+def test_valid_server_reaches_the_transport_intact(server: str) -> None:
+    """What the validator accepts, the transport parses into something socket/idna accept."""
+    _, host, port = parse_destination(server)
+    host.encode("idna")
+    assert port is None or 1 <= port <= 65535
 
 
 # ---- branch rules agree with git itself (a check of this table, and of the SPEC's reference)

@@ -8,6 +8,7 @@ reported and skipped.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import posixpath
 import re
@@ -30,11 +31,15 @@ MAX_SHARED = 256
 
 _DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 # Every pattern below is used with fullmatch: `$` would let a trailing newline through.
+# `[user@]host[:port]`: the shape only (ASCII by construction); check_server checks the parts.
 _SERVER_RE = re.compile(
-    r"(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?"
-    r"(?:[A-Za-z0-9._][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])"
-    r"(?::[0-9]{1,5})?"
+    r"(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
+    r"(?:(?P<host>[A-Za-z0-9._][A-Za-z0-9._-]*)|\[(?P<ip6>[0-9A-Fa-f:.]+)\])"
+    r"(?::(?P<port>[0-9]+))?"
 )
+MAX_USER = 64    # longer than any login name; the rest is a typo or an attack
+MAX_HOST = 253   # DNS: the whole name
+MAX_LABEL = 63   # DNS: one label; idna (hence asyncssh/socket) raises UnicodeError above it
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PHP_RE = re.compile(r"[0-9]+\.[0-9]+")
 
@@ -49,6 +54,44 @@ def check_domain(domain: str) -> str | None:
     for label in labels:
         if not label or len(label) > 63 or not _DOMAIN_LABEL.fullmatch(label):
             return f"label {label!r} is not [a-z0-9-] without leading/trailing '-'"
+    return None
+
+
+def check_server(server: str) -> str | None:
+    """Why `server` is neither "local" nor an SSH destination the transport can use, or None.
+
+    Everything that passes reaches asyncssh/socket without an exception other than a
+    connection error: ports 1-65535 (OverflowError above), labels of 1-63 characters
+    (idna's UnicodeError for an empty or longer one), IPv6 only in brackets and parseable.
+    A bare host is also an ssh_config Host alias (`web-1`), so hosts need no dot.
+    """
+    if server == "local":
+        return None
+    match = _SERVER_RE.fullmatch(server)
+    if not match:
+        return '"local", [user@]host[:port] or an ssh_config Host alias, with no option-like leading "-"'
+    user, host, ip6, port = match.group("user", "host", "ip6", "port")
+    if user is not None and len(user) > MAX_USER:
+        return f"user is longer than {MAX_USER} characters"
+    if port is not None and (port.startswith("0") or int(port) > 65535):
+        return f"port {port} is not 1-65535 (without leading zeros)"
+    if ip6 is not None:
+        try:
+            ipaddress.IPv6Address(ip6)
+        except ValueError:
+            return f"[{ip6}] is not an IPv6 address"
+        return None
+    if len(host) > MAX_HOST:
+        return f"host is longer than {MAX_HOST} characters"
+    for label in host.split("."):
+        if not label:
+            return f"host {host!r} has an empty label (a leading, trailing or doubled '.')"
+        if len(label) > MAX_LABEL:
+            return f"host label {label[:16]!r}... is longer than {MAX_LABEL} characters"
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:  # not reachable after the checks above; kept as the transport's own test
+        return f"host {host!r} is not a valid host name ({exc})"
     return None
 
 
@@ -99,8 +142,8 @@ class SiteDeclaration(BaseModel):
     @field_validator("server")
     @classmethod
     def _server(cls, value: str) -> str:
-        if value != "local" and not _SERVER_RE.fullmatch(value):
-            raise ValueError('must be "local", [user@]host[:port] or an ssh_config Host alias')
+        if problem := check_server(value):
+            raise ValueError(f"not a usable server: {problem}")
         return value
 
     @field_validator("base_path")
