@@ -1,12 +1,15 @@
-"""The exception tree. The type of an error decides whether it is retried.
+"""The exception tree. The type of an error decides whether it is retried
+(`engine.outcome.outcome_of` is the one place that reads it).
 
-    ReconcilerError
+    ReconcilerError          base of every error this package raises on purpose
     ├── ConfigError          bad daemon settings: fix the config, nothing ran
     ├── DeclarationError     a repository or branch that cannot be read
+    ├── NoRollbackTarget     `rollback` has no release to go back to (or not the one asked for)
     ├── TemporaryError       retry with backoff: the world may heal by itself
-    │   └── TransportError   server unreachable, connection lost, timeout
+    │   ├── TransportError   server unreachable, connection lost, timeout
+    │   └── SiteLocked       another reconciler holds the site's lock: look again shortly
     └── PermanentError       wait for a new commit or declaration change
-        ├── StepFailed       a deploy step exited non-zero (carries command, status, output)
+        ├── StepFailed       a remote step exited non-zero (carries command, status, output)
         └── LayoutConflict   the server holds something we must not touch
 """
 
@@ -18,29 +21,41 @@ class ReconcilerError(Exception):
 
 
 class ConfigError(ReconcilerError):
-    pass
+    """Raised when reconciler.toml or a flag is invalid; nothing has run yet."""
 
 
 class DeclarationError(ReconcilerError):
-    pass
+    """Raised when the declarations repository, branch or commit cannot be read."""
+
+
+class NoRollbackTarget(ReconcilerError):
+    """Raised by `rollback` when no eligible release exists, or the one asked for is not one."""
 
 
 class TemporaryError(ReconcilerError):
+    """Raised when retrying later may succeed; `delay` is the shortest sensible wait, if known."""
+
     def __init__(self, message: str, *, delay: float | None = None) -> None:
         super().__init__(message)
         self.delay = delay
 
 
 class TransportError(TemporaryError):
-    pass
+    """Raised by a transport when the server cannot be reached, the connection drops or a
+    command does not finish within its timeout. A non-zero exit is a result, not this."""
+
+
+class SiteLocked(TemporaryError):
+    """Raised when another reconciler (or a live run of this one) holds the site's lock."""
 
 
 class PermanentError(ReconcilerError):
-    pass
+    """Raised when retrying the same thing cannot help: wait for a change."""
 
 
 class StepFailed(PermanentError):
-    """A remote step failed. Fields are kept as data so the store can record them."""
+    """Raised when a remote step exits non-zero. Fields are kept as data so the store can
+    record them."""
 
     def __init__(self, step: str, exit_status: int, output: str = "", detail: str = "") -> None:
         self.step = step
@@ -54,4 +69,5 @@ class StepFailed(PermanentError):
 
 
 class LayoutConflict(PermanentError):
-    pass
+    """Raised when the server holds something in the way that we must never replace
+    (a real directory or file where the site symlink belongs)."""

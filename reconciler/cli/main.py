@@ -15,13 +15,14 @@ from reconciler.cli.progress import Progress
 from reconciler.cli.render import site_detail, table, use_color
 from reconciler.config import Settings, load_settings
 from reconciler.core import declarations
-from reconciler.core.declarations import Declarations
-from reconciler.core.plan import SYNCED, prune_candidates
+from reconciler.core.declarations import Declarations, printable
+from reconciler.core.plan import SYNCED
 from reconciler.engine import pinning, source
-from reconciler.engine.converge import Reconciler, SiteOutcome
+from reconciler.engine.converge import Reconciler
+from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
 from reconciler.engine.views import history_views, site_views
-from reconciler.errors import ConfigError, DeclarationError, ReconcilerError
+from reconciler.errors import ConfigError, DeclarationError, NoRollbackTarget, ReconcilerError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -137,9 +138,9 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         line = f"{o.domain}: {o.sync}/{o.health}"
         if o.message:
             line += f" - {o.message}"
-        print(line)
+        print(printable(line))
         for action in o.actions:
-            print(f"  {'would ' if args.dry_run else ''}{action}")
+            print(f"  {'would ' if args.dry_run else ''}{printable(action)}")
     return 0 if all(o.sync == SYNCED for o in outcomes) else 1
 
 
@@ -285,41 +286,26 @@ def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _prune(settings: Settings, args: argparse.Namespace) -> int:
-    from reconciler.engine import apply
-
     reconciler = Reconciler(settings, _store(settings))
     try:
-        decls = reconciler.load()
-        sites = [s for s in decls.sites.values() if args.site in (None, s.domain)]
-        for server in sorted({s.server for s in sites}):
-            on_server = [s for s in sites if s.server == server]
-            facts = await reconciler.probe(server, on_server)
-            for site in on_server:
-                site_facts = facts.sites[site.domain]
-                reconciler.store.adopt(site.domain, site_facts)
-                keep = args.keep if args.keep is not None else site.keep
-                names = prune_candidates(site_facts.ordered(), keep, site_facts.active_release, site.pin)
-                if site_facts.active_release is None:
-                    print(f"{site.domain}: active release unknown; not pruning")
-                    continue
-                print(f"{site.domain}: {'would prune' if args.dry_run else 'pruning'} "
-                      f"{', '.join(names) if names else 'nothing'}")
-                if names and not args.dry_run:
-                    ctx = apply.SiteContext(reconciler.pool.get(server), site, reconciler.store,
-                                            settings.log_dir, settings.command_timeout,
-                                            settings.deploy_timeout, decls.commit)
-                    await apply.prune(ctx, tuple(names))
-        return 0
+        results = await reconciler.prune(args.site, args.keep, args.dry_run)
     finally:
         await reconciler.close()
         reconciler.store.close()
+    for result in results:
+        if result.message:
+            print(f"{result.domain}: {printable(result.message)}")
+            continue
+        verb = "would prune" if args.dry_run else "pruning"
+        print(f"{result.domain}: {verb} {', '.join(result.releases) if result.releases else 'nothing'}")
+    return 0
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     try:
         release, commit = pinning.rollback(settings.repo, settings.branch, _store(settings), args.domain,
                                            args.release)
-    except pinning.NoRollbackTarget as exc:
+    except NoRollbackTarget as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
     print(f"{args.domain}: pinned to {release} (commit {commit[:12]})")

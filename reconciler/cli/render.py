@@ -1,9 +1,14 @@
-"""Terminal rendering: tables, colours and the one-site detail of `status D`."""
+"""Terminal rendering: tables, colours and the one-site detail of `status D`.
+
+Every cell passes through `printable`: messages carry text from servers and repositories
+(lock owners, manifests, git errors), which must never drive the operator's terminal."""
 
 from __future__ import annotations
 
 import os
 from typing import Any, TextIO
+
+from reconciler.core.declarations import printable
 
 _COLORS = {"Synced": "32", "Healthy": "32", "OutOfSync": "33", "Progressing": "36", "Degraded": "33",
            "Failed": "31", "Invalid": "31", "Missing": "31", "Unknown": "90"}
@@ -20,6 +25,7 @@ def paint(text: str, color: bool) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]], color: bool = False) -> str:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
@@ -39,7 +45,7 @@ def site_detail(view: dict[str, Any], deployments: list[dict[str, Any]], color: 
              f"  pinned:    {view['pinned'] or '-'}",
              f"  deployed:  {view['last_deployed_at'] or '-'}"]
     if view["message"]:
-        lines.append(f"  why:       {view['message']}")
+        lines.append(f"  why:       {printable(view['message'])}")
     if deployments:
         lines += ["", "  last deployments:"]
         rows = [[str(d["id"]), d["release"], d["status"], (d["commit_sha"] or "-")[:12], d["started_at"] or "-",

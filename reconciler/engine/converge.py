@@ -1,15 +1,19 @@
 """One reconcile pass: declarations -> facts per server -> plan per site -> apply.
 
 Servers are probed concurrently, one command each; sites then converge concurrently under
-a global limit, one action sequence per site at a time.
+a global limit, one action sequence per site at a time. The CLI pass and the daemon share
+`converge_server`, and every exception met while working on a site becomes that site's
+outcome through `outcome.outcome_of`: nothing one site does reaches another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Set
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -17,14 +21,6 @@ from reconciler.config import Settings
 from reconciler.core.declarations import Declarations, SiteDeclaration
 from reconciler.core.facts import BranchHead, ProbeSite, ServerFacts, SiteFacts
 from reconciler.core.plan import (
-    DEGRADED,
-    FAILED,
-    HEALTHY,
-    INVALID,
-    OUT_OF_SYNC,
-    PROGRESSING,
-    SYNCED,
-    UNKNOWN,
     Activate,
     Clean,
     Deploy,
@@ -34,26 +30,21 @@ from reconciler.core.plan import (
     Prune,
     health_of,
     plan_site,
+    prune_candidates,
 )
+from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply, source, trust
+from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import Store
-from reconciler.errors import DeclarationError, LayoutConflict, TemporaryError
+from reconciler.errors import DeclarationError
 from reconciler.remote import lock
 from reconciler.remote.probe import gather
 from reconciler.remote.transport.options import SshOptions
 from reconciler.remote.transport.pool import TransportPool
 
+log = logging.getLogger(__name__)
+
 LAST_VERIFIED = "last_verified_commit"
-
-
-@dataclass
-class SiteOutcome:
-    domain: str
-    server: str
-    sync: str
-    health: str
-    message: str = ""
-    actions: list[str] = field(default_factory=list)
 
 
 def ssh_options(settings: Settings) -> SshOptions:
@@ -122,103 +113,132 @@ class Reconciler:
         heads = [(s.repository, s.branch) for s in sites if s.pin is None]
         return await gather(self.pool.get(server), probes, heads, timeout=self.settings.command_timeout)
 
-    async def run_pass(self, only: str | None = None, dry_run: bool = False) -> list[SiteOutcome]:
-        decls = self.load()
-        outcomes: list[SiteOutcome] = []
+    def record_invalid(self, decls: Declarations, only: str | None = None,
+                       dry_run: bool = False) -> list[SiteOutcome]:
+        """Invalid declarations: reported, never touched."""
+        outcomes = []
         for domain, invalid in decls.invalid.items():
             if only in (None, domain):
-                outcomes.append(SiteOutcome(domain, invalid.server, INVALID, UNKNOWN, invalid.message))
+                outcomes.append(SiteOutcome(domain, invalid.server, Sync.INVALID, Health.UNKNOWN, invalid.message))
                 if not dry_run:
-                    self.store.update_site(domain, server=invalid.server, sync=INVALID,
-                                           health=UNKNOWN, message=invalid.message,
+                    self.store.update_site(domain, server=invalid.server, sync=Sync.INVALID,
+                                           health=Health.UNKNOWN, message=invalid.message,
                                            declarations_commit=decls.commit)
+        return outcomes
+
+    async def run_pass(self, only: str | None = None, dry_run: bool = False) -> list[SiteOutcome]:
+        decls = self.load()
+        outcomes = self.record_invalid(decls, only, dry_run)
         by_server: dict[str, list[SiteDeclaration]] = defaultdict(list)
         for site in decls.sites.values():
             if only in (None, site.domain):
                 by_server[site.server].append(site)
-        results = await asyncio.gather(*(
-            self._server_pass(server, sites, decls.commit, dry_run)
+        rounds = await asyncio.gather(*(
+            self.converge_server(server, sites, decls.commit, dry_run=dry_run)
             for server, sites in by_server.items()
         ))
-        for batch in results:
-            outcomes.extend(batch)
+        for batch in rounds:
+            outcomes.extend(batch.outcomes)
         return sorted(outcomes, key=lambda o: o.domain)
 
-    async def _server_pass(self, server: str, sites: list[SiteDeclaration], decl_commit: str | None,
-                           dry_run: bool) -> list[SiteOutcome]:
-        try:
-            facts = await self.probe(server, sites)
-        except TemporaryError as exc:
-            outcomes = []
-            for site in sites:
-                outcomes.append(SiteOutcome(site.domain, server, UNKNOWN, UNKNOWN, str(exc)))
-                if not dry_run:
-                    self.store.update_site(site.domain, server=server, sync=UNKNOWN, health=UNKNOWN,
-                                           message=str(exc), declarations_commit=decl_commit)
-            return outcomes
-        return list(await asyncio.gather(*(
-            self.converge_site(site, facts, decl_commit, dry_run) for site in sites
-        )))
+    async def converge_server(self, server: str, sites: list[SiteDeclaration], decl_commit: str | None, *,
+                              dry_run: bool = False, eager: Set[str] = frozenset(),
+                              still_desired: Callable[[SiteDeclaration], bool] | None = None) -> ServerRound:
+        """Probe `server` once for `sites` and converge each of them. Never raises: a probe that
+        fails is every one of these sites' outcome (they share the server), a site's failure is
+        its own. Pinned sites in `eager` (a rollback that just landed) skip the probe: their lock
+        command probes too, one round trip less between the commit and the switch."""
+        hurry = [s for s in sites if s.pin is not None and s.domain in eager and not dry_run]
+        rest = [s for s in sites if s not in hurry]
+        work = [self.converge_site(s, None, decl_commit, still_desired=still_desired) for s in hurry]
+        reached = not rest
+        outcomes: list[SiteOutcome] = []
+        if rest:
+            try:
+                facts = await self.probe(server, rest)
+            except Exception as exc:
+                for site in rest:
+                    outcome = outcome_of(exc, site.domain, server)
+                    outcomes.append(outcome)
+                    if not dry_run:
+                        self._record(site, None, None, outcome, decl_commit)
+            else:
+                reached = True
+                work += [self.converge_site(s, facts, decl_commit, dry_run, still_desired=still_desired)
+                         for s in rest]
+        outcomes += await asyncio.gather(*work)
+        return ServerRound(server, outcomes, reached)
 
     async def converge_site(self, site: SiteDeclaration, server_facts: ServerFacts | None,
                             decl_commit: str | None, dry_run: bool = False, *,
-                            still_desired: Callable[[], bool] | None = None) -> SiteOutcome:
+                            still_desired: Callable[[SiteDeclaration], bool] | None = None) -> SiteOutcome:
         """Plan one site from its server's facts; when there is work, take the site's lock,
         re-plan from facts probed under the lock, and apply. `still_desired` is asked right
         before a switch. Without `server_facts` (a pinned site whose declaration just changed:
-        a rollback, which wants speed) it goes straight to the lock, whose command probes too."""
+        a rollback, which wants speed) it goes straight to the lock, whose command probes too.
+        Never raises (but for cancellation): see `outcome.outcome_of`."""
+        work = _SiteWork(site, decl_commit)
         async with self._limit:
-            if server_facts is None:
-                assert site.pin is not None and not dry_run, "only pinned sites skip the probe"
-                facts = SiteFacts(site.domain, site.base_path)
-                return await self._locked(site, facts, None, decl_commit, still_desired)
-            facts = server_facts.sites[site.domain]
-            head = server_facts.heads.get((site.repository, site.branch))
+            try:
+                outcome = await self._converge(work, server_facts, dry_run, still_desired)
+            except Exception as exc:
+                health = health_of(work.facts) if work.facts is not None else Health.UNKNOWN
+                outcome = outcome_of(exc, site.domain, site.server, health, work.applied)
             if not dry_run:
-                self.store.adopt(site.domain, facts)
-            # Half-built releases can only be cleaned while nobody holds the lock (builders do).
-            plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts), self.clock(),
-                             clean_interrupted=facts.lock is None)
-            if dry_run:
-                return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message,
-                                   [a.describe() for a in plan.actions])
-            # A run of ours that died mid-way leaves its lock and unfinished rows: settle them
-            # under the lock even when there is nothing else to do.
-            leftovers = lock.left_by_dead_run(lock.Owner.from_text(facts.lock or ""), self.identity) or \
-                self.store.unfinished(site.domain)
-            if not plan.actions and not leftovers:
-                outcome = SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message)
-                self._record(site, plan, facts, outcome, decl_commit)
-                return outcome
-            purpose = "; ".join(a.describe() for a in plan.actions)[:200]
-            return await self._locked(site, facts, head, decl_commit, still_desired, plan, purpose)
+                self._record(site, work.plan, work.facts, outcome, decl_commit)
+            return outcome
 
-    async def _locked(self, site: SiteDeclaration, facts: SiteFacts, head: BranchHead | None,
-                      decl_commit: str | None, still_desired: Callable[[], bool] | None,
-                      plan: Plan | None = None, purpose: str = "reconcile") -> SiteOutcome:
+    async def _converge(self, work: _SiteWork, server_facts: ServerFacts | None, dry_run: bool,
+                        still_desired: Callable[[SiteDeclaration], bool] | None) -> SiteOutcome:
+        site = work.site
+        if server_facts is None:
+            assert site.pin is not None and not dry_run, "only pinned sites skip the probe"
+            work.facts = SiteFacts(site.domain, site.base_path)
+            return await self._locked(work, None, still_desired)
+        facts = work.facts = server_facts.sites[site.domain]
+        head = server_facts.heads.get((site.repository, site.branch))
+        if not dry_run:
+            self.store.adopt(site.domain, facts)
+        # Half-built releases can only be cleaned while nobody holds the lock (builders do).
+        plan = work.plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
+                                     self.clock(), clean_interrupted=facts.lock is None)
+        if dry_run:
+            return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message,
+                               planned=list(plan.actions))
+        # A run of ours that died mid-way leaves its lock and unfinished rows: settle them
+        # under the lock even when there is nothing else to do.
+        leftovers = lock.left_by_dead_run(lock.Owner.from_text(facts.lock or ""), self.identity) or \
+            self.store.unfinished(site.domain)
+        if not plan.actions and not leftovers:
+            return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message)
+        purpose = "; ".join(a.describe() for a in plan.actions)[:200]
+        return await self._locked(work, head, still_desired, purpose)
+
+    async def _locked(self, work: _SiteWork, head: BranchHead | None,
+                      still_desired: Callable[[SiteDeclaration], bool] | None,
+                      purpose: str = "reconcile") -> SiteOutcome:
         """Take the site's lock, re-plan from the facts probed under it, apply, release."""
-        if plan is None:
-            plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts), self.clock())
-        ctx = apply.SiteContext(self.pool.get(site.server), site, self.store, self.settings.log_dir,
-                                self.settings.command_timeout, self.settings.deploy_timeout, decl_commit,
-                                still_desired, self._progress_of(site.domain))
-        try:
-            async with lock.held(ctx.transport, ctx.paths, self.identity, purpose,
-                                 stale_after=self.settings.deploy_timeout + 2 * self.settings.command_timeout,
-                                 timeout=self.settings.command_timeout) as fresh:
-                facts = fresh
-                self.store.adopt(site.domain, facts, locked=True)
-                plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
-                                 self.clock(), clean_interrupted=True)
-                outcome = await self._apply(ctx, plan, facts)
-        except lock.SiteLocked as exc:
-            outcome = SiteOutcome(site.domain, site.server, PROGRESSING, health_of(facts), str(exc))
-        except TemporaryError as exc:
-            outcome = SiteOutcome(site.domain, site.server, UNKNOWN, UNKNOWN, str(exc))
-        except LayoutConflict as exc:
-            outcome = SiteOutcome(site.domain, site.server, FAILED, DEGRADED, str(exc))
-        self._record(site, plan, facts, outcome, decl_commit)
-        return outcome
+        site = work.site
+        desired = None if still_desired is None else (lambda: still_desired(site))
+        ctx = self._context(site, work.decl_commit, desired)
+        async with self._site_lock(ctx, purpose) as fresh:
+            facts = work.facts = fresh
+            self.store.adopt(site.domain, facts, locked=True)
+            plan = work.plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
+                                         self.clock(), clean_interrupted=True)
+            return await self._apply(ctx, plan, facts, work.applied)
+
+    def _context(self, site: SiteDeclaration, decl_commit: str | None,
+                 still_desired: Callable[[], bool] | None = None) -> apply.SiteContext:
+        return apply.SiteContext(self.pool.get(site.server), site, self.store, self.settings.log_dir,
+                                 self.settings.command_timeout, self.settings.deploy_timeout, decl_commit,
+                                 still_desired, self._progress_of(site.domain))
+
+    def _site_lock(self, ctx: apply.SiteContext, purpose: str) -> AbstractAsyncContextManager[SiteFacts]:
+        settings = self.settings
+        return lock.held(ctx.transport, ctx.paths, self.identity, purpose,
+                         stale_after=settings.deploy_timeout + 2 * settings.command_timeout,
+                         timeout=settings.command_timeout)
 
     def _progress_of(self, domain: str) -> Callable[[str], None] | None:
         progress = self.progress
@@ -226,9 +246,11 @@ class Reconciler:
             return None
         return lambda step: progress(domain, step)
 
-    async def _apply(self, ctx: apply.SiteContext, plan: Plan, facts: SiteFacts) -> SiteOutcome:
+    async def _apply(self, ctx: apply.SiteContext, plan: Plan, facts: SiteFacts,
+                     done: list[Applied]) -> SiteOutcome:
+        """Carry out `plan`, appending to `done` as each action completes (so an error half-way
+        still reports what was done)."""
         site = ctx.site
-        done: list[str] = []
         sync, health, message = plan.sync, plan.health, plan.message
         for action in plan.actions:
             if not isinstance(action, Deploy):
@@ -242,38 +264,89 @@ class Reconciler:
             elif isinstance(action, Deploy):
                 result = await apply.deploy(ctx, action.release, action.commit)
                 if not result.ok:
-                    done.append(f"deploy {action.release} failed")
-                    return SiteOutcome(site.domain, site.server, FAILED, health_of(facts), result.message, done)
+                    done.append(Applied(action, failed=True, note=result.message))
+                    return SiteOutcome(site.domain, site.server, Sync.FAILED, health_of(facts), result.message, done)
                 if result.superseded:
-                    done.append(f"built {action.release}; not switched: {result.message}")
-                    return SiteOutcome(site.domain, site.server, OUT_OF_SYNC, health_of(facts), result.message, done)
-                health, message = (DEGRADED, result.warning) if result.warning else (HEALTHY, "")
-                sync = SYNCED
+                    done.append(Applied(action, superseded=True, note=result.message))
+                    return SiteOutcome(site.domain, site.server, Sync.OUT_OF_SYNC, health_of(facts),
+                                       result.message, done)
+                health, message = (Health.DEGRADED, result.warning) if result.warning else (Health.HEALTHY, "")
+                sync = Sync.SYNCED
             elif isinstance(action, Activate):
                 result = await apply.activate(ctx, action.release)
-                health, message = (DEGRADED, result.warning) if result.warning else (HEALTHY, "")
-                sync = SYNCED
+                health, message = (Health.DEGRADED, result.warning) if result.warning else (Health.HEALTHY, "")
+                sync = Sync.SYNCED
             elif isinstance(action, Prune):
                 await apply.prune(ctx, action.releases)
-            done.append(action.describe())
-        if sync == OUT_OF_SYNC and not message:
+            done.append(Applied(action))
+        if sync == Sync.OUT_OF_SYNC and not message:
             message = "out of sync"
         return SiteOutcome(site.domain, site.server, sync, health, message, done)
 
-    def _record(self, site: SiteDeclaration, plan: Plan, facts: SiteFacts, outcome: SiteOutcome,
+    async def prune(self, only: str | None, keep: int | None, dry_run: bool) -> list[PruneResult]:
+        """`reconciler prune`: the same locked path as a pass. Candidates come from facts probed
+        under the site's lock (a dry run probes without it and changes nothing); a site whose
+        lock is held, or whose server fails, is reported and the others go on."""
+        decls = self.load()
+        sites = [s for s in decls.sites.values() if only in (None, s.domain)]
+        results: list[PruneResult] = []
+        for site in sorted(sites, key=lambda s: s.domain):
+            try:
+                results.append(await self._prune_site(site, keep, dry_run, decls.commit))
+            except Exception as exc:
+                outcome = outcome_of(exc, site.domain, site.server)
+                results.append(PruneResult(site.domain, [], False, outcome.message))
+        return results
+
+    async def _prune_site(self, site: SiteDeclaration, keep: int | None, dry_run: bool,
+                          decl_commit: str | None) -> PruneResult:
+        ctx = self._context(site, decl_commit)
+
+        def candidates(facts: SiteFacts) -> list[str]:
+            return prune_candidates(facts.ordered(), keep if keep is not None else site.keep,
+                                    facts.active_release, site.pin)
+
+        if dry_run:
+            facts = (await self.probe(site.server, [site])).sites[site.domain]
+            if facts.active_release is None:
+                return PruneResult(site.domain, [], False, "active release unknown; not pruning")
+            return PruneResult(site.domain, candidates(facts), False)
+        async with self._site_lock(ctx, "prune") as facts:
+            self.store.adopt(site.domain, facts, locked=True)
+            if facts.active_release is None:
+                return PruneResult(site.domain, [], False, "active release unknown; not pruning")
+            names = candidates(facts)
+            if names:
+                await apply.prune(ctx, tuple(names))
+            return PruneResult(site.domain, names, True)
+
+    def _record(self, site: SiteDeclaration, plan: Plan | None, facts: SiteFacts | None, outcome: SiteOutcome,
                 decl_commit: str | None) -> None:
+        """Write a site's outcome to the store. A store that fails here is logged, not raised:
+        the outcome is still returned to the caller."""
+        try:
+            self._write_record(site, plan, facts, outcome, decl_commit)
+        except Exception:
+            log.exception("%s: could not record the outcome", site.domain)
+
+    def _write_record(self, site: SiteDeclaration, plan: Plan | None, facts: SiteFacts | None,
+                      outcome: SiteOutcome, decl_commit: str | None) -> None:
         values: dict[str, object] = {
             "server": site.server, "base_path": site.base_path, "sync": outcome.sync,
             "health": outcome.health, "pinned": site.pin,
             "message": "; ".join(m for m in (self.notice, outcome.message) if m),
-            "desired_commit": plan.desired_commit, "declarations_commit": decl_commit,
+            "declarations_commit": decl_commit,
         }
+        if plan is None or facts is None:
+            self.store.update_site(site.domain, **values)
+            return
+        values["desired_commit"] = plan.desired_commit
         # What is live now: the desired release when we got there, else what the probe saw.
-        active = plan.desired_release if outcome.sync == SYNCED else facts.active_release
+        active = plan.desired_release if outcome.sync == Sync.SYNCED else facts.active_release
         row = self.store.by_release(site.domain, active) if active else None
         values.update(active_release=active, active_deployment_id=row["id"] if row else None,
                       active_commit=row["commit_sha"] if row else None)
-        if row is not None and row["status"] == "success":
+        if row is not None and row["status"] == DeployStatus.SUCCESS:
             current = self.store.site(site.domain) or {}
             if not current.get("last_deployed_at"):
                 values.update(last_deployed_at=row["completed_at"] or row["started_at"],
@@ -282,3 +355,32 @@ class Reconciler:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+@dataclass
+class _SiteWork:
+    """What is known about one site while it converges, so an error at any point can still be
+    recorded with the facts and plan of the moment and the actions already done."""
+
+    site: SiteDeclaration
+    decl_commit: str | None
+    facts: SiteFacts | None = None
+    plan: Plan | None = None
+    applied: list[Applied] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServerRound:
+    """The sites of one server after one round; `reached` is False when its probe failed."""
+
+    server: str
+    outcomes: list[SiteOutcome]
+    reached: bool
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    domain: str
+    releases: list[str]
+    done: bool          # False: a dry run, or nothing could be pruned (see message)
+    message: str = ""

@@ -17,11 +17,7 @@ from reconciler.core.declarations import SITES_DIR, InvalidSite, parse_site
 from reconciler.core.layout import parse_release
 from reconciler.engine.source import branch_tip, open_repository
 from reconciler.engine.store import Store
-from reconciler.errors import DeclarationError, ReconcilerError
-
-
-class NoRollbackTarget(ReconcilerError):
-    pass
+from reconciler.errors import DeclarationError, NoRollbackTarget
 
 
 def rollback_target(store: Store, domain: str, release: str | None) -> str:

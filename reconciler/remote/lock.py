@@ -23,7 +23,7 @@ from pathlib import Path
 
 from reconciler.core.facts import ProbeSite, SiteFacts
 from reconciler.core.layout import SitePaths
-from reconciler.errors import TemporaryError
+from reconciler.errors import SiteLocked, TemporaryError
 from reconciler.remote.probe import parse_probe, probe_command
 from reconciler.remote.shell import quote
 from reconciler.remote.transport import Transport
@@ -32,9 +32,6 @@ log = logging.getLogger("reconciler")
 
 OWNER_FILE = "owner"
 
-
-class SiteLocked(TemporaryError):
-    """Another reconciler (or a live run of this one) holds the site: try again shortly."""
 
 
 @dataclass(frozen=True)

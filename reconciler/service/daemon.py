@@ -15,7 +15,7 @@ import contextlib
 import logging
 import signal
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +24,22 @@ from watchfiles import Change, awatch
 
 from reconciler.config import Settings, load_settings
 from reconciler.core.declarations import Declarations, SiteDeclaration
-from reconciler.core.plan import FAILED, INVALID, OUT_OF_SYNC, PROGRESSING, SYNCED, UNKNOWN
+from reconciler.core.status import Health, Sync
 from reconciler.engine import source
-from reconciler.engine.converge import Reconciler, SiteOutcome
+from reconciler.engine.converge import Reconciler
+from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
-from reconciler.errors import ConfigError, ReconcilerError, TemporaryError
+from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.service.metrics import PassStats
 from reconciler.service.systemd import Notifier
 from reconciler.service.web import WebContext, serve
 from reconciler.service.webhooks import Notifications
 
-log = logging.getLogger("reconciler")
+log = logging.getLogger(__name__)
 
-BACKOFF_START = 5.0
 BACKOFF_CAP = 300.0
 SHUTDOWN_GRACE = 30.0
-LOCK_RETRY = 2.0
+WATCH_RETRY = 30.0
 
 
 def _ref_event(change: Change, path: str) -> bool:
@@ -73,7 +73,6 @@ class Daemon:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.scheduler: AsyncIOScheduler | None = None
-        self.passes = 0
         self.stats = PassStats()
         self.notifications = Notifications(settings.notify)
 
@@ -94,6 +93,9 @@ class Daemon:
         except ReconcilerError as exc:
             log.warning("declarations: %s", exc)
             return
+        except Exception:
+            log.exception("declarations: cannot be read")
+            return
         old = self.decls
         if old is not None and new.commit == old.commit:
             return
@@ -104,6 +106,19 @@ class Daemon:
         self.request(changed)
 
     async def watch(self) -> None:
+        """Watch the declarations repository's refs. The watcher never dies: if it fails (the
+        repository vanished, inotify ran out), the interval poll carries on and it restarts."""
+        while not self.stopping.is_set():
+            try:
+                await self._watch_once()
+                return
+            except Exception:
+                log.exception("watching %s failed; the interval poll continues, retrying in %.0fs",
+                              self.settings.repo, WATCH_RETRY)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), WATCH_RETRY)
+
+    async def _watch_once(self) -> None:
         repo = source.open_repository(self.settings.repo)
         git_dir = Path(repo.path)
         refs = git_dir / "refs"
@@ -128,8 +143,12 @@ class Daemon:
                 break
             try:
                 decls = self.reconciler.load()
-            except ReconcilerError as exc:
-                log.error("declarations: %s", exc)
+            except Exception as exc:
+                # The daemon outlives any declarations commit: report it and wait for the next.
+                if isinstance(exc, ReconcilerError):
+                    log.error("declarations: %s", exc)
+                else:
+                    log.exception("declarations: cannot be read")
                 self.notifier.status(f"declarations unreadable: {exc}")
                 continue
             if decls.notice and (self.decls is None or self.decls.notice != decls.notice):
@@ -152,42 +171,38 @@ class Daemon:
                 by_server[site.server].append(site)
             for server, sites in by_server.items():
                 self._spawn(self._server_round(server, sites, decls.commit))
-            self.passes += 1
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        # converge_server never raises; should a bug make it, the log says so (no silent
+        # "Task exception was never retrieved") and the next request runs a fresh task.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a server round failed", exc_info=task.exception())
 
     def _record_invalid(self, decls: Declarations) -> None:
         for domain, invalid in decls.invalid.items():
-            if self.last.get(domain) != (INVALID, "Unknown", invalid.message):
+            if self.last.get(domain) != (Sync.INVALID, Health.UNKNOWN, invalid.message):
                 log.warning("%s: Invalid: %s", domain, invalid.message)
-                self.last[domain] = (INVALID, "Unknown", invalid.message)
-            self.store.update_site(domain, server=invalid.server, sync=INVALID, health="Unknown",
-                                   message=invalid.message, declarations_commit=decls.commit)
+                self.last[domain] = (Sync.INVALID, Health.UNKNOWN, invalid.message)
+        self.reconciler.record_invalid(decls)
 
     async def _server_round(self, server: str, sites: list[SiteDeclaration], decl_commit: str | None) -> None:
         started = asyncio.get_running_loop().time()
         reached = False
-        # A pin that just landed is a rollback in a hurry: its lock command probes too, so skip
-        # the separate probe (one round trip less between the commit and the switch).
-        eager = [s for s in sites if s.pin is not None and s.domain in self.eager]
-        self.eager -= {s.domain for s in eager}
-        rest = [s for s in sites if s not in eager]
+        eager = {s.domain for s in sites if s.pin is not None and s.domain in self.eager}
+        self.eager -= eager
         try:
-            rounds = [self._site_round(site, None, decl_commit) for site in eager]
-            if rest:
-                try:
-                    facts = await self.reconciler.probe(server, rest)
-                except TemporaryError as exc:
-                    for site in rest:
-                        self._temporary(site, str(exc))
-                else:
-                    reached = True
-                    rounds += [self._site_round(site, facts, decl_commit) for site in rest]
-            await asyncio.gather(*rounds)
-            reached = reached or not rest
+            result = await self.reconciler.converge_server(server, sites, decl_commit, eager=eager,
+                                                           still_desired=self._still_desired)
+            reached = result.reached
+            by_domain = {s.domain: s for s in sites}
+            for outcome in result.outcomes:
+                self._settle(by_domain[outcome.domain], outcome)
         finally:
             self.stats.observe(asyncio.get_running_loop().time() - started, reached)
             for site in sites:
@@ -196,26 +211,25 @@ class Daemon:
                 self.wake.set()
             self._publish_status()
 
-    async def _site_round(self, site: SiteDeclaration, facts: Any, decl_commit: str | None) -> None:
+    def _settle(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
+        """Schedule what the outcome asks for: a retry (after a lock wait, or with backoff),
+        another round (superseded while building), or nothing until a change."""
         try:
-            outcome = await self.reconciler.converge_site(
-                site, facts, decl_commit, still_desired=lambda: self._still_desired(site))
-        except ReconcilerError as exc:
-            outcome = SiteOutcome(site.domain, site.server, FAILED, "Unknown", str(exc))
-        if outcome.sync == UNKNOWN:
-            self._temporary(site, outcome.message)
-            return
-        if outcome.sync == PROGRESSING:
-            # Another reconciler holds the site's lock: look again shortly, not with backoff.
-            asyncio.get_running_loop().call_later(LOCK_RETRY, self.request, {site.domain})
+            if outcome.retry_after is not None and outcome.backoff:
+                self._backoff(site, outcome)
+                return
+            if outcome.retry_after is not None:
+                asyncio.get_running_loop().call_later(outcome.retry_after, self.request, {site.domain})
+                self._report(outcome)
+                return
+            self.delays.pop(site.domain, None)
+            self.retry_at.pop(site.domain, None)
+            if outcome.superseded:
+                self.request({site.domain})  # superseded while building: go again with the new declaration
+            self._notify(site, outcome)
             self._report(outcome)
-            return
-        self.delays.pop(site.domain, None)
-        self.retry_at.pop(site.domain, None)
-        if outcome.sync == OUT_OF_SYNC and outcome.actions:
-            self.request({site.domain})  # superseded while building: go again with the new declaration
-        self._notify(site, outcome)
-        self._report(outcome)
+        except Exception:
+            log.exception("%s: could not settle the outcome", site.domain)
 
     def _notify(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
         row = self.store.site(site.domain) or {}
@@ -223,18 +237,18 @@ class Daemon:
                   "message": outcome.message, "release": row.get("active_release"),
                   "commit": row.get("active_commit")}
         notes = self.notifications
-        if outcome.sync == SYNCED and any(a.startswith("deploy ") for a in outcome.actions):
+        if outcome.deployed:
             notes.emit("deployed", site.domain, once_key=str(row.get("active_commit")), **fields)
-        if any("(rollback)" in a for a in outcome.actions):
+        if outcome.rolled_back:
             notes.emit("rolled_back", site.domain, **fields)
-        if outcome.sync == FAILED:
+        if outcome.sync == Sync.FAILED:
             # Keyed like the failure memory, so the follow-up passes' longer message is not news.
             desired = row.get("desired_commit")
             key = f"{desired}/{site.build_key}" if desired else outcome.message
             notes.emit("failed", site.domain, once_key=key, **{**fields, "commit": desired or fields["commit"]})
         else:
             notes.forget("failed", site.domain)
-        if outcome.health == "Degraded":
+        if outcome.health == Health.DEGRADED:
             notes.emit("degraded", site.domain, once_key="degraded", **fields)
         else:
             notes.forget("degraded", site.domain)
@@ -242,25 +256,29 @@ class Daemon:
     def _still_desired(self, site: SiteDeclaration) -> bool:
         try:
             current = self.reconciler.load().sites.get(site.domain)
-        except ReconcilerError:
-            return True
+        except Exception:
+            return True  # cannot tell: the declaration we built for is the last one we know
         return current == site
 
-    def _temporary(self, site: SiteDeclaration, message: str) -> None:
-        delay = min(BACKOFF_CAP, self.delays.get(site.domain, BACKOFF_START / 2) * 2)
+    def _backoff(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
+        """A temporary error: retry this site later, doubling the wait up to BACKOFF_CAP."""
+        first = outcome.retry_after or 0.0
+        previous = self.delays.get(site.domain)
+        delay = min(BACKOFF_CAP, max(first, previous * 2 if previous else first))
         self.delays[site.domain] = delay
         loop = asyncio.get_running_loop()
         self.retry_at[site.domain] = loop.time() + delay
         loop.call_later(delay, self.request, {site.domain})
-        text = f"{message} (retrying in {delay:.0f}s)"
-        self.store.update_site(site.domain, server=site.server, sync=UNKNOWN, health="Unknown", message=text)
-        self._report(SiteOutcome(site.domain, site.server, UNKNOWN, "Unknown", text))
+        text = f"{outcome.message} (retrying in {delay:.0f}s)"
+        self.store.update_site(site.domain, server=site.server, sync=outcome.sync, health=outcome.health,
+                               message=text)
+        self._report(SiteOutcome(site.domain, site.server, outcome.sync, outcome.health, text))
 
     def _report(self, outcome: SiteOutcome) -> None:
         key = (outcome.sync, outcome.health, outcome.message)
         if outcome.actions or self.last.get(outcome.domain) != key:
             detail = "; ".join(outcome.actions) or outcome.message
-            level = logging.INFO if outcome.sync == SYNCED else logging.WARNING
+            level = logging.INFO if outcome.sync == Sync.SYNCED else logging.WARNING
             log.log(level, "%s: %s/%s%s", outcome.domain, outcome.sync, outcome.health,
                     f" - {detail}" if detail else "")
         self.last[outcome.domain] = key
