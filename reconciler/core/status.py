@@ -39,6 +39,11 @@ class DeployStatus(StrEnum):
     FAILED = "failed"
 
 
+# A deployment that has ended, and one that has not (yet, or because its process died).
+FINAL = (DeployStatus.SUCCESS, DeployStatus.FAILED)
+UNFINISHED = (DeployStatus.PENDING, DeployStatus.UPDATING)
+
+
 class Step(StrEnum):
     """The steps of changing a site, one vocabulary for progress, errors and fault checkpoints."""
 

@@ -57,7 +57,7 @@ def failure_memory(store: Store, domain: str, facts: SiteFacts) -> FailureMemory
     failed: dict[tuple[str, str], str] = {}
     for release in facts.releases.values():
         manifest = release.manifest
-        if manifest is not None and manifest.status == "failed":
+        if manifest is not None and manifest.status == DeployStatus.FAILED:
             failed[(manifest.commit, manifest.build_key)] = manifest.message or "deployment failed"
     for commit, key, message in store.failures(domain):
         failed[(commit, key)] = message

@@ -15,6 +15,7 @@ import tomlkit
 
 from reconciler.core.declarations import SITES_DIR, InvalidSite, parse_site
 from reconciler.core.layout import parse_release
+from reconciler.core.status import DeployStatus
 from reconciler.engine.source import branch_tip, open_repository
 from reconciler.engine.store import Store
 from reconciler.errors import DeclarationError, NoRollbackTarget
@@ -24,7 +25,7 @@ def rollback_target(store: Store, domain: str, release: str | None) -> str:
     """The release `rollback` pins: the given one, which must be a successful release still on
     the server, or by default the newest successful release older than the active one."""
     live = [str(r["release"]) for r in store.deployments(domain)
-            if r["status"] == "success" and r["deployment_path"] is not None]
+            if r["status"] == DeployStatus.SUCCESS and r["deployment_path"] is not None]
     if release is not None:
         if parse_release(release) is None:
             raise NoRollbackTarget(f"{release!r} is not a release name (ddMMYYYY-HHMMSS)")

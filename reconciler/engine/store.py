@@ -19,6 +19,7 @@ from sqlite_utils.migrations import Migrations
 
 from reconciler.core.facts import SiteFacts
 from reconciler.core.layout import parse_release
+from reconciler.core.status import FINAL, UNFINISHED, DeployStatus
 
 migrations = Migrations("reconciler")
 
@@ -124,7 +125,7 @@ class Store:
         transient (so they are retried), with the reason recorded."""
         ids = [row["id"] for row in self.db["deployments"].rows_where("status in ('pending', 'updating')")]
         for deployment_id in ids:
-            self.update_deployment(deployment_id, status="failed", transient=1, completed_at=utcnow(),
+            self.update_deployment(deployment_id, status=DeployStatus.FAILED, transient=1, completed_at=utcnow(),
                                    message="interrupted: the reconciler stopped during this deployment")
         return ids
 
@@ -134,8 +135,8 @@ class Store:
         if row is None:
             return
         values: dict[str, Any] = {"deployment_path": None}
-        if row["status"] in ("pending", "updating"):
-            values.update(status="failed", transient=1, completed_at=utcnow(),
+        if row["status"] in UNFINISHED:
+            values.update(status=DeployStatus.FAILED, transient=1, completed_at=utcnow(),
                           message="interrupted: the reconciler stopped during this deployment")
         self.update_deployment(row["id"], **values)
 
@@ -170,22 +171,22 @@ class Store:
         known = {row["release"]: row for row in self.db["deployments"].rows_where("site = ?", [domain])}
         if locked:
             for name, dead in known.items():
-                if dead["status"] not in ("pending", "updating"):
+                if dead["status"] not in UNFINISHED:
                     continue
                 found = facts.releases.get(name)
                 final = found.manifest.status if found and found.manifest else None
-                if final in ("success", "failed"):
+                if final in FINAL:
                     self.update_deployment(dead["id"], status=final)
                     dead["status"] = final
                 else:
-                    self.update_deployment(dead["id"], status="failed", transient=1, completed_at=utcnow(),
+                    self.update_deployment(dead["id"], status=DeployStatus.FAILED, transient=1, completed_at=utcnow(),
                                            message="interrupted: the reconciler stopped during this deployment")
-                    dead["status"] = "failed"
+                    dead["status"] = DeployStatus.FAILED
         with self.db.atomic():
             for name, release in facts.releases.items():
                 row = known.get(name)
                 manifest = release.manifest
-                status = release.status if release.status in ("success", "failed", "updating") else "failed"
+                status = release.status if release.status in (*FINAL, DeployStatus.UPDATING) else DeployStatus.FAILED
                 if row is None:
                     self.db["deployments"].insert({  # type: ignore[union-attr]
                         "site": domain, "release": name, "status": status,
@@ -204,15 +205,15 @@ class Store:
                     continue
                 # Only a final manifest status (success/failed) overrides a row: an `updating`
                 # manifest may be a dead build that the row already records as interrupted.
-                final = manifest.status if manifest and manifest.status in ("success", "failed") else None
+                final = manifest.status if manifest and manifest.status in FINAL else None
                 if row["deployment_path"] is None or (final and row["status"] != final
-                                                      and row["status"] not in ("pending", "updating")):
+                                                      and row["status"] not in UNFINISHED):
                     self.update_deployment(row["id"], deployment_path=paths.release(name),
                                            status=final or row["status"])
             if facts.provisioned:
                 for name, row in known.items():
                     if name not in facts.releases and row["deployment_path"] is not None \
-                            and row["status"] not in ("pending",):
+                            and row["status"] not in (DeployStatus.PENDING,):
                         self.update_deployment(row["id"], deployment_path=None)
 
 

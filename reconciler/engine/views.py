@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.core.declarations import Declarations
+from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine.store import Store
 
 
@@ -24,8 +25,8 @@ def site_views(store: Store, decls: Declarations | None) -> list[dict[str, Any]]
         view: dict[str, Any] = {
             "domain": domain,
             "server": declared.server if declared else (invalid.server if invalid else row.get("server") or ""),
-            "sync": row.get("sync") or "Unknown",
-            "health": row.get("health") or "Unknown",
+            "sync": row.get("sync") or Sync.UNKNOWN,
+            "health": row.get("health") or Health.UNKNOWN,
             "pinned": declared.pin if declared else row.get("pinned"),
             "active_release": row.get("active_release"),
             "active_commit": row.get("active_commit"),
@@ -34,7 +35,7 @@ def site_views(store: Store, decls: Declarations | None) -> list[dict[str, Any]]
             "message": row.get("message") or ("" if row else "not reconciled yet"),
         }
         if invalid is not None:
-            view.update(sync="Invalid", message=invalid.message)
+            view.update(sync=Sync.INVALID, message=invalid.message)
         views.append(view)
     return views
 
@@ -58,7 +59,7 @@ def history_views(store: Store, domain: str) -> list[dict[str, Any]]:
             "completed_at": row["completed_at"],
             "duration_ms": row["duration_ms"],
             "is_active": bool(is_active),
-            "can_rollback": row["status"] == "success" and row["deployment_path"] is not None
+            "can_rollback": row["status"] == DeployStatus.SUCCESS and row["deployment_path"] is not None
             and not is_active,
         })
     return views

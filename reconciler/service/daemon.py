@@ -288,8 +288,8 @@ class Daemon:
         rows = self.store.sites()
         declared = set(self.decls.sites) | set(self.decls.invalid) if self.decls else set(rows)
         for domain in declared:
-            counts[(rows.get(domain) or {}).get("sync") or "Unknown"] += 1
-        order = ["Synced", "Progressing", "OutOfSync", "Failed", "Invalid", "Unknown"]
+            counts[(rows.get(domain) or {}).get("sync") or Sync.UNKNOWN] += 1
+        order = list(Sync)
         return ", ".join(f"{counts[k]} {k.lower()}" for k in order if counts[k]) or "no sites"
 
     def _publish_status(self) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine.store import Store
 
 DEPLOY_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -53,11 +54,11 @@ class ReconcilerCollector(Collector):
         rows = self.store.sites()
         for domain, server in sorted(self.declared().items()):
             row = rows.get(domain) or {}
-            info.add_metric([domain, server, row.get("sync") or "Unknown", row.get("health") or "Unknown"], 1)
+            info.add_metric([domain, server, row.get("sync") or Sync.UNKNOWN, row.get("health") or Health.UNKNOWN], 1)
         yield info
 
         results = CounterMetricFamily("reconciler_deploys", "Deployments by result.", labels=["result"])
-        counts = {"success": 0, "failed": 0}
+        counts = {DeployStatus.SUCCESS: 0, DeployStatus.FAILED: 0}
         durations = [0] * len(DEPLOY_BUCKETS)
         total, seconds = 0, 0.0
         for row in self.store.db.query(
