@@ -32,6 +32,9 @@ class NotifyTarget(BaseModel):
 
 
 class Settings(BaseModel):
+    """The daemon's and CLI's settings (reconciler.toml, then flags). Immutable; SIGHUP builds
+    a new one."""
+
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     repo: Path = Path(".")

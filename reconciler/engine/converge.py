@@ -65,6 +65,10 @@ def failure_memory(store: Store, domain: str, facts: SiteFacts) -> FailureMemory
 
 
 class Reconciler:
+    """Converges declared sites: loads desired state (the verified commit), probes servers,
+    plans each site and applies the plan under the site's lock. One instance per process;
+    the CLI makes one per command, the daemon keeps one for its lifetime."""
+
     def __init__(self, settings: Settings, store: Store, pool: TransportPool | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  progress: Callable[[str, str], None] | None = None) -> None:

@@ -63,6 +63,10 @@ def utcnow() -> str:
 
 
 class Store:
+    """The SQLite state database: sites, deployments and a small key/value table. One
+    connection, owned by the thread that made it. The servers are the truth: `adopt` rebuilds
+    what a pass needs from their facts when the database is new or behind."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # The database holds deploy logs and scripts: owner-only from the first byte.

@@ -53,6 +53,11 @@ def _top_level_event(change: Change, path: str) -> bool:
 
 
 class Daemon:
+    """`reconciler run`: turns triggers (ref changes, the interval poll, API requests) into
+    server rounds of `Reconciler.converge_server`, one worker per site, and schedules each
+    site's next look from its outcome (`retry_after`, `backoff`). Owns the lifecycle: signals,
+    SIGHUP reload, sd_notify, the HTTP endpoint and outgoing notifications."""
+
     def __init__(self, settings: Settings, *, config_path: str | None = None,
                  overrides: dict[str, Any] | None = None, notifier: Notifier | None = None) -> None:
         self.settings = settings

@@ -32,7 +32,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.remote.transport.pool import TransportPool
 from reconciler.service.metrics import PassStats, ReconcilerCollector, registry_for
 
-log = logging.getLogger("reconciler")
+log = logging.getLogger(__name__)
 
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 POLL = 0.5

@@ -15,7 +15,7 @@ import aiohttp
 
 from reconciler.config import NotifyTarget
 
-log = logging.getLogger("reconciler")
+log = logging.getLogger(__name__)
 
 ATTEMPTS = 5
 FIRST_DELAY = 1.0
