@@ -31,13 +31,13 @@ from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
 from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.service.metrics import PassStats
+from reconciler.service.queue import BACKOFF_CAP, SiteQueue
 from reconciler.service.systemd import Notifier
 from reconciler.service.web import WebContext, serve
 from reconciler.service.webhooks import Notifications
 
 log = logging.getLogger(__name__)
 
-BACKOFF_CAP = 300.0
 SHUTDOWN_GRACE = 30.0
 WATCH_RETRY = 30.0
 
@@ -67,12 +67,7 @@ class Daemon:
         self.store = Store(settings.db_path)
         self.reconciler = Reconciler(settings, self.store)
         self.decls: Declarations | None = None
-        self.dirty: set[str] = set()
-        self.full_pass = True
-        self.busy: set[str] = set()
-        self.eager: set[str] = set()  # sites whose declaration just changed
-        self.delays: dict[str, float] = {}
-        self.retry_at: dict[str, float] = {}
+        self.queue = SiteQueue(BACKOFF_CAP)
         self.last: dict[str, tuple[str, str, str]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
@@ -85,10 +80,7 @@ class Daemon:
 
     def request(self, domains: set[str] | None = None) -> None:
         """Ask for a pass: of `domains`, or of every site when None."""
-        if domains is None:
-            self.full_pass = True
-        else:
-            self.dirty |= domains
+        self.queue.request(domains)
         self.wake.set()
 
     def declarations_moved(self) -> None:
@@ -107,8 +99,8 @@ class Daemon:
         changed = {d for d in set(new.sites) | set(new.invalid)
                    if old is None or old.sites.get(d) != new.sites.get(d) or d in new.invalid}
         log.info("declarations at %s: %d site(s) changed", (new.commit or "")[:12], len(changed))
-        self.eager |= changed
-        self.request(changed)
+        self.queue.hurry(changed)
+        self.wake.set()
 
     async def watch(self) -> None:
         """Watch the declarations repository's refs. The watcher never dies: if it fails (the
@@ -160,16 +152,9 @@ class Daemon:
                 log.warning("%s", decls.notice)
             self.decls = decls
             self._record_invalid(decls)
-            if self.full_pass:
-                self.full_pass = False
-                self.dirty |= set(decls.sites)
-            self.dirty &= set(decls.sites)
-            now = loop.time()
-            ready = {d for d in self.dirty if d not in self.busy and self.retry_at.get(d, 0.0) <= now}
+            ready = self.queue.take_ready(decls.sites.keys(), loop.time())
             if not ready:
                 continue
-            self.dirty -= ready
-            self.busy |= ready
             by_server: dict[str, list[SiteDeclaration]] = defaultdict(list)
             for domain in sorted(ready):
                 site = decls.sites[domain]
@@ -199,8 +184,8 @@ class Daemon:
     async def _server_round(self, server: str, sites: list[SiteDeclaration], decl_commit: str | None) -> None:
         started = asyncio.get_running_loop().time()
         reached = False
-        eager = {s.domain for s in sites if s.pin is not None and s.domain in self.eager}
-        self.eager -= eager
+        pinned = {s.domain for s in sites if s.pin is not None}
+        eager = self.queue.take_hurried({s.domain for s in sites}) & pinned
         try:
             result = await self.reconciler.converge_server(server, sites, decl_commit, eager=eager,
                                                            still_desired=self._still_desired)
@@ -210,9 +195,8 @@ class Daemon:
                 self._settle(by_domain[outcome.domain], outcome)
         finally:
             self.stats.observe(asyncio.get_running_loop().time() - started, reached)
-            for site in sites:
-                self.busy.discard(site.domain)
-            if self.dirty:
+            self.queue.done(site.domain for site in sites)
+            if self.queue.pending:
                 self.wake.set()
             self._publish_status()
 
@@ -227,8 +211,7 @@ class Daemon:
                 asyncio.get_running_loop().call_later(outcome.retry_after, self.request, {site.domain})
                 self._report(outcome)
                 return
-            self.delays.pop(site.domain, None)
-            self.retry_at.pop(site.domain, None)
+            self.queue.recovered(site.domain)
             if outcome.superseded:
                 self.request({site.domain})  # superseded while building: go again with the new declaration
             self._notify(site, outcome)
@@ -267,12 +250,8 @@ class Daemon:
 
     def _backoff(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
         """A temporary error: retry this site later, doubling the wait up to BACKOFF_CAP."""
-        first = outcome.retry_after or 0.0
-        previous = self.delays.get(site.domain)
-        delay = min(BACKOFF_CAP, max(first, previous * 2 if previous else first))
-        self.delays[site.domain] = delay
         loop = asyncio.get_running_loop()
-        self.retry_at[site.domain] = loop.time() + delay
+        delay = self.queue.backoff(site.domain, outcome.retry_after or 0.0, loop.time())
         loop.call_later(delay, self.request, {site.domain})
         text = f"{outcome.message} (retrying in {delay:.0f}s)"
         self.store.update_site(site.domain, server=site.server, sync=outcome.sync, health=outcome.health,
