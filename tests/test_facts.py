@@ -8,18 +8,28 @@ metacharacters prove that every value is quoted: no `pwned` file may ever appear
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
+import socket
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import BranchHead, ProbeSite, ServerFacts
-from reconciler.core.layout import MANIFEST_NAME
+from reconciler.core.layout import MANIFEST_NAME, SitePaths
 from reconciler.core.manifest import Manifest
-from reconciler.remote.probe import gather, parse_probe, probe_command
+from reconciler.core.plan import FailureMemory, Plan, plan_site
+from reconciler.core.status import Health, Sync
+from reconciler.errors import SiteLocked
+from reconciler.remote.lock import Identity, Owner, held
+from reconciler.remote.probe import frame, gather, parse_probe, probe_command
 from reconciler.remote.transport.local import LocalTransport
 from tests.builders import app_commit, git, make_app_repo
+from tests.sshd import SshServer
 
 DOMAIN = "shop.example.com"
 HEAD = "a" * 40
@@ -114,8 +124,9 @@ SITE_NAMES = ["shop.example.com", "dangling.example.com", "dir.example.com", "fi
               "new.example.com", "locked.example.com", "foreign.example.com"]
 
 
-def run_probe(command: str, cwd: Path) -> str:
-    result = subprocess.run(["/bin/sh", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=60)
+def run_probe(command: str, cwd: Path) -> bytes:
+    """The probe's raw output: bytes, as a server sends them (parse_probe decodes with replace)."""
+    result = subprocess.run(["/bin/sh", "-c", command], cwd=cwd, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -154,8 +165,12 @@ def test_probe_round_trip_on_real_directories(tmp_path: Path, base_name: str) ->
         R_ADOPT, R_BARE, R_CORRUPT, R_EMPTY_MANIFEST, R_FAIL, R_OK, R_NEWER, R_UPD,
     ]
 
+    assert shop.problem is None  # a corrupt manifest is a corrupt release, not a site problem
     r = shop.releases
-    assert r[R_OK].manifest == expected["ok"]  # full round trip, message with quotes and a newline included
+    ok = expected["ok"]
+    assert isinstance(ok, Manifest)
+    # Full round trip; the message's newline comes back escaped (server text reaches terminals).
+    assert r[R_OK].manifest == dataclasses.replace(ok, message=ok.message.replace("\n", "\\n"))
     assert r[R_OK].status == "success" and r[R_OK].commit == HEAD and not r[R_OK].corrupt
     assert r[R_NEWER].manifest == expected["newer"]
     assert r[R_FAIL].manifest == expected["failed"]
@@ -347,13 +362,18 @@ def test_gather_through_local_transport_is_one_command(tmp_path: Path, app: Path
 # --------------------------------------------------------------------------- parse_probe on its own
 
 
+def framed(*records: tuple[str, ...]) -> str:
+    """Probe output as the shell prints it: NUL-ended records, then the end record."""
+    return "".join(frame(*record) for record in records) + frame("@end")
+
+
 def test_parse_probe_ignores_unknown_sites_and_fills_missing_ones() -> None:
     sites = [ProbeSite("a.example.com", "/srv"), ProbeSite("b.example.com", "/srv")]
-    output = "\n".join([
-        "@site evil.example.com", "@provisioned", f"@release {R_OK}",
-        "@site a.example.com", "@provisioned", "@shared", f"@release {R_OK}", f"@release {R_BADDATE}",
-        "@manifest {broken",
-    ]) + "\n"
+    output = framed(
+        ("@site", "evil.example.com"), ("@provisioned",), ("@release", R_OK),
+        ("@site", "a.example.com"), ("@provisioned",), ("@shared",), ("@release", R_OK), ("@release", R_BADDATE),
+        ("@manifest", "{broken"),
+    )
     facts = parse_probe(output, sites, [])
     assert set(facts.sites) == {"a.example.com", "b.example.com"}
     assert set(facts.sites["a.example.com"].releases) == {R_OK}
@@ -362,13 +382,29 @@ def test_parse_probe_ignores_unknown_sites_and_fills_missing_ones() -> None:
     assert (b.path_kind, b.provisioned, b.releases) == ("missing", False, {})
 
 
+def mjson(**fields: object) -> str:
+    """A manifest's JSON: a minimal valid one, with `fields` changed."""
+    return json.dumps({"commit": HEAD, "branch": "main", "repository": "r", "build_key": "k", "status": "success",
+                       **fields})
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         (manifest(HEAD, "success").to_json(), manifest(HEAD, "success")),
-        ('{"commit": "x", "branch": "main", "repository": "r", "build_key": "k", "status": "success", "extra": 1}',
-         Manifest("x", "main", "r", "k", "success")),
+        (mjson(extra=1), Manifest(HEAD, "main", "r", "k", "success")),
+        (mjson(branch="m\x1b[2J", status="failed", message="\x1b]0;PWNED\x07"),
+         Manifest(HEAD, "m\\x1b[2J", "r", "k", "failed", message="\\x1b]0;PWNED\\x07")),  # escaped (L4)
+        (mjson(commit="x"), None),
+        (mjson(commit=HEAD.upper()), None),  # a sha is lower-case hex
+        (mjson(commit=HEAD + "\n"), None),
+        (mjson(status="ok"), None),
+        (mjson(branch=1), None),
+        (mjson(declarations_commit="HEAD"), None),
+        (mjson(build_key="k k"), None),
         ('{"commit": "x"}', None),  # required fields missing
+        ("[" * 200_000, None),  # a bomb: refused before json.loads (no RecursionError)
+        ('{"a":' * 100 + "1" + "}" * 100, None),  # deeper than the decoder reads
         ("[]", None),
         ('["commit"]', None),
         ('"commit branch repository build_key status"', None),
@@ -380,3 +416,262 @@ def test_parse_probe_ignores_unknown_sites_and_fills_missing_ones() -> None:
 )
 def test_manifest_from_json(text: str, expected: Manifest | None) -> None:
     assert Manifest.from_json(text) == expected
+
+
+# --------------------------------------------------------------------------- hostile server data (H1, M4, M6, L4)
+#
+# Each of these failed before the probe framed its records with NUL and validated every field.
+
+
+def _commit_on_branch(app: Path, branch: str, message: str) -> str:
+    git(app, "checkout", "-q", "-b", branch)
+    sha = app_commit(app, message)
+    git(app, "checkout", "-q", "main")
+    return sha
+
+
+def _update_ref(app: Path, ref: bytes, sha: str) -> None:
+    """A ref whose name is bytes (git accepts any byte but controls, space and a few ASCII signs)."""
+    subprocess.run([b"git", b"check-ref-format", ref], cwd=app, check=True)
+    subprocess.run([b"git", b"update-ref", ref, sha.encode()], cwd=app, check=True)
+
+
+def test_h1_a_ref_name_cannot_forge_the_branch_head(tmp_path: Path, app: Path) -> None:
+    """H1: a pusher of any branch names a ref so that U+2028 splits it into a fake
+    `<sha> refs/heads/main` line; `\\xff` in another ref used to fail the whole probe (M4c)."""
+    main_sha = git(app, "rev-parse", "HEAD")
+    evil = _commit_on_branch(app, "feature/x", "EVIL unreviewed")
+    forged = f"refs/heads/zzz\u2028|{evil}\u3000refs/heads/main\u2028/refs/heads/main".encode()
+    _update_ref(app, forged, evil)
+    _update_ref(app, f"refs/heads/zzz\u0085{evil}\u2029refs/heads/main\u2029/refs/heads/main".encode(), evil)
+    _update_ref(app, b"refs/heads/zzz\xff/refs/heads/main", evil)
+    _update_ref(app, b"refs/heads/\xff\xfe", evil)
+    heads = [(str(app), "main"), (str(app), "feature/x")]
+    facts = asyncio.run(gather(LocalTransport(), [], heads, timeout=60))
+    assert facts.heads[(str(app), "main")] == BranchHead(main_sha)
+    assert facts.heads[(str(app), "feature/x")] == BranchHead(evil)
+
+
+def test_h1_the_same_repository_over_ssh(sshd_session: SshServer, tmp_path: Path, app: Path) -> None:
+    """Over SSH the output used to be decoded strictly: one `\\xff` ref name failed the probe of
+    every site on the server (M4c). Now the other repository and `main` both resolve."""
+    from reconciler.remote.transport.ssh import SshOptions, SshTransport
+
+    main_sha = git(app, "rev-parse", "HEAD")
+    evil = _commit_on_branch(app, "feature/x", "EVIL")
+    _update_ref(app, b"refs/heads/zzz\xff/refs/heads/main", evil)
+    _update_ref(app, f"refs/heads/zzz\u2028|{evil}\u3000refs/heads/main\u2028/refs/heads/main".encode(), evil)
+    clean = make_app_repo(tmp_path / "clean")
+    base = tmp_path / "srv"
+    release(base / "deployments" / DOMAIN, R_OK, manifest(HEAD, "success"))
+    os.symlink(f"deployments/{DOMAIN}/{R_OK}", base / DOMAIN)
+    sites = [ProbeSite(DOMAIN, str(base))]
+    heads = [(str(app), "main"), (str(clean), "main")]
+
+    async def go() -> ServerFacts:
+        transport = SshTransport(sshd_session.destination, SshOptions(
+            sshd_session.identity_file, sshd_session.known_hosts, connect_timeout=10.0))
+        try:
+            return await gather(transport, sites, heads, timeout=60)
+        finally:
+            await transport.close()
+
+    facts = asyncio.run(go())
+    assert facts.heads[(str(app), "main")] == BranchHead(main_sha)
+    assert facts.heads[(str(clean), "main")] == BranchHead(git(clean, "rev-parse", "HEAD"))
+    assert facts.sites[DOMAIN].active_release == R_OK
+
+
+def _server_with_victim(base: Path) -> None:
+    """Site a: a live release and an older one, both successful. Site z: whatever the test plants."""
+    deployments = base / "deployments" / "a.example.com"
+    (deployments / "shared").mkdir(parents=True)
+    release(deployments, R_OK, manifest(HEAD, "success"))
+    release(deployments, R_NEWER, manifest(OLD, "success"))
+    os.symlink(f"deployments/a.example.com/{R_NEWER}", base / "a.example.com")
+    (base / "deployments" / "z.example.com" / "shared").mkdir(parents=True)
+
+
+VICTIM_SITES = ["a.example.com", "z.example.com", "b.example.com"]
+
+
+def _probe_sites(base: Path, cwd: Path) -> ServerFacts:
+    sites = [ProbeSite(name, str(base)) for name in VICTIM_SITES]
+    return parse_probe(run_probe(probe_command(sites, []), cwd), sites, [])
+
+
+def test_m6_a_symlink_target_cannot_forge_another_sites_records(tmp_path: Path) -> None:
+    """M6 repro 2: z's symlink target carried `\\n@site a.example.com\\n@link ...` and fake releases;
+    prune then deleted all of a's releases, the live one included."""
+    clean = tmp_path / "clean"
+    _server_with_victim(clean)
+    expected = _probe_sites(clean, tmp_path).sites["a.example.com"]
+
+    base = tmp_path / "srv"
+    _server_with_victim(base)
+    fake = [f"@release 0{n}012099-000000\n@manifest " + manifest(OLD, "success").to_json() for n in range(1, 10)]
+    payload = "\n".join([
+        f"deployments/z.example.com/{R_OK}", "@site a.example.com",
+        "@link deployments/a.example.com/01012099-000013", "@provisioned", "@shared", *fake,
+        f"@release {R_OK}", f"@release {R_NEWER}", "@site z.example.com",
+        f"@link deployments/z.example.com/{R_OK}",
+        "\x00@site a.example.com"[1:], "@end",
+    ])
+    # Every framing this probe ever used, and the one it uses now (NUL cannot be in a path).
+    os.symlink(payload + "\n", base / "z.example.com")
+    os.symlink("x\n@site a.example.com\n@link /etc\n@dangling", base / "b.example.com")
+    facts = _probe_sites(base, tmp_path)
+    a = facts.sites["a.example.com"]
+    assert (a.link_target, a.path_kind, a.dangling, a.provisioned, a.shared) == (
+        f"deployments/a.example.com/{R_NEWER}", "symlink", False, True, True)
+    assert set(a.releases) == set(expected.releases) == {R_OK, R_NEWER}
+    assert a.active_release == R_NEWER and a.problem is None
+    assert {n: r.manifest for n, r in a.releases.items()} == {n: r.manifest for n, r in expected.releases.items()}
+    z = facts.sites["z.example.com"]
+    assert z.path_kind == "symlink" and z.link_target is None and z.active_release is None  # not a path of ours
+    assert z.releases == {} and z.problem is None
+    assert facts.sites["b.example.com"].active_release is None
+
+
+def test_m4_a_symlink_target_with_a_heads_record_does_not_crash_the_probe(tmp_path: Path, app: Path) -> None:
+    """M4(b): `x\\n@heads ² 0` as a site symlink target raised ValueError (int('²')) for every site."""
+    base = tmp_path / "srv"
+    _server_with_victim(base)
+    os.symlink("x\n@heads \u00b2 0", base / "z.example.com")
+    os.symlink("x\n@heads 0 0\n|" + "f" * 40 + "\trefs/heads/main", base / "b.example.com")
+    sites = [ProbeSite(name, str(base)) for name in VICTIM_SITES]
+    heads = [(str(app), "main")]
+    facts = parse_probe(run_probe(probe_command(sites, heads), tmp_path), sites, heads)
+    assert facts.heads[(str(app), "main")] == BranchHead(git(app, "rev-parse", "HEAD"))
+    assert facts.sites["a.example.com"].active_release == R_NEWER
+    for name in ("z.example.com", "b.example.com"):
+        site = facts.sites[name]
+        assert site.path_kind == "symlink" and site.active_release is None and site.problem is None
+
+
+def test_m4_a_manifest_bomb_is_that_sites_problem_only(tmp_path: Path) -> None:
+    """M4(b): a manifest of 200,000 `[` raised RecursionError and aborted the whole pass."""
+    base = tmp_path / "srv"
+    _server_with_victim(base)
+    bomb = "01012020-000000"
+    release(base / "deployments" / "z.example.com", bomb, "[" * 200_000)
+    release(base / "deployments" / "z.example.com", R_OK, manifest(HEAD, "success"))
+    os.symlink(f"deployments/z.example.com/{R_OK}", base / "z.example.com")
+    facts = _probe_sites(base, tmp_path)
+    z = facts.sites["z.example.com"]
+    assert z.problem == (f"malformed manifest deployments/z.example.com/{bomb}/{MANIFEST_NAME}: "
+                         "larger than 65536 bytes (200000)")
+    assert z.releases[bomb].corrupt and z.releases[bomb].manifest is None
+    assert z.releases[R_OK].manifest == manifest(HEAD, "success")
+    assert facts.sites["a.example.com"].problem is None
+    assert facts.sites["a.example.com"].active_release == R_NEWER
+    # The planner leaves z alone, Unknown, saying why; a is planned as usual.
+    declared = SiteDeclaration.model_validate({"domain": "z.example.com", "server": "local", "base_path": str(base),
+                                               "repository": "/srv/git/z.git"})
+    plan = plan_site(declared, z, BranchHead(OLD), FailureMemory(), datetime.now(UTC))
+    assert plan == Plan((), Sync.UNKNOWN, Health.UNKNOWN, z.problem)
+    # Under the size limit but deeper than any manifest: refused unread as well.
+    (base / "deployments" / "z.example.com" / bomb / MANIFEST_NAME).write_text("[" * 60_000)
+    assert _probe_sites(base, tmp_path).sites["z.example.com"].problem == (
+        f"malformed manifest deployments/z.example.com/{bomb}/{MANIFEST_NAME}: nesting deeper than 32")
+
+
+def test_manifests_with_nul_bytes_newlines_and_bad_utf8_stay_in_their_release(tmp_path: Path) -> None:
+    """The real shell: `read` drops NUL bytes, so no manifest can end its record early."""
+    base = tmp_path / "srv"
+    deployments = base / "deployments" / DOMAIN
+    good = manifest(HEAD, "success")
+    names = ["01012021-000000", "02012021-000000", "03012021-000000", "04012021-000000"]
+    for name in names:
+        release(deployments, name, None)
+    forged = f"@release 05012021-000000\0@manifest {good.to_json()}\0@site a.example.com\0@end\0"
+    (deployments / names[0] / MANIFEST_NAME).write_bytes(b"{\0}" + forged.encode())
+    (deployments / names[1] / MANIFEST_NAME).write_bytes(b"\xff\xfe" + good.to_json().encode())
+    (deployments / names[2] / MANIFEST_NAME).write_bytes(good.to_json().encode() + b"\n\0@end\0")
+    (deployments / names[3] / MANIFEST_NAME).write_bytes(b"\0" + good.to_json().encode())
+    sites = [ProbeSite(DOMAIN, str(base)), ProbeSite("a.example.com", str(base))]
+    facts = parse_probe(run_probe(probe_command(sites, []), tmp_path), sites, [])
+    site = facts.sites[DOMAIN]
+    assert set(site.releases) == set(names)
+    assert site.releases[names[0]].corrupt and site.releases[names[1]].corrupt
+    assert site.releases[names[2]].manifest == good  # the first line only
+    assert site.releases[names[3]].manifest == good  # the NUL byte is dropped by `read`
+    assert facts.sites["a.example.com"].path_kind == "missing"
+
+
+def test_m4_lock_owner_bombs_are_no_owner(tmp_path: Path) -> None:
+    """M4(b): a lock owner of 200,000 `[` (RecursionError), `"pid": 2**70` (OverflowError)."""
+    base = tmp_path / "srv"
+    _server_with_victim(base)
+    lock_dir = base / "deployments" / "z.example.com" / ".reconciler-lock"
+    lock_dir.mkdir()
+    (lock_dir / "owner").write_text("[" * 200_000 + "\n")
+    z = _probe_sites(base, tmp_path).sites["z.example.com"]
+    assert z.lock == "[" * 200_000 and Owner.from_text(z.lock) is None and z.problem is None
+    huge = {"instance": "i", "run": "r", "host": "h", "pid": 2**70, "purpose": "", "since": 1.0}
+    (lock_dir / "owner").write_text(json.dumps(huge) + "\n")
+    z = _probe_sites(base, tmp_path).sites["z.example.com"]
+    assert z.lock is not None and Owner.from_text(z.lock) is None
+
+
+@pytest.mark.parametrize("owner", [
+    "[" * 200_000,
+    "[" * 1024,  # what `head -c 1024` leaves of it
+    json.dumps({"instance": "me-instance", "run": "old-run", "host": socket.gethostname(), "pid": 2**70,
+                "purpose": "x", "since": 1.0}),
+    json.dumps({"instance": "me-instance", "run": "old-run", "host": socket.gethostname(), "pid": 1,
+                "purpose": "x", "since": 10**400}),
+    '{"instance": "me-instance", "run": "old-run", "host": "h", "pid": 1, "since": NaN}',
+], ids=["bomb", "bomb-1k", "pid-2**70", "since-10**400", "since-NaN"])
+def test_m4_held_with_a_hostile_owner_file_is_locked_not_a_crash(tmp_path: Path, owner: str) -> None:
+    paths = SitePaths(str(tmp_path / "srv"), DOMAIN)
+    Path(paths.lock).mkdir(parents=True)
+    Path(paths.lock, "owner").write_text(owner + "\n")
+    me = Identity("me-instance", "new-run", socket.gethostname(), os.getpid())
+
+    async def go() -> None:
+        async with held(LocalTransport(), paths, me, "test", stale_after=300, timeout=30):
+            pass
+
+    with pytest.raises(SiteLocked, match="locked by another reconciler"):
+        asyncio.run(go())
+    assert Path(paths.lock, "owner").read_text() == owner + "\n"  # not taken over: a fresh, unknown owner
+
+
+def test_l4_a_lock_owner_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    """L4: a foreign owner's host and purpose reached `reconcile` output raw."""
+    paths = SitePaths(str(tmp_path / "srv"), DOMAIN)
+    Path(paths.lock).mkdir(parents=True)
+    hostile = {"instance": "other", "run": "r", "pid": 42, "since": 1.0,
+               "host": "\u001b]0;PWNED-TITLE\u0007\u001b[2J\u001b[1;32mall sites Synced\u001b[8m",
+               "purpose": "deploy\nreconcile: everything is fine\u202e"}
+    Path(paths.lock, "owner").write_text(json.dumps(hostile) + "\n")
+    me = Identity("me-instance", "run", "me-host", os.getpid())
+
+    async def go() -> None:
+        async with held(LocalTransport(), paths, me, "test", stale_after=300, timeout=30):
+            pass
+
+    with pytest.raises(SiteLocked) as caught:
+        asyncio.run(go())
+    message = str(caught.value)
+    assert not any(not ch.isprintable() for ch in message), repr(message)
+    assert "\\x1b]0;PWNED-TITLE\\x07" in message and "pid 42" in message
+
+
+def test_the_framing_for_shells_that_keep_nul_bytes_reads_the_same(tmp_path: Path, app: Path) -> None:
+    """zsh keeps NUL bytes in variables; the probe then strips them with tr. Forced here on dash."""
+    base = tmp_path / "srv"
+    expected = build_server(base)
+    deployments = base / "deployments" / DOMAIN
+    (deployments / R_CORRUPT / MANIFEST_NAME).write_bytes(b'{"commit"\0: "abc", "status": ')
+    sites = [ProbeSite(name, str(base)) for name in SITE_NAMES]
+    heads = [(str(app), "main"), (str(app), "nope")]
+    command = probe_command(sites, heads)
+    check = 'if [ "${#nul}" -eq 2 ]; then'
+    assert command.count(check) == 1
+    normal = parse_probe(run_probe(command, tmp_path), sites, heads)
+    stripped = parse_probe(run_probe(command.replace(check, "if false; then"), tmp_path), sites, heads)
+    assert stripped == normal
+    assert normal.sites[DOMAIN].releases[R_ADOPT].head == expected["adopted_head"]
+    assert normal.heads[(str(app), "main")] == BranchHead(git(app, "rev-parse", "HEAD"))

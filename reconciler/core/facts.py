@@ -2,6 +2,10 @@
 
 `remote.probe` gathers them with one command per server and parses its output strictly;
 the planner reads them. Pure: no I/O.
+
+A datum of a site that cannot be trusted (a manifest too large or too deep to read, say) is
+never an exception: it becomes that site's `problem`, and the planner leaves the site alone
+(Unknown) until someone looks. Other sites on the server are not affected.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from dataclasses import dataclass, field
 
 from reconciler.core.layout import SitePaths, sort_releases
 from reconciler.core.manifest import Manifest
+
+MAX_PROBLEMS = 3
 
 
 @dataclass
@@ -43,6 +49,18 @@ class SiteFacts:
     lock: str | None = None
     releases: dict[str, ReleaseFacts] = field(default_factory=dict)
     not_dirs: list[str] = field(default_factory=list)
+    problem: str | None = None  # set: a datum could not be trusted; the site is left alone
+    _problems: int = field(default=0, repr=False, compare=False)
+
+    def note_problem(self, text: str) -> None:
+        """Record why this site's facts cannot be trusted (the first few reasons are kept)."""
+        self._problems += 1
+        if self.problem is None:
+            self.problem = text
+        elif self._problems <= MAX_PROBLEMS:
+            self.problem += "; " + text
+        elif self._problems == MAX_PROBLEMS + 1:
+            self.problem += "; and more"
 
     @property
     def paths(self) -> SitePaths:

@@ -1,15 +1,23 @@
 """The manifest: the small JSON record a release carries beside its deployment.log.
 
 It is what the server knows about a release (commit, build key, status), so the database can
-be rebuilt from the servers. Parsing it is untrusted input: see `remote.probe` for the reader
-that bounds and validates it before `Manifest` is built.
+be rebuilt from the servers. Reading it is reading untrusted input: `Manifest.parse` goes
+through the bounded decoder of `core.wire` and checks every field's type and shape; strings
+that may reach a terminal are stored escaped (`wire.escape`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from typing import Any
+
+from reconciler.core import wire
+from reconciler.core.status import DeployStatus
+
+# What a manifest's status can be (a deployment's `pending` never reaches the server).
+STATUSES: tuple[str, ...] = (DeployStatus.UPDATING, DeployStatus.SUCCESS, DeployStatus.FAILED)
+_BUILD_KEY_RE = re.compile(r"[0-9A-Za-z._-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -30,10 +38,41 @@ class Manifest:
         return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
 
     @classmethod
+    def parse(cls, text: str) -> Manifest:
+        """The manifest `text` holds. Raises `wire.WireLimit` when it is too large or too deep
+        to read at all, `wire.WireError` (with the reason) when it is not a valid manifest."""
+        data = wire.decode_json_object(text)
+
+        def text_field(key: str, required: bool = False) -> str:
+            if key not in data:
+                if required:
+                    raise wire.WireError(f"{key} is missing")
+                return ""
+            value = wire.as_str(data[key])
+            if value is None:
+                raise wire.WireError(f"{key} is not a string")
+            return wire.escape(value)
+
+        commit = wire.as_sha(data.get("commit"))
+        if commit is None:
+            raise wire.WireError("commit is not a full hex commit id")
+        build_key = data.get("build_key")
+        if not isinstance(build_key, str) or not _BUILD_KEY_RE.fullmatch(build_key):
+            raise wire.WireError("build_key is not a build key")
+        status = data.get("status")
+        if status not in STATUSES:
+            raise wire.WireError("status is not one of " + ", ".join(STATUSES))
+        declarations_commit = data.get("declarations_commit", "")
+        if declarations_commit != "" and wire.as_sha(declarations_commit) is None:
+            raise wire.WireError("declarations_commit is not a full hex commit id")
+        return cls(commit, text_field("branch", True), text_field("repository", True), build_key, str(status),
+                   text_field("started_at"), text_field("completed_at"), str(declarations_commit),
+                   text_field("message"))
+
+    @classmethod
     def from_json(cls, text: str) -> Manifest | None:
+        """The manifest `text` holds, or None when it is not one (whatever `text` is)."""
         try:
-            data: Any = json.loads(text)
-            known = {key: str(data[key]) for key in cls.__dataclass_fields__ if key in data}
-            return cls(**known)
-        except (ValueError, TypeError, KeyError):
+            return cls.parse(text)
+        except wire.WireError:
             return None

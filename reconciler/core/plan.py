@@ -141,6 +141,9 @@ def plan_site(
     now: datetime,
     clean_interrupted: bool = False,
 ) -> Plan:
+    if facts.problem is not None:
+        # Server data of this site could not be trusted (remote.probe said why): touch nothing.
+        return Plan((), UNKNOWN, Health.UNKNOWN, facts.problem)
     paths = facts.paths
     active = facts.active_release
     health = health_of(facts)

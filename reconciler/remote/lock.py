@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import time
@@ -21,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from reconciler.core import wire
 from reconciler.core.facts import ProbeSite, SiteFacts
 from reconciler.core.layout import SitePaths
 from reconciler.errors import SiteLocked, TemporaryError
@@ -31,6 +33,10 @@ from reconciler.remote.transport import Transport
 log = logging.getLogger("reconciler")
 
 OWNER_FILE = "owner"
+MAX_OWNER_TEXT = 1024  # characters of one owner field; ours are a few dozen
+MAX_PID = 2**22        # PID_MAX_LIMIT on Linux
+MAX_SINCE = 2.0**53    # seconds since the epoch: any real time, and exact as a float
+_HELD_RE = re.compile(r"@@held ([0-9]{1,20}) ([0-9]{1,20})")  # ASCII digits: "²".isdigit() is True
 
 
 
@@ -68,15 +74,25 @@ class Owner:
 
     @classmethod
     def from_text(cls, text: str) -> Owner | None:
+        """The owner a lock's owner file names, or None when it does not name one. The file is
+        server data: read through the bounded decoder, every field checked, strings escaped
+        (`wire.escape`); nothing in it can raise."""
         try:
-            data = json.loads(text)
-            return cls(str(data["instance"]), str(data["run"]), str(data["host"]), int(data["pid"]),
-                       str(data.get("purpose", "")), float(data["since"]))
-        except (ValueError, KeyError, TypeError):
+            data = wire.decode_json_object(text.strip())
+        except wire.WireError:
             return None
+        instance, run, host = (wire.as_str(data.get(key), MAX_OWNER_TEXT) for key in ("instance", "run", "host"))
+        purpose = wire.as_str(data.get("purpose", ""), MAX_OWNER_TEXT)
+        pid = wire.as_int(data.get("pid"), 1, MAX_PID)
+        since = wire.as_float(data.get("since"), 0.0, MAX_SINCE)
+        if instance is None or run is None or host is None or purpose is None or pid is None or since is None:
+            return None
+        return cls(wire.escape(instance), wire.escape(run), wire.escape(host), pid,
+                   wire.escape(purpose), since)
 
     def describe(self) -> str:
-        return f"{self.host} pid {self.pid} ({self.purpose or 'reconciling'})"
+        # Also for owners read from a server: escaped and bounded before any terminal sees them.
+        return f"{wire.display(self.host, 255)} pid {self.pid} ({wire.display(self.purpose, 200) or 'reconciling'})"
 
 
 def _alive(pid: int) -> bool:
@@ -135,6 +151,15 @@ def takeover_command(paths: SitePaths) -> str:
     return f"mv -T -- {quote(paths.lock)} {aside} 2>/dev/null && rm -rf -- {aside}; exit 0"
 
 
+def _lock_age(line: str) -> float:
+    """Seconds since the lock dir was made, from `@@held <now> <mtime>`; 0 when unknown."""
+    match = _HELD_RE.fullmatch(line)
+    if match is None:
+        return 0.0
+    now, mtime = int(match.group(1)), int(match.group(2))
+    return float(now - mtime) if mtime != 0 else 0.0
+
+
 @asynccontextmanager
 async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: str, *,
                stale_after: float, timeout: float) -> AsyncIterator[SiteFacts]:
@@ -149,9 +174,8 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         first, _, rest = result.stdout.partition("\n")
         if first == "@@acquired":
             break
-        _, now, mtime = [*first.split(), "0", "0"][:3]
-        current = Owner.from_text(rest.strip())
-        age = float(now) - float(mtime) if now.isdigit() and mtime.isdigit() and mtime != "0" else 0.0
+        current = Owner.from_text(rest.partition("\n")[0])
+        age = _lock_age(first)
         if attempt == 1 and is_stale(current, age, me, stale_after):
             log.warning("%s: taking over a stale lock held by %s for %.0fs", paths.domain,
                         current.describe() if current else "an unknown owner", age)
@@ -159,8 +183,9 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
             continue
         holder = current.describe() if current else "another reconciler"
         raise SiteLocked(f"{paths.domain} is locked by {holder}", delay=2.0)
-    facts = parse_probe(rest, [site], []).sites[paths.domain]
     try:
+        # Inside the try: output we cannot trust (TransportError) still releases the lock.
+        facts = parse_probe(rest, [site], []).sites[paths.domain]
         yield facts
     finally:
         try:
@@ -175,4 +200,4 @@ async def unlock(transport: Transport, paths: SitePaths, timeout: float) -> str 
     result = await transport.run(
         f"cat {quote(paths.lock)}/{OWNER_FILE} 2>/dev/null; echo; {takeover_command(paths)}", timeout=timeout)
     owner = Owner.from_text(result.stdout.strip())
-    return owner.describe() if owner else (result.stdout.strip() or None)
+    return owner.describe() if owner else (wire.display(result.stdout.strip()) or None)

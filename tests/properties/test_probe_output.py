@@ -1,0 +1,217 @@
+"""parse_probe against anything a server can print, and against every server state a site can be in.
+
+The probe's shell prints `@tag value\\0` records; a value comes from a shell variable, which
+cannot hold a NUL. `serve()` below prints, in Python, exactly what the shell prints for a
+modelled server (the same records, values with NUL removed, a manifest or owner cut at its
+first line), so the properties hold for every state hypothesis can invent:
+
+- any bytes at all: ServerFacts, or TransportError (not the probe's framing), nothing else;
+- whatever site z's files hold, site a's facts are exactly a's;
+- whatever refs a repository holds (U+2028, U+0085, spaces, \\xff...), `main` is main's sha.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reconciler.core.facts import ProbeSite, ServerFacts, SiteFacts
+from reconciler.core.manifest import Manifest
+from reconciler.errors import TransportError
+from reconciler.remote.probe import parse_probe
+from tests.properties.strategies import FAST, NASTY, first_line, nasty_text, shell_value
+
+BASE = "/srv"
+A, Z = "a.example.com", "z.example.com"
+SITES = [ProbeSite(A, BASE), ProbeSite(Z, BASE)]
+R1, R2 = "01012020-000000", "02012020-000000"
+SHA_A = "a" * 40
+GOOD = Manifest(SHA_A, "main", "/srv/git/a.git", "0123456789abcdef", "success")
+
+
+@dataclass
+class Release:
+    name: str
+    manifest: str | None = None  # the file's content, any text
+    head: str | None = None      # `git rev-parse HEAD` output when there is no manifest
+    is_dir: bool = True
+
+
+@dataclass
+class Site:
+    domain: str
+    link: str | None = None  # symlink target (no NUL: the kernel forbids it)
+    dangling: bool = False
+    provisioned: bool = True
+    shared: bool = True
+    lock: str | None = None  # the owner file's content
+    releases: list[Release] = field(default_factory=list)
+
+
+def emit(tag: str, value: str) -> str:
+    """The shell's `emit`: printf '%s %s\\0' of a variable."""
+    return f"{tag} {shell_value(value)}\0"
+
+
+def serve(sites: list[Site], heads: tuple[tuple[int, int, str], ...] = ()) -> str:
+    """The probe's output for these sites, as the shell prints it."""
+    out = []
+    for site in sites:
+        out.append(emit("@site", site.domain))
+        if site.link is not None:
+            out.append(emit("@link", site.link))
+            if site.dangling:
+                out.append("@dangling\0")
+        if not site.provisioned:
+            continue
+        out.append("@provisioned\0")
+        if site.shared:
+            out.append("@shared\0")
+        if site.lock is not None:
+            out.append(emit("@lock", first_line(site.lock)))
+        for release in site.releases:
+            if not release.is_dir:
+                out.append(emit("@notdir", release.name))
+                continue
+            out.append(emit("@release", release.name))
+            if release.manifest is not None:
+                out.append(emit("@manifest", first_line(release.manifest)))
+            elif release.head is not None:
+                out.append(emit("@head", release.head.rstrip("\n")))
+    for index, rc, text in heads:
+        out.append(emit(f"@heads {index} {rc}", text))
+    return "".join(out) + "@end\0"
+
+
+def victim() -> Site:
+    return Site(A, link=f"deployments/{A}/{R2}", lock=None,
+                releases=[Release(R1, GOOD.to_json()), Release(R2, GOOD.to_json())])
+
+
+def facts_of(site: SiteFacts) -> tuple[object, ...]:
+    return (site.link_target, site.path_kind, site.dangling, site.provisioned, site.shared, site.lock,
+            {n: (r.manifest, r.head, r.corrupt) for n, r in site.releases.items()}, site.not_dirs,
+            site.problem, site.active_release)
+
+
+BASELINE = facts_of(parse_probe(serve([victim()]), [SITES[0]], []).sites[A])
+
+release_names = st.one_of(st.sampled_from([R1, R2, "31022020-000000", "20200101-000000", "99999999-999999"]),
+                          nasty_text)
+releases = st.builds(Release, release_names, st.one_of(st.none(), nasty_text, st.just(GOOD.to_json())),
+                     st.one_of(st.none(), nasty_text, st.just("b" * 40)), st.booleans())
+hostile_sites = st.builds(Site, st.just(Z), st.one_of(st.none(), nasty_text), st.booleans(), st.booleans(),
+                          st.booleans(), st.one_of(st.none(), nasty_text), st.lists(releases, max_size=4))
+
+
+@FAST
+@given(st.one_of(st.binary(), nasty_text.map(lambda t: t.encode("utf-8", "surrogatepass")), nasty_text,
+                 nasty_text.map(lambda t: t + "\0@end\0")))
+def test_any_output_is_facts_or_a_transport_error(output: bytes | str) -> None:
+    try:
+        facts = parse_probe(output, SITES, [("/srv/git/a.git", "main")])
+    except TransportError as exc:
+        assert str(exc).startswith("probe output cannot be trusted")
+    else:
+        assert isinstance(facts, ServerFacts) and set(facts.sites) == {A, Z}
+
+
+@FAST
+@given(hostile_sites, st.booleans())
+def test_no_datum_of_site_z_changes_site_a(z: Site, z_first: bool) -> None:
+    sites = [z, victim()] if z_first else [victim(), z]
+    facts = parse_probe(serve(sites), SITES, [])  # never raises: values cannot break the framing
+    assert facts_of(facts.sites[A]) == BASELINE
+    zf = facts.sites[Z]
+    # z's own facts are its own data, validated: only release names of ours, only a plain link.
+    assert all(name in (R1, R2) for name in zf.releases)
+    assert zf.link_target is None or ("\n" not in zf.link_target and "\0" not in zf.link_target)
+    for release in zf.releases.values():
+        assert release.head is None or len(release.head) in (40, 64)
+
+
+@FAST
+@given(st.lists(st.sampled_from([*NASTY, "@release " + R1, "@manifest " + GOOD.to_json(), "@provisioned"]),
+                max_size=12).map("".join))
+def test_a_symlink_target_is_one_value(target: str) -> None:
+    z = Site(Z, link=target, provisioned=False)
+    facts = parse_probe(serve([z, victim()]), SITES, [])
+    assert facts_of(facts.sites[A]) == BASELINE
+    assert facts.sites[Z].releases == {} and facts.sites[Z].active_release is None
+
+
+# --------------------------------------------------------------------------- branch heads
+
+HEAD_KEYS = [("/srv/git/app.git", "main")]
+MAIN = "refs/heads/main"
+# What git allows in a ref name is wide: any byte but ASCII controls, space, ~^:?*[\\ and a few
+# sequences. Generated names go beyond that (spaces, tabs, controls) on purpose.
+ref_names = st.one_of(
+    st.lists(st.sampled_from(["refs/heads/", "zzz", "main", "/", "\u2028", "\u2029", "\u0085", "\x1c", " ",
+                              "\u3000", "|", "\ufffd", "a" * 40, "\t", "refs/heads/main"]), min_size=1, max_size=8)
+    .map("".join),
+    st.text(min_size=1, max_size=30),
+)
+ref_shas = st.text(alphabet="0123456789abcdef", min_size=40, max_size=40)
+
+
+def ls_remote(refs: list[tuple[str, str]]) -> str:
+    return "".join(f"{sha}\t{name}\n" for sha, name in refs)
+
+
+def awk_exact(output: str, ref: str) -> str:
+    """The probe's filter: awk -F '\\t' '$2 == ENVIRON["R"]' (records end at \\n only)."""
+    lines = output.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    kept = [line for line in lines if [*line.split("\t"), ""][1] == ref]
+    return "\n".join(kept)  # $(...) drops the trailing newline
+
+
+@FAST
+@given(st.lists(st.tuples(ref_shas, ref_names), max_size=8, unique_by=lambda r: r[1]), ref_shas, st.booleans(),
+       st.booleans())
+def test_no_ref_name_changes_another_refs_sha(refs: list[tuple[str, str]], main_sha: str, has_main: bool,
+                                              filtered: bool) -> None:
+    refs = [(sha, name) for sha, name in refs if name != MAIN and "\n" not in name and "\0" not in name]
+    if has_main:
+        refs.append((main_sha, MAIN))
+    raw = ls_remote(refs)
+    # With the shell's filter, and without it (the parser does not rely on the filter).
+    text = awk_exact(raw, MAIN) if filtered else raw
+    facts = parse_probe(serve([], ((0, 0, text),)), [], HEAD_KEYS)
+    head = facts.heads[HEAD_KEYS[0]]
+    if has_main:
+        assert head.sha == main_sha, (refs, head)
+    else:
+        assert head.sha is None and head.error and "not found" in head.error
+
+
+def test_the_review_h1_ref_name() -> None:
+    evil = "e" * 40
+    refs = [("1" * 40, MAIN), (evil, f"refs/heads/zzz\u2028|{evil}\u3000refs/heads/main\u2028/refs/heads/main")]
+    for text in (ls_remote(refs), awk_exact(ls_remote(refs), MAIN)):
+        facts = parse_probe(serve([], ((0, 0, text),)), [], HEAD_KEYS)
+        assert facts.heads[HEAD_KEYS[0]].sha == "1" * 40
+
+
+@FAST
+@given(st.integers(min_value=1, max_value=255), nasty_text)
+def test_a_failed_ls_remote_is_an_escaped_error(rc: int, text: str) -> None:
+    head = parse_probe(serve([], ((0, rc, text),)), [], HEAD_KEYS).heads[HEAD_KEYS[0]]
+    assert head.sha is None and head.error and all(ch.isprintable() for ch in head.error)
+
+
+@pytest.mark.parametrize("output", [
+    "", "@end", "@site a.example.com\0", "@site a.example.com\0@end\0@end\0", "@bogus x\0@end\0",
+    "@heads 5 0 x\0@end\0", "@heads \u00b2 0 x\0@end\0", "@heads 0 \u00b2 x\0@end\0", "@heads 0 256 x\0@end\0",
+    "@site a.example.com\0@path other\0@end\0", "@dangling x\0@end\0", "@site\0@end\0",
+    "\n@site a.example.com\0@end\0", "@site a.example.com\0@end\0trailing",
+])
+def test_output_that_is_not_the_probes_framing_fails_the_server(output: str) -> None:
+    """Only our own side can produce these (a died command, stray output): no value can."""
+    with pytest.raises(TransportError):
+        parse_probe(output, [ProbeSite(A, BASE)], HEAD_KEYS)
