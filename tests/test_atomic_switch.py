@@ -1,7 +1,7 @@
 """SPEC section 3: the site symlink is replaced only by an atomic rename, so at no instant does
 `{base}/{domain}` (and the document root `{base}/{domain}/public`) fail to resolve.
 
-The real `switch_command` runs 1000 times under /bin/sh, alternating between two real releases,
+The real `shell.switch` command runs 1000 times under /bin/sh, alternating between two real releases,
 while ANOTHER PROCESS resolves `{base}/{domain}/public` in a tight loop. A control run with a
 non-atomic switch (unlink, then symlink) proves the resolver does catch a missing link.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.layout import SitePaths
-from reconciler.engine.apply import switch_command
+from reconciler.remote import shell
 
 DOMAIN = "shop.example.com"
 RELEASES = ("01082025-091245", "31072025-143022")
@@ -50,6 +50,12 @@ RESOLVER = textwrap.dedent("""
     print(json.dumps({"ok": ok, "failed": failed, "seen": {str(k): v for k, v in seen.items()},
                       "errors": errors}), flush=True)
 """)
+
+
+def switch_command(paths: SitePaths, release: str) -> str:
+    command = shell.switch(paths, release)
+    assert command.stdin is None  # the whole switch is in the command text
+    return command.text
 
 
 def _make_releases(base: Path) -> SitePaths:
@@ -92,7 +98,7 @@ def test_switch_is_atomic_under_concurrent_resolution(tmp_path: Path) -> None:
     inodes = {os.stat(base / "deployments" / DOMAIN / name / "public").st_ino: name for name in RELEASES}
 
     def switch_many() -> None:
-        # Batches of real switch commands per /bin/sh (each one as apply.switch would send it).
+        # Batches of real switch commands per /bin/sh (each one as apply.switch sends it).
         commands = [switch_command(paths, RELEASES[(n + 1) % 2]) for n in range(SWITCHES)]
         for start in range(0, SWITCHES, BATCH):
             _sh("".join(commands[start : start + BATCH]))
@@ -135,3 +141,36 @@ def test_resolver_detects_a_non_atomic_switch(tmp_path: Path) -> None:
     )
     report = _race(tmp_path, base, lambda: _sh(loop))
     assert report["failed"] > 0, report
+
+
+def _switch_status(paths: SitePaths, release: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["/bin/sh", "-c", switch_command(paths, release)], capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_switch_exit_codes_are_named(tmp_path: Path) -> None:
+    """The codes Python reads (apply.switch) are the ones the command exits with."""
+    base = tmp_path / "srv"
+    paths = _make_releases(base)
+    assert _switch_status(paths, "02082025-000000").returncode == shell.EXIT_RELEASE_MISSING
+    (base / DOMAIN).mkdir()  # a real directory where the site link belongs
+    (base / DOMAIN / "keep.txt").write_text("operator data\n")
+    result = _switch_status(paths, RELEASES[0])
+    assert result.returncode == shell.EXIT_NOT_A_SYMLINK, result
+    assert "not a symlink" in result.stderr
+    assert (base / DOMAIN / "keep.txt").read_text() == "operator data\n"
+    (base / DOMAIN / "keep.txt").unlink()
+    (base / DOMAIN).rmdir()
+    (base / DOMAIN).write_text("a file\n")  # a regular file is refused the same way
+    assert _switch_status(paths, RELEASES[0]).returncode == shell.EXIT_NOT_A_SYMLINK
+    assert (base / DOMAIN).read_text() == "a file\n"
+    assert sorted(p.name for p in base.iterdir()) == ["deployments", DOMAIN]  # no temporary link left
+
+
+def test_switch_with_a_hostile_base_path(tmp_path: Path) -> None:
+    base = tmp_path / "b a$(touch PWNED)'s `touch PWNED` \"q\";x|y&z -n"
+    paths = _make_releases(base)
+    _sh(switch_command(paths, RELEASES[0]))
+    _sh(switch_command(paths, RELEASES[1]))
+    assert os.readlink(base / DOMAIN) == f"deployments/{DOMAIN}/{RELEASES[1]}"
+    assert not list(tmp_path.rglob("PWNED")) and not (Path.cwd() / "PWNED").exists()

@@ -328,3 +328,78 @@ def test_a_tied_command_dies_with_its_connection(sshd: SshServer, tmp_path: Path
     assert not tied.exists(), "a tied command must die with its connection"
     result = asyncio.run(SshTransport(sshd.destination, _options(sshd)).run("echo ok; exit 3", timeout=10, tied=True))
     assert (result.exit_status, result.stdout) == (3, "ok\n")
+
+
+# --- Long values: stdin with a tied command, commands too long for one argument --------------------------
+
+
+def test_ssh_a_tied_command_gets_its_stdin_exactly(sshd_session: SshServer) -> None:
+    """A tied command runs on a terminal, which would echo stdin, cut it at 4 KiB a line and
+    never end it. The transport stages stdin in a temp file first; the command reads that file,
+    which is already unlinked while it runs."""
+    data = ("it's $(touch PWNED) `x` \"q\"\ttab ünï ✓\n" * 1500) + "'" * 20_000 + "\nno final newline"
+    transport = SshTransport(sshd_session.destination, _options(sshd_session))
+
+    async def body(t: Transport) -> tuple[Result, Result, int]:
+        before = t.round_trips
+        copied = await t.run("cat; echo; echo end", stdin=data, timeout=TIMEOUT, tied=True)
+        where = await t.run('readlink /proc/$$/fd/0; cat > /dev/null', stdin="x", timeout=TIMEOUT, tied=True)
+        return copied, where, t.round_trips - before
+
+    copied, where, trips = _with(transport, body)
+    assert copied.exit_status == 0, copied
+    assert copied.stdout == data + "\nend\n"
+    assert trips == 4, "one staging round trip per tied command with stdin"
+    assert where.stdout.strip().endswith("(deleted)"), where
+
+
+def test_ssh_a_command_too_long_to_start_is_a_failure_not_a_lost_server(sshd_session: SshServer) -> None:
+    """Quoted twice over SSH, 10 000 quotes are ~170 KB: sshd could not exec it (E2BIG), and a
+    bigger one would make it drop the connection, which looked like an unreachable server and
+    was retried forever. It is the command's own, permanent failure; the connection stays."""
+    from reconciler.remote import shell
+
+    async def body(t: Transport) -> list[Result]:
+        return [await t.run(f"printf %s {shell.quote(chr(39) * n)} | wc -c", timeout=TIMEOUT)
+                for n in (5_000, 10_000, 100_000)] + [await t.run("echo still here", timeout=TIMEOUT)]
+
+    small, big, huge, after = _with(SshTransport(sshd_session.destination, _options(sshd_session)), body)
+    assert (small.exit_status, small.stdout.strip()) == (0, "5000")
+    for result in (big, huge):
+        assert result.exit_status == shell.EXIT_CANNOT_RUN, result
+        assert "too long" in result.stderr
+    assert after == Result(0, "still here\n", "")
+
+
+def test_local_a_command_too_long_to_start_is_a_failure_not_a_transport_error() -> None:
+    from reconciler.remote import shell
+
+    result = _run(LocalTransport(), "printf %s " + shell.quote("'" * 60_000))
+    assert result.exit_status == shell.EXIT_CANNOT_RUN
+    assert "Argument list too long" in result.stderr
+    assert _run(LocalTransport(), "echo fine") == Result(0, "fine\n", "")
+
+
+def test_ssh_a_60kb_script_deploys(sshd_session: SshServer, tmp_path: Path) -> None:
+    """Defect 8 over SSH: a valid 60 KB script of quotes. Quoted into argv twice it would have
+    been ~1 MB; it now travels on stdin (claim step) and runs from a file in the release."""
+    from reconciler.core.declarations import MAX_FILE_BYTES
+    from reconciler.remote import shell
+    from tests.builders import make_app_repo, make_decl_repo, reconcile, settings_for, write_site
+
+    domain = "big.example.com"
+    script = ": " + "''" * 30_000 + "\nprintf 'ran [%s]\\n' \"$(cat)\" > script-ran\n"
+    app = make_app_repo(tmp_path / "app")
+    decl = make_decl_repo(tmp_path / "decl")
+    base = tmp_path / "srv"
+    site = write_site(decl, domain, server=sshd_session.destination, base_path=str(base), repository=str(app),
+                      script=script)
+    assert site.stat().st_size <= MAX_FILE_BYTES
+    settings = settings_for(decl, tmp_path / "state", identity_file=sshd_session.identity_file,
+                            known_hosts=sshd_session.known_hosts)
+    outcome = reconcile(settings)[domain]
+    assert (outcome.sync, outcome.health) == ("Synced", "Healthy"), outcome.message
+    live = (base / domain).resolve()
+    assert (live / "script-ran").read_text() == "ran []\n", "the script ran, with nothing on its stdin"
+    assert not (live / shell.SCRIPT_NAME).exists()
+    assert "+ :" in (live / "deployment.log").read_text()

@@ -4,6 +4,9 @@ Each unit (provision, deploy, activate, prune) is small and writes what it did t
 release's deployment.log and to the store. The site symlink is only ever replaced by
 renaming a new link over it (`switch`), for deploy and rollback alike, and nothing is
 switched unless every step before it succeeded.
+
+Every remote command is built by `remote.shell`: this module holds no shell text. It picks
+the commands, sends them with their stdin, and reads their named exit codes.
 """
 
 from __future__ import annotations
@@ -11,20 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.core.declarations import SiteDeclaration
-from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, shared_link_target
+from reconciler.core.layout import MANIFEST_NAME, SitePaths
 from reconciler.core.manifest import Manifest
+from reconciler.core.status import DeployStatus, Step, Sync
 from reconciler.engine.store import Store, utcnow
 from reconciler.errors import LayoutConflict, StepFailed, TransportError
 from reconciler.faults import checkpoint
-from reconciler.remote.mirror import clone_command
-from reconciler.remote.shell import quote
+from reconciler.remote import shell
 from reconciler.remote.transport import Result, Transport
 
 LOCAL_LOG_BYTES = 1024 * 1024
@@ -61,45 +63,32 @@ class Outcome:
     superseded: bool = False  # built fine, but no longer desired: left unswitched
 
 
-async def _run(ctx: SiteContext, step: str, command: str, timeout: float | None = None,
+async def _send(ctx: SiteContext, command: shell.Command, timeout: float | None = None,
+                tied: bool = False) -> Result:
+    """Run one command built by `remote.shell`, with its stdin."""
+    return await ctx.transport.run(command.text, stdin=command.stdin,
+                                   timeout=timeout or ctx.command_timeout, tied=tied)
+
+
+async def _run(ctx: SiteContext, step: Step, command: shell.Command, timeout: float | None = None,
                tied: bool = False) -> Result:
-    result = await ctx.transport.run(command, timeout=timeout or ctx.command_timeout, tied=tied)
+    """`_send`, and a non-zero exit (a command that could not even start included) is that
+    step's failure."""
+    result = await _send(ctx, command, timeout, tied)
     if not result.ok:
         raise StepFailed(step, result.exit_status, result.tail(), result.tail(3).replace("\n", " | "))
     return result
 
 
-def _write_manifest(paths: SitePaths, release: str, manifest: Manifest) -> str:
-    """Shell to replace a manifest atomically (write a temp file, rename it over)."""
-    target = paths.manifest(release)
-    return (f"printf '%s\\n' {quote(manifest.to_json())} > {quote(target + '.tmp')} && "
-            f"mv -f -- {quote(target + '.tmp')} {quote(target)}")
-
-
-def switch_command(paths: SitePaths, release: str) -> str:
-    """Atomically point the site symlink at `release`: new link under a unique temporary
-    name in the same directory, then rename(2) over the old one (`mv -T`). Never `ln -sfn`,
-    which is unlink+symlink on many systems and leaves a moment with no site at all."""
-    link = paths.site_link
-    temp = f"{paths.base_path}/.{paths.domain}.reconciler-{secrets.token_hex(6)}"
-    return (
-        f"if [ -e {quote(link)} ] && [ ! -L {quote(link)} ]; then "
-        f"echo {quote(link + ' is not a symlink; refusing to replace it')} >&2; exit 3; fi\n"
-        f"test -d {quote(paths.release(release))} || {{ echo 'release directory is missing' >&2; exit 4; }}\n"
-        f"ln -s -- {quote(paths.link_target(release))} {quote(temp)} || exit 1\n"
-        f"mv -T -- {quote(temp)} {quote(link)} || {{ rm -f -- {quote(temp)}; exit 1; }}\n"
-    )
-
-
 async def provision(ctx: SiteContext) -> None:
-    await _run(ctx, "provision", f"mkdir -p -- {quote(ctx.paths.shared)}")
+    await _run(ctx, Step.PROVISION, shell.provision(ctx.paths))
 
 
 async def switch(ctx: SiteContext, release: str) -> None:
     try:
-        await _run(ctx, "switch", switch_command(ctx.paths, release))
+        await _run(ctx, Step.SWITCH, shell.switch(ctx.paths, release))
     except StepFailed as exc:
-        if exc.exit_status == 3:
+        if exc.exit_status == shell.EXIT_NOT_A_SYMLINK:
             raise LayoutConflict(f"{ctx.paths.site_link} is not a symlink; refusing to replace it") from exc
         raise
 
@@ -110,12 +99,7 @@ async def reload(ctx: SiteContext, release: str) -> str:
     command = ctx.site.reload_command
     if not command:
         return ""
-    log = ctx.paths.log(release)
-    result = await ctx.transport.run(
-        f"cd -- {quote(ctx.paths.release(release))} && "
-        f"{{ printf '==> reload\\n'; sh -e -c {quote(command)}; }} >> {quote(log)} 2>&1 < /dev/null",
-        timeout=ctx.command_timeout,
-    )
+    result = await _send(ctx, shell.reload(ctx.paths, release, command))
     return "" if result.ok else f"reload command failed (exit {result.exit_status})"
 
 
@@ -135,35 +119,12 @@ async def activate(ctx: SiteContext, release: str) -> Outcome:
 async def prune(ctx: SiteContext, releases: tuple[str, ...]) -> None:
     if not releases:
         return
-    targets = " ".join(quote(ctx.paths.release(name)) for name in releases)
     checkpoint("prune")
-    await _run(ctx, "prune", f"rm -rf -- {targets}")
+    await _run(ctx, Step.PRUNE, shell.remove_releases(ctx.paths, releases))
     for name in releases:
         row = ctx.store.by_release(ctx.site.domain, name)
         if row is not None:
             ctx.store.update_deployment(row["id"], deployment_path=None)
-
-
-def _shared_command(paths: SitePaths, release: str, shared: list[str]) -> str:
-    """Link every shared entry into the release. A path the repository ships (Laravel's
-    storage/) is removed and replaced by the link; linking into it would make storage/storage.
-    A missing shared entry is seeded from the repository's copy, else created empty."""
-    lines = ["set -e"]
-    for entry in shared:
-        source = f"{paths.shared}/{entry}"
-        inside = f"{paths.release(release)}/{entry}"
-        create = ": >" if entry.rsplit("/", 1)[-1].startswith(".") else "mkdir --"
-        lines.append(
-            f"s={quote(source)}; r={quote(inside)}\n"
-            'if [ ! -e "$s" ] && [ ! -L "$s" ]; then\n'
-            '  mkdir -p -- "$(dirname -- "$s")"\n'
-            '  if [ -e "$r" ] || [ -L "$r" ]; then cp -a -- "$r" "$s"\n'
-            f'  else {create} "$s"; fi\n'
-            "fi\n"
-            'rm -rf -- "$r"; mkdir -p -- "$(dirname -- "$r")"\n'
-            f'ln -s -- {quote(shared_link_target(entry))} "$r"'
-        )
-    return "\n".join(lines)
 
 
 def _failing_line(log: str) -> str:
@@ -189,55 +150,49 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
     TransportError when the server went away (a temporary problem)."""
     site, paths, store = ctx.site, ctx.paths, ctx.store
     started = time.monotonic()
-    base = Manifest(commit, site.branch, site.repository, site.build_key, "updating",
+    base = Manifest(commit, site.branch, site.repository, site.build_key, DeployStatus.UPDATING,
                     utcnow(), "", ctx.declarations_commit or "")
     deployment_id = store.start_deployment(
-        site=site.domain, release=release, status="pending", commit_sha=commit,
+        site=site.domain, release=release, status=DeployStatus.PENDING, commit_sha=commit,
         branch=site.branch, repository=site.repository, build_key=site.build_key,
         deployment_script=site.script, deployment_path=paths.release(release),
         log_file_path=paths.log(release), declarations_commit=ctx.declarations_commit,
         started_at=base.started_at, transient=0,
     )
-    store.update_site(site.domain, server=site.server, base_path=site.base_path, sync="Progressing",
+    store.update_site(site.domain, server=site.server, base_path=site.base_path, sync=Sync.PROGRESSING,
                       message=f"deploying {commit[:12]} as {release}")
-    rel = quote(paths.release(release))
-    log = quote(paths.log(release))
+    script = site.script if site.script.strip() else None
     claimed = False
     stage = "claim"
     ctx.step(f"deploy {release}")
     try:
         header = f"==> reconciler: {site.domain} release {release}, {site.branch} @ {commit}"
-        await _run(ctx, "claim release directory",
-                   f"set -e\nmkdir -p -- {quote(paths.shared)}\nmkdir -- {rel}\n"
-                   f"{_write_manifest(paths, release, base)}\n"
-                   f"printf '%s\\n' {quote(header)} > {log}")
+        # The script travels now, on stdin, and waits in the release for its step.
+        await _run(ctx, Step.CLAIM, shell.claim_release(paths, release, base.to_json(), header, script))
         claimed = True
         checkpoint("after-claim")
         ctx.step("clone")
-        store.update_deployment(deployment_id, status="updating")
+        store.update_deployment(deployment_id, status=DeployStatus.UPDATING)
         stage = "clone"
         checkpoint("clone")
-        await _run(ctx, "clone", clone_command(paths, site.repository, site.branch, commit, release),
+        await _run(ctx, Step.CLONE, shell.clone(paths, site.repository, site.branch, commit, release),
                    timeout=ctx.deploy_timeout, tied=True)
         stage = "link shared"
         ctx.step("link shared")
-        await _run(ctx, "link shared entries", _shared_command(paths, release, site.shared))
+        await _run(ctx, Step.SHARED, shell.link_shared(paths, release, site.shared))
         stage = "script"
         ctx.step("script")
         checkpoint("script")
-        if site.script.strip():
-            env = " ".join(f"{k}={quote(v)}" for k, v in (
-                ("RECONCILER_DOMAIN", site.domain), ("RECONCILER_RELEASE", release),
-                ("RECONCILER_COMMIT", commit), ("RECONCILER_BRANCH", site.branch)))
-            await _run(ctx, "deploy script", (
-                f"cd -- {rel} && {{ printf '==> script\\n'; env {env} sh -e -x -c {quote(site.script)}; }}"
-                f" >> {quote(LOG_NAME)} 2>&1 < /dev/null"
-            ), timeout=ctx.deploy_timeout, tied=True)
+        if script is not None:
+            env = {"RECONCILER_DOMAIN": site.domain, "RECONCILER_RELEASE": release,
+                   "RECONCILER_COMMIT": commit, "RECONCILER_BRANCH": site.branch}
+            await _run(ctx, Step.SCRIPT, shell.run_script(paths, release, env),
+                       timeout=ctx.deploy_timeout, tied=True)
         stage = "switch"
-        done = Manifest(**{**base.__dict__, "status": "success", "completed_at": utcnow()})
+        done = Manifest(**{**base.__dict__, "status": DeployStatus.SUCCESS, "completed_at": utcnow()})
         # Mark success before switching: a crash in between leaves a good release that the
         # next pass activates, never a live release that claims to be unfinished.
-        await _run(ctx, "record success", _write_manifest(paths, release, done))
+        await _run(ctx, Step.RECORD, shell.write_manifest(paths, release, done.to_json()))
         checkpoint("before-switch")
         if ctx.still_desired is not None and not ctx.still_desired():
             return await _superseded(ctx, deployment_id, release, started, done.completed_at)
@@ -259,22 +214,20 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
     except (StepFailed, LayoutConflict) as exc:
         message = str(exc)
         text = await _fetch_log(ctx, release) if claimed else ""
-        if isinstance(exc, StepFailed) and exc.step == "deploy script":
+        if isinstance(exc, StepFailed) and exc.step == Step.SCRIPT:
             line = _failing_line(text)
             message = f"deploy script failed (exit {exc.exit_status})" + (f" at: {line}" if line else "")
-        elif isinstance(exc, StepFailed) and exc.step == "claim release directory":
+        elif isinstance(exc, StepFailed) and exc.step == Step.CLAIM:
             message = f"cannot create release directory {paths.release(release)}: {exc.detail}"
         if claimed:
-            failed = Manifest(**{**base.__dict__, "status": "failed", "completed_at": utcnow(),
+            failed = Manifest(**{**base.__dict__, "status": DeployStatus.FAILED, "completed_at": utcnow(),
                                  "message": message[:500]})
             note = f"==> failed: {message}"
-            await ctx.transport.run(
-                f"{_write_manifest(paths, release, failed)}; printf '%s\\n' {quote(note)} >> {log}",
-                timeout=ctx.command_timeout)
+            await _send(ctx, shell.record_failure(paths, release, failed.to_json(), note))
             text += note + "\n"
         local = _save_local_log(ctx, deployment_id, text or message + "\n")
         store.update_deployment(
-            deployment_id, status="failed", message=message, completed_at=utcnow(),
+            deployment_id, status=DeployStatus.FAILED, message=message, completed_at=utcnow(),
             duration_ms=int((time.monotonic() - started) * 1000), local_log=str(local),
             exit_status=exc.exit_status if isinstance(exc, StepFailed) else None,
             deployment_path=paths.release(release) if claimed else None,
@@ -282,7 +235,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         return Outcome(False, message)
     except TransportError as exc:
         store.update_deployment(
-            deployment_id, status="failed", transient=1, completed_at=utcnow(),
+            deployment_id, status=DeployStatus.FAILED, transient=1, completed_at=utcnow(),
             message=f"interrupted during {stage}: {exc}",
             duration_ms=int((time.monotonic() - started) * 1000),
         )
@@ -290,7 +243,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
     text = await _fetch_log(ctx, release)
     local = _save_local_log(ctx, deployment_id, text)
     store.update_deployment(
-        deployment_id, status="success", completed_at=done.completed_at, local_log=str(local),
+        deployment_id, status=DeployStatus.SUCCESS, completed_at=done.completed_at, local_log=str(local),
         duration_ms=int((time.monotonic() - started) * 1000), message=warning,
     )
     store.update_site(
@@ -309,10 +262,9 @@ async def _abort(ctx: SiteContext, deployment_id: int, release: str, stage: str,
     """The reconciler is stopping mid-build: remove the half-built release (it was never live)
     and record the deployment as interrupted, so the next start builds it again."""
     with contextlib.suppress(TransportError, TimeoutError, OSError):
-        await asyncio.wait_for(asyncio.shield(ctx.transport.run(
-            f"rm -rf -- {quote(ctx.paths.release(release))}", timeout=10)), 15)
+        await asyncio.wait_for(asyncio.shield(_send(ctx, shell.remove_releases(ctx.paths, [release]), 10)), 15)
     ctx.store.update_deployment(
-        deployment_id, status="failed", transient=1, completed_at=utcnow(), deployment_path=None,
+        deployment_id, status=DeployStatus.FAILED, transient=1, completed_at=utcnow(), deployment_path=None,
         message=f"aborted during {stage}: the reconciler was stopping",
         duration_ms=int((time.monotonic() - started) * 1000))
 
@@ -321,14 +273,14 @@ async def _superseded(ctx: SiteContext, deployment_id: int, release: str, starte
     message = "a newer declaration landed during the build; not switched"
     text = await _fetch_log(ctx, release)
     local = _save_local_log(ctx, deployment_id, text + f"==> {message}\n")
-    ctx.store.update_deployment(deployment_id, status="success", completed_at=completed, local_log=str(local),
-                                duration_ms=int((time.monotonic() - started) * 1000), message=message)
+    ctx.store.update_deployment(deployment_id, status=DeployStatus.SUCCESS, completed_at=completed,
+                                local_log=str(local), duration_ms=int((time.monotonic() - started) * 1000),
+                                message=message)
     return Outcome(True, message, superseded=True)
 
 
 async def _fetch_log(ctx: SiteContext, release: str) -> str:
-    result = await ctx.transport.run(
-        f"tail -c {LOCAL_LOG_BYTES} -- {quote(ctx.paths.log(release))}", timeout=ctx.command_timeout)
+    result = await _send(ctx, shell.tail_log(ctx.paths.log(release), LOCAL_LOG_BYTES))
     return result.stdout
 
 

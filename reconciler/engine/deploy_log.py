@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.status import DeployStatus
 from reconciler.engine.store import Store
 from reconciler.errors import TransportError
-from reconciler.remote.shell import quote
+from reconciler.remote import shell
 from reconciler.remote.transport.pool import TransportPool
 
-FINAL = ("success", "failed")
+FINAL = (DeployStatus.SUCCESS, DeployStatus.FAILED)
 FOLLOW_EVERY = 1.0
 
 
@@ -38,8 +39,8 @@ async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], tim
     while True:
         current = store.deployment(row["id"]) or row
         try:
-            result = await transport.run(
-                f"tail -c +{offset + 1} -- {quote(row['log_file_path'])} | base64", timeout=timeout)
+            command = shell.read_log_base64(row["log_file_path"], offset)
+            result = await transport.run(command.text, stdin=command.stdin, timeout=timeout)
         except TransportError as exc:
             yield f"\n[{exc}]\n"
             return

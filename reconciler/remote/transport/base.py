@@ -23,7 +23,10 @@ class Result:
 
 class Transport(ABC):
     """A server. `run` raises TransportError when the server cannot be reached or the
-    command does not finish within `timeout`; a non-zero exit is returned, not raised."""
+    command does not finish within `timeout`; a non-zero exit is returned, not raised.
+    So is a command that cannot start because it is too long for one argument (E2BIG):
+    `shell.EXIT_CANNOT_RUN`, a failure of that command, since retrying cannot shorten it.
+    `command` is shell text built by `remote.shell`; long values belong in `stdin`."""
 
     name: str
 
@@ -31,7 +34,8 @@ class Transport(ABC):
     async def run(self, command: str, *, timeout: float, stdin: str | None = None,
                   tied: bool = False) -> Result:
         """`tied`: the command must die with the connection (long deploy steps), so a killed
-        reconciler never leaves a build running behind its back."""
+        reconciler never leaves a build running behind its back. `stdin` works with `tied`
+        too (over SSH it is staged in a temp file first: a terminal would mangle it)."""
 
     async def close(self) -> None:
         return None

@@ -10,7 +10,7 @@ from typing import Any
 import asyncssh
 
 from reconciler.errors import TransportError
-from reconciler.remote.shell import quote
+from reconciler.remote import shell
 from reconciler.remote.transport.base import Result, Transport
 from reconciler.remote.transport.options import SshOptions
 
@@ -96,19 +96,32 @@ class SshTransport(Transport):
 
     async def run(self, command: str, *, timeout: float, stdin: str | None = None,
                   tied: bool = False) -> Result:
+        if tied and stdin is not None:
+            # A tied command runs on a terminal, which would mangle stdin and never end it:
+            # stage stdin in a temp file first (one more round trip), read it from there.
+            started = asyncio.get_running_loop().time()
+            staged = await self.run(shell.STAGE_STDIN.text, stdin=stdin, timeout=timeout)
+            if not staged.ok:
+                return staged
+            command = shell.from_staged(staged.stdout.rstrip("\n"), command)
+            stdin, timeout = None, max(1.0, timeout - (asyncio.get_running_loop().time() - started))
         self._round_trips += 1
+        remote = shell.remote_line(command)
+        if shell.too_long(remote):
+            # sshd would fail to exec it (E2BIG), or drop the whole connection for an oversized
+            # packet, which would look like a lost server and be retried forever. It is this
+            # command's failure: report it as sh reports a command that cannot run.
+            return Result(shell.EXIT_CANNOT_RUN, "",
+                          f"{self.name}: command of {len(remote.encode())} bytes is too long for one "
+                          f"argument ({shell.MAX_ARG_BYTES} bytes); not sent\n")
         conn = await self._connection()
-        # The login shell may not be POSIX; run our commands under /bin/sh explicitly.
-        remote = "/bin/sh -c " + quote(command)
         try:
             async with self._sessions:
                 # sshd does not signal a plain session's processes when the connection drops;
                 # with a terminal it hangs up the session, so a tied step dies with us.
                 extra: dict[str, Any] = {"term_type": "dumb", "term_size": (200, 50)} if tied else {}
                 done = await asyncio.wait_for(
-                    # errors="replace": one undecodable byte (a ref name, a file) must not fail
-                    # the whole command; parsers see U+FFFD and judge the datum itself.
-                    conn.run(remote, check=False, input=stdin, errors="replace",
+                    conn.run(remote, check=False, input=stdin,
                              stdin=None if stdin is not None else asyncssh.DEVNULL, **extra),
                     timeout,
                 )
