@@ -121,7 +121,9 @@ class SshTransport(Transport):
                 # with a terminal it hangs up the session, so a tied step dies with us.
                 extra: dict[str, Any] = {"term_type": "dumb", "term_size": (200, 50)} if tied else {}
                 done = await asyncio.wait_for(
-                    conn.run(remote, check=False, input=stdin,
+                    # errors="replace": one undecodable byte (a ref name, a file) must not fail
+                    # the whole command; parsers see U+FFFD and judge the datum itself.
+                    conn.run(remote, check=False, input=stdin, errors="replace",
                              stdin=None if stdin is not None else asyncssh.DEVNULL, **extra),
                     timeout,
                 )
