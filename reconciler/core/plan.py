@@ -14,7 +14,7 @@ from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import BranchHead, ReleaseFacts, SiteFacts
 from reconciler.core.layout import next_release_name
 from reconciler.core.manifest import Manifest
-from reconciler.core.status import Health, Sync
+from reconciler.core.status import FINAL, DeployStatus, Health, Sync
 
 # Short names for the vocabulary of core.status, which the rules below read like a table.
 SYNCED, OUT_OF_SYNC, PROGRESSING = Sync.SYNCED, Sync.OUT_OF_SYNC, Sync.PROGRESSING
@@ -115,11 +115,11 @@ def prune_candidates(
     protected = {active} | {name for name in (pinned, *also_keep) if name}
     if releases:
         protected.add(releases[-1].name)
-    successes = [r.name for r in releases if r.status == "success"]
+    successes = [r.name for r in releases if r.status == DeployStatus.SUCCESS]
     protected.update(successes[-keep:])
     return [
         r.name for r in releases
-        if r.name not in protected and r.status in ("success", "failed")
+        if r.name not in protected and r.status in FINAL
     ]
 
 
@@ -127,7 +127,7 @@ def _successful_build(release: ReleaseFacts, commit: str, build_key: str) -> boo
     manifest = release.manifest
     return (
         manifest is not None
-        and manifest.status == "success"
+        and manifest.status == DeployStatus.SUCCESS
         and manifest.commit == commit
         and manifest.build_key == build_key
     )
@@ -156,7 +156,7 @@ def plan_site(
     if not facts.provisioned or not facts.shared:
         actions.append(Provision())
     if clean_interrupted:
-        interrupted = tuple(r.name for r in facts.ordered() if r.status == "updating" and r.name != active)
+        interrupted = tuple(r.name for r in facts.ordered() if r.status == DeployStatus.UPDATING and r.name != active)
         if interrupted:
             actions.append(Clean(interrupted))
 
@@ -169,7 +169,7 @@ def plan_site(
 
     if site.pin is not None:
         pinned = facts.releases.get(site.pin)
-        if pinned is None or pinned.status != "success":
+        if pinned is None or pinned.status != DeployStatus.SUCCESS:
             why = "does not exist" if pinned is None else f"is not a successful release ({pinned.status})"
             return Plan((), OUT_OF_SYNC, DEGRADED,
                         f"pinned release {site.pin} {why} on {site.server}; nothing deployed in its place",
@@ -197,7 +197,8 @@ def plan_site(
     actions.append(Deploy(release, commit))
     # Prune as if the deploy succeeded; the applier stops at a failed deploy, so this only
     # runs after a success (SPEC 4.5), and a site that deploys every pass still prunes.
-    built_now = ReleaseFacts(release, Manifest(commit, site.branch, site.repository, site.build_key, "success"))
+    built_now = ReleaseFacts(release, Manifest(commit, site.branch, site.repository, site.build_key,
+                                               DeployStatus.SUCCESS))
     # The release live before the switch stays too: it is the immediate way back.
     candidates = prune_candidates([*facts.ordered(), built_now], site.keep, release, site.pin, (active,))
     if candidates:

@@ -306,19 +306,26 @@ class Reconciler:
                           decl_commit: str | None) -> PruneResult:
         ctx = self._context(site, decl_commit)
 
+        def refusal(facts: SiteFacts) -> str | None:
+            if facts.problem is not None:
+                return f"{facts.problem}; not pruning"
+            if facts.active_release is None:
+                return "active release unknown; not pruning"
+            return None
+
         def candidates(facts: SiteFacts) -> list[str]:
             return prune_candidates(facts.ordered(), keep if keep is not None else site.keep,
                                     facts.active_release, site.pin)
 
         if dry_run:
             facts = (await self.probe(site.server, [site])).sites[site.domain]
-            if facts.active_release is None:
-                return PruneResult(site.domain, [], False, "active release unknown; not pruning")
+            if (why := refusal(facts)) is not None:
+                return PruneResult(site.domain, [], False, why)
             return PruneResult(site.domain, candidates(facts), False)
         async with self._site_lock(ctx, "prune") as facts:
+            if (why := refusal(facts)) is not None:
+                return PruneResult(site.domain, [], False, why)
             self.store.adopt(site.domain, facts, locked=True)
-            if facts.active_release is None:
-                return PruneResult(site.domain, [], False, "active release unknown; not pruning")
             names = candidates(facts)
             if names:
                 await apply.prune(ctx, tuple(names))
