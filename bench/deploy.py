@@ -36,8 +36,8 @@ from reconciler.config import Settings
 from reconciler.core.layout import sort_releases
 from reconciler.engine.converge import Reconciler, SiteOutcome
 from reconciler.engine.store import Store
-from tests.builders import make_decl_repo, write_site
 from tests.sshd import SshServer, start_sshd
+from tests.support import make_decl_repo, write_site
 
 DOMAIN = "deploy.example.com"
 MIB = 1 << 20

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from bench import use_git_identity
-from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
 from tests.sshd import start_sshd
+from tests.support import app_commit, git, make_app_repo, make_decl_repo, write_site
 
 DOMAIN = "latency.example.com"
 

@@ -25,7 +25,7 @@ from typing import Any
 from bench import GIT_IDENTITY
 from bench.noop import TEMPLATE, _one_pass, build_layout, domain, write_sites
 from reconciler.config import Settings
-from tests.builders import make_app_repo, make_decl_repo, write_site
+from tests.support import make_app_repo, make_decl_repo, write_site
 
 SCRIPT = "true\n"
 

@@ -36,8 +36,8 @@ from reconciler.core.layout import SitePaths, is_release
 from reconciler.engine.converge import Reconciler, SiteOutcome
 from reconciler.engine.store import Store
 from reconciler.remote.probe import gather
-from tests.builders import git, make_app_repo, make_decl_repo, toml_value, write_site
 from tests.sshd import SshServer, start_sshd
+from tests.support import git, make_app_repo, make_decl_repo, toml_value, write_site
 
 SCRIPT = "true\n"
 TEMPLATE = "template.bench.example.com"

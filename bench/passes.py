@@ -16,7 +16,7 @@ from bench import use_git_identity
 from reconciler.config import Settings
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.store import Store
-from tests.builders import app_commit, make_app_repo, make_decl_repo, write_site
+from tests.support import app_commit, make_app_repo, make_decl_repo, write_site
 
 RUNS = 7
 

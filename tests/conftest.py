@@ -1,10 +1,31 @@
-"""Shared fixtures. The SSH fixtures start a real OpenSSH sshd on 127.0.0.1 (tests/sshd.py)."""
+"""Shared fixtures and the suite's markers.
+
+Markers (registered in pyproject.toml, `--strict-markers`), set AUTOMATICALLY at collection:
+
+    ssh      the test uses a real OpenSSH sshd: the `sshd` or `sshd_session` fixture (tests/sshd.py),
+             directly or through another fixture. A test that requests it at run time
+             (`request.getfixturevalue`) is invisible here: mark that parameter or test explicitly
+             (tests/test_lock.py's `server` fixture does).
+    daemon   the test starts the daemon: it uses the `daemons` fixture (directly or through a world
+             fixture), or its body names `Launcher`, `start_daemon` or `Daemon`. Starting a daemon
+             in a test without the marker fails (tests/support/process.py), so none slips through.
+    browser  the test drives Chromium: the `browser` fixture
+
+So `pytest -m "not ssh and not daemon and not browser"` runs the fast tests alone (no sshd, no
+daemon, no browser), and `pytest -m ssh` only the SSH ones. Shared helpers live in tests/support.
+"""
 
 from __future__ import annotations
 
 import os
+import types
+from collections.abc import Iterator
+
+import pytest
 
 from tests.sshd import sshd, sshd_session  # noqa: F401
+from tests.support import process
+from tests.support.process import Daemons
 
 # Tests commit to real git repositories; a bare CI machine has no git identity.
 for _key, _value in {
@@ -12,3 +33,47 @@ for _key, _value in {
     "GIT_COMMITTER_NAME": "reconciler-tests", "GIT_COMMITTER_EMAIL": "tests@localhost",
 }.items():
     os.environ.setdefault(_key, _value)
+
+SSH_FIXTURES = {"sshd", "sshd_session"}
+DAEMON_FIXTURES = {"daemons"}
+DAEMON_NAMES = {"Launcher", "start_daemon", "Daemon"}
+BROWSER_FIXTURES = {"browser"}
+
+
+@pytest.fixture
+def daemons() -> Iterator[Daemons]:
+    """Launchers for `reconciler run`; every daemon they started is SIGKILLed at teardown.
+    Using this fixture marks the test `daemon`."""
+    registry = Daemons()
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """Global and attribute names a function uses, nested functions and lambdas included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        function = getattr(item, "function", None)
+        code = getattr(function, "__code__", None)
+        if fixtures & SSH_FIXTURES:
+            item.add_marker(pytest.mark.ssh)
+        if fixtures & DAEMON_FIXTURES or (code is not None and _names(code) & DAEMON_NAMES):
+            item.add_marker(pytest.mark.daemon)
+        if fixtures & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    process.current_markers = {mark.name for mark in item.iter_markers()}
+

@@ -11,58 +11,41 @@ import shutil
 import sqlite3
 import subprocess
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconciler.cli.main import main as cli_main
-from reconciler.core.layout import parse_release
-from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
+from tests import support
+from tests.support import app_commit, git, write_config, write_site
 
 DOMAIN = "shop.example.com"
 OTHER = "blog.example.com"
-RELEASE_RE = re.compile(r"^\d{8}-\d{6}$")
 # The script prints the commit it built: each deployment's log is recognisable.
 MARK_SCRIPT = 'echo "built $(git rev-parse HEAD)"\n'
 
 
 @dataclass
-class World:
-    tmp: Path
-    capsys: pytest.CaptureFixture[str]
-    app: Path
-    decl: Path
-    base: Path
-    state: Path
+class World(support.World):
+    """Sites on "local"; the CLI runs in this process with --repo/--state-dir and no config file
+    (the cwd is neutral), as an operator's shell would."""
 
-    # -- declarations ---------------------------------------------------------------------------
-
-    def declare(self, domain: str = DOMAIN, **fields: Any) -> Path:
-        values: dict[str, Any] = {"server": "local", "base_path": str(self.base), "repository": str(self.app)}
-        values.update(fields)
-        return write_site(self.decl, domain, **values)
-
-    def tip(self, repo: Path | None = None) -> str:
-        return git(repo or self.decl, "rev-parse", "refs/heads/main")
+    def flags(self, repo: Path | None = None) -> list[str]:
+        return ["--repo", str(repo or self.decl), "--state-dir", str(self.state)]
 
     def committed(self, domain: str = DOMAIN, repo: Path | None = None) -> str:
         return git(repo or self.decl, "show", f"main:sites.d/{domain}.toml")
 
     # -- the CLI --------------------------------------------------------------------------------
 
-    def run(self, *argv: str) -> tuple[int, str, str]:
+    def run(self, *argv: str) -> support.CliRun:
         """The CLI with exactly these arguments."""
-        self.capsys.readouterr()
-        rc = cli_main(list(argv))
-        captured = self.capsys.readouterr()
-        return rc, captured.out, captured.err
+        return support.cli_in_process(list(argv))
 
-    def cli(self, *args: str, repo: Path | None = None) -> tuple[int, str, str]:
+    def cli(self, *args: str, repo: Path | None = None) -> support.CliRun:
         """The CLI on this world's declarations repository and state dir."""
-        return self.run("--repo", str(repo or self.decl), "--state-dir", str(self.state), *args)
+        return self.run_cli(*args, repo=repo)
 
     def ok(self, *args: str, repo: Path | None = None) -> str:
         rc, out, err = self.cli(*args, repo=repo)
@@ -78,24 +61,6 @@ class World:
         views = json.loads(self.ok("status", "--json"))
         assert isinstance(views, list)
         return {v["domain"]: v for v in views}
-
-    # -- the server -----------------------------------------------------------------------------
-
-    def deployments(self, domain: str = DOMAIN) -> Path:
-        return self.base / "deployments" / domain
-
-    def releases(self, domain: str = DOMAIN) -> list[str]:
-        root = self.deployments(domain)
-        if not root.is_dir():
-            return []
-        names = [p.name for p in root.iterdir() if RELEASE_RE.match(p.name) and p.is_dir()]
-        return sorted(names, key=lambda n: parse_release(n) or 0)
-
-    def active(self, domain: str = DOMAIN) -> str:
-        target = os.readlink(self.base / domain)
-        prefix = f"deployments/{domain}/"
-        assert target.startswith(prefix), target
-        return target[len(prefix) :]
 
     def deploy_n(self, n: int, domain: str = DOMAIN, **fields: Any) -> list[str]:
         """Declare the site and deploy `n` app commits; returns the commits, oldest first."""
@@ -126,19 +91,13 @@ def _deployment_rows(state: Path) -> int:
 
 
 @pytest.fixture(name="world")
-def world_fixture(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[World]:
+def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     monkeypatch.delenv("RECONCILER_CONFIG", raising=False)
     # A neutral cwd: no ./reconciler.toml and no ./state of the project's checkout.
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    base = tmp_path / "srv"
-    base.mkdir()
-    yield World(
-        tmp_path, capsys, make_app_repo(tmp_path / "app"), make_decl_repo(tmp_path / "decl"), base, tmp_path / "state"
-    )
+    return World.create(tmp_path)
 
 
 # --- reconcile: exit codes ----------------------------------------------------------------------------
@@ -633,17 +592,10 @@ def test_prune_site_touches_only_that_site(world: World) -> None:
 # --- configuration ------------------------------------------------------------------------------------
 
 
-def _config(path: Path, **values: str | int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_config_file_values_are_used(world: World) -> None:
     world.declare()
     state = world.tmp / "from-config"
-    config = _config(world.tmp / "conf" / "reconciler.toml", repo=str(world.decl), state_dir=str(state))
+    config = write_config(world.tmp / "conf" / "reconciler.toml", repo=world.decl, state=state)
     rc, out, err = world.run("--config", str(config), "reconcile")
     assert rc == 0, (out, err)
     assert (state / "reconciler.db").is_file()
@@ -655,7 +607,7 @@ def test_flags_override_the_config_file(world: World) -> None:
     world.declare()
     in_file = world.tmp / "state-in-file"
     on_flag = world.tmp / "state-on-flag"
-    config = _config(world.tmp / "conf" / "reconciler.toml", repo=str(world.tmp / "wrong-repo"), state_dir=str(in_file))
+    config = write_config(world.tmp / "conf" / "reconciler.toml", repo=world.tmp / "wrong-repo", state=in_file)
     rc, out, err = world.run(
         "--config", str(config), "--repo", str(world.decl), "--state-dir", str(on_flag), "reconcile"
     )
@@ -667,7 +619,7 @@ def test_flags_override_the_config_file(world: World) -> None:
 def test_reconciler_config_env_is_used_when_no_config_flag(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     world.declare()
     state = world.tmp / "env-state"
-    config = _config(world.tmp / "env" / "reconciler.toml", repo=str(world.decl), state_dir=str(state))
+    config = write_config(world.tmp / "env" / "reconciler.toml", repo=world.decl, state=state)
     monkeypatch.setenv("RECONCILER_CONFIG", str(config))
     rc, out, err = world.run("reconcile")
     assert rc == 0, (out, err)
@@ -676,13 +628,13 @@ def test_reconciler_config_env_is_used_when_no_config_flag(world: World, monkeyp
 
     # --config beats $RECONCILER_CONFIG.
     other_state = world.tmp / "flag-state"
-    flag_config = _config(world.tmp / "flag" / "reconciler.toml", repo=str(world.decl), state_dir=str(other_state))
+    flag_config = write_config(world.tmp / "flag" / "reconciler.toml", repo=world.decl, state=other_state)
     rc, out, err = world.run("--config", str(flag_config), "status")
     assert rc == 0, (out, err)
     assert (other_state / "reconciler.db").is_file()
 
     # A bad config named by the environment is a bad config.
-    _config(config, concurrency=0)
+    write_config(config, concurrency=0)
     rc, out, err = world.run("reconcile")
     assert rc == 2, (out, err)
 
@@ -690,7 +642,7 @@ def test_reconciler_config_env_is_used_when_no_config_flag(world: World, monkeyp
 def test_relative_paths_in_a_config_file_resolve_against_its_directory(world: World) -> None:
     world.declare()
     conf_dir = world.tmp / "etc" / "reconciler"
-    config = _config(conf_dir / "reconciler.toml", repo="../../decl", state_dir="var/state")
+    config = write_config(conf_dir / "reconciler.toml", repo="../../decl", state="var/state")
     elsewhere = world.tmp / "elsewhere"
     elsewhere.mkdir()
     os.chdir(elsewhere)  # the fixture's monkeypatch.chdir restores the cwd
@@ -704,7 +656,7 @@ def test_relative_paths_in_a_config_file_resolve_against_its_directory(world: Wo
 def test_reconciler_toml_in_the_current_directory_is_used(world: World) -> None:
     world.declare()
     here = world.tmp / "here"
-    _config(here / "reconciler.toml", repo=str(world.decl), state_dir="st")
+    write_config(here / "reconciler.toml", repo=world.decl, state="st")
     os.chdir(here)
     rc, out, err = world.run("reconcile")
     assert rc == 0, (out, err)

@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.cli.main import main as cli
 from reconciler.cli.render import table, use_color
-from tests.builders import app_commit, make_app_repo, make_decl_repo, write_site
+from tests.support import app_commit, make_app_repo, make_decl_repo, write_site
 
 DOMAIN = "extras.example.com"
 

@@ -32,9 +32,9 @@ import pytest
 from reconciler.service import journal as logs
 from reconciler.service.daemon import SHUTDOWN_GRACE
 from reconciler.service.systemd import Notifier
-from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
-from tests.daemon_support import Launcher, LinkSampler, SiteOnDisk, wait_until, write_config
+from tests import support
 from tests.sshd import SshServer
+from tests.support import Daemons, Launcher, LinkSampler, SiteOnDisk, app_commit
 
 DOMAIN = "shop.example.com"
 DEPLOY_TIMEOUT = 60.0  # bound for one deploy over SSH to show up (first connect, clone, script)
@@ -45,31 +45,18 @@ TIMESTAMP_RE = re.compile(r"\d{4}-\d\d-\d\d|\d\d:\d\d:\d\d")
 
 
 @dataclass
-class World:
-    tmp: Path
-    app: Path
-    decl: Path
-    base: Path
-    state: Path
-    run: Launcher
-    server: SshServer | None
-    pid_files: list[Path] = field(default_factory=list)
+class World(support.World):
+    """Sites on the sshd by default (`ssh_world`) or "local" (`local_world`); the daemon and the
+    CLI run as real processes on this world's config."""
 
-    def declare(self, domain: str = DOMAIN, *, server: str | None = None, base: Path | None = None,
-                **fields: Any) -> None:
-        """Commit sites.d/<domain>.toml; the server defaults to the sshd."""
-        if server is None:
-            assert self.server is not None
-            server = self.server.destination
-        values: dict[str, Any] = {"server": server, "base_path": str(base or self.base), "repository": str(self.app)}
-        values.update(fields)
-        write_site(self.decl, domain, **values)
+    pid_files: list[Path] = field(default_factory=list)  # of hanging scripts, killed at teardown
+
+    @property
+    def run(self) -> Launcher:
+        return self.launcher
 
     def site(self, domain: str = DOMAIN, base: Path | None = None) -> SiteOnDisk:
-        return SiteOnDisk(base or self.base, domain)
-
-    def head(self) -> str:
-        return git(self.app, "rev-parse", "HEAD")
+        return self.on_disk(domain, base)
 
     def slow_script(self, name: str, *, second_run_exits: bool = False) -> tuple[str, Path]:
         """A deploy script that signals it started (a marker file) and then hangs.
@@ -86,7 +73,7 @@ class World:
         return "\n".join(lines) + "\n", marker
 
     def wait(self, predicate: Callable[[], Any], what: str, timeout: float = DEPLOY_TIMEOUT) -> Any:
-        return wait_until(predicate, timeout, what, self.run.diagnostics)
+        return super().wait(predicate, what, timeout)
 
     def wait_live(self, site: SiteOnDisk, commit: str, exclude: tuple[str, ...] = (),
                   timeout: float = DEPLOY_TIMEOUT) -> str:
@@ -125,26 +112,22 @@ class World:
                 os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
 
 
-def _make_world(tmp_path: Path, server: SshServer | None, request: pytest.FixtureRequest, **config: Any) -> World:
-    state = tmp_path / "state"
-    base = tmp_path / "srv"
-    base.mkdir()
-    decl = make_decl_repo(tmp_path / "decl")
-    cfg = write_config(tmp_path / "reconciler.toml", repo=decl, state=state, interval=2, server=server, **config)
-    world = World(tmp_path, make_app_repo(tmp_path / "app"), decl, base, state, Launcher(tmp_path, cfg), server)
+def _make_world(tmp_path: Path, server: SshServer | None, daemons: Daemons, request: pytest.FixtureRequest) -> World:
+    world = World.create(tmp_path, server, daemons=daemons, interval=2)
     request.addfinalizer(world.reap)
-    request.addfinalizer(world.run.close)  # runs first: daemons die before their scripts are reaped
+    request.addfinalizer(daemons.close)  # runs first: daemons die before their scripts are reaped
     return world
 
 
 @pytest.fixture(name="ssh_world")
-def ssh_world_fixture(tmp_path: Path, sshd_session: SshServer, request: pytest.FixtureRequest) -> World:
-    return _make_world(tmp_path, sshd_session, request)
+def ssh_world_fixture(tmp_path: Path, sshd_session: SshServer, daemons: Daemons, request: pytest.FixtureRequest,
+                      ) -> World:
+    return _make_world(tmp_path, sshd_session, daemons, request)
 
 
 @pytest.fixture(name="local_world")
-def local_world_fixture(tmp_path: Path, request: pytest.FixtureRequest) -> World:
-    return _make_world(tmp_path, None, request)
+def local_world_fixture(tmp_path: Path, daemons: Daemons, request: pytest.FixtureRequest) -> World:
+    return _make_world(tmp_path, None, daemons, request)
 
 
 # --- 1. the daemon converges over SSH, continuously, without a restart ----------------------------
@@ -261,9 +244,9 @@ def test_kill_9_during_deploy_script_keeps_old_release_and_recovers(ssh_world: W
 
 
 def test_ssh_server_down_other_sites_continue_and_it_converges_when_back(
-    tmp_path: Path, sshd: SshServer, request: pytest.FixtureRequest
+    tmp_path: Path, sshd: SshServer, daemons: Daemons, request: pytest.FixtureRequest
 ) -> None:
-    w = _make_world(tmp_path, sshd, request)
+    w = _make_world(tmp_path, sshd, daemons, request)
     local_base, remote_base = tmp_path / "local-srv", tmp_path / "remote-srv"
     local_base.mkdir()
     remote_base.mkdir()

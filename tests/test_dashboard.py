@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.builders import app_commit, make_app_repo, make_decl_repo, write_site
-from tests.daemon_support import Launcher, SiteOnDisk, wait_until, write_config
+from tests.support import Daemons, World, app_commit, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -31,13 +29,6 @@ DOMAIN = "shop.example.com"
 TOKEN = "secret-token"
 MARKER = "dashboard-build-marker"
 DEPLOY_MS = 60_000  # bound for a deploy (clone, script) to show up in the page, in Playwright's milliseconds
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _request(url: str, *, body: dict[str, Any] | None = None,
@@ -70,112 +61,104 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any) -> None:
+def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, daemons: Daemons) -> None:
     from playwright.sync_api import expect
 
-    app = make_app_repo(tmp_path / "app")
-    decl = make_decl_repo(tmp_path / "decl")
-    base = tmp_path / "srv"
-    write_site(decl, DOMAIN, server="local", base_path=str(base), repository=str(app),
-               script=f"echo {MARKER} $(git rev-parse --short HEAD)\n")
-    port = _free_port()
+    port = free_port()
     root = f"http://127.0.0.1:{port}"
-    config = write_config(tmp_path / "reconciler.toml", repo=decl, state=tmp_path / "state", interval=2,
-                          listen=f"127.0.0.1:{port}", api_token=TOKEN)
-    run = Launcher(tmp_path, config)
-    site = SiteOnDisk(base, DOMAIN)
-    try:
-        daemon = run.start()
+    world = World.create(tmp_path, daemons=daemons, interval=2, listen=f"127.0.0.1:{port}", api_token=TOKEN)
+    app = world.app
+    world.declare(DOMAIN, script=f"echo {MARKER} $(git rev-parse --short HEAD)\n")
+    site = world.on_disk(DOMAIN)
+    daemon = world.start_daemon()
 
-        def answering() -> bool:
-            assert daemon.alive(), "the daemon exited"
-            return _request(root + "/api/sites")[0] == 200
+    def answering() -> bool:
+        assert daemon.alive(), "the daemon exited"
+        return _request(root + "/api/sites")[0] == 200
 
-        wait_until(answering, 30, f"the daemon's HTTP endpoint on {root}", run.diagnostics)
+    world.wait(answering, f"the daemon's HTTP endpoint on {root}")
 
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(DEPLOY_MS)
-        js_errors: list[str] = []
-        foreign: list[str] = []
-        page.on("pageerror", lambda exc: js_errors.append(str(exc)))
-        page.on("request", lambda req: None if req.url.startswith(root + "/") else foreign.append(req.url))
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(DEPLOY_MS)
+    js_errors: list[str] = []
+    foreign: list[str] = []
+    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    page.on("request", lambda req: None if req.url.startswith(root + "/") else foreign.append(req.url))
 
-        # The token arrives in the fragment; the page keeps it and drops it from the address bar.
-        page.goto(f"{root}/#token={TOKEN}")
-        expect(page.locator("h1")).to_have_text("reconciler")
-        assert page.evaluate("sessionStorage.getItem('reconciler.token')") == TOKEN
-        assert "token" not in page.url
-        page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
+    # The token arrives in the fragment; the page keeps it and drops it from the address bar.
+    page.goto(f"{root}/#token={TOKEN}")
+    expect(page.locator("h1")).to_have_text("reconciler")
+    assert page.evaluate("sessionStorage.getItem('reconciler.token')") == TOKEN
+    assert "token" not in page.url
+    page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
 
-        row = page.locator(f'tr[data-domain="{DOMAIN}"]')
-        expect(row.locator(".badge-sync")).to_have_text("Synced")
-        expect(row.locator(".badge-health")).to_have_text("Healthy")
-        expect(page.locator("#summary")).to_contain_text("1 synced")
+    row = page.locator(f'tr[data-domain="{DOMAIN}"]')
+    expect(row.locator(".badge-sync")).to_have_text("Synced")
+    expect(row.locator(".badge-health")).to_have_text("Healthy")
+    expect(page.locator("#summary")).to_contain_text("1 synced")
 
-        row.click()  # expands the site: its deployments
-        deployments = page.locator(f'tr[data-detail-for="{DOMAIN}"] tr[data-release]')
-        expect(deployments).to_have_count(1)
-        first = deployments.first.get_attribute("data-release")
-        assert first is not None
-        expect(page.locator(f'tr[data-release="{first}"] .badge-active')).to_have_count(1)
-        expect(row.locator(".release")).to_have_text(first)
-        expect(page.locator(f'tr[data-release="{first}"] [data-action="rollback"]')).to_have_count(0)
+    row.click()  # expands the site: its deployments
+    deployments = page.locator(f'tr[data-detail-for="{DOMAIN}"] tr[data-release]')
+    expect(deployments).to_have_count(1)
+    first = deployments.first.get_attribute("data-release")
+    assert first is not None
+    expect(page.locator(f'tr[data-release="{first}"] .badge-active')).to_have_count(1)
+    expect(row.locator(".release")).to_have_text(first)
+    expect(page.locator(f'tr[data-release="{first}"] [data-action="rollback"]')).to_have_count(0)
 
-        # A new app commit: the page shows the new deployment, then makes it Active, no reload.
-        head = app_commit(app, "v2")
-        expect(deployments).to_have_count(2)
-        second = deployments.first.get_attribute("data-release")
-        assert second is not None and second != first
-        newest = page.locator(f'tr[data-release="{second}"]')
-        expect(newest.locator(".badge-active")).to_have_count(1)
-        expect(page.locator(f'tr[data-release="{first}"] .badge-active')).to_have_count(0)
-        expect(row.locator(".commit")).to_have_text(head[:7])
-        expect(row.locator(".badge-sync")).to_have_text("Synced")
-        expect(newest.locator('[data-action="rollback"]')).to_have_count(0)
-        assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
+    # A new app commit: the page shows the new deployment, then makes it Active, no reload.
+    head = app_commit(app, "v2")
+    expect(deployments).to_have_count(2)
+    second = deployments.first.get_attribute("data-release")
+    assert second is not None and second != first
+    newest = page.locator(f'tr[data-release="{second}"]')
+    expect(newest.locator(".badge-active")).to_have_count(1)
+    expect(page.locator(f'tr[data-release="{first}"] .badge-active')).to_have_count(0)
+    expect(row.locator(".commit")).to_have_text(head[:7])
+    expect(row.locator(".badge-sync")).to_have_text("Synced")
+    expect(newest.locator('[data-action="rollback"]')).to_have_count(0)
+    assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
 
-        # The deployment's output streams into the log panel.
-        newest.locator('[data-action="log"]').click()
-        log_panel = page.locator("#log")
-        expect(log_panel).to_be_visible()
-        expect(log_panel).to_contain_text(f"{MARKER} {head[:7]}")
-        expect(log_panel).to_contain_text("finished")
+    # The deployment's output streams into the log panel.
+    newest.locator('[data-action="log"]').click()
+    log_panel = page.locator("#log")
+    expect(log_panel).to_be_visible()
+    expect(log_panel).to_contain_text(f"{MARKER} {head[:7]}")
+    expect(log_panel).to_contain_text("finished")
 
-        # Rollback with a wrong token (typed in the header field) is refused and says so.
-        older = page.locator(f'tr[data-release="{first}"]')
-        page.fill("#token", "wrong-token")
-        older.locator('[data-action="rollback"]').click()
-        expect(page.locator("#notice")).to_contain_text("401")
-        page.fill("#token", TOKEN)
-        assert site.active() == second
+    # Rollback with a wrong token (typed in the header field) is refused and says so.
+    older = page.locator(f'tr[data-release="{first}"]')
+    page.fill("#token", "wrong-token")
+    older.locator('[data-action="rollback"]').click()
+    expect(page.locator("#notice")).to_contain_text("401")
+    page.fill("#token", TOKEN)
+    assert site.active() == second
 
-        # With the right token the older release gets pinned, then switched to by the daemon.
-        older.locator('[data-action="rollback"]').click()
-        expect(page.locator("#notice")).to_contain_text(f"to {first}")
-        expect(page.locator("#notice")).to_contain_text("accepted")
-        expect(older.locator(".badge-active")).to_have_count(1)
-        expect(newest.locator(".badge-active")).to_have_count(0)
-        expect(newest.locator('[data-action="rollback"]')).to_have_count(1)
-        expect(row.locator(".pinned")).to_have_text(first)
-        expect(row.locator(".release")).to_have_text(first)
-        wait_until(lambda: site.active() == first, 30, f"the site symlink to point at {first}", run.diagnostics)
-        assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
+    # With the right token the older release gets pinned, then switched to by the daemon.
+    older.locator('[data-action="rollback"]').click()
+    expect(page.locator("#notice")).to_contain_text(f"to {first}")
+    expect(page.locator("#notice")).to_contain_text("accepted")
+    expect(older.locator(".badge-active")).to_have_count(1)
+    expect(newest.locator(".badge-active")).to_have_count(0)
+    expect(newest.locator('[data-action="rollback"]')).to_have_count(1)
+    expect(row.locator(".pinned")).to_have_text(first)
+    expect(row.locator(".release")).to_have_text(first)
+    world.wait(lambda: site.active() == first, f"the site symlink to point at {first}")
+    assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
 
-        # The API itself: no token, 401; an impossible release, 409.
-        status, body = _request(f"{root}/api/sites/{DOMAIN}/rollback", body={"release": second})
-        assert status == 401 and "error" in body, (status, body)
-        status, body = _request(f"{root}/api/sites/{DOMAIN}/rollback", body={"release": "not-a-release"},
-                                headers={"Authorization": f"Bearer {TOKEN}"})
-        assert status == 409 and "error" in body, (status, body)
-        assert site.active() == first
+    # The API itself: no token, 401; an impossible release, 409.
+    status, body = _request(f"{root}/api/sites/{DOMAIN}/rollback", body={"release": second})
+    assert status == 401 and "error" in body, (status, body)
+    status, body = _request(f"{root}/api/sites/{DOMAIN}/rollback", body={"release": "not-a-release"},
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 409 and "error" in body, (status, body)
+    assert site.active() == first
 
-        shot = tmp_path / "dashboard.png"
-        page.screenshot(path=str(shot), full_page=True)
-        print(f"dashboard screenshot: {shot}")
+    shot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"dashboard screenshot: {shot}")
 
-        assert not js_errors, f"JavaScript errors on the page: {js_errors}"
-        assert not foreign, f"the page loaded something not from the daemon: {foreign}"
-        with contextlib.suppress(Exception):
-            page.close()
-    finally:
-        run.close()
+    assert not js_errors, f"JavaScript errors on the page: {js_errors}"
+    assert not foreign, f"the page loaded something not from the daemon: {foreign}"
+    with contextlib.suppress(Exception):
+        page.close()

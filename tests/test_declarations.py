@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from reconciler.core.declarations import (
 from reconciler.engine.source import load, load_directory
 from reconciler.errors import DeclarationError
 from reconciler.remote.transport.ssh import parse_destination
-from tests.builders import git, make_decl_repo, toml_value, write_site
+from tests.support import git, make_decl_repo, toml_value, write_site
 
 DOMAIN = "shop.example.com"
 FILE = f"sites.d/{DOMAIN}.toml"
@@ -655,8 +656,8 @@ def test_file_size_limit(size: int, valid: bool) -> None:
 # --------------------------------------------------------------------------- load() from git
 
 
-def declare(repo: Path, domain: str, *, commit: bool = True, **fields: Any) -> Path:
-    return write_site(repo, domain, commit=commit, **{**BASE, **fields})
+# declare(repo, domain, commit=True, **fields): sites.d/<domain>.toml of BASE plus `fields`.
+declare = partial(write_site, **BASE)
 
 
 def test_load_only_committed_tip_counts(tmp_path: Path) -> None:

@@ -28,16 +28,27 @@ from typing import Any, TypeVar
 
 import pytest
 
-from reconciler.cli.main import main as cli_main
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.layout import MANIFEST_NAME, SitePaths
 from reconciler.core.manifest import Manifest
 from reconciler.remote import lock
 from reconciler.remote.transport import Transport
 from reconciler.remote.transport.local import LocalTransport
-from tests.builders import app_commit, git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
-from tests.daemon_support import Launcher, SiteOnDisk, wait_until, write_config
+from tests import support
 from tests.sshd import SshServer
+from tests.support import (
+    Daemons,
+    Launcher,
+    SiteOnDisk,
+    app_commit,
+    git,
+    make_app_repo,
+    make_decl_repo,
+    reconcile,
+    wait_until,
+    write_config,
+    write_site,
+)
 
 DOMAIN = "shop.example.com"
 TIMEOUT = 30.0  # per remote command
@@ -76,7 +87,8 @@ class Server:
         return asyncio.run(go())
 
 
-@pytest.fixture(name="server", params=["local", "ssh"])
+# The sshd is requested at run time, which conftest's automatic marking cannot see: marked here.
+@pytest.fixture(name="server", params=["local", pytest.param("ssh", marks=pytest.mark.ssh)])
 def server_fixture(request: pytest.FixtureRequest) -> Server:
     if request.param == "local":
         return Server("local")
@@ -314,15 +326,13 @@ def test_facts_yielded_under_the_lock_are_the_server_at_acquisition(server: Serv
 
 
 @dataclass
-class Env:
-    tmp: Path
-    sshd: SshServer
-    app: Path
-    decl: Path
-    base: Path
-    state: Path
-    config: Path
-    capsys: pytest.CaptureFixture[str]
+class Env(support.World):
+    """One site on the sshd; the CLI in this process (it may run in a worker thread)."""
+
+    @property
+    def sshd(self) -> SshServer:
+        assert self.server is not None
+        return self.server
 
     @property
     def paths(self) -> SitePaths:
@@ -330,29 +340,22 @@ class Env:
 
     @property
     def site(self) -> SiteOnDisk:
-        return SiteOnDisk(self.base, DOMAIN)
+        return self.on_disk(DOMAIN)
 
     def cli(self, *args: str) -> tuple[int, str]:
         """cli.main in this thread; may be called from a worker thread (asyncio.to_thread)."""
-        rc = cli_main(["--config", str(self.config), "--repo", str(self.decl), "--state-dir", str(self.state), *args])
-        captured = self.capsys.readouterr()
-        return rc, captured.out + captured.err
+        rc, out, err = self.run_cli(*args)
+        return rc, out + err
 
     def holder(self) -> Server:
         return Server("ssh", self.sshd)
 
 
 @pytest.fixture(name="env")
-def env_fixture(tmp_path: Path, sshd_session: SshServer, capsys: pytest.CaptureFixture[str]) -> Env:
-    base = tmp_path / "srv"
-    base.mkdir()
-    decl = make_decl_repo(tmp_path / "decl")
-    app = make_app_repo(tmp_path / "app")
-    state = tmp_path / "state"
-    config = write_config(tmp_path / "reconciler.toml", repo=decl, state=state, server=sshd_session)
-    write_site(decl, DOMAIN, server=sshd_session.destination, base_path=str(base), repository=str(app),
-               script="echo built > built.txt\n")
-    return Env(tmp_path, sshd_session, app, decl, base, state, config, capsys)
+def env_fixture(tmp_path: Path, sshd_session: SshServer) -> Env:
+    env = Env.create(tmp_path, sshd_session)
+    env.declare(DOMAIN, script="echo built > built.txt\n")
+    return env
 
 
 def test_unlock_removes_a_held_lock_and_names_its_holder(env: Env) -> None:
@@ -379,8 +382,7 @@ def test_unlock_removes_a_held_lock_and_names_its_holder(env: Env) -> None:
 
 
 def test_a_pass_while_another_reconciler_holds_the_lock_waits_then_deploys(env: Env) -> None:
-    settings = settings_for(env.decl, env.state, identity_file=env.sshd.identity_file,
-                            known_hosts=env.sshd.known_hosts)
+    settings = env.settings()
 
     async def body(transport: Transport) -> tuple[Any, int, str, dict[str, Any]]:
         async with lock.held(transport, env.paths, OTHER, "deploy 01012025-000000", stale_after=STALE_AFTER,
@@ -426,7 +428,8 @@ def _script(journal: Path, version: int) -> str:
     )
 
 
-def test_two_daemons_never_build_a_site_at_once_and_both_converge(tmp_path: Path, sshd_session: SshServer) -> None:
+def test_two_daemons_never_build_a_site_at_once_and_both_converge(tmp_path: Path, sshd_session: SshServer,
+                                                                  daemons: Daemons) -> None:
     base = tmp_path / "srv"
     base.mkdir()
     journal = tmp_path / "journal.txt"
@@ -442,73 +445,69 @@ def test_two_daemons_never_build_a_site_at_once_and_both_converge(tmp_path: Path
         home = tmp_path / name
         home.mkdir()
         cfg = write_config(home / "reconciler.toml", repo=decl, state=home / "state", interval=2, server=sshd_session)
-        launchers.append(Launcher(home, cfg))
-    try:
-        daemons = [launcher.start() for launcher in launchers]
+        launchers.append(daemons.launcher(home, cfg))
+    started = [launcher.start() for launcher in launchers]
 
-        def diagnostics() -> str:
-            parts = [d.tail(40) for d in daemons]
-            parts.append("--- journal ---\n" + (journal.read_text() if journal.exists() else "(none)"))
-            parts.append(f"--- releases --- {site.releases()} active {site.active()}")
-            return "\n".join(parts)
+    def diagnostics() -> str:
+        parts = [d.tail(40) for d in started]
+        parts.append("--- journal ---\n" + (journal.read_text() if journal.exists() else "(none)"))
+        parts.append(f"--- releases --- {site.releases()} active {site.active()}")
+        return "\n".join(parts)
 
-        def converged(commit: str, build_key: str) -> bool:
-            release = site.active()
-            if release is None:
-                return False
-            manifest = site.manifest(release)
-            if (manifest.get("commit"), manifest.get("build_key"), manifest.get("status")) != (
-                    commit, build_key, "success"):
-                return False
-            for launcher in launchers:
-                view = launcher.status().get(DOMAIN) or {}
-                if (view.get("sync"), view.get("active_release"), view.get("desired_commit")) != (
-                        "Synced", release, commit):
-                    return False
-            return True
-
-        def key(version: int) -> str:
-            return SiteDeclaration(domain=DOMAIN, script=_script(journal, version), **fields).build_key
-
-        wait_until(lambda: converged(git(app, "rev-parse", "HEAD"), key(0)), 60, "the first deploy", diagnostics)
-        instances = {(launcher.tmp / "state" / "instance-id").read_text() for launcher in launchers}
-        assert len(instances) == 2, "the two daemons must be two identities"
-
-        # The burst: app commits and declaration changes, alternating, as fast as git goes.
-        version = 0
-        for i in range(20):
-            if i % 2 == 0:
-                app_commit(app, f"v{i}")
-            else:
-                version = i
-                write_site(decl, DOMAIN, script=_script(journal, version), **fields)
-        head = git(app, "rev-parse", "HEAD")
-        final_key = key(version)
-        wait_until(lambda: converged(head, final_key), 90, "both daemons Synced at the final state", diagnostics)
-
-        # Builds never overlapped: start X / end X, strictly alternating, each release once.
-        lines = journal.read_text().splitlines()
-        assert len(lines) % 2 == 0 and len(lines) >= 4, diagnostics()
-        built: list[str] = []
-        for start, end in zip(lines[::2], lines[1::2], strict=True):
-            assert start.startswith("start ") and end == "end " + start[len("start "):], diagnostics()
-            built.append(start[len("start "):])
-        assert len(set(built)) == len(built), diagnostics()
-        assert set(built) == set(site.releases()), diagnostics()
-
-        # No (commit, build key) was built successfully twice.
-        manifests = [site.manifest(r) for r in site.releases()]
-        successes = Counter((m["commit"], m["build_key"]) for m in manifests if m["status"] == "success")
-        assert max(successes.values()) == 1, (successes, diagnostics())
-
-        active = site.manifest(site.active() or "")
-        assert (active["commit"], active["build_key"], active["status"]) == (head, final_key, "success")
-        assert site.commit_of(site.active() or "") == head
-
-        # Nothing is left to do, and neither daemon died along the way.
-        done = launchers[0].cli("reconcile", "--dry-run")
-        assert done.returncode == 0 and "would" not in done.stdout, done.stdout + done.stderr
-        assert all(d.alive() for d in daemons), diagnostics()
-    finally:
+    def converged(commit: str, build_key: str) -> bool:
+        release = site.active()
+        if release is None:
+            return False
+        manifest = site.manifest(release)
+        if (manifest.get("commit"), manifest.get("build_key"), manifest.get("status")) != (
+                commit, build_key, "success"):
+            return False
         for launcher in launchers:
-            launcher.close()
+            view = launcher.status().get(DOMAIN) or {}
+            if (view.get("sync"), view.get("active_release"), view.get("desired_commit")) != (
+                    "Synced", release, commit):
+                return False
+        return True
+
+    def key(version: int) -> str:
+        return SiteDeclaration(domain=DOMAIN, script=_script(journal, version), **fields).build_key
+
+    wait_until(lambda: converged(git(app, "rev-parse", "HEAD"), key(0)), 60, "the first deploy", diagnostics)
+    instances = {(launcher.tmp / "state" / "instance-id").read_text() for launcher in launchers}
+    assert len(instances) == 2, "the two daemons must be two identities"
+
+    # The burst: app commits and declaration changes, alternating, as fast as git goes.
+    version = 0
+    for i in range(20):
+        if i % 2 == 0:
+            app_commit(app, f"v{i}")
+        else:
+            version = i
+            write_site(decl, DOMAIN, script=_script(journal, version), **fields)
+    head = git(app, "rev-parse", "HEAD")
+    final_key = key(version)
+    wait_until(lambda: converged(head, final_key), 90, "both daemons Synced at the final state", diagnostics)
+
+    # Builds never overlapped: start X / end X, strictly alternating, each release once.
+    lines = journal.read_text().splitlines()
+    assert len(lines) % 2 == 0 and len(lines) >= 4, diagnostics()
+    built: list[str] = []
+    for start, end in zip(lines[::2], lines[1::2], strict=True):
+        assert start.startswith("start ") and end == "end " + start[len("start "):], diagnostics()
+        built.append(start[len("start "):])
+    assert len(set(built)) == len(built), diagnostics()
+    assert set(built) == set(site.releases()), diagnostics()
+
+    # No (commit, build key) was built successfully twice.
+    manifests = [site.manifest(r) for r in site.releases()]
+    successes = Counter((m["commit"], m["build_key"]) for m in manifests if m["status"] == "success")
+    assert max(successes.values()) == 1, (successes, diagnostics())
+
+    active = site.manifest(site.active() or "")
+    assert (active["commit"], active["build_key"], active["status"]) == (head, final_key, "success")
+    assert site.commit_of(site.active() or "") == head
+
+    # Nothing is left to do, and neither daemon died along the way.
+    done = launchers[0].cli("reconcile", "--dry-run")
+    assert done.returncode == 0 and "would" not in done.stdout, done.stdout + done.stderr
+    assert all(d.alive() for d in started), diagnostics()

@@ -26,8 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.config import NotifyTarget
 from reconciler.service.webhooks import ATTEMPTS, Notifications
-from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
-from tests.daemon_support import Launcher, SiteOnDisk, wait_until, write_config
+from tests.support import Daemons, World, app_commit, free_port, git, make_app_repo, wait_until
 
 SHOP = "shop.example.com"
 BROKEN = "broken.example.com"
@@ -110,103 +109,89 @@ def silent_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # --- end to end: the daemon --------------------------------------------------------------------
 
 
-def test_daemon_notifies_once_per_event(tmp_path: Path, receiver: Receiver, silent_port: int) -> None:
-    app = make_app_repo(tmp_path / "app")
+def test_daemon_notifies_once_per_event(tmp_path: Path, receiver: Receiver, silent_port: int,
+                                        daemons: Daemons) -> None:
+    port = free_port()
+    refused = free_port()  # nothing listens there
+    world = World.create(tmp_path, daemons=daemons, domain=SHOP, interval=1, listen=f"127.0.0.1:{port}")
+    app = world.app
     other = make_app_repo(tmp_path / "other")
-    decl = make_decl_repo(tmp_path / "decl")
-    base = tmp_path / "srv"
-    write_site(decl, SHOP, server="local", base_path=str(base), repository=str(app), script="echo shop\n")
-    write_site(decl, BROKEN, server="local", base_path=str(base), repository=str(other),
-               script="echo about-to-fail\nexit 3\n")
-    port = _free_port()
-    refused = _free_port()  # nothing listens there
-    config = write_config(tmp_path / "reconciler.toml", repo=decl, state=tmp_path / "state", interval=1,
-                          listen=f"127.0.0.1:{port}")
-    with config.open("a") as handle:
+    world.declare(SHOP, script="echo shop\n")
+    world.declare(BROKEN, repository=other, script="echo about-to-fail\nexit 3\n")
+    with world.config.open("a") as handle:
         handle.write(f'\n[[notify]]\nurl = "http://127.0.0.1:{silent_port}/silent"\n'
                      f'\n[[notify]]\nurl = "http://127.0.0.1:{refused}/refused"\n'
                      f'\n[[notify]]\nurl = "{receiver.root}/all"\n'
                      f'\n[[notify]]\nurl = "{receiver.root}/failed-only"\nevents = ["failed"]\n')
-    run = Launcher(tmp_path, config)
-    shop = SiteOnDisk(base, SHOP)
-    try:
-        daemon = run.start()
+    run = world.launcher
+    shop = world.on_disk(SHOP)
+    daemon = run.start()
 
-        def arrived(path: str, event: str, domain: str, count: int = 1) -> Callable[[], list[Post]]:
-            def check() -> list[Post]:
-                assert daemon.alive(), "the daemon exited"
-                posts = receiver.at(path, event, domain)
-                return posts if len(posts) >= count else []
-            return check
+    def arrived(path: str, event: str, domain: str, count: int = 1) -> Callable[[], list[Post]]:
+        def check() -> list[Post]:
+            assert daemon.alive(), "the daemon exited"
+            posts = receiver.at(path, event, domain)
+            return posts if len(posts) >= count else []
+        return check
 
-        first_commit = git(app, "rev-parse", "HEAD")
-        deployed = wait_until(arrived("/all", "deployed", SHOP), PROMPT, "`deployed` for the first commit",
-                              run.diagnostics)[0]
-        first = shop.active()
-        assert deployed.body["commit"] == first_commit and deployed.body["release"] == first
-        assert deployed.body["sync"] == "Synced" and deployed.body["server"] == "local"
-        assert set(deployed.body) >= {"event", "domain", "at", "server", "sync", "health", "message", "release",
-                                      "commit"}, deployed.body
-        failed = wait_until(arrived("/all", "failed", BROKEN), PROMPT, "`failed` for the failing script",
-                            run.diagnostics)[0]
-        assert failed.body["sync"] == "Failed" and "exit 3" in failed.body["message"], failed.body
-        wait_until(arrived("/failed-only", "failed", BROKEN), PROMPT, "`failed` at the failed-only target")
+    first_commit = git(app, "rev-parse", "HEAD")
+    deployed = wait_until(arrived("/all", "deployed", SHOP), PROMPT, "`deployed` for the first commit",
+                          run.diagnostics)[0]
+    first = shop.active()
+    assert deployed.body["commit"] == first_commit and deployed.body["release"] == first
+    assert deployed.body["sync"] == "Synced" and deployed.body["server"] == "local"
+    assert set(deployed.body) >= {"event", "domain", "at", "server", "sync", "health", "message", "release",
+                                  "commit"}, deployed.body
+    failed = wait_until(arrived("/all", "failed", BROKEN), PROMPT, "`failed` for the failing script",
+                        run.diagnostics)[0]
+    assert failed.body["sync"] == "Failed" and "exit 3" in failed.body["message"], failed.body
+    wait_until(arrived("/failed-only", "failed", BROKEN), PROMPT, "`failed` at the failed-only target")
 
-        # A new commit: deployed promptly (the silent target holds nothing up), notified once.
-        second_commit = app_commit(app, "v2")
-        wait_until(arrived("/all", "deployed", SHOP, 2), PROMPT, "`deployed` for the second commit", run.diagnostics)
-        assert shop.live_commit() == second_commit
+    # A new commit: deployed promptly (the silent target holds nothing up), notified once.
+    second_commit = app_commit(app, "v2")
+    wait_until(arrived("/all", "deployed", SHOP, 2), PROMPT, "`deployed` for the second commit", run.diagnostics)
+    assert shop.live_commit() == second_commit
 
-        # Several later passes change nothing: no new notification of anything.
-        def passes() -> float:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-                text = response.read().decode()
-            return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
-                        if s.name == "reconciler_pass_duration_seconds_count")
+    # Several later passes change nothing: no new notification of anything.
+    def passes() -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                    if s.name == "reconciler_pass_duration_seconds_count")
 
-        seen = passes()
-        wait_until(lambda: passes() >= seen + 3, 30, "three more passes", run.diagnostics)
-        assert [p.body["commit"] for p in receiver.at("/all", "deployed", SHOP)] == [first_commit, second_commit]
-        assert {p.body["event"] for p in receiver.at("/all")} == {"deployed", "failed"}
-        assert {p.body["event"] for p in receiver.at("/failed-only")} == {"failed"}
+    seen = passes()
+    wait_until(lambda: passes() >= seen + 3, 30, "three more passes", run.diagnostics)
+    assert [p.body["commit"] for p in receiver.at("/all", "deployed", SHOP)] == [first_commit, second_commit]
+    assert {p.body["event"] for p in receiver.at("/all")} == {"deployed", "failed"}
+    assert {p.body["event"] for p in receiver.at("/failed-only")} == {"failed"}
 
-        # A rollback (pin) is announced once the daemon applied it.
-        done = run.cli("rollback", SHOP, first)
-        assert done.returncode == 0, done.stdout + done.stderr
-        rolled = wait_until(arrived("/all", "rolled_back", SHOP), PROMPT, "`rolled_back`", run.diagnostics)[0]
-        assert rolled.body["release"] == first and rolled.body["commit"] == first_commit, rolled.body
-        assert shop.active() == first
+    # A rollback (pin) is announced once the daemon applied it.
+    done = run.cli("rollback", SHOP, first)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rolled = wait_until(arrived("/all", "rolled_back", SHOP), PROMPT, "`rolled_back`", run.diagnostics)[0]
+    assert rolled.body["release"] == first and rolled.body["commit"] == first_commit, rolled.body
+    assert shop.active() == first
 
-        # A pin to a release that is not on the server: degraded, once.
-        write_site(decl, BROKEN, server="local", base_path=str(base), repository=str(other),
-                   script="echo about-to-fail\nexit 3\n", pin="01012020-000000")
-        degraded = wait_until(arrived("/all", "degraded", BROKEN), PROMPT, "`degraded`", run.diagnostics)[0]
-        assert degraded.body["health"] == "Degraded" and "01012020-000000" in degraded.body["message"]
+    # A pin to a release that is not on the server: degraded, once.
+    world.declare(BROKEN, repository=other, script="echo about-to-fail\nexit 3\n", pin="01012020-000000")
+    degraded = wait_until(arrived("/all", "degraded", BROKEN), PROMPT, "`degraded`", run.diagnostics)[0]
+    assert degraded.body["health"] == "Degraded" and "01012020-000000" in degraded.body["message"]
 
-        seen = passes()
-        wait_until(lambda: passes() >= seen + 2, 30, "two more passes", run.diagnostics)
-        assert len(receiver.at("/all", "rolled_back")) == 1
-        assert len(receiver.at("/all", "degraded")) == 1
-        assert len(receiver.at("/all", "deployed")) == 2
-        assert daemon.alive()
+    seen = passes()
+    wait_until(lambda: passes() >= seen + 2, 30, "two more passes", run.diagnostics)
+    assert len(receiver.at("/all", "rolled_back")) == 1
+    assert len(receiver.at("/all", "degraded")) == 1
+    assert len(receiver.at("/all", "deployed")) == 2
+    assert daemon.alive()
 
-        # Last (it fails today): one failure of one (commit, declaration) is one `failed`, however
-        # many passes later remember it; at every target that wants it.
-        failures = [p.body["message"] for p in receiver.at("/all", "failed", BROKEN)]
-        assert len(failures) == 1, failures
-        assert [p.body["event"] for p in receiver.at("/failed-only")] == ["failed"], receiver.at("/failed-only")
-    finally:
-        run.close()
+    # Last (it fails today): one failure of one (commit, declaration) is one `failed`, however
+    # many passes later remember it; at every target that wants it.
+    failures = [p.body["message"] for p in receiver.at("/all", "failed", BROKEN)]
+    assert len(failures) == 1, failures
+    assert [p.body["event"] for p in receiver.at("/failed-only")] == ["failed"], receiver.at("/failed-only")
 
 
 # --- unit: Notifications -----------------------------------------------------------------------

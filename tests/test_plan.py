@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from reconciler.core.plan import (
     plan_site,
     prune_candidates,
 )
+from tests.support import site_declaration
 
 DOMAIN = "shop.example.com"
 BASE = "/home/brokeforge"
@@ -50,8 +52,8 @@ assert sort_releases([R1, R2, R3, R4, R5]) == [R1, R2, R3, R4, R5]
 assert sorted([R1, R2, R3, R4, R5]) != [R1, R2, R3, R4, R5]
 
 
-def declare(**fields: Any) -> SiteDeclaration:
-    return SiteDeclaration(domain=DOMAIN, server="web-1", base_path=BASE, repository=REPO, **fields)
+# A SiteDeclaration in memory (tests.support's one builder), on these constants.
+declare = partial(site_declaration, domain=DOMAIN, server="web-1", base_path=BASE, repository=REPO)
 
 
 SITE = declare()

@@ -7,12 +7,11 @@ import asyncio
 import os
 import pty
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from reconciler.cli.progress import Progress
-from tests.builders import make_app_repo, make_decl_repo, write_site
+from tests.support import make_app_repo, make_decl_repo, reconciler_process, write_site
 
 DOMAIN = "progress.example.com"
 
@@ -21,9 +20,8 @@ def _flags(tmp_path: Path) -> list[str]:
     return ["--repo", str(tmp_path / "decl"), "--state-dir", str(tmp_path / "state")]
 
 
-def _cli(tmp_path: Path, *args: str, **kwargs: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "reconciler", *_flags(tmp_path), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)  # type: ignore[call-overload]
+def _cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return reconciler_process(*_flags(tmp_path), *args, cwd=tmp_path)
 
 
 def test_piped_reconcile_prints_each_step(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli.main import main as cli
-from tests.builders import app_commit, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
+from tests.support import app_commit, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 
 DOMAIN = "secret.example.com"
 SECRET = "APP_KEY=base64:TOP-SECRET-do-not-leak-4242"

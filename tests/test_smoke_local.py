@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.builders import make_app_repo, make_decl_repo, reconcile, settings_for, write_site
+from tests.support import make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 
 
 def test_first_declaration_deploys_locally(tmp_path: Path) -> None:

@@ -13,85 +13,31 @@ import os
 import re
 import shutil
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconciler.cli.main import main as cli_main
-from reconciler.config import Settings
 from reconciler.core.layout import parse_release
 from reconciler.engine.converge import SiteOutcome
-from tests.builders import app_commit, git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
+from tests import support
 from tests.sshd import SshServer
+from tests.support import HISTORY_KEYS, STATUS_KEYS, app_commit, git
 
 DOMAIN = "shop.example.com"
-DEFAULT_SHARED = ("storage", ".env", "vendor", "node_modules")
-STATUS_KEYS = {
-    "domain",
-    "server",
-    "sync",
-    "health",
-    "pinned",
-    "active_release",
-    "active_commit",
-    "desired_commit",
-    "last_deployed_at",
-    "message",
-}
-HISTORY_KEYS = {
-    "id",
-    "release",
-    "status",
-    "commit_sha",
-    "branch",
-    "deployment_path",
-    "log_file_path",
-    "started_at",
-    "completed_at",
-    "duration_ms",
-    "is_active",
-    "can_rollback",
-}
+DEFAULT_SHARED = ("storage", ".env", "vendor", "node_modules")  # SPEC 2, the oracle: not imported
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-RELEASE_RE = re.compile(r"^\d{8}-\d{6}$")
 
 
 @dataclass
-class Env:
-    """One test's world: an app repo, a declarations repo, a base path on the sshd 'server',
-    a state dir and a config file for the CLI."""
-
-    tmp: Path
-    server: SshServer
-    capsys: pytest.CaptureFixture[str]
-    app: Path
-    decl: Path
-    base: Path
-    state: Path
-    config: Path
-
-    @property
-    def settings(self) -> Settings:
-        return settings_for(
-            self.decl, self.state, identity_file=self.server.identity_file, known_hosts=self.server.known_hosts
-        )
+class Env(support.World):
+    """Sites on the sshd 'server'; passes run in this process, the CLI through its entry point."""
 
     # -- declarations and passes ---------------------------------------------------------------
 
-    def declare(self, domain: str = DOMAIN, **fields: Any) -> Path:
-        values: dict[str, Any] = {
-            "server": self.server.destination,
-            "base_path": str(self.base),
-            "repository": str(self.app),
-        }
-        values.update(fields)
-        return write_site(self.decl, domain, **values)
-
     def reconcile(self) -> dict[str, SiteOutcome]:
-        return reconcile(self.settings)
+        return self.reconcile_in_process()
 
     def converge(self, domain: str = DOMAIN) -> SiteOutcome:
         """One pass that must leave `domain` Synced/Healthy."""
@@ -103,15 +49,11 @@ class Env:
         """The declaration as committed on the declarations branch."""
         return tomllib.loads(git(self.decl, "show", f"main:sites.d/{domain}.toml"))
 
-    def head(self) -> str:
-        return git(self.app, "rev-parse", "HEAD")
-
     # -- the CLI --------------------------------------------------------------------------------
 
     def cli(self, *args: str) -> tuple[int, str]:
-        self.capsys.readouterr()
-        rc = cli_main(["--config", str(self.config), "--repo", str(self.decl), "--state-dir", str(self.state), *args])
-        return rc, self.capsys.readouterr().out
+        rc, out, _ = self.run_cli(*args)
+        return rc, out
 
     def status(self, domain: str = DOMAIN) -> dict[str, Any]:
         rc, out = self.cli("status", "--json")
@@ -139,58 +81,26 @@ class Env:
     # -- the server -----------------------------------------------------------------------------
 
     def link(self, domain: str = DOMAIN) -> Path:
-        return self.base / domain
+        return self.on_disk(domain).link
 
-    def deployments(self, domain: str = DOMAIN) -> Path:
-        return self.base / "deployments" / domain
-
-    def releases(self, domain: str = DOMAIN) -> list[str]:
-        """Release directories on the server, oldest first by encoded time."""
-        root = self.deployments(domain)
-        if not root.is_dir():
-            return []
-        names = [p.name for p in root.iterdir() if RELEASE_RE.match(p.name) and p.is_dir()]
-        return sorted(names, key=lambda n: parse_release(n) or 0)
-
-    def active(self, domain: str = DOMAIN) -> str:
+    def active(self, domain: str | None = None) -> str:
         """The release the site symlink points at; the target must be the relative SPEC form."""
-        target = os.readlink(self.link(domain))
-        prefix = f"deployments/{domain}/"
-        assert target.startswith(prefix) and RELEASE_RE.match(target[len(prefix) :]), target
-        return target[len(prefix) :]
+        release = super().active(domain)
+        assert release is not None, f"{self.link(domain or DOMAIN)} does not exist"
+        return release
 
     def served(self, domain: str = DOMAIN) -> str:
         return (self.link(domain) / "public" / "index.php").read_text()
 
 
 @pytest.fixture(name="env")
-def env_fixture(
-    tmp_path: Path, sshd_session: SshServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Env]:
-    yield _make_env(tmp_path, sshd_session, capsys, monkeypatch)
+def env_fixture(tmp_path: Path, sshd_session: SshServer, monkeypatch: pytest.MonkeyPatch) -> Env:
+    return _make_env(tmp_path, sshd_session, monkeypatch)
 
 
-def _make_env(
-    tmp_path: Path, server: SshServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Env:
+def _make_env(tmp_path: Path, server: SshServer, monkeypatch: pytest.MonkeyPatch) -> Env:
     monkeypatch.delenv("RECONCILER_CONFIG", raising=False)
-    state = tmp_path / "state"
-    config = tmp_path / "reconciler.toml"
-    config.write_text(
-        f'identity_file = "{server.identity_file}"\nknown_hosts = "{server.known_hosts}"\nconcurrency = 4\n'
-    )
-    base = tmp_path / "srv"
-    base.mkdir()
-    return Env(
-        tmp_path,
-        server,
-        capsys,
-        make_app_repo(tmp_path / "app"),
-        make_decl_repo(tmp_path / "decl"),
-        base,
-        state,
-        config,
-    )
+    return Env.create(tmp_path, server, concurrency=4)
 
 
 # --- 1. first declaration: provision + deploy ---------------------------------------------------------
@@ -603,9 +513,9 @@ def test_deleted_database_is_rebuilt_from_the_server_without_deploying(env: Env)
 
 
 def test_unreachable_server_is_unknown_then_converges(
-    tmp_path: Path, sshd: SshServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sshd: SshServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = _make_env(tmp_path, sshd, capsys, monkeypatch)
+    env = _make_env(tmp_path, sshd, monkeypatch)
     env.declare(script="echo ok\n")
     env.converge()
     (release,) = env.releases()

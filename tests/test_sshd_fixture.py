@@ -9,11 +9,7 @@ import subprocess
 import asyncssh
 import pytest
 
-# conftest.py is not ours, so register the fixtures here; they keep their names
-# "sshd"/"sshd_session" (set via name=), the aliases only avoid shadowing.
-from tests.sshd import SshServer
-from tests.sshd import sshd as sshd_fixture  # noqa: F401
-from tests.sshd import sshd_session as sshd_session_fixture  # noqa: F401
+from tests.sshd import SshServer  # the sshd / sshd_session fixtures come from tests/conftest.py
 
 
 def _ssh_true(server: SshServer) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ import pytest
 from reconciler.cli.main import main as cli
 from reconciler.config import Settings
 from reconciler.errors import ConfigError, DeclarationError
-from tests.builders import git, make_app_repo, make_decl_repo, reconcile, toml_value
+from tests.support import git, make_app_repo, make_decl_repo, reconcile, site_file, toml_value
 
 DOMAIN = "signed.example.com"
 
@@ -23,7 +23,7 @@ def _key(path: Path) -> Path:
 
 
 def _commit_site(repo: Path, key: Path | None, **fields: object) -> str:
-    (repo / "sites.d" / f"{DOMAIN}.toml").write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in fields.items()))
+    site_file(repo, DOMAIN).write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in fields.items()))
     git(repo, "add", "-A")
     sign = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "commit", "-S"] if key else ["commit"]
     git(repo, *sign, "-q", "-m", f"change {DOMAIN}")

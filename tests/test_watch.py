@@ -4,88 +4,69 @@ repository, packed refs, `git gc`, and a branch deleted and re-created."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
+from tests import support
+from tests.support import DaemonProcess, Daemons, app_commit, git
 
 DOMAIN = "watch.example.com"
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+@dataclass
+class World(support.World):
+    """A work tree (`work`, the usual `decl`) with a bare clone (`bare`) it pushes to; the daemon
+    polls once an hour, so only the watcher can make it react within a test."""
 
+    daemon: DaemonProcess | None = None
 
-class World:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.app = make_app_repo(tmp / "app")
-        self.work = make_decl_repo(tmp / "work")
-        self.bare = tmp / "sites.git"
-        git(tmp, "clone", "-q", "--bare", str(self.work), str(self.bare))
-        git(self.work, "remote", "add", "origin", str(self.bare))
-        self.base = tmp / "srv"
-        self.site = {"server": "local", "base_path": str(self.base), "repository": str(self.app), "keep": 10}
-        self.link = self.base / DOMAIN
-        self.process: subprocess.Popen[bytes] | None = None
+    @property
+    def work(self) -> Path:
+        return self.decl
+
+    @property
+    def bare(self) -> Path:
+        return self.tmp / "sites.git"
+
+    def declare(self, domain: str | None = None, **fields: Any) -> Path:
+        return super().declare(domain, keep=10, **fields)
 
     def start(self, repo: Path) -> None:
-        config = self.tmp / "reconciler.toml"
-        config.write_text(f'repo = "{repo}"\nstate_dir = "{self.tmp / "state"}"\ninterval = 3600\n')
-        self.log = (self.tmp / "daemon.log").open("wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "reconciler", "--config", str(config), "run"],
-                                        stderr=self.log)
-
-    def active(self) -> str:
-        return os.readlink(self.link).rsplit("/", 1)[-1] if self.link.is_symlink() else ""
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """The daemon on `repo` (the work tree or the bare clone)."""
+        self.write_config(repo=repo, interval=3600)
+        self.daemon = self.start_daemon()
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
-    yield w
-    w.stop()
+def world(tmp_path: Path, daemons: Daemons) -> World:
+    w = World.create(tmp_path, daemons=daemons, domain=DOMAIN)
+    git(tmp_path, "clone", "-q", "--bare", str(w.work), str(w.bare))
+    git(w.work, "remote", "add", "origin", str(w.bare))
+    return w
 
 
 def _two_releases(world: World, push: bool) -> tuple[str, str]:
     """Deploy the app twice; the second time via a declaration change (a new script), since the
     poll that would notice a new app commit is an hour away."""
-    write_site(world.work, DOMAIN, **world.site)
+    world.declare()
     if push:
         git(world.work, "push", "-q", "origin", "main")
-    assert wait_until(lambda: world.active() != ""), "first declaration not applied via the watcher"
+    world.wait(lambda: world.active() is not None, "first declaration not applied via the watcher")
     first = world.active()
     app_commit(world.app, "v2")
-    write_site(world.work, DOMAIN, **world.site, script="echo v2\n")
+    world.declare(script="echo v2\n")
     if push:
         git(world.work, "push", "-q", "origin", "main")
-    assert wait_until(lambda: world.active() not in ("", first)), "second declaration not applied"
+    world.wait(lambda: world.active() not in (None, first), "second declaration not applied")
     return first, world.active()
 
 
 def _pin(world: World, release: str, push: bool) -> None:
-    write_site(world.work, DOMAIN, **world.site, script="echo v2\n", pin=release)
+    world.declare(script="echo v2\n", pin=release)
     if push:
         git(world.work, "push", "-q", "origin", "main")
 
@@ -94,26 +75,26 @@ def test_commits_in_a_work_tree_packed_refs_and_gc(world: World) -> None:
     world.start(world.work)
     first, second = _two_releases(world, push=False)
     _pin(world, first, push=False)
-    assert wait_until(lambda: world.active() == first), "pin commit not applied"
+    world.wait(lambda: world.active() == first, "pin commit not applied")
     git(world.work, "pack-refs", "--all")
     assert not (world.work / ".git" / "refs" / "heads" / "main").exists()
-    write_site(world.work, DOMAIN, **world.site, script="echo v2\n", pin=second)
-    assert wait_until(lambda: world.active() == second), "commit on a packed ref not applied"
+    world.declare(script="echo v2\n", pin=second)
+    world.wait(lambda: world.active() == second, "commit on a packed ref not applied")
     git(world.work, "gc", "-q", "--prune=now")
     _pin(world, first, push=False)
-    assert wait_until(lambda: world.active() == first), "commit after git gc not applied"
+    world.wait(lambda: world.active() == first, "commit after git gc not applied")
 
 
 def test_pushes_into_a_bare_repository_and_branch_recreation(world: World) -> None:
     world.start(world.bare)
     first, second = _two_releases(world, push=True)
     _pin(world, first, push=True)
-    assert wait_until(lambda: world.active() == first), "push into the bare repository not applied"
+    world.wait(lambda: world.active() == first, "push into the bare repository not applied")
     # Delete the branch, then re-create it pointing at a commit that pins the other release.
     git(world.bare, "update-ref", "-d", "refs/heads/main")
     time.sleep(0.5)
     assert world.active() == first, "a missing branch must change nothing"
-    write_site(world.work, DOMAIN, **world.site, script="echo v2\n", pin=second)
+    world.declare(script="echo v2\n", pin=second)
     git(world.work, "push", "-q", "origin", "main")
-    assert wait_until(lambda: world.active() == second), "re-created branch not applied"
-    assert world.process is not None and world.process.poll() is None, "the daemon must survive it all"
+    world.wait(lambda: world.active() == second, "re-created branch not applied")
+    assert world.daemon is not None and world.daemon.alive(), "the daemon must survive it all"

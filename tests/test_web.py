@@ -31,8 +31,21 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from tests.builders import app_commit, git, make_app_repo, make_decl_repo, write_site
-from tests.daemon_support import DaemonProcess, Launcher, SiteOnDisk, wait_until, write_config
+from tests import support
+from tests.support import (
+    HISTORY_KEYS,
+    STATUS_KEYS,
+    DaemonProcess,
+    Daemons,
+    Launcher,
+    SiteOnDisk,
+    app_commit,
+    free_port,
+    git,
+    make_app_repo,
+    wait_until,
+    write_site,
+)
 
 SHOP = "shop.example.com"
 BLOG = "blog.example.com"
@@ -40,17 +53,6 @@ BAD = "bad.example.com"
 TOKEN = "api-token-for-tests"
 SECRET = "webhook-secret-for-tests"
 DEPLOY_TIMEOUT = 30.0  # bound for one local deploy (clone, script) to show up
-SITE_KEYS = {"domain", "server", "sync", "health", "pinned", "active_release", "active_commit", "desired_commit",
-             "last_deployed_at", "message"}
-HISTORY_KEYS = {"id", "release", "status", "commit_sha", "branch", "deployment_path", "log_file_path", "started_at",
-                "completed_at", "duration_ms", "is_active", "can_rollback"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_request(url: str, *, data: bytes | None = None, json_body: Any = None,
@@ -159,15 +161,10 @@ class EventStream:
 
 
 @dataclass
-class Web:
-    """One test's world: an app repo, a declarations repo, a "server" dir and the daemon's port."""
+class Web(support.World):
+    """Sites on "local" and the daemon with `listen`, `api_token` and `webhook_secret` on `port`."""
 
-    tmp: Path
-    app: Path
-    decl: Path
-    base: Path
-    port: int
-    run: Launcher | None = None
+    port: int = field(default_factory=free_port)
     daemon: DaemonProcess | None = None
     streams: list[EventStream] = field(default_factory=list)
 
@@ -175,19 +172,21 @@ class Web:
     def root(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def declare(self, domain: str = SHOP, *, repository: Path | None = None, **fields: Any) -> None:
-        write_site(self.decl, domain, server="local", base_path=str(self.base),
-                   repository=str(repository or self.app), **fields)
+    @property
+    def run(self) -> Launcher | None:
+        """The daemon's launcher, once started (its `cli`, `status` and `history` run the real CLI)."""
+        return self._launcher
+
+    def declare(self, domain: str | None = SHOP, **fields: Any) -> Path:
+        return super().declare(domain, **fields)
 
     def site(self, domain: str = SHOP) -> SiteOnDisk:
-        return SiteOnDisk(self.base, domain)
+        return self.on_disk(domain)
 
     def start(self, *, interval: float = 2, host: str = "127.0.0.1", **extra: Any) -> DaemonProcess:
-        config = write_config(self.tmp / "reconciler.toml", repo=self.decl, state=self.tmp / "state",
-                              interval=interval, listen=f"{host}:{self.port}", api_token=TOKEN,
-                              webhook_secret=SECRET, **extra)
-        self.run = Launcher(self.tmp, config)
-        daemon = self.run.start()
+        self.write_config(interval=interval, listen=f"{host}:{self.port}", api_token=TOKEN, webhook_secret=SECRET,
+                          **extra)
+        daemon = self.start_daemon()
         self.daemon = daemon
 
         def answering() -> bool:
@@ -195,11 +194,8 @@ class Web:
             auth = {"Authorization": f"Bearer {TOKEN}"}
             return http_request(self.root + "/api/sites", headers=auth)[0] == 200
 
-        wait_until(answering, 30, f"the daemon's HTTP endpoint on port {self.port}", self.diagnostics)
+        self.wait(answering, f"the daemon's HTTP endpoint on port {self.port}")
         return daemon
-
-    def diagnostics(self) -> str:
-        return self.run.diagnostics() if self.run else ""
 
     def stream(self, path: str, headers: dict[str, str] | None = None) -> EventStream:
         events = EventStream(self.root + path, headers)
@@ -236,18 +232,16 @@ class Web:
     def close(self) -> None:
         for events in self.streams:
             events.close()
-        if self.run is not None:
-            self.run.close()
 
 
 @pytest.fixture
-def web(tmp_path: Path) -> Iterator[Web]:
-    world = Web(tmp_path, make_app_repo(tmp_path / "app"), make_decl_repo(tmp_path / "decl"), tmp_path / "srv",
-                free_port())
+def web(tmp_path: Path, daemons: Daemons) -> Iterator[Web]:
+    world = Web.create(tmp_path, daemons=daemons, domain=SHOP)
     try:
         yield world
     finally:
         world.close()
+        daemons.close()
 
 
 def holds_for(predicate: Callable[[], bool], seconds: float) -> bool:
@@ -333,7 +327,7 @@ def test_metrics_and_api_shapes_match_the_cli(web: Web) -> None:
     # -- the JSON API: exactly the SPEC shapes, the same values as the CLI --------------------------
     api = web.api_sites()
     for view in api.values():
-        assert set(view) == SITE_KEYS, sorted(view)
+        assert set(view) == STATUS_KEYS, sorted(view)
     assert api.keys() == status.keys()  # equal values: established above, while waiting for them to agree
     assert api[SHOP]["sync"] == "Synced" and api[SHOP]["active_commit"] == commit
     assert api[BAD]["sync"] == "Invalid" and "bogus" in api[BAD]["message"]
@@ -392,7 +386,7 @@ def test_events_stream_live_log_and_rollback(web: Web) -> None:
     snapshot = json.loads(data)
     assert set(snapshot) == {"sites", "deployments"}
     assert [view["domain"] for view in snapshot["sites"]] == [SHOP]
-    assert set(snapshot["sites"][0]) == SITE_KEYS
+    assert set(snapshot["sites"][0]) == STATUS_KEYS
     assert snapshot["sites"][0]["active_commit"] == first_commit
     assert all(set(row) == HISTORY_KEYS for row in snapshot["deployments"][SHOP])
 

@@ -9,12 +9,10 @@ Nothing here mocks the reconciler: faults are a SIGKILL the process deals itself
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import secrets
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -22,14 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli.main import main as cli_main
-from reconciler.core.layout import parse_release
-from tests.builders import git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
-from tests.daemon_support import SiteOnDisk, _clean_env, write_config
+from reconciler.core.layout import sort_releases
+from tests import support
 from tests.sshd import SshServer
+from tests.support import LOCK_NAME as LOCK_NAME  # this module's public names, kept
+from tests.support import (
+    SiteOnDisk,
+    git,
+    make_app_repo,
+    make_decl_repo,
+    reconcile,
+    reconciler_process,
+    settings_for,
+    write_config,
+)
+from tests.support import release_time as release_time
 
 DOMAIN = "shop.example.com"
-LOCK_NAME = ".reconciler-lock"
 USER_FILE = "storage/app/user-upload.bin"  # user data under shared/
 ENV_FILE = ".env"
 CLI_TIMEOUT = 90.0
@@ -79,15 +86,10 @@ def processes_touching(root: Path) -> list[str]:
 
 
 @dataclass
-class World:
-    tmp: Path
-    server: SshServer | None  # None: server = "local"
-    app: Path
-    decl: Path
-    base: Path
-    state: Path
-    config: Path
-    domain: str = DOMAIN
+class World(support.World):
+    """One case: its site on the sshd (`server`) or on "local" (None), driven through the real CLI
+    in separate processes (`reconcile`, `cli`, `popen`); setup passes run in this process."""
+
     scoped: bool = False  # True when the world shares a declarations repo with other sites
     user_bytes: bytes = b""
     env_bytes: bytes = b""
@@ -95,39 +97,22 @@ class World:
     fields: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, tmp: Path, server: SshServer | None, app: Path | None = None, base: Path | None = None,
-               **config: Any) -> World:
-        if app is None:
-            app = make_app_repo(tmp / "app")
-        decl = make_decl_repo(tmp / "decl")
-        if base is None:
-            base = tmp / "srv"
-            base.mkdir()
-        state = tmp / "state"
-        cfg = write_config(tmp / "reconciler.toml", repo=decl, state=state, server=server,
-                           concurrency=2, **config)
-        return cls(tmp, server, app, decl, base, state, cfg)
-
-    @property
-    def server_name(self) -> str:
-        return self.server.destination if self.server is not None else "local"
+    def create(cls, tmp: Path, server: SshServer | None = None, *, app: Path | None = None,  # type: ignore[override]
+               base: Path | None = None, **config: Any) -> World:
+        return super().create(tmp, server, app=app, base=base, concurrency=2, **config)
 
     @property
     def site(self) -> SiteOnDisk:
-        return SiteOnDisk(self.base, self.domain)
+        return self.on_disk()
 
     @property
     def shared(self) -> Path:
         return self.site.deployments / "shared"
 
-    def head(self) -> str:
-        return git(self.app, "rev-parse", "HEAD")
-
-    def declare(self, server: str | None = None, **fields: Any) -> None:
+    def declare(self, server: str | None = None, **fields: Any) -> Path:  # type: ignore[override]
+        """This world's site; `fields` accumulate over calls (a later call changes only what it names)."""
         self.fields.update(fields)
-        values: dict[str, Any] = {"server": server or self.server_name, "base_path": str(self.base),
-                                  "repository": str(self.app), **self.fields}
-        write_site(self.decl, self.domain, **values)
+        return super().declare(self.domain, server=server, **self.fields)
 
     def set_up_live(self, **fields: Any) -> None:
         """A good release live. Built through the LOCAL transport (same machine, same files,
@@ -143,32 +128,20 @@ class World:
 
     def converge_in_process(self) -> None:
         """A setup pass in this process (no interpreter start-up); must end Synced."""
-        settings = settings_for(self.decl, self.state,
-                                identity_file=self.server.identity_file if self.server else None,
-                                known_hosts=self.server.known_hosts if self.server else None)
-        outcome = reconcile(settings, self.domain)[self.domain]
+        outcome = self.reconcile_in_process(self.domain)[self.domain]
         assert outcome.sync == "Synced", f"setup pass did not converge: {outcome}"
+
+    def flags(self, repo: Path | None = None) -> list[str]:
+        return ["--config", str(self.config)]  # repo and state come from the config (a fleet shares them)
 
     def cli(self, *args: str, fault: str | None = None, preexec: Callable[[], None] | None = None,
             timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
         """`python -m reconciler --config CFG ...` as a real separate process."""
-        extra = {"RECONCILER_FAULT": fault} if fault else {}
-        env = _clean_env(extra)
-        if not fault:
-            env.pop("RECONCILER_FAULT", None)
-        return subprocess.run(
-            [sys.executable, "-m", "reconciler", "--config", str(self.config), *args],
-            cwd=self.tmp, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-            preexec_fn=preexec,  # only the full-disk fallback: lowers RLIMIT_FSIZE in the child
-        )
+        return self.run_cli_process(*args, env={"RECONCILER_FAULT": fault} if fault else None, timeout=timeout,
+                                    preexec=preexec)  # preexec: only the full-disk fallback (RLIMIT_FSIZE)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        env = _clean_env()
-        env.pop("RECONCILER_FAULT", None)
-        return subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "--config", str(self.config), *args],
-            cwd=self.tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        return reconciler_process(*self.flags(), *args, cwd=self.tmp)
 
     def reconcile(self, fault: str | None = None, preexec: Callable[[], None] | None = None,
                   ) -> subprocess.CompletedProcess[str]:
@@ -179,11 +152,9 @@ class World:
     def read_cli(self, *args: str) -> str:
         """Read-only commands (status, history) through the real CLI entry point, in this
         process: a new interpreter per query would only add start-up time."""
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            rc = cli_main(["--config", str(self.config), *args])
-        assert rc == 0, f"reconciler {' '.join(args)}: exit {rc}\n{out.getvalue()}"
-        return out.getvalue()
+        rc, out, err = self.run_cli(*args)
+        assert rc == 0, f"reconciler {' '.join(args)}: exit {rc}\n{out}{err}"
+        return out
 
     def status(self) -> dict[str, Any]:
         views = {v["domain"]: v for v in json.loads(self.read_cli("status", "--json"))}
@@ -240,22 +211,18 @@ class World:
         except (ValueError, OSError):
             return "corrupt"
 
-    def releases(self) -> list[str]:
-        """Release directories, oldest first. (SiteOnDisk.releases() cannot be used with junk:
-        it sorts release-SHAPED names such as 99999999-999999 with `parse_release(n) or 0`,
-        which raises TypeError when compared with datetimes.)"""
-        d = self.site.deployments
+    def releases(self, domain: str | None = None) -> list[str]:
+        """Release directories (not symlinks to one), oldest first by encoded time; junk names skipped."""
+        d = self.on_disk(domain).deployments
         if not d.is_dir():
             return []
-        names = [p.name for p in d.iterdir() if parse_release(p.name) is not None and p.is_dir()
-                 and not p.is_symlink()]
-        return sorted(names, key=release_time)
+        return sort_releases(p.name for p in d.iterdir() if p.is_dir() and not p.is_symlink())
 
     def updating_releases(self) -> list[str]:
         return [r for r in self.releases() if self.manifest_status(r) == "updating"]
 
     def lock_present(self) -> bool:
-        return (self.site.deployments / LOCK_NAME).exists()
+        return self.site.lock.exists()
 
     def wait_for_orphans(self, timeout: float = 20.0) -> None:
         """Let remote commands a killed reconciler left behind finish; remember that they existed."""
@@ -322,11 +289,6 @@ class Fleet:
         """From now on every site is declared on the sshd server."""
         for world in self.worlds.values():
             world.declare()
-
-
-def release_time(name: str) -> float:
-    moment = parse_release(name)
-    return moment.timestamp() if moment else 0.0
 
 
 # -- the case table -------------------------------------------------------------------------------

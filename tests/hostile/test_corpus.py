@@ -19,7 +19,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +30,6 @@ import pytest
 
 from reconciler.core.declarations import InvalidSite, parse_site
 from reconciler.core.layout import shared_link_target
-from tests.builders import git, make_app_repo, make_decl_repo
 from tests.hostile.corpus import (
     BATCHES,
     CASES,
@@ -44,6 +42,7 @@ from tests.hostile.corpus import (
     key_line,
 )
 from tests.sshd import SshServer
+from tests.support import ROOT, World, git, make_app_repo, make_decl_repo, run_reconciler, write_config
 
 GOOD = "good.example.com"
 GOOD_SSH = "good-ssh.example.com"
@@ -51,7 +50,6 @@ PARSE_BUDGET = 1.0  # seconds: one declaration file, however hostile, is judged 
 MESSAGE_LIMIT = 16 * 1024  # characters: a report about one (at most 64 kB) file that an operator can read
 HARD_STOP = 3 * PARSE_BUDGET  # a slower judgement is interrupted, so a slow bug cannot stall the suite
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-ROOT = Path(__file__).resolve().parents[2]
 ORIGINAL_CWD = Path.cwd()
 HOME = Path.home()
 # Places a leaked relative or traversed path would land; none of them may gain a `deployments/`.
@@ -76,20 +74,15 @@ class Run:
 
 def cli(config: Path, repo: Path, state: Path, cwd: Path, *args: str) -> Run:
     """The real CLI in a fresh interpreter: a crash is a traceback and an exit status, as an operator sees it."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RECONCILER_CONFIG", "PYTHONIOENCODING")}
-    env["PYTHONPATH"] = str(ROOT)
     argv = ("--config", str(config), "--repo", str(repo), "--state-dir", str(state), *args)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "reconciler", *argv], cwd=cwd, env=env, capture_output=True,
-                          timeout=900)
-    return Run(args, done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"),
-               time.monotonic() - started)
+    done = run_reconciler(*argv, cwd=cwd, timeout=900)
+    return Run(args, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
 
-def write_config(path: Path, server: SshServer) -> Path:
-    path.write_text(f'identity_file = "{server.identity_file}"\nknown_hosts = "{server.known_hosts}"\n'
-                    "concurrency = 8\ncommand_timeout = 60.0\n")
-    return path
+def ssh_config(path: Path, server: SshServer) -> Path:
+    """The config every run gets: the sshd's keys, and room for slow hostile batches."""
+    return write_config(path, server=server, interval=None, concurrency=8, command_timeout=60.0)
 
 
 def canaries(*roots: Path) -> list[Path]:
@@ -175,7 +168,7 @@ def build_batch(name: str, root: Path, server: SshServer) -> Batch:
 
     batch = Batch(name, root, cwd, decl, bases, cases, ctxs, bodies, tuple(good),
                   {p.name for p in HOME.iterdir()}, outside_deployments())
-    config, state = write_config(root / "reconciler.toml", server), root / "state"
+    config, state = ssh_config(root / "reconciler.toml", server), root / "state"
     batch.runs["reconcile"] = cli(config, decl, state, cwd, "reconcile")
     batch.runs["status"] = cli(config, decl, state, cwd, "status", "--json")
     batch.runs["validate"] = cli(config, decl, state, cwd, "validate", str(decl))
@@ -388,14 +381,17 @@ META_SHARED = ["storage", ".env", "sh;touch${IFS}CANARY_valid-shared", "$(touch$
 
 
 @dataclass
-class ValidWorld:
-    root: Path
-    app: Path
-    decl: Path
-    config: Path
-    state: Path
-    cwd: Path
-    server: SshServer
+class ValidWorld(World):
+    """Valid values full of metacharacters, declared next to each other and committed at once
+    (`commit()`); the CLI runs as a real process in a neutral cwd."""
+
+    @property
+    def root(self) -> Path:
+        return self.tmp
+
+    @property
+    def cwd(self) -> Path:
+        return self.tmp / "cwd"
 
     def run(self, *args: str) -> Run:
         return cli(self.config, self.decl, self.state, self.cwd, *args)
@@ -405,11 +401,10 @@ class ValidWorld:
         assert run.rc == 0, run
         return {v["domain"]: v for v in json.loads(run.out)}
 
-    def declare(self, domain: str, **fields: Any) -> None:
-        values = {"server": "local", "base_path": str(self.root / "srv"), "repository": str(self.app),
-                  "script": "echo built\n", **fields}
-        ctx = Ctx(values.pop("server"), values.pop("base_path"), values.pop("repository"), "", "")
-        (self.decl / "sites.d" / f"{domain}.toml").write_bytes(declaration(ctx, values))
+    def declare(self, domain: str | None = None, *, server: str | None = None, commit: bool = False,
+                **fields: Any) -> Path:
+        """On "local" unless told; written, not committed (see `commit`); every site gets a script."""
+        return super().declare(domain, server=server or "local", commit=commit, **{"script": "echo built\n", **fields})
 
     def commit(self) -> None:
         git(self.decl, "add", "-A")
@@ -418,10 +413,9 @@ class ValidWorld:
 
 @pytest.fixture(name="world")
 def world_fixture(tmp_path: Path, sshd_session: SshServer) -> ValidWorld:
-    (tmp_path / "cwd").mkdir()
-    return ValidWorld(tmp_path, make_app_repo(tmp_path / "app"), make_decl_repo(tmp_path / "decl"),
-                      write_config(tmp_path / "reconciler.toml", sshd_session), tmp_path / "state", tmp_path / "cwd",
-                      sshd_session)
+    world = ValidWorld.create(tmp_path, sshd_session, interval=None, concurrency=8, command_timeout=60.0)
+    world.cwd.mkdir()
+    return world
 
 
 def assert_deployed(base: Path, domain: str, content: str | None = None, shared: list[str] | None = None) -> None:

@@ -1,0 +1,115 @@
+"""The "server" filesystem as tests see it: one site's link, release dirs and manifests.
+
+The layout's names come from the product (reconciler.core.layout), never re-typed here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.core.layout import MANIFEST_NAME, SitePaths, is_release, parse_release, sort_releases
+
+# The per-site lock directory's name, as the product spells it.
+LOCK_NAME = posixpath.basename(SitePaths("/", "example.com").lock)
+
+__all__ = ["LOCK_NAME", "MANIFEST_NAME", "LinkSampler", "SiteOnDisk", "is_release", "release_time"]
+
+
+def release_time(name: str) -> float:
+    """Seconds since the epoch a release name encodes; 0 for a name that is not a release."""
+    moment = parse_release(name)
+    return moment.timestamp() if moment else 0.0
+
+
+@dataclass(frozen=True)
+class SiteOnDisk:
+    base: Path
+    domain: str
+
+    @property
+    def link(self) -> Path:
+        return self.base / self.domain
+
+    @property
+    def deployments(self) -> Path:
+        return self.base / "deployments" / self.domain
+
+    @property
+    def lock(self) -> Path:
+        return self.deployments / LOCK_NAME
+
+    def releases(self) -> list[str]:
+        """Release directories, oldest first by the time the name encodes (junk names are skipped)."""
+        if not self.deployments.is_dir():
+            return []
+        return sort_releases(p.name for p in self.deployments.iterdir() if p.is_dir())
+
+    def active(self) -> str | None:
+        """The release the site symlink points at (relative SPEC form), or None when absent."""
+        try:
+            target = os.readlink(self.link)
+        except FileNotFoundError:
+            return None
+        prefix = f"deployments/{self.domain}/"
+        assert target.startswith(prefix) and is_release(target[len(prefix):]), target
+        return target[len(prefix):]
+
+    def manifest(self, release: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.deployments / release / MANIFEST_NAME).read_text())
+        return data
+
+    def commit_of(self, release: str) -> str:
+        return subprocess.run(["git", "-C", str(self.deployments / release), "rev-parse", "HEAD"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    def live_commit(self) -> str | None:
+        """The commit checked out in the active release, once that release is complete."""
+        release = self.active()
+        if release is None:
+            return None
+        manifest = self.manifest(release)
+        if manifest.get("status") != "success":
+            return None
+        commit = self.commit_of(release)
+        assert manifest.get("commit") == commit, (manifest, commit)
+        return commit
+
+
+class LinkSampler:
+    """Samples a site symlink from a thread: once it first exists it must always resolve."""
+
+    def __init__(self, link: Path, period: float = 0.002) -> None:
+        self.link = link
+        self.period = period
+        self.samples = 0
+        self.failures: list[str] = []
+        self.targets: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                target = os.readlink(self.link)
+                os.stat(self.link)  # follows the link: must resolve to the release dir
+                self.targets.add(target)
+            except OSError as exc:
+                self.failures.append(f"{exc.__class__.__name__}: {exc}")
+            self.samples += 1
+            time.sleep(self.period)
+
+    def __enter__(self) -> LinkSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

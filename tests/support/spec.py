@@ -1,0 +1,9 @@
+"""Shapes SPEC §5 fixes for `status --json` and `history --json`: the tests' oracle, so written
+out here rather than imported from the product."""
+
+from __future__ import annotations
+
+STATUS_KEYS = frozenset({"domain", "server", "sync", "health", "pinned", "active_release", "active_commit",
+                         "desired_commit", "last_deployed_at", "message"})
+HISTORY_KEYS = frozenset({"id", "release", "status", "commit_sha", "branch", "deployment_path", "log_file_path",
+                          "started_at", "completed_at", "duration_ms", "is_active", "can_rollback"})
