@@ -1,4 +1,4 @@
-"""probe_command / parse_probe against REAL directories and git repositories on this machine.
+"""shell.probe / parse_probe against REAL directories and git repositories on this machine.
 
 A fake server layout is built in tmp_path, the probe runs through `/bin/sh -c` (and through the
 local transport), and the parsed facts are checked. Base paths and repositories full of shell
@@ -25,8 +25,9 @@ from reconciler.core.manifest import Manifest
 from reconciler.core.plan import FailureMemory, Plan, plan_site
 from reconciler.core.status import Health, Sync
 from reconciler.errors import SiteLocked
+from reconciler.remote import shell
 from reconciler.remote.lock import Identity, Owner, held
-from reconciler.remote.probe import frame, gather, parse_probe, probe_command
+from reconciler.remote.probe import frame, gather, parse_probe
 from reconciler.remote.transport.local import LocalTransport
 from tests.builders import app_commit, git, make_app_repo
 from tests.sshd import SshServer
@@ -124,9 +125,10 @@ SITE_NAMES = ["shop.example.com", "dangling.example.com", "dir.example.com", "fi
               "new.example.com", "locked.example.com", "foreign.example.com"]
 
 
-def run_probe(command: str, cwd: Path) -> bytes:
+def run_probe(command: shell.Command, cwd: Path) -> bytes:
     """The probe's raw output: bytes, as a server sends them (parse_probe decodes with replace)."""
-    result = subprocess.run(["/bin/sh", "-c", command], cwd=cwd, capture_output=True, timeout=60)
+    result = subprocess.run(shell.local_argv(command.text), input=(command.stdin or "").encode(), cwd=cwd,
+                            capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -144,7 +146,7 @@ def test_probe_round_trip_on_real_directories(tmp_path: Path, base_name: str) ->
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     sites = [ProbeSite(name, str(base)) for name in SITE_NAMES]
-    output = run_probe(probe_command(sites, []), cwd)
+    output = run_probe(shell.probe(sites, []), cwd)
     facts = parse_probe(output, sites, [])
     no_pwned(tmp_path, cwd)
 
@@ -218,7 +220,7 @@ def test_probe_absolute_link_target(tmp_path: Path) -> None:
     release(deployments, R_OK, manifest(HEAD, "success"))
     os.symlink(str(deployments / R_OK), base / DOMAIN)
     sites = [ProbeSite(DOMAIN, str(base))]
-    facts = parse_probe(run_probe(probe_command(sites, []), tmp_path), sites, [])
+    facts = parse_probe(run_probe(shell.probe(sites, []), tmp_path), sites, [])
     site = facts.sites[DOMAIN]
     assert site.link_target == str(deployments / R_OK)
     assert site.active_release == R_OK
@@ -232,7 +234,7 @@ def test_probe_link_to_a_release_shaped_file_is_not_active(tmp_path: Path) -> No
     (deployments / R_FILE).write_text("x\n")
     os.symlink(f"deployments/{DOMAIN}/{R_FILE}", base / DOMAIN)
     sites = [ProbeSite(DOMAIN, str(base))]
-    facts = parse_probe(run_probe(probe_command(sites, []), tmp_path), sites, [])
+    facts = parse_probe(run_probe(shell.probe(sites, []), tmp_path), sites, [])
     site = facts.sites[DOMAIN]
     assert not site.dangling  # it resolves, to a file
     assert site.not_dirs == [R_FILE]
@@ -245,7 +247,7 @@ def test_probe_sites_on_different_base_paths(tmp_path: Path) -> None:
     release(one / "deployments" / "a.example.com", R_OK, manifest(HEAD, "success"))
     release(two / "deployments" / "b.example.com", R_NEWER, manifest(OLD, "failed"))
     sites = [ProbeSite("a.example.com", str(one)), ProbeSite("b.example.com", str(two))]
-    facts = parse_probe(run_probe(probe_command(sites, []), tmp_path), sites, [])
+    facts = parse_probe(run_probe(shell.probe(sites, []), tmp_path), sites, [])
     assert set(facts.sites["a.example.com"].releases) == {R_OK}
     assert set(facts.sites["b.example.com"].releases) == {R_NEWER}
     assert facts.sites["b.example.com"].releases[R_NEWER].status == "failed"
@@ -253,7 +255,7 @@ def test_probe_sites_on_different_base_paths(tmp_path: Path) -> None:
 
 def test_probe_of_an_empty_machine(tmp_path: Path) -> None:
     sites = [ProbeSite(DOMAIN, str(tmp_path / "does" / "not" / "exist"))]
-    facts = parse_probe(run_probe(probe_command(sites, []), tmp_path), sites, [])
+    facts = parse_probe(run_probe(shell.probe(sites, []), tmp_path), sites, [])
     site = facts.sites[DOMAIN]
     assert (site.path_kind, site.provisioned, site.releases, site.not_dirs) == ("missing", False, {}, [])
 
@@ -277,8 +279,9 @@ def test_heads_resolved_with_git_ls_remote(tmp_path: Path, app: Path) -> None:
              (str(app), "main")]  # duplicates are probed once
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    command = probe_command([], heads)
-    assert len([line for line in command.splitlines() if line.startswith("probe_head ")]) == 4  # duplicate merged
+    command = shell.probe([], heads)
+    assert command.stdin is not None
+    assert len([line for line in command.stdin.splitlines() if line.startswith("probe_head ")]) == 4  # duplicate merged
     facts = parse_probe(run_probe(command, cwd), [], heads)
     no_pwned(tmp_path)
     assert feature_sha != main_sha
@@ -299,15 +302,15 @@ def test_head_is_the_exact_branch_not_a_suffix_match(tmp_path: Path, app: Path) 
     git(app, "checkout", "-q", "main")
     assert decoy_sha != main_sha
     heads = [(str(app), "main")]
-    facts = parse_probe(run_probe(probe_command([], heads), tmp_path), [], heads)
+    facts = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads)
     assert facts.heads[(str(app), "main")] == BranchHead(main_sha)
 
 
 def test_heads_follow_new_commits(tmp_path: Path, app: Path) -> None:
     heads = [(str(app), "main")]
-    first = parse_probe(run_probe(probe_command([], heads), tmp_path), [], heads).heads[heads[0]]
+    first = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads).heads[heads[0]]
     second_sha = app_commit(app, "v2")
-    second = parse_probe(run_probe(probe_command([], heads), tmp_path), [], heads).heads[heads[0]]
+    second = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads).heads[heads[0]]
     assert first.sha is not None and second == BranchHead(second_sha) and first.sha != second_sha
 
 
@@ -315,7 +318,7 @@ def test_heads_of_a_bare_repository(tmp_path: Path, app: Path) -> None:
     bare = tmp_path / "app.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(app), str(bare)], check=True)
     heads = [(str(bare), "main"), (f"file://{bare}", "main")]
-    facts = parse_probe(run_probe(probe_command([], heads), tmp_path), [], heads)
+    facts = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads)
     sha = git(app, "rev-parse", "HEAD")
     assert facts.heads[(str(bare), "main")] == BranchHead(sha)
     assert facts.heads[(f"file://{bare}", "main")] == BranchHead(sha)
@@ -333,7 +336,7 @@ def test_many_heads_parallel(tmp_path: Path) -> None:
         git(repo, "commit", "-q", "-m", str(index))
         repos.append((str(repo), git(repo, "rev-parse", "HEAD")))
     heads = [(path, "main") for path, _ in repos]
-    facts = parse_probe(run_probe(probe_command([], heads), tmp_path), [], heads)
+    facts = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads)
     assert {key: head.sha for key, head in facts.heads.items()} == {(path, "main"): sha for path, sha in repos}
 
 
@@ -497,7 +500,7 @@ VICTIM_SITES = ["a.example.com", "z.example.com", "b.example.com"]
 
 def _probe_sites(base: Path, cwd: Path) -> ServerFacts:
     sites = [ProbeSite(name, str(base)) for name in VICTIM_SITES]
-    return parse_probe(run_probe(probe_command(sites, []), cwd), sites, [])
+    return parse_probe(run_probe(shell.probe(sites, []), cwd), sites, [])
 
 
 def test_m6_a_symlink_target_cannot_forge_another_sites_records(tmp_path: Path) -> None:
@@ -541,7 +544,7 @@ def test_m4_a_symlink_target_with_a_heads_record_does_not_crash_the_probe(tmp_pa
     os.symlink("x\n@heads 0 0\n|" + "f" * 40 + "\trefs/heads/main", base / "b.example.com")
     sites = [ProbeSite(name, str(base)) for name in VICTIM_SITES]
     heads = [(str(app), "main")]
-    facts = parse_probe(run_probe(probe_command(sites, heads), tmp_path), sites, heads)
+    facts = parse_probe(run_probe(shell.probe(sites, heads), tmp_path), sites, heads)
     assert facts.heads[(str(app), "main")] == BranchHead(git(app, "rev-parse", "HEAD"))
     assert facts.sites["a.example.com"].active_release == R_NEWER
     for name in ("z.example.com", "b.example.com"):
@@ -590,7 +593,7 @@ def test_manifests_with_nul_bytes_newlines_and_bad_utf8_stay_in_their_release(tm
     (deployments / names[2] / MANIFEST_NAME).write_bytes(good.to_json().encode() + b"\n\0@end\0")
     (deployments / names[3] / MANIFEST_NAME).write_bytes(b"\0" + good.to_json().encode())
     sites = [ProbeSite(DOMAIN, str(base)), ProbeSite("a.example.com", str(base))]
-    facts = parse_probe(run_probe(probe_command(sites, []), tmp_path), sites, [])
+    facts = parse_probe(run_probe(shell.probe(sites, []), tmp_path), sites, [])
     site = facts.sites[DOMAIN]
     assert set(site.releases) == set(names)
     assert site.releases[names[0]].corrupt and site.releases[names[1]].corrupt
@@ -667,11 +670,12 @@ def test_the_framing_for_shells_that_keep_nul_bytes_reads_the_same(tmp_path: Pat
     (deployments / R_CORRUPT / MANIFEST_NAME).write_bytes(b'{"commit"\0: "abc", "status": ')
     sites = [ProbeSite(name, str(base)) for name in SITE_NAMES]
     heads = [(str(app), "main"), (str(app), "nope")]
-    command = probe_command(sites, heads)
+    command = shell.probe(sites, heads)
     check = 'if [ "${#nul}" -eq 2 ]; then'
-    assert command.count(check) == 1
+    assert command.stdin is not None and command.stdin.count(check) == 1
     normal = parse_probe(run_probe(command, tmp_path), sites, heads)
-    stripped = parse_probe(run_probe(command.replace(check, "if false; then"), tmp_path), sites, heads)
+    forced = dataclasses.replace(command, stdin=command.stdin.replace(check, "if false; then"))
+    stripped = parse_probe(run_probe(forced, tmp_path), sites, heads)
     assert stripped == normal
     assert normal.sites[DOMAIN].releases[R_ADOPT].head == expected["adopted_head"]
     assert normal.heads[(str(app), "main")] == BranchHead(git(app, "rev-parse", "HEAD"))

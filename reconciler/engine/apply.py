@@ -31,6 +31,10 @@ from reconciler.remote.transport import Result, Transport
 
 LOCAL_LOG_BYTES = 1024 * 1024
 
+# How live progress words a step of a deploy: the short labels `reconcile` has always printed
+# (tests/test_progress.py). Any other step shows its Step value.
+_PROGRESS: dict[Step, str] = {Step.SHARED: "link shared", Step.SCRIPT: "script"}
+
 
 @dataclass
 class SiteContext:
@@ -46,9 +50,10 @@ class SiteContext:
     # Told each step as it starts (live progress of `reconcile`).
     progress: Callable[[str], None] | None = None
 
-    def step(self, name: str) -> None:
+    def step(self, name: Step | str) -> None:
+        """Report a step as it starts: a Step of a deploy, or an action's own description."""
         if self.progress is not None:
-            self.progress(name)
+            self.progress(_PROGRESS.get(name, name) if isinstance(name, Step) else name)
 
     @property
     def paths(self) -> SitePaths:
@@ -163,7 +168,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
                       message=f"deploying {commit[:12]} as {release}")
     script = site.script if site.script.strip() else None
     claimed = False
-    stage = "claim"
+    stage = Step.CLAIM  # the step under way: named when the deploy is interrupted or aborted
     ctx.step(f"deploy {release}")
     try:
         header = f"==> reconciler: {site.domain} release {release}, {site.branch} @ {commit}"
@@ -171,24 +176,24 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         await _run(ctx, Step.CLAIM, shell.claim_release(paths, release, base.to_json(), header, script))
         claimed = True
         checkpoint("after-claim")
-        ctx.step("clone")
+        stage = Step.CLONE
+        ctx.step(stage)
         store.update_deployment(deployment_id, status=DeployStatus.UPDATING)
-        stage = "clone"
         checkpoint("clone")
         await _run(ctx, Step.CLONE, shell.clone(paths, site.repository, site.branch, commit, release),
                    timeout=ctx.deploy_timeout, tied=True)
-        stage = "link shared"
-        ctx.step("link shared")
+        stage = Step.SHARED
+        ctx.step(stage)
         await _run(ctx, Step.SHARED, shell.link_shared(paths, release, site.shared))
-        stage = "script"
-        ctx.step("script")
+        stage = Step.SCRIPT
+        ctx.step(stage)
         checkpoint("script")
         if script is not None:
             env = {"RECONCILER_DOMAIN": site.domain, "RECONCILER_RELEASE": release,
                    "RECONCILER_COMMIT": commit, "RECONCILER_BRANCH": site.branch}
             await _run(ctx, Step.SCRIPT, shell.run_script(paths, release, env),
                        timeout=ctx.deploy_timeout, tied=True)
-        stage = "switch"
+        stage = Step.RECORD
         done = Manifest(**{**base.__dict__, "status": DeployStatus.SUCCESS, "completed_at": utcnow()})
         # Mark success before switching: a crash in between leaves a good release that the
         # next pass activates, never a live release that claims to be unfinished.
@@ -198,8 +203,8 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
             return await _superseded(ctx, deployment_id, release, started, done.completed_at)
         # A stop request must not interrupt a switch half-way through the bookkeeping:
         # the switch and reload finish, then the cancellation is honoured.
-        stage = "switching"
-        ctx.step("switch")
+        stage = Step.SWITCH
+        ctx.step(stage)
         finishing = asyncio.ensure_future(_switch_and_reload(ctx, release))
         try:
             warning = await asyncio.shield(finishing)
@@ -208,7 +213,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
             await finishing
             raise
     except asyncio.CancelledError:
-        if claimed and stage != "switching":
+        if claimed and stage != Step.SWITCH:
             await _abort(ctx, deployment_id, release, stage, started)
         raise
     except (StepFailed, LayoutConflict) as exc:
@@ -258,7 +263,7 @@ async def _switch_and_reload(ctx: SiteContext, release: str) -> str:
     return await reload(ctx, release)
 
 
-async def _abort(ctx: SiteContext, deployment_id: int, release: str, stage: str, started: float) -> None:
+async def _abort(ctx: SiteContext, deployment_id: int, release: str, stage: Step, started: float) -> None:
     """The reconciler is stopping mid-build: remove the half-built release (it was never live)
     and record the deployment as interrupted, so the next start builds it again."""
     with contextlib.suppress(TransportError, TimeoutError, OSError):

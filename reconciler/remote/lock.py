@@ -6,6 +6,9 @@ Only the owner releases it. A lock is stale, and taken over with a log line, whe
 than the deploy timeout, or when it belongs to this instance (same state dir) but an earlier
 run of it (a crash). Acquiring also probes the site again in the same command, so the plan is
 re-made from facts no other reconciler can change while we hold the lock.
+
+The commands are built by `remote.shell` (lock_acquire, lock_release, lock_takeover, unlock);
+this module holds the protocol: who we are, who owns a lock, when it is stale.
 """
 
 from __future__ import annotations
@@ -26,18 +29,18 @@ from reconciler.core import wire
 from reconciler.core.facts import ProbeSite, SiteFacts
 from reconciler.core.layout import SitePaths
 from reconciler.errors import SiteLocked, TemporaryError
-from reconciler.remote.probe import parse_probe, probe_command
-from reconciler.remote.shell import quote
-from reconciler.remote.transport import Transport
+from reconciler.remote import shell
+from reconciler.remote.probe import parse_probe
+from reconciler.remote.transport import Result, Transport
 
 log = logging.getLogger("reconciler")
 
-OWNER_FILE = "owner"
+OWNER_FILE = shell.OWNER_FILE  # in the lock directory: the owner's JSON, one line
 MAX_OWNER_TEXT = 1024  # characters of one owner field; ours are a few dozen
 MAX_PID = 2**22        # PID_MAX_LIMIT on Linux
 MAX_SINCE = 2.0**53    # seconds since the epoch: any real time, and exact as a float
-_HELD_RE = re.compile(r"@@held ([0-9]{1,20}) ([0-9]{1,20})")  # ASCII digits: "²".isdigit() is True
-
+# ASCII digits: "²".isdigit() is True
+_HELD_RE = re.compile(re.escape(shell.LOCK_HELD) + r" ([0-9]{1,20}) ([0-9]{1,20})")
 
 
 @dataclass(frozen=True)
@@ -122,37 +125,12 @@ def is_stale(owner: Owner | None, age: float, me: Identity, stale_after: float) 
     return left_by_dead_run(owner, me)
 
 
-def _acquire_command(paths: SitePaths, owner: Owner, probe: str) -> str:
-    lock = quote(paths.lock)
-    return (
-        f"mkdir -p -- {quote(paths.deployments)} || exit 1\n"
-        f"if mkdir -- {lock} 2>/dev/null; then\n"
-        f"  printf '%s\\n' {quote(owner.to_json())} > {lock}/{OWNER_FILE}\n"
-        "  echo '@@acquired'\n"
-        f"{probe}"
-        "  true\n"
-        "else\n"
-        f"  echo \"@@held $(date +%s) $(stat -c %Y {lock} 2>/dev/null || echo 0)\"\n"
-        f"  head -c 1024 {lock}/{OWNER_FILE} 2>/dev/null || true\n"
-        "fi\n"
-    )
-
-
-def _release_command(paths: SitePaths, owner: Owner) -> str:
-    lock = quote(paths.lock)
-    # Only the owner releases: compare the token before removing.
-    return (f"[ \"$(cat {lock}/{OWNER_FILE} 2>/dev/null)\" = {quote(owner.to_json())} ] && "
-            f"rm -rf -- {lock}; exit 0")
-
-
-def takeover_command(paths: SitePaths) -> str:
-    """Move the lock aside first (atomic), so two takers cannot both delete a fresh lock."""
-    aside = quote(f"{paths.lock}.stale-{secrets.token_hex(4)}")
-    return f"mv -T -- {quote(paths.lock)} {aside} 2>/dev/null && rm -rf -- {aside}; exit 0"
+async def _send(transport: Transport, command: shell.Command, timeout: float) -> Result:
+    return await transport.run(command.text, stdin=command.stdin, timeout=timeout)
 
 
 def _lock_age(line: str) -> float:
-    """Seconds since the lock dir was made, from `@@held <now> <mtime>`; 0 when unknown."""
+    """Seconds since the lock dir was made, from `LOCK_HELD <now> <mtime>`; 0 when unknown."""
     match = _HELD_RE.fullmatch(line)
     if match is None:
         return 0.0
@@ -166,20 +144,19 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
     """Hold the site's lock; yields the site's facts probed right after acquiring it."""
     owner = Owner(me.instance, me.run, me.host, me.pid, purpose, time.time())
     site = ProbeSite(paths.domain, paths.base_path)
-    probe = probe_command([site], []).replace("exit 0\n", "")
     for attempt in (1, 2):
-        result = await transport.run(_acquire_command(paths, owner, probe), timeout=timeout)
+        result = await _send(transport, shell.lock_acquire(paths, owner.to_json()), timeout)
         if not result.ok:
             raise TemporaryError(f"{transport.name}: cannot take the lock of {paths.domain}: {result.tail(3)}")
         first, _, rest = result.stdout.partition("\n")
-        if first == "@@acquired":
+        if first == shell.LOCK_ACQUIRED:
             break
         current = Owner.from_text(rest.partition("\n")[0])
         age = _lock_age(first)
         if attempt == 1 and is_stale(current, age, me, stale_after):
             log.warning("%s: taking over a stale lock held by %s for %.0fs", paths.domain,
                         current.describe() if current else "an unknown owner", age)
-            await transport.run(takeover_command(paths), timeout=timeout)
+            await _send(transport, shell.lock_takeover(paths), timeout)
             continue
         holder = current.describe() if current else "another reconciler"
         raise SiteLocked(f"{paths.domain} is locked by {holder}", delay=2.0)
@@ -189,7 +166,7 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         yield facts
     finally:
         try:
-            await transport.run(_release_command(paths, owner), timeout=timeout)
+            await _send(transport, shell.lock_release(paths, owner.to_json()), timeout)
         except TemporaryError as exc:
             # Do not hide what went wrong inside; a lock we could not release goes stale in time.
             log.warning("%s: could not release the lock: %s", paths.domain, exc)
@@ -197,7 +174,6 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
 
 async def unlock(transport: Transport, paths: SitePaths, timeout: float) -> str | None:
     """`reconciler unlock D`: remove the lock whoever holds it. Returns the owner it had."""
-    result = await transport.run(
-        f"cat {quote(paths.lock)}/{OWNER_FILE} 2>/dev/null; echo; {takeover_command(paths)}", timeout=timeout)
+    result = await _send(transport, shell.unlock(paths), timeout)
     owner = Owner.from_text(result.stdout.strip())
     return owner.describe() if owner else (wire.display(result.stdout.strip()) or None)

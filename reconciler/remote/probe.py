@@ -1,5 +1,9 @@
 """The probe: ONE remote command per server that gathers the facts of every site on it.
 
+The command is built by `remote.shell.probe` (its script travels on stdin), which also defines
+the framing shared with the strict reader here (RECORD_END, Tag): writer and reader use the same
+constants. This module reads: `parse_probe`, and `gather` (send, then read).
+
 The probe reports, per site, the site path (symlink target, or a directory/file that is
 in the way), the release directories with their manifests, the shared dir and the lock,
 and resolves every (repository, branch) head with `git ls-remote` run in parallel on the
@@ -51,97 +55,17 @@ from reconciler.core.facts import BranchHead, ProbeSite, ReleaseFacts, ServerFac
 from reconciler.core.layout import MANIFEST_NAME, is_release
 from reconciler.core.manifest import Manifest
 from reconciler.errors import TransportError
-from reconciler.remote.shell import quote
+from reconciler.remote import shell
+from reconciler.remote.shell import RECORD_END, Tag
 from reconciler.remote.transport import Transport
 
-_PROBE_FUNCTIONS = r"""
-export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}" LC_ALL=C
-# Records: `@tag value` then a NUL byte (see remote/probe.py). A variable cannot hold a NUL in
-# POSIX shells; one that can (zsh) strips them with tr.
-{ nul=$(printf 'a\0b'); } 2>/dev/null
-if [ "${#nul}" -eq 2 ]; then
-  emit() { printf '%s %s\0' "$1" "$2"; }
-else
-  emit() { printf '%s ' "$1"; printf '%s' "$2" | tr -d '\000'; printf '\0'; }
-fi
-probe_site() {
-  d="$2/deployments/$1"; link="$2/$1"
-  emit @site "$1"
-  if [ -L "$link" ]; then
-    # One process, as before: `$(...)` drops newlines a target may end with (see remote/probe.py).
-    emit @link "$(readlink "$link")"
-    [ -e "$link" ] || printf '@dangling\0'
-  elif [ -d "$link" ]; then printf '@path dir\0'
-  elif [ -e "$link" ]; then printf '@path file\0'
-  fi
-  [ -d "$d" ] || return 0
-  printf '@provisioned\0'
-  [ -d "$d/shared" ] && printf '@shared\0'
-  if [ -d "$d/.reconciler-lock" ]; then
-    o=; IFS= read -r o < "$d/.reconciler-lock/owner" 2>/dev/null || :
-    emit @lock "$o"
-  fi
-  for r in "$d"/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]-[0-9][0-9][0-9][0-9][0-9][0-9]; do
-    [ -e "$r" ] || [ -L "$r" ] || continue
-    n=${r##*/}
-    if [ -L "$r" ] || [ ! -d "$r" ]; then emit @notdir "$n"; continue; fi
-    emit @release "$n"
-    if [ -f "$r/$3" ]; then
-      # The shell's own `read`: no process per release (a manifest is one line of JSON).
-      m=; IFS= read -r m < "$r/$3" || :
-      emit @manifest "$m"
-    elif [ -e "$r/.git" ]; then
-      emit @head "$(git -C "$r" rev-parse -q --verify HEAD 2>/dev/null)"
-    fi
-  done
-}
-probe_head() {
-  out=$(git ls-remote -- "$1" "refs/heads/$2" 2>&1); rc=$?
-  if [ "$rc" -eq 0 ]; then
-    # ls-remote matches ref *suffixes* (zzz/refs/heads/main too): keep the exact ref only, so
-    # no number of decoy refs can push it out of view. Split on the tab and newline only.
-    out=$(printf '%s\n' "$out" | R="refs/heads/$2" awk -F '\t' '$2 == ENVIRON["R"]')
-  else
-    out=$(printf '%s\n' "$out" | head -c 4096)
-  fi
-  emit "@heads $3 $rc" "$out"
-}
-"""
-
-
-HEADS_AT_ONCE = 8
-# The probe grows with the sites on a server; an argument is capped at 128 KiB by the kernel,
-# so the script travels on stdin into a temporary file and runs from there.
-_RUN_FROM_STDIN = 'f=$(mktemp) || exit 1; cat > "$f"; sh "$f" < /dev/null; rc=$?; rm -f -- "$f"; exit $rc'
-
-END = "@end"
-_VALUE_TAGS = frozenset({"@site", "@link", "@path", "@lock", "@notdir", "@release", "@manifest", "@head", "@heads"})
-_BARE_TAGS = frozenset({"@dangling", "@provisioned", "@shared", END})
-_NOTDIR_RE = re.compile(r"[0-9]{8}-[0-9]{6}")  # the glob's shape (ASCII digits in the C locale)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_LINK = 4096  # PATH_MAX: a longer symlink target is not one of ours
 
 
-def probe_command(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> str:
-    """The one shell command that gathers a server's facts. All values are quoted."""
-    lines = [_PROBE_FUNCTIONS, 'tmp=$(mktemp -d) || exit 1', "trap 'rm -rf \"$tmp\"' EXIT"]
-    for index, (repository, branch) in enumerate(sorted(set(heads))):
-        # stderr stays out of the records: git's own messages are captured inside probe_head.
-        lines.append(
-            f"probe_head {quote(repository)} {quote(branch)} {index} > \"$tmp/{index}\" 2>/dev/null &"
-        )
-        # At most HEADS_AT_ONCE lookups in flight: a git host's sshd drops a burst (MaxStartups).
-        if index % HEADS_AT_ONCE == HEADS_AT_ONCE - 1:
-            lines.append("wait")
-    for site in sites:
-        lines.append(f"probe_site {quote(site.domain)} {quote(site.base_path)} {quote(MANIFEST_NAME)}")
-    lines += ["wait", 'cat "$tmp"/* 2>/dev/null', f"printf '{END}\\0'", "exit 0"]
-    return "\n".join(lines) + "\n"
-
-
 def frame(tag: str, value: str | None = None) -> str:
     """One record as the probe's shell prints it (for tests and tools that build output)."""
-    return f"{tag}\0" if value is None else f"{tag} {value.replace(chr(0), '')}\0"
+    return f"{tag}{RECORD_END}" if value is None else f"{tag} {value.replace(RECORD_END, '')}{RECORD_END}"
 
 
 def _broken(why: str) -> TransportError:
@@ -180,16 +104,16 @@ class _Reader:
 
     def __init__(self, sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> None:
         self.wanted = {site.domain: site for site in sites}
-        self.head_keys = sorted(set(heads))
+        self.head_keys = shell.head_order(heads)
         self.facts = ServerFacts()
         self.site: SiteFacts | None = None
         self.release: ReleaseFacts | None = None
 
     def record(self, tag: str, value: str) -> None:
-        if tag == "@heads":
+        if tag == Tag.HEADS:
             self.site = self.release = None
             self.heads(value)
-        elif tag == "@site":
+        elif tag == Tag.SITE:
             known = self.wanted.get(value)
             self.site = SiteFacts(value, known.base_path) if known else None
             if self.site is not None:
@@ -210,30 +134,30 @@ class _Reader:
         self.facts.heads[key] = branch_head(key, rc, text)
 
     def site_record(self, site: SiteFacts, tag: str, value: str) -> None:
-        if tag == "@link":
+        if tag == Tag.LINK:
             # Not a plain path: no release of ours is active (Degraded), nothing else follows.
             site.link_target, site.path_kind = _plain_path(value), "symlink"
-        elif tag == "@dangling":
+        elif tag == Tag.DANGLING:
             site.dangling = True
-        elif tag == "@path":
+        elif tag == Tag.PATH:
             if value not in ("dir", "file"):
                 raise _broken(f"path kind {wire.display(value, 20)!r}")
             site.path_kind = value
-        elif tag == "@provisioned":
+        elif tag == Tag.PROVISIONED:
             site.provisioned = True
-        elif tag == "@shared":
+        elif tag == Tag.SHARED:
             site.shared = True
-        elif tag == "@lock":
+        elif tag == Tag.LOCK:
             site.lock = value.strip()
-        elif tag == "@notdir":
-            if _NOTDIR_RE.fullmatch(value):
+        elif tag == Tag.NOTDIR:
+            if shell.RELEASE_GLOB_RE.fullmatch(value):
                 site.not_dirs.append(value)
-        elif tag == "@release":
+        elif tag == Tag.RELEASE:
             # The shell glob only matches the shape; a name must also be a real date/time.
             self.release = site.releases.setdefault(value, ReleaseFacts(value)) if is_release(value) else None
-        elif tag == "@manifest" and self.release is not None:
+        elif tag == Tag.MANIFEST and self.release is not None:
             self.manifest(site, self.release, value)
-        elif tag == "@head" and self.release is not None:
+        elif tag == Tag.HEAD and self.release is not None:
             self.release.head = wire.as_sha(value)
 
     @staticmethod
@@ -253,18 +177,18 @@ def parse_probe(output: str | bytes, sites: Iterable[ProbeSite], heads: Iterable
     """The facts in a probe's output. Never raises for anything a site's data holds; raises
     TransportError only when the output as a whole is not the probe's framing (cut short)."""
     text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
-    records = text.split("\0")
+    records = text.split(RECORD_END)
     if records[-1] != "":
         raise _broken("the output does not end with a complete record (cut short?)")
     records.pop()
-    if not records or records[-1] != END:
+    if not records or records[-1] != Tag.END:
         raise _broken("the output does not end with the probe's end record (cut short?)")
     records.pop()
     sites = list(sites)
     reader = _Reader(sites, heads)
     for number, record in enumerate(records):
         tag, space, value = record.partition(" ")
-        if not (tag in _VALUE_TAGS if space else tag in _BARE_TAGS) or tag == END:
+        if not (tag in shell.VALUE_TAGS if space else tag in shell.BARE_TAGS) or tag == Tag.END:
             raise _broken(f"record {number} is {wire.display(record, 60)!r}")
         reader.record(tag, value)
     for site in sites:
@@ -275,7 +199,8 @@ def parse_probe(output: str | bytes, sites: Iterable[ProbeSite], heads: Iterable
 async def gather(
     transport: Transport, sites: list[ProbeSite], heads: list[tuple[str, str]], *, timeout: float
 ) -> ServerFacts:
-    result = await transport.run(_RUN_FROM_STDIN, stdin=probe_command(sites, heads), timeout=timeout)
+    command = shell.probe(sites, heads)
+    result = await transport.run(command.text, stdin=command.stdin, timeout=timeout)
     if not result.ok:
         raise TransportError(f"{transport.name}: probe failed (exit {result.exit_status}): {result.tail(5)}")
     try:

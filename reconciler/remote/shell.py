@@ -2,9 +2,9 @@
 
 Every remote command the reconciler sends is built here: quoting, the non-interactive git
 preamble, how a command is started (`/bin/sh -c`, locally and over SSH), the exit codes that
-scripts and Python agree on, and one builder per step of changing a site. Nothing else in
-the package assembles shell text (tests/test_shell_seam.py enforces it; probe.py and lock.py
-are still exempt there and move here next).
+scripts and Python agree on, one builder per step of changing a site, the probe (the writer of
+the records remote/probe.py reads, with the framing both share) and the lock's commands. Nothing
+else in the package assembles shell text (tests/test_shell_seam.py enforces it on every module).
 
 Two rules keep values data:
 
@@ -32,11 +32,15 @@ unreachable server: retrying cannot make it shorter.
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import secrets
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
+from reconciler.core.facts import ProbeSite
 from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, is_release, shared_link_target
 from reconciler.remote.mirror import mirror_path
 
@@ -284,3 +288,208 @@ def tail_log(path: str, max_bytes: int) -> Command:
 def read_log_base64(path: str, offset: int) -> Command:
     """A log from byte `offset` on, base64-encoded so the bytes arrive exact."""
     return Command(f"tail -c +{int(offset) + 1} -- {quote(path)} | base64")
+
+
+# --- the probe: ONE command per server that prints the facts of every site on it ---------------
+#
+# This is the probe's writer; remote/probe.py is its one reader and takes the framing from here
+# (RECORD_END, Tag, VALUE_TAGS, BARE_TAGS, RELEASE_GLOB), so the two cannot drift. A record is
+# `@tag` or `@tag value`, then RECORD_END; the last record is Tag.END. Why a NUL byte, and how a
+# shell that keeps NUL bytes in variables (zsh) is handled: see remote/probe.py.
+
+RECORD_END = "\0"
+
+
+class Tag(StrEnum):
+    """The probe's record tags."""
+
+    SITE = "@site"              # value: the domain; the records up to the next @site are its own
+    LINK = "@link"              # value: the site symlink's target
+    DANGLING = "@dangling"      # the symlink resolves to nothing
+    PATH = "@path"              # value: "dir" or "file", a real directory or file where the link goes
+    PROVISIONED = "@provisioned"  # deployments/{domain}/ exists
+    SHARED = "@shared"          # deployments/{domain}/shared/ exists
+    LOCK = "@lock"              # value: the first line of the lock's owner file
+    NOTDIR = "@notdir"          # value: a release-shaped name that is no directory (a file, a symlink)
+    RELEASE = "@release"        # value: a release directory's name; its records follow
+    MANIFEST = "@manifest"      # value: the first line of that release's manifest
+    HEAD = "@head"              # value: that release's git HEAD (no manifest)
+    HEADS = "@heads"            # value: `<index> <exit status> <ls-remote output>` of one branch head
+    END = "@end"                # the last record: the output is complete
+
+
+VALUE_TAGS = frozenset({Tag.SITE, Tag.LINK, Tag.PATH, Tag.LOCK, Tag.NOTDIR, Tag.RELEASE, Tag.MANIFEST, Tag.HEAD,
+                        Tag.HEADS})
+BARE_TAGS = frozenset(set(Tag) - VALUE_TAGS)
+if any(not re.fullmatch(r"@[a-z]+", tag) for tag in Tag):  # printed in printf formats, unquoted
+    raise ValueError("a probe tag must be a plain word")
+
+# The names a release directory may have, as the probe's glob matches them (ASCII digits in the
+# C locale); the reader matches `@notdir` names against the same pattern.
+RELEASE_GLOB = "[0-9]" * 8 + "-" + "[0-9]" * 6
+RELEASE_GLOB_RE = re.compile(fnmatch.translate(RELEASE_GLOB))
+
+# At most this many `git ls-remote` in flight: a git host's sshd drops a burst (MaxStartups).
+HEADS_AT_ONCE = 8
+
+# RECORD_END as printf (`\0`) and tr (`\000`) write it.
+_END_PRINTF = f"\\{ord(RECORD_END):o}"
+_END_TR = f"\\{ord(RECORD_END):03o}"
+
+# The probe's shell functions take the domain ($1) and the base path ($2) as arguments. Their
+# paths are SitePaths' own, built from these placeholders: each becomes its variable, every
+# other component is quoted.
+_DOMAIN_ARG, _BASE_ARG = "\0domain", "\0base"
+_ARGS = {_DOMAIN_ARG: '"$1"', _BASE_ARG: '"$2"'}
+_TEMPLATE = SitePaths(_BASE_ARG, _DOMAIN_ARG)
+
+
+def _sh_path(path: str) -> str:
+    return "/".join(_ARGS.get(part) or quote(part) for part in path.split("/"))
+
+
+def _under(path: str, parent: str) -> str:
+    """`path` relative to `parent`, quoted: a name the layout puts inside `parent`."""
+    if not path.startswith(parent + "/"):
+        raise ValueError(f"{path!r} is not inside {parent!r}")
+    return "/".join(quote(part) for part in path[len(parent) + 1:].split("/"))
+
+
+# The file in the lock directory that names its owner, and how much of it a refused taker reads.
+OWNER_FILE = "owner"
+OWNER_READ_BYTES = 1024
+
+_LOCK_DIR = _under(_TEMPLATE.lock, _TEMPLATE.deployments)
+_MANIFEST = _under(_TEMPLATE.manifest(RELEASE_GLOB), _TEMPLATE.release(RELEASE_GLOB))
+
+_PROBE_FUNCTIONS = GIT_PREAMBLE + "export LC_ALL=C\n" + rf"""
+# Records: `@tag value` then a NUL byte (see remote/probe.py). A variable cannot hold a NUL in
+# POSIX shells; one that can (zsh) strips them with tr.
+{{ nul=$(printf 'a{_END_PRINTF}b'); }} 2>/dev/null
+if [ "${{#nul}}" -eq 2 ]; then
+  emit() {{ printf '%s %s{_END_PRINTF}' "$1" "$2"; }}
+else
+  emit() {{ printf '%s ' "$1"; printf '%s' "$2" | tr -d '{_END_TR}'; printf '{_END_PRINTF}'; }}
+fi
+probe_site() {{
+  d={_sh_path(_TEMPLATE.deployments)}; link={_sh_path(_TEMPLATE.site_link)}
+  emit {Tag.SITE} "$1"
+  if [ -L "$link" ]; then
+    # One process, as before: `$(...)` drops newlines a target may end with (see remote/probe.py).
+    emit {Tag.LINK} "$(readlink "$link")"
+    [ -e "$link" ] || printf '{Tag.DANGLING}{_END_PRINTF}'
+  elif [ -d "$link" ]; then printf '{Tag.PATH} dir{_END_PRINTF}'
+  elif [ -e "$link" ]; then printf '{Tag.PATH} file{_END_PRINTF}'
+  fi
+  [ -d "$d" ] || return 0
+  printf '{Tag.PROVISIONED}{_END_PRINTF}'
+  [ -d "$d"/{_under(_TEMPLATE.shared, _TEMPLATE.deployments)} ] && printf '{Tag.SHARED}{_END_PRINTF}'
+  if [ -d "$d"/{_LOCK_DIR} ]; then
+    o=; IFS= read -r o < "$d"/{_LOCK_DIR}/{quote(OWNER_FILE)} 2>/dev/null || :
+    emit {Tag.LOCK} "$o"
+  fi
+  for r in "$d"/{RELEASE_GLOB}; do
+    [ -e "$r" ] || [ -L "$r" ] || continue
+    n=${{r##*/}}
+    if [ -L "$r" ] || [ ! -d "$r" ]; then emit {Tag.NOTDIR} "$n"; continue; fi
+    emit {Tag.RELEASE} "$n"
+    if [ -f "$r"/{_MANIFEST} ]; then
+      # The shell's own `read`: no process per release (a manifest is one line of JSON).
+      m=; IFS= read -r m < "$r"/{_MANIFEST} || :
+      emit {Tag.MANIFEST} "$m"
+    elif [ -e "$r/.git" ]; then
+      emit {Tag.HEAD} "$(git -C "$r" rev-parse -q --verify HEAD 2>/dev/null)"
+    fi
+  done
+}}
+probe_head() {{
+  out=$(git ls-remote -- "$1" "refs/heads/$2" 2>&1); rc=$?
+  if [ "$rc" -eq 0 ]; then
+    # ls-remote matches ref *suffixes* (zzz/refs/heads/main too): keep the exact ref only, so
+    # no number of decoy refs can push it out of view. Split on the tab and newline only.
+    out=$(printf '%s\n' "$out" | R="refs/heads/$2" awk -F '\t' '$2 == ENVIRON["R"]')
+  else
+    out=$(printf '%s\n' "$out" | head -c 4096)
+  fi
+  emit "{Tag.HEADS} $3 $rc" "$out"
+}}
+"""
+
+# The probe grows with the sites on a server and an argument is capped at 128 KiB, so the script
+# travels on stdin into a temporary file and runs from there, with stdin /dev/null.
+_RUN_FROM_STDIN = 'f=$(mktemp) || exit 1; cat > "$f"; sh "$f" < /dev/null; rc=$?; rm -f -- "$f"; exit $rc'
+
+
+def head_order(heads: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (repository, branch) heads a probe resolves, each once: `@heads <i> ...` is the i-th."""
+    return sorted(set(heads))
+
+
+def _probe_script(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> str:
+    """The probe's script up to its end record, without an exit (the lock embeds it). All
+    values are quoted."""
+    lines = [_PROBE_FUNCTIONS, 'tmp=$(mktemp -d) || exit 1', "trap 'rm -rf \"$tmp\"' EXIT"]
+    for index, (repository, branch) in enumerate(head_order(heads)):
+        # stderr stays out of the records: git's own messages are captured inside probe_head.
+        lines.append(f"probe_head {quote(repository)} {quote(branch)} {index} > \"$tmp/{index}\" 2>/dev/null &")
+        if index % HEADS_AT_ONCE == HEADS_AT_ONCE - 1:
+            lines.append("wait")
+    for site in sites:
+        lines.append(f"probe_site {quote(site.domain)} {quote(site.base_path)}")
+    lines += ["wait", 'cat "$tmp"/* 2>/dev/null', f"printf '{Tag.END}{_END_PRINTF}'"]
+    return "\n".join(lines) + "\n"
+
+
+def probe(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> Command:
+    """The one command that gathers a server's facts: `sites` and the (repository, branch)
+    `heads`, resolved with `git ls-remote` in parallel. stdin: the script (any length)."""
+    return Command(_RUN_FROM_STDIN, _probe_script(sites, heads) + "exit 0\n")
+
+
+# --- the per-site lock (remote/lock.py): deployments/{domain}/.reconciler-lock/owner -----------
+
+# The first line of the acquire command's output: the lock is ours (the site's probe follows),
+# or `LOCK_HELD <now> <mtime of the lock dir>` and the owner file's first OWNER_READ_BYTES.
+LOCK_ACQUIRED = "@@acquired"
+LOCK_HELD = "@@held"
+
+
+def lock_acquire(paths: SitePaths, owner_json: str) -> Command:
+    """Take the site's lock with an atomic `mkdir`, write `owner_json` (one line) into it and,
+    in the same command, probe the site: the facts nobody else can change while we hold it."""
+    lock, owner = quote(paths.lock), quote(OWNER_FILE)
+    _line(owner_json, "a lock owner")
+    return Command(
+        f"mkdir -p -- {quote(paths.deployments)} || exit 1\n"
+        f"if mkdir -- {lock} 2>/dev/null; then\n"
+        f"  printf '%s\\n' {quote(owner_json)} > {lock}/{owner}\n"
+        f"  echo {quote(LOCK_ACQUIRED)}\n"
+        f"{_probe_script([ProbeSite(paths.domain, paths.base_path)], [])}"
+        "  true\n"
+        "else\n"
+        f"  echo \"{LOCK_HELD} $(date +%s) $(stat -c %Y {lock} 2>/dev/null || echo 0)\"\n"
+        f"  head -c {OWNER_READ_BYTES} {lock}/{owner} 2>/dev/null || true\n"
+        "fi\n"
+    )
+
+
+def lock_release(paths: SitePaths, owner_json: str) -> Command:
+    """Remove the lock, only if its owner file still holds `owner_json` (only the owner releases)."""
+    lock = quote(paths.lock)
+    return Command(f"[ \"$(cat {lock}/{quote(OWNER_FILE)} 2>/dev/null)\" = {quote(owner_json)} ] && "
+                   f"rm -rf -- {lock}; exit 0")
+
+
+def _takeover(paths: SitePaths) -> str:
+    aside = quote(f"{paths.lock}.stale-{secrets.token_hex(4)}")
+    return f"mv -T -- {quote(paths.lock)} {aside} 2>/dev/null && rm -rf -- {aside}; exit 0"
+
+
+def lock_takeover(paths: SitePaths) -> Command:
+    """Remove a stale lock: moved aside first (atomic), so two takers cannot both delete a fresh one."""
+    return Command(_takeover(paths))
+
+
+def unlock(paths: SitePaths) -> Command:
+    """Print the lock's owner file, then a newline, and remove the lock whoever holds it."""
+    return Command(f"cat {quote(paths.lock)}/{quote(OWNER_FILE)} 2>/dev/null; echo; {_takeover(paths)}")
