@@ -10,7 +10,8 @@
     │   └── SiteLocked       another reconciler holds the site's lock: look again shortly
     └── PermanentError       wait for a new commit or declaration change
         ├── StepFailed       a remote step exited non-zero (carries command, status, output)
-        └── LayoutConflict   the server holds something we must not touch
+        ├── LayoutConflict   the server holds something we must not touch
+        └── LockNotReleased  the work is done but our lock on the site could not be removed
 """
 
 from __future__ import annotations
@@ -71,3 +72,8 @@ class StepFailed(PermanentError):
 class LayoutConflict(PermanentError):
     """Raised when the server holds something in the way that we must never replace
     (a real directory or file where the site symlink belongs)."""
+
+
+class LockNotReleased(PermanentError):
+    """Raised when leaving a site's lock: the work inside succeeded, but the lock directory is
+    ours and could not be removed, so the site stays locked until someone fixes it."""

@@ -36,7 +36,7 @@ from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply, source, trust
 from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import Store
-from reconciler.errors import DeclarationError
+from reconciler.errors import DeclarationError, LockNotReleased, PermanentError
 from reconciler.remote import lock
 from reconciler.remote.probe import gather
 from reconciler.remote.transport.options import SshOptions
@@ -225,12 +225,22 @@ class Reconciler:
         site = work.site
         desired = None if still_desired is None else (lambda: still_desired(site))
         ctx = self._context(site, work.decl_commit, desired)
-        async with self._site_lock(ctx, purpose) as fresh:
-            facts = work.facts = fresh
-            self.store.adopt(site.domain, facts, locked=True)
-            plan = work.plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
-                                         self.clock(), clean_interrupted=True)
-            return await self._apply(ctx, plan, facts, work.applied)
+        outcome: SiteOutcome | None = None
+        try:
+            async with self._site_lock(ctx, purpose) as fresh:
+                facts = work.facts = fresh
+                self.store.adopt(site.domain, facts, locked=True)
+                plan = work.plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
+                                             self.clock(), clean_interrupted=True)
+                outcome = await self._apply(ctx, plan, facts, work.applied)
+        except LockNotReleased as exc:
+            if outcome is None:
+                raise
+            # The work is done and live; the lock left behind blocks the next change: say so.
+            outcome.health = Health.DEGRADED
+            outcome.message = "; ".join(m for m in (outcome.message, str(exc)) if m)
+        assert outcome is not None
+        return outcome
 
     def _context(self, site: SiteDeclaration, decl_commit: str | None,
                  still_desired: Callable[[], bool] | None = None) -> apply.SiteContext:
@@ -281,7 +291,14 @@ class Reconciler:
                 health, message = (Health.DEGRADED, result.warning) if result.warning else (Health.HEALTHY, "")
                 sync = Sync.SYNCED
             elif isinstance(action, Prune):
-                await apply.prune(ctx, action.releases)
+                try:
+                    await apply.prune(ctx, action.releases)
+                except PermanentError as exc:
+                    # The new release is live; old ones that would not go only cost disk.
+                    done.append(Applied(action, failed=True, note=str(exc)))
+                    health = Health.DEGRADED
+                    message = "; ".join(m for m in (message, str(exc)) if m)
+                    continue
             done.append(Applied(action))
         if sync == Sync.OUT_OF_SYNC and not message:
             message = "out of sync"
@@ -352,8 +369,9 @@ class Reconciler:
             self.store.update_site(site.domain, **values)
             return
         values["desired_commit"] = plan.desired_commit
-        # What is live now: the desired release when we got there, else what the probe saw.
-        active = plan.desired_release if outcome.sync == Sync.SYNCED else facts.active_release
+        # What is live now: the desired release when we got there (even if a later step then
+        # failed), else what the probe saw.
+        active = plan.desired_release if outcome.sync == Sync.SYNCED or outcome.switched else facts.active_release
         row = self.store.by_release(site.domain, active) if active else None
         values.update(active_release=active, active_deployment_id=row["id"] if row else None,
                       active_commit=row["commit_sha"] if row else None)

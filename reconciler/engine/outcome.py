@@ -48,6 +48,8 @@ class Applied:
             return f"deploy {self.action.release} failed"
         if isinstance(self.action, Deploy) and self.superseded:
             return f"built {self.action.release}; not switched: {self.note}"
+        if self.failed:
+            return f"{self.action.describe()} failed"
         return self.action.describe()
 
 
@@ -80,6 +82,12 @@ class SiteOutcome:
     @property
     def rolled_back(self) -> bool:
         return any(isinstance(a.action, Activate) and a.action.reason == "rollback" for a in self.applied)
+
+    @property
+    def switched(self) -> bool:
+        """The site symlink was moved to the desired release during this round."""
+        return any(not a.failed and not a.superseded and isinstance(a.action, Deploy | Activate)
+                   for a in self.applied)
 
     @property
     def superseded(self) -> bool:

@@ -28,7 +28,7 @@ from pathlib import Path
 from reconciler.core import wire
 from reconciler.core.facts import ProbeSite, SiteFacts
 from reconciler.core.layout import SitePaths
-from reconciler.errors import SiteLocked, TemporaryError
+from reconciler.errors import LockNotReleased, SiteLocked, TemporaryError
 from reconciler.remote import shell
 from reconciler.remote.probe import parse_probe
 from reconciler.remote.transport import Result, Transport
@@ -164,12 +164,27 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         # Inside the try: output we cannot trust (TransportError) still releases the lock.
         facts = parse_probe(rest, [site], []).sites[paths.domain]
         yield facts
-    finally:
-        try:
-            await _send(transport, shell.lock_release(paths, owner.to_json()), timeout)
-        except TemporaryError as exc:
-            # Do not hide what went wrong inside; a lock we could not release goes stale in time.
-            log.warning("%s: could not release the lock: %s", paths.domain, exc)
+    except BaseException:
+        # Do not hide what went wrong inside behind a release problem: log that one.
+        problem = await _release(transport, paths, owner, timeout)
+        if problem:
+            log.warning("%s: %s", paths.domain, problem)
+        raise
+    problem = await _release(transport, paths, owner, timeout)
+    if problem:
+        raise LockNotReleased(problem)
+
+
+async def _release(transport: Transport, paths: SitePaths, owner: Owner, timeout: float) -> str:
+    """Release our lock; returns why it is still there, or "" when it is gone (or not ours)."""
+    try:
+        result = await _send(transport, shell.lock_release(paths, owner.to_json()), timeout)
+    except TemporaryError as exc:
+        # A lock we could not release goes stale in time (deploy timeout) and is taken over.
+        return f"could not release the lock: {exc}"
+    if result.exit_status == shell.EXIT_LOCK_KEPT:
+        return f"could not remove its lock {paths.lock}: {wire.display(result.tail(2))}; the site stays locked"
+    return "" if result.ok else f"could not release the lock (exit {result.exit_status})"
 
 
 async def unlock(transport: Transport, paths: SitePaths, timeout: float) -> str | None:

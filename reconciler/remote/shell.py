@@ -49,6 +49,7 @@ SH = "/bin/sh"
 # Exit codes shared by the commands below and the Python that reads them.
 EXIT_NOT_A_SYMLINK = 3   # switch: the site path is a real directory or file; never replaced
 EXIT_RELEASE_MISSING = 4  # switch: the release to activate is not on the server
+EXIT_LOCK_KEPT = 5        # lock release: the lock is ours but could not be removed
 EXIT_CANNOT_RUN = 126    # the command never started (E2BIG: too long for one argument); as sh reports it
 
 # Linux's limit on ONE argument (MAX_ARG_STRLEN, 32 pages of 4 KiB, counting the final NUL).
@@ -474,10 +475,12 @@ def lock_acquire(paths: SitePaths, owner_json: str) -> Command:
 
 
 def lock_release(paths: SitePaths, owner_json: str) -> Command:
-    """Remove the lock, only if its owner file still holds `owner_json` (only the owner releases)."""
+    """Remove the lock, only if its owner file still holds `owner_json` (only the owner releases).
+    Exits 0 when the lock is gone or was not ours, EXIT_LOCK_KEPT when it is ours and stays."""
     lock = quote(paths.lock)
-    return Command(f"[ \"$(cat {lock}/{quote(OWNER_FILE)} 2>/dev/null)\" = {quote(owner_json)} ] && "
-                   f"rm -rf -- {lock}; exit 0")
+    return Command(f"[ \"$(cat {lock}/{quote(OWNER_FILE)} 2>/dev/null)\" = {quote(owner_json)} ] || exit 0\n"
+                   f"rm -rf -- {lock} && exit 0\n"
+                   f"exit {EXIT_LOCK_KEPT}")
 
 
 def _takeover(paths: SitePaths) -> str:
