@@ -29,8 +29,8 @@ from reconciler.remote import shell
 from reconciler.remote.lock import Identity, Owner, held
 from reconciler.remote.probe import frame, gather, parse_probe
 from reconciler.remote.transport.local import LocalTransport
-from tests.builders import app_commit, git, make_app_repo
 from tests.sshd import SshServer
+from tests.support import app_commit, git, make_app_repo
 
 DOMAIN = "shop.example.com"
 HEAD = "a" * 40

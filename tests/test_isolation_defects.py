@@ -16,8 +16,8 @@ layout is flat: reconciler/cli.py, reconciler/facts.py, ...):
         tests/test_isolation_defects.py
 
 RECONCILER_UNDER_TEST names the checkout whose `reconciler` package the child processes run (it
-alone is put on their PYTHONPATH; see tests/faults/blast_support.py, which also checks where the
-children really import it from). Without it the tests run this checkout. Setup (repositories,
+alone is put on their PYTHONPATH, tests/support/process.py; the lab of tests/faults/blast_support.py
+also checks where the children really import it from). Without it the tests run this checkout. Setup (repositories,
 config files) uses this checkout's test helpers in-process; every setup pass, fault pass and
 `status` goes through the code under test, so its state database and server layout are its own.
 Every test here must fail with RECONCILER_UNDER_TEST=/tmp/oldmain and pass without it.
@@ -38,11 +38,7 @@ from typing import Any
 
 import pytest
 
-from tests.builders import app_commit, git
 from tests.faults.blast_support import (
-    LOCK_DIR,
-    MANIFEST,
-    Disk,
     Lab,
     foreign_owner,
     plant_lock,
@@ -51,6 +47,7 @@ from tests.faults.blast_support import (
     site_problems,
 )
 from tests.sshd import SshServer
+from tests.support import MANIFEST_NAME, SiteOnDisk, app_commit, git
 
 GOOD = "good.example.com"
 BAD = "bad.example.com"
@@ -133,31 +130,31 @@ def test_2_untransportable_server_value_does_not_crash_the_pass(lab: Lab, server
 # --- 3. files on a server crash the pass -------------------------------------------------------------
 
 
-def _manifest_bomb(lab: Lab, disk: Disk) -> None:
+def _manifest_bomb(lab: Lab, disk: SiteOnDisk) -> None:
     release = disk.release("01012020-000000")
     release.mkdir()
-    (release / MANIFEST).write_text("[" * 200_000)
+    (release / MANIFEST_NAME).write_text("[" * 200_000)
 
 
-def _owner_bomb(lab: Lab, disk: Disk) -> None:
+def _owner_bomb(lab: Lab, disk: SiteOnDisk) -> None:
     plant_lock(disk, "[" * 200_000)
 
 
-def _owner_pid_overflow(lab: Lab, disk: Disk) -> None:
+def _owner_pid_overflow(lab: Lab, disk: SiteOnDisk) -> None:
     """An owner with THIS instance's id and host (so the liveness check runs) and pid 2**70."""
     instance = (lab.state / "instance-id").read_text().strip()
     plant_lock(disk, json.dumps({"instance": instance, "run": "0" * 16, "host": socket.gethostname(),
                                  "pid": 2**70, "purpose": "deploy", "since": time.time()}))
 
 
-def _symlink_forged_heads(lab: Lab, disk: Disk) -> None:
+def _symlink_forged_heads(lab: Lab, disk: SiteOnDisk) -> None:
     disk.link.unlink()
     os.symlink("x\n@heads \u00b2 0", disk.link)
 
 
 @dataclass(frozen=True)
 class ServerFile:
-    plant: Callable[[Lab, Disk], None]
+    plant: Callable[[Lab, SiteOnDisk], None]
     keywords: tuple[str, ...]  # the message names the cause with one of these
     syncs: tuple[str, ...] = ("Unknown", "Failed")
     # The planted datum is the site symlink itself, which the next switch replaces atomically:
@@ -170,7 +167,7 @@ class ServerFile:
 # A lock dir whose owner cannot be read is the state between mkdir and writing the owner: the
 # site is locked (Progressing, a temporary state the issue allows) until it goes stale.
 SERVER_FILES: dict[str, ServerFile] = {
-    "manifest-200k-brackets": ServerFile(_manifest_bomb, ("manifest", MANIFEST, "01012020-000000")),
+    "manifest-200k-brackets": ServerFile(_manifest_bomb, ("manifest", MANIFEST_NAME, "01012020-000000")),
     "lock-owner-200k-brackets": ServerFile(_owner_bomb, ("owner", "lock"), ("Unknown", "Failed", "Progressing")),
     "lock-owner-pid-2**70": ServerFile(_owner_pid_overflow, ("owner", "lock", "pid"),
                                        ("Unknown", "Failed", "Progressing")),
@@ -287,8 +284,7 @@ def test_6a_prune_respects_a_foreign_fresh_lock(lab: Lab) -> None:
         problems.append(f"prune deleted {sorted(set(releases) - set(disk.releases()))} under a foreign lock")
     if "lock" not in run.text.lower():
         problems.append("prune did not report the site as locked")
-    if not (disk.deployments / LOCK_DIR / "owner").is_file() or \
-            (disk.deployments / LOCK_DIR / "owner").read_text().strip() != owner:
+    if not (disk.lock / "owner").is_file() or (disk.lock / "owner").read_text().strip() != owner:
         problems.append("the foreign lock was removed or changed")
     verdict(problems, context=run.describe())
 
@@ -328,11 +324,11 @@ def test_6b_forged_site_symlink_cannot_make_prune_delete_another_sites_releases(
 HOSTILE = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[1;32mall sites Synced\x1b[8m"
 
 
-def _escape_in_lock_owner(lab: Lab, disk: Disk, head: str) -> None:
+def _escape_in_lock_owner(lab: Lab, disk: SiteOnDisk, head: str) -> None:
     plant_lock(disk, foreign_owner(host=HOSTILE))
 
 
-def _escape_in_manifest_message(lab: Lab, disk: Disk, head: str) -> None:
+def _escape_in_manifest_message(lab: Lab, disk: SiteOnDisk, head: str) -> None:
     """A failed release of exactly the desired build whose manifest message carries escapes:
     the failure memory shows that message."""
     live = disk.active()
@@ -340,7 +336,7 @@ def _escape_in_manifest_message(lab: Lab, disk: Disk, head: str) -> None:
     build_key = disk.manifest(live)["build_key"]
     release = disk.release("01012030-000000")
     release.mkdir()
-    (release / MANIFEST).write_text(json.dumps({
+    (release / MANIFEST_NAME).write_text(json.dumps({
         "commit": head, "branch": "main", "repository": str(lab.sites[disk.domain].app), "build_key": build_key,
         "status": "failed", "message": HOSTILE, "started_at": "", "completed_at": "", "declarations_commit": "",
     }) + "\n")

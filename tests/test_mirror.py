@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from reconciler.remote.mirror import MIRROR_NAME
-from tests.builders import app_commit, git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
+from tests.support import app_commit, git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 
 DOMAIN = "mirror.example.com"
 

@@ -30,7 +30,7 @@ from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, shared_li
 from reconciler.remote import shell
 from reconciler.remote.probe import parse_probe
 from reconciler.remote.transport.local import LocalTransport
-from tests.builders import git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
+from tests.support import git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
 SEAM = "remote/shell.py"

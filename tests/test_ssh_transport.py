@@ -385,7 +385,7 @@ def test_ssh_a_60kb_script_deploys(sshd_session: SshServer, tmp_path: Path) -> N
     been ~1 MB; it now travels on stdin (claim step) and runs from a file in the release."""
     from reconciler.core.declarations import MAX_FILE_BYTES
     from reconciler.remote import shell
-    from tests.builders import make_app_repo, make_decl_repo, reconcile, settings_for, write_site
+    from tests.support import make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 
     domain = "big.example.com"
     script = ": " + "''" * 30_000 + "\nprintf 'ran [%s]\\n' \"$(cat)\" > script-ran\n"

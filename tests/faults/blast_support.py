@@ -1,77 +1,51 @@
 """Support for the isolation tests (tests/test_isolation_defects.py) and the blast-radius matrix
 (tests/faults/test_blast_radius.py): a "lab" of real git repositories, real server layouts in tmp
 dirs (`server = "local"`, or the real sshd of tests/sshd.py) and the REAL reconciler driven as a
-separate process (`python -m reconciler ...`), exactly as an operator runs it.
+separate process (`python -m reconciler ...`), exactly as an operator runs it; the faults it
+plants and the checks of who was wrongly affected.
 
-The code under test is chosen by RECONCILER_UNDER_TEST: a checkout whose `reconciler/` package is
-put first on the child's PYTHONPATH (default: the checkout these tests live in). Every pass,
-`status` and daemon of a test runs that code, so the same test proves a defect on an old commit
-(`git worktree add /tmp/oldmain e49cf4c`, whose package layout differs) and its fix on this one.
-In-process imports of this checkout are used for setup only (repositories, config files).
+The code under test is chosen by RECONCILER_UNDER_TEST (tests/support/process.py,
+`code_under_test`): a checkout whose `reconciler/` package is put alone on the child's PYTHONPATH
+(default: the checkout these tests live in). Every pass, `status` and daemon of a lab runs that
+code, so the same test proves a defect on an old commit (`git worktree add /tmp/oldmain e49cf4c`,
+whose package layout differs) and its fix on this one; `Lab.create` checks where the children
+really import it from. In-process imports of this checkout are used for setup only (repositories,
+config files) and for the on-disk layout names, which both commits share.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import os
 import shlex
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.builders import git, make_app_repo, make_decl_repo, write_site
-from tests.daemon_support import DaemonProcess, write_config
 from tests.sshd import SshServer
+from tests.support import (
+    DaemonProcess,
+    Launcher,
+    SiteOnDisk,
+    git,
+    make_app_repo,
+    make_decl_repo,
+    run_reconciler,
+    write_config,
+    write_site,
+)
+from tests.support.process import check_code_under_test
 
-ROOT = Path(__file__).resolve().parents[2]
-UNDER_TEST = "RECONCILER_UNDER_TEST"
 CLI_TIMEOUT = 120.0
 # What an operator must never see from `reconcile`/`status`: a crash, or a task that died unseen.
 CRASH_MARKERS = ("Traceback", "Task exception was never retrieved", "unhandled exception",
                  "Exception ignored")
 DAEMON_DEATH_MARKERS = ("Task exception was never retrieved", "unhandled exception")
-MANIFEST = ".reconciler-release.json"
-LOCK_DIR = ".reconciler-lock"
-_RELEASE_CHARS = set("0123456789-")
-
-
-def code_under_test() -> Path:
-    value = os.environ.get(UNDER_TEST)
-    return Path(value).resolve() if value else ROOT
-
-
-def product_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a reconciler child: only the code under test on PYTHONPATH, no config
-    or systemd variables leaking in from the test runner, no fault injection."""
-    drop = {"RECONCILER_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM",
-            "RECONCILER_FAULT", "PYTHONPATH", "PYTHONIOENCODING", UNDER_TEST}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env["PYTHONPATH"] = str(code_under_test())
-    env.update(extra or {})
-    return env
-
-
-@functools.cache
-def imported_from() -> str:
-    """Where a child process really imports `reconciler` from (checked once per session)."""
-    done = subprocess.run([sys.executable, "-c", "import reconciler; print(reconciler.__file__)"],
-                          cwd="/", env=product_env(), capture_output=True, text=True, timeout=60, check=True)
-    return done.stdout.strip()
-
-
-def check_code_under_test() -> None:
-    where = imported_from()
-    assert where.startswith(str(code_under_test()) + os.sep), (
-        f"children import reconciler from {where}, not from {code_under_test()}")
 
 
 def crash_lines(text: str, markers: Iterable[str] = CRASH_MARKERS) -> list[str]:
@@ -104,67 +78,6 @@ class Run:
         return f"$ reconciler {' '.join(self.args)}  -> exit {self.rc}\n{tail}"
 
 
-# -- the server's disk ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Disk:
-    """A site's layout on a server, read directly (local disk; the sshd "server" is this machine).
-    Tolerates junk: planted files must not break the observer."""
-
-    base: Path
-    domain: str
-
-    @property
-    def link(self) -> Path:
-        return self.base / self.domain
-
-    @property
-    def deployments(self) -> Path:
-        return self.base / "deployments" / self.domain
-
-    def release(self, name: str) -> Path:
-        return self.deployments / name
-
-    def releases(self) -> list[str]:
-        """Real release directories (release-shaped names), oldest first by encoded time."""
-        if not self.deployments.is_dir():
-            return []
-        names = [p.name for p in self.deployments.iterdir()
-                 if len(p.name) == 15 and p.name[8] == "-" and set(p.name) <= _RELEASE_CHARS
-                 and p.is_dir() and not p.is_symlink()]
-        return sorted(names, key=lambda n: (n[4:8], n[2:4], n[0:2], n[9:]))
-
-    def active(self) -> str | None:
-        """The release the site symlink names in the SPEC's relative form, else None."""
-        try:
-            target = os.readlink(self.link)
-        except OSError:
-            return None
-        prefix = f"deployments/{self.domain}/"
-        name = target[len(prefix):] if target.startswith(prefix) else ""
-        return name if name in self.releases() else None
-
-    def manifest(self, release: str) -> dict[str, Any]:
-        try:
-            data = json.loads((self.release(release) / MANIFEST).read_text())
-        except (OSError, ValueError, RecursionError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def commit_of(self, release: str) -> str | None:
-        done = subprocess.run(["git", "-C", str(self.release(release)), "rev-parse", "HEAD"],
-                              capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    def live_commit(self) -> str | None:
-        """The commit checked out in the active release, when that release is complete."""
-        release = self.active()
-        if release is None or self.manifest(release).get("status") != "success":
-            return None
-        return self.commit_of(release)
-
-
 # -- the lab --------------------------------------------------------------------------------------
 
 
@@ -178,32 +91,6 @@ class SiteSpec:
 
 
 @dataclass
-class Daemon:
-    process: DaemonProcess
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.alive()
-
-    def log(self) -> str:
-        return self.process.output()
-
-    def stop(self, timeout: float = 40.0) -> int | None:
-        """SIGTERM and wait: the exit status, or None when it had to be killed."""
-        if not self.process.alive():
-            return self.process.proc.returncode
-        self.process.signal(signal.SIGTERM)
-        try:
-            return self.process.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return None
-
-
-@dataclass
 class Lab:
     """App repositories, one declarations repository, base paths, a state dir and a config file;
     the reconciler under test run as a separate process against them."""
@@ -213,14 +100,14 @@ class Lab:
     decl: Path
     state: Path
     config: Path
+    launcher: Launcher  # runs the code under test on `config` in `tmp`; close() kills its daemons
     sites: dict[str, SiteSpec] = field(default_factory=dict)
     apps: dict[str, Path] = field(default_factory=dict)
-    daemons: list[Daemon] = field(default_factory=list)
     immutable: list[Path] = field(default_factory=list)
 
     @classmethod
     def create(cls, tmp: Path, sshd: SshServer | None = None, **config: Any) -> Lab:
-        check_code_under_test()
+        source = check_code_under_test()
         decl = make_decl_repo(tmp / "decl")
         state = tmp / "state"
         settings: dict[str, Any] = {"interval": 2, "concurrency": 4, "command_timeout": 30,
@@ -228,7 +115,7 @@ class Lab:
         interval = settings.pop("interval")
         cfg = write_config(tmp / "reconciler.toml", repo=decl, state=state, interval=interval, server=sshd,
                            **settings)
-        return cls(tmp, sshd, decl, state, cfg)
+        return cls(tmp, sshd, decl, state, cfg, Launcher(tmp, cfg, source=source))
 
     # -- declarations -----------------------------------------------------------------------------
 
@@ -268,9 +155,9 @@ class Lab:
                                   "repository": str(spec.app), **spec.fields}
         write_site(self.decl, spec.domain, **values)
 
-    def disk(self, domain: str) -> Disk:
-        spec = self.sites[domain]
-        return Disk(spec.base, domain)
+    def disk(self, domain: str) -> SiteOnDisk:
+        """The site on its server as the lab sees it: junk planted there reads as absent."""
+        return SiteOnDisk(self.sites[domain].base, domain, tolerant=True)
 
     def head(self, domain: str) -> str:
         return git(self.sites[domain].app, "rev-parse", "HEAD")
@@ -278,10 +165,9 @@ class Lab:
     # -- the reconciler under test -----------------------------------------------------------------
 
     def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> Run:
-        argv = ("--config", str(self.config), *args)
         try:
-            done = subprocess.run([sys.executable, "-m", "reconciler", *argv], cwd=self.tmp, env=product_env(),
-                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+            done = run_reconciler("--config", str(self.config), *args, cwd=self.tmp, timeout=timeout,
+                                  source=self.launcher.source, text=False)
         except subprocess.TimeoutExpired as exc:
             return Run(tuple(args), -9, exc.stdout or b"", (exc.stderr or b"") + b"\n[test: timed out]")
         return Run(tuple(args), done.returncode, done.stdout, done.stderr)
@@ -307,17 +193,8 @@ class Lab:
         if run.rc != 0 or missing or crash_lines(run.text):
             pytest.fail(f"setup pass did not converge: {missing or 'crash'}\n{run.describe()}", pytrace=False)
 
-    def start_daemon(self) -> Daemon:
-        log = self.tmp / f"daemon-{len(self.daemons)}.log"
-        with open(log, "ab") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "reconciler", "--config", str(self.config), "run"],
-                cwd=self.tmp, env=product_env(), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                start_new_session=True,
-            )
-        daemon = Daemon(DaemonProcess(proc, log))
-        self.daemons.append(daemon)
-        return daemon
+    def start_daemon(self) -> DaemonProcess:
+        return self.launcher.start()
 
     # -- faults -----------------------------------------------------------------------------------
 
@@ -332,8 +209,7 @@ class Lab:
         self.immutable.append(path)
 
     def close(self) -> None:
-        for daemon in self.daemons:
-            daemon.process.kill()
+        self.launcher.close()
         for path in reversed(self.immutable):
             with contextlib.suppress(OSError):
                 subprocess.run(["chattr", "-R", "-i", str(path)], capture_output=True, check=False)
@@ -356,27 +232,14 @@ def foreign_owner(host: str = "build-7.elsewhere.example", **extra: Any) -> str:
     return json.dumps(owner, sort_keys=True, separators=(",", ":"))
 
 
-def plant_lock(disk: Disk, owner_text: str) -> Path:
-    lock = disk.deployments / LOCK_DIR
-    lock.mkdir(parents=True, exist_ok=True)
-    (lock / "owner").write_text(owner_text + "\n")
-    return lock
+def plant_lock(disk: SiteOnDisk, owner_text: str) -> Path:
+    disk.lock.mkdir(parents=True, exist_ok=True)
+    (disk.lock / "owner").write_text(owner_text + "\n")
+    return disk.lock
 
 
 def sh_quote(value: str | Path) -> str:
     return shlex.quote(str(value))
-
-
-def poll(predicate: Callable[[], Any], timeout: float, step: float = 0.5) -> Any:
-    """Poll until `predicate` returns something truthy (returned); None after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(step)
 
 
 # -- verdicts ---------------------------------------------------------------------------------------

@@ -42,24 +42,21 @@ from typing import Any
 
 import pytest
 
-from tests.builders import app_commit
 from tests.faults.blast_support import (
     DAEMON_DEATH_MARKERS,
-    LOCK_DIR,
-    MANIFEST,
-    Disk,
     Lab,
     chattr_available,
     crash_lines,
     foreign_owner,
     plant_lock,
-    poll,
     run_problems,
     sh_quote,
     sibling_problems,
     site_problems,
 )
 from tests.sshd import SshServer
+from tests.support import MANIFEST_NAME, SiteOnDisk, app_commit, wait_until
+from tests.support.process import UNDER_TEST
 
 pytestmark = pytest.mark.ssh
 
@@ -92,7 +89,7 @@ class Blast:
     head: str = ""
     before: dict[str, list[str]] = field(default_factory=dict)
 
-    def disk(self, domain: str = A) -> Disk:
+    def disk(self, domain: str = A) -> SiteOnDisk:
         return self.lab.disk(domain)
 
 
@@ -114,7 +111,7 @@ class Case:
 def _manifest_bomb(b: Blast) -> None:
     release = b.disk().release("01012020-000000")
     release.mkdir()
-    (release / MANIFEST).write_text("[" * 200_000)
+    (release / MANIFEST_NAME).write_text("[" * 200_000)
 
 
 def _forged_symlink(b: Blast) -> None:
@@ -137,7 +134,7 @@ def _foreign_lock(b: Blast) -> None:
 def _lock_release_fails(b: Blast) -> None:
     """A's deploy script makes the site's lock directory immutable while the lock is held: the
     release (`rm -rf` of the lock) cannot remove it."""
-    lock = b.disk().deployments / LOCK_DIR
+    lock = b.disk().lock
     b.lab.watch_immutable(lock)
     b.lab.declare(A, script=f"chattr +i -- {sh_quote(lock)}")
 
@@ -189,7 +186,7 @@ def _old_release_undeletable(b: Blast) -> None:
 
 
 CASES = [
-    Case("probe: malformed manifest", "probe parse", _manifest_bomb, ("manifest", MANIFEST)),
+    Case("probe: malformed manifest", "probe parse", _manifest_bomb, ("manifest", MANIFEST_NAME)),
     Case("probe: forged symlink target", "probe parse", _forged_symlink, ("link",), may_heal=True),
     # An unreadable owner is a lock being taken (mkdir, then the owner): A is locked until stale.
     Case("probe: malformed lock owner", "probe parse", _owner_bomb, ("owner", "lock"),
@@ -280,7 +277,7 @@ def _print_table() -> Iterator[None]:
     fd, name = tempfile.mkstemp(prefix="reconciler-blast-radius-", suffix=".txt")
     with os.fdopen(fd, "w") as handle:
         handle.write(text + "\n")
-    under_test = os.environ.get("RECONCILER_UNDER_TEST") or "this checkout"
+    under_test = os.environ.get(UNDER_TEST) or "this checkout"
     print(f"\n=== blast-radius matrix (code under test: {under_test}) ===")
     print(text)
     print(f"(table written to {name})")
@@ -355,10 +352,10 @@ def test_daemon_contains_the_fault(case: Case, tmp_path: Path, sshd_session: Ssh
         last.update(views=views, wrong=wrong, a=a)
         return daemon.alive() and not any(wrong.values()) and last["a_seen"] is not None
 
-    poll(evaluate, DAEMON_TIMEOUT, step=1.0)
+    wait_until(evaluate, DAEMON_TIMEOUT, "B and C live at the new head, A's fault reported", step=1.0, fail=False)
     alive = daemon.alive()
     rc = daemon.stop()
-    log = daemon.log()
+    log = daemon.output()
 
     wrong: dict[str, list[str]] = last["wrong"]
     for d, seen in misreported.items():
@@ -367,7 +364,7 @@ def test_daemon_contains_the_fault(case: Case, tmp_path: Path, sshd_session: Ssh
     row.daemon_a = last["a_seen"] or a_outcome(last["views"])
     others = [] if last["a_seen"] is not None else list(last["a"])
     if not alive:
-        others.append(f"the daemon died (exit {daemon.process.proc.returncode})")
+        others.append(f"the daemon died (exit {daemon.proc.returncode})")
     elif rc != 0:
         others.append(f"the daemon did not stop cleanly on SIGTERM (exit {rc})")
     died = crash_lines(log, DAEMON_DEATH_MARKERS)
@@ -376,5 +373,5 @@ def test_daemon_contains_the_fault(case: Case, tmp_path: Path, sshd_session: Ssh
     row.findings += [f"daemon: {p}" for p in others]
     problems = [p for ps in wrong.values() for p in ps] + others
     assert not problems, (f"sites wrongly affected: {row.daemon} (must be 0)\n" + "\n".join(problems)
-                          + "\n" + daemon.process.tail(40))
+                          + "\n" + daemon.tail(40))
 

@@ -25,10 +25,9 @@ from typing import Any
 
 import pytest
 
-from tests.builders import app_commit
-from tests.daemon_support import LinkSampler, wait_until
 from tests.faults.support import FaultTable, Fleet, World, make_bulky_app
 from tests.sshd import SshServer
+from tests.support import LinkSampler, app_commit, wait_until
 
 SIGKILLED = -9
 

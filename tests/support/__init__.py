@@ -2,8 +2,10 @@
 
     repos    real git repositories (app, declarations), `write_site`, TOML values
     config   `write_config` (reconciler.toml) and one in-process pass (`reconcile`)
-    disk     the "server" as tests see it (`SiteOnDisk`), layout names imported from the product
-    process  `python -m reconciler` as a real process: one environment scrub, the daemon launcher
+    disk     the "server" as tests see it (`SiteOnDisk`, `tolerant` where a test plants junk), layout
+             names imported from the product
+    process  `python -m reconciler` as a real process: one environment scrub, the daemon launcher,
+             and which checkout's code a child runs (`source`, RECONCILER_UNDER_TEST)
     wait     `wait_until`, the one bounded poll
     world    `World`: one test's repos, base path, state, config, CLI and daemons
     spec     the `status --json` / `history --json` keys SPEC §5 fixes

@@ -31,8 +31,17 @@ def release_time(name: str) -> float:
 
 @dataclass(frozen=True)
 class SiteOnDisk:
+    """One site's layout on a server, read directly (local disk; the sshd "server" is this machine).
+
+    By default an oracle: the site link must name one of our releases (relative SPEC form) and
+    the live release's manifest must agree with its checkout, or the test fails. `tolerant=True`
+    is for tests that plant junk or forged data on the server (tests/faults/blast_support.py):
+    what is not the product's own then reads as absent (no active release, an empty manifest,
+    no commit) and never breaks the observer."""
+
     base: Path
     domain: str
+    tolerant: bool = False
 
     @property
     def link(self) -> Path:
@@ -46,29 +55,52 @@ class SiteOnDisk:
     def lock(self) -> Path:
         return self.deployments / LOCK_NAME
 
+    def release(self, name: str) -> Path:
+        return self.deployments / name
+
     def releases(self) -> list[str]:
-        """Release directories, oldest first by the time the name encodes (junk names are skipped)."""
+        """Release directories (not links to one), oldest first by the time the name encodes
+        (junk names are skipped)."""
         if not self.deployments.is_dir():
             return []
-        return sort_releases(p.name for p in self.deployments.iterdir() if p.is_dir())
+        return sort_releases(p.name for p in self.deployments.iterdir() if p.is_dir() and not p.is_symlink())
 
     def active(self) -> str | None:
-        """The release the site symlink points at (relative SPEC form), or None when absent."""
+        """The release the site symlink points at (relative SPEC form), or None when absent
+        (tolerant: also when the link is unreadable or names no release directory of ours)."""
         try:
             target = os.readlink(self.link)
         except FileNotFoundError:
             return None
+        except OSError:
+            if self.tolerant:
+                return None
+            raise
         prefix = f"deployments/{self.domain}/"
-        assert target.startswith(prefix) and is_release(target[len(prefix):]), target
-        return target[len(prefix):]
+        name = target[len(prefix):] if target.startswith(prefix) else ""
+        if self.tolerant:
+            return name if name in self.releases() else None
+        assert is_release(name), target
+        return name
 
     def manifest(self, release: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.deployments / release / MANIFEST_NAME).read_text())
-        return data
+        """The release's manifest (tolerant: {} when it is missing, unreadable or no JSON object)."""
+        try:
+            data = json.loads((self.release(release) / MANIFEST_NAME).read_text())
+        except (OSError, ValueError, RecursionError):
+            if self.tolerant:
+                return {}
+            raise
+        if self.tolerant and not isinstance(data, dict):
+            return {}
+        manifest: dict[str, Any] = data
+        return manifest
 
-    def commit_of(self, release: str) -> str:
-        return subprocess.run(["git", "-C", str(self.deployments / release), "rev-parse", "HEAD"],
-                              check=True, capture_output=True, text=True).stdout.strip()
+    def commit_of(self, release: str) -> str | None:
+        """The commit checked out in a release (tolerant: None when it is no git work tree)."""
+        done = subprocess.run(["git", "-C", str(self.release(release)), "rev-parse", "HEAD"],
+                              check=not self.tolerant, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
 
     def live_commit(self) -> str | None:
         """The commit checked out in the active release, once that release is complete."""
@@ -79,7 +111,7 @@ class SiteOnDisk:
         if manifest.get("status") != "success":
             return None
         commit = self.commit_of(release)
-        assert manifest.get("commit") == commit, (manifest, commit)
+        assert self.tolerant or manifest.get("commit") == commit, (manifest, commit)
         return commit
 
 

@@ -1,10 +1,17 @@
 """`python -m reconciler` as a REAL separate process: the CLI and the daemon, the way an
 operator starts them. Every launch goes through `reconciler_process`/`run_reconciler` and
-gets the same environment (`clean_env`)."""
+gets the same environment (`clean_env`).
+
+Which `reconciler` a child runs: this checkout by default. A launch given `source` (a checkout
+directory) runs that checkout's package instead, alone on the child's PYTHONPATH; the tests that
+can prove a defect on old code take it from RECONCILER_UNDER_TEST (`code_under_test()`), e.g.
+`RECONCILER_UNDER_TEST=/tmp/oldmain` for a `git worktree add /tmp/oldmain e49cf4c`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -18,22 +25,52 @@ from typing import IO, Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+UNDER_TEST = "RECONCILER_UNDER_TEST"
 
 # Inherited variables that would change what a child reconciler does: a config it would read,
-# a fault it would deal itself, systemd's sockets it would talk to, an output encoding.
+# a fault it would deal itself, systemd's sockets it would talk to, an output encoding; and the
+# tests' own choice of the code under test, which no child needs.
 SCRUBBED = ("RECONCILER_CONFIG", "RECONCILER_FAULT", "PYTHONIOENCODING",
-            "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+            "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", UNDER_TEST)
 
 # Set by tests/conftest.py for the running test: the daemon guard below reads it. None outside pytest.
 current_markers: set[str] | None = None
 
 
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without SCRUBBED, with the checkout importable, plus `extra`."""
+def clean_env(extra: dict[str, str] | None = None, source: Path | None = None) -> dict[str, str]:
+    """This process's environment without SCRUBBED, plus `extra`. PYTHONPATH: this checkout
+    first, then the inherited one; with `source`, that checkout alone (nothing inherited can
+    shadow the code under test)."""
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    if source is None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    else:
+        env["PYTHONPATH"] = str(source)
     env.update(extra or {})
     return env
+
+
+def code_under_test() -> Path:
+    """The checkout RECONCILER_UNDER_TEST names (resolved), else this one."""
+    value = os.environ.get(UNDER_TEST)
+    return Path(value).resolve() if value else ROOT
+
+
+@functools.cache
+def imported_from(source: Path) -> str:
+    """Where a child launched with `source` really imports `reconciler` from (asked once)."""
+    done = subprocess.run([sys.executable, "-c", "import reconciler; print(reconciler.__file__)"],
+                          cwd="/", env=clean_env(source=source), capture_output=True, text=True, timeout=60,
+                          check=True)
+    return done.stdout.strip()
+
+
+def check_code_under_test() -> Path:
+    """code_under_test(), once a child has been seen to import `reconciler` from it."""
+    source = code_under_test()
+    where = imported_from(source)
+    assert where.startswith(str(source) + os.sep), f"children import reconciler from {where}, not from {source}"
+    return source
 
 
 def reconciler_argv(*args: str) -> list[str]:
@@ -42,19 +79,21 @@ def reconciler_argv(*args: str) -> list[str]:
 
 def reconciler_process(*args: str, cwd: Path, env: dict[str, str] | None = None, text: bool = True,
                        stdout: int | IO[Any] | None = subprocess.PIPE, stderr: int | IO[Any] | None = subprocess.PIPE,
-                       **popen: Any) -> subprocess.Popen[Any]:
-    """`python -m reconciler ARGS` started in `cwd` with clean_env(env); not waited for."""
-    return subprocess.Popen(reconciler_argv(*args), cwd=cwd, env=clean_env(env), stdin=subprocess.DEVNULL,
-                            stdout=stdout, stderr=stderr, text=text,
-                            **({"encoding": "utf-8", "errors": "replace"} if text else {}), **popen)
+                       source: Path | None = None, **popen: Any) -> subprocess.Popen[Any]:
+    """`python -m reconciler ARGS` started in `cwd` with clean_env(env, source); not waited for."""
+    return subprocess.Popen(reconciler_argv(*args), cwd=cwd, env=clean_env(env, source), stdin=subprocess.DEVNULL,
+                            stdout=stdout, stderr=stderr, text=text, encoding="utf-8" if text else None,
+                            errors="replace" if text else None, **popen)
 
 
 def run_reconciler(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60.0,
-                   preexec: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m reconciler ARGS` run to completion; output as text (undecodable bytes replaced)."""
-    return subprocess.run(reconciler_argv(*args), cwd=cwd, env=clean_env(env), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout,
-                          check=False, preexec_fn=preexec)
+                   preexec: Callable[[], None] | None = None, source: Path | None = None,
+                   text: bool = True) -> subprocess.CompletedProcess[Any]:
+    """`python -m reconciler ARGS` run to completion; output as text (undecodable bytes replaced),
+    or as bytes with `text=False`. A timeout raises subprocess.TimeoutExpired (the child killed)."""
+    return subprocess.run(reconciler_argv(*args), cwd=cwd, env=clean_env(env, source), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=text, encoding="utf-8" if text else None,
+                          errors="replace" if text else None, timeout=timeout, check=False, preexec_fn=preexec)
 
 
 @dataclass
@@ -87,6 +126,18 @@ class DaemonProcess:
         except subprocess.TimeoutExpired:
             pytest.fail(f"daemon did not exit within {timeout:.0f}s\n{self.tail()}", pytrace=False)
 
+    def stop(self, timeout: float = 40.0) -> int | None:
+        """SIGTERM and wait: the exit status (also when it had already exited), or None when it
+        did not exit within `timeout` and had to be killed."""
+        if not self.alive():
+            return self.proc.returncode
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
     def kill(self) -> None:
         """SIGKILL the daemon and whatever it left in its process group."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -104,6 +155,7 @@ class Launcher:
 
     tmp: Path
     config: Path
+    source: Path | None = None  # the checkout whose `reconciler` runs (clean_env); None: this one
     started: list[DaemonProcess] = field(default_factory=list)
 
     def start(self, env: dict[str, str] | None = None, log: Path | None = None) -> DaemonProcess:
@@ -114,13 +166,13 @@ class Launcher:
         log = log or self.tmp / f"daemon-{len(self.started)}.stderr"
         with open(log, "ab") as err:
             proc = reconciler_process("--config", str(self.config), "run", cwd=self.tmp, env=env, text=False,
-                                      stdout=err, stderr=err, start_new_session=True)
+                                      stdout=err, stderr=err, source=self.source, start_new_session=True)
         daemon = DaemonProcess(proc, log)
         self.started.append(daemon)
         return daemon
 
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        return run_reconciler("--config", str(self.config), *args, cwd=self.tmp, timeout=timeout)
+        return run_reconciler("--config", str(self.config), *args, cwd=self.tmp, timeout=timeout, source=self.source)
 
     def status(self) -> dict[str, dict[str, Any]]:
         done = self.cli("status", "--json")

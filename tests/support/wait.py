@@ -11,10 +11,11 @@ import pytest
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
-               diagnostics: Callable[[], str] | None = None, step: float = 0.1) -> Any:
+               diagnostics: Callable[[], str] | None = None, step: float = 0.1, fail: bool = True) -> Any:
     """Poll `predicate` until it returns something truthy (returned); fail the test after
-    `timeout`, with `diagnostics()` appended. Errors a half-written file or a process that is
-    still starting raise (OSError, ValueError, KeyError) count as "not yet"."""
+    `timeout`, with `diagnostics()` appended (with `fail=False`, return None instead: the caller
+    judges what the predicate saw). Errors a half-written file or a process that is still
+    starting raise (OSError, ValueError, KeyError) count as "not yet"."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
@@ -25,6 +26,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
         except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
             last_error = exc
         if time.monotonic() > deadline:
+            if not fail:
+                return None
             detail = f" (last error: {last_error!r})" if last_error else ""
             extra = f"\n{diagnostics()}" if diagnostics else ""
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{detail}{extra}", pytrace=False)
