@@ -12,7 +12,7 @@ every clone, fetch and ls-remote really transfers over SSH (GIT_SSH_COMMAND carr
 (b) baseline, the seed's way: a fresh `git clone` of the repository for the release (the clone
     alone: no probe, no script, no switch, so the baseline is flattering to the seed);
 (c) first deploy (no mirror yet) vs a bare `git clone` of the same repository.
-Each SSH connection on this machine also pays the login shell's rc files (root's ~/.bashrc).
+SSH sessions get the test sshd's own home (tests/sshd.py), so no rc file of this machine runs.
 """
 
 from __future__ import annotations

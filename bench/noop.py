@@ -10,8 +10,8 @@ pool's transports) and database writes during the measured passes (sqlite total_
 reconciler's connection, and PRAGMA data_version seen from a second connection).
 
 Baselines, same run: a bare `ssh true` (new OpenSSH connection), one `true` on the reconciler's
-warm connection, and the probe of a single site; every SSH command on this machine also pays the
-login shell's rc files (root's ~/.bashrc), measured separately.
+warm connection, and the probe of a single site; every SSH command also pays the login shell's
+rc files (the test sshd's own session home, tests/sshd.py), measured separately.
 """
 
 from __future__ import annotations
@@ -216,9 +216,10 @@ def main(counts: tuple[int, ...] = (10, 100, 500), server_counts: tuple[int, ...
 
             base = asyncio.run(baselines(template_settings, servers[0], tmp / "template", app, 5))
             ssh_true = _median_run(["ssh", "-F", str(servers[0].ssh_config), "testserver", "true"], 5)
-            rc_files = (_median_run(["bash", "-c", f". {Path.home() / '.bashrc'}; true"], 5)
-                        - _median_run(["bash", "--norc", "-c", "true"], 5)) \
-                if (Path.home() / ".bashrc").exists() else 0.0
+            # The test sshd gives sessions a home of their own (tests/sshd.py): its rc files.
+            rc = servers[0].home / ".bashrc"
+            rc_files = (_median_run(["bash", "-c", f". {rc}; true"], 5)
+                        - _median_run(["bash", "--norc", "-c", "true"], 5)) if rc.exists() else 0.0
 
             for server_count in server_counts:
                 for count in counts:

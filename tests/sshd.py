@@ -97,6 +97,9 @@ class SshServer:
         self.known_hosts: Path = tmp_dir / "known_hosts"
         self.known_hosts.write_text(f"[{HOST}]:{self.port} {key_type} {key_b64}\n")
 
+        self.home: Path = tmp_dir / "home"
+        self.home.mkdir(exist_ok=True)
+        (self.home / ".bashrc").write_text("")
         self._config = tmp_dir / "sshd_config"
         self._config.write_text(
             f"ListenAddress {HOST}\n"
@@ -115,6 +118,11 @@ class SshServer:
             "MaxStartups 100\n"
             "MaxSessions 10\n"
             "LogLevel ERROR\n"
+            # The login shell's rc files are the test machine's, not a server's: root's ~/.bashrc
+            # here runs `pyenv init`, whose rehash lock, left behind by a session killed at the
+            # wrong moment, stalls every later login for 60 s. Sessions get a home of their own
+            # (an empty .bashrc) so no test depends on the machine's shell setup.
+            f"SetEnv HOME={self.home}\n"
         )
 
         self.ssh_config: Path = tmp_dir / "ssh_config"
