@@ -87,29 +87,49 @@ class Reconciler:
         self.settings = settings
         self._limit = asyncio.Semaphore(settings.concurrency)
 
-    def _load_commit(self, commit: str) -> Declarations:
-        """Parsed declarations of a commit, cached: the daemon asks before every switch."""
-        if self._parsed is None or self._parsed.commit != commit:
-            self._parsed = source.load_commit(self.settings.repo, commit)
-        return dataclasses.replace(self._parsed)
-
     def load(self) -> Declarations:
         """Desired state: the branch tip, or with `require_signed` the newest verified commit."""
+        choice = self._choose(self.store.meta(LAST_VERIFIED))
+        parsed = self._cached(choice.commit) or source.load_commit(self.settings.repo, choice.commit)
+        return self._settle_load(choice, parsed)
+
+    async def load_async(self) -> Declarations:
+        """`load` for the daemon's event loop: resolving, verifying (git subprocesses) and parsing
+        (up to thousands of files) run in a worker thread, so a large or hostile declarations
+        commit never stalls the loop (HTTP, watchdog, other sites). The store stays on the loop."""
+        choice = await asyncio.to_thread(self._choose, self.store.meta(LAST_VERIFIED))
+        parsed = self._cached(choice.commit)
+        if parsed is None:
+            parsed = await asyncio.to_thread(source.load_commit, self.settings.repo, choice.commit)
+        return self._settle_load(choice, parsed)
+
+    def _cached(self, commit: str) -> Declarations | None:
+        """The parsed declarations of `commit` if they are the last ones parsed (the daemon asks
+        before every switch; a commit is parsed once)."""
+        parsed = self._parsed
+        return parsed if parsed is not None and parsed.commit == commit else None
+
+    def _choose(self, last_verified: str | None) -> _Choice:
+        """Which commit is desired state now. Blocking (git), touches no store: thread-safe."""
         settings = self.settings
-        self.notice = ""
         tip = source.tip_commit(settings.repo, settings.branch)
-        if settings.require_signed == "off" or tip == self.store.meta(LAST_VERIFIED):
-            return self._load_commit(tip)
+        if settings.require_signed == "off" or tip == last_verified:
+            return _Choice(tip)
         problem = trust.verify(settings.repo, tip, settings)
         if problem is None:
-            self.store.set_meta(LAST_VERIFIED, tip)
-            return self._load_commit(tip)
-        last = self.store.meta(LAST_VERIFIED)
+            return _Choice(tip, verified=True)
         notice = f"declarations commit {tip[:12]} {problem}; not applied"
-        if last is None:
+        if last_verified is None:
             raise DeclarationError(notice + " (no verified commit to fall back to)")
-        decls = self._load_commit(last)
-        decls.notice = self.notice = f"{notice}; keeping verified {last[:12]}"
+        return _Choice(last_verified, notice=f"{notice}; keeping verified {last_verified[:12]}")
+
+    def _settle_load(self, choice: _Choice, parsed: Declarations) -> Declarations:
+        self._parsed = parsed
+        if choice.verified:
+            self.store.set_meta(LAST_VERIFIED, choice.commit)
+        self.notice = choice.notice
+        decls = dataclasses.replace(parsed)
+        decls.notice = choice.notice
         return decls
 
     async def probe(self, server: str, sites: list[SiteDeclaration]) -> ServerFacts:
@@ -384,6 +404,15 @@ class Reconciler:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """The commit that is desired state, and why (a notice when the tip was not applied)."""
+
+    commit: str
+    verified: bool = False  # just verified: remember it as the last verified commit
+    notice: str = ""
 
 
 @dataclass

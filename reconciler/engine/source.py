@@ -14,6 +14,19 @@ import pygit2
 from reconciler.core.declarations import SITES_DIR, Declarations, collect
 from reconciler.errors import DeclarationError
 
+# Bounds on one commit's sites.d/ (each file is also capped, core.declarations.MAX_FILE_BYTES):
+# far above a real fleet (thousands of sites), low enough that a hostile commit cannot make a
+# pass parse gigabytes. Past either, the commit is refused as a whole and nothing changes.
+MAX_FILES = 20_000
+MAX_TOTAL_BYTES = 64 * 1024 * 1024
+
+
+def _check_bounds(count: int, total: int, where: str) -> None:
+    if count > MAX_FILES:
+        raise DeclarationError(f"{where}: {SITES_DIR}/ holds more than {MAX_FILES} files; not applied")
+    if total > MAX_TOTAL_BYTES:
+        raise DeclarationError(f"{where}: {SITES_DIR}/ holds more than {MAX_TOTAL_BYTES} bytes; not applied")
+
 
 def open_repository(path: str | Path) -> pygit2.Repository:
     try:
@@ -62,6 +75,7 @@ def load_commit(repo_path: str | Path, commit_id: str) -> Declarations:
         sites_tree = commit.tree[SITES_DIR]
     except KeyError:
         return Declarations(commit=str(commit.id))
+    total = 0
     if isinstance(sites_tree, pygit2.Tree):
         for entry in sites_tree:
             if not entry.name or not entry.name.endswith(".toml"):
@@ -69,9 +83,12 @@ def load_commit(repo_path: str | Path, commit_id: str) -> Declarations:
             name = f"{SITES_DIR}/{entry.name}"
             if entry.filemode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
                 blob = repo.get(entry.id)
-                files.append((name, blob.data if isinstance(blob, pygit2.Blob) else None))
+                data = blob.data if isinstance(blob, pygit2.Blob) else None
+                total += len(data or b"")
+                files.append((name, data))
             else:  # a symlink, a directory or a submodule named *.toml: reported, never followed
                 files.append((name, None))
+            _check_bounds(len(files), total, f"commit {str(commit.id)[:12]}")
     return collect(files, str(commit.id))
 
 
@@ -80,7 +97,11 @@ def load_directory(path: str | Path) -> Declarations:
     root = Path(path)
     sites_dir = root / SITES_DIR if (root / SITES_DIR).is_dir() else root
     files: list[tuple[str, bytes | None]] = []
+    total = 0
     for file in sorted(sites_dir.glob("*.toml")):
         name = f"{SITES_DIR}/{file.name}"
-        files.append((name, None if file.is_symlink() or not file.is_file() else file.read_bytes()))
+        data = None if file.is_symlink() or not file.is_file() else file.read_bytes()
+        total += len(data or b"")
+        files.append((name, data))
+        _check_bounds(len(files), total, str(sites_dir))
     return collect(files, None)

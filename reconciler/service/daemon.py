@@ -83,10 +83,10 @@ class Daemon:
         self.queue.request(domains)
         self.wake.set()
 
-    def declarations_moved(self) -> None:
+    async def declarations_moved(self) -> None:
         """A ref changed: re-resolve the branch and queue the sites whose declaration changed."""
         try:
-            new = self.reconciler.load()
+            new = await self.reconciler.load_async()
         except ReconcilerError as exc:
             log.warning("declarations: %s", exc)
             return
@@ -123,7 +123,7 @@ class Daemon:
         async def one(path: Path, recursive: bool, accept: Callable[[Change, str], bool]) -> None:
             async for _ in awatch(path, watch_filter=accept, recursive=recursive, debounce=200, step=30,
                                   stop_event=self.stopping):
-                self.declarations_moved()
+                await self.declarations_moved()
 
         # watchfiles' default filter drops everything under .git: watch refs/ recursively and
         # the git dir itself flat (packed-refs), with filters of our own.
@@ -139,7 +139,7 @@ class Daemon:
             if self.stopping.is_set():
                 break
             try:
-                decls = self.reconciler.load()
+                decls = await self.reconciler.load_async()
             except Exception as exc:
                 # The daemon outlives any declarations commit: report it and wait for the next.
                 if isinstance(exc, ReconcilerError):

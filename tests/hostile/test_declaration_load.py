@@ -1,0 +1,76 @@
+"""Declarations that are large or many cannot stall the daemon or a pass (issue 10 item 8,
+security review L3): the daemon parses off its event loop, and one commit's sites.d/ is bounded
+in file count and total size; past a bound the commit is refused as a whole, nothing changes.
+
+Threat model: a declarations committer cannot make the reconciler unresponsive."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from reconciler.config import Settings
+from reconciler.engine import source
+from reconciler.engine.converge import Reconciler
+from reconciler.engine.store import Store
+from reconciler.errors import DeclarationError
+from tests.support import git, make_decl_repo, write_site
+
+SITE = 'server = "local"\nrepository = "/srv/app.git"\n'
+
+
+def _decl_with(tmp_path: Path, count: int) -> Path:
+    decl = make_decl_repo(tmp_path / "decl")
+    for n in range(count):
+        write_site(decl, f"s{n}.example.com", commit=False, raw=SITE)
+    git(decl, "add", "-A")
+    git(decl, "commit", "-qm", f"{count} sites")
+    return decl
+
+
+def test_too_many_files_refuse_the_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    decl = _decl_with(tmp_path, 6)
+    monkeypatch.setattr(source, "MAX_FILES", 5)
+    with pytest.raises(DeclarationError, match="more than 5 files"):
+        source.load(decl, "main")
+    with pytest.raises(DeclarationError, match="more than 5 files"):
+        source.load_directory(decl)
+    monkeypatch.setattr(source, "MAX_FILES", 6)
+    assert len(source.load(decl, "main").sites) == 6
+
+
+def test_too_many_bytes_refuse_the_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    decl = _decl_with(tmp_path, 3)
+    monkeypatch.setattr(source, "MAX_TOTAL_BYTES", 2 * len(SITE))
+    with pytest.raises(DeclarationError, match="bytes; not applied"):
+        source.load(decl, "main")
+
+
+def test_the_daemon_parses_off_its_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    decl = _decl_with(tmp_path, 3)
+    settings = Settings(repo=decl, state_dir=tmp_path / "state")
+    parsed_on: list[threading.Thread] = []
+    real = source.load_commit
+
+    def recording(repo: str | Path, commit: str) -> object:
+        parsed_on.append(threading.current_thread())
+        return real(repo, commit)
+
+    monkeypatch.setattr(source, "load_commit", recording)
+
+    async def main() -> int:
+        reconciler = Reconciler(settings, Store(settings.db_path))
+        try:
+            first = await reconciler.load_async()
+            again = await reconciler.load_async()  # same commit: parsed once
+            return len(first.sites) + len(again.sites)
+        finally:
+            await reconciler.close()
+            reconciler.store.close()
+
+    assert asyncio.run(main()) == 6
+    assert len(parsed_on) == 1
+    assert parsed_on[0] is not threading.main_thread()
