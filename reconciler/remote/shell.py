@@ -196,18 +196,37 @@ def clone(paths: SitePaths, repository: str, branch: str, commit: str, release: 
     )
 
 
-# Fixed text: every value arrives on stdin, four lines per entry (kind, shared path, path in the
-# release, link target). Paths hold no line breaks: the validator refuses control characters.
+# Fixed text: every value arrives on stdin: the release dir, the shared dir, then three lines per
+# entry (kind, entry, link target). Paths hold no line breaks: the validator refuses control
+# characters. An app repository controls what the release holds, symlinks included (security
+# review M3): no directory between the release and an entry may be a symlink, the entry's parent
+# must resolve inside the release, and seeding never copies a symlink.
 _LINK_SHARED = """set -e
 exec 3<&0 < /dev/null
-while IFS= read -r kind <&3 && IFS= read -r s <&3 && IFS= read -r r <&3 && IFS= read -r t <&3; do
+IFS= read -r R <&3; IFS= read -r S <&3
+P=$(cd -P -- "$R" && pwd -P)
+refuse() { printf 'shared entry %s: %s\\n' "$e" "$1" >&2; exit 1; }
+while IFS= read -r kind <&3 && IFS= read -r e <&3 && IFS= read -r t <&3; do
+  s=$S/$e; r=$R/$e; q=; rest=$e
+  while :; do
+    case $rest in */*) ;; *) break ;; esac
+    q=${q:+$q/}${rest%%/*}; rest=${rest#*/}
+    [ ! -L "$R/$q" ] || refuse "$q is a symlink in the release; refusing to follow it"
+  done
+  mkdir -p -- "$(dirname -- "$r")"
+  case $(cd -P -- "$(dirname -- "$r")" && pwd -P)/ in
+    "$P"/*) ;;
+    *) refuse "its parent resolves outside the release" ;;
+  esac
   if [ ! -e "$s" ] && [ ! -L "$s" ]; then
     mkdir -p -- "$(dirname -- "$s")"
-    if [ -e "$r" ] || [ -L "$r" ]; then cp -a -- "$r" "$s"
+    if [ -e "$r" ] && [ ! -L "$r" ]; then
+      cp -a -- "$r" "$s"
+      find "$s" -type l -exec rm -f -- {} +
     elif [ "$kind" = file ]; then : > "$s"
     else mkdir -- "$s"; fi
   fi
-  rm -rf -- "$r"; mkdir -p -- "$(dirname -- "$r")"
+  rm -rf -- "$r"
   ln -s -- "$t" "$r"
 done
 """
@@ -217,12 +236,20 @@ def link_shared(paths: SitePaths, release: str, shared: Iterable[str]) -> Comman
     """Link every shared entry into the release. A path the repository ships (Laravel's
     storage/) is removed and replaced by the link; linking into it would make storage/storage.
     A missing shared entry is seeded from the repository's copy, else created empty (a file
-    when its name starts with '.', else a directory)."""
-    data = []
+    when its name starts with '.', else a directory).
+
+    Symlinks the repository ships are never followed (threat model: an app committer cannot
+    make a deploy touch files outside its release and shared dir). An entry with a symlink
+    between it and the release (`public -> /elsewhere` for `public/uploads`), or whose parent
+    resolves outside the release, fails the step with the entry named, before anything is
+    removed, copied or linked. A symlink at the entry itself is replaced by our link and never
+    copied: the shared entry is then created empty, as if the repository did not ship it. A
+    directory seeded from the repository keeps none of its symlinks."""
+    release_dir = paths.release(release)
+    data = [_line(release_dir, "a release path"), _line(paths.shared, "a shared path")]
     for entry in shared:
         kind = "file" if entry.rsplit("/", 1)[-1].startswith(".") else "dir"
-        for value in (kind, f"{paths.shared}/{entry}", f"{paths.release(release)}/{entry}",
-                      shared_link_target(entry)):
+        for value in (kind, entry, shared_link_target(entry)):
             data.append(_line(value, "a shared entry"))
     return Command(_LINK_SHARED, "".join(data))
 
