@@ -1,10 +1,13 @@
 """SSH servers through asyncssh: one pooled connection per server, sessions capped below
-OpenSSH's MaxSessions (10), keepalive, a timeout on every call, host keys always verified."""
+OpenSSH's MaxSessions (10), keepalive, a timeout on every call, host keys always verified
+(whatever the ssh_config says: see `_trusted_hosts`)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -76,12 +79,15 @@ class SshTransport(Transport):
             if conn is not None and not conn.is_closed():
                 return conn
             kwargs = self._connect_kwargs()
-            if "known_hosts" not in kwargs:
-                # An ssh_config may say `UserKnownHostsFile none`, which asyncssh takes as "do not
-                # verify". Host keys are always verified: an empty list refuses every key instead.
-                resolved = asyncssh.SSHClientConnectionOptions(host=kwargs["host"], config=kwargs.get("config", ()))
-                if resolved.known_hosts is None:
-                    kwargs["known_hosts"] = []
+            try:
+                passes = await _resolved(kwargs)
+                kwargs["known_hosts"], unverified = _trusted_hosts(kwargs, passes)
+                await _check_jump_hosts(kwargs.get("config", ()), passes[-1].tunnel)
+            except _VerificationOff as exc:
+                raise TransportError(f"{self.name}: host key not verified: {exc}; nothing is ever "
+                                     "auto-accepted: give it a known_hosts file") from None
+            except (OSError, ValueError, asyncssh.Error) as exc:
+                raise TransportError(f"{self.name}: cannot connect: {_reason(exc)}") from exc
             witness = _HostKeyWitness()
             try:
                 self._conn, _ = await asyncssh.create_connection(lambda: witness, **kwargs)
@@ -89,7 +95,8 @@ class SshTransport(Transport):
                 offered = f" offered {witness.offered}" if witness.offered else ""
                 raise TransportError(
                     f"{self.name}: host key not verified: the server{offered} is not in known_hosts "
-                    f"({exc.reason}); nothing is ever auto-accepted: check the fingerprint and add it") from exc
+                    f"({exc.reason}){unverified}; nothing is ever auto-accepted: check the fingerprint "
+                    "and add it") from exc
             except (OSError, asyncssh.Error, TimeoutError) as exc:
                 raise TransportError(f"{self.name}: cannot connect: {_reason(exc)}") from exc
             return self._conn
@@ -149,6 +156,93 @@ class SshTransport(Transport):
             self._conn.close()
             await self._conn.wait_closed()
             self._conn = None
+
+
+# --- Host keys: asyncssh gets an explicit known-hosts set, never None -----------------------------------
+#
+# asyncssh takes `known_hosts=None` as "accept any host key", and so does it take an ssh_config's
+# `UserKnownHostsFile none` (its only config form that turns verification off: it ignores
+# `StrictHostKeyChecking`). The options are resolved here exactly as asyncssh resolves them for the
+# connection (same kwargs, so `Match user/host/all/...` match alike, plus the `Match final` re-read
+# asyncssh does before connecting), and the result is passed explicitly, which asyncssh then uses
+# as is on every re-read. Falsy values have meanings of their own ([] and b"" fall back to
+# ~/.ssh/known_hosts), so "trust nothing" is an empty SSHKnownHosts.
+
+MAX_JUMPS = 8
+_NOT_HONOURED = ("; the ssh_config's `UserKnownHostsFile none` is not honoured (to asyncssh it means "
+                 "\"accept any host key\")")
+
+
+class _VerificationOff(Exception):
+    """An ssh_config turns host key verification off where it cannot be replaced (a jump host)."""
+
+
+async def _resolved(kwargs: dict[str, Any]) -> list[asyncssh.SSHClientConnectionOptions]:
+    """The options asyncssh would use for these kwargs: its first read of the config and, when the
+    config has `Match final` or may canonicalize the host name, the re-read it does before connecting."""
+    # As asyncssh.connect: without a `config` it reads ~/.ssh/config (the options' own default reads none).
+    kwargs = {"config": (), **kwargs}
+    first = await asyncssh.SSHClientConnectionOptions.construct(**kwargs)
+    passes = [first]
+    final = first.config.has_match_final()
+    canonical = bool(first.canonicalize_hostname and first.canonical_domains)
+    if final or canonical:
+        passes.append(await asyncssh.SSHClientConnectionOptions.construct(
+            **kwargs, reload=True, canonical=canonical, final=final))
+    return passes
+
+
+def _trusted_hosts(kwargs: dict[str, Any], passes: list[asyncssh.SSHClientConnectionOptions]) -> tuple[Any, str]:
+    """The known-hosts set to pass to asyncssh for this connection, never None, and a note for the
+    refusal when the ssh_config tried to turn verification off."""
+    if kwargs.get("known_hosts") is not None:
+        return kwargs["known_hosts"], ""  # the reconciler's own known_hosts file
+    last = passes[-1]
+    if any(options.known_hosts is None for options in passes):
+        # OpenSSH reads no user known_hosts then, but still the global files: so do we.
+        global_files = last.config.get("GlobalKnownHostsFile", None)
+        if isinstance(global_files, list) and global_files:
+            return list(global_files), _NOT_HONOURED
+        return asyncssh.SSHKnownHosts(), _NOT_HONOURED
+    if last.known_hosts:
+        return last.known_hosts, ""
+    default = Path("~", ".ssh", "known_hosts").expanduser()
+    if default.is_file() and os.access(default, os.R_OK):
+        return str(default), ""
+    return asyncssh.SSHKnownHosts(), ""
+
+
+async def _check_jump_hosts(config: object, tunnel: object) -> None:
+    """A ProxyJump host is connected to by asyncssh itself, from the ssh_config alone: refuse when
+    the config turns its host key verification off (its key is never checked otherwise)."""
+    pending = [(hop, 0) for hop in _jumps(tunnel)]
+    while pending:
+        hop, depth = pending.pop()
+        if depth >= MAX_JUMPS:
+            raise ValueError(f"more than {MAX_JUMPS} nested jump hosts")
+        user, host, port = hop
+        hop_kwargs: dict[str, Any] = {"host": host, "config": config}
+        if user:
+            hop_kwargs["username"] = user
+        if port:
+            hop_kwargs["port"] = port
+        passes = await _resolved(hop_kwargs)
+        if any(options.known_hosts is None for options in passes):
+            raise _VerificationOff(f"the ssh_config sets `UserKnownHostsFile none` for the jump host {host}, "
+                                   "which would accept any host key there")
+        pending.extend((nested, depth + 1) for nested in _jumps(passes[-1].tunnel))
+
+
+def _jumps(tunnel: object) -> list[tuple[str | None, str, int | None]]:
+    """The hops of a ProxyJump value (`[user@]host[:port]`, comma-separated), as asyncssh splits them."""
+    if not isinstance(tunnel, str) or tunnel.lower() == "none":
+        return []
+    hops: list[tuple[str | None, str, int | None]] = []
+    for hop in tunnel.split(","):
+        user, _, host = hop.rpartition("@")
+        host, colon, port = host.rpartition(":") if ":" in host else (host, "", "")
+        hops.append((user or None, host, int(port) if colon and port.isdigit() else None))
+    return hops
 
 
 def _text(value: object) -> str:
