@@ -5,6 +5,7 @@
     ├── ConfigError          bad daemon settings: fix the config, nothing ran
     ├── DeclarationError     a repository or branch that cannot be read
     ├── NoRollbackTarget     `rollback` has no release to go back to (or not the one asked for)
+    ├── PinConflict          the branch moved while a pin was committed: nothing committed, run it again
     ├── TemporaryError       retry with backoff: the world may heal by itself
     │   ├── TransportError   server unreachable, connection lost, timeout
     │   └── SiteLocked       another reconciler holds the site's lock: look again shortly
@@ -31,6 +32,11 @@ class DeclarationError(ReconcilerError):
 
 class NoRollbackTarget(ReconcilerError):
     """Raised by `rollback` when no eligible release exists, or the one asked for is not one."""
+
+
+class PinConflict(ReconcilerError):
+    """Raised by `rollback`/`unpin` when another commit landed on the branch between reading its
+    tip and committing the pin: git refuses the stale parent, so nothing was lost or committed."""
 
 
 class TemporaryError(ReconcilerError):

@@ -18,7 +18,7 @@ from reconciler.core.layout import parse_release
 from reconciler.core.status import DeployStatus
 from reconciler.engine.source import branch_tip, open_repository
 from reconciler.engine.store import Store
-from reconciler.errors import DeclarationError, NoRollbackTarget
+from reconciler.errors import DeclarationError, NoRollbackTarget, PinConflict
 
 
 def rollback_target(store: Store, domain: str, release: str | None) -> str:
@@ -88,8 +88,15 @@ def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None) ->
     root_builder = repo.TreeBuilder(tip.tree)
     root_builder.insert(SITES_DIR, sites_builder.write(), pygit2.GIT_FILEMODE_TREE)
     signature = _signature(repo)
-    commit = repo.create_commit(f"refs/heads/{branch}", signature, signature, message,
-                                root_builder.write(), [tip.id])
+    try:
+        # libgit2 moves the branch only if its tip is still `tip`: a concurrent commit is refused, not lost.
+        commit = repo.create_commit(f"refs/heads/{branch}", signature, signature, message,
+                                    root_builder.write(), [tip.id])
+    except pygit2.GitError as exc:
+        if "not the first parent" in str(exc):
+            raise PinConflict(f"{branch} moved while committing the pin of {domain} (another commit landed "
+                              "first); nothing was committed: run the command again") from exc
+        raise DeclarationError(f"cannot commit to {branch}: {exc}") from exc
     _refresh_checkout(repo, branch, path, blob.data, text)
     return str(commit)
 

@@ -335,7 +335,7 @@ class Daemon:
         watcher = asyncio.create_task(self.watch())
         runner = None
         if self.settings.listen:
-            runner = await serve(WebContext(self.settings, self.store, self.reconciler.pool, self.stats,
+            runner = await serve(WebContext(lambda: self.settings, self.store, self.reconciler.pool, self.stats,
                                             lambda: self.decls, self.request, self.stopping))
         log.info("reconciler running: repo %s, branch %s, every %.0fs", self.settings.repo,
                  self.settings.branch, self.settings.interval)

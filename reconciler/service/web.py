@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,12 @@ log = logging.getLogger(__name__)
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 POLL = 0.5
 HEARTBEAT = 20  # polls between keepalive comments on an idle event stream
+MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id cannot exist and would overflow the query
 
 
 @dataclass
 class WebContext:
-    settings: Settings
+    settings: Callable[[], Settings]  # the current settings: read on every request, so SIGHUP rotates secrets
     store: Store
     pool: TransportPool
     stats: PassStats
@@ -80,25 +82,37 @@ def _normal(url: str) -> str:
     return url.strip().rstrip("/").removesuffix(".git").lower()
 
 
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of a header (any text, even undecodable bytes) with a secret."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def deployment_id(text: str) -> int | None:
+    """A deployment id from a URL: ASCII digits within SQLite's range, else None (not found)."""
+    if re.fullmatch(r"[0-9]{1,19}", text) is None:
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_ID else None
+
+
 def verify_webhook(secret: str, body: bytes, headers: Any) -> bool:
     """GitHub (X-Hub-Signature-256), Gitea/Forgejo (X-Gitea-Signature) HMAC-SHA256 of the body;
     GitLab (X-Gitlab-Token) sends the secret itself."""
     digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     github = headers.get("X-Hub-Signature-256", "")
     if github:
-        return hmac.compare_digest(github, f"sha256={digest}")
+        return _same(github, f"sha256={digest}")
     gitea = headers.get("X-Gitea-Signature", "") or headers.get("X-Forgejo-Signature", "")
     if gitea:
-        return hmac.compare_digest(gitea, digest)
+        return _same(gitea, digest)
     gitlab = headers.get("X-Gitlab-Token", "")
     if gitlab:
-        return hmac.compare_digest(gitlab, secret)
+        return _same(gitlab, secret)
     return False
 
 
 def build_app(ctx: WebContext) -> web.Application:
-    settings = ctx.settings
-    host = (settings.listen or "").rpartition(":")[0]
+    host = (ctx.settings().listen or "").rpartition(":")[0]  # `listen` changes need a restart
     open_reads = _loopback(host)
     def declared() -> dict[str, str]:
         decls = ctx.declarations()
@@ -110,9 +124,9 @@ def build_app(ctx: WebContext) -> web.Application:
     registry = registry_for(collector)
 
     def authorized(request: web.Request) -> bool:
-        token = settings.api_token
+        token = ctx.settings().api_token
         given = request.headers.get("Authorization", "")
-        return bool(token) and hmac.compare_digest(given, f"Bearer {token}")
+        return bool(token) and _same(given, f"Bearer {token}")
 
     @web.middleware
     async def reads(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
@@ -153,11 +167,12 @@ def build_app(ctx: WebContext) -> web.Application:
 
     async def deployment_log(request: web.Request) -> web.StreamResponse:
         domain = request.match_info["domain"]
-        row = ctx.store.deployment(int(request.match_info["id"])) if request.match_info["id"].isdigit() else None
+        number = deployment_id(request.match_info["id"])
+        row = ctx.store.deployment(number) if number is not None else None
         if row is None or row["site"] != domain:
             return web.json_response({"error": "no such deployment"}, status=404)
         response = await _sse(request)
-        async for chunk in follow_log(ctx.store, ctx.pool, row, ctx.settings.command_timeout):
+        async for chunk in follow_log(ctx.store, ctx.pool, row, ctx.settings().command_timeout):
             await response.write(f"event: log\ndata: {json.dumps(chunk)}\n\n".encode())
         await response.write(b"event: end\ndata: {}\n\n")
         return response
@@ -171,6 +186,7 @@ def build_app(ctx: WebContext) -> web.Application:
         except ValueError:
             return web.json_response({"error": "the body must be JSON"}, status=400)
         release = body.get("release") if isinstance(body, dict) else None
+        settings = ctx.settings()
         try:
             chosen, commit = pinning.rollback(settings.repo, settings.branch, ctx.store, domain,
                                               release if isinstance(release, str) else None)
@@ -181,7 +197,8 @@ def build_app(ctx: WebContext) -> web.Application:
 
     async def git_hook(request: web.Request) -> web.Response:
         body = await request.read()
-        if not settings.webhook_secret or not verify_webhook(settings.webhook_secret, body, request.headers):
+        secret = ctx.settings().webhook_secret
+        if not secret or not verify_webhook(secret, body, request.headers):
             return web.json_response({"error": "bad or missing signature"}, status=401)
         try:
             payload = json.loads(body)
@@ -213,10 +230,11 @@ async def _sse(request: web.Request) -> web.StreamResponse:
 
 
 async def serve(ctx: WebContext) -> web.AppRunner:
-    host, _, port = (ctx.settings.listen or "").rpartition(":")
+    listen = ctx.settings().listen
+    host, _, port = (listen or "").rpartition(":")
     # Streams end when the daemon stops; do not let a slow client hold up the shutdown.
     runner = web.AppRunner(build_app(ctx), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, host.strip("[]"), int(port)).start()
-    log.info("http: listening on %s", ctx.settings.listen)
+    log.info("http: listening on %s", listen)
     return runner
