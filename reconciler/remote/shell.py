@@ -87,15 +87,21 @@ def _line(value: str, what: str) -> str:
 # --- how a command is started ------------------------------------------------------------------
 
 
+# Every command starts with this umask, whatever the server's (with umask 000 releases,
+# manifests and .git/config came out 0666): releases stay readable by the web server (0644/0755),
+# never writable by others. Files that may hold secrets narrow it further where they are made.
+UMASK = "umask 022\n"
+
+
 def local_argv(command: str) -> list[str]:
     """The argv that runs `command` on this machine."""
-    return [SH, "-c", command]
+    return [SH, "-c", UMASK + command]
 
 
 def remote_line(command: str) -> str:
     """The SSH exec request for `command`. sshd hands it to the login shell, which may not be
     POSIX, so it starts /bin/sh explicitly."""
-    return f"{SH} -c {quote(command)}"
+    return f"{SH} -c {quote(UMASK + command)}"
 
 
 def too_long(line: str) -> bool:
@@ -137,7 +143,8 @@ def claim_release(paths: SitePaths, release: str, manifest: str, header: str, sc
         f"cd -- {quote(paths.release(release))}",
         f"IFS= read -r line; printf '%s\\n' \"$line\" > {quote(MANIFEST_NAME + '.tmp')}",
         f"mv -f -- {quote(MANIFEST_NAME + '.tmp')} {quote(MANIFEST_NAME)}",
-        f"IFS= read -r line; printf '%s\\n' \"$line\" > {quote(LOG_NAME)}",
+        # The log holds what the script prints and `sh -x` traces (expanded secrets too): owner-only.
+        f"IFS= read -r line; (umask 077 && printf '%s\\n' \"$line\" > {quote(LOG_NAME)})",
     ]
     if script is not None:
         lines.append(f"(umask 077 && cat > {quote(SCRIPT_NAME)})")
@@ -223,7 +230,7 @@ while IFS= read -r kind <&3 && IFS= read -r e <&3 && IFS= read -r t <&3; do
     if [ -e "$r" ] && [ ! -L "$r" ]; then
       cp -a -- "$r" "$s"
       find "$s" -type l -exec rm -f -- {} +
-    elif [ "$kind" = file ]; then : > "$s"
+    elif [ "$kind" = file ]; then (umask 077 && : > "$s")
     else mkdir -- "$s"; fi
   fi
   rm -rf -- "$r"
