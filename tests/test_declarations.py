@@ -184,7 +184,7 @@ def test_build_key(change: dict[str, Any], differs: bool) -> None:
         ("server", "web_1"),
         ("base_path", "/home/brokeforge"),
         ("base_path", "/srv/www"),
-        ("base_path", "/srv/a b"),
+        ("base_path", "/srv/www_2/Site-A.v1"),
         ("repository", "git@github.com:acme/shop.git"),
         ("repository", "https://github.com/acme/shop.git"),
         ("repository", "ssh://deploy@git.example.com:2222/acme/shop.git"),
@@ -369,6 +369,10 @@ CONTROL_1 = "\x01"
         ("base_path", "/srv/./www", ""),
         ("base_path", "/srv/www" + CONTROL_1, ""),
         ("base_path", "/srv/www\n", ""),
+        # a plain path: it is pasted into generated nginx config (security review M7)
+        ("base_path", "/srv/a b", "may only contain"),
+        ("base_path", "/srv/www;location /leak/{alias /etc/;}#", "may only contain"),
+        ("base_path", "/srv/$(id)", "may only contain"),
         # code values must still be strings without NUL
         ("script", "echo a\x00b", "NUL"),
         ("reload", "reload\x00", "NUL"),

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reconciler.cli.completion import bash_script
 from reconciler.cli.nginx import nginx_server_block
 from reconciler.cli.progress import Progress
 from reconciler.cli.render import site_detail, table, use_color
@@ -202,19 +203,7 @@ def cmd_nginx(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_completion(settings: Settings, args: argparse.Namespace) -> int:
-    commands = " ".join(sorted([*_COMMANDS, *_ALIASES]))
-    print(f"""# bash completion for reconciler
-_reconciler() {{
-    local cur="${{COMP_WORDS[COMP_CWORD]}}"
-    if [ "$COMP_CWORD" -eq 1 ] || [[ "${{COMP_WORDS[COMP_CWORD-1]}}" == --* && "$COMP_CWORD" -le 3 ]]; then
-        COMPREPLY=( $(compgen -W "{commands} --config --repo --state-dir --help" -- "$cur") )
-    else
-        local sites
-        sites=$(reconciler status --json 2>/dev/null | sed -n 's/.*"domain": "\\(.*\\)".*/\\1/p')
-        COMPREPLY=( $(compgen -W "$sites" -- "$cur") )
-    fi
-}}
-complete -F _reconciler reconciler""")
+    print(bash_script([*_COMMANDS, *_ALIASES]))
     return 0
 
 

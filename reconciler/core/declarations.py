@@ -151,6 +151,11 @@ class SiteDeclaration(BaseModel):
     def _base_path(cls, value: str) -> str:
         if not value.startswith("/") or _CONTROL.search(value):
             raise ValueError("must be an absolute path without control characters")
+        # A plain path: it also lands in generated config (`reconciler nginx`), where ';', '{', '#',
+        # quotes, spaces or '$' would be syntax.
+        if bad := sorted(set(re.sub(r"[A-Za-z0-9._/-]", "", value))):
+            raise ValueError("may only contain letters A-Z a-z, digits and . _ - / (not "
+                             + " ".join(repr(ch) for ch in bad[:8]) + ("..." if len(bad) > 8 else "") + ")")
         if any(part in ("..", ".") for part in value.split("/")) or value.rstrip("/") == "":
             raise ValueError("must not contain '.' or '..' components or be '/'")
         return value.rstrip("/")
