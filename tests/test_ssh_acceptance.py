@@ -444,7 +444,8 @@ def test_hostile_declarations_are_invalid_and_never_run(env: Env) -> None:
 def test_valid_but_hostile_values_are_quoted_never_code(env: Env) -> None:
     """Values that pass validation yet are full of shell syntax reach the server as data."""
     assert _canaries() == []
-    weird_base = env.tmp / "srv$(touch${IFS}CANARY)`touch${IFS}CANARY`;x"
+    # base_path is a plain path since security review M7 ([A-Za-z0-9._/-]); dashes and dots are what is left.
+    weird_base = env.tmp / "-srv--rf" / "..x"
     env.declare("weird.example.com", base_path=str(weird_base), script="echo weird\n")
     env.declare("branchy.example.com", branch="main$(touch${IFS}CANARY)")
     env.declare("repo.example.com", repository=f"{env.app}$(touch${{IFS}}CANARY)")

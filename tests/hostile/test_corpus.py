@@ -445,16 +445,17 @@ def test_valid_metacharacter_values_deploy_as_data(world: ValidWorld) -> None:
     git(world.app, "checkout", "-q", "main")
     weird_app = world.root / "app;$(touch${IFS}CANARY_valid-repo)`touch${IFS}CANARY_valid-repo`'\"|&>*~"
     git(world.root, "clone", "-q", str(world.app), str(weird_app))
+    # base_path is a plain path ([A-Za-z0-9._/-], security review M7): shell metacharacters in it are
+    # Invalid (tests/hostile/test_nginx.py), but leading dashes and dots still must reach the server as data.
     bases = {
-        "base-shell.example.com": world.root / "b ;&&|$(touch${IFS}CANARY_valid-base)`touch CANARY_valid-base`>x",
-        "base-quotes.example.com": world.root / "q'\"\\ $HOME ~ * ?[a]",
-        "base-dash.example.com": world.root / "-rf --x",
+        "base-dash.example.com": world.root / "-rf--x",
+        "base-dots.example.com": world.root / "..x" / "-n" / ".a_b-c",
     }
     for domain, base in bases.items():
         world.declare(domain, base_path=str(base))
     world.declare("repo-path.example.com", repository=str(weird_app))
     world.declare("shared-meta.example.com", shared=META_SHARED)
-    ssh_base = world.root / "ssh q'\"\\ $(touch${IFS}CANARY_valid-ssh);x `id`"
+    ssh_base = world.root / "-ssh--rf" / "..x"
     world.declare("ssh-meta.example.com", server=world.server.destination, base_path=str(ssh_base),
                   branch=META_BRANCHES["branch-subst.example.com"], shared=META_SHARED)
     world.commit()
