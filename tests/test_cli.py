@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests import support
-from tests.support import app_commit, git, write_config, write_site
+from tests.support import app_commit, git, neutral_world, write_config, write_site
 
 DOMAIN = "shop.example.com"
 OTHER = "blog.example.com"
@@ -92,12 +92,7 @@ def _deployment_rows(state: Path) -> int:
 
 @pytest.fixture(name="world")
 def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.delenv("RECONCILER_CONFIG", raising=False)
-    # A neutral cwd: no ./reconciler.toml and no ./state of the project's checkout.
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    return World.create(tmp_path)
+    return neutral_world(tmp_path, monkeypatch, World)
 
 
 # --- reconcile: exit codes ----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import World, git, make_app_repo
+from tests.support import World, git, make_app_repo, neutral_world
 
 DOMAIN = "shop.example.com"
 SIBLING = "blog.example.com"
@@ -65,11 +65,7 @@ def _status(world: World) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(name="world")
 def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    monkeypatch.delenv("RECONCILER_CONFIG", raising=False)
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    return World.create(tmp_path)
+    return neutral_world(tmp_path, monkeypatch)
 
 
 def test_m3_parent_symlink_fails_the_site_and_touches_nothing_outside(world: World, tmp_path: Path) -> None:

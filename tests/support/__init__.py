@@ -39,12 +39,41 @@ from tests.support.repos import (
 )
 from tests.support.spec import HISTORY_KEYS, STATUS_KEYS
 from tests.support.wait import wait_until
-from tests.support.world import DOMAIN, CliRun, World, cli_in_process
+from tests.support.world import DOMAIN, CliRun, World, cli_in_process, neutral_world
 
 __all__ = [
-    "DOMAIN", "HISTORY_KEYS", "LOCK_NAME", "MANIFEST_NAME", "ROOT", "STATUS_KEYS", "CliRun", "DaemonProcess",
-    "Daemons", "Launcher", "LinkSampler", "SiteOnDisk", "World", "app_commit", "clean_env", "cli_in_process",
-    "free_port", "git", "is_release", "make_app_repo", "make_decl_repo", "reconcile", "reconciler_process",
-    "release_time", "remove_site", "run_reconciler", "settings_for", "site_declaration", "site_file", "toml_value",
-    "wait_until", "write_config", "write_site",
+    "DOMAIN",
+    "HISTORY_KEYS",
+    "LOCK_NAME",
+    "MANIFEST_NAME",
+    "ROOT",
+    "STATUS_KEYS",
+    "CliRun",
+    "DaemonProcess",
+    "Daemons",
+    "Launcher",
+    "LinkSampler",
+    "SiteOnDisk",
+    "World",
+    "app_commit",
+    "clean_env",
+    "cli_in_process",
+    "free_port",
+    "git",
+    "is_release",
+    "make_app_repo",
+    "make_decl_repo",
+    "neutral_world",
+    "reconcile",
+    "reconciler_process",
+    "release_time",
+    "remove_site",
+    "run_reconciler",
+    "settings_for",
+    "site_declaration",
+    "site_file",
+    "toml_value",
+    "wait_until",
+    "write_config",
+    "write_site",
 ]

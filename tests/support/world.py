@@ -15,7 +15,9 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Self, TypeVar
+
+import pytest
 
 from reconciler.cli.main import main as cli_main
 from reconciler.config import Settings
@@ -28,6 +30,9 @@ from tests.support.repos import git, make_app_repo, make_decl_repo, write_site
 from tests.support.wait import wait_until
 
 DOMAIN = "shop.example.com"
+
+
+W = TypeVar("W", bound="World")
 
 
 class CliRun(NamedTuple):
@@ -163,3 +168,13 @@ class World:
     def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
         """wait_until with this world's diagnostics on failure."""
         return wait_until(predicate, timeout, what, self.diagnostics)
+
+
+def neutral_world(tmp: Path, monkeypatch: pytest.MonkeyPatch, cls: type[W] = World) -> W:  # type: ignore[assignment]
+    """A fresh World for CLI tests, run from a neutral cwd: no $RECONCILER_CONFIG, no
+    ./reconciler.toml and no ./state of the project's checkout can leak in."""
+    monkeypatch.delenv("RECONCILER_CONFIG", raising=False)
+    cwd = tmp / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cls.create(tmp)
