@@ -79,3 +79,36 @@ def test_require_signed_needs_a_trust_root(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="allowed_signers"):
         load_settings(config)
+
+
+def test_showing_commands_read_the_applied_commit_not_an_unverified_tip(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Security review H2: `status`, `history`, `nginx` and completion (which reads `status
+    --json`) showed the unverified tip: its file names and pins. They read what the daemon
+    applies, and say when the tip is newer and not applied."""
+    trusted = _key(tmp_path / "trusted")
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f'ops@localhost namespaces="git" {(tmp_path / "trusted.pub").read_text().strip()}\n')
+    app = make_app_repo(tmp_path / "app")
+    decl = make_decl_repo(tmp_path / "decl")
+    site = {"server": "local", "base_path": str(tmp_path / "srv"), "repository": str(app)}
+    settings = Settings(repo=decl, state_dir=tmp_path / "state", require_signed="head", allowed_signers=signers)
+    _commit_site(decl, trusted, **site)
+    assert reconcile(settings)[DOMAIN].sync == "Synced"
+    # An unsigned commit adds a site under a hostile name and pins the signed one.
+    site_file(decl, "zz-unsigned.example.com").write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in site.items()))
+    _commit_site(decl, None, **site, pin="01012020-000000")
+    config = tmp_path / "reconciler.toml"
+    config.write_text(f'require_signed = "head"\nallowed_signers = "{signers}"\n')
+    base = ["--config", str(config), "--repo", str(decl), "--state-dir", str(tmp_path / "state")]
+
+    assert cli([*base, "status", "--json"]) == 0
+    captured = capsys.readouterr()
+    views = json.loads(captured.out)
+    assert [v["domain"] for v in views] == [DOMAIN]
+    assert views[0]["pinned"] is None
+    assert "is not signed" in captured.err
+
+    assert cli([*base, "history", "zz-unsigned.example.com"]) == 1
+    assert cli([*base, "nginx", "zz-unsigned.example.com"]) == 1
+    capsys.readouterr()

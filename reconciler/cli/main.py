@@ -105,9 +105,25 @@ def _store(settings: Settings) -> Store:
     return Store(settings.db_path)
 
 
+def _applied(settings: Settings) -> Declarations:
+    """The declarations the daemon applies: the branch tip, or with `require_signed` the newest
+    verified commit, never an unverified tip (whose file names and pins are untrusted). Says so
+    when the tip is newer and not applied."""
+    if settings.require_signed == "off":
+        return source.load(settings.repo, settings.branch)
+    store = _store(settings)
+    try:
+        decls = Reconciler(settings, store).load()
+    finally:
+        store.close()
+    if decls.notice:
+        print(f"reconciler: warning: {printable(decls.notice)}", file=sys.stderr)
+    return decls
+
+
 def _load_or_none(settings: Settings) -> Declarations | None:
     try:
-        return source.load(settings.repo, settings.branch)
+        return _applied(settings)
     except DeclarationError as exc:
         print(f"reconciler: warning: {exc}; showing the state database only", file=sys.stderr)
         return None
@@ -193,7 +209,7 @@ def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_nginx(settings: Settings, args: argparse.Namespace) -> int:
-    decls = source.load(settings.repo, settings.branch)
+    decls = _applied(settings)
     site = decls.sites.get(args.domain)
     if site is None:
         print(f"reconciler: {args.domain}: no such valid site declared", file=sys.stderr)
