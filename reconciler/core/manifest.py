@@ -3,7 +3,7 @@
 It is what the server knows about a release (commit, build key, status), so the database can
 be rebuilt from the servers. Reading it is reading untrusted input: `Manifest.parse` goes
 through the bounded decoder of `core.wire` and checks every field's type and shape; strings
-that may reach a terminal are stored escaped (`wire.escape`).
+that may reach a terminal are stored escaped (`wire.printable`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Manifest:
             value = wire.as_str(data[key])
             if value is None:
                 raise wire.WireError(f"{key} is not a string")
-            return wire.escape(value)
+            return wire.printable(value)
 
         commit = wire.as_sha(data.get("commit"))
         if commit is None:

@@ -10,7 +10,7 @@ untrusted (anyone with the deploy user's shell, or an app repository's pusher, c
   a field validator says they are in range.
 - Integers are ASCII digits only (`"²".isdigit()` is True in Python, `int("٣")` is 3).
 - A sha is `[0-9a-f]{40}` (SHA-1) or `[0-9a-f]{64}` (SHA-256), ASCII, nothing around it.
-- Strings that end up in messages go through `escape` (`printable`, the escaping declarations use),
+- Strings that end up in messages go through `printable` (the escaping declarations use),
   so a server cannot drive the operator's terminal or forge a line of output.
 """
 
@@ -32,7 +32,7 @@ _DIGITS_RE = re.compile(r"[0-9]{1,20}")
 
 __all__ = [
     "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "WireError", "WireLimit", "as_float", "as_int", "as_sha",
-    "as_str", "decode_json_object", "display", "escape", "nesting", "parse_uint", "printable",
+    "as_str", "decode_json_object", "display", "nesting", "parse_uint", "printable",
 ]
 
 
@@ -81,16 +81,11 @@ def as_str(value: object, limit: int = MAX_JSON_BYTES) -> str | None:
     return value if isinstance(value, str) and len(value) <= limit else None
 
 
-def escape(text: str) -> str:
-    """`printable(text)`, without a Python loop over text that is printable already (most is)."""
-    return text if text.isprintable() else printable(text)
-
-
 def display(text: str, limit: int = MAX_TEXT) -> str:
     """A server string made safe to print: control characters escaped, length bounded."""
     if len(text) > limit:
-        return escape(text[:limit]) + "..."
-    return escape(text)
+        return printable(text[:limit]) + "..."
+    return printable(text)
 
 
 def nesting(text: str) -> int:

@@ -79,7 +79,7 @@ class Owner:
     def from_text(cls, text: str) -> Owner | None:
         """The owner a lock's owner file names, or None when it does not name one. The file is
         server data: read through the bounded decoder, every field checked, strings escaped
-        (`wire.escape`); nothing in it can raise."""
+        (`wire.printable`); nothing in it can raise."""
         try:
             data = wire.decode_json_object(text.strip())
         except wire.WireError:
@@ -90,8 +90,8 @@ class Owner:
         since = wire.as_float(data.get("since"), 0.0, MAX_SINCE)
         if instance is None or run is None or host is None or purpose is None or pid is None or since is None:
             return None
-        return cls(wire.escape(instance), wire.escape(run), wire.escape(host), pid,
-                   wire.escape(purpose), since)
+        return cls(wire.printable(instance), wire.printable(run), wire.printable(host), pid,
+                   wire.printable(purpose), since)
 
     def describe(self) -> str:
         # Also for owners read from a server: escaped and bounded before any terminal sees them.
