@@ -14,7 +14,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reconciler.config import Settings
+from reconciler.core import wire
 from reconciler.core.declarations import Declarations
 from reconciler.engine import pinning
 from reconciler.engine.deploy_log import follow_log
@@ -89,10 +89,8 @@ def _same(given: str, expected: str) -> bool:
 
 def deployment_id(text: str) -> int | None:
     """A deployment id from a URL: ASCII digits within SQLite's range, else None (not found)."""
-    if re.fullmatch(r"[0-9]{1,19}", text) is None:
-        return None
-    number = int(text)
-    return number if 1 <= number <= MAX_ID else None
+    number = wire.parse_uint(text, MAX_ID)
+    return number or None  # ids start at 1
 
 
 def verify_webhook(secret: str, body: bytes, headers: Any) -> bool:
