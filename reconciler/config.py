@@ -53,10 +53,24 @@ class Settings(BaseModel):
     require_signed: Literal["off", "head"] = "off"
     allowed_signers: Path | None = None   # ssh-keygen ALLOWED SIGNERS file (SSH signatures)
     gpg_home: Path | None = None          # GnuPG home holding the trusted public keys
+    # GPG signatures count only from keys at least this trusted in `gpg_home` (git's gpg.minTrustLevel).
+    gpg_min_trust: Literal["marginal", "fully", "ultimate"] = "marginal"
+    # What rollback/unpin sign their commits with under `require_signed`: an SSH private key file
+    # (its public key must be in `allowed_signers`) or a GPG key id in `gpg_home`. Without one they refuse.
+    signing_key: Path | None = None
+    gpg_signing_key: str | None = None
+    # `server = "local"` runs a committer's script as the reconciler user on this host, with
+    # its keys and tokens in reach: refused unless the operator opts in.
+    allow_local: bool = False
     # The daemon's HTTP endpoint (opt-in): metrics, API, dashboard, webhooks.
     listen: str | None = None             # "127.0.0.1:9180"
     api_token: str | None = None          # bearer token for writes (and for reads off loopback)
     webhook_secret: str | None = None     # HMAC secret of POST /hooks/git
+    # GitLab sends the secret itself (X-Gitlab-Token), not a signature: accepted only when enabled.
+    webhook_gitlab_token: bool = False
+    # Host header values the HTTP endpoint answers besides the `listen` address (e.g. a reverse
+    # proxy's name); anything else is refused (DNS rebinding).
+    http_hosts: list[str] = []
     notify: list[NotifyTarget] = []
 
     @field_validator("concurrency")
@@ -97,7 +111,8 @@ class Settings(BaseModel):
         return self.state_dir / "logs"
 
 
-_PATH_KEYS = ("repo", "state_dir", "identity_file", "known_hosts", "ssh_config", "allowed_signers", "gpg_home")
+_PATH_KEYS = ("repo", "state_dir", "identity_file", "known_hosts", "ssh_config", "allowed_signers", "gpg_home",
+              "signing_key")
 
 
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
