@@ -186,7 +186,7 @@ def measure(server: SshServer, tmp: Path, history_mb: int, files: int, redeploys
         if n % 2:  # alternate the order: what runs after a big write pays for its writeback
             first_clones.append(_timed(["git", "clone", "-q", url, str(tmp / f"first-clone{n}")]))
         os.sync()
-        elapsed, outcome = _pass(Settings(repo=decl, state_dir=tmp / f"state-first{n}"))
+        elapsed, outcome = _pass(Settings(repo=decl, state_dir=tmp / f"state-first{n}", allow_local=True))
         firsts.append(elapsed)
         if outcome.sync != "Synced" or not any(a.startswith("deploy") for a in outcome.actions):
             problems.append(f"first deploy {n}: {outcome.sync} {outcome.message} {outcome.actions}")
@@ -197,7 +197,8 @@ def measure(server: SshServer, tmp: Path, history_mb: int, files: int, redeploys
             shutil.rmtree(tmp / f"first{n}")
     # (a) re-deploys of a small new commit on the site built by the last first deploy,
     # vs (b) a fresh clone per release. One warm-up re-deploy is not counted.
-    settings = Settings(repo=tmp / f"decl-first{first_deploys - 1}", state_dir=tmp / f"state-first{first_deploys - 1}")
+    settings = Settings(repo=tmp / f"decl-first{first_deploys - 1}", state_dir=tmp / f"state-first{first_deploys - 1}",
+                        allow_local=True)
     base = tmp / f"first{first_deploys - 1}"
     redeploy_times, clones = [], []
     for n in range(redeploys + 1):

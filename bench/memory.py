@@ -127,7 +127,7 @@ def main(sites: int = 500, fresh: int = 50, timeout: float = 300.0) -> None:
         site: dict[str, Any] = {"server": "local", "repository": str(app), "script": SCRIPT, "keep": 1}
         decl = make_decl_repo(tmp / "decl-template")
         write_site(decl, TEMPLATE, base_path=str(tmp / "template"), **site)
-        outcome = asyncio.run(_one_pass(Settings(repo=decl, state_dir=tmp / "state-template")))[0]
+        outcome = asyncio.run(_one_pass(Settings(repo=decl, state_dir=tmp / "state-template", allow_local=True)))[0]
         if outcome.sync != "Synced":
             raise RuntimeError(f"template deploy failed: {outcome}")
         build_layout(tmp / "template", tmp / "srv", [domain(n) for n in range(min(fresh, sites), sites)])
@@ -138,7 +138,7 @@ def main(sites: int = 500, fresh: int = 50, timeout: float = 300.0) -> None:
             write_sites(decl, [(domain(n), {**site, "base_path": str(base)}) for n in range(count)])
             state = tmp / f"state-{count}"
             config = tmp / f"reconciler-{count}.toml"
-            config.write_text(f'repo = "{decl}"\nstate_dir = "{state}"\ninterval = 3600\n')
+            config.write_text(f'repo = "{decl}"\nstate_dir = "{state}"\ninterval = 3600\nallow_local = true\n')
             results[count] = run_daemon(config, state / "reconciler.db", count, timeout)
         live = sum(1 for n in range(sites) if (tmp / "srv" / domain(n) / "public").is_dir())
     bare = import_peak("reconciler.cli.main")

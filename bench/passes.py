@@ -43,15 +43,17 @@ def main() -> None:
         decl = make_decl_repo(tmp / "decl")
         write_site(decl, "demo.example.com", server="local", base_path=str(tmp / "srv"), repository=str(app),
                    script='echo "composer install (simulated)"\n', keep=3)
-        settings = Settings(repo=decl, state_dir=tmp / "state")
+        settings = Settings(repo=decl, state_dir=tmp / "state", allow_local=True)
+        config = tmp / "reconciler.toml"
+        config.write_text(f'repo = "{decl}"\nstate_dir = "{tmp / "state"}"\nallow_local = true\n')
         deploys, noops, clis, clones = [], [], [], []
         for n in range(RUNS):
             app_commit(app, f"v{n}")
             deploys.append(_pass(settings))
             noops.append(_pass(settings))
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "reconciler", "--repo", str(decl), "--state-dir",
-                            str(tmp / "state"), "reconcile"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([sys.executable, "-m", "reconciler", "--config", str(config), "reconcile"],
+                           check=True, stdout=subprocess.DEVNULL)
             clis.append(time.perf_counter() - started)
             started = time.perf_counter()
             subprocess.run(["git", "clone", "-q", str(app), str(tmp / f"clone{n}")], check=True)

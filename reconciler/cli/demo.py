@@ -40,7 +40,7 @@ def _step(title: str) -> None:
 
 
 def _reconciler(root: Path, *args: str) -> int:
-    argv = ["--repo", str(root / "declarations"), "--state-dir", str(root / "state"), *args]
+    argv = ["--config", str(root / "reconciler.toml"), *args]
     print("$ reconciler " + " ".join(args), flush=True)
     code = cli(argv)
     sys.stdout.flush()
@@ -110,8 +110,12 @@ def main() -> int:
     build_sandbox(root)
     app, decl = root / "app", root / "declarations"
     _git(decl, "commit", "-q", "--allow-empty", "-m", "an empty declarations repository")
+    # The demo site lives on this machine (server = "local"): its script runs as you. A real
+    # configuration refuses that unless it opts in, as this sandbox's does.
     (root / "reconciler.toml").write_text(
-        f'repo = "{decl}"\nstate_dir = "{root / "state"}"\ninterval = {POLL_SECONDS}\n')
+        f'repo = "{decl}"\nstate_dir = "{root / "state"}"\ninterval = {POLL_SECONDS}\n'
+        '# server = "local" sites run their script as the reconciler user on this host: opted in.\n'
+        "allow_local = true\n")
 
     _step(f"Starting the daemon: reconciler run (polls app branches every {POLL_SECONDS}s)")
     daemon = subprocess.Popen(

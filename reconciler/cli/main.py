@@ -110,7 +110,7 @@ def _applied(settings: Settings) -> Declarations:
     verified commit, never an unverified tip (whose file names and pins are untrusted). Says so
     when the tip is newer and not applied."""
     if settings.require_signed == "off":
-        return source.load(settings.repo, settings.branch)
+        return declarations.refuse_local(source.load(settings.repo, settings.branch), settings.allow_local)
     store = _store(settings)
     try:
         decls = Reconciler(settings, store).load()
@@ -273,7 +273,7 @@ async def _stream_log(settings: Settings, store: Store, row: dict[str, Any], fol
     from reconciler.engine.deploy_log import follow_log
     from reconciler.remote.transport.pool import TransportPool
 
-    pool = TransportPool(ssh_options(settings))
+    pool = TransportPool(ssh_options(settings), allow_local=settings.allow_local)
     try:
         async for chunk in follow_log(store, pool, row, settings.command_timeout, follow=follow):
             sys.stdout.write(chunk)
@@ -353,6 +353,8 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
         decls = source.load_directory(path)
     else:
         decls = source.load(path, settings.branch)
+    # As the reconciler with these settings would apply them: local sites need allow_local.
+    decls = declarations.refuse_local(decls, settings.allow_local)
     for line in decls.errors:
         print(line)
     print(f"{len(decls.sites)} valid, {len(decls.invalid)} invalid")

@@ -7,6 +7,7 @@ reported and skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -44,6 +45,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PHP_RE = re.compile(r"[0-9]+\.[0-9]+")
 
 
+# The one spelling of a site on the reconciler's own host (exact: "Local" is an SSH host alias).
+LOCAL_SERVER = "local"
+# Why a local site is refused unless the configuration opts in (`Settings.allow_local`).
+LOCAL_REFUSED = (f'server = "{LOCAL_SERVER}" runs this site\'s script as the reconciler user on this host; '
+                 "set allow_local = true in reconciler.toml to allow it")
+
+
 def check_domain(domain: str) -> str | None:
     """Why a domain is not a lower-case DNS name, or None when it is one."""
     if len(domain) > 253:
@@ -65,7 +73,7 @@ def check_server(server: str) -> str | None:
     (idna's UnicodeError for an empty or longer one), IPv6 only in brackets and parseable.
     A bare host is also an ssh_config Host alias (`web-1`), so hosts need no dot.
     """
-    if server == "local":
+    if server == LOCAL_SERVER:
         return None
     match = _SERVER_RE.fullmatch(server)
     if not match:
@@ -266,6 +274,8 @@ class Declarations:
     invalid: dict[str, InvalidSite] = field(default_factory=dict)
     # Set when the tip was not applied (e.g. unsigned): why, shown in every site's status.
     notice: str = ""
+    # The line of the `server` key of each valid site on server "local" (for `refuse_local`).
+    local_lines: dict[str, int] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[str]:
@@ -399,4 +409,26 @@ def collect(files: Iterable[tuple[str, bytes | None]], commit: str | None) -> De
             result.invalid[parsed.domain] = parsed
         else:
             result.sites[parsed.domain] = parsed
+            if parsed.server == LOCAL_SERVER:  # rare: the file was decoded once already
+                result.local_lines[parsed.domain] = _key_lines(data.decode("utf-8")).get("server", 1)
     return result
+
+
+def refuse_local(decls: Declarations, allow_local: bool) -> Declarations:
+    """Where declarations meet the settings: unless `allow_local`, a site on server "local" is
+    Invalid (its script would run as the reconciler user on the reconciler's host, with its SSH
+    key, tokens and every server in reach). Returns `decls` itself when nothing is refused, else
+    a copy with fresh dicts (the caller's, e.g. a cache, stay as they were)."""
+    if allow_local:
+        return decls
+    local = {domain for domain, site in decls.sites.items() if site.server == LOCAL_SERVER}
+    if not local:
+        return decls
+    invalid = dict(decls.invalid)
+    for domain in local:
+        filename = f"{SITES_DIR}/{domain}.toml"
+        line = decls.local_lines.get(domain, 1)
+        invalid[domain] = InvalidSite(domain, filename, (f"{filename}:{line}: server: {LOCAL_REFUSED}",),
+                                      LOCAL_SERVER)
+    return dataclasses.replace(decls, sites={d: s for d, s in decls.sites.items() if d not in local},
+                               invalid=dict(sorted(invalid.items())), local_lines={})

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from reconciler.config import Settings
-from reconciler.core.declarations import Declarations, SiteDeclaration
+from reconciler.core.declarations import Declarations, SiteDeclaration, refuse_local
 from reconciler.core.facts import BranchHead, ProbeSite, ServerFacts, SiteFacts
 from reconciler.core.plan import (
     Activate,
@@ -75,6 +75,7 @@ class Reconciler:
         self.settings = settings
         self.store = store
         self.pool = pool or TransportPool(ssh_options(settings))
+        self.pool.allow_local = settings.allow_local
         self.clock = clock
         self.progress = progress
         self.identity = lock.Identity.load(settings.state_dir)
@@ -85,6 +86,7 @@ class Reconciler:
     def reconfigure(self, settings: Settings) -> None:
         """New settings from SIGHUP: timeouts and limits apply to work started from now on."""
         self.settings = settings
+        self.pool.allow_local = settings.allow_local
         self._limit = asyncio.Semaphore(settings.concurrency)
 
     def load(self) -> Declarations:
@@ -128,7 +130,8 @@ class Reconciler:
         if choice.verified:
             self.store.set_meta(LAST_VERIFIED, choice.commit)
         self.notice = choice.notice
-        decls = dataclasses.replace(parsed)
+        # A copy (the cache keeps what was parsed), with local sites refused unless the settings allow them.
+        decls = refuse_local(dataclasses.replace(parsed), self.settings.allow_local)
         decls.notice = choice.notice
         return decls
 

@@ -14,11 +14,14 @@ from tests.sshd import SshServer
 
 
 def write_config(path: Path, *, repo: Path | str | None = None, state: Path | str | None = None,
-                 interval: float | None = 2,
+                 interval: float | None = 2, allow_local: bool | None = True,
                  server: SshServer | None = None, **extra: Any) -> Path:
-    """Write `path`: repo, state_dir, interval, the sshd's identity and known_hosts, then `extra`
-    (every value as a TOML string, number or boolean). None leaves a key out."""
-    values: dict[str, Any] = {"repo": repo, "state_dir": state, "interval": interval}
+    """Write `path`: repo, state_dir, interval, allow_local, the sshd's identity and known_hosts,
+    then `extra` (every value as a TOML string, number or boolean). None leaves a key out.
+
+    allow_local is true by default: most tests deploy to this machine (server = "local"), which a
+    real configuration must opt in to; `allow_local=None` writes a config that does not."""
+    values: dict[str, Any] = {"repo": repo, "state_dir": state, "interval": interval, "allow_local": allow_local}
     if server is not None:
         values.update(identity_file=server.identity_file, known_hosts=server.known_hosts)
     values.update(extra)
@@ -30,7 +33,8 @@ def write_config(path: Path, *, repo: Path | str | None = None, state: Path | st
 
 
 def settings_for(repo: Path, state: Path, **extra: Any) -> Settings:
-    return Settings(repo=repo, state_dir=state, **extra)
+    """Settings for a test; like `write_config`, allow_local unless `extra` says otherwise."""
+    return Settings(repo=repo, state_dir=state, **{"allow_local": True, **extra})
 
 
 def reconcile(settings: Settings, site: str | None = None, dry_run: bool = False) -> dict[str, SiteOutcome]:

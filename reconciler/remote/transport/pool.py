@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from reconciler.core.declarations import LOCAL_REFUSED, LOCAL_SERVER
+from reconciler.errors import PermanentError
 from reconciler.remote.transport.base import Transport
 from reconciler.remote.transport.local import LocalTransport
 
@@ -12,15 +14,20 @@ if TYPE_CHECKING:
 
 
 class TransportPool:
-    """One transport per server, shared by every site on it."""
+    """One transport per server, shared by every site on it. Server "local" (this host, as the
+    reconciler's own user) only with `allow_local`, the settings' opt-in: the declarations refuse
+    such sites before they get here (`core.declarations.refuse_local`); this is the last gate."""
 
-    def __init__(self, options: SshOptions) -> None:
+    def __init__(self, options: SshOptions, *, allow_local: bool = False) -> None:
         self._options = options
+        self.allow_local = allow_local
         self._transports: dict[str, Transport] = {}
 
     def get(self, server: str) -> Transport:
+        if server == LOCAL_SERVER and not self.allow_local:
+            raise PermanentError(LOCAL_REFUSED)
         if server not in self._transports:
-            if server == "local":
+            if server == LOCAL_SERVER:
                 self._transports[server] = LocalTransport()
             else:
                 # asyncssh takes a quarter second to import; local-only runs never pay for it.
