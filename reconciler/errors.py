@@ -6,6 +6,7 @@
     ├── DeclarationError     a repository or branch that cannot be read
     ├── NoRollbackTarget     `rollback` has no release to go back to (or not the one asked for)
     ├── PinConflict          the branch moved while a pin was committed: nothing committed, run it again
+    ├── SigningError         under require_signed, a pin cannot be signed (no key, or signing failed)
     ├── TemporaryError       retry with backoff: the world may heal by itself
     │   ├── TransportError   server unreachable, connection lost, timeout
     │   └── SiteLocked       another reconciler holds the site's lock: look again shortly
@@ -37,6 +38,11 @@ class NoRollbackTarget(ReconcilerError):
 class PinConflict(ReconcilerError):
     """Raised by `rollback`/`unpin` when another commit landed on the branch between reading its
     tip and committing the pin: git refuses the stale parent, so nothing was lost or committed."""
+
+
+class SigningError(ReconcilerError):
+    """Raised by `rollback`/`unpin` under `require_signed` when the pin commit cannot be signed by a
+    key the daemon trusts: nothing is committed (an unsigned pin would never be applied)."""
 
 
 class TemporaryError(ReconcilerError):

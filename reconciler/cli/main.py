@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 from collections.abc import Sequence
@@ -68,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("release", nargs="?")
     p = command("unpin", "commit the removal of a site's pin", "reconciler unpin shop.example.com")
     p.add_argument("domain")
+    p = command("accept", "with require_signed: accept a signed commit that does not descend from the last "
+                "verified one (a deliberate reset or rewrite of the branch); logged",
+                "reconciler accept 3f2a9c1")
+    p.add_argument("commit", nargs="?", help="default: the branch tip")
     p = command("unlock", "remove a site's lock on its server (after checking nobody works on it)",
                 "reconciler unlock shop.example.com")
     p.add_argument("domain")
@@ -309,7 +314,7 @@ async def _prune(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     try:
         release, commit = pinning.rollback(settings.repo, settings.branch, _store(settings), args.domain,
-                                           args.release)
+                                           args.release, settings)
     except NoRollbackTarget as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 1
@@ -318,8 +323,20 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_unpin(settings: Settings, args: argparse.Namespace) -> int:
-    commit = pinning.set_pin(settings.repo, settings.branch, args.domain, None)
+    commit = pinning.set_pin(settings.repo, settings.branch, args.domain, None, settings)
     print(f"{args.domain}: unpinned (commit {commit[:12]})")
+    return 0
+
+
+def cmd_accept(settings: Settings, args: argparse.Namespace) -> int:
+    by = getpass.getuser()
+    reconciler = Reconciler(settings, _store(settings))
+    try:
+        commit, previous = reconciler.accept(args.commit, by)
+    finally:
+        reconciler.store.close()
+    print(f"accepted {commit[:12]} as the verified declarations commit (was {(previous or 'none')[:12]}); "
+          f"recorded as an override by {by}")
     return 0
 
 
@@ -365,6 +382,6 @@ _COMMANDS = {
     "run": cmd_run, "reconcile": cmd_reconcile, "status": cmd_status, "history": cmd_history,
     "logs": cmd_logs, "prune": cmd_prune, "rollback": cmd_rollback, "unpin": cmd_unpin,
     "validate": cmd_validate, "unlock": cmd_unlock, "diff": cmd_diff, "nginx": cmd_nginx,
-    "completion": cmd_completion,
+    "completion": cmd_completion, "accept": cmd_accept,
 }
 _ALIASES = {"plan": "diff"}

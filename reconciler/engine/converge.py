@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Set
@@ -36,7 +37,7 @@ from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply, source, trust
 from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import Store
-from reconciler.errors import DeclarationError, LockNotReleased, PermanentError
+from reconciler.errors import ConfigError, DeclarationError, LockNotReleased, PermanentError
 from reconciler.remote import lock
 from reconciler.remote.probe import gather
 from reconciler.remote.transport.options import SshOptions
@@ -45,6 +46,7 @@ from reconciler.remote.transport.pool import TransportPool
 log = logging.getLogger(__name__)
 
 LAST_VERIFIED = "last_verified_commit"
+LAST_OVERRIDE = "last_trust_override"  # JSON of the last `reconciler accept`: commit, replaced, by, at
 
 
 def ssh_options(settings: Settings) -> SshOptions:
@@ -118,12 +120,41 @@ class Reconciler:
         if settings.require_signed == "off" or tip == last_verified:
             return _Choice(tip)
         problem = trust.verify(settings.repo, tip, settings)
+        if problem is None and last_verified is not None and not source.descends(settings.repo, tip, last_verified):
+            # A validly signed but older (or rewritten) history: putting back a signed, known-bad
+            # build must need the operator, not just someone who can move the branch.
+            problem = (f"is signed but does not descend from the last verified commit {last_verified[:12]} "
+                       f"(the branch was reset or rewritten; if that was deliberate: reconciler accept {tip[:12]})")
         if problem is None:
             return _Choice(tip, verified=True)
         notice = f"declarations commit {tip[:12]} {problem}; not applied"
         if last_verified is None:
             raise DeclarationError(notice + " (no verified commit to fall back to)")
         return _Choice(last_verified, notice=f"{notice}; keeping verified {last_verified[:12]}")
+
+    def accept(self, name: str | None, by: str) -> tuple[str, str | None]:
+        """The operator's override for a validly signed commit that does not descend from the last
+        verified one (a deliberate reset or rewrite): it becomes the last verified commit, and the
+        override is logged and kept in the store. The signature is still required. Returns
+        (accepted commit, the last verified commit it replaced)."""
+        settings = self.settings
+        if settings.require_signed == "off":
+            raise ConfigError('accept is for require_signed = "head"; nothing to accept')
+        commit = source.resolve_commit(settings.repo, name or settings.branch)
+        tip = source.tip_commit(settings.repo, settings.branch)
+        if not source.descends(settings.repo, tip, commit):
+            raise DeclarationError(f"{commit[:12]} is not on {settings.branch} (its tip {tip[:12]} does not "
+                                   "descend from it); nothing accepted")
+        problem = trust.verify(settings.repo, commit, settings)
+        if problem is not None:
+            raise DeclarationError(f"declarations commit {commit[:12]} {problem}; nothing accepted")
+        previous = self.store.meta(LAST_VERIFIED)
+        self.store.set_meta(LAST_VERIFIED, commit)
+        self.store.set_meta(LAST_OVERRIDE, json.dumps({"commit": commit, "replaced": previous, "by": by,
+                                                       "at": self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")}))
+        log.warning("trust override by %s: declarations commit %s accepted as verified (replacing %s)",
+                    by, commit[:12], (previous or "none")[:12])
+        return commit, previous
 
     def _settle_load(self, choice: _Choice, parsed: Declarations) -> Declarations:
         self._parsed = parsed

@@ -3,22 +3,29 @@
 The TOML is edited with tomlkit so operators' comments and layout survive. The commit is
 built from the branch tip's tree, never from the index, so unrelated staged or unstaged
 work in a checkout is left alone; a checked-out copy of the file is refreshed when clean.
+
+Under `require_signed` the pin commit is signed (`engine.trust.sign`), verified exactly as the
+daemon will verify it, and only then does the branch move; without a usable key nothing is
+committed and the caller gets a `SigningError` (an unsigned pin would never be applied).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pygit2
 import tomlkit
 
+from reconciler.config import Settings
 from reconciler.core.declarations import SITES_DIR, InvalidSite, parse_site
 from reconciler.core.layout import parse_release
 from reconciler.core.status import DeployStatus
+from reconciler.engine import trust
 from reconciler.engine.source import branch_tip, open_repository
 from reconciler.engine.store import Store
-from reconciler.errors import DeclarationError, NoRollbackTarget, PinConflict
+from reconciler.errors import DeclarationError, NoRollbackTarget, PinConflict, SigningError
 
 
 def rollback_target(store: Store, domain: str, release: str | None) -> str:
@@ -41,10 +48,11 @@ def rollback_target(store: Store, domain: str, release: str | None) -> str:
     return max(older)[1]
 
 
-def rollback(repo_path: str | Path, branch: str, store: Store, domain: str, release: str | None) -> tuple[str, str]:
+def rollback(repo_path: str | Path, branch: str, store: Store, domain: str, release: str | None,
+             settings: Settings | None = None) -> tuple[str, str]:
     """Commit `pin` for a rollback; returns (release, commit id)."""
     target = rollback_target(store, domain, release)
-    return target, set_pin(repo_path, branch, domain, target)
+    return target, set_pin(repo_path, branch, domain, target, settings)
 
 
 def _signature(repo: pygit2.Repository) -> pygit2.Signature:
@@ -55,8 +63,13 @@ def _signature(repo: pygit2.Repository) -> pygit2.Signature:
         return pygit2.Signature(name, os.environ.get("GIT_AUTHOR_EMAIL", "reconciler@localhost"))
 
 
-def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None) -> str:
-    """Commit `pin = "<pin>"` (or its removal when `pin` is None). Returns the new commit id."""
+def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None,
+            settings: Settings | None = None) -> str:
+    """Commit `pin = "<pin>"` (or its removal when `pin` is None). Returns the new commit id.
+    `settings` decide whether the commit must be signed (`require_signed`) and with which key."""
+    signed = settings is not None and settings.require_signed != "off"
+    if signed and settings is not None:
+        trust.check_signer(settings)
     repo = open_repository(repo_path)
     tip = branch_tip(repo, branch)
     if tip is None:
@@ -88,17 +101,48 @@ def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None) ->
     root_builder = repo.TreeBuilder(tip.tree)
     root_builder.insert(SITES_DIR, sites_builder.write(), pygit2.GIT_FILEMODE_TREE)
     signature = _signature(repo)
-    try:
-        # libgit2 moves the branch only if its tip is still `tip`: a concurrent commit is refused, not lost.
-        commit = repo.create_commit(f"refs/heads/{branch}", signature, signature, message,
-                                    root_builder.write(), [tip.id])
-    except pygit2.GitError as exc:
-        if "not the first parent" in str(exc):
-            raise PinConflict(f"{branch} moved while committing the pin of {domain} (another commit landed "
-                              "first); nothing was committed: run the command again") from exc
-        raise DeclarationError(f"cannot commit to {branch}: {exc}") from exc
+    conflict = (f"{branch} moved while committing the pin of {domain} (another commit landed first); "
+                "nothing was committed: run the command again")
+    commit: str | pygit2.Oid
+    if signed and settings is not None:
+        commit = _signed_commit(repo, Path(repo_path), branch, tip.id, signature, message,
+                                root_builder.write(), settings, conflict)
+    else:
+        try:
+            # libgit2 moves the branch only if its tip is still `tip`: a concurrent commit is refused, not lost.
+            commit = repo.create_commit(f"refs/heads/{branch}", signature, signature, message,
+                                        root_builder.write(), [tip.id])
+        except pygit2.GitError as exc:
+            if "not the first parent" in str(exc):
+                raise PinConflict(conflict) from exc
+            raise DeclarationError(f"cannot commit to {branch}: {exc}") from exc
     _refresh_checkout(repo, branch, path, blob.data, text)
     return str(commit)
+
+
+def _signed_commit(repo: pygit2.Repository, repo_path: Path, branch: str, parent: pygit2.Oid,
+                   signature: pygit2.Signature, message: str, tree: pygit2.Oid, settings: Settings,
+                   conflict: str) -> str:
+    """Write a signed commit, check it verifies as the daemon will check it, then move the branch
+    from `parent` to it (compare-and-swap: a concurrent commit is refused, not lost)."""
+    # pygit2's stub says Oid; libgit2 hands back the commit's text, which is what gets signed.
+    content = str(repo.create_commit_string(signature, signature, message, tree, [parent]))
+    oid = repo.create_commit_with_signature(content, trust.sign(content.encode(), settings))
+    problem = trust.verify(repo_path, str(oid), settings)
+    if problem is not None:
+        raise SigningError(f"the pin commit was signed but {problem}: is the signing key among the trusted "
+                           "ones (allowed_signers / gpg_home)? Nothing was committed to " + branch)
+    try:
+        result = subprocess.run(["git", "-C", str(repo_path), "update-ref", "-m", message, f"refs/heads/{branch}",
+                                 str(oid), str(parent)], capture_output=True, text=True, timeout=trust.TIMEOUT,
+                                check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DeclarationError(f"cannot commit to {branch}: {exc}") from exc
+    if result.returncode != 0:
+        if "but expected" in result.stderr or "is at" in result.stderr:
+            raise PinConflict(conflict)
+        raise DeclarationError(f"cannot commit to {branch}: {' '.join(result.stderr.split())[:200]}")
+    return str(oid)
 
 
 def _refresh_checkout(repo: pygit2.Repository, branch: str, path: str, old: bytes, new: str) -> None:

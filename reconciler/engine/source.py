@@ -56,6 +56,28 @@ def tip_commit(repo_path: str | Path, branch: str) -> str:
     return str(tip.id)
 
 
+def descends(repo_path: str | Path, commit: str, ancestor: str) -> bool:
+    """True when `commit` is `ancestor` or has it in its history (a fast-forward of it)."""
+    if commit == ancestor:
+        return True
+    repo = open_repository(repo_path)
+    try:
+        return bool(repo.descendant_of(commit, ancestor))
+    except (KeyError, ValueError, pygit2.GitError):
+        return False  # either is unknown here (e.g. collected after a history rewrite)
+
+
+def resolve_commit(repo_path: str | Path, name: str) -> str:
+    """The full id of the commit `name` (a full or abbreviated id, or a ref) names."""
+    repo = open_repository(repo_path)
+    try:
+        obj = repo.revparse_single(name)
+        commit = obj.peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError) as exc:
+        raise DeclarationError(f"{repo_path}: {name!r} names no commit") from exc
+    return str(commit.id)
+
+
 def load(repo_path: str | Path, branch: str) -> Declarations:
     """Declarations at the committed tip of `branch`."""
     return load_commit(repo_path, tip_commit(repo_path, branch))

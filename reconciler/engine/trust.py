@@ -2,30 +2,67 @@
 
 With `require_signed = "head"` the tip of the declarations branch is applied only when it
 carries a valid signature: an SSH signature (namespace `git`) by a key in `allowed_signers`,
-or a GPG signature by a key in the `gpg_home` keyring. Otherwise the last verified commit
-stays in force and every site's status says why. Verification is git's own
-(`git verify-commit`), so it means exactly what it means to the operators' git.
+or a GPG signature by a key in the `gpg_home` keyring trusted at least `gpg_min_trust`.
+Otherwise the last verified commit stays in force and every site's status says why.
+Verification is git's own (`git verify-commit`), so it means what it means to the operators'
+git, but only the configured trust roots count: the daemon user's own keyring, git config and
+environment never do (GNUPGHOME is `gpg_home` or an empty directory; global and system git
+config are ignored).
+
+A valid signature is not enough: the tip must also descend from the last verified commit, or an
+older signed commit (a known-vulnerable build) could be put back by anyone who can move the
+branch. A deliberate history rewrite is accepted only through `reconciler accept`, which logs it.
+
+Commits the reconciler writes itself (rollback/unpin pins) are signed here with `signing_key`
+(SSH) or `gpg_signing_key`; under `require_signed` without either they are refused, because an
+unsigned pin would be committed and never applied.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from reconciler.config import Settings
+from reconciler.errors import SigningError
+
+TIMEOUT = 30
+
+
+@contextmanager
+def _environment(settings: Settings) -> Iterator[dict[str, str]]:
+    """git's environment with only the configured trust roots: no GIT_* from the caller, no
+    global/system git config, and GnuPG pointed at `gpg_home` or a fresh empty directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GNUPG"))}
+    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull)
+    if settings.gpg_home is not None:
+        env["GNUPGHOME"] = str(settings.gpg_home)
+        yield env
+        return
+    # Short path under /tmp: gpg-agent's socket path must fit in sun_path.
+    with tempfile.TemporaryDirectory(prefix="rgpg-", dir="/tmp") as empty:
+        env["GNUPGHOME"] = empty
+        try:
+            yield env
+        finally:
+            subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True, check=False, timeout=TIMEOUT)
+
+
+def _git_config(settings: Settings) -> list[str]:
+    signers = str(settings.allowed_signers) if settings.allowed_signers else os.devnull
+    return ["-c", f"gpg.ssh.allowedSignersFile={signers}", "-c", f"gpg.minTrustLevel={settings.gpg_min_trust}"]
 
 
 def verify(repo: Path, commit: str, settings: Settings) -> str | None:
     """None when `commit` is signed by an allowed key, else the reason it is not."""
-    command = ["git", "-C", str(repo), "-c", "gpg.ssh.allowedSignersFile="
-               + (str(settings.allowed_signers) if settings.allowed_signers else "/dev/null")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    if settings.gpg_home is not None:
-        env["GNUPGHOME"] = str(settings.gpg_home)
+    command = ["git", "-C", str(repo), *_git_config(settings), "verify-commit", "--raw", commit]
     try:
-        result = subprocess.run([*command, "verify-commit", "--raw", commit], capture_output=True, text=True,
-                                env=env, timeout=30, check=False)
+        with _environment(settings) as env:
+            result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot run git verify-commit: {exc}"
     if result.returncode == 0:
@@ -34,3 +71,36 @@ def verify(repo: Path, commit: str, settings: Settings) -> str | None:
     if "no signature" in detail.lower() or not detail:
         return "is not signed"
     return f"has no valid signature by an allowed key ({detail})"
+
+
+NO_SIGNER = ('require_signed is on and neither signing_key nor gpg_signing_key is set: a pin committed now '
+             'would never be applied; configure one in reconciler.toml or commit a signed pin yourself '
+             '(git commit -S)')
+
+
+def check_signer(settings: Settings) -> None:
+    """Raise SigningError, before anything is written, when there is no key to sign with."""
+    if settings.signing_key is None and settings.gpg_signing_key is None:
+        raise SigningError(NO_SIGNER)
+
+
+def sign(payload: bytes, settings: Settings) -> str:
+    """A detached signature of a commit's content, as git writes it into `gpgsig`."""
+    check_signer(settings)
+    if settings.signing_key is not None:
+        command = ["ssh-keygen", "-Y", "sign", "-n", "git", "-q", "-f", str(settings.signing_key)]
+    elif settings.gpg_signing_key is not None:
+        command = ["gpg", "--batch", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", "",
+                   "--detach-sign", "--armor", "--local-user", settings.gpg_signing_key]
+    else:
+        assert settings.gpg_signing_key is not None
+    try:
+        with _environment(settings) as env:
+            result = subprocess.run(command, input=payload, capture_output=True, env=env, timeout=TIMEOUT,
+                                    check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SigningError(f"cannot sign the commit: {exc}") from exc
+    if result.returncode != 0 or not result.stdout:
+        detail = " ".join(result.stderr.decode(errors="replace").split())[:200]
+        raise SigningError(f"cannot sign the commit with {command[0]}: {detail or 'no signature produced'}")
+    return result.stdout.decode()
