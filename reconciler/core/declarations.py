@@ -139,6 +139,10 @@ class SiteDeclaration(BaseModel):
     shared: list[str] = list(DEFAULT_SHARED)
     php: str | None = None
     reload: str | None = None
+    # `sh -x` writes every command of `script` into deployment.log with its variables expanded,
+    # secrets read from `.env` included; `trace = false` runs it with `sh -e` only. Not part of
+    # the build key: turning tracing off or on does not rebuild.
+    trace: bool = True
 
     @field_validator("domain")
     @classmethod

@@ -191,7 +191,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         if script is not None:
             env = {"RECONCILER_DOMAIN": site.domain, "RECONCILER_RELEASE": release,
                    "RECONCILER_COMMIT": commit, "RECONCILER_BRANCH": site.branch}
-            await _run(ctx, Step.SCRIPT, shell.run_script(paths, release, env),
+            await _run(ctx, Step.SCRIPT, shell.run_script(paths, release, env, trace=site.trace),
                        timeout=ctx.deploy_timeout, tied=True)
         stage = Step.RECORD
         done = Manifest(**{**base.__dict__, "status": DeployStatus.SUCCESS, "completed_at": utcnow()})

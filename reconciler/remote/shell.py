@@ -261,14 +261,15 @@ def link_shared(paths: SitePaths, release: str, shared: Iterable[str]) -> Comman
     return Command(_LINK_SHARED, "".join(data))
 
 
-def run_script(paths: SitePaths, release: str, env: Mapping[str, str]) -> Command:
-    """Run the staged deploy script (claim_release) in the release with `sh -e -x`, output and
-    trace to the release's log, stdin /dev/null; the staged file is removed afterwards. Tied:
-    it takes no stdin."""
+def run_script(paths: SitePaths, release: str, env: Mapping[str, str], trace: bool = True) -> Command:
+    """Run the staged deploy script (claim_release) in the release with `sh -e` (and `-x` when
+    `trace`), output and trace to the release's log, stdin /dev/null; the staged file is removed
+    afterwards. Tied: it takes no stdin."""
     assignments = " ".join(f"{name}={quote(value)}" for name, value in env.items())
+    flags = "-e -x" if trace else "-e"
     return Command(
         f"cd -- {quote(paths.release(release))} || exit 1\n"
-        f"{{ printf '==> script\\n'; env {assignments} {SH} -e -x ./{SCRIPT_NAME}; }}"
+        f"{{ printf '==> script\\n'; env {assignments} {SH} {flags} ./{SCRIPT_NAME}; }}"
         f" >> {quote(LOG_NAME)} 2>&1 < /dev/null\n"
         f"rc=$?; rm -f -- {quote(SCRIPT_NAME)}; exit $rc\n"
     )
