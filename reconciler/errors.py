@@ -4,6 +4,7 @@
     ReconcilerError          base of every error this package raises on purpose
     ├── ConfigError          bad daemon settings: fix the config, nothing ran
     ├── DeclarationError     a repository or branch that cannot be read
+    ├── UnknownSite          a command names a site that is not declared (or not valid)
     ├── NoRollbackTarget     `rollback` has no release to go back to (or not the one asked for)
     ├── PinConflict          the branch moved while a pin was committed: nothing committed, run it again
     ├── SigningError         under require_signed, a pin cannot be signed (no key, or signing failed)
@@ -29,6 +30,10 @@ class ConfigError(ReconcilerError):
 
 class DeclarationError(ReconcilerError):
     """Raised when the declarations repository, branch or commit cannot be read."""
+
+
+class UnknownSite(ReconcilerError):
+    """Raised when a command names a domain with no valid declaration in the applied commit."""
 
 
 class NoRollbackTarget(ReconcilerError):

@@ -7,9 +7,9 @@ import asyncio
 import getpass
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reconciler.cli.completion import bash_script
 from reconciler.cli.nginx import nginx_server_block
@@ -19,13 +19,14 @@ from reconciler.config import Settings, load_settings
 from reconciler.core import declarations
 from reconciler.core.declarations import Declarations, printable
 from reconciler.core.plan import SYNCED
-from reconciler.engine import pinning, source
+from reconciler.engine import actions, source
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
 from reconciler.engine.views import history_views, site_views
-from reconciler.errors import ConfigError, DeclarationError, NoRollbackTarget, ReconcilerError
+from reconciler.errors import ConfigError, DeclarationError, ReconcilerError
 
+T = TypeVar("T")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -312,20 +313,25 @@ async def _prune(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        release, commit = pinning.rollback(settings.repo, settings.branch, _store(settings), args.domain,
-                                           args.release, settings)
-    except NoRollbackTarget as exc:
-        print(f"reconciler: {exc}", file=sys.stderr)
-        return 1
+    release, commit = asyncio.run(_with_reconciler(settings, lambda r: actions.rollback(r, args.domain, args.release)))
     print(f"{args.domain}: pinned to {release} (commit {commit[:12]})")
     return 0
 
 
 def cmd_unpin(settings: Settings, args: argparse.Namespace) -> int:
-    commit = pinning.set_pin(settings.repo, settings.branch, args.domain, None, settings)
+    commit = asyncio.run(_with_reconciler(settings, lambda r: actions.unpin(r, args.domain)))
     print(f"{args.domain}: unpinned (commit {commit[:12]})")
     return 0
+
+
+async def _with_reconciler(settings: Settings, work: Callable[[Reconciler], Awaitable[T]]) -> T:
+    """Run one operator action with a Reconciler of its own, closing its connections and store."""
+    reconciler = Reconciler(settings, _store(settings))
+    try:
+        return await work(reconciler)
+    finally:
+        await reconciler.close()
+        reconciler.store.close()
 
 
 def cmd_accept(settings: Settings, args: argparse.Namespace) -> int:

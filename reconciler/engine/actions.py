@@ -1,0 +1,87 @@
+"""What an operator asks for by hand, checked against the servers before anything is written:
+`rollback` and `unpin` (a pin commit: the desired state changes in git, where automation cannot
+undo it). The CLI and the HTTP API both come through here, so they refuse the same things with
+the same messages.
+
+Eligibility is read from fresh facts (one probe of the site's server), never from the database
+alone: a release pruned or deleted by hand is gone even if history still lists it, and pinning
+the release that is already live would freeze the site without moving it.
+"""
+
+from __future__ import annotations
+
+from reconciler.core.declarations import SiteDeclaration
+from reconciler.core.facts import ProbeSite, SiteFacts
+from reconciler.core.layout import parse_release
+from reconciler.core.status import DeployStatus
+from reconciler.engine import pinning
+from reconciler.engine.converge import Reconciler
+from reconciler.errors import NoRollbackTarget, UnknownSite
+from reconciler.remote.probe import gather
+
+
+def rollback_target(site: SiteDeclaration, facts: SiteFacts, release: str | None) -> str:
+    """The release a rollback pins: `release`, which must be a successful build on the server
+    other than the live one, or by default the newest successful release older than the live one."""
+    domain = site.domain
+    if facts.problem is not None:
+        raise NoRollbackTarget(f"{domain}: the server's state of this site cannot be trusted ({facts.problem}); "
+                               "nothing committed")
+    active = facts.active_release
+    if release is not None:
+        if parse_release(release) is None:
+            raise NoRollbackTarget(f"{release!r} is not a release name (ddMMYYYY-HHMMSS)")
+        found = facts.releases.get(release)
+        if found is None:
+            raise NoRollbackTarget(f"{domain}: release {release} is not on {site.server} (pruned or removed); "
+                                   "nothing committed")
+        if found.status != DeployStatus.SUCCESS:
+            raise NoRollbackTarget(f"{domain}: release {release} is not a successful build ({found.status}); "
+                                   "nothing committed")
+        if release == active:
+            raise NoRollbackTarget(f"{domain}: release {release} is already the active release; pinning it would "
+                                   "only stop the site following its branch. Nothing committed")
+        return release
+    if active is None:
+        raise NoRollbackTarget(f"{domain}: no active release on {site.server} to roll back from")
+    active_time = parse_release(active)
+    older = [(t, r.name) for r in facts.releases.values() if r.status == DeployStatus.SUCCESS
+             and (t := parse_release(r.name)) is not None and active_time is not None and t < active_time]
+    if not older:
+        raise NoRollbackTarget(f"{domain}: no successful release older than the active one ({active}) "
+                               f"on {site.server}")
+    return max(older)[1]
+
+
+async def site_facts(reconciler: Reconciler, site: SiteDeclaration) -> SiteFacts:
+    """The site's facts, probed now (no branch heads: only the layout is needed)."""
+    transport = reconciler.pool.get(site.server)
+    facts = await gather(transport, [ProbeSite(site.domain, site.base_path)], [],
+                         timeout=reconciler.settings.command_timeout)
+    return facts.sites[site.domain]
+
+
+async def declared(reconciler: Reconciler, domain: str) -> SiteDeclaration:
+    """The valid declaration of `domain` in the applied commit, else UnknownSite."""
+    decls = await reconciler.load_async()
+    site = decls.sites.get(domain)
+    if site is None:
+        if domain in decls.invalid:
+            raise UnknownSite(f"{domain}: its declaration is invalid: {decls.invalid[domain].message}")
+        raise UnknownSite(f"{domain}: no such site declared")
+    return site
+
+
+async def rollback(reconciler: Reconciler, domain: str, release: str | None) -> tuple[str, str]:
+    """Commit a pin to the chosen release; returns (release, commit id)."""
+    site = await declared(reconciler, domain)
+    target = rollback_target(site, await site_facts(reconciler, site), release)
+    settings = reconciler.settings
+    return target, pinning.set_pin(settings.repo, settings.branch, domain, target, settings)
+
+
+async def unpin(reconciler: Reconciler, domain: str) -> str:
+    """Commit the removal of the site's pin; returns the commit id."""
+    await declared(reconciler, domain)
+    settings = reconciler.settings
+    return pinning.set_pin(settings.repo, settings.branch, domain, None, settings)
