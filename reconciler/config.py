@@ -115,15 +115,21 @@ _PATH_KEYS = ("repo", "state_dir", "identity_file", "known_hosts", "ssh_config",
               "signing_key")
 
 
+def config_file(config: str | Path | None = None) -> Path | None:
+    """Which config file is in use: `--config`, else $RECONCILER_CONFIG, else ./reconciler.toml
+    if present, else none (defaults and flags only)."""
+    if config is not None:
+        return Path(config)
+    if os.environ.get("RECONCILER_CONFIG"):
+        return Path(os.environ["RECONCILER_CONFIG"])
+    if Path("reconciler.toml").is_file():
+        return Path("reconciler.toml")
+    return None
+
+
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
     """Read the config file (if any) and apply non-None overrides from the command line."""
-    path: Path | None = None
-    if config is not None:
-        path = Path(config)
-    elif os.environ.get("RECONCILER_CONFIG"):
-        path = Path(os.environ["RECONCILER_CONFIG"])
-    elif Path("reconciler.toml").is_file():
-        path = Path("reconciler.toml")
+    path = config_file(config)
     raw: dict[str, Any] = {}
     if path is not None:
         try:

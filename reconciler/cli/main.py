@@ -15,10 +15,11 @@ from reconciler.cli.completion import bash_script
 from reconciler.cli.nginx import nginx_server_block
 from reconciler.cli.progress import Progress
 from reconciler.cli.render import site_detail, table, use_color
-from reconciler.config import Settings, load_settings
+from reconciler.config import Settings, config_file, load_settings
 from reconciler.core import declarations
 from reconciler.core.declarations import Declarations, printable
 from reconciler.core.plan import SYNCED
+from reconciler.core.status import Health, Sync
 from reconciler.engine import actions, source
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.outcome import SiteOutcome
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--site", help="only this domain")
     p = command("status", "every declared site, or one in detail", "reconciler status shop.example.com")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--exit-code", action="store_true",
+                   help=f"exit {ATTENTION} when a site is Failed, Invalid, Unknown, Degraded or Missing (monitoring)")
     p.add_argument("domain", nargs="?")
     p = command("history", "a site's deployments, newest first", "reconciler history shop.example.com --json")
     p.add_argument("domain")
@@ -111,13 +114,27 @@ def _store(settings: Settings) -> Store:
     return Store(settings.db_path)
 
 
+def _reader(settings: Settings) -> Store:
+    """The state database for a command that only looks. Looking never creates it: without one,
+    say which config and state dir are in use and how to reach the service's, and show what
+    can be shown from the declarations alone."""
+    if settings.db_path.exists():
+        return Store(settings.db_path)
+    config = config_file()
+    used = f"config {config}" if config is not None else "no config file (defaults)"
+    print(f"reconciler: no state database at {settings.db_path} ({used}): nothing recorded here yet. "
+          "To look at the service's sites, use its config: reconciler --config /etc/reconciler/reconciler.toml "
+          "status (or set RECONCILER_CONFIG)", file=sys.stderr)
+    return Store.scratch()
+
+
 def _applied(settings: Settings) -> Declarations:
     """The declarations the daemon applies: the branch tip, or with `require_signed` the newest
     verified commit, never an unverified tip (whose file names and pins are untrusted). Says so
     when the tip is newer and not applied."""
     if settings.require_signed == "off":
         return declarations.refuse_local(source.load(settings.repo, settings.branch), settings.allow_local)
-    store = _store(settings)
+    store = _reader(settings)
     try:
         decls = Reconciler(settings, store).load()
     finally:
@@ -137,7 +154,8 @@ def _load_or_none(settings: Settings) -> Declarations | None:
 
 async def _pass(settings: Settings, site: str | None, dry_run: bool,
                 progress: Progress | None = None) -> tuple[list[SiteOutcome], str]:
-    reconciler = Reconciler(settings, _store(settings), progress=progress.step if progress else None)
+    store = _reader(settings) if dry_run else _store(settings)
+    reconciler = Reconciler(settings, store, progress=progress.step if progress else None)
     if progress is not None:
         progress.start()
     try:
@@ -174,32 +192,47 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    store = _store(settings)
+    store = _reader(settings)
     views = site_views(store, _load_or_none(settings))
     if args.domain:
         views = [v for v in views if v["domain"] == args.domain]
+        if not views:
+            print(f"reconciler: {args.domain}: unknown site (not declared, never seen)", file=sys.stderr)
+            return 1
+    code = _attention_code(views) if args.exit_code else 0
     if args.json:
         print(json.dumps(views, indent=2))
-        return 0
+        return code
     color = use_color(sys.stdout)
     if args.domain:
-        if not views:
-            print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
-            return 0
         print(site_detail(views[0], history_views(store, args.domain)[:5], color))
-        return 0
+        return code
     rows = [[v["domain"], v["server"], v["sync"], v["health"], v["active_release"] or "-",
              (v["active_commit"] or "-")[:12], v["pinned"] or "-", v["last_deployed_at"] or "-",
              v["message"]] for v in views]
     print(table(["SITE", "SERVER", "SYNC", "HEALTH", "ACTIVE", "COMMIT", "PINNED", "LAST DEPLOY", "MESSAGE"],
                 rows, color=color))
-    return 0
+    return code
+
+
+ATTENTION = 3  # `status --exit-code`: some site needs a person (documented in the README)
+
+
+def _attention_code(views: list[dict[str, Any]]) -> int:
+    """ATTENTION when a site is Failed, Invalid or Unknown, or Degraded or Missing; Progressing
+    and OutOfSync are the reconciler at work, not an alarm."""
+    bad_sync = {Sync.FAILED, Sync.INVALID, Sync.UNKNOWN}
+    bad_health = {Health.DEGRADED, Health.MISSING}
+    return ATTENTION if any(v["sync"] in bad_sync or v["health"] in bad_health for v in views) else 0
 
 
 def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
     outcomes, notice = asyncio.run(_pass(settings, args.site, True))
     if notice:
         print(f"warning: {notice}")
+    if args.site and not outcomes:
+        print(f"reconciler: {args.site}: no such site declared", file=sys.stderr)
+        return 1
     pending = False
     for o in outcomes:
         if o.actions:
@@ -211,7 +244,9 @@ def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{o.domain} ({o.server}): {o.sync} - {o.message}")
         else:
             print(f"{o.domain} ({o.server}): up to date")
-    return 1 if pending else 0
+    # Nonzero whenever the fleet is not simply in step: work pending, or a site Failed/Invalid/
+    # Unknown that no pass will fix by itself (a cron or CI check must notice both).
+    return 1 if pending or any(o.sync != SYNCED for o in outcomes) else 0
 
 
 def cmd_nginx(settings: Settings, args: argparse.Namespace) -> int:
@@ -237,7 +272,7 @@ def _known(store: Store, settings: Settings, domain: str) -> bool:
 
 
 def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
-    store = _store(settings)
+    store = _reader(settings)
     if not _known(store, settings, args.domain):
         print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
         return 1
@@ -254,7 +289,10 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
-    store = _store(settings)
+    store = _reader(settings)
+    if not _known(store, settings, args.domain):
+        print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
+        return 1
     rows = store.deployments(args.domain)
     row: dict[str, Any] | None = rows[0] if rows and args.id is None else None
     if args.id is not None:
@@ -303,6 +341,9 @@ async def _prune(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await reconciler.close()
         reconciler.store.close()
+    if args.site and not results:
+        print(f"reconciler: {args.site}: no such site declared", file=sys.stderr)
+        return 1
     for result in results:
         if result.message:
             print(f"{result.domain}: {printable(result.message)}")

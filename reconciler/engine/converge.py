@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 from collections import defaultdict
@@ -80,10 +81,15 @@ class Reconciler:
         self.pool.allow_local = settings.allow_local
         self.clock = clock
         self.progress = progress
-        self.identity = lock.Identity.load(settings.state_dir)
         self.notice = ""  # why the desired state is not the branch tip (unsigned tip), if it is not
         self._parsed: Declarations | None = None
         self._limit = asyncio.Semaphore(settings.concurrency)
+
+    @functools.cached_property
+    def identity(self) -> lock.Identity:
+        """Who holds our locks. Loaded (and the state dir created) on first use, so commands that
+        only look (diff, dry runs) never create state."""
+        return lock.Identity.load(self.settings.state_dir)
 
     def reconfigure(self, settings: Settings) -> None:
         """New settings from SIGHUP: timeouts and limits apply to work started from now on."""

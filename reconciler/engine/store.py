@@ -79,6 +79,18 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         migrations.apply(self.db)
 
+    @classmethod
+    def scratch(cls) -> Store:
+        """An empty in-memory database with the schema, for commands that only look when there is
+        no state database yet: looking never creates one (an operator running the CLI in the
+        wrong directory must not get a stray ./state/)."""
+        store = cls.__new__(cls)
+        store.path = Path(":memory:")
+        store.db = sqlite_utils.Database(memory=True)
+        store.db.execute("PRAGMA foreign_keys=ON")
+        migrations.apply(store.db)
+        return store
+
     def close(self) -> None:
         self.db.close()
 
