@@ -2,10 +2,13 @@
 
 `reconciler run` is started as a separate process with `listen` and `api_token`, one site on
 the local transport. The browser (Debian's /usr/bin/chromium driven by Playwright; the
-Playwright-managed browsers are never downloaded) loads the page and watches it like an
-operator would: the site turns Synced, a new app commit shows up as a new Active deployment
-without a reload, a deployment's output streams into the log panel, and a Rollback click pins
-the older release, which the daemon then switches to on disk.
+Playwright-managed browsers are never downloaded) loads the page and uses it like an operator
+would: it signs in with the token (a wrong one is refused), after which the session cookie
+alone (HttpOnly: the page's script never sees it) carries every read, both event streams and
+the rollback; the site turns Synced, a new app commit shows up as a new Active deployment
+without a reload, a deployment's output streams into the log panel, a Rollback click pins the
+older release, which the daemon then switches to on disk, and signing out ends the session on
+the server too. Without the cookie or the token, the API answers 401.
 """
 
 from __future__ import annotations
@@ -74,9 +77,11 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, d
 
     def answering() -> bool:
         assert daemon.alive(), "the daemon exited"
-        return _request(root + "/api/sites")[0] == 200
+        return _request(root + "/api/sites", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
 
     world.wait(answering, f"the daemon's HTTP endpoint on {root}")
+    status, body = _request(root + "/api/sites")  # no cookie, no token
+    assert status == 401 and "error" in body, (status, body)
 
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(DEPLOY_MS)
@@ -85,12 +90,31 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, d
     page.on("pageerror", lambda exc: js_errors.append(str(exc)))
     page.on("request", lambda req: None if req.url.startswith(root + "/") else foreign.append(req.url))
 
-    # The token arrives in the fragment; the page keeps it and drops it from the address bar.
-    page.goto(f"{root}/#token={TOKEN}")
+    # Signed out, the page asks for the token and shows nothing else; a wrong token is refused.
+    page.goto(root + "/")
     expect(page.locator("h1")).to_have_text("reconciler")
-    assert page.evaluate("sessionStorage.getItem('reconciler.token')") == TOKEN
-    assert "token" not in page.url
+    expect(page.locator("#signin")).to_be_visible()
+    expect(page.locator("#sites-card")).to_be_hidden()
     page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
+    page.fill("#token", "wrong-token")
+    page.click("#login button[type=submit]")
+    expect(page.locator("#notice")).to_contain_text("401")
+    expect(page.locator("#signin")).to_be_visible()
+    assert page.context.cookies() == []
+
+    # The right token: a session cookie, HttpOnly and SameSite=Strict; the token is kept nowhere.
+    page.fill("#token", TOKEN)
+    page.click("#login button[type=submit]")
+    expect(page.locator("#signin")).to_be_hidden()
+    expect(page.locator("#logout")).to_be_visible()
+    cookies = page.context.cookies()
+    assert [c["name"] for c in cookies] == ["reconciler_session"], cookies
+    session = cookies[0]
+    assert session["httpOnly"] and session["sameSite"] == "Strict" and session["path"] == "/", session
+    assert page.evaluate("document.cookie") == "", "the script can read the session cookie"
+    assert TOKEN not in page.evaluate("JSON.stringify(sessionStorage) + JSON.stringify(localStorage)")
+    assert page.input_value("#token") == ""
+    assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
 
     row = page.locator(f'tr[data-domain="{DOMAIN}"]')
     expect(row.locator(".badge-sync")).to_have_text("Synced")
@@ -119,22 +143,16 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, d
     expect(newest.locator('[data-action="rollback"]')).to_have_count(0)
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
 
-    # The deployment's output streams into the log panel.
+    # The deployment's output streams into the log panel (an EventSource: the cookie goes along).
     newest.locator('[data-action="log"]').click()
     log_panel = page.locator("#log")
     expect(log_panel).to_be_visible()
     expect(log_panel).to_contain_text(f"{MARKER} {head[:7]}")
     expect(log_panel).to_contain_text("finished")
-
-    # Rollback with a wrong token (typed in the header field) is refused and says so.
-    older = page.locator(f'tr[data-release="{first}"]')
-    page.fill("#token", "wrong-token")
-    older.locator('[data-action="rollback"]').click()
-    expect(page.locator("#notice")).to_contain_text("401")
-    page.fill("#token", TOKEN)
     assert site.active() == second
 
-    # With the right token the older release gets pinned, then switched to by the daemon.
+    # Rollback on the session cookie: the older release gets pinned, then switched to by the daemon.
+    older = page.locator(f'tr[data-release="{first}"]')
     older.locator('[data-action="rollback"]').click()
     expect(page.locator("#notice")).to_contain_text(f"to {first}")
     expect(page.locator("#notice")).to_contain_text("accepted")
@@ -146,17 +164,39 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, d
     world.wait(lambda: site.active() == first, f"the site symlink to point at {first}")
     assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
 
-    # The API itself: no token, 401; an impossible release, 409.
+    # The API itself: no token, 401; an impossible release, 409. The browser's cookie works
+    # outside the browser too (it is a bearer of the session), until the session ends.
     status, body = _request(f"{root}/api/sites/{DOMAIN}/rollback", body={"release": second})
     assert status == 401 and "error" in body, (status, body)
     status, body = _request(f"{root}/api/sites/{DOMAIN}/rollback", body={"release": "not-a-release"},
                             headers={"Authorization": f"Bearer {TOKEN}"})
     assert status == 409 and "error" in body, (status, body)
     assert site.active() == first
+    with_cookie = {"Cookie": f"reconciler_session={session['value']}"}
+    assert _request(root + "/api/sites", headers=with_cookie)[0] == 200
 
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"dashboard screenshot: {shot}")
+
+    # Signing out ends the session on the server: the page asks for the token again, and the
+    # old cookie value is refused wherever it comes from.
+    page.click("#logout")
+    expect(page.locator("#signin")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "signed-out.png"), full_page=True)
+    expect(page.locator("#sites-card")).to_be_hidden()
+    assert page.evaluate("fetch('/api/sites').then((r) => r.status)") == 401
+    status, body = _request(root + "/api/sites", headers=with_cookie)
+    assert status == 401, (status, body)
+    assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
+
+    # A token in the fragment signs a fresh browser in at once and leaves the address bar.
+    other = browser.new_page()
+    other.goto(f"{root}/#token={TOKEN}")
+    expect(other.locator(f'tr[data-domain="{DOMAIN}"] .badge-sync')).to_have_text("Synced")
+    assert "token" not in other.url
+    assert TOKEN not in other.evaluate("JSON.stringify(sessionStorage) + JSON.stringify(localStorage)")
+    other.close()
 
     assert not js_errors, f"JavaScript errors on the page: {js_errors}"
     assert not foreign, f"the page loaded something not from the daemon: {foreign}"

@@ -2,9 +2,11 @@
 
 `reconciler run` is started as a separate process with `listen`, `api_token` and
 `webhook_secret`, sites on the local transport. The tests talk plain HTTP (urllib and
-http.client) like Prometheus, a script or a forge would: /metrics in the exposition format,
-the JSON API compared with the CLI's `status --json` / `history --json` on the same state,
-the server-sent-events streams, token-guarded rollback and the HMAC-verified git webhook.
+http.client) like Prometheus, a script or a forge would, with `Authorization: Bearer` on
+every read and write: /metrics in the exposition format, the JSON API compared with the CLI's
+`status --json` / `history --json` on the same state, the server-sent-events streams,
+token-guarded rollback and the HMAC-verified git webhook. The attacks on the endpoint (no
+token, foreign Host, cookies, replays, abandoned streams) are in tests/hostile/test_web_*.py.
 Every wait is bounded polling; nothing asserts on wall-clock durations.
 """
 
@@ -52,6 +54,7 @@ BLOG = "blog.example.com"
 BAD = "bad.example.com"
 TOKEN = "api-token-for-tests"
 SECRET = "webhook-secret-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DEPLOY_TIMEOUT = 30.0  # bound for one local deploy (clone, script) to show up
 
 
@@ -191,18 +194,20 @@ class Web(support.World):
 
         def answering() -> bool:
             assert daemon.alive(), f"the daemon exited\n{daemon.tail()}"
-            auth = {"Authorization": f"Bearer {TOKEN}"}
-            return http_request(self.root + "/api/sites", headers=auth)[0] == 200
+            return http_request(self.root + "/api/sites", headers=AUTH)[0] == 200
 
         self.wait(answering, f"the daemon's HTTP endpoint on port {self.port}")
         return daemon
 
-    def stream(self, path: str, headers: dict[str, str] | None = None) -> EventStream:
-        events = EventStream(self.root + path, headers)
+    def stream(self, path: str, headers: dict[str, str] | None = None, auth: bool = True) -> EventStream:
+        """An event stream; with `auth`, the bearer token is sent."""
+        events = EventStream(self.root + path, {**(AUTH if auth else {}), **(headers or {})})
         self.streams.append(events)
         return events
 
-    def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+    def get(self, path: str, auth: bool = True, **kwargs: Any) -> tuple[int, Any]:
+        """A request to the daemon; with `auth`, the bearer token is sent (unless `headers` say otherwise)."""
+        kwargs["headers"] = {**(AUTH if auth else {}), **(kwargs.get("headers") or {})}
         return http_request(self.root + path, **kwargs)
 
     def api_sites(self) -> dict[str, dict[str, Any]]:
@@ -296,7 +301,7 @@ def test_metrics_and_api_shapes_match_the_cli(web: Web) -> None:
     cli_history = {domain: wait_until(lambda d=domain: (cli := launcher.history(d)) == web.api_history(d) and cli,
                                       30, f"history --json and the API to agree on {domain}", web.diagnostics)
                    for domain in (SHOP, BLOG)}
-    samples = scrape(web)  # no token: reads are open on loopback
+    samples = scrape(web)  # with the token, as a Prometheus scrape config sends it
     info = [s for s in samples if s.name == "reconciler_site_info"]
     assert {s.labels["domain"] for s in info} >= {BLOG, SHOP}
     for sample in info:
@@ -478,31 +483,32 @@ def test_events_stream_live_log_and_rollback(web: Web) -> None:
 
 
 def test_reads_need_the_token_off_loopback(web: Web) -> None:
+    """Listening on every address: the same rules as on loopback (tests/hostile/test_web_auth.py),
+    and the loopback names are still this endpoint's (a wildcard address answers on loopback)."""
     web.start(host="0.0.0.0")
-    auth = {"Authorization": f"Bearer {TOKEN}"}
     for path in ("/api/sites", "/metrics", f"/api/sites/{SHOP}/deployments"):
-        status, body = web.get(path)
+        status, body = web.get(path, auth=False)
         assert status == 401, (path, status, body)
         status, body = web.get(path, headers={"Authorization": "Bearer wrong"})
         assert status == 401, (path, status, body)
-    status, body = web.get("/api/sites", headers=auth)
+    status, body = web.get("/api/sites")
     assert status == 200 and body == [], (status, body)
-    status, _ = web.get("/api/sites", headers=auth, method="HEAD")
+    status, _ = web.get("/api/sites", method="HEAD")
     assert status == 200
-    status, _ = web.get("/metrics", headers=auth)
+    status, _ = web.get("/metrics")
     assert status == 200
-    events = web.stream("/api/events")
+    events = web.stream("/api/events", auth=False)
     assert events.status == 401
-    events = web.stream("/api/events", headers=auth)
+    events = web.stream("/api/events")
     assert events.status == 200
     assert events.until(lambda e: True, 15, "a snapshot")[0] == "snapshot"
     # The webhook authenticates by its signature, not the bearer token.
     body_bytes = json.dumps({"repository": {"clone_url": "https://example.com/nobody/nothing.git"}}).encode()
-    status, body = web.get("/hooks/git", data=body_bytes, headers=github_headers(body_bytes))
+    status, body = web.get("/hooks/git", auth=False, data=body_bytes, headers=github_headers(body_bytes))
     assert status == 202 and body == {"sites": []}, (status, body)
     # HEAD is a read too (aiohttp answers it with the GET handler): no handler may run without the token.
     for path in ("/api/sites", "/metrics", "/api/events"):
-        status, body = web.get(path, method="HEAD")
+        status, body = web.get(path, auth=False, method="HEAD")
         assert status == 401, (path, "HEAD", status, body)
 
 
@@ -527,7 +533,9 @@ def test_git_webhook_triggers_only_the_matching_sites(web: Web) -> None:
     other = make_app_repo(web.tmp / "other-app")
     web.declare(SHOP, script="echo shop\n")
     web.declare(BLOG, repository=other, script="echo blog\n")
-    web.start(interval=3600)  # the first pass is at start; after that only a hook can trigger one
+    # The first pass is at start; after that only a hook can trigger one. GitLab's clear-text
+    # token is opted in (without it: tests/hostile/test_webhook_replay.py).
+    web.start(interval=3600, webhook_gitlab_token=True)
     web.live(head(web.app), SHOP)
     blog_commit = head(other)
     web.live(blog_commit, BLOG)

@@ -1,18 +1,19 @@
 """A deployment's output as it is written: the local copy once it is finished, else the
-server's deployment.log followed until the deployment ends. Used by `logs -f` and the API."""
+server's deployment.log followed until the deployment ends (or its reader is gone). Used by
+`logs -f` and the API."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import codecs
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.status import DeployStatus
 from reconciler.engine.store import Store
-from reconciler.errors import TransportError
+from reconciler.errors import ReconcilerError, TransportError
 from reconciler.remote import shell
 from reconciler.remote.transport.pool import TransportPool
 
@@ -21,8 +22,12 @@ FOLLOW_EVERY = 1.0
 
 
 async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], timeout: float,
-                     follow: bool = True) -> AsyncIterator[str]:
-    """Without `follow`, what there is now; with it, until the deployment ends."""
+                     follow: bool = True, gone: Callable[[], bool] | None = None,
+                     idle: bool = False) -> AsyncGenerator[str, None]:
+    """Without `follow`, what there is now; with it, until the deployment ends, or until `gone()`
+    (asked before every remote read) says the reader left: nothing more runs on the server for
+    a reader that is not there. With `idle`, a poll that read nothing yields "" (a chance for
+    the caller to write a keepalive, and so to notice a dead connection)."""
     local = row.get("local_log")
     if (row["status"] in FINAL or not follow) and local and Path(local).is_file():
         yield Path(local).read_text(errors="replace")
@@ -31,12 +36,18 @@ async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], tim
     if not site.get("server") or not row.get("log_file_path") or not row.get("deployment_path"):
         yield (row.get("message") or "") + "\n"
         return
-    transport = pool.get(site["server"])
+    try:
+        transport = pool.get(site["server"])
+    except ReconcilerError as exc:  # e.g. server "local" without allow_local
+        yield f"\n[{exc}]\n"
+        return
     # Transports hand back text; base64 keeps the bytes exact, so the offset stays right even
     # for invalid UTF-8 or a character split between two reads.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     offset = 0
     while True:
+        if gone is not None and gone():
+            return
         current = store.deployment(row["id"]) or row
         try:
             command = shell.read_log_base64(row["log_file_path"], offset)
@@ -51,4 +62,6 @@ async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], tim
                 yield text
         if current["status"] in FINAL or not follow:
             return
+        if idle and not raw:
+            yield ""
         await asyncio.sleep(FOLLOW_EVERY)

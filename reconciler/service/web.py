@@ -2,22 +2,62 @@
 shapes, a server-sent-events stream of changes, the dashboard page, deployment logs as they
 are written, rollback (a commit, exactly like the CLI) and the git push webhook.
 
-Writes need `Authorization: Bearer <api_token>`; reads are open when listening on loopback
-and need the token otherwise.
+Who may ask what (every rule is checked on each request against the current settings, so a
+SIGHUP that changes `api_token`, `webhook_secret`, `webhook_gitlab_token` or `http_hosts`
+applies to the next request; `listen` itself needs a restart):
+
+* Host. A request whose Host header is not the `listen` address (`host:port`; `localhost`,
+  `127.0.0.1` and `[::1]` too when listening on loopback or on every address) or one of
+  `http_hosts` ("name" for any port, or "name:port") is refused with 421 before any handler
+  runs, the page and the webhook included. A web page cannot make a browser send our Host
+  from another name, so DNS rebinding (a hostile name re-pointed at 127.0.0.1) gets nothing.
+* Reads. Everything but the page `/`, `/api/session` and `/hooks/git` needs authentication,
+  loopback or not: a local user must not read deploy logs the state dir keeps owner-only.
+  `/metrics` too: Prometheus sends a bearer token (`authorization` in a scrape config), and
+  the metrics name every domain, server and deploy result, which is more than an anonymous
+  scraper needs. Without `api_token` nothing is readable (403, saying to set it).
+* Authentication. `Authorization: Bearer <api_token>` (scripts, Prometheus), or the session
+  cookie of the dashboard: POST /api/session with {"token": ...} sets `reconciler_session`
+  (HttpOnly, SameSite=Strict, Path=/, 12 hours), a random id kept in this process's memory
+  only and bound to the token it was made with: once `api_token` changes, the session is dead.
+  DELETE /api/session signs out. A cookie-authenticated request that changes something
+  (rollback, sign-out) must also carry no Origin or an Origin naming this endpoint (403
+  otherwise): SameSite=Strict already keeps the cookie off cross-site requests, this is the
+  second lock. Event streams check their authentication on every poll and end once it fails.
+* Webhooks. GitHub (X-Hub-Signature-256) and Gitea/Forgejo (X-Gitea-Signature,
+  X-Forgejo-Signature) sign the body with `webhook_secret`. GitLab's X-Gitlab-Token is the
+  secret itself, sent in clear on every delivery: accepted only with `webhook_gitlab_token =
+  true` (else 401 saying so). An accepted delivery is remembered for an hour (at most 10,000,
+  oldest forgotten first) by its delivery id (X-GitHub-Delivery, X-Gitea-Delivery,
+  X-Forgejo-Delivery, X-Gogs-Delivery, GitLab's Idempotency-Key and X-Gitlab-Event-UUID) AND
+  by the digest of its body: the signature covers the body only, so a replay with a fresh id
+  header is still the same body. A replay is answered 200 {"duplicate": true} and triggers
+  nothing. A signed delivery without any id header is accepted (older forges, hand-made
+  hooks) and deduplicated by its body alone; that is logged. After the hour a replay
+  triggers a poll, which only reads the declarations branch: the worst it can do is the work
+  of one pass.
+* Log streams notice a client that went away even while the log is silent (a keepalive each
+  poll, and the connection's state is checked before every remote read): no `tail | base64`
+  runs for a client that is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Callable
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -40,6 +80,21 @@ POLL = 0.5
 HEARTBEAT = 20  # polls between keepalive comments on an idle event stream
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id cannot exist and would overflow the query
 
+SESSION_COOKIE = "reconciler_session"
+SESSION_TTL = 12 * 3600.0
+MAX_SESSIONS = 1000  # only a valid token makes one; the oldest goes first beyond this
+REPLAY_WINDOW = 3600.0
+MAX_DELIVERIES = 10_000
+# Delivery ids: GitHub; Gitea (which also sends X-GitHub-Delivery and X-Gogs-Delivery);
+# Forgejo; GitLab (Idempotency-Key: the same across retries of one event; X-Gitlab-Event-UUID).
+DELIVERY_HEADERS = ("X-GitHub-Delivery", "X-Gitea-Delivery", "X-Forgejo-Delivery", "X-Gogs-Delivery",
+                    "Idempotency-Key", "X-Gitlab-Event-UUID")
+OPEN_PATHS = frozenset({"/", "/api/session"})  # and /hooks/git: it authenticates by its signature
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+NO_TOKEN = ("api_token is not set: the HTTP API answers nothing until it is (set api_token in "
+            "reconciler.toml and reload with SIGHUP)")
+
 
 @dataclass
 class WebContext:
@@ -52,11 +107,159 @@ class WebContext:
     stopping: asyncio.Event
 
 
+def _digest(*parts: bytes) -> bytes:
+    return hashlib.sha256(b"\0".join(parts)).digest()
+
+
+def _bytes(text: str) -> bytes:
+    """Header text as bytes: aiohttp hands undecodable bytes over as surrogates."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+class Sessions:
+    """Dashboard sessions, in memory: the SHA-256 of the cookie value -> (the SHA-256 of the
+    token it was made with, when it expires). A session is valid only while the token is."""
+
+    def __init__(self, ttl: float = SESSION_TTL, limit: int = MAX_SESSIONS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.limit, self.clock = ttl, limit, clock
+        self._live: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def create(self, token: str) -> str:
+        now = self.clock()
+        for key in [k for k, (_, expires) in self._live.items() if expires <= now]:
+            del self._live[key]
+        while len(self._live) >= self.limit:
+            self._live.popitem(last=False)
+        value = secrets.token_urlsafe(32)
+        self._live[_digest(b"session", value.encode())] = (_digest(b"token", _bytes(token)), now + self.ttl)
+        return value
+
+    def valid(self, value: str, token: str | None) -> bool:
+        key = _digest(b"session", _bytes(value))
+        entry = self._live.get(key)
+        if entry is None:
+            return False
+        made_with, expires = entry
+        if not token or expires <= self.clock() or not hmac.compare_digest(made_with, _digest(b"token", _bytes(token))):
+            del self._live[key]  # expired, or made under a token that is no longer the one
+            return False
+        return True
+
+    def drop(self, value: str) -> None:
+        self._live.pop(_digest(b"session", _bytes(value)), None)
+
+
+class Deliveries:
+    """Webhook deliveries accepted in the last `window` seconds, at most `limit` keys (the oldest
+    forgotten first). Keys are digests: memory per delivery is fixed whatever the headers hold."""
+
+    def __init__(self, window: float = REPLAY_WINDOW, limit: int = MAX_DELIVERIES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window, self.limit, self.clock = window, limit, clock
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _expire(self, now: float) -> None:
+        # Every entry lives `window` seconds from its insertion: insertion order is expiry order.
+        while self._seen and next(iter(self._seen.values())) <= now:
+            self._seen.popitem(last=False)
+
+    def seen(self, keys: Iterable[bytes]) -> bool:
+        self._expire(self.clock())
+        return any(key in self._seen for key in keys)
+
+    def remember(self, keys: Iterable[bytes]) -> None:
+        now = self.clock()
+        self._expire(now)
+        for key in keys:
+            self._seen[key] = now + self.window
+            self._seen.move_to_end(key)
+        while len(self._seen) > self.limit:
+            self._seen.popitem(last=False)
+
+
+def delivery_keys(body: bytes, headers: Any) -> tuple[list[bytes], bool]:
+    """What identifies a delivery: its id headers' values and its body; and whether it had an id."""
+    ids = {_bytes(value) for name in DELIVERY_HEADERS if (value := headers.get(name, "").strip())}
+    return [_digest(b"id", value) for value in sorted(ids)] + [_digest(b"body", body)], bool(ids)
+
+
+SESSIONS = web.AppKey("sessions", Sessions)
+DELIVERIES = web.AppKey("deliveries", Deliveries)
+
+
 def _loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _split_authority(value: str) -> tuple[str, str] | None:
+    """(host, port) of a Host header or an http_hosts entry, lowercased, an IPv6 address in its
+    bracketed compressed form; port "" when none is given. None: not a host[:port]."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        try:
+            host = f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            return None
+        port = rest[1:]
+    else:
+        host, _, port = value.partition(":")
+        if ":" in port:
+            try:  # a bare IPv6 address ("::1" in `listen`)
+                host, port = f"[{ipaddress.IPv6Address(value).compressed}]", ""
+            except ValueError:
+                return None
+    if not host or (port and not (port.isascii() and port.isdigit())):
+        return None
+    return host, port
+
+
+def listen_authorities(listen: str | None) -> set[tuple[str, str]]:
+    """The (host, port) pairs naming the `listen` address: itself, and the loopback names when it
+    is a loopback or wildcard address (both answer on loopback)."""
+    if not listen:
+        return set()
+    host, _, port = listen.rpartition(":")
+    bare = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(bare)
+        name = f"[{address.compressed}]" if address.version == 6 else address.compressed
+        wildcard = address.is_unspecified
+    except ValueError:
+        name, wildcard = bare.lower(), bare == ""
+    names = {name}
+    if wildcard or _loopback(bare):
+        names.update(LOOPBACK_NAMES)
+    return {(n, port) for n in names}
+
+
+def host_allowed(value: str, listen: set[tuple[str, str]], http_hosts: Iterable[str]) -> bool:
+    """Whether a Host header (or an Origin's authority) names this endpoint."""
+    given = _split_authority(value)
+    if given is None:
+        return False
+    host, port = given
+    for allowed_host, allowed_port in listen:
+        if host == allowed_host and (port == allowed_port or (not port and allowed_port == "80")):
+            return True
+    for entry in http_hosts:
+        wanted = _split_authority(entry)
+        if wanted is not None and host == wanted[0] and (
+                not wanted[1] or port == wanted[1] or (not port and wanted[1] in ("80", "443"))):
+            return True
+    return False
 
 
 def snapshot(ctx: WebContext) -> dict[str, Any]:
@@ -84,7 +287,7 @@ def _normal(url: str) -> str:
 
 def _same(given: str, expected: str) -> bool:
     """Constant-time comparison of a header (any text, even undecodable bytes) with a secret."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(_bytes(given), _bytes(expected))
 
 
 def deployment_id(text: str) -> int | None:
@@ -93,9 +296,17 @@ def deployment_id(text: str) -> int | None:
     return number or None  # ids start at 1
 
 
+def gitlab_token_only(headers: Any) -> bool:
+    """True when the delivery authenticates by GitLab's clear-text X-Gitlab-Token alone."""
+    return not any(headers.get(name, "") for name in ("X-Hub-Signature-256", "X-Gitea-Signature",
+                                                      "X-Forgejo-Signature")) \
+        and bool(headers.get("X-Gitlab-Token", ""))
+
+
 def verify_webhook(secret: str, body: bytes, headers: Any) -> bool:
     """GitHub (X-Hub-Signature-256), Gitea/Forgejo (X-Gitea-Signature) HMAC-SHA256 of the body;
-    GitLab (X-Gitlab-Token) sends the secret itself."""
+    GitLab (X-Gitlab-Token) sends the secret itself (whether that is accepted at all is the
+    handler's decision: `webhook_gitlab_token`)."""
     digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     github = headers.get("X-Hub-Signature-256", "")
     if github:
@@ -109,9 +320,16 @@ def verify_webhook(secret: str, body: bytes, headers: Any) -> bool:
     return False
 
 
+def _closed(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def build_app(ctx: WebContext) -> web.Application:
-    host = (ctx.settings().listen or "").rpartition(":")[0]  # `listen` changes need a restart
-    open_reads = _loopback(host)
+    listening = listen_authorities(ctx.settings().listen)  # `listen` changes need a restart
+    sessions = Sessions()
+    deliveries = Deliveries()
+
     def declared() -> dict[str, str]:
         decls = ctx.declarations()
         if decls is None:
@@ -121,21 +339,92 @@ def build_app(ctx: WebContext) -> web.Application:
     collector = ReconcilerCollector(ctx.store, ctx.stats, declared)
     registry = registry_for(collector)
 
-    def authorized(request: web.Request) -> bool:
+    def bearer(request: web.Request, token: str) -> bool:
+        return _same(request.headers.get("Authorization", ""), f"Bearer {token}")
+
+    def authenticated(request: web.Request) -> str | None:
+        """How the request authenticates now: "bearer", "cookie" or None."""
         token = ctx.settings().api_token
-        given = request.headers.get("Authorization", "")
-        return bool(token) and _same(given, f"Bearer {token}")
+        if not token:
+            return None
+        if bearer(request, token):
+            return "bearer"
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie and sessions.valid(cookie, token):
+            return "cookie"
+        return None
+
+    def same_origin(request: web.Request) -> bool:
+        """No Origin (not a browser, or an old one), or one naming this endpoint."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            return False  # "null" (sandboxed frames, redirects) and anything odd
+        host = request.headers.get("Host", "")
+        return parts.netloc.lower() == host.lower() or host_allowed(parts.netloc, listening, ctx.settings().http_hosts)
+
+    def refused(status: int, error: str, **headers: str) -> web.Response:
+        return web.json_response({"error": error}, status=status, headers=headers or None)
 
     @web.middleware
-    async def reads(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    async def host_check(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        hosts = request.headers.getall("Host", [])
+        if len(hosts) != 1 or not host_allowed(hosts[0], listening, ctx.settings().http_hosts):
+            shown = wire.display(hosts[0], 100) if hosts else "(none)"
+            return refused(421, f"Host {shown} is not an address of this endpoint: add it to http_hosts "
+                                "in reconciler.toml if a reverse proxy or a name in front of it sends it")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    @web.middleware
+    async def auth_check(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         # The page itself holds no data; what it loads is guarded like any other read.
-        if request.method in ("GET", "HEAD") and request.path != "/" and not open_reads and not authorized(request):
-            return web.json_response({"error": "a bearer token is required off loopback"}, status=401)
+        if request.path not in OPEN_PATHS and not request.path.startswith("/hooks/"):
+            if not ctx.settings().api_token:
+                return refused(403, NO_TOKEN)
+            how = authenticated(request)
+            if how is None:
+                return refused(401, "authentication required: send Authorization: Bearer <api_token>, "
+                                    "or sign in on the dashboard", **{"WWW-Authenticate": 'Bearer realm="reconciler"'})
+            if how == "cookie" and request.method not in SAFE_METHODS and not same_origin(request):
+                return refused(403, "cross-origin request refused: its Origin is not this endpoint")
         response: web.StreamResponse = await handler(request)
         return response
 
     async def index(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(DASHBOARD)
+        return web.FileResponse(DASHBOARD, headers={
+            "Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
+
+    async def login(request: web.Request) -> web.Response:
+        token = ctx.settings().api_token
+        if not token:
+            return refused(403, NO_TOKEN)
+        if not same_origin(request):
+            return refused(403, "cross-origin request refused: its Origin is not this endpoint")
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            return refused(400, 'the body must be JSON: {"token": "..."}')
+        given = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(given, str) or not _same(given, token):
+            return refused(401, "wrong token")
+        response = web.json_response({"signed_in": True, "expires_in": int(SESSION_TTL)})
+        response.set_cookie(SESSION_COOKIE, sessions.create(token), max_age=int(SESSION_TTL), path="/",
+                            httponly=True, samesite="Strict", secure=request.secure or None)
+        return response
+
+    async def logout(request: web.Request) -> web.Response:
+        if not same_origin(request):
+            return refused(403, "cross-origin request refused: its Origin is not this endpoint")
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            sessions.drop(cookie)
+        response = web.json_response({"signed_in": False})
+        response.del_cookie(SESSION_COOKIE, path="/")
+        return response
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -149,18 +438,24 @@ def build_app(ctx: WebContext) -> web.Application:
             return web.json_response({"error": f"{domain}: unknown site"}, status=404)
         return web.json_response(history_views(ctx.store, domain))
 
+    def gone(request: web.Request) -> Callable[[], bool]:
+        """The stream's end condition: the client left, or its authentication no longer holds."""
+        return lambda: _closed(request) or authenticated(request) is None
+
     async def events(request: web.Request) -> web.StreamResponse:
         response = await _sse(request)
+        done = gone(request)
         last = ""
         idle = 0
-        while not ctx.stopping.is_set():
-            current = json.dumps(snapshot(ctx), sort_keys=True)
-            if current != last:
-                await response.write(f"event: snapshot\ndata: {current}\n\n".encode())
-                last, idle = current, 0
-            elif (idle := idle + 1) % HEARTBEAT == 0:
-                await response.write(b": keepalive\n\n")  # also notices a client that went away
-            await asyncio.sleep(POLL)
+        with contextlib.suppress(ConnectionResetError):  # the client went away mid-write
+            while not ctx.stopping.is_set() and not done():
+                current = json.dumps(snapshot(ctx), sort_keys=True)
+                if current != last:
+                    await response.write(f"event: snapshot\ndata: {current}\n\n".encode())
+                    last, idle = current, 0
+                elif (idle := idle + 1) % HEARTBEAT == 0:
+                    await response.write(b": keepalive\n\n")
+                await asyncio.sleep(POLL)
         return response
 
     async def deployment_log(request: web.Request) -> web.StreamResponse:
@@ -170,14 +465,20 @@ def build_app(ctx: WebContext) -> web.Application:
         if row is None or row["site"] != domain:
             return web.json_response({"error": "no such deployment"}, status=404)
         response = await _sse(request)
-        async for chunk in follow_log(ctx.store, ctx.pool, row, ctx.settings().command_timeout):
-            await response.write(f"event: log\ndata: {json.dumps(chunk)}\n\n".encode())
-        await response.write(b"event: end\ndata: {}\n\n")
+        done = gone(request)
+        with contextlib.suppress(ConnectionResetError):
+            # `done` is asked before every remote read and the silent polls write a keepalive: a
+            # client that left stops the remote commands at once, not when the deploy ends.
+            async with contextlib.aclosing(follow_log(ctx.store, ctx.pool, row, ctx.settings().command_timeout,
+                                                      gone=done, idle=True)) as chunks:
+                async for chunk in chunks:
+                    await response.write(f"event: log\ndata: {json.dumps(chunk)}\n\n".encode() if chunk
+                                         else b": keepalive\n\n")
+            if not done():
+                await response.write(b"event: end\ndata: {}\n\n")
         return response
 
     async def rollback(request: web.Request) -> web.Response:
-        if not authorized(request):
-            return web.json_response({"error": "a valid bearer token is required"}, status=401)
         domain = request.match_info["domain"]
         try:
             body = await request.json() if request.can_read_body else {}
@@ -195,13 +496,25 @@ def build_app(ctx: WebContext) -> web.Application:
 
     async def git_hook(request: web.Request) -> web.Response:
         body = await request.read()
-        secret = ctx.settings().webhook_secret
+        settings = ctx.settings()
+        secret = settings.webhook_secret
+        if secret and gitlab_token_only(request.headers) and not settings.webhook_gitlab_token:
+            return refused(401, "X-Gitlab-Token sends the secret itself, in clear, with every delivery: "
+                                "refused unless webhook_gitlab_token = true in reconciler.toml")
         if not secret or not verify_webhook(secret, body, request.headers):
-            return web.json_response({"error": "bad or missing signature"}, status=401)
+            return refused(401, "bad or missing signature")
+        keys, has_id = delivery_keys(body, request.headers)
+        if deliveries.seen(keys):
+            log.info("webhook: a delivery already accepted in the last %.0f s came again: ignored", REPLAY_WINDOW)
+            return web.json_response({"duplicate": True, "sites": []}, status=200)
         try:
             payload = json.loads(body)
         except ValueError:
-            return web.json_response({"error": "the body must be JSON"}, status=400)
+            return refused(400, "the body must be JSON")
+        deliveries.remember(keys)
+        if not has_id:
+            log.info("webhook: a signed delivery without a delivery id header: accepted, "
+                     "deduplicated by its body only")
         urls = repository_urls(payload) if isinstance(payload, dict) else set()
         decls = ctx.declarations()
         matched = sorted(d for d, s in (decls.sites.items() if decls else []) if _normal(s.repository) in urls)
@@ -209,8 +522,12 @@ def build_app(ctx: WebContext) -> web.Application:
             ctx.request(set(matched))
         return web.json_response({"sites": matched}, status=202)
 
-    app = web.Application(middlewares=[reads])
+    app = web.Application(middlewares=[host_check, auth_check])
+    app[SESSIONS] = sessions
+    app[DELIVERIES] = deliveries
     app.router.add_get("/", index)
+    app.router.add_post("/api/session", login)
+    app.router.add_delete("/api/session", logout)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/sites", sites)
     app.router.add_get("/api/sites/{domain}/deployments", deployments)

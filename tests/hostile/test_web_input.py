@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import signal
 import urllib.error
@@ -46,13 +47,19 @@ Scenario = Callable[[TestClient[Any, Any]], Awaitable[None]]
 
 
 def against_app(settings: Settings, scenario: Scenario) -> None:
-    """Run `scenario` with a client of the real app built on `settings`, served on a real socket."""
+    """Run `scenario` with a client of the real app built on `settings`, served on a real socket
+    on 127.0.0.1: `listen` (loopback unless the settings name another host) gets that socket's
+    port, so the Host header the client sends is the endpoint's own."""
+    port = free_port()
+    host = (settings.listen or "127.0.0.1:0").rpartition(":")[0]
+    settings = settings.model_copy(update={"listen": f"{host}:{port}"})
 
     async def go() -> None:
         store = Store(settings.db_path)
-        ctx = WebContext(lambda: settings, store, TransportPool(ssh_options(settings)), PassStats(),
-                         lambda: None, lambda domains: None, asyncio.Event())
-        client = TestClient(TestServer(build_app(ctx)))
+        pool = TransportPool(ssh_options(settings), allow_local=settings.allow_local)
+        ctx = WebContext(lambda: settings, store, pool, PassStats(), lambda: None, lambda domains: None,
+                         asyncio.Event())
+        client = TestClient(TestServer(build_app(ctx), host="127.0.0.1", port=port))
         await client.start_server()
         try:
             await scenario(client)
@@ -64,10 +71,12 @@ def against_app(settings: Settings, scenario: Scenario) -> None:
 
 
 async def raw_request(client: TestClient[Any, Any], head: bytes, body: bytes = b"") -> int:
-    """Send one request as raw bytes (headers not valid UTF-8 included); the response status."""
+    """Send one request as raw bytes (headers not valid UTF-8 included); the response status.
+    `head` is the request line and headers but Host, which is the endpoint's own."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     try:
-        writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        host = f"Host: {client.host}:{client.port}\r\n".encode()
+        writer.write(head + host + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
         await writer.drain()
         status_line = await reader.readline()
         return int(status_line.split()[1])
@@ -102,7 +111,7 @@ def two_releases(world: World) -> tuple[str, str]:
 
 
 def test_non_ascii_bearer_token_is_401_not_500(world: World) -> None:
-    """`Authorization: Bearer é` (and the same as a raw latin-1 byte, and off loopback on a read):
+    """`Authorization: Bearer é` (and the same as a raw latin-1 byte, and on a read):
     before, `hmac.compare_digest` raised TypeError on a non-ASCII str and the API answered 500."""
     settings = world.settings(api_token=TOKEN)
     off_loopback = world.settings(api_token=TOKEN, listen="0.0.0.0:8080")
@@ -112,7 +121,7 @@ def test_non_ascii_bearer_token_is_401_not_500(world: World) -> None:
         for value in ("Bearer é", "Bearer " + TOKEN[:-1] + "é", "é"):
             response = await client.post(rollback, json={}, headers={"Authorization": value})
             assert response.status == 401, (value, response.status, await response.text())
-        head = f"POST {rollback} HTTP/1.1\r\nHost: x\r\n".encode() + b"Authorization: Bearer \xe9\xff\r\n"
+        head = f"POST {rollback} HTTP/1.1\r\n".encode() + b"Authorization: Bearer \xe9\xff\r\n"
         assert await raw_request(client, head) == 401
         # The right token still works (no rollback target: 409, which is past the token check).
         response = await client.post(rollback, json={}, headers={"Authorization": f"Bearer {TOKEN}"})
@@ -122,12 +131,13 @@ def test_non_ascii_bearer_token_is_401_not_500(world: World) -> None:
         for path in ("/api/sites", "/metrics"):
             response = await client.get(path, headers={"Authorization": "Bearer é"})
             assert response.status == 401, (path, response.status)
-            head = f"GET {path} HTTP/1.1\r\nHost: x\r\n".encode() + b"Authorization: Bearer \xe9\r\n"
+            head = f"GET {path} HTTP/1.1\r\n".encode() + b"Authorization: Bearer \xe9\r\n"
             assert await raw_request(client, head) == 401, path
             response = await client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
             assert response.status == 200, (path, response.status)
 
     against_app(settings, scenario)
+    against_app(settings, reads)
     against_app(off_loopback, reads)
 
 
@@ -143,7 +153,7 @@ def test_non_ascii_webhook_signature_is_401_not_500(world: World) -> None:
                               ("X-Gitlab-Token", "é"), ("X-Gitlab-Token", SECRET + "é")):
             response = await client.post("/hooks/git", data=body, headers={header: value})
             assert response.status == 401, (header, value, response.status, await response.text())
-        head = b"POST /hooks/git HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: sha256=\xe9\r\n"
+        head = b"POST /hooks/git HTTP/1.1\r\nX-Hub-Signature-256: sha256=\xe9\r\n"
         assert await raw_request(client, head, body) == 401
         response = await client.post("/hooks/git", data=body, headers={"X-Hub-Signature-256": sign(body)})
         assert response.status == 202, await response.text()
@@ -158,7 +168,7 @@ def test_deployment_ids_that_are_not_sqlite_integers_are_404_not_500(world: Worl
     """`²` (str.isdigit but not int()), 5000 digits (int() refuses) and 99999999999999999999
     (SQLite OverflowError) used to be 500; every id that names no deployment is 404."""
     old, _ = two_releases(world)
-    settings = world.settings(listen="127.0.0.1:8080")  # reads are open on loopback
+    settings = world.settings(api_token=TOKEN)  # reads need the token, on loopback too
     store = Store(settings.db_path)
     try:
         rows = store.deployments(DOMAIN)
@@ -168,16 +178,18 @@ def test_deployment_ids_that_are_not_sqlite_integers_are_404_not_500(world: Worl
     ids = ["²", "¹²", "٣", "1" * 5000, "99999999999999999999", str(2**63), str(2**63 - 1), "0", "-1", "+1",
            " 1", "1 ", "1.0", "0x1", "%C2%B2", "%00", "1%0A"]
 
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
     async def scenario(client: TestClient[Any, Any]) -> None:
         for ident in ids:
-            response = await client.get(f"/api/sites/{DOMAIN}/deployments/{ident}/log")
+            response = await client.get(f"/api/sites/{DOMAIN}/deployments/{ident}/log", headers=auth)
             assert response.status == 404, (ident[:30], response.status, await response.text())
         # A real id still streams its log (its own site only).
-        response = await client.get(f"/api/sites/{DOMAIN}/deployments/other.example.com/log")
+        response = await client.get(f"/api/sites/{DOMAIN}/deployments/other.example.com/log", headers=auth)
         assert response.status == 404
-        response = await client.get(f"/api/sites/other.example.com/deployments/{real}/log")
+        response = await client.get(f"/api/sites/other.example.com/deployments/{real}/log", headers=auth)
         assert response.status == 404
-        response = await client.get(f"/api/sites/{DOMAIN}/deployments/{real}/log")
+        response = await client.get(f"/api/sites/{DOMAIN}/deployments/{real}/log", headers=auth)
         assert response.status == 200
         text = await response.text()
         assert "event: end" in text and "ok" in text, text
@@ -259,12 +271,15 @@ def test_sighup_rotates_api_token_and_webhook_secret(started: tuple[World, str])
     world.write_config(interval=3600, listen=listen, api_token="old-token", webhook_secret="old-secret")
     daemon = world.start_daemon()
     rollback = f"{root}/api/sites/nobody.example.com/rollback"  # authorized: 409 (no target); else 401
-    body = json.dumps({"repository": {"clone_url": "https://example.com/nobody/nothing.git"}}).encode()
+    sent = itertools.count()
 
     def status(token: str) -> int:
         return http_status(rollback, b"{}", {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
 
     def hook(secret: str) -> int:
+        # A new delivery each time (its own body): the same body twice is a replay (test_webhook_replay.py).
+        body = json.dumps({"repository": {"clone_url": "https://example.com/nobody/nothing.git"},
+                           "delivery": next(sent)}).encode()
         return http_status(f"{root}/hooks/git", body, {"X-Hub-Signature-256": sign(body, secret)})
 
     def answering() -> bool:
