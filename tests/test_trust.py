@@ -38,7 +38,8 @@ def test_only_tips_signed_by_an_allowed_key_apply(tmp_path: Path, capsys: pytest
     decl = make_decl_repo(tmp_path / "decl")
     base = tmp_path / "srv"
     site = {"server": "local", "base_path": str(base), "repository": str(app)}
-    settings = Settings(repo=decl, state_dir=tmp_path / "state", require_signed="head", allowed_signers=signers)
+    settings = Settings(repo=decl, state_dir=tmp_path / "state", require_signed="head", allowed_signers=signers,
+                        allow_local=True)
     link = base / DOMAIN
 
     # An unsigned first tip: nothing verified to fall back to, nothing deployed.
@@ -58,7 +59,7 @@ def test_only_tips_signed_by_an_allowed_key_apply(tmp_path: Path, capsys: pytest
         outcome = reconcile(settings)[DOMAIN]
         assert outcome.sync == "Synced" and link.readlink() == first, "an unverified tip must not apply"
         config = tmp_path / "reconciler.toml"
-        config.write_text(f'require_signed = "head"\nallowed_signers = "{signers}"\n')
+        config.write_text(f'require_signed = "head"\nallowed_signers = "{signers}"\nallow_local = true\n')
         assert cli(["--config", str(config), "--repo", str(decl), "--state-dir", str(tmp_path / "state"),
                     "status", "--json"]) == 0
         message = json.loads(capsys.readouterr().out)[0]["message"]
@@ -92,14 +93,15 @@ def test_showing_commands_read_the_applied_commit_not_an_unverified_tip(
     app = make_app_repo(tmp_path / "app")
     decl = make_decl_repo(tmp_path / "decl")
     site = {"server": "local", "base_path": str(tmp_path / "srv"), "repository": str(app)}
-    settings = Settings(repo=decl, state_dir=tmp_path / "state", require_signed="head", allowed_signers=signers)
+    settings = Settings(repo=decl, state_dir=tmp_path / "state", require_signed="head", allowed_signers=signers,
+                        allow_local=True)
     _commit_site(decl, trusted, **site)
     assert reconcile(settings)[DOMAIN].sync == "Synced"
     # An unsigned commit adds a site under a hostile name and pins the signed one.
     site_file(decl, "zz-unsigned.example.com").write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in site.items()))
     _commit_site(decl, None, **site, pin="01012020-000000")
     config = tmp_path / "reconciler.toml"
-    config.write_text(f'require_signed = "head"\nallowed_signers = "{signers}"\n')
+    config.write_text(f'require_signed = "head"\nallowed_signers = "{signers}"\nallow_local = true\n')
     base = ["--config", str(config), "--repo", str(decl), "--state-dir", str(tmp_path / "state")]
 
     assert cli([*base, "status", "--json"]) == 0

@@ -51,7 +51,7 @@ def test_too_many_bytes_refuse_the_commit(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_the_daemon_parses_off_its_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     decl = _decl_with(tmp_path, 3)
-    settings = Settings(repo=decl, state_dir=tmp_path / "state")
+    settings = Settings(repo=decl, state_dir=tmp_path / "state", allow_local=True)
     parsed_on: list[threading.Thread] = []
     real = source.load_commit
 
