@@ -6,6 +6,7 @@
     ├── DeclarationError     a repository or branch that cannot be read
     ├── UnknownSite          a command names a site that is not declared (or not valid)
     ├── NoRollbackTarget     `rollback` has no release to go back to (or not the one asked for)
+    ├── NotApplicable        `retry`/`redeploy` asked of a site where it means nothing (pinned, no failure)
     ├── PinConflict          the branch moved while a pin was committed: nothing committed, run it again
     ├── SigningError         under require_signed, a pin cannot be signed (no key, or signing failed)
     ├── TemporaryError       retry with backoff: the world may heal by itself
@@ -38,6 +39,11 @@ class UnknownSite(ReconcilerError):
 
 class NoRollbackTarget(ReconcilerError):
     """Raised by `rollback` when no eligible release exists, or the one asked for is not one."""
+
+
+class NotApplicable(ReconcilerError):
+    """Raised by `retry` when the site has no remembered failure, and by `redeploy` when it is
+    pinned (a pin holds a built release: there is nothing to build)."""
 
 
 class PinConflict(ReconcilerError):

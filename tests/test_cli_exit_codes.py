@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import World, neutral_world
+from tests.support import World, cli_in_process, neutral_world
 
 DOMAIN = "shop.example.com"
 NOPE = "nope.example.com"
@@ -59,9 +59,7 @@ def test_looking_never_creates_a_state_dir_and_says_what_it_used(tmp_path: Path,
     world.declare()
     cwd = Path.cwd()
     for command in (["status"], ["status", "--json"], ["history", DOMAIN], ["diff"], ["logs", DOMAIN]):
-        from tests.support import cli_in_process
-
-        rc, out, err = cli_in_process(["--repo", str(world.decl), *command])
+        err = cli_in_process(["--repo", str(world.decl), *command]).err
         assert not (cwd / "state").exists(), f"{command} created ./state"
         assert "no state database at state/reconciler.db" in err and "no config file" in err, (command, err)
         assert "--config" in err

@@ -435,3 +435,16 @@ def test_prune_keeps_exactly_keep_newest_successes(keep: int) -> None:
     result = prune_candidates(releases, keep, names[-1], None)
     kept = [n for n in names if n not in result]
     assert kept == names[-keep:]
+
+
+def test_redeploy_request_makes_builds_made_before_it_not_count() -> None:
+    """`fresh_after` (a pending `redeploy`): the head's build from before the request does not
+    satisfy it; one made after it does; a build named in the request's own second does not
+    (names have one-second resolution, so it may predate the request)."""
+    facts = server(ok(R4), active=R4)
+    asked = datetime(2025, 7, 31, 14, 30, 22, 500_000, tzinfo=UTC)  # R4's own second
+    plan = plan_site(SITE, facts, BranchHead(HEAD), FailureMemory(), NOW, fresh_after=asked)
+    assert plan.actions[0] == Deploy(NOW_NAME, HEAD) and plan.sync == OUT_OF_SYNC
+    earlier = datetime(2025, 7, 31, 14, 30, 21, tzinfo=UTC)
+    plan = plan_site(SITE, facts, BranchHead(HEAD), FailureMemory(), NOW, fresh_after=earlier)
+    assert plan.actions == () and plan.sync == SYNCED

@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("release", nargs="?")
     p = command("unpin", "commit the removal of a site's pin", "reconciler unpin shop.example.com")
     p.add_argument("domain")
+    for name, help in (("retry", "forget a site's remembered failure and build again (nothing committed)"),
+                       ("redeploy", "build a site's current commit again as a fresh release (nothing committed)")):
+        p = command(name, help, f"reconciler {name} shop.example.com")
+        p.add_argument("domain")
+        p.add_argument("--no-wait", action="store_true", help="only record the request; the daemon builds")
     p = command("accept", "with require_signed: accept a signed commit that does not descend from the last "
                 "verified one (a deliberate reset or rewrite of the branch); logged",
                 "reconciler accept 3f2a9c1")
@@ -170,10 +175,14 @@ async def _pass(settings: Settings, site: str | None, dry_run: bool,
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     progress = None if args.dry_run else Progress(sys.stderr, live=sys.stderr.isatty())
     outcomes, notice = asyncio.run(_pass(settings, args.site, args.dry_run, progress))
+    return _report(outcomes, notice, args.site, args.dry_run)
+
+
+def _report(outcomes: list[SiteOutcome], notice: str, site: str | None, dry_run: bool) -> int:
     if notice:
         print(f"warning: {notice}")
-    if args.site and not outcomes:
-        print(f"reconciler: {args.site}: no such site declared", file=sys.stderr)
+    if site and not outcomes:
+        print(f"reconciler: {site}: no such site declared", file=sys.stderr)
         return 1
     for o in outcomes:
         line = f"{o.domain}: {o.sync}/{o.health}"
@@ -181,8 +190,30 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
             line += f" - {o.message}"
         print(printable(line))
         for action in o.actions:
-            print(f"  {'would ' if args.dry_run else ''}{printable(action)}")
+            print(f"  {'would ' if dry_run else ''}{printable(action)}")
     return 0 if all(o.sync == SYNCED for o in outcomes) else 1
+
+
+def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    forgiven = asyncio.run(_with_reconciler(settings, lambda r: actions.retry(r, args.domain, getpass.getuser())))
+    print(f"{args.domain}: forgot {forgiven} remembered failure{'s' if forgiven != 1 else ''}; building now")
+    return _build_now(settings, args)
+
+
+def cmd_redeploy(settings: Settings, args: argparse.Namespace) -> int:
+    asyncio.run(_with_reconciler(settings, lambda r: actions.redeploy(r, args.domain, getpass.getuser())))
+    print(f"{args.domain}: a fresh build of the current commit is requested; building now")
+    return _build_now(settings, args)
+
+
+def _build_now(settings: Settings, args: argparse.Namespace) -> int:
+    """The pass that answers a retry/redeploy, for that site only (a running daemon holding the
+    site's lock answers it instead: the request waits in the state database)."""
+    if args.no_wait:
+        return 0
+    progress = Progress(sys.stderr, live=sys.stderr.isatty())
+    outcomes, notice = asyncio.run(_pass(settings, args.domain, False, progress))
+    return _report(outcomes, notice, args.domain, False)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -429,6 +460,7 @@ _COMMANDS = {
     "run": cmd_run, "reconcile": cmd_reconcile, "status": cmd_status, "history": cmd_history,
     "logs": cmd_logs, "prune": cmd_prune, "rollback": cmd_rollback, "unpin": cmd_unpin,
     "validate": cmd_validate, "unlock": cmd_unlock, "diff": cmd_diff, "nginx": cmd_nginx,
-    "completion": cmd_completion, "accept": cmd_accept,
+    "completion": cmd_completion, "accept": cmd_accept, "retry": cmd_retry,
+    "redeploy": cmd_redeploy,
 }
 _ALIASES = {"plan": "diff"}

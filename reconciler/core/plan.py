@@ -12,7 +12,7 @@ from datetime import datetime
 
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import BranchHead, ReleaseFacts, SiteFacts
-from reconciler.core.layout import next_release_name
+from reconciler.core.layout import next_release_name, parse_release
 from reconciler.core.manifest import Manifest
 from reconciler.core.status import FINAL, DeployStatus, Health, Sync
 
@@ -133,6 +133,13 @@ def _successful_build(release: ReleaseFacts, commit: str, build_key: str) -> boo
     )
 
 
+def _built_after(release: str, moment: datetime) -> bool:
+    """Strictly after: names have one-second resolution, and a build named in the second of the
+    request may have been made just before it (one extra build is the safe side)."""
+    built = parse_release(release)
+    return built is not None and built > moment.replace(microsecond=0)
+
+
 def plan_site(
     site: SiteDeclaration,
     facts: SiteFacts,
@@ -140,7 +147,10 @@ def plan_site(
     memory: FailureMemory,
     now: datetime,
     clean_interrupted: bool = False,
+    fresh_after: datetime | None = None,
 ) -> Plan:
+    """`fresh_after` (a `redeploy` request): a build of the head made before it does not count,
+    so the head is built again as a fresh release."""
     if facts.problem is not None:
         # Server data of this site could not be trusted (remote.probe said why): touch nothing.
         return Plan((), UNKNOWN, Health.UNKNOWN, facts.problem)
@@ -181,7 +191,8 @@ def plan_site(
         reason = head.error if head is not None and head.error else "not resolved"
         return Plan((), UNKNOWN, health, f"cannot resolve branch {site.branch!r}: {reason}")
     commit = head.sha
-    built = [r for r in facts.ordered() if _successful_build(r, commit, site.build_key)]
+    built = [r for r in facts.ordered() if _successful_build(r, commit, site.build_key)
+             and (fresh_after is None or _built_after(r.name, fresh_after))]
     if built:
         target = active if active in {r.name for r in built} else built[-1].name
         assert target is not None

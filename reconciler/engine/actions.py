@@ -1,7 +1,12 @@
 """What an operator asks for by hand, checked against the servers before anything is written:
 `rollback` and `unpin` (a pin commit: the desired state changes in git, where automation cannot
-undo it). The CLI and the HTTP API both come through here, so they refuse the same things with
-the same messages.
+undo it), and `retry` and `redeploy`. The CLI and the HTTP API both come through here, so they
+refuse the same things with the same messages.
+
+`retry` and `redeploy` are imperative on purpose, like Argo CD's Sync button and `flux
+reconcile`: they change what the reconciler remembers (a failure) or asks of the next pass (a
+fresh build), never the desired state. What should run stays in git; that it should run *again*
+is an event, recorded in history with who asked, not a fact worth a commit.
 
 Eligibility is read from fresh facts (one probe of the site's server), never from the database
 alone: a release pruned or deleted by hand is gone even if history still lists it, and pinning
@@ -16,7 +21,7 @@ from reconciler.core.layout import parse_release
 from reconciler.core.status import DeployStatus
 from reconciler.engine import pinning
 from reconciler.engine.converge import Reconciler
-from reconciler.errors import NoRollbackTarget, UnknownSite
+from reconciler.errors import NoRollbackTarget, NotApplicable, UnknownSite
 from reconciler.remote.probe import gather
 
 
@@ -85,3 +90,29 @@ async def unpin(reconciler: Reconciler, domain: str) -> str:
     await declared(reconciler, domain)
     settings = reconciler.settings
     return pinning.set_pin(settings.repo, settings.branch, domain, None, settings)
+
+
+async def retry(reconciler: Reconciler, domain: str, by: str) -> int:
+    """Forget the site's remembered failures so the next pass builds again (a transient cause:
+    a package mirror down, a migration lock). Returns how many failures were forgotten."""
+    site = await declared(reconciler, domain)
+    store = reconciler.store
+    store.adopt(domain, await site_facts(reconciler, site))  # every failed release on the server has a row
+    forgiven = store.forgive(domain)
+    if not forgiven:
+        raise NotApplicable(f"{domain}: nothing to retry (no remembered failure); "
+                            "to build the current commit again use: reconciler redeploy " + domain)
+    store.request(domain, "retry", by)
+    return forgiven
+
+
+async def redeploy(reconciler: Reconciler, domain: str, by: str) -> None:
+    """Ask the next pass to build the current commit again as a fresh release, even though a
+    build exists (after a `.env` change, say). A remembered failure of it is forgotten too."""
+    site = await declared(reconciler, domain)
+    if site.pin is not None:
+        raise NotApplicable(f"{domain}: pinned to {site.pin}, so there is nothing to build; unpin it first")
+    store = reconciler.store
+    store.adopt(domain, await site_facts(reconciler, site))
+    store.forgive(domain)
+    store.request(domain, "redeploy", by)

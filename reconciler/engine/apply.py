@@ -49,6 +49,9 @@ class SiteContext:
     still_desired: Callable[[], bool] | None = None
     # Told each step as it starts (live progress of `reconcile`).
     progress: Callable[[str], None] | None = None
+    # What asked for a deployment started now, and who (`retry`/`redeploy` by an operator).
+    trigger: str | None = None
+    requested_by: str | None = None
 
     def step(self, name: Step | str) -> None:
         """Report a step as it starts: a Step of a deploy, or an action's own description."""
@@ -162,7 +165,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         branch=site.branch, repository=site.repository, build_key=site.build_key,
         deployment_script=site.script, deployment_path=paths.release(release),
         log_file_path=paths.log(release), declarations_commit=ctx.declarations_commit,
-        started_at=base.started_at, transient=0,
+        started_at=base.started_at, transient=0, trigger=ctx.trigger, requested_by=ctx.requested_by,
     )
     store.update_site(site.domain, server=site.server, base_path=site.base_path, sync=Sync.PROGRESSING,
                       message=f"deploying {commit[:12]} as {release}")

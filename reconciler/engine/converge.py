@@ -18,6 +18,7 @@ from collections.abc import Callable, Set
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from reconciler.config import Settings
 from reconciler.core.declarations import Declarations, SiteDeclaration, refuse_local
@@ -56,11 +57,13 @@ def ssh_options(settings: Settings) -> SshOptions:
 
 
 def failure_memory(store: Store, domain: str, facts: SiteFacts) -> FailureMemory:
-    """Failures remembered in the store and in failed manifests on the server."""
+    """Failures remembered in the store and in failed manifests on the server, less those an
+    operator forgave (`retry`)."""
     failed: dict[tuple[str, str], str] = {}
+    forgiven = store.forgiven(domain)
     for release in facts.releases.values():
         manifest = release.manifest
-        if manifest is not None and manifest.status == DeployStatus.FAILED:
+        if manifest is not None and manifest.status == DeployStatus.FAILED and release.name not in forgiven:
             failed[(manifest.commit, manifest.build_key)] = manifest.message or "deployment failed"
     for commit, key, message in store.failures(domain):
         failed[(commit, key)] = message
@@ -264,8 +267,10 @@ class Reconciler:
         if not dry_run:
             self.store.adopt(site.domain, facts)
         # Half-built releases can only be cleaned while nobody holds the lock (builders do).
+        request = self.store.pending_request(site.domain)
         plan = work.plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
-                                     self.clock(), clean_interrupted=facts.lock is None)
+                                     self.clock(), clean_interrupted=facts.lock is None,
+                                     fresh_after=_fresh_after(request))
         if dry_run:
             return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message,
                                planned=list(plan.actions))
@@ -274,6 +279,8 @@ class Reconciler:
         leftovers = lock.left_by_dead_run(lock.Owner.from_text(facts.lock or ""), self.identity) or \
             self.store.unfinished(site.domain)
         if not plan.actions and not leftovers:
+            if request is not None and plan.sync == Sync.SYNCED:
+                self.store.clear_request(site.domain, request["at"])  # nothing left to build: moot
             return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message)
         purpose = "; ".join(a.describe() for a in plan.actions)[:200]
         return await self._locked(work, head, still_desired, purpose)
@@ -285,14 +292,21 @@ class Reconciler:
         site = work.site
         desired = None if still_desired is None else (lambda: still_desired(site))
         ctx = self._context(site, work.decl_commit, desired)
+        request = self.store.pending_request(site.domain)
+        if request is not None:
+            ctx.trigger, ctx.requested_by = request["kind"], request["by"]
         outcome: SiteOutcome | None = None
         try:
             async with self._site_lock(ctx, purpose) as fresh:
                 facts = work.facts = fresh
                 self.store.adopt(site.domain, facts, locked=True)
                 plan = work.plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
-                                             self.clock(), clean_interrupted=True)
+                                             self.clock(), clean_interrupted=True, fresh_after=_fresh_after(request))
                 outcome = await self._apply(ctx, plan, facts, work.applied)
+                if request is not None and (plan.sync == Sync.SYNCED or any(isinstance(a, Deploy)
+                                                                            for a in plan.actions)):
+                    # Answered: the requested build ran (whatever its result), or nothing was left to do.
+                    self.store.clear_request(site.domain, request["at"])
         except LockNotReleased as exc:
             if outcome is None:
                 raise
@@ -444,6 +458,13 @@ class Reconciler:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _fresh_after(request: dict[str, Any] | None) -> datetime | None:
+    """The moment a pending `redeploy` was asked for: builds before it do not satisfy the head."""
+    if request is None or request["kind"] != "redeploy":
+        return None
+    return datetime.strptime(request["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,17 @@ def m002_meta(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
 
 
+@migrations()
+def m003_requests(db: sqlite_utils.Database) -> None:
+    # What started a deployment and who asked (history explains itself), failures an operator
+    # forgave with `retry`, and the one pending imperative request per site (retry/redeploy).
+    deployments = db["deployments"]
+    deployments.add_column("trigger", str)  # type: ignore[union-attr]
+    deployments.add_column("requested_by", str)  # type: ignore[union-attr]
+    deployments.add_column("forgiven", int)  # type: ignore[union-attr]
+    db["requests"].create({"site": str, "kind": str, "by": str, "at": str}, pk="site")  # type: ignore[union-attr]
+
+
 def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -170,12 +181,39 @@ class Store:
         return rows[0] if rows else None
 
     def failures(self, domain: str) -> Iterator[tuple[str, str, str]]:
-        """(commit, build key, message) of every non-transient failed deployment."""
+        """(commit, build key, message) of every non-transient failed deployment not forgiven."""
         for row in self.db["deployments"].rows_where(
-            "site = ? and status = 'failed' and coalesce(transient, 0) = 0", [domain]
+            "site = ? and status = 'failed' and coalesce(transient, 0) = 0 and coalesce(forgiven, 0) = 0", [domain]
         ):
             if row["commit_sha"] and row["build_key"]:
                 yield row["commit_sha"], row["build_key"], row["message"] or "deployment failed"
+
+    def forgiven(self, domain: str) -> set[str]:
+        """Releases whose failure an operator forgave (`retry`): their manifests on the server no
+        longer count as remembered failures."""
+        return {row["release"] for row in self.db["deployments"].rows_where(
+            "site = ? and coalesce(forgiven, 0) = 1", [domain], select="release")}
+
+    def forgive(self, domain: str) -> int:
+        """Forget every remembered failure of the site; returns how many were forgiven."""
+        cursor = self.db.execute(
+            "update deployments set forgiven = 1 where site = ? and status = 'failed' and coalesce(forgiven, 0) = 0",
+            [domain])
+        return int(cursor.rowcount)
+
+    # -- imperative requests (retry, redeploy) ---------------------------------------------
+
+    def request(self, domain: str, kind: str, by: str) -> None:
+        self.db["requests"].upsert({"site": domain, "kind": kind, "by": by, "at": utcnow()},  # type: ignore[union-attr]
+                                   pk="site")
+
+    def pending_request(self, domain: str) -> dict[str, Any] | None:
+        rows = list(self.db["requests"].rows_where("site = ?", [domain]))
+        return rows[0] if rows else None
+
+    def clear_request(self, domain: str, at: str) -> None:
+        """Drop the site's request made at `at` (a newer one, made meanwhile, stays)."""
+        self.db.execute("delete from requests where site = ? and at = ?", [domain, at])
 
     def adopt(self, domain: str, facts: SiteFacts, *, locked: bool = False) -> None:
         """Bring the deployment rows in line with what the server holds (servers are the truth).

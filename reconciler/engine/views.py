@@ -61,5 +61,10 @@ def history_views(store: Store, domain: str) -> list[dict[str, Any]]:
             "is_active": bool(is_active),
             "can_rollback": row["status"] == DeployStatus.SUCCESS and row["deployment_path"] is not None
             and not is_active,
+            # Beyond SPEC's keys: why it failed, and what asked for it.
+            "message": row.get("message") or "",
+            "exit_status": row.get("exit_status"),
+            "trigger": row.get("trigger") or "",
+            "requested_by": row.get("requested_by") or "",
         })
     return views

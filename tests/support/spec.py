@@ -5,5 +5,8 @@ from __future__ import annotations
 
 STATUS_KEYS = frozenset({"domain", "server", "sync", "health", "pinned", "active_release", "active_commit",
                          "desired_commit", "last_deployed_at", "message"})
-HISTORY_KEYS = frozenset({"id", "release", "status", "commit_sha", "branch", "deployment_path", "log_file_path",
-                          "started_at", "completed_at", "duration_ms", "is_active", "can_rollback"})
+SPEC_HISTORY_KEYS = frozenset({"id", "release", "status", "commit_sha", "branch", "deployment_path",
+                               "log_file_path", "started_at", "completed_at", "duration_ms", "is_active",
+                               "can_rollback"})
+# SPEC's keys are kept; these are the compatible additions (issue 11: history explains itself).
+HISTORY_KEYS = SPEC_HISTORY_KEYS | {"message", "exit_status", "trigger", "requested_by"}

@@ -1,0 +1,109 @@
+"""`reconciler retry D` and `reconciler redeploy D` (issue 11 item 2): imperative actions that change
+what the reconciler remembers or asks of the next pass, never the declarations.
+
+A failure is remembered per (commit, script+shared), so a transient cause (a package mirror down)
+left the site Failed until someone pushed a change; `retry` forgets it and builds. A successful
+build satisfies the head forever, so a `.env` change never reached a running release; `redeploy`
+builds the same commit again as a fresh release. Both are recorded in history with who asked.
+Sites on "local", the CLI in this process, real git and a real state database."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import World, neutral_world
+
+DOMAIN = "shop.example.com"
+
+
+@pytest.fixture(name="world")
+def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    world = neutral_world(tmp_path, monkeypatch)
+    world.write_config(allow_local=True)
+    return world
+
+
+def _history(world: World) -> list[dict[str, Any]]:
+    rc, out, err = world.run_cli("history", DOMAIN, "--json")
+    assert rc == 0, err
+    rows: list[dict[str, Any]] = json.loads(out)
+    return rows
+
+
+def test_retry_builds_again_after_a_transient_failure_and_says_who_asked(world: World, tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror-up"
+    world.declare(script=f"test -e {mirror} || {{ echo 'package mirror unreachable'; exit 3; }}\necho built\n")
+    assert world.run_cli("reconcile").rc == 1
+    tip = world.tip()
+    # The failure is remembered: another pass does not rebuild (no hot loop).
+    assert world.run_cli("reconcile").rc == 1
+    assert len(world.releases()) == 1 and world.active() is None
+
+    mirror.touch()  # the cause goes away; nothing in git changes
+    rc, out, err = world.run_cli("retry", DOMAIN)
+    assert rc == 0, (out, err)
+    assert "forgot 1 remembered failure" in out and f"{DOMAIN}: Synced/Healthy" in out
+    assert world.tip() == tip, "retry must not commit"
+    newest, failed = _history(world)[:2]
+    assert newest["status"] == "success" and newest["is_active"]
+    assert newest["trigger"] == "retry" and newest["requested_by"] == getpass.getuser()
+    assert failed["status"] == "failed" and "exit 3" in failed["message"] and failed["exit_status"] == 3
+
+    # Nothing remembered any more: retry says so and changes nothing.
+    rc, out, err = world.run_cli("retry", DOMAIN)
+    assert rc == 1 and "nothing to retry" in err, (out, err)
+
+
+def test_a_retried_build_that_fails_again_is_remembered_again(world: World) -> None:
+    world.declare(script="exit 4\n")
+    assert world.run_cli("reconcile").rc == 1
+    rc, out, err = world.run_cli("retry", DOMAIN)
+    assert rc == 1 and "Failed" in out, (out, err)
+    assert len(world.releases()) == 2
+    assert world.run_cli("reconcile").rc == 1
+    assert len(world.releases()) == 2, "the second failure must be remembered like the first"
+
+
+def test_redeploy_builds_the_same_commit_as_a_fresh_release(world: World) -> None:
+    world.declare(script="echo built\n")
+    assert world.run_cli("reconcile").rc == 0
+    first = world.active()
+    assert world.run_cli("reconcile").rc == 0 and world.active() == first  # a build exists: nothing to do
+
+    rc, out, err = world.run_cli("redeploy", DOMAIN)
+    assert rc == 0, (out, err)
+    second = world.active()
+    assert second is not None and second != first
+    newest, previous = _history(world)[:2]
+    assert newest["release"] == second and newest["commit_sha"] == previous["commit_sha"]
+    assert newest["trigger"] == "redeploy" and newest["requested_by"] == getpass.getuser()
+    # Answered: the next pass has nothing to do.
+    assert world.run_cli("reconcile").rc == 0 and world.active() == second
+
+
+def test_redeploy_no_wait_leaves_the_build_to_the_next_pass(world: World) -> None:
+    world.declare(script="echo built\n")
+    assert world.run_cli("reconcile").rc == 0
+    first = world.active()
+    rc, out, err = world.run_cli("redeploy", "--no-wait", DOMAIN)
+    assert rc == 0 and world.active() == first, (out, err)
+    assert world.run_cli("reconcile").rc == 0
+    assert world.active() != first and _history(world)[0]["trigger"] == "redeploy"
+
+
+def test_redeploy_of_a_pinned_site_and_of_an_unknown_site_is_refused(world: World) -> None:
+    world.declare(script="echo built\n")
+    assert world.run_cli("reconcile").rc == 0
+    active = world.active()
+    world.declare(script="echo built\n", pin=active)
+    assert world.run_cli("reconcile").rc == 0
+    rc, out, err = world.run_cli("redeploy", DOMAIN)
+    assert rc == 1 and "pinned" in err and world.active() == active, (out, err)
+    for command in ("retry", "redeploy"):
+        rc, out, err = world.run_cli(command, "nope.example.com")
+        assert rc == 1 and "no such site declared" in err, (out, err)
