@@ -28,11 +28,14 @@ MARK_SCRIPT = 'echo "built $(git rev-parse HEAD)"\n'
 
 @dataclass
 class World(support.World):
-    """Sites on "local"; the CLI runs in this process with --repo/--state-dir and no config file
-    (the cwd is neutral), as an operator's shell would."""
+    """Sites on "local"; the CLI runs in this process with --repo/--state-dir and a config file
+    that only opts in to local sites (the cwd is neutral), as an operator's shell would."""
 
     def flags(self, repo: Path | None = None) -> list[str]:
-        return ["--repo", str(repo or self.decl), "--state-dir", str(self.state)]
+        opt_in = self.tmp / "allow-local.toml"
+        if not opt_in.is_file():
+            write_config(opt_in, interval=None)  # allow_local = true, nothing else
+        return ["--repo", str(repo or self.decl), "--state-dir", str(self.state), "--config", str(opt_in)]
 
     def committed(self, domain: str = DOMAIN, repo: Path | None = None) -> str:
         return git(repo or self.decl, "show", f"main:sites.d/{domain}.toml")
@@ -661,6 +664,14 @@ def test_reconciler_toml_in_the_current_directory_is_used(world: World) -> None:
 def test_defaults_repo_is_cwd_and_state_is_dot_state(world: World) -> None:
     world.declare()
     os.chdir(world.decl)
+    rc, out, err = world.run("reconcile")
+    # No configuration: a local site is refused (allow_local defaults to false), reported, untouched.
+    assert rc == 1, (out, err)
+    assert f"{DOMAIN}: Invalid/Unknown" in out and "allow_local = true" in out, out
+    assert (world.decl / "state" / "reconciler.db").is_file()
+    assert world.releases() == []
+    (world.tmp / "cwd" / "reconciler.toml").unlink(missing_ok=True)
+    write_config(world.decl / "reconciler.toml", interval=None)  # ./reconciler.toml: allow_local = true
     rc, out, err = world.run("reconcile")
     assert rc == 0, (out, err)
     assert (world.decl / "state" / "reconciler.db").is_file()

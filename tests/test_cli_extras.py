@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.cli.main import main as cli
 from reconciler.cli.render import table, use_color
-from tests.support import app_commit, make_app_repo, make_decl_repo, write_site
+from tests.support import app_commit, make_app_repo, make_decl_repo, write_config, write_site
 
 DOMAIN = "extras.example.com"
 
@@ -22,7 +22,8 @@ def world(tmp_path: Path) -> tuple[list[str], Path, Path]:
     decl = make_decl_repo(tmp_path / "decl")
     base = tmp_path / "srv"
     write_site(decl, DOMAIN, server="local", base_path=str(base), repository=str(app), php="8.3")
-    return ["--repo", str(decl), "--state-dir", str(tmp_path / "state")], base, app
+    opt_in = write_config(tmp_path / "reconciler.toml", interval=None)  # allow_local = true: the site is "local"
+    return ["--repo", str(decl), "--state-dir", str(tmp_path / "state"), "--config", str(opt_in)], base, app
 
 
 def test_diff_shows_the_plan_changes_nothing_and_exits_1_only_when_there_is_work(

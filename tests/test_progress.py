@@ -11,13 +11,16 @@ import time
 from pathlib import Path
 
 from reconciler.cli.progress import Progress
-from tests.support import make_app_repo, make_decl_repo, reconciler_process, write_site
+from tests.support import make_app_repo, make_decl_repo, reconciler_process, write_config, write_site
 
 DOMAIN = "progress.example.com"
 
 
 def _flags(tmp_path: Path) -> list[str]:
-    return ["--repo", str(tmp_path / "decl"), "--state-dir", str(tmp_path / "state")]
+    opt_in = tmp_path / "reconciler.toml"
+    if not opt_in.is_file():
+        write_config(opt_in, interval=None)  # allow_local = true: the sites are "local"
+    return ["--repo", str(tmp_path / "decl"), "--state-dir", str(tmp_path / "state"), "--config", str(opt_in)]
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
