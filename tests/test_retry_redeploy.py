@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import World, neutral_world
+from tests.support import World, git, neutral_world
 
 DOMAIN = "shop.example.com"
 
@@ -82,6 +82,9 @@ def test_redeploy_builds_the_same_commit_as_a_fresh_release(world: World) -> Non
     newest, previous = _history(world)[:2]
     assert newest["release"] == second and newest["commit_sha"] == previous["commit_sha"]
     assert newest["trigger"] == "redeploy" and newest["requested_by"] == getpass.getuser()
+    # History says what was built: the app commit's subject and author, read on the server.
+    assert newest["commit_subject"] == git(world.app, "log", "-1", "--format=%s")
+    assert newest["commit_author"] == git(world.app, "log", "-1", "--format=%an <%ae>")
     # Answered: the next pass has nothing to do.
     assert world.run_cli("reconcile").rc == 0 and world.active() == second
 

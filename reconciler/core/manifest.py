@@ -33,6 +33,8 @@ class Manifest:
     completed_at: str = ""
     declarations_commit: str = ""
     message: str = ""
+    author: str = ""   # the commit's author and subject (history and notifications)
+    subject: str = ""
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
@@ -67,7 +69,8 @@ class Manifest:
             raise wire.WireError("declarations_commit is not a full hex commit id")
         return cls(commit, text_field("branch", True), text_field("repository", True), build_key, str(status),
                    text_field("started_at"), text_field("completed_at"), str(declarations_commit),
-                   text_field("message"))
+                   text_field("message"), wire.display(text_field("author"), wire.MAX_COMMIT_TEXT),
+                   wire.display(text_field("subject"), wire.MAX_COMMIT_TEXT))
 
     @classmethod
     def from_json(cls, text: str) -> Manifest | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core.declarations import printable
@@ -135,3 +136,25 @@ def decode_json_object(text: str, *, max_bytes: int = MAX_JSON_BYTES,
     if not isinstance(data, dict):
         raise WireError(f"not a JSON object but {type(data).__name__}")
     return data
+
+
+MAX_COMMIT_TEXT = 200  # characters of a commit's author or subject kept for history and notifications
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """Who wrote a commit and its subject line, as an app repository says (untrusted: escaped,
+    bounded). Empty when the server did not say."""
+
+    author: str = ""
+    subject: str = ""
+
+
+def commit_info(text: str) -> CommitInfo:
+    """Parse `git log -1 --format='%an <%ae>%x00%s%x00'` output. Never raises: this is news for
+    history and notifications, not a reason to fail a deploy, so anything else is an empty result."""
+    fields = text.split("\0")
+    if len(fields) != 3 or fields[2].strip():
+        return CommitInfo()
+    author, subject = (display(" ".join(f.split()), MAX_COMMIT_TEXT) for f in fields[:2])
+    return CommitInfo(author, subject)

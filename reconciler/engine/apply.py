@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.core import wire
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.layout import MANIFEST_NAME, SitePaths
 from reconciler.core.manifest import Manifest
@@ -183,8 +185,11 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         ctx.step(stage)
         store.update_deployment(deployment_id, status=DeployStatus.UPDATING)
         checkpoint("clone")
-        await _run(ctx, Step.CLONE, shell.clone(paths, site.repository, site.branch, commit, release),
-                   timeout=ctx.deploy_timeout, tied=True)
+        cloned = await _run(ctx, Step.CLONE, shell.clone(paths, site.repository, site.branch, commit, release),
+                            timeout=ctx.deploy_timeout, tied=True)
+        info = wire.commit_info(cloned.stdout)
+        base = dataclasses.replace(base, author=info.author, subject=info.subject)
+        store.update_deployment(deployment_id, commit_author=info.author, commit_subject=info.subject)
         stage = Step.SHARED
         ctx.step(stage)
         await _run(ctx, Step.SHARED, shell.link_shared(paths, release, site.shared))

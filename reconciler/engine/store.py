@@ -69,6 +69,13 @@ def m003_requests(db: sqlite_utils.Database) -> None:
     db["requests"].create({"site": str, "kind": str, "by": str, "at": str}, pk="site")  # type: ignore[union-attr]
 
 
+@migrations()
+def m004_commit_info(db: sqlite_utils.Database) -> None:
+    deployments = db["deployments"]
+    deployments.add_column("commit_author", str)  # type: ignore[union-attr]
+    deployments.add_column("commit_subject", str)  # type: ignore[union-attr]
+
+
 def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -254,6 +261,8 @@ class Store:
                         "started_at": (manifest.started_at if manifest else "") or _release_time(name),
                         "completed_at": manifest.completed_at if manifest else None,
                         "message": manifest.message if manifest else "adopted from the server",
+                        "commit_author": manifest.author if manifest else None,
+                        "commit_subject": manifest.subject if manifest else None,
                         "transient": 0,
                     })
                     continue

@@ -66,5 +66,7 @@ def history_views(store: Store, domain: str) -> list[dict[str, Any]]:
             "exit_status": row.get("exit_status"),
             "trigger": row.get("trigger") or "",
             "requested_by": row.get("requested_by") or "",
+            "commit_author": row.get("commit_author") or "",
+            "commit_subject": row.get("commit_subject") or "",
         })
     return views

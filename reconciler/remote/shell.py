@@ -200,6 +200,8 @@ def clone(paths: SitePaths, repository: str, branch: str, commit: str, release: 
         f"  git branch --quiet --set-upstream-to={quote('origin/' + branch)} || true\n"
         f"}} >> {quote(LOG_NAME)} 2>&1 < /dev/null\n"
         f'test "$(git rev-parse HEAD)" = {quote(commit)}\n'
+        # Author and subject for history and notifications, on stdout (core.wire.commit_info).
+        "git log -1 --format='%an <%ae>%x00%s%x00' HEAD | head -c 4096\n"
     )
 
 

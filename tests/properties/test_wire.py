@@ -123,3 +123,23 @@ def test_display_escapes_everything_a_terminal_would_act_on(text: str) -> None:
 @given(json_values)
 def test_nesting_is_the_depth_json_has(value: Any) -> None:
     assert wire.nesting(json.dumps(value)) == depth(value)
+
+
+@FAST
+@given(nasty_text)
+def test_commit_info_is_total_bounded_and_printable(text: str) -> None:
+    """An app repository's author and subject: any output gives a CommitInfo, each field one
+    printable line of bounded length (a hostile subject cannot forge history or drive a terminal)."""
+    info = wire.commit_info(text)
+    for value in (info.author, info.subject):
+        assert len(value) <= wire.MAX_COMMIT_TEXT + 3
+        assert "\n" not in value and "\x1b" not in value and "\0" not in value
+
+
+@FAST
+@given(st.text(max_size=300), st.text(max_size=300))
+def test_commit_info_reads_what_git_log_prints(author: str, subject: str) -> None:
+    info = wire.commit_info(f"{author}\0{subject}\0")
+    if "\0" not in author + subject:
+        assert info.subject == wire.display(" ".join(subject.split()), wire.MAX_COMMIT_TEXT)
+        assert info.author == wire.display(" ".join(author.split()), wire.MAX_COMMIT_TEXT)

@@ -9,4 +9,5 @@ SPEC_HISTORY_KEYS = frozenset({"id", "release", "status", "commit_sha", "branch"
                                "log_file_path", "started_at", "completed_at", "duration_ms", "is_active",
                                "can_rollback"})
 # SPEC's keys are kept; these are the compatible additions (issue 11: history explains itself).
-HISTORY_KEYS = SPEC_HISTORY_KEYS | {"message", "exit_status", "trigger", "requested_by"}
+HISTORY_KEYS = SPEC_HISTORY_KEYS | {"message", "exit_status", "trigger", "requested_by", "commit_author",
+                                   "commit_subject"}
