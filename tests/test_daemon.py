@@ -441,7 +441,7 @@ def test_logs_carry_syslog_prefixes_when_stderr_is_the_journal(
     ],
     ids=["unset", "other-inode", "other-device", "garbage", "empty"],
 )
-def test_logs_are_plain_when_stderr_is_not_the_journal(
+def test_logs_are_timestamped_when_stderr_is_not_the_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reconciler_logger: logging.Logger,
     journal: Callable[[os.stat_result], str] | None,
 ) -> None:
@@ -449,7 +449,10 @@ def test_logs_are_plain_when_stderr_is_not_the_journal(
     assert len(lines) == 3, lines
     assert not any(re.match(r"<\d>", line) for line in lines), lines
     assert "deployed shop.example.com" in lines[0] and "careful" in lines[1] and "broken" in lines[2], lines
-    assert not any(TIMESTAMP_RE.search(line) for line in lines), lines
+    # Not the journal: nothing else dates the lines, so each starts with a UTC time and its level.
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (INFO|WARNING|ERROR) ")
+    assert all(stamp.match(line) for line in lines), lines
+    assert lines[1].split()[1] == "WARNING" and lines[2].split()[1] == "ERROR", lines
 
 
 def test_daemon_stderr_under_the_journal_has_priority_prefixes(local_world: World) -> None:

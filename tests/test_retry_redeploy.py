@@ -110,3 +110,15 @@ def test_redeploy_of_a_pinned_site_and_of_an_unknown_site_is_refused(world: Worl
     for command in ("retry", "redeploy"):
         rc, out, err = world.run_cli(command, "nope.example.com")
         assert rc == 1 and "no such site declared" in err, (out, err)
+
+
+def test_a_deploy_start_is_logged_with_its_trigger(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11 item 10: the daemon's log says when a deploy starts, and why."""
+    world.declare(script="echo built\n")
+    with caplog.at_level("INFO", logger="reconciler"):
+        assert world.run_cli("reconcile").rc == 0
+        assert world.run_cli("redeploy", DOMAIN).rc == 0
+    starts = [r.getMessage() for r in caplog.records if "deploying" in r.getMessage()]
+    assert len(starts) == 2, starts
+    assert starts[0].startswith(f"{DOMAIN}: deploying ") and "(desired state)" in starts[0]
+    assert starts[1].endswith(f"(redeploy, asked by {getpass.getuser()})"), starts[1]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from reconciler.errors import LayoutConflict, StepFailed, TransportError
 from reconciler.faults import checkpoint
 from reconciler.remote import shell
 from reconciler.remote.transport import Result, Transport
+
+log = logging.getLogger(__name__)
 
 LOCAL_LOG_BYTES = 1024 * 1024
 
@@ -175,6 +178,9 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
     claimed = False
     stage = Step.CLAIM  # the step under way: named when the deploy is interrupted or aborted
     ctx.step(f"deploy {release}")
+    by = f", asked by {ctx.requested_by}" if ctx.requested_by else ""
+    log.info("%s: deploying %s as release %s on %s (%s%s)", site.domain, commit[:12], release, site.server,
+             ctx.trigger or "desired state", by)
     try:
         header = f"==> reconciler: {site.domain} release {release}, {site.branch} @ {commit}"
         # The script travels now, on stdin, and waits in the release for its step.

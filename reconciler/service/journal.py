@@ -1,11 +1,13 @@
 """Daemon logging to stderr. Under systemd (JOURNAL_STREAM names our stderr) lines carry
-`<N>` syslog priority prefixes and no timestamps, since the journal adds its own."""
+`<N>` syslog priority prefixes and no timestamps, since the journal adds its own; anywhere else
+(a terminal, a container, a file) each line starts with a UTC timestamp and the level."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import time
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
@@ -32,7 +34,9 @@ def setup(level: int = logging.INFO) -> logging.Logger:
     if stderr_is_journal():
         handler.setFormatter(_JournalFormatter("%(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        formatter.converter = time.gmtime  # UTC, like release names and the database
+        handler.setFormatter(formatter)
     logger = logging.getLogger("reconciler")
     logger.handlers[:] = [handler]
     logger.setLevel(level)
