@@ -448,3 +448,15 @@ def test_redeploy_request_makes_builds_made_before_it_not_count() -> None:
     earlier = datetime(2025, 7, 31, 14, 30, 21, tzinfo=UTC)
     plan = plan_site(SITE, facts, BranchHead(HEAD), FailureMemory(), NOW, fresh_after=earlier)
     assert plan.actions == () and plan.sync == SYNCED
+
+
+def test_the_newest_failed_releases_are_kept_for_their_logs() -> None:
+    """Issue 11 item 9: a successful deploy no longer deletes every failed release (and with it
+    the log that says why it failed): the `keep_failed` newest stay, and never count towards keep."""
+    releases = [failed(R1), failed(R2), ok(R3), failed(R4), ok(R5)]
+    assert prune_candidates(releases, 1, R5, None) == [R1, R2, R3, R4]
+    assert prune_candidates(releases, 1, R5, None, keep_failed=2) == [R1, R3]
+    assert prune_candidates(releases, 1, R5, None, keep_failed=5) == [R3]
+    site = declare(keep=1, keep_failed=1)
+    plan = plan_site(site, server(*releases, active=R5), BranchHead(HEAD), FailureMemory(), NOW)
+    assert plan.actions == (Prune((R1, R2, R3)),)

@@ -136,6 +136,9 @@ class SiteDeclaration(BaseModel):
     script: str = ""
     pin: str | None = None
     keep: int = 14
+    # Failed releases kept (their deployment.log explains the failure); they never count
+    # towards `keep`. 0: a failed release goes at the next successful prune.
+    keep_failed: int = 3
     shared: list[str] = list(DEFAULT_SHARED)
     php: str | None = None
     reload: str | None = None
@@ -213,6 +216,13 @@ class SiteDeclaration(BaseModel):
     def _keep(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("keep_failed")
+    @classmethod
+    def _keep_failed(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 or more")
         return value
 
     @field_validator("shared")

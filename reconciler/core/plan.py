@@ -101,14 +101,15 @@ def health_of(facts: SiteFacts) -> Health:
 
 def prune_candidates(
     releases: list[ReleaseFacts], keep: int, active: str | None, pinned: str | None,
-    also_keep: tuple[str | None, ...] = (),
+    also_keep: tuple[str | None, ...] = (), keep_failed: int = 0,
 ) -> list[str]:
     """Releases to delete, oldest first. `releases` must be ordered oldest first.
 
-    Keeps the `keep` newest successful releases, the active and pinned ones, the newest
-    release whatever its status (its log is the latest news), anything still building,
-    and anything whose state is unknown. Failed releases do not count towards `keep`.
-    Refuses (returns nothing) while the active release is unknown.
+    Keeps the `keep` newest successful releases, the `keep_failed` newest failed ones (their
+    logs say why), the active and pinned ones, the newest release whatever its status (its log
+    is the latest news), anything still building, and anything whose state is unknown. Failed
+    releases do not count towards `keep`. Refuses (returns nothing) while the active release is
+    unknown.
     """
     if active is None:
         return []
@@ -117,6 +118,8 @@ def prune_candidates(
         protected.add(releases[-1].name)
     successes = [r.name for r in releases if r.status == DeployStatus.SUCCESS]
     protected.update(successes[-keep:])
+    if keep_failed:
+        protected.update([r.name for r in releases if r.status == DeployStatus.FAILED][-keep_failed:])
     return [
         r.name for r in releases
         if r.name not in protected and r.status in FINAL
@@ -173,7 +176,7 @@ def plan_site(
     def settle(target: str, reason: str) -> None:
         if active != target:
             actions.append(Activate(target, reason))
-        candidates = prune_candidates(facts.ordered(), site.keep, target, site.pin)
+        candidates = prune_candidates(facts.ordered(), site.keep, target, site.pin, keep_failed=site.keep_failed)
         if candidates:
             actions.append(Prune(tuple(candidates)))
 
@@ -211,7 +214,8 @@ def plan_site(
     built_now = ReleaseFacts(release, Manifest(commit, site.branch, site.repository, site.build_key,
                                                DeployStatus.SUCCESS))
     # The release live before the switch stays too: it is the immediate way back.
-    candidates = prune_candidates([*facts.ordered(), built_now], site.keep, release, site.pin, (active,))
+    candidates = prune_candidates([*facts.ordered(), built_now], site.keep, release, site.pin, (active,),
+                                  keep_failed=site.keep_failed)
     if candidates:
         actions.append(Prune(tuple(candidates)))
     return _verdict(actions, release, commit, health)

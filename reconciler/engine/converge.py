@@ -406,7 +406,7 @@ class Reconciler:
 
         def candidates(facts: SiteFacts) -> list[str]:
             return prune_candidates(facts.ordered(), keep if keep is not None else site.keep,
-                                    facts.active_release, site.pin)
+                                    facts.active_release, site.pin, keep_failed=site.keep_failed)
 
         if dry_run:
             facts = (await self.probe(site.server, [site])).sites[site.domain]
