@@ -28,6 +28,7 @@ from reconciler.core.plan import (
     Plan,
     Provision,
     Prune,
+    Reload,
     plan_site,
     prune_candidates,
 )
@@ -460,3 +461,19 @@ def test_the_newest_failed_releases_are_kept_for_their_logs() -> None:
     site = declare(keep=1, keep_failed=1)
     plan = plan_site(site, server(*releases, active=R5), BranchHead(HEAD), FailureMemory(), NOW)
     assert plan.actions == (Prune((R1, R2, R3)),)
+
+
+def test_an_owed_reload_is_retried_while_its_release_is_live() -> None:
+    """Issue 11 item 4: Reload(live) while the live release's reload is owed; Synced but Degraded
+    with the reason. An activation or a deploy reloads anyway, so nothing extra then; a site
+    without a reload command owes nothing."""
+    site = declare(reload="sudo service php8.3-fpm reload")
+    facts = server(ok(R5), active=R5)
+    plan = plan_site(site, facts, BranchHead(HEAD), FailureMemory(), NOW, reload_owed=(R5, "exit 1"))
+    assert plan.actions == (Reload(R5, "exit 1"),)
+    assert (plan.sync, plan.health) == (SYNCED, DEGRADED) and "exit 1" in plan.message
+    moved = plan_site(site, server(ok(R4, OLD), ok(R5), active=R4), BranchHead(HEAD), FailureMemory(), NOW,
+                      reload_owed=(R4, "exit 1"))
+    assert moved.actions == (Activate(R5, "roll-forward"),)
+    quiet = plan_site(SITE, facts, BranchHead(HEAD), FailureMemory(), NOW, reload_owed=(R5, "exit 1"))
+    assert quiet.actions == () and quiet.health == HEALTHY

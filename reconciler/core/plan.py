@@ -64,7 +64,19 @@ class Clean:
         return "remove interrupted release " + ", ".join(self.releases)
 
 
-Action = Provision | Clean | Deploy | Activate | Prune
+@dataclass(frozen=True)
+class Reload:
+    """Run the reload command again for the live release: the one after its switch failed
+    (PHP-FPM may still serve the old code through OPcache until a reload succeeds)."""
+
+    release: str
+    reason: str  # the failure that is owed a retry
+
+    def describe(self) -> str:
+        return f"retry the reload of release {self.release} ({self.reason})"
+
+
+Action = Provision | Clean | Deploy | Activate | Reload | Prune
 
 
 @dataclass(frozen=True)
@@ -151,9 +163,12 @@ def plan_site(
     now: datetime,
     clean_interrupted: bool = False,
     fresh_after: datetime | None = None,
+    reload_owed: tuple[str, str] | None = None,
 ) -> Plan:
     """`fresh_after` (a `redeploy` request): a build of the head made before it does not count,
-    so the head is built again as a fresh release."""
+    so the head is built again as a fresh release. `reload_owed` (release, why): that release's
+    reload failed after its switch; while it is live and wanted, the reload is retried and the
+    site is Degraded with the reason."""
     if facts.problem is not None:
         # Server data of this site could not be trusted (remote.probe said why): touch nothing.
         return Plan((), UNKNOWN, Health.UNKNOWN, facts.problem)
@@ -174,8 +189,12 @@ def plan_site(
             actions.append(Clean(interrupted))
 
     def settle(target: str, reason: str) -> None:
+        nonlocal health
         if active != target:
-            actions.append(Activate(target, reason))
+            actions.append(Activate(target, reason))  # an activation reloads anyway
+        elif reload_owed is not None and reload_owed[0] == target and site.reload_command:
+            actions.append(Reload(target, reload_owed[1]))
+            health = DEGRADED
         candidates = prune_candidates(facts.ordered(), site.keep, target, site.pin, keep_failed=site.keep_failed)
         if candidates:
             actions.append(Prune(tuple(candidates)))
@@ -222,6 +241,9 @@ def plan_site(
 
 
 def _verdict(actions: list[Action], release: str, commit: str | None, health: Health) -> Plan:
-    pending = [a for a in actions if not isinstance(a, Prune | Clean)]
+    # The live release is the desired one while only housekeeping or an owed reload remains.
+    pending = [a for a in actions if not isinstance(a, Prune | Clean | Reload)]
     sync = OUT_OF_SYNC if pending else SYNCED
-    return Plan(tuple(actions), sync, health, "", release, commit)
+    owed = next((a for a in actions if isinstance(a, Reload)), None)
+    message = f"reload of the live release failed ({owed.reason}); retrying" if owed else ""
+    return Plan(tuple(actions), sync, health, message, release, commit)

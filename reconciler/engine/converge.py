@@ -31,6 +31,7 @@ from reconciler.core.plan import (
     Plan,
     Provision,
     Prune,
+    Reload,
     health_of,
     plan_site,
     prune_candidates,
@@ -48,6 +49,7 @@ from reconciler.remote.transport.pool import TransportPool
 log = logging.getLogger(__name__)
 
 LAST_VERIFIED = "last_verified_commit"
+RELOAD_RETRY = 5.0  # seconds before the first retry of a failed reload (then doubling, as for errors)
 LAST_OVERRIDE = "last_trust_override"  # JSON of the last `reconciler accept`: commit, replaced, by, at
 
 
@@ -270,7 +272,8 @@ class Reconciler:
         request = self.store.pending_request(site.domain)
         plan = work.plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
                                      self.clock(), clean_interrupted=facts.lock is None,
-                                     fresh_after=_fresh_after(request))
+                                     fresh_after=_fresh_after(request),
+                                     reload_owed=self.store.reload_owed(site.domain))
         if dry_run:
             return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message,
                                planned=list(plan.actions))
@@ -301,7 +304,8 @@ class Reconciler:
                 facts = work.facts = fresh
                 self.store.adopt(site.domain, facts, locked=True)
                 plan = work.plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
-                                             self.clock(), clean_interrupted=True, fresh_after=_fresh_after(request))
+                                             self.clock(), clean_interrupted=True, fresh_after=_fresh_after(request),
+                                             reload_owed=self.store.reload_owed(site.domain))
                 outcome = await self._apply(ctx, plan, facts, work.applied)
                 if request is not None and (plan.sync == Sync.SYNCED or any(isinstance(a, Deploy)
                                                                             for a in plan.actions)):
@@ -358,12 +362,15 @@ class Reconciler:
                     done.append(Applied(action, superseded=True, note=result.message))
                     return SiteOutcome(site.domain, site.server, Sync.OUT_OF_SYNC, health_of(facts),
                                        result.message, done)
-                health, message = (Health.DEGRADED, result.warning) if result.warning else (Health.HEALTHY, "")
+                health, message = self._reloaded(site.domain, action.release, result.warning)
                 sync = Sync.SYNCED
             elif isinstance(action, Activate):
                 result = await apply.activate(ctx, action.release)
-                health, message = (Health.DEGRADED, result.warning) if result.warning else (Health.HEALTHY, "")
+                health, message = self._reloaded(site.domain, action.release, result.warning)
                 sync = Sync.SYNCED
+            elif isinstance(action, Reload):
+                warning = await apply.reload(ctx, action.release)
+                health, message = self._reloaded(site.domain, action.release, warning)
             elif isinstance(action, Prune):
                 try:
                     await apply.prune(ctx, action.releases)
@@ -376,7 +383,19 @@ class Reconciler:
             done.append(Applied(action))
         if sync == Sync.OUT_OF_SYNC and not message:
             message = "out of sync"
-        return SiteOutcome(site.domain, site.server, sync, health, message, done)
+        outcome = SiteOutcome(site.domain, site.server, sync, health, message, done)
+        if self.store.reload_owed(site.domain) is not None:
+            # A failed reload is retried with backoff (the daemon doubles the wait), not forgotten.
+            outcome.retry_after, outcome.backoff = RELOAD_RETRY, True
+        return outcome
+
+    def _reloaded(self, domain: str, release: str, warning: str) -> tuple[Health, str]:
+        """Health after a switch's (or a retried) reload; a failure is owed a retry until it succeeds."""
+        if warning:
+            self.store.owe_reload(domain, release, warning)
+            return Health.DEGRADED, f"{warning}; the reload is retried until it succeeds"
+        self.store.owe_reload(domain, None)
+        return Health.HEALTHY, ""
 
     async def prune(self, only: str | None, keep: int | None, dry_run: bool) -> list[PruneResult]:
         """`reconciler prune`: the same locked path as a pass. Candidates come from facts probed

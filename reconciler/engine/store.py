@@ -76,6 +76,13 @@ def m004_commit_info(db: sqlite_utils.Database) -> None:
     deployments.add_column("commit_subject", str)  # type: ignore[union-attr]
 
 
+@migrations()
+def m005_reload_owed(db: sqlite_utils.Database) -> None:
+    # The live release whose reload failed after its switch, and why: retried until it succeeds.
+    db["sites"].add_column("reload_owed", str)  # type: ignore[union-attr]
+    db["sites"].add_column("reload_owed_reason", str)  # type: ignore[union-attr]
+
+
 def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -135,6 +142,15 @@ class Store:
         if current is not None and all(current.get(k) == v for k, v in values.items()):
             return
         self.db["sites"].upsert({"domain": domain, **values, "updated_at": utcnow()}, pk="domain")  # type: ignore[union-attr]
+
+    def reload_owed(self, domain: str) -> tuple[str, str] | None:
+        row = self.site(domain) or {}
+        release = row.get("reload_owed")
+        return (release, row.get("reload_owed_reason") or "reload failed") if release else None
+
+    def owe_reload(self, domain: str, release: str | None, reason: str = "") -> None:
+        """Remember that `release`'s reload failed (None: the live release's reload is settled)."""
+        self.update_site(domain, reload_owed=release, reload_owed_reason=reason if release else None)
 
     # -- deployments -------------------------------------------------------------------------
 

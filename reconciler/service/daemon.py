@@ -205,6 +205,8 @@ class Daemon:
         another round (superseded while building), or nothing until a change."""
         try:
             if outcome.retry_after is not None and outcome.backoff:
+                if outcome.applied:
+                    self._notify(site, outcome)  # work was done (a deploy whose reload failed): news
                 self._backoff(site, outcome)
                 return
             if outcome.retry_after is not None:

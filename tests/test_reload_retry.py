@@ -1,0 +1,64 @@
+"""A failed reload is not forgotten (issue 11 item 4): after a switch whose reload fails (php-fpm
+without sudo, say) the site stays Degraded, with the reason, and every pass retries the reload
+until it succeeds; only then is it Healthy. The daemon retries it with backoff (outcome
+`retry_after`). Sites on "local", the CLI in this process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.engine.converge import RELOAD_RETRY
+from tests.support import World, neutral_world
+
+DOMAIN = "shop.example.com"
+
+
+@pytest.fixture(name="world")
+def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    world = neutral_world(tmp_path, monkeypatch)
+    world.write_config(allow_local=True)
+    return world
+
+
+def _status(world: World) -> dict[str, Any]:
+    views: list[dict[str, Any]] = json.loads(world.run_cli("status", "--json").out)
+    return views[0]
+
+
+def _reloads(world: World) -> int:
+    return (world.on_disk().link / "deployment.log").read_text().count("==> reload")
+
+
+def test_a_failed_reload_is_retried_until_it_succeeds(world: World, tmp_path: Path) -> None:
+    fpm = tmp_path / "fpm-ok"
+    world.declare(script="echo built\n", reload=f"test -e {fpm} || {{ echo 'sudo: a password is required'; exit 1; }}")
+    rc, out, err = world.run_cli("reconcile")
+    assert "Synced/Degraded" in out and "reload command failed (exit 1)" in out, (out, err)
+    assert _reloads(world) == 1
+
+    # The next pass (nothing else changed) retries the reload and stays Degraded with the reason.
+    rc, out, err = world.run_cli("reconcile")
+    assert "retry the reload of release" in out, out
+    view = _status(world)
+    assert (view["sync"], view["health"]) == ("Synced", "Degraded"), view
+    assert "reload command failed (exit 1)" in view["message"], view
+    assert _reloads(world) == 2
+
+    fpm.touch()
+    rc, out, err = world.run_cli("reconcile")
+    assert rc == 0 and "Synced/Healthy" in out, (out, err)
+    assert _reloads(world) == 3
+    # Settled: the next pass does nothing.
+    rc, out, err = world.run_cli("reconcile")
+    assert rc == 0 and "retry the reload" not in out and _reloads(world) == 3
+
+
+def test_the_daemon_is_told_to_retry_a_failed_reload_with_backoff(world: World) -> None:
+    world.declare(script="echo built\n", reload="exit 127")
+    outcome = world.reconcile_in_process(allow_local=True)[DOMAIN]
+    assert (outcome.sync, outcome.health) == ("Synced", "Degraded")
+    assert outcome.retry_after == RELOAD_RETRY and outcome.backoff
