@@ -118,34 +118,47 @@ def _bytes(text: str) -> bytes:
 
 class Sessions:
     """Dashboard sessions, in memory: the SHA-256 of the cookie value -> (the SHA-256 of the
-    token it was made with, when it expires). A session is valid only while the token is."""
+    token it was made with, when it expires). A session is valid only while its token is the
+    current one: the first request that sees another token ends every session (so changing
+    the token back later revives none of them)."""
 
     def __init__(self, ttl: float = SESSION_TTL, limit: int = MAX_SESSIONS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl, self.limit, self.clock = ttl, limit, clock
         self._live: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
+        self._token = b""  # the digest of the token the sessions were made with
 
     def __len__(self) -> int:
         return len(self._live)
 
+    def observe(self, token: str | None) -> bytes:
+        """The digest of `token`; every session ends if it is not the token they were made with."""
+        digest = _digest(b"token", _bytes(token)) if token else b""
+        if not hmac.compare_digest(digest, self._token):
+            self._live.clear()
+            self._token = digest
+        return digest
+
     def create(self, token: str) -> str:
+        digest = self.observe(token)
         now = self.clock()
         for key in [k for k, (_, expires) in self._live.items() if expires <= now]:
             del self._live[key]
         while len(self._live) >= self.limit:
             self._live.popitem(last=False)
         value = secrets.token_urlsafe(32)
-        self._live[_digest(b"session", value.encode())] = (_digest(b"token", _bytes(token)), now + self.ttl)
+        self._live[_digest(b"session", value.encode())] = (digest, now + self.ttl)
         return value
 
     def valid(self, value: str, token: str | None) -> bool:
+        digest = self.observe(token)
         key = _digest(b"session", _bytes(value))
         entry = self._live.get(key)
         if entry is None:
             return False
         made_with, expires = entry
-        if not token or expires <= self.clock() or not hmac.compare_digest(made_with, _digest(b"token", _bytes(token))):
-            del self._live[key]  # expired, or made under a token that is no longer the one
+        if not token or expires <= self.clock() or not hmac.compare_digest(made_with, digest):
+            del self._live[key]
             return False
         return True
 
@@ -345,6 +358,7 @@ def build_app(ctx: WebContext) -> web.Application:
     def authenticated(request: web.Request) -> str | None:
         """How the request authenticates now: "bearer", "cookie" or None."""
         token = ctx.settings().api_token
+        sessions.observe(token)  # a new token ends every session, whoever notices it first
         if not token:
             return None
         if bearer(request, token):
@@ -383,6 +397,7 @@ def build_app(ctx: WebContext) -> web.Application:
         # The page itself holds no data; what it loads is guarded like any other read.
         if request.path not in OPEN_PATHS and not request.path.startswith("/hooks/"):
             if not ctx.settings().api_token:
+                sessions.observe(None)  # no token: no session either, then or later
                 return refused(403, NO_TOKEN)
             how = authenticated(request)
             if how is None:
@@ -400,6 +415,7 @@ def build_app(ctx: WebContext) -> web.Application:
 
     async def login(request: web.Request) -> web.Response:
         token = ctx.settings().api_token
+        sessions.observe(token)
         if not token:
             return refused(403, NO_TOKEN)
         if not same_origin(request):
