@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 
 from reconciler.core.declarations import LOCAL_REFUSED
+from reconciler.engine.converge import Reconciler
+from reconciler.engine.store import Store
 from reconciler.errors import PermanentError
 from reconciler.remote.transport.local import LocalTransport
 from reconciler.remote.transport.options import SshOptions
@@ -157,3 +159,27 @@ def test_the_transport_pool_is_the_last_gate(tmp_path: Path) -> None:
     with pytest.raises(PermanentError):
         pool.get("local")
     asyncio.run(pool.close())
+
+
+def test_a_sighup_that_changes_allow_local_applies_to_the_parsed_commit(tmp_path: Path) -> None:
+    """The daemon parses a commit once; the refusal is applied to it on every load with the
+    settings of the moment, so SIGHUP opts in or out without a new commit (and a refusal never
+    edits the cached parse)."""
+    world = World.create(tmp_path, allow_local=None)
+    world.declare(LOCAL)
+
+    async def loads() -> list[tuple[list[str], list[str]]]:
+        reconciler = Reconciler(world.settings(allow_local=False), Store(world.state / "reconciler.db"))
+        seen = []
+        try:
+            for allow in (False, True, False):
+                reconciler.reconfigure(world.settings(allow_local=allow))
+                decls = await reconciler.load_async()
+                seen.append((sorted(decls.sites), sorted(decls.invalid)))
+                assert reconciler.pool.allow_local is allow
+        finally:
+            await reconciler.close()
+            reconciler.store.close()
+        return seen
+
+    assert asyncio.run(loads()) == [([], [LOCAL]), ([LOCAL], []), ([], [LOCAL])]
