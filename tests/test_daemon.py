@@ -387,6 +387,14 @@ def test_sigterm_during_deploy_script_exits_cleanly_and_never_switches(ssh_world
     assert row["deployment_path"] is None, row
     history = {h["release"]: h for h in w.run.history(DOMAIN)}
     assert history[good]["is_active"] and history[good]["status"] == "success", history
+    # Issue 11 item 3: the shutdown settled the site's row (not "Progressing ... deploying" until
+    # the next start) and kept the partial output of the aborted build.
+    view = w.run.status()[DOMAIN]
+    assert view["sync"] == "OutOfSync" and "aborted during deploy script" in view["message"], view
+    assert view["active_release"] == good, view
+    logs = w.run.cli("logs", DOMAIN, str(history[half]["id"]))
+    assert logs.returncode == 0, logs
+    assert f"touch {marker}" in logs.stdout and "aborted during deploy script" in logs.stdout, logs.stdout
 
 
 # --- 6. journal-aware logging ---------------------------------------------------------------------------

@@ -43,7 +43,8 @@ def site_detail(view: dict[str, Any], deployments: list[dict[str, Any]], color: 
              f"  active:    {view['active_release'] or '-'} ({(view['active_commit'] or '-')[:12]})",
              f"  desired:   {(view['desired_commit'] or '-')[:12]}",
              f"  pinned:    {view['pinned'] or '-'}",
-             f"  deployed:  {view['last_deployed_at'] or '-'}"]
+             f"  deployed:  {view['last_deployed_at'] or '-'}",
+             f"  observed:  {view.get('observed_at') or 'never'} (when its server was last probed)"]
     if view["message"]:
         lines.append(f"  why:       {printable(view['message'])}")
     if deployments:

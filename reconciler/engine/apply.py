@@ -278,14 +278,21 @@ async def _switch_and_reload(ctx: SiteContext, release: str) -> str:
 
 
 async def _abort(ctx: SiteContext, deployment_id: int, release: str, stage: Step, started: float) -> None:
-    """The reconciler is stopping mid-build: remove the half-built release (it was never live)
-    and record the deployment as interrupted, so the next start builds it again."""
+    """The reconciler is stopping mid-build: keep the output so far (a local copy), remove the
+    half-built release (it was never live) and record the deployment as interrupted, so the next
+    start builds it again; the site row says so instead of "deploying" until then."""
+    message = f"aborted during {stage}: the reconciler was stopping"
+    text = ""
+    with contextlib.suppress(TransportError, TimeoutError, OSError):
+        text = await asyncio.wait_for(asyncio.shield(_fetch_log(ctx, release)), 10)
+    local = _save_local_log(ctx, deployment_id, text + f"==> {message}\n")
     with contextlib.suppress(TransportError, TimeoutError, OSError):
         await asyncio.wait_for(asyncio.shield(_send(ctx, shell.remove_releases(ctx.paths, [release]), 10)), 15)
     ctx.store.update_deployment(
         deployment_id, status=DeployStatus.FAILED, transient=1, completed_at=utcnow(), deployment_path=None,
-        message=f"aborted during {stage}: the reconciler was stopping",
-        duration_ms=int((time.monotonic() - started) * 1000))
+        message=message, local_log=str(local), duration_ms=int((time.monotonic() - started) * 1000))
+    ctx.store.update_site(ctx.site.domain, sync=Sync.OUT_OF_SYNC,
+                          message=f"deploy of {release} {message}; it is built again at the next start")
 
 
 async def _superseded(ctx: SiteContext, deployment_id: int, release: str, started: float, completed: str) -> Outcome:

@@ -233,10 +233,18 @@ class Reconciler:
                         self._record(site, None, None, outcome, decl_commit)
             else:
                 reached = True
+                if not dry_run:
+                    self._observed(server)
                 work += [self.converge_site(s, facts, decl_commit, dry_run, still_desired=still_desired)
                          for s in rest]
         outcomes += await asyncio.gather(*work)
         return ServerRound(server, outcomes, reached)
+
+    def _observed(self, server: str) -> None:
+        try:
+            self.store.observed(server, self.clock())
+        except Exception:
+            log.exception("%s: could not record the probe time", server)
 
     async def converge_site(self, site: SiteDeclaration, server_facts: ServerFacts | None,
                             decl_commit: str | None, dry_run: bool = False, *,
@@ -275,6 +283,11 @@ class Reconciler:
                                      fresh_after=_fresh_after(request),
                                      reload_owed=self.store.reload_owed(site.domain))
         if dry_run:
+            owner = lock.Owner.from_text(facts.lock or "") if facts.lock else None
+            if owner is not None and plan.actions and not lock.left_by_dead_run(owner, self.identity):
+                # Someone is changing the site right now: what they do is not ours to plan twice.
+                return SiteOutcome(site.domain, site.server, Sync.PROGRESSING, plan.health,
+                                   f"locked by {owner.describe()}: a change is in progress")
             return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message,
                                planned=list(plan.actions))
         # A run of ours that died mid-way leaves its lock and unfinished rows: settle them

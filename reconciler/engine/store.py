@@ -83,6 +83,15 @@ def m005_reload_owed(db: sqlite_utils.Database) -> None:
     db["sites"].add_column("reload_owed_reason", str)  # type: ignore[union-attr]
 
 
+@migrations()
+def m006_servers(db: sqlite_utils.Database) -> None:
+    # When each server was last probed successfully: `status` says how old its facts are.
+    db["servers"].create({"name": str, "observed_at": str}, pk="name")  # type: ignore[union-attr]
+
+
+OBSERVED_EVERY = 10.0  # seconds: a server's observed_at is refreshed at most this often (few writes)
+
+
 def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -142,6 +151,30 @@ class Store:
         if current is not None and all(current.get(k) == v for k, v in values.items()):
             return
         self.db["sites"].upsert({"domain": domain, **values, "updated_at": utcnow()}, pk="domain")  # type: ignore[union-attr]
+
+    def settle_progressing(self, message: str) -> list[str]:
+        """Sites left `Progressing` when the daemon stops become OutOfSync with `message`: nobody
+        is changing them any more, and status must not say otherwise until the next start."""
+        domains = [r["domain"] for r in self.db["sites"].rows_where("sync = 'Progressing'", select="domain")]
+        for domain in domains:
+            self.update_site(domain, sync="OutOfSync", message=message)
+        return domains
+
+    # -- servers -----------------------------------------------------------------------------
+
+    def observed(self, server: str, now: datetime | None = None) -> None:
+        """Note a successful probe of `server` (written at most every OBSERVED_EVERY seconds)."""
+        moment = now or datetime.now(UTC)
+        rows = list(self.db["servers"].rows_where("name = ?", [server]))
+        if rows:
+            last = datetime.strptime(rows[0]["observed_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            if (moment - last).total_seconds() < OBSERVED_EVERY:
+                return
+        self.db["servers"].upsert({"name": server, "observed_at": moment.strftime("%Y-%m-%dT%H:%M:%SZ")},  # type: ignore[union-attr]
+                                  pk="name")
+
+    def observations(self) -> dict[str, str]:
+        return {row["name"]: row["observed_at"] for row in self.db["servers"].rows}
 
     def reload_owed(self, domain: str) -> tuple[str, str] | None:
         row = self.site(domain) or {}

@@ -16,6 +16,7 @@ from reconciler.engine.store import Store
 def site_views(store: Store, decls: Declarations | None) -> list[dict[str, Any]]:
     """Every declared site (or every known site when declarations cannot be read)."""
     rows = store.sites()
+    observed = store.observations()
     domains = sorted(set(decls.sites) | set(decls.invalid)) if decls is not None else sorted(rows)
     views = []
     for domain in domains:
@@ -33,11 +34,27 @@ def site_views(store: Store, decls: Declarations | None) -> list[dict[str, Any]]
             "desired_commit": row.get("desired_commit"),
             "last_deployed_at": row.get("last_deployed_at"),
             "message": row.get("message") or ("" if row else "not reconciled yet"),
+            # Beyond SPEC's keys: when this site's server was last probed (how old these facts are).
+            "observed_at": observed.get(row.get("server") or ""),
         }
         if invalid is not None:
             view.update(sync=Sync.INVALID, message=invalid.message)
+        elif declared is not None and view["sync"] == Sync.SYNCED:
+            _contradictions(view, declared.pin, row)
         views.append(view)
     return views
+
+
+def _contradictions(view: dict[str, Any], pin: str | None, row: dict[str, Any]) -> None:
+    """A stored `Synced` that the declarations applied now contradict (a pin committed, or removed,
+    with no pass since: a CLI rollback without a daemon) is shown as OutOfSync, saying why."""
+    active, recorded = row.get("active_release"), row.get("pinned")
+    if pin is not None and active != pin:
+        view.update(sync=Sync.OUT_OF_SYNC, message=f"pinned to {pin} but {active or 'nothing'} is active: "
+                                                   "not applied yet (the next pass switches)")
+    elif pin is None and recorded:
+        view.update(sync=Sync.OUT_OF_SYNC, message=f"unpinned, still on {active or 'nothing'}: not applied yet "
+                                                   "(the next pass follows the branch again)")
 
 
 def history_views(store: Store, domain: str) -> list[dict[str, Any]]:

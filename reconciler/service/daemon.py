@@ -349,6 +349,10 @@ class Daemon:
             task.cancel()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=SHUTDOWN_GRACE)
+        settled = self.store.settle_progressing("the daemon stopped while this site was being changed; "
+                                                "it is looked at again at the next start")
+        if settled:
+            log.info("settled %d site(s) left in progress: %s", len(settled), ", ".join(settled))
         for task in [*background, watcher]:
             task.cancel()
         await asyncio.gather(*background, watcher, return_exceptions=True)

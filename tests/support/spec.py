@@ -3,8 +3,9 @@ out here rather than imported from the product."""
 
 from __future__ import annotations
 
-STATUS_KEYS = frozenset({"domain", "server", "sync", "health", "pinned", "active_release", "active_commit",
-                         "desired_commit", "last_deployed_at", "message"})
+SPEC_STATUS_KEYS = frozenset({"domain", "server", "sync", "health", "pinned", "active_release", "active_commit",
+                              "desired_commit", "last_deployed_at", "message"})
+STATUS_KEYS = SPEC_STATUS_KEYS | {"observed_at"}  # SPEC's keys kept; when the server was last probed
 SPEC_HISTORY_KEYS = frozenset({"id", "release", "status", "commit_sha", "branch", "deployment_path",
                                "log_file_path", "started_at", "completed_at", "duration_ms", "is_active",
                                "can_rollback"})
