@@ -29,6 +29,8 @@ def world(tmp_path: Path) -> tuple[list[str], Path, Path]:
 def test_diff_shows_the_plan_changes_nothing_and_exits_1_only_when_there_is_work(
         world: tuple[list[str], Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     flags, base, app = world
+    # No php-fpm here: a reload that works, or the owed reload would be work too (issue 11 item 4).
+    write_site(Path(flags[1]), DOMAIN, server="local", base_path=str(base), repository=str(app), reload="true")
     assert cli([*flags, "diff"]) == 1
     out = capsys.readouterr().out
     assert f"{DOMAIN} (local):" in out and "+ deploy" in out and "+ provision" in out

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from reconciler.cli.completion import bash_script
 from reconciler.cli.nginx import nginx_server_block
 from reconciler.cli.progress import Progress
-from reconciler.cli.render import site_detail, table, use_color
+from reconciler.cli.render import history_table, site_detail, table, use_color
 from reconciler.config import Settings, config_file, load_settings
 from reconciler.core import declarations
 from reconciler.core.declarations import Declarations, printable
@@ -94,8 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The config file this invocation read (None: defaults and flags only), named when a command
+# finds no state database: a CLI run outside the service's setup must say what it looked at.
+_config_in_use: Path | None = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    global _config_in_use
     args = _parser().parse_args(argv)
+    _config_in_use = config_file(args.config)
     try:
         settings = load_settings(args.config, repo=args.repo, state_dir=args.state_dir)
     except ConfigError as exc:
@@ -125,8 +132,7 @@ def _reader(settings: Settings) -> Store:
     can be shown from the declarations alone."""
     if settings.db_path.exists():
         return Store(settings.db_path)
-    config = config_file()
-    used = f"config {config}" if config is not None else "no config file (defaults)"
+    used = f"config {_config_in_use}" if _config_in_use is not None else "no config file (defaults)"
     print(f"reconciler: no state database at {settings.db_path} ({used}): nothing recorded here yet. "
           "To look at the service's sites, use its config: reconciler --config /etc/reconciler/reconciler.toml "
           "status (or set RECONCILER_CONFIG)", file=sys.stderr)
@@ -311,11 +317,7 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(views, indent=2))
         return 0
-    rows = [[str(v["id"]), v["release"], v["status"], (v["commit_sha"] or "-")[:12], v["branch"] or "-",
-             v["started_at"] or "-", f"{v['duration_ms']} ms" if v["duration_ms"] is not None else "-",
-             "active" if v["is_active"] else ("pruned" if v["deployment_path"] is None else "")]
-            for v in views]
-    print(table(["ID", "RELEASE", "STATUS", "COMMIT", "BRANCH", "STARTED", "DURATION", ""], rows))
+    print(history_table(views, use_color(sys.stdout)))
     return 0
 
 

@@ -55,3 +55,33 @@ def site_detail(view: dict[str, Any], deployments: list[dict[str, Any]], color: 
         lines += ["    " + line for line in table(["ID", "RELEASE", "STATUS", "COMMIT", "STARTED", ""], rows,
                                                    color).splitlines()]
     return "\n".join(lines)
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _cause(trigger: str, by: str) -> str:
+    return f"{trigger} ({by.split(' <')[0]})" if trigger and by else trigger or "-"
+
+
+def history_table(views: list[dict[str, Any]], color: bool = False) -> str:
+    """`history D`: deployments and, as their own rows, the switches back to a release without a
+    build (activations), newest first; each says what it was, why, and who asked."""
+    events: list[tuple[str, list[str]]] = []
+    for v in views:
+        why = v["message"] if v["status"] == "failed" else ""
+        events.append((v["started_at"] or "", [
+            str(v["id"]), v["release"], v["status"], (v["commit_sha"] or "-")[:12],
+            _short(v.get("commit_subject") or "-", 40), _cause(v.get("trigger") or "", v.get("requested_by") or ""),
+            v["started_at"] or "-", f"{v['duration_ms']} ms" if v["duration_ms"] is not None else "-",
+            "; ".join(x for x in ("active" if v["is_active"] else ("pruned" if v["deployment_path"] is None else ""),
+                                  _short(why, 60)) if x)]))
+        for event in v.get("activations", []):
+            events.append((event["at"], [
+                "-", v["release"], "activated", (v["commit_sha"] or "-")[:12],
+                f"from {event['previous'] or 'none'}", _cause(event["trigger"], event["requested_by"]),
+                event["at"], "-", ""]))
+    events.sort(key=lambda e: e[0], reverse=True)
+    return table(["ID", "RELEASE", "STATUS", "COMMIT", "SUBJECT", "TRIGGER", "STARTED", "DURATION", ""],
+                 [row for _, row in events], color)

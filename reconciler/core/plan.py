@@ -32,6 +32,9 @@ class Provision:
 class Deploy:
     release: str
     commit: str
+    # Why, for history: "first deploy", "app commit" (the branch moved) or "declaration" (script
+    # or shared changed). Not part of equality: the same deploy whatever led to it.
+    reason: str = field(default="", compare=False)
 
     def describe(self) -> str:
         return f"deploy {self.commit[:12]} as release {self.release}"
@@ -40,7 +43,7 @@ class Deploy:
 @dataclass(frozen=True)
 class Activate:
     release: str
-    reason: str  # rollback | roll-forward | correct drift
+    reason: str  # rollback (a pin) | roll-forward (back to the branch's build) | activate (first link)
 
     def describe(self) -> str:
         return f"activate release {self.release} ({self.reason})"
@@ -227,7 +230,9 @@ def plan_site(
                     f"{failure} (commit {commit[:12]}; waiting for a new commit or declaration change)",
                     None, commit)
     release = next_release_name(now, [*facts.releases, *facts.not_dirs])
-    actions.append(Deploy(release, commit))
+    live = facts.releases.get(active) if active is not None else None
+    why = "first deploy" if live is None else ("app commit" if live.commit != commit else "declaration")
+    actions.append(Deploy(release, commit, why))
     # Prune as if the deploy succeeded; the applier stops at a failed deploy, so this only
     # runs after a success (SPEC 4.5), and a site that deploys every pass still prunes.
     built_now = ReleaseFacts(release, Manifest(commit, site.branch, site.repository, site.build_key,

@@ -116,16 +116,24 @@ async def reload(ctx: SiteContext, release: str) -> str:
     return "" if result.ok else f"reload command failed (exit {result.exit_status})"
 
 
-async def activate(ctx: SiteContext, release: str) -> Outcome:
+async def activate(ctx: SiteContext, release: str, previous: str | None = None, trigger: str = "",
+                   requested_by: str = "") -> Outcome:
+    """Switch to an existing release (no build) and reload; recorded in history as an activation
+    (`previous` -> `release`, why, who), and as the site's latest change."""
     await switch(ctx, release)
     warning = await reload(ctx, release)
     row = ctx.store.by_release(ctx.site.domain, release)
+    now = utcnow()
     ctx.store.update_site(
         ctx.site.domain,
         active_deployment_id=row["id"] if row else None,
         active_release=release,
         active_commit=row["commit_sha"] if row else None,
+        last_deployed_at=now,
     )
+    ctx.store.record_activation(ctx.site.domain, release, previous, now, trigger, requested_by)
+    log.info("%s: activated release %s (was %s; %s%s)", ctx.site.domain, release, previous or "none", trigger,
+             f", asked by {requested_by}" if requested_by else "")
     return Outcome(True, warning=warning)
 
 
@@ -158,10 +166,12 @@ def _save_local_log(ctx: SiteContext, deployment_id: int, text: str) -> Path:
     return path
 
 
-async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
+async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "") -> Outcome:
     """Build `commit` into a new release and switch to it. Returns the outcome; raises
-    TransportError when the server went away (a temporary problem)."""
+    TransportError when the server went away (a temporary problem). `reason` (the plan's) is
+    the history's trigger unless an operator's request (ctx.trigger) asked for this build."""
     site, paths, store = ctx.site, ctx.paths, ctx.store
+    trigger = ctx.trigger or reason or None
     started = time.monotonic()
     base = Manifest(commit, site.branch, site.repository, site.build_key, DeployStatus.UPDATING,
                     utcnow(), "", ctx.declarations_commit or "")
@@ -170,7 +180,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
         branch=site.branch, repository=site.repository, build_key=site.build_key,
         deployment_script=site.script, deployment_path=paths.release(release),
         log_file_path=paths.log(release), declarations_commit=ctx.declarations_commit,
-        started_at=base.started_at, transient=0, trigger=ctx.trigger, requested_by=ctx.requested_by,
+        started_at=base.started_at, transient=0, trigger=trigger, requested_by=ctx.requested_by,
     )
     store.update_site(site.domain, server=site.server, base_path=site.base_path, sync=Sync.PROGRESSING,
                       message=f"deploying {commit[:12]} as {release}")
@@ -180,7 +190,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str) -> Outcome:
     ctx.step(f"deploy {release}")
     by = f", asked by {ctx.requested_by}" if ctx.requested_by else ""
     log.info("%s: deploying %s as release %s on %s (%s%s)", site.domain, commit[:12], release, site.server,
-             ctx.trigger or "desired state", by)
+             trigger or "desired state", by)
     try:
         header = f"==> reconciler: {site.domain} release {release}, {site.branch} @ {commit}"
         # The script travels now, on stdin, and waits in the release for its step.

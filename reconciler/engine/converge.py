@@ -367,7 +367,7 @@ class Reconciler:
                 for name in action.releases:
                     self.store.mark_cleaned(site.domain, name)
             elif isinstance(action, Deploy):
-                result = await apply.deploy(ctx, action.release, action.commit)
+                result = await apply.deploy(ctx, action.release, action.commit, action.reason)
                 if not result.ok:
                     done.append(Applied(action, failed=True, note=result.message))
                     return SiteOutcome(site.domain, site.server, Sync.FAILED, health_of(facts), result.message, done)
@@ -378,7 +378,8 @@ class Reconciler:
                 health, message = self._reloaded(site.domain, action.release, result.warning)
                 sync = Sync.SYNCED
             elif isinstance(action, Activate):
-                result = await apply.activate(ctx, action.release)
+                trigger, by = self._activation_cause(ctx, action, facts)
+                result = await apply.activate(ctx, action.release, facts.active_release, trigger, by)
                 health, message = self._reloaded(site.domain, action.release, result.warning)
                 sync = Sync.SYNCED
             elif isinstance(action, Reload):
@@ -401,6 +402,25 @@ class Reconciler:
             # A failed reload is retried with backoff (the daemon doubles the wait), not forgotten.
             outcome.retry_after, outcome.backoff = RELOAD_RETRY, True
         return outcome
+
+    def _activation_cause(self, ctx: apply.SiteContext, action: Activate, facts: SiteFacts) -> tuple[str, str]:
+        """Why a release is switched to without a build, and who asked, for history: a pin is a
+        rollback (asked by the author of the declarations commit applied), the pin's removal an
+        unpin, a live link that is not the one we set is drift corrected; else a roll-forward."""
+        row = self.store.site(ctx.site.domain) or {}
+        if action.reason == "rollback":
+            return "rollback", self._author(ctx.declarations_commit)
+        if row.get("pinned"):
+            return "unpin", self._author(ctx.declarations_commit)
+        if row.get("active_release") and row.get("active_release") != facts.active_release:
+            return "drift", ""
+        return action.reason, ""
+
+    def _author(self, commit: str | None) -> str:
+        try:
+            return source.author_of(self.settings.repo, commit) if commit else ""
+        except Exception:
+            return ""  # history detail, never a reason to fail the switch
 
     def _reloaded(self, domain: str, release: str, warning: str) -> tuple[Health, str]:
         """Health after a switch's (or a retried) reload; a failure is owed a retry until it succeeds."""

@@ -67,6 +67,14 @@ def descends(repo_path: str | Path, commit: str, ancestor: str) -> bool:
         return False  # either is unknown here (e.g. collected after a history rewrite)
 
 
+def author_of(repo_path: str | Path, commit: str) -> str:
+    """`Name <email>` of a declarations commit's author ("" when it cannot be read)."""
+    obj = open_repository(repo_path).get(commit)
+    if not isinstance(obj, pygit2.Commit):
+        return ""
+    return f"{obj.author.name} <{obj.author.email}>"
+
+
 def resolve_commit(repo_path: str | Path, name: str) -> str:
     """The full id of the commit `name` (a full or abbreviated id, or a ref) names."""
     repo = open_repository(repo_path)

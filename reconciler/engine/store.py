@@ -89,6 +89,14 @@ def m006_servers(db: sqlite_utils.Database) -> None:
     db["servers"].create({"name": str, "observed_at": str}, pk="name")  # type: ignore[union-attr]
 
 
+@migrations()
+def m007_activations(db: sqlite_utils.Database) -> None:
+    # Switches without a build (rollback, unpin, drift correction): events in history.
+    db["activations"].create({"id": int, "site": str, "release": str, "previous": str, "at": str,  # type: ignore[union-attr]
+                              "trigger": str, "requested_by": str}, pk="id")
+    db["activations"].create_index(["site"])  # type: ignore[union-attr]
+
+
 OBSERVED_EVERY = 10.0  # seconds: a server's observed_at is refreshed at most this often (few writes)
 
 
@@ -159,6 +167,15 @@ class Store:
         for domain in domains:
             self.update_site(domain, sync="OutOfSync", message=message)
         return domains
+
+    def record_activation(self, domain: str, release: str, previous: str | None, at: str, trigger: str,
+                          requested_by: str) -> None:
+        self.db["activations"].insert({"site": domain, "release": release, "previous": previous, "at": at,  # type: ignore[union-attr]
+                                       "trigger": trigger, "requested_by": requested_by})
+
+    def activations(self, domain: str) -> list[dict[str, Any]]:
+        """Newest first."""
+        return list(self.db["activations"].rows_where("site = ?", [domain], order_by="at desc, id desc"))
 
     # -- servers -----------------------------------------------------------------------------
 

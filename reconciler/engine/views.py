@@ -61,6 +61,11 @@ def history_views(store: Store, domain: str) -> list[dict[str, Any]]:
     site = store.site(domain) or {}
     active_id = site.get("active_deployment_id")
     active_release = site.get("active_release")
+    switched: dict[str, list[dict[str, Any]]] = {}
+    for event in store.activations(domain):
+        switched.setdefault(event["release"], []).append({
+            "at": event["at"], "previous": event["previous"], "trigger": event["trigger"] or "",
+            "requested_by": event["requested_by"] or ""})
     views = []
     for row in store.deployments(domain):
         is_active = row["id"] == active_id or (active_id is None and row["release"] == active_release)
@@ -85,5 +90,7 @@ def history_views(store: Store, domain: str) -> list[dict[str, Any]]:
             "requested_by": row.get("requested_by") or "",
             "commit_author": row.get("commit_author") or "",
             "commit_subject": row.get("commit_subject") or "",
+            # Later switches back to this release without a build (rollback, unpin, drift), newest first.
+            "activations": switched.get(row["release"], []),
         })
     return views

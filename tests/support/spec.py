@@ -11,4 +11,4 @@ SPEC_HISTORY_KEYS = frozenset({"id", "release", "status", "commit_sha", "branch"
                                "can_rollback"})
 # SPEC's keys are kept; these are the compatible additions (issue 11: history explains itself).
 HISTORY_KEYS = SPEC_HISTORY_KEYS | {"message", "exit_status", "trigger", "requested_by", "commit_author",
-                                   "commit_subject"}
+                                   "commit_subject", "activations"}
