@@ -89,7 +89,9 @@ MAX_DELIVERIES = 10_000
 # Forgejo; GitLab (Idempotency-Key: the same across retries of one event; X-Gitlab-Event-UUID).
 DELIVERY_HEADERS = ("X-GitHub-Delivery", "X-Gitea-Delivery", "X-Forgejo-Delivery", "X-Gogs-Delivery",
                     "Idempotency-Key", "X-Gitlab-Event-UUID")
-OPEN_PATHS = frozenset({"/", "/api/session"})  # and /hooks/git: it authenticates by its signature
+# Exact paths (never prefixes) that answer without the token: the page holds no data, the
+# session is how one signs in, the webhook authenticates by its signature.
+OPEN_PATHS = frozenset({"/", "/api/session", "/hooks/git"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 NO_TOKEN = ("api_token is not set: the HTTP API answers nothing until it is (set api_token in "
@@ -395,7 +397,7 @@ def build_app(ctx: WebContext) -> web.Application:
     @web.middleware
     async def auth_check(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
         # The page itself holds no data; what it loads is guarded like any other read.
-        if request.path not in OPEN_PATHS and not request.path.startswith("/hooks/"):
+        if request.path not in OPEN_PATHS:
             if not ctx.settings().api_token:
                 sessions.observe(None)  # no token: no session either, then or later
                 return refused(403, NO_TOKEN)

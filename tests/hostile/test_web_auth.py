@@ -487,3 +487,24 @@ def against_app(tmp_path: Path, scenario: Scenario, world: bool = False, **setti
 
     asyncio.run(go())
 
+
+
+def test_no_path_spelling_reaches_a_read_without_the_token(tmp_path: Path) -> None:
+    """Dot segments, encodings, doubled slashes, case: whatever the router makes of a path, the
+    open paths are exact, so no spelling of a read answers without the token."""
+    spellings = ["/hooks/../api/sites", "/hooks/git/../../api/sites", "/hooks/%2E%2E/api/sites", "/%61pi/sites",
+                 "//api/sites", "/api//sites", "/api/sites/", "/API/sites", "/./api/sites", "/api/sites?x=/hooks/git",
+                 "/hooks/git/../../metrics", "/metrics/", "/api/session/../sites", "/api/events#/"]
+
+    async def scenario(client: TestClient[Any, Any], endpoint: Endpoint) -> None:
+        for path in spellings:
+            reader, writer = await asyncio.open_connection(client.host, client.port)
+            try:
+                writer.write(request_bytes("GET", path, [f"Host: 127.0.0.1:{client.port}"]))
+                await writer.drain()
+                status = int((await reader.readline()).split()[1])
+            finally:
+                writer.close()
+            assert status in (400, 401, 404), (path, status)
+
+    against_app(tmp_path, scenario, api_token=TOKEN)
