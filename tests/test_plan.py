@@ -439,16 +439,20 @@ def test_prune_keeps_exactly_keep_newest_successes(keep: int) -> None:
 
 
 def test_redeploy_request_makes_builds_made_before_it_not_count() -> None:
-    """`fresh_after` (a pending `redeploy`): the head's build from before the request does not
-    satisfy it; one made after it does; a build named in the request's own second does not
-    (names have one-second resolution, so it may predate the request)."""
+    """`fresh_after` (a pending `redeploy`: the time the newest release encoded when it was asked):
+    the head's build named up to it does not satisfy it; one named after it does."""
     facts = server(ok(R4), active=R4)
-    asked = datetime(2025, 7, 31, 14, 30, 22, 500_000, tzinfo=UTC)  # R4's own second
-    plan = plan_site(SITE, facts, BranchHead(HEAD), FailureMemory(), NOW, fresh_after=asked)
+    plan = plan_site(SITE, facts, BranchHead(HEAD), FailureMemory(), NOW, fresh_after=release_time_of(R4))
     assert plan.actions[0] == Deploy(NOW_NAME, HEAD) and plan.sync == OUT_OF_SYNC
-    earlier = datetime(2025, 7, 31, 14, 30, 21, tzinfo=UTC)
-    plan = plan_site(SITE, facts, BranchHead(HEAD), FailureMemory(), NOW, fresh_after=earlier)
+    plan = plan_site(SITE, server(ok(R4), ok(R5), active=R5), BranchHead(HEAD), FailureMemory(), NOW,
+                     fresh_after=release_time_of(R4))
     assert plan.actions == () and plan.sync == SYNCED
+
+
+def release_time_of(name: str) -> datetime:
+    moment = parse_release(name)
+    assert moment is not None
+    return moment
 
 
 def test_the_newest_failed_releases_are_kept_for_their_logs() -> None:

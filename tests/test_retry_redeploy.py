@@ -120,5 +120,5 @@ def test_a_deploy_start_is_logged_with_its_trigger(world: World, caplog: pytest.
         assert world.run_cli("redeploy", DOMAIN).rc == 0
     starts = [r.getMessage() for r in caplog.records if "deploying" in r.getMessage()]
     assert len(starts) == 2, starts
-    assert starts[0].startswith(f"{DOMAIN}: deploying ") and "(desired state)" in starts[0]
+    assert starts[0].startswith(f"{DOMAIN}: deploying ") and starts[0].endswith("(first deploy)")
     assert starts[1].endswith(f"(redeploy, asked by {getpass.getuser()})"), starts[1]

@@ -2,8 +2,9 @@
 
 It builds a Laravel-like app repository and a declarations repository, starts the real
 daemon (`reconciler run`, local transport, SQLite) and commits changes for it to converge:
-declare a site -> new app commit -> pin (rollback) -> unpin -> a hand-made drift, printing
-`reconciler status` after each. On a terminal the daemon then keeps running until Ctrl-C.
+declare a site -> new app commit -> pin (rollback) -> unpin -> a hand-made drift -> a failed
+deploy -> `retry` once the cause is fixed -> `redeploy`, printing `reconciler status` after
+each. On a terminal the daemon then keeps running until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -92,9 +94,26 @@ def _wait_for_change(root: Path, before: str | None, what: str, timeout: float =
     while time.monotonic() < deadline:
         if _active(root) != before:
             print(f"   ... {what} after {time.monotonic() - started:.1f}s", flush=True)
+            _wait_for_sync(root, "Synced")  # and recorded, so the status printed next agrees
             return
         time.sleep(0.05)
     print(f"   ... no change within {timeout:.0f}s; see the daemon's lines above", flush=True)
+
+
+def _wait_for_sync(root: Path, sync: str, timeout: float = 60.0) -> None:
+    """Until the state database says the demo site is `sync` (read-only, like any observer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.Error):
+            db = sqlite3.connect(f"file:{root / 'state' / 'reconciler.db'}?mode=ro", uri=True)
+            try:
+                row = db.execute("select sync from sites where domain = ?", (DOMAIN,)).fetchone()
+            finally:
+                db.close()
+            if row is not None and row[0] == sync:
+                return
+        time.sleep(0.1)
+    print(f"   ... not {sync} within {timeout:.0f}s; see the daemon's lines above", flush=True)
 
 
 def _relay(stream: IO[str]) -> None:
@@ -164,6 +183,28 @@ def main() -> int:
         drifted = _active(root)
         _wait_for_change(root, drifted, "corrected by the next poll")
         print(_site_says(root))
+
+        _step("6. A deploy fails: the script needs a package mirror that is down")
+        site_file = decl / "sites.d" / f"{DOMAIN}.toml"
+        mirror = root / "mirror-up"
+        site_file.write_text(site_file.read_text().replace(
+            'echo "composer install --no-dev (simulated)"\n',
+            f'test -e {mirror} || {{ echo "package mirror unreachable"; exit 1; }}\n'
+            'echo "composer install --no-dev (simulated)"\n'))
+        _commit(decl, "composer needs the package mirror")
+        _wait_for_sync(root, "Failed")
+        _reconciler(root, "status")
+        print(f"   the old release keeps serving: {_site_says(root)}")
+        print("   the failure is remembered: the daemon does not retry it in a loop")
+
+        _step("7. The mirror is back: `reconciler retry` forgets the failure and builds now")
+        mirror.touch()
+        _reconciler(root, "retry", DOMAIN)
+        print(_site_says(root))
+
+        _step("8. `reconciler redeploy`: the same commit again as a fresh release (e.g. after a .env change)")
+        _reconciler(root, "redeploy", DOMAIN)
+        _reconciler(root, "history", DOMAIN)
 
         if sys.stdin.isatty() and not os.environ.get("CI"):
             _step("The daemon keeps running. Press Ctrl-C to stop it.")

@@ -152,10 +152,8 @@ def _successful_build(release: ReleaseFacts, commit: str, build_key: str) -> boo
 
 
 def _built_after(release: str, moment: datetime) -> bool:
-    """Strictly after: names have one-second resolution, and a build named in the second of the
-    request may have been made just before it (one extra build is the safe side)."""
     built = parse_release(release)
-    return built is not None and built > moment.replace(microsecond=0)
+    return built is not None and built > moment
 
 
 def plan_site(
@@ -168,10 +166,10 @@ def plan_site(
     fresh_after: datetime | None = None,
     reload_owed: tuple[str, str] | None = None,
 ) -> Plan:
-    """`fresh_after` (a `redeploy` request): a build of the head made before it does not count,
-    so the head is built again as a fresh release. `reload_owed` (release, why): that release's
-    reload failed after its switch; while it is live and wanted, the reload is retried and the
-    site is Degraded with the reason."""
+    """`fresh_after` (a `redeploy` request: the time the newest release then encoded): a build of
+    the head named up to it does not count, so the head is built again as a fresh release.
+    `reload_owed` (release, why): that release's reload failed after its switch; while it is
+    live and wanted, the reload is retried and the site is Degraded with the reason."""
     if facts.problem is not None:
         # Server data of this site could not be trusted (remote.probe said why): touch nothing.
         return Plan((), UNKNOWN, Health.UNKNOWN, facts.problem)

@@ -113,6 +113,9 @@ async def redeploy(reconciler: Reconciler, domain: str, by: str) -> None:
     if site.pin is not None:
         raise NotApplicable(f"{domain}: pinned to {site.pin}, so there is nothing to build; unpin it first")
     store = reconciler.store
-    store.adopt(domain, await site_facts(reconciler, site))
+    facts = await site_facts(reconciler, site)
+    store.adopt(domain, facts)
     store.forgive(domain)
-    store.request(domain, "redeploy", by)
+    # Fresh means named after every release there is now (new names always sort after them).
+    existing = [name for name in (*facts.releases, *facts.not_dirs) if parse_release(name) is not None]
+    store.request(domain, "redeploy", by, after=max(existing, key=parse_release) if existing else None)

@@ -23,6 +23,7 @@ from typing import Any
 from reconciler.config import Settings
 from reconciler.core.declarations import Declarations, SiteDeclaration, refuse_local
 from reconciler.core.facts import BranchHead, ProbeSite, ServerFacts, SiteFacts
+from reconciler.core.layout import parse_release
 from reconciler.core.plan import (
     Activate,
     Clean,
@@ -513,10 +514,11 @@ class Reconciler:
 
 
 def _fresh_after(request: dict[str, Any] | None) -> datetime | None:
-    """The moment a pending `redeploy` was asked for: builds before it do not satisfy the head."""
-    if request is None or request["kind"] != "redeploy":
+    """For a pending `redeploy`: the time of the newest release when it was asked (builds named
+    up to it do not satisfy the head). None: no request, or there was no release at all."""
+    if request is None or request["kind"] != "redeploy" or not request.get("after"):
         return None
-    return datetime.strptime(request["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return parse_release(request["after"])
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,13 @@ def m007_activations(db: sqlite_utils.Database) -> None:
     db["activations"].create_index(["site"])  # type: ignore[union-attr]
 
 
+@migrations()
+def m008_request_after(db: sqlite_utils.Database) -> None:
+    # A redeploy names the newest release that existed when it was asked: builds named after it
+    # are fresh (release names always sort after every existing one; clocks need not agree).
+    db["requests"].add_column("after", str)  # type: ignore[union-attr]
+
+
 OBSERVED_EVERY = 10.0  # seconds: a server's observed_at is refreshed at most this often (few writes)
 
 
@@ -276,9 +283,9 @@ class Store:
 
     # -- imperative requests (retry, redeploy) ---------------------------------------------
 
-    def request(self, domain: str, kind: str, by: str) -> None:
-        self.db["requests"].upsert({"site": domain, "kind": kind, "by": by, "at": utcnow()},  # type: ignore[union-attr]
-                                   pk="site")
+    def request(self, domain: str, kind: str, by: str, after: str | None = None) -> None:
+        self.db["requests"].upsert({"site": domain, "kind": kind, "by": by, "at": utcnow(),  # type: ignore[union-attr]
+                                    "after": after}, pk="site")
 
     def pending_request(self, domain: str) -> dict[str, Any] | None:
         rows = list(self.db["requests"].rows_where("site = ?", [domain]))
