@@ -260,7 +260,7 @@ def test_ssh_unreachable_server_raises_transport_error(sshd: SshServer) -> None:
 
 
 def test_pool_gives_one_transport_per_server(sshd_session: SshServer) -> None:
-    pool = TransportPool(_options(sshd_session))
+    pool = TransportPool(_options(sshd_session), allow_local=True)  # "local" needs the opt-in
     local = pool.get("local")
     assert isinstance(local, LocalTransport)
     assert pool.get("local") is local
