@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
@@ -16,7 +18,14 @@ NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("deployed", "failed", "rolled_back", "
 
 
 class NotifyTarget(BaseModel):
-    """A `[[notify]]` entry: JSON POSTs of the chosen events to `url`."""
+    """A `[[notify]]` entry: where the chosen events go, and in which form.
+
+    `url` says both. An http:// or https:// URL gets each event as a JSON object (every field,
+    `text` among them), for machines. Any other scheme is an apprise URL (`slack://`,
+    `discord://`, `msteams://`, `mmost://`, `tgram://`, `mailto://`, `json://`, ...): apprise
+    delivers the one-line summary `text`, for people. A URL apprise does not recognise is a
+    configuration error now, not a failed delivery later. URLs often hold tokens: error
+    messages and logs name an entry by its position and `shown`, never by its URL."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -25,10 +34,49 @@ class NotifyTarget(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
+    def _known(cls, value: str) -> str:
+        scheme, separator, rest = value.partition("://")
+        scheme = scheme.lower()
+        if not separator or not rest or not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+            raise ValueError("must be an http(s):// webhook URL or an apprise URL such as mmost://host/token")
+        if scheme in ("http", "https"):
+            parts = urlsplit(value)
+            if not parts.hostname:
+                raise ValueError(f"a {scheme}:// URL needs a host")
+            _ = parts.port  # ValueError when the port is not a port
+            return value
+        try:
+            import apprise  # only configurations with chat targets pay for its import
+        except ImportError as exc:
+            raise ValueError(f"{scheme}:// needs apprise, which is not installed (pip install apprise)") from exc
+        if scheme not in apprise.NotificationManager():  # type: ignore[no-untyped-call]
+            raise ValueError(f"apprise knows no service {scheme}://; use an http(s):// webhook or one of "
+                             "apprise's service URLs")
+        if apprise.Apprise.instantiate(value) is None:
+            raise ValueError(f"apprise does not accept this {scheme}:// URL: a token, host or other part "
+                             "is missing or malformed")
         return value
+
+    @property
+    def chat(self) -> bool:
+        """Delivered by apprise (the summary line), not POSTed as a JSON event."""
+        return self.url.partition("://")[0].lower() not in ("http", "https")
+
+    @property
+    def shown(self) -> str:
+        """The URL as logs may show it: scheme://host[:port] of a webhook, only the scheme of an
+        apprise URL (whose "host" is often a token, as in tgram://BOT_TOKEN/CHAT)."""
+        if self.chat:
+            return self.url.partition("://")[0].lower() + "://"
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        try:
+            port = f":{parts.port}" if parts.port is not None else ""
+        except ValueError:
+            port = ""
+        return f"{parts.scheme.lower()}://{host}{port}"
 
 
 class Settings(BaseModel):

@@ -1,4 +1,5 @@
-"""`[[notify]]` webhooks: JSON POSTs of deployed / failed / rolled_back / degraded.
+"""`[[notify]]` webhooks: JSON POSTs of deployed / failed / rolled_back / degraded, every field
+(reconciler.service.announce.FIELDS) in every event, `text` among them.
 
 End to end against the REAL daemon process (local transport) with receivers on 127.0.0.1
 (http.server on a thread) recording every POST, plus two targets that never answer: one
@@ -25,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.config import NotifyTarget
+from reconciler.service.announce import FIELDS
 from reconciler.service.webhooks import ATTEMPTS, Notifications
 from tests.support import Daemons, World, app_commit, free_port, git, make_app_repo, wait_until
 
@@ -34,6 +36,7 @@ DEPLOY_TIMEOUT = 30.0
 # A notification that blocked the reconciler on the silent target would hold it for the client's
 # 10 s timeout per attempt, ATTEMPTS times; deploys must show up well within that.
 PROMPT = 20.0
+TOKEN = "notify-test-token"  # every read of the HTTP endpoint needs it, /metrics included
 
 
 @dataclass
@@ -116,7 +119,8 @@ def test_daemon_notifies_once_per_event(tmp_path: Path, receiver: Receiver, sile
                                         daemons: Daemons) -> None:
     port = free_port()
     refused = free_port()  # nothing listens there
-    world = World.create(tmp_path, daemons=daemons, domain=SHOP, interval=1, listen=f"127.0.0.1:{port}")
+    world = World.create(tmp_path, daemons=daemons, domain=SHOP, interval=1, listen=f"127.0.0.1:{port}",
+                         api_token=TOKEN)
     app = world.app
     other = make_app_repo(tmp_path / "other")
     world.declare(SHOP, script="echo shop\n")
@@ -143,21 +147,41 @@ def test_daemon_notifies_once_per_event(tmp_path: Path, receiver: Receiver, sile
     first = shop.active()
     assert deployed.body["commit"] == first_commit and deployed.body["release"] == first
     assert deployed.body["sync"] == "Synced" and deployed.body["server"] == "local"
-    assert set(deployed.body) >= {"event", "domain", "at", "server", "sync", "health", "message", "release",
-                                  "commit"}, deployed.body
+    assert list(deployed.body) == list(FIELDS), deployed.body  # every key, always, in one order
+    assert deployed.body["live_release"] == first and deployed.body["live_commit"] == first_commit
+    assert deployed.body["previous_release"] is None  # nothing was live before
+    assert deployed.body["commit_subject"] == "v1" and "reconciler-tests" in deployed.body["commit_author"]
+    assert isinstance(deployed.body["deployment_id"], int) and isinstance(deployed.body["duration_ms"], int)
+    assert deployed.body["dashboard_url"] == f"http://127.0.0.1:{port}/"
+    assert deployed.body["log_url"] == (f"http://127.0.0.1:{port}/api/sites/{SHOP}/deployments/"
+                                        f"{deployed.body['deployment_id']}/log")
+    assert deployed.body["text"].startswith(f"{SHOP} deployed on local: {first} ({first_commit[:12]}) \"v1\""), \
+        deployed.body["text"]
     failed = wait_until(arrived("/all", "failed", BROKEN), PROMPT, "`failed` for the failing script",
                         run.diagnostics)[0]
     assert failed.body["sync"] == "Failed" and "exit 3" in failed.body["message"], failed.body
+    # The failed build, not the live release: BROKEN never went live, its failed release is on disk.
+    assert failed.body["commit"] == git(other, "rev-parse", "HEAD") and failed.body["live_release"] is None
+    assert failed.body["release"] in world.releases(BROKEN) and failed.body["exit_status"] == 3, failed.body
+    assert "exit 3" in failed.body["text"] and failed.body["text"].endswith(f"Live: nothing. Dashboard: "
+                                                                           f"http://127.0.0.1:{port}/"), failed.body
     wait_until(arrived("/failed-only", "failed", BROKEN), PROMPT, "`failed` at the failed-only target")
 
     # A new commit: deployed promptly (the silent target holds nothing up), notified once.
     second_commit = app_commit(app, "v2")
-    wait_until(arrived("/all", "deployed", SHOP, 2), PROMPT, "`deployed` for the second commit", run.diagnostics)
+    again = wait_until(arrived("/all", "deployed", SHOP, 2), PROMPT, "`deployed` for the second commit",
+                       run.diagnostics)[1]
     assert shop.live_commit() == second_commit
+    second = shop.active()
+    assert (again.body["previous_release"], again.body["previous_commit"]) == (first, first_commit), again.body
+    assert (again.body["release"], again.body["commit"]) == (second, second_commit)
+    assert f"{first} ({first_commit[:12]}) → {second} ({second_commit[:12]}) \"v2\"" in again.body["text"]
 
     # Several later passes change nothing: no new notification of anything.
     def passes() -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read().decode()
         return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
                     if s.name == "reconciler_pass_duration_seconds_count")
@@ -173,12 +197,15 @@ def test_daemon_notifies_once_per_event(tmp_path: Path, receiver: Receiver, sile
     assert done.returncode == 0, done.stdout + done.stderr
     rolled = wait_until(arrived("/all", "rolled_back", SHOP), PROMPT, "`rolled_back`", run.diagnostics)[0]
     assert rolled.body["release"] == first and rolled.body["commit"] == first_commit, rolled.body
+    assert (rolled.body["previous_release"], rolled.body["live_release"]) == (second, first), rolled.body
+    assert rolled.body["text"].startswith(f"{SHOP} rolled back on local: {second}"), rolled.body["text"]
     assert shop.active() == first
 
     # A pin to a release that is not on the server: degraded, once.
     world.declare(BROKEN, repository=other, script="echo about-to-fail\nexit 3\n", pin="01012020-000000")
     degraded = wait_until(arrived("/all", "degraded", BROKEN), PROMPT, "`degraded`", run.diagnostics)[0]
     assert degraded.body["health"] == "Degraded" and "01012020-000000" in degraded.body["message"]
+    assert "01012020-000000" in degraded.body["text"] and "DEGRADED" in degraded.body["text"]
 
     seen = passes()
     wait_until(lambda: passes() >= seen + 2, 30, "two more passes", run.diagnostics)

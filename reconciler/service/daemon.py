@@ -222,24 +222,33 @@ class Daemon:
             log.exception("%s: could not settle the outcome", site.domain)
 
     def _notify(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
-        row = self.store.site(site.domain) or {}
-        fields: dict[str, Any] = {"server": site.server, "sync": outcome.sync, "health": outcome.health,
-                  "message": outcome.message, "release": row.get("active_release"),
-                  "commit": row.get("active_commit")}
+        from reconciler.service import announce  # what the events say; webhooks.py delivers them
+
         notes = self.notifications
+        if not notes.targets:
+            return
+        row = self.store.site(site.domain) or {}
+        live, commit = row.get("active_release"), row.get("active_commit")
+        live_id = row.get("active_deployment_id")
+        scene = announce.Scene(site.domain, site.server, outcome.sync, outcome.health, outcome.message, live, commit,
+                               live=self.store.deployment(live_id) if live_id is not None else None,
+                               previous=notes.remember_live(site.domain, live, commit),
+                               endpoint=announce.endpoint(self.settings.listen, self.settings.http_hosts))
         if outcome.deployed:
-            notes.emit("deployed", site.domain, once_key=str(row.get("active_commit")), **fields)
+            notes.emit("deployed", site.domain, once_key=str(commit), **announce.fields("deployed", scene))
         if outcome.rolled_back:
-            notes.emit("rolled_back", site.domain, **fields)
+            notes.emit("rolled_back", site.domain, **announce.fields("rolled_back", scene))
         if outcome.sync == Sync.FAILED:
             # Keyed like the failure memory, so the follow-up passes' longer message is not news.
             desired = row.get("desired_commit")
             key = f"{desired}/{site.build_key}" if desired else outcome.message
-            notes.emit("failed", site.domain, once_key=key, **{**fields, "commit": desired or fields["commit"]})
+            failed = announce.failed_build(self.store.deployments(site.domain), outcome.applied, desired,
+                                           site.build_key)
+            notes.emit("failed", site.domain, once_key=key, **announce.fields("failed", scene, failed, desired))
         else:
             notes.forget("failed", site.domain)
         if outcome.health == Health.DEGRADED:
-            notes.emit("degraded", site.domain, once_key="degraded", **fields)
+            notes.emit("degraded", site.domain, once_key="degraded", **announce.fields("degraded", scene))
         else:
             notes.forget("degraded", site.domain)
 
