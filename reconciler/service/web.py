@@ -66,6 +66,7 @@ from reconciler.config import Settings
 from reconciler.core import wire
 from reconciler.core.declarations import Declarations
 from reconciler.engine import pinning
+from reconciler.engine.converge import Reconciler
 from reconciler.engine.deploy_log import follow_log
 from reconciler.engine.store import Store
 from reconciler.engine.views import history_views, site_views
@@ -107,6 +108,10 @@ class WebContext:
     declarations: Callable[[], Declarations | None]
     request: Callable[[set[str]], None]
     stopping: asyncio.Event
+    # The daemon's, for the operator actions (rollback, unpin, retry, redeploy). None (an app
+    # built without one, as some tests do): each action gets one on the current settings, the
+    # store and the pool above.
+    reconciler: Reconciler | None = None
 
 
 def _digest(*parts: bytes) -> bytes:
