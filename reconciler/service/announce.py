@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from reconciler.core.plan import Activate, Deploy
 from reconciler.core.status import DeployStatus
@@ -123,8 +122,8 @@ def fields(event: str, scene: Scene, failed: Row | None = None, desired_commit: 
     if scene.endpoint is not None:
         values["dashboard_url"] = scene.endpoint + "/"
         if values.get("deployment_id") is not None:
-            values["log_url"] = (f"{scene.endpoint}/api/sites/{quote(scene.domain, safe='')}/deployments/"
-                                 f"{values['deployment_id']}/log")
+            # A domain is a validated DNS name: nothing in it needs escaping in a URL path.
+            values["log_url"] = f"{scene.endpoint}/api/sites/{scene.domain}/deployments/{values['deployment_id']}/log"
     return values
 
 
