@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from reconciler.core.health import HealthCheck
 from reconciler.core.layout import parse_release
 
 SITES_DIR = "sites.d"
@@ -146,6 +147,9 @@ class SiteDeclaration(BaseModel):
     # secrets read from `.env` included; `trace = false` runs it with `sh -e` only. Not part of
     # the build key: turning tracing off or on does not rebuild.
     trace: bool = True
+    # Checked on the server after every switch (a failure switches back) and at every poll
+    # (reported, never acted on): see core.health.
+    health: HealthCheck | None = None
 
     @field_validator("domain")
     @classmethod
@@ -401,7 +405,9 @@ def parse_site(filename: str, data: bytes) -> SiteDeclaration | InvalidSite:
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 message = "unknown key"
-            errors.append(f"{filename}:{lines.get(key, 1)}: {printable(key) or 'file'}: {printable(message)}")
+            # A key of a table ([health]) is named in full: health.timeout.
+            name = ".".join(str(part) for part in err["loc"] if isinstance(part, str)) or key
+            errors.append(f"{filename}:{lines.get(key, 1)}: {printable(name) or 'file'}: {printable(message)}")
         return _invalid(stem, filename, errors, printable(str(server)))
     if errors:
         return _invalid(stem, filename, errors, printable(str(server)))

@@ -117,5 +117,6 @@ async def redeploy(reconciler: Reconciler, domain: str, by: str) -> None:
     store.adopt(domain, facts)
     store.forgive(domain)
     # Fresh means named after every release there is now (new names always sort after them).
-    existing = [name for name in (*facts.releases, *facts.not_dirs) if parse_release(name) is not None]
-    store.request(domain, "redeploy", by, after=max(existing, key=parse_release) if existing else None)
+    existing = [(moment, name) for name in (*facts.releases, *facts.not_dirs)
+                if (moment := parse_release(name)) is not None]
+    store.request(domain, "redeploy", by, after=max(existing)[1] if existing else None)

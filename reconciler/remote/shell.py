@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from reconciler.core.facts import ProbeSite
+from reconciler.core.health import HealthCheck
 from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, is_release, shared_link_target
 from reconciler.remote.mirror import mirror_path
 
@@ -482,6 +483,70 @@ def probe(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> Comma
     """The one command that gathers a server's facts: `sites` and the (repository, branch)
     `heads`, resolved with `git ls-remote` in parallel. stdin: the script (any length)."""
     return Command(_RUN_FROM_STDIN, _probe_script(sites, heads) + "exit 0\n")
+
+
+# --- health checks (remote/health.py) ---------------------------------------------------------
+
+HEALTHY, UNHEALTHY = "@@healthy", "@@unhealthy"
+
+# check_one INDEX RELEASE_DIR MODE TARGET HOST LOW HIGH NEEDLE TIMEOUT RETRIES INTERVAL GRACE
+# MODE url: TARGET is the URL, fetched with curl, Host: HOST; the status must be in LOW..HIGH and
+# the body hold NEEDLE (when not empty). MODE command: TARGET is shell code run in the release.
+# Prints exactly one line: `@@healthy INDEX detail` or `@@unhealthy INDEX reason`; text from the
+# server (curl's error, the command's output) has its line breaks and NULs removed first.
+_HEALTH_FUNCTIONS = rf"""export LC_ALL=C
+flat() {{ tr '\n\r\000' '   ' | head -c 240; }}
+check_one() {{
+  i=$1; r=$2; mode=$3; target=$4; host=$5; lo=$6; hi=$7; needle=$8; t=$9; shift 9; n=$1; gap=$2; grace=$3
+  out="$tmp/out.$i"; body="$tmp/body.$i"
+  cd -- "$r" 2>/dev/null || {{ echo "{UNHEALTHY} $i the release directory is missing"; return; }}
+  if [ "$mode" = url ] && ! command -v curl >/dev/null 2>&1; then
+    echo "{UNHEALTHY} $i curl is not installed on the server (needed by [health] url)"; return
+  fi
+  sleep "$grace"
+  try=0; why=
+  while :; do
+    if [ "$mode" = url ]; then
+      code=$(curl -sS -o "$body" -w '%{{http_code}}' --max-time "$t" -H "Host: $host" -- "$target" 2>"$out"); rc=$?
+      if [ "$rc" -ne 0 ]; then why="request failed (curl exit $rc): $(flat < "$out")"
+      elif [ "$code" -lt "$lo" ] || [ "$code" -gt "$hi" ]; then why="HTTP $code"
+      elif [ -n "$needle" ] && ! grep -qF -- "$needle" "$body"; then why="HTTP $code, expected text missing"
+      else echo "{HEALTHY} $i HTTP $code"; return; fi
+    else
+      timeout "$t" {SH} -c "$target" > "$out" 2>&1 < /dev/null; rc=$?
+      if [ "$rc" -eq 0 ]; then echo "{HEALTHY} $i command exited 0"; return; fi
+      if [ "$rc" -eq 124 ]; then why="command timed out after $t s"
+      else why="command exited $rc: $(tail -c 240 "$out" | flat)"; fi
+    fi
+    try=$((try + 1))
+    [ "$try" -gt "$n" ] && break
+    sleep "$gap"
+  done
+  echo "{UNHEALTHY} $i $why (after $try tries)"
+}}
+"""
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def health(checks: Iterable[tuple[str, str, HealthCheck]]) -> Command:
+    """Run health checks at once, each in its own release dir: (release dir, Host header, check).
+    One line of answer per check (HEALTHY/UNHEALTHY + its index). stdin: the script, every value
+    quoted into it (the script runs from a temporary file, so no value meets an argv limit)."""
+    lines = [_HEALTH_FUNCTIONS, 'tmp=$(mktemp -d) || exit 1', "trap 'rm -rf \"$tmp\"' EXIT"]
+    for index, (release_dir, host, check) in enumerate(checks):
+        _line(release_dir, "a release path")
+        _line(host, "a host name")
+        low, high = check.status_range
+        mode, target = ("url", check.url) if check.url is not None else ("command", check.command)
+        assert target is not None
+        args = [str(index), release_dir, mode, target, host, str(low), str(high), check.contains or "",
+                _seconds(check.timeout), str(check.retries), _seconds(check.interval), _seconds(check.grace)]
+        lines.append(f"( check_one {' '.join(quote(a) for a in args)} ) > \"$tmp/{index}\" 2>/dev/null &")
+    lines += ["wait", 'cat "$tmp"/[0-9]* 2>/dev/null', "exit 0"]
+    return Command(_RUN_FROM_STDIN, "\n".join(lines) + "\n")
 
 
 # --- the per-site lock (remote/lock.py): deployments/{domain}/.reconciler-lock/owner -----------
