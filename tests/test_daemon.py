@@ -188,7 +188,9 @@ def test_daemon_deploys_rolls_back_forward_polls_and_corrects_drift_over_ssh(ssh
         "domain": DOMAIN, "server": w.server.destination, "sync": "Synced", "health": "Healthy",
         "pinned": None, "active_release": third, "active_commit": c3, "desired_commit": c3,
         "last_deployed_at": status["last_deployed_at"], "message": "",
+        "observed_at": status["observed_at"],  # beyond SPEC's keys: when the server was last probed
     }
+    assert status["observed_at"], status
     history = w.run.history(DOMAIN)
     assert [h["release"] for h in history] == [third, second, first]
     assert [h["status"] for h in history] == ["success"] * 3
