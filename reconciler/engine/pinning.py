@@ -7,6 +7,9 @@ work in a checkout is left alone; a checked-out copy of the file is refreshed wh
 Under `require_signed` the pin commit is signed (`engine.trust.sign`), verified exactly as the
 daemon will verify it, and only then does the branch move; without a usable key nothing is
 committed and the caller gets a `SigningError` (an unsigned pin would never be applied).
+
+Which release a rollback pins, and whether it may, is `engine.actions`' decision (from the
+server's facts, for the CLI and the HTTP API alike); this module only writes the commit.
 """
 
 from __future__ import annotations
@@ -20,39 +23,9 @@ import tomlkit
 
 from reconciler.config import Settings
 from reconciler.core.declarations import SITES_DIR, InvalidSite, parse_site
-from reconciler.core.layout import parse_release
-from reconciler.core.status import DeployStatus
 from reconciler.engine import trust
 from reconciler.engine.source import branch_tip, open_repository
-from reconciler.engine.store import Store
-from reconciler.errors import DeclarationError, NoRollbackTarget, PinConflict, SigningError
-
-
-def rollback_target(store: Store, domain: str, release: str | None) -> str:
-    """The release `rollback` pins: the given one, which must be a successful release still on
-    the server, or by default the newest successful release older than the active one."""
-    live = [str(r["release"]) for r in store.deployments(domain)
-            if r["status"] == DeployStatus.SUCCESS and r["deployment_path"] is not None]
-    if release is not None:
-        if parse_release(release) is None:
-            raise NoRollbackTarget(f"{release!r} is not a release name (ddMMYYYY-HHMMSS)")
-        if release not in live:
-            raise NoRollbackTarget(f"{domain}: release {release} is not a successful release on the server")
-        return release
-    site = store.site(domain) or {}
-    active_time = parse_release(site.get("active_release") or "")
-    older = [(t, name) for name in live if (t := parse_release(name)) is not None
-             and active_time is not None and t < active_time]
-    if not older:
-        raise NoRollbackTarget(f"{domain}: no successful release older than the active one")
-    return max(older)[1]
-
-
-def rollback(repo_path: str | Path, branch: str, store: Store, domain: str, release: str | None,
-             settings: Settings | None = None) -> tuple[str, str]:
-    """Commit `pin` for a rollback; returns (release, commit id)."""
-    target = rollback_target(store, domain, release)
-    return target, set_pin(repo_path, branch, domain, target, settings)
+from reconciler.errors import DeclarationError, PinConflict, SigningError
 
 
 def _signature(repo: pygit2.Repository) -> pygit2.Signature:

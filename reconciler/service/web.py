@@ -1,6 +1,19 @@
 """The daemon's HTTP endpoint (opt-in with `listen`): /metrics, the JSON API with the SPEC
 shapes, a server-sent-events stream of changes, the dashboard page, deployment logs as they
-are written, rollback (a commit, exactly like the CLI) and the git push webhook.
+are written, the operator actions and the git push webhook.
+
+The operator actions go through `engine.actions`, like the CLI, so they check the same facts
+(one probe of the site's server), refuse the same things with the same messages and sign pin
+commits under `require_signed` the same way: POST /api/sites/{domain}/rollback ({"release":
+...} or {} for the previous release) and /unpin commit a pin; /retry and /redeploy are
+requests recorded in the state database, with who asked ("api" for the bearer token,
+"dashboard" for a session) in history's `requested_by`. Each answers 200 with what was done
+and wakes the daemon for that site. Refusals, nothing done or committed: 404 for a site not
+declared (or invalid); 409 for everything the operator must change first (the release is
+already active, gone from the server or not a successful build, nothing to retry, a pinned
+site to redeploy, a site not pinned to unpin, a pin commit that lost a race with another
+commit, no signing key under `require_signed`); 503 when the site's server cannot be reached
+to check; 400 for a body that is not the JSON asked for.
 
 Who may ask what (every rule is checked on each request against the current settings, so a
 SIGHUP that changes `api_token`, `webhook_secret`, `webhook_gitlab_token` or `http_hosts`
@@ -21,7 +34,7 @@ applies to the next request; `listen` itself needs a restart):
   (HttpOnly, SameSite=Strict, Path=/, 12 hours), a random id kept in this process's memory
   only and bound to the token it was made with: once `api_token` changes, the session is dead.
   DELETE /api/session signs out. A cookie-authenticated request that changes something
-  (rollback, sign-out) must also carry no Origin or an Origin naming this endpoint (403
+  (the actions, sign-out) must also carry no Origin or an Origin naming this endpoint (403
   otherwise): SameSite=Strict already keeps the cookie off cross-site requests, this is the
   second lock. Event streams check their authentication on every poll and end once it fails.
 * Webhooks. GitHub (X-Hub-Signature-256) and Gitea/Forgejo (X-Gitea-Signature,
@@ -65,12 +78,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from reconciler.config import Settings
 from reconciler.core import wire
 from reconciler.core.declarations import Declarations
-from reconciler.engine import pinning
+from reconciler.engine import actions
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.deploy_log import follow_log
 from reconciler.engine.store import Store
 from reconciler.engine.views import history_views, site_views
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, TemporaryError, UnknownSite
 from reconciler.remote.transport.pool import TransportPool
 from reconciler.service.metrics import PassStats, ReconcilerCollector, registry_for
 
@@ -501,21 +514,71 @@ def build_app(ctx: WebContext) -> web.Application:
                 await response.write(b"event: end\ndata: {}\n\n")
         return response
 
+    def requester(request: web.Request) -> str:
+        """Who asked, for history's `requested_by`: a script or tool with the bearer token, or
+        someone signed in to the dashboard (the endpoint knows no user names: one token)."""
+        return "dashboard" if authenticated(request) == "cookie" else "api"
+
+    def action_refused(domain: str, action: str, exc: ReconcilerError) -> web.Response:
+        """An action refused with nothing done: the message, and a status saying why."""
+        status = 404 if isinstance(exc, UnknownSite) else 503 if isinstance(exc, TemporaryError) else 409
+        log.info("%s: %s refused from the API (%d): %s", domain, action, status, exc)
+        return refused(status, str(exc))
+
+    def answered(request: web.Request, domain: str, action: str, **result: Any) -> web.Response:
+        """What was done; the daemon is woken for the site (it acts now, not at its next poll)."""
+        ctx.request({domain})
+        by = requester(request)
+        detail = ", ".join(f"{key} {str(value)[:12]}" for key, value in result.items())
+        log.info("%s: %s asked through the %s%s", domain, action, by, f" ({detail})" if detail else "")
+        return web.json_response({"domain": domain, "action": action, "requested_by": by, **result})
+
+    def operator() -> Reconciler:
+        """The daemon's reconciler; an app built without one gets one per action, on the current
+        settings and the shared store and pool (nothing of its own to close)."""
+        return ctx.reconciler or Reconciler(ctx.settings(), ctx.store, ctx.pool)
+
     async def rollback(request: web.Request) -> web.Response:
         domain = request.match_info["domain"]
         try:
             body = await request.json() if request.can_read_body else {}
         except ValueError:
-            return web.json_response({"error": "the body must be JSON"}, status=400)
-        release = body.get("release") if isinstance(body, dict) else None
-        settings = ctx.settings()
+            return refused(400, 'the body must be JSON: {"release": "..."} or {} for the previous release')
+        if not isinstance(body, dict):
+            return refused(400, 'the body must be a JSON object: {"release": "..."} or {} for the previous release')
+        release = body.get("release")
+        if release is not None and not isinstance(release, str):
+            return refused(400, '"release" must be a release name (ddMMYYYY-HHMMSS), or left out for the '
+                                "previous release")
         try:
-            chosen, commit = pinning.rollback(settings.repo, settings.branch, ctx.store, domain,
-                                              release if isinstance(release, str) else None)
+            chosen, commit = await actions.rollback(operator(), domain, release)
         except ReconcilerError as exc:
-            return web.json_response({"error": str(exc)}, status=409)
-        log.info("%s: rollback to %s committed from the API (%s)", domain, chosen, commit[:12])
-        return web.json_response({"domain": domain, "release": chosen, "commit": commit})
+            return action_refused(domain, "rollback", exc)
+        return answered(request, domain, "rollback", release=chosen, commit=commit)
+
+    async def unpin(request: web.Request) -> web.Response:
+        domain = request.match_info["domain"]
+        try:
+            commit = await actions.unpin(operator(), domain)
+        except ReconcilerError as exc:
+            return action_refused(domain, "unpin", exc)
+        return answered(request, domain, "unpin", commit=commit)
+
+    async def retry(request: web.Request) -> web.Response:
+        domain = request.match_info["domain"]
+        try:
+            forgotten = await actions.retry(operator(), domain, requester(request))
+        except ReconcilerError as exc:
+            return action_refused(domain, "retry", exc)
+        return answered(request, domain, "retry", forgotten=forgotten)
+
+    async def redeploy(request: web.Request) -> web.Response:
+        domain = request.match_info["domain"]
+        try:
+            await actions.redeploy(operator(), domain, requester(request))
+        except ReconcilerError as exc:
+            return action_refused(domain, "redeploy", exc)
+        return answered(request, domain, "redeploy")
 
     async def git_hook(request: web.Request) -> web.Response:
         body = await request.read()
@@ -557,6 +620,9 @@ def build_app(ctx: WebContext) -> web.Application:
     app.router.add_get("/api/sites/{domain}/deployments/{id}/log", deployment_log)
     app.router.add_get("/api/events", events)
     app.router.add_post("/api/sites/{domain}/rollback", rollback)
+    app.router.add_post("/api/sites/{domain}/unpin", unpin)
+    app.router.add_post("/api/sites/{domain}/retry", retry)
+    app.router.add_post("/api/sites/{domain}/redeploy", redeploy)
     app.router.add_post("/hooks/git", git_hook)
     return app
 

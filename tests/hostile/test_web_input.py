@@ -123,9 +123,9 @@ def test_non_ascii_bearer_token_is_401_not_500(world: World) -> None:
             assert response.status == 401, (value, response.status, await response.text())
         head = f"POST {rollback} HTTP/1.1\r\n".encode() + b"Authorization: Bearer \xe9\xff\r\n"
         assert await raw_request(client, head) == 401
-        # The right token still works (no rollback target: 409, which is past the token check).
+        # The right token still works (no such site declared: 404, which is past the token check).
         response = await client.post(rollback, json={}, headers={"Authorization": f"Bearer {TOKEN}"})
-        assert response.status == 409, await response.text()
+        assert response.status == 404, await response.text()
 
     async def reads(client: TestClient[Any, Any]) -> None:
         for path in ("/api/sites", "/metrics"):
@@ -270,7 +270,7 @@ def test_sighup_rotates_api_token_and_webhook_secret(started: tuple[World, str])
     listen = root.removeprefix("http://")
     world.write_config(interval=3600, listen=listen, api_token="old-token", webhook_secret="old-secret")
     daemon = world.start_daemon()
-    rollback = f"{root}/api/sites/nobody.example.com/rollback"  # authorized: 409 (no target); else 401
+    rollback = f"{root}/api/sites/nobody.example.com/rollback"  # authorized: 404 (no such site); else 401
     sent = itertools.count()
 
     def status(token: str) -> int:
@@ -285,7 +285,7 @@ def test_sighup_rotates_api_token_and_webhook_secret(started: tuple[World, str])
     def answering() -> bool:
         assert daemon.alive(), daemon.tail()
         try:
-            return status("old-token") == 409
+            return status("old-token") == 404
         except OSError:
             return False
 
@@ -294,7 +294,7 @@ def test_sighup_rotates_api_token_and_webhook_secret(started: tuple[World, str])
 
     world.write_config(interval=3600, listen=listen, api_token="new-token", webhook_secret="new-secret")
     daemon.signal(signal.SIGHUP)
-    world.wait(lambda: status("new-token") == 409, "the new token to be accepted after SIGHUP", timeout=15)
+    world.wait(lambda: status("new-token") == 404, "the new token to be accepted after SIGHUP", timeout=15)
     assert status("old-token") == 401
     assert hook("old-secret") == 401
     assert hook("new-secret") == 202
