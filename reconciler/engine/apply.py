@@ -29,7 +29,7 @@ from reconciler.core.status import DeployStatus, Step, Sync
 from reconciler.engine.store import Store, utcnow
 from reconciler.errors import LayoutConflict, StepFailed, TransportError
 from reconciler.faults import checkpoint
-from reconciler.remote import shell
+from reconciler.remote import health, shell
 from reconciler.remote.transport import Result, Transport
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class SiteContext:
     # What asked for a deployment started now, and who (`retry`/`redeploy` by an operator).
     trigger: str | None = None
     requested_by: str | None = None
+    # Told how long each health check took (the daemon's metrics).
+    on_health_check: Callable[[float], None] | None = None
 
     def step(self, name: Step | str) -> None:
         """Report a step as it starts: a Step of a deploy, or an action's own description."""
@@ -74,6 +76,7 @@ class Outcome:
     message: str = ""
     warning: str = ""
     superseded: bool = False  # built fine, but no longer desired: left unswitched
+    rolled_back_to: str | None = None  # its health check failed after the switch: switched back to this
 
 
 async def _send(ctx: SiteContext, command: shell.Command, timeout: float | None = None,
@@ -166,10 +169,41 @@ def _save_local_log(ctx: SiteContext, deployment_id: int, text: str) -> Path:
     return path
 
 
-async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "") -> Outcome:
+async def check_health(ctx: SiteContext, release: str) -> health.HealthResult | None:
+    """Run the site's `[health]` check against `release` (live now); None without one."""
+    check = ctx.site.health
+    if check is None:
+        return None
+    ctx.step("health check")
+    started = time.monotonic()
+    (result,) = await health.run(ctx.transport, [health.Probe(ctx.paths.release(release), ctx.site.domain, check)])
+    if ctx.on_health_check is not None:
+        ctx.on_health_check(time.monotonic() - started)
+    return result
+
+
+async def switch_back(ctx: SiteContext, failed: str, previous: str, reason: str) -> str:
+    """A release failed its health check after its switch: put `previous` back (the same atomic
+    switch) and reload. Recorded as an automatic rollback; returns the reload's warning."""
+    await switch(ctx, previous)
+    warning = await reload(ctx, previous)
+    row = ctx.store.by_release(ctx.site.domain, previous)
+    now = utcnow()
+    ctx.store.update_site(ctx.site.domain, active_deployment_id=row["id"] if row else None, active_release=previous,
+                          active_commit=row["commit_sha"] if row else None, last_deployed_at=now)
+    ctx.store.record_activation(ctx.site.domain, previous, failed, now, "auto-rollback", "")
+    log.warning("%s: %s failed its health check after the switch (%s); switched back to %s",
+                ctx.site.domain, failed, reason, previous)
+    return warning
+
+
+async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
+                 previous: str | None = None) -> Outcome:
     """Build `commit` into a new release and switch to it. Returns the outcome; raises
     TransportError when the server went away (a temporary problem). `reason` (the plan's) is
-    the history's trigger unless an operator's request (ctx.trigger) asked for this build."""
+    the history's trigger unless an operator's request (ctx.trigger) asked for this build.
+    With a `[health]` check, a release that fails it after the switch is switched back to
+    `previous` at once and recorded as failed (remembered like a failed build)."""
     site, paths, store = ctx.site, ctx.paths, ctx.store
     trigger = ctx.trigger or reason or None
     started = time.monotonic()
@@ -236,6 +270,10 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "") 
         except asyncio.CancelledError:
             await finishing
             raise
+        live_since = time.monotonic()
+        checked = await check_health(ctx, release)
+        if checked is not None and not checked.ok:
+            return await _unhealthy(ctx, deployment_id, release, previous, checked.detail, base, started, live_since)
     except asyncio.CancelledError:
         if claimed and stage != Step.SWITCH:
             await _abort(ctx, deployment_id, release, stage, started)
@@ -280,6 +318,39 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "") 
         active_commit=commit, last_deployment_sha=commit, last_deployed_at=done.completed_at,
     )
     return Outcome(True, warning=warning)
+
+
+async def mark_failed(ctx: SiteContext, release: str, manifest_json: str, message: str) -> None:
+    """Record an existing release as failed, on the server (its manifest) and in the store."""
+    await _run(ctx, Step.RECORD, shell.record_failure(ctx.paths, release, manifest_json, f"==> {message}"))
+    row = ctx.store.by_release(ctx.site.domain, release)
+    if row is not None:
+        ctx.store.update_deployment(row["id"], status=DeployStatus.FAILED, message=message)
+
+
+async def _unhealthy(ctx: SiteContext, deployment_id: int, release: str, previous: str | None, reason: str,
+                     base: Manifest, started: float, live_since: float) -> Outcome:
+    """The new release failed its health check: back to `previous`, and the release is a failed
+    deployment (its manifest says so, so the failure is remembered without a database)."""
+    message = f"health check failed after switch: {reason}"
+    if previous is not None:
+        await switch_back(ctx, release, previous, reason)
+        message += f"; it was live {time.monotonic() - live_since:.1f} s, {previous} serves again"
+    else:
+        message += "; there is no previous release to return to, so it stays live"
+    failed = Manifest(**{**base.__dict__, "status": DeployStatus.FAILED, "completed_at": utcnow(),
+                         "message": message[:500]})
+    note = f"==> {message}"
+    await _send(ctx, shell.record_failure(ctx.paths, release, failed.to_json(), note))
+    text = await _fetch_log(ctx, release)
+    local = _save_local_log(ctx, deployment_id, text)
+    ctx.store.update_deployment(
+        deployment_id, status=DeployStatus.FAILED, message=message, completed_at=failed.completed_at,
+        duration_ms=int((time.monotonic() - started) * 1000), local_log=str(local))
+    if previous is None:
+        ctx.store.update_site(ctx.site.domain, active_deployment_id=deployment_id, active_release=release,
+                              active_commit=base.commit)
+    return Outcome(False, message, rolled_back_to=previous)
 
 
 async def _switch_and_reload(ctx: SiteContext, release: str) -> str:

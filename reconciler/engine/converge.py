@@ -50,6 +50,7 @@ from reconciler.remote.transport.pool import TransportPool
 log = logging.getLogger(__name__)
 
 LAST_VERIFIED = "last_verified_commit"
+AUTO_ROLLBACK = "auto-rollback"  # an Activate reason: switched back after a failed health check
 RELOAD_RETRY = 5.0  # seconds before the first retry of a failed reload (then doubling, as for errors)
 LAST_OVERRIDE = "last_trust_override"  # JSON of the last `reconciler accept`: commit, replaced, by, at
 
@@ -368,9 +369,11 @@ class Reconciler:
                 for name in action.releases:
                     self.store.mark_cleaned(site.domain, name)
             elif isinstance(action, Deploy):
-                result = await apply.deploy(ctx, action.release, action.commit, action.reason)
+                result = await apply.deploy(ctx, action.release, action.commit, action.reason, facts.active_release)
                 if not result.ok:
                     done.append(Applied(action, failed=True, note=result.message))
+                    if result.rolled_back_to is not None:
+                        done.append(Applied(Activate(result.rolled_back_to, AUTO_ROLLBACK)))
                     return SiteOutcome(site.domain, site.server, Sync.FAILED, health_of(facts), result.message, done)
                 if result.superseded:
                     done.append(Applied(action, superseded=True, note=result.message))
@@ -383,6 +386,16 @@ class Reconciler:
                 result = await apply.activate(ctx, action.release, facts.active_release, trigger, by)
                 health, message = self._reloaded(site.domain, action.release, result.warning)
                 sync = Sync.SYNCED
+                checked = await apply.check_health(ctx, action.release)
+                if checked is not None and not checked.ok:
+                    if action.reason == "rollback":
+                        # The operator pinned it: report, never switch away from a pin.
+                        health = Health.DEGRADED
+                        message = f"pinned release {action.release} fails its health check: {checked.detail}; " \
+                                  "the pin holds"
+                    else:
+                        done.append(Applied(action))
+                        return await self._unhealthy_activation(ctx, action.release, facts, checked.detail, done)
             elif isinstance(action, Reload):
                 warning = await apply.reload(ctx, action.release)
                 health, message = self._reloaded(site.domain, action.release, warning)
@@ -403,6 +416,23 @@ class Reconciler:
             # A failed reload is retried with backoff (the daemon doubles the wait), not forgotten.
             outcome.retry_after, outcome.backoff = RELOAD_RETRY, True
         return outcome
+
+    async def _unhealthy_activation(self, ctx: apply.SiteContext, release: str, facts: SiteFacts, reason: str,
+                                    done: list[Applied]) -> SiteOutcome:
+        """A release switched to without a build failed its health check: back to the release
+        live before, and the release is marked failed (so it is not switched to again)."""
+        site = ctx.site
+        message = f"health check failed after switch: {reason}"
+        previous = facts.active_release
+        if previous is not None and previous != release:
+            await apply.switch_back(ctx, release, previous, reason)
+            done.append(Applied(Activate(previous, AUTO_ROLLBACK)))
+            message += f"; {previous} serves again"
+        found = facts.releases.get(release)
+        if found is not None and found.manifest is not None:
+            failed = dataclasses.replace(found.manifest, status=DeployStatus.FAILED, message=message[:500])
+            await apply.mark_failed(ctx, release, failed.to_json(), message)
+        return SiteOutcome(site.domain, site.server, Sync.FAILED, health_of(facts), message, done)
 
     def _activation_cause(self, ctx: apply.SiteContext, action: Activate, facts: SiteFacts) -> tuple[str, str]:
         """Why a release is switched to without a build, and who asked, for history: a pin is a
@@ -498,7 +528,8 @@ class Reconciler:
         values["desired_commit"] = plan.desired_commit
         # What is live now: the desired release when we got there (even if a later step then
         # failed), else what the probe saw.
-        active = plan.desired_release if outcome.sync == Sync.SYNCED or outcome.switched else facts.active_release
+        active = _live_after(outcome) or (plan.desired_release if outcome.sync == Sync.SYNCED
+                                          else facts.active_release)
         row = self.store.by_release(site.domain, active) if active else None
         values.update(active_release=active, active_deployment_id=row["id"] if row else None,
                       active_commit=row["commit_sha"] if row else None)
@@ -511,6 +542,16 @@ class Reconciler:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _live_after(outcome: SiteOutcome) -> str | None:
+    """The release the last switch of this round made live (a deploy, an activation, or the
+    switch back after a failed health check), if any switch happened."""
+    for applied in reversed(outcome.applied):
+        action = applied.action
+        if isinstance(action, Activate | Deploy) and not applied.failed and not applied.superseded:
+            return action.release
+    return None
 
 
 def _fresh_after(request: dict[str, Any] | None) -> datetime | None:

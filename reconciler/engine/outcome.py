@@ -81,7 +81,8 @@ class SiteOutcome:
 
     @property
     def rolled_back(self) -> bool:
-        return any(isinstance(a.action, Activate) and a.action.reason == "rollback" for a in self.applied)
+        return any(isinstance(a.action, Activate) and a.action.reason in ("rollback", "auto-rollback")
+                   for a in self.applied)
 
     @property
     def switched(self) -> bool:
