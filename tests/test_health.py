@@ -110,7 +110,7 @@ def test_a_pinned_release_is_checked_but_never_switched_away_from(world: World, 
     assert first is not None
     (world.on_disk().release(first) / "public" / "health").write_text("503\nmaintenance\n")
     assert world.run_cli("rollback", DOMAIN).rc == 0
-    rc, out = _reconcile(world)
+    out = _reconcile(world)[1]
     assert world.active() == first, out
     view = _status(world)
     assert view["health"] == "Degraded" and "fails its health check" in view["message"] and "pin holds" in \

@@ -21,7 +21,7 @@ class SiteServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 domain = (self.headers.get("Host") or "").split(":")[0]
                 code, body = owner.answer(domain, self.path)
                 owner.answers[code] += 1
