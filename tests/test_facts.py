@@ -679,3 +679,16 @@ def test_the_framing_for_shells_that_keep_nul_bytes_reads_the_same(tmp_path: Pat
     assert stripped == normal
     assert normal.sites[DOMAIN].releases[R_ADOPT].head == expected["adopted_head"]
     assert normal.heads[(str(app), "main")] == BranchHead(git(app, "rev-parse", "HEAD"))
+
+
+def test_unlinked_shared_entries_are_read_only_for_entries_the_site_has() -> None:
+    """Issue 12 item 3: `@unlinked` names a shared entry of the live release that is no symlink;
+    a name the site does not share is a problem of that site only, never another site's fact."""
+    sites = [ProbeSite("a.example.com", "/srv", (".env", "storage")), ProbeSite("b.example.com", "/srv", (".env",))]
+    output = "".join([frame(shell.Tag.SITE, "a.example.com"), frame(shell.Tag.UNLINKED, ".env"),
+                      frame(shell.Tag.UNLINKED, "/etc/passwd"), frame(shell.Tag.SITE, "b.example.com"),
+                      frame(shell.Tag.UNLINKED, ".env"), frame(shell.Tag.END)])
+    facts = parse_probe(output, sites, [])
+    a, b = facts.sites["a.example.com"], facts.sites["b.example.com"]
+    assert a.unlinked == [".env"] and a.problem is not None and "/etc/passwd" in a.problem
+    assert b.unlinked == [".env"] and b.problem is None

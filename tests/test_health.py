@@ -115,3 +115,31 @@ def test_a_pinned_release_is_checked_but_never_switched_away_from(world: World, 
     view = _status(world)
     assert view["health"] == "Degraded" and "fails its health check" in view["message"] and "pin holds" in \
         view["message"], view
+
+
+def test_between_deploys_health_is_reported_and_shared_links_are_desired_state(
+        world: World, web: SiteServer, caplog: pytest.LogCaptureFixture) -> None:
+    world.declare(script="echo built\n", health={"url": web.url, "retries": 1, "interval": 0.1})
+    assert _reconcile(world)[0] == 0
+    live = world.active()
+    assert live is not None
+    release = world.on_disk().release(live)
+
+    # The live release's `.env` link is deleted by hand: drift, put back at the next poll.
+    (release / ".env").unlink()
+    with caplog.at_level("WARNING", logger="reconciler"):
+        rc, out = _reconcile(world)
+    assert rc == 0 and "relink shared .env" in out, out
+    assert (release / ".env").is_symlink() and world.active() == live
+    assert any("drift" in r.getMessage() and ".env" in r.getMessage() for r in caplog.records)
+
+    # The app starts failing between deploys: Degraded with the reason, and nothing switches.
+    (release / "public" / "health").write_text("502\nbad gateway\n")
+    rc, out = _reconcile(world)
+    view = _status(world)
+    assert (view["sync"], view["health"]) == ("Synced", "Degraded"), view
+    assert "health check failing: HTTP 502" in view["message"], view
+    assert world.active() == live and len(world.releases()) == 1
+    (release / "public" / "health").write_text("200\nOK again\n")
+    assert _reconcile(world)[0] == 0
+    assert _status(world)["health"] == "Healthy"

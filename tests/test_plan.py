@@ -28,6 +28,7 @@ from reconciler.core.plan import (
     Plan,
     Provision,
     Prune,
+    Relink,
     Reload,
     plan_site,
     prune_candidates,
@@ -481,3 +482,15 @@ def test_an_owed_reload_is_retried_while_its_release_is_live() -> None:
     assert moved.actions == (Activate(R5, "roll-forward"),)
     quiet = plan_site(SITE, facts, BranchHead(HEAD), FailureMemory(), NOW, reload_owed=(R5, "exit 1"))
     assert quiet.actions == () and quiet.health == HEALTHY
+
+
+def test_a_missing_shared_link_of_the_live_release_is_drift_put_back() -> None:
+    """Issue 12 item 3: the live release's shared links are desired state."""
+    facts = server(ok(R5), active=R5)
+    facts.unlinked = [".env", "storage"]
+    plan = plan_site(SITE, facts, BranchHead(HEAD), FailureMemory(), NOW)
+    assert plan.actions == (Relink(R5, (".env", "storage")),) and plan.sync == OUT_OF_SYNC
+    # A release about to be switched away from is not relinked: the new one is linked by its deploy.
+    moving = server(ok(R4, OLD), ok(R5), active=R4)
+    moving.unlinked = [".env"]
+    assert plan_site(SITE, moving, BranchHead(HEAD), FailureMemory(), NOW).actions == (Activate(R5, "roll-forward"),)

@@ -49,6 +49,7 @@ class SiteFacts:
     lock: str | None = None
     releases: dict[str, ReleaseFacts] = field(default_factory=dict)
     not_dirs: list[str] = field(default_factory=list)
+    unlinked: list[str] = field(default_factory=list)  # shared entries not a symlink in the live release
     problem: str | None = None  # set: a datum could not be trusted; the site is left alone
     _problems: int = field(default=0, repr=False, compare=False)
 
@@ -94,3 +95,4 @@ class ServerFacts:
 class ProbeSite:
     domain: str
     base_path: str
+    shared: tuple[str, ...] = ()  # entries whose link in the live release the probe checks

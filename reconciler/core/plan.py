@@ -79,7 +79,19 @@ class Reload:
         return f"retry the reload of release {self.release} ({self.reason})"
 
 
-Action = Provision | Clean | Deploy | Activate | Reload | Prune
+@dataclass(frozen=True)
+class Relink:
+    """Shared links of the live release that are gone or replaced (a deleted `.env` link): drift,
+    put back like a moved site symlink."""
+
+    release: str
+    entries: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"relink shared {', '.join(self.entries)} in release {self.release} (drift)"
+
+
+Action = Provision | Clean | Deploy | Activate | Relink | Reload | Prune
 
 
 @dataclass(frozen=True)
@@ -191,6 +203,8 @@ def plan_site(
 
     def settle(target: str, reason: str) -> None:
         nonlocal health
+        if active == target and facts.unlinked:
+            actions.append(Relink(target, tuple(facts.unlinked)))
         if active != target:
             actions.append(Activate(target, reason))  # an activation reloads anyway
         elif reload_owed is not None and reload_owed[0] == target and site.reload_command:

@@ -320,6 +320,11 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
     return Outcome(True, warning=warning)
 
 
+async def relink(ctx: SiteContext, release: str, entries: tuple[str, ...]) -> None:
+    """Put back shared links of the live release that are gone or were replaced (drift)."""
+    await _run(ctx, Step.SHARED, shell.link_shared(ctx.paths, release, entries))
+
+
 async def mark_failed(ctx: SiteContext, release: str, manifest_json: str, message: str) -> None:
     """Record an existing release as failed, on the server (its manifest) and in the store."""
     await _run(ctx, Step.RECORD, shell.record_failure(ctx.paths, release, manifest_json, f"==> {message}"))

@@ -32,6 +32,7 @@ from reconciler.core.plan import (
     Plan,
     Provision,
     Prune,
+    Relink,
     Reload,
     health_of,
     plan_site,
@@ -42,7 +43,9 @@ from reconciler.engine import apply, source, trust
 from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import Store
 from reconciler.errors import ConfigError, DeclarationError, LockNotReleased, PermanentError
+from reconciler.remote import health as health_checks
 from reconciler.remote import lock
+from reconciler.remote.health import HealthResult
 from reconciler.remote.probe import gather
 from reconciler.remote.transport.options import SshOptions
 from reconciler.remote.transport.pool import TransportPool
@@ -88,6 +91,7 @@ class Reconciler:
         self.pool.allow_local = settings.allow_local
         self.clock = clock
         self.progress = progress
+        self.on_health_check: Callable[[float], None] | None = None  # metrics: seconds per health round
         self.notice = ""  # why the desired state is not the branch tip (unsigned tip), if it is not
         self._parsed: Declarations | None = None
         self._limit = asyncio.Semaphore(settings.concurrency)
@@ -180,7 +184,7 @@ class Reconciler:
         return decls
 
     async def probe(self, server: str, sites: list[SiteDeclaration]) -> ServerFacts:
-        probes = [ProbeSite(s.domain, s.base_path) for s in sites]
+        probes = [ProbeSite(s.domain, s.base_path, tuple(s.shared)) for s in sites]
         heads = [(s.repository, s.branch) for s in sites if s.pin is None]
         return await gather(self.pool.get(server), probes, heads, timeout=self.settings.command_timeout)
 
@@ -235,12 +239,37 @@ class Reconciler:
                         self._record(site, None, None, outcome, decl_commit)
             else:
                 reached = True
+                checked: dict[str, HealthResult] = {}
                 if not dry_run:
                     self._observed(server)
-                work += [self.converge_site(s, facts, decl_commit, dry_run, still_desired=still_desired)
+                    checked = await self._check_live(server, rest, facts)
+                work += [self.converge_site(s, facts, decl_commit, dry_run, still_desired=still_desired,
+                                            checked=checked.get(s.domain))
                          for s in rest]
         outcomes += await asyncio.gather(*work)
         return ServerRound(server, outcomes, reached)
+
+    async def _check_live(self, server: str, sites: list[SiteDeclaration], facts: ServerFacts
+                          ) -> dict[str, HealthResult]:
+        """Every poll: the `[health]` checks of the server's live releases, in one command. The
+        result is reported (health, message), never acted on: between deploys nothing switches
+        by itself, so a flapping backend cannot cause a storm of rollbacks."""
+        probes: dict[str, health_checks.Probe] = {}
+        for site in sites:
+            found = facts.sites.get(site.domain)
+            if site.health is not None and found is not None and found.problem is None and found.active_release:
+                probes[site.domain] = health_checks.Probe(found.paths.release(found.active_release), site.domain,
+                                                   site.health)
+        if not probes:
+            return {}
+        started = asyncio.get_running_loop().time()
+        try:
+            results = await health_checks.run(self.pool.get(server), list(probes.values()))
+        except Exception as exc:
+            results = [HealthResult(False, f"the health check could not run: {exc}")] * len(probes)
+        if self.on_health_check is not None:
+            self.on_health_check(asyncio.get_running_loop().time() - started)
+        return dict(zip(probes, results, strict=True))
 
     def _observed(self, server: str) -> None:
         try:
@@ -250,7 +279,8 @@ class Reconciler:
 
     async def converge_site(self, site: SiteDeclaration, server_facts: ServerFacts | None,
                             decl_commit: str | None, dry_run: bool = False, *,
-                            still_desired: Callable[[SiteDeclaration], bool] | None = None) -> SiteOutcome:
+                            still_desired: Callable[[SiteDeclaration], bool] | None = None,
+                            checked: HealthResult | None = None) -> SiteOutcome:
         """Plan one site from its server's facts; when there is work, take the site's lock,
         re-plan from facts probed under the lock, and apply. `still_desired` is asked right
         before a switch. Without `server_facts` (a pinned site whose declaration just changed:
@@ -260,9 +290,11 @@ class Reconciler:
         async with self._limit:
             try:
                 outcome = await self._converge(work, server_facts, dry_run, still_desired)
+                if checked is not None and not outcome.switched:
+                    _report_health(outcome, checked)
             except Exception as exc:
-                health = health_of(work.facts) if work.facts is not None else Health.UNKNOWN
-                outcome = outcome_of(exc, site.domain, site.server, health, work.applied)
+                health_now = health_of(work.facts) if work.facts is not None else Health.UNKNOWN
+                outcome = outcome_of(exc, site.domain, site.server, health_now, work.applied)
             if not dry_run:
                 self._record(site, work.plan, work.facts, outcome, decl_commit)
             return outcome
@@ -339,13 +371,14 @@ class Reconciler:
                  still_desired: Callable[[], bool] | None = None) -> apply.SiteContext:
         return apply.SiteContext(self.pool.get(site.server), site, self.store, self.settings.log_dir,
                                  self.settings.command_timeout, self.settings.deploy_timeout, decl_commit,
-                                 still_desired, self._progress_of(site.domain))
+                                 still_desired, self._progress_of(site.domain),
+                                 on_health_check=self.on_health_check)
 
     def _site_lock(self, ctx: apply.SiteContext, purpose: str) -> AbstractAsyncContextManager[SiteFacts]:
         settings = self.settings
         return lock.held(ctx.transport, ctx.paths, self.identity, purpose,
                          stale_after=settings.deploy_timeout + 2 * settings.command_timeout,
-                         timeout=settings.command_timeout)
+                         timeout=settings.command_timeout, shared=tuple(ctx.site.shared))
 
     def _progress_of(self, domain: str) -> Callable[[str], None] | None:
         progress = self.progress
@@ -396,6 +429,12 @@ class Reconciler:
                     else:
                         done.append(Applied(action))
                         return await self._unhealthy_activation(ctx, action.release, facts, checked.detail, done)
+            elif isinstance(action, Relink):
+                log.warning("%s: drift: shared %s of the live release %s %s gone or replaced; relinking",
+                            site.domain, ", ".join(action.entries), action.release,
+                            "is" if len(action.entries) == 1 else "are")
+                await apply.relink(ctx, action.release, action.entries)
+                sync = Sync.SYNCED
             elif isinstance(action, Reload):
                 warning = await apply.reload(ctx, action.release)
                 health, message = self._reloaded(site.domain, action.release, warning)
@@ -542,6 +581,15 @@ class Reconciler:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _report_health(outcome: SiteOutcome, checked: HealthResult) -> None:
+    """The live release's health check, run this poll, as the site's health (never a switch)."""
+    if checked.ok or outcome.health in (Health.MISSING, Health.UNKNOWN):
+        return
+    outcome.health = Health.DEGRADED
+    note = f"health check failing: {checked.detail} (nothing switches between deploys)"
+    outcome.message = "; ".join(m for m in (outcome.message, note) if m)
 
 
 def _live_after(outcome: SiteOutcome) -> str | None:

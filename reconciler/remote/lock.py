@@ -140,12 +140,13 @@ def _lock_age(line: str) -> float:
 
 @asynccontextmanager
 async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: str, *,
-               stale_after: float, timeout: float) -> AsyncIterator[SiteFacts]:
-    """Hold the site's lock; yields the site's facts probed right after acquiring it."""
+               stale_after: float, timeout: float, shared: tuple[str, ...] = ()) -> AsyncIterator[SiteFacts]:
+    """Hold the site's lock; yields the site's facts probed right after acquiring it (with the
+    live release's `shared` links checked)."""
     owner = Owner(me.instance, me.run, me.host, me.pid, purpose, time.time())
-    site = ProbeSite(paths.domain, paths.base_path)
+    site = ProbeSite(paths.domain, paths.base_path, shared)
     for attempt in (1, 2):
-        result = await _send(transport, shell.lock_acquire(paths, owner.to_json()), timeout)
+        result = await _send(transport, shell.lock_acquire(paths, owner.to_json(), shared), timeout)
         if not result.ok:
             raise TemporaryError(f"{transport.name}: cannot take the lock of {paths.domain}: {result.tail(3)}")
         first, _, rest = result.stdout.partition("\n")

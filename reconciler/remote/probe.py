@@ -149,6 +149,12 @@ class _Reader:
             site.shared = True
         elif tag == Tag.LOCK:
             site.lock = value.strip()
+        elif tag == Tag.UNLINKED:
+            wanted = self.wanted.get(site.domain)
+            if wanted is None or value not in wanted.shared:
+                site.note_problem(f"the probe reports shared entry {wire.display(value, 80)!r}, not one of the site's")
+            elif value not in site.unlinked:
+                site.unlinked.append(value)
         elif tag == Tag.NOTDIR:
             if shell.RELEASE_GLOB_RE.fullmatch(value):
                 site.not_dirs.append(value)

@@ -354,11 +354,12 @@ class Tag(StrEnum):
     MANIFEST = "@manifest"      # value: the first line of that release's manifest
     HEAD = "@head"              # value: that release's git HEAD (no manifest)
     HEADS = "@heads"            # value: `<index> <exit status> <ls-remote output>` of one branch head
+    UNLINKED = "@unlinked"      # value: a shared entry that is no symlink in the live release (drift)
     END = "@end"                # the last record: the output is complete
 
 
 VALUE_TAGS = frozenset({Tag.SITE, Tag.LINK, Tag.PATH, Tag.LOCK, Tag.NOTDIR, Tag.RELEASE, Tag.MANIFEST, Tag.HEAD,
-                        Tag.HEADS})
+                        Tag.HEADS, Tag.UNLINKED})
 BARE_TAGS = frozenset(set(Tag) - VALUE_TAGS)
 if any(not re.fullmatch(r"@[a-z]+", tag) for tag in Tag):  # printed in printf formats, unquoted
     raise ValueError("a probe tag must be a plain word")
@@ -420,6 +421,12 @@ probe_site() {{
   elif [ -d "$link" ]; then printf '{Tag.PATH} dir{_END_PRINTF}'
   elif [ -e "$link" ]; then printf '{Tag.PATH} file{_END_PRINTF}'
   fi
+  # The live release's shared links are desired state too: one that is gone or was replaced is
+  # drift. `test` is a builtin: no process per entry.
+  shift 2  # $d and $link hold the site now; what follows are its shared entries
+  if [ -L "$link" ] && [ -e "$link" ]; then
+    for e in "$@"; do [ -L "$link/$e" ] || emit {Tag.UNLINKED} "$e"; done
+  fi
   [ -d "$d" ] || return 0
   printf '{Tag.PROVISIONED}{_END_PRINTF}'
   [ -d "$d"/{_under(_TEMPLATE.shared, _TEMPLATE.deployments)} ] && printf '{Tag.SHARED}{_END_PRINTF}'
@@ -474,7 +481,8 @@ def _probe_script(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) 
         if index % HEADS_AT_ONCE == HEADS_AT_ONCE - 1:
             lines.append("wait")
     for site in sites:
-        lines.append(f"probe_site {quote(site.domain)} {quote(site.base_path)}")
+        entries = "".join(f" {quote(entry)}" for entry in site.shared)
+        lines.append(f"probe_site {quote(site.domain)} {quote(site.base_path)}{entries}")
     lines += ["wait", 'cat "$tmp"/* 2>/dev/null', f"printf '{Tag.END}{_END_PRINTF}'"]
     return "\n".join(lines) + "\n"
 
@@ -557,7 +565,7 @@ LOCK_ACQUIRED = "@@acquired"
 LOCK_HELD = "@@held"
 
 
-def lock_acquire(paths: SitePaths, owner_json: str) -> Command:
+def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = ()) -> Command:
     """Take the site's lock with an atomic `mkdir`, write `owner_json` (one line) into it and,
     in the same command, probe the site: the facts nobody else can change while we hold it."""
     lock, owner = quote(paths.lock), quote(OWNER_FILE)
@@ -567,7 +575,7 @@ def lock_acquire(paths: SitePaths, owner_json: str) -> Command:
         f"if mkdir -- {lock} 2>/dev/null; then\n"
         f"  printf '%s\\n' {quote(owner_json)} > {lock}/{owner}\n"
         f"  echo {quote(LOCK_ACQUIRED)}\n"
-        f"{_probe_script([ProbeSite(paths.domain, paths.base_path)], [])}"
+        f"{_probe_script([ProbeSite(paths.domain, paths.base_path, shared)], [])}"
         "  true\n"
         "else\n"
         f"  echo \"{LOCK_HELD} $(date +%s) $(stat -c %Y {lock} 2>/dev/null || echo 0)\"\n"
