@@ -74,6 +74,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.scheduler: AsyncIOScheduler | None = None
         self.stats = PassStats()
+        self.reconciler.on_health_check = self.stats.observe_health
         self.notifications = Notifications(settings.notify)
 
     # -- triggers ----------------------------------------------------------------------------

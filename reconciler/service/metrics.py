@@ -15,6 +15,7 @@ from reconciler.engine.store import Store
 
 DEPLOY_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+HEALTH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass
@@ -25,6 +26,17 @@ class PassStats:
     total: int = 0
     seconds: float = 0.0
     last_success: float | None = None
+    health_counts: list[int] = field(default_factory=lambda: [0] * len(HEALTH_BUCKETS))
+    health_total: int = 0
+    health_seconds: float = 0.0
+
+    def observe_health(self, duration: float) -> None:
+        """One health-check command (after a switch, or a server's checks at a poll)."""
+        for i, bound in enumerate(HEALTH_BUCKETS):
+            if duration <= bound:
+                self.health_counts[i] += 1
+        self.health_total += 1
+        self.health_seconds += duration
 
     def observe(self, duration: float, ok: bool) -> None:
         for i, bound in enumerate(PASS_BUCKETS):
@@ -78,6 +90,14 @@ class ReconcilerCollector(Collector):
                          durations, total, seconds)
         yield _histogram("reconciler_pass_duration_seconds", "Duration of reconcile rounds (probe and converge).",
                          PASS_BUCKETS, self.stats.counts, self.stats.total, self.stats.seconds)
+        yield _histogram("reconciler_health_check_seconds", "Duration of health-check commands.", HEALTH_BUCKETS,
+                         self.stats.health_counts, self.stats.health_total, self.stats.health_seconds)
+        rollbacks = CounterMetricFamily("reconciler_auto_rollbacks", "Switches back after a failed health check.",
+                                        labels=["domain"])
+        for row in self.store.db.query("select site, count(*) as n from activations "
+                                       "where trigger = 'auto-rollback' group by site order by site"):
+            rollbacks.add_metric([row["site"]], row["n"])
+        yield rollbacks
         last = GaugeMetricFamily("reconciler_last_successful_pass_timestamp_seconds",
                                  "Unix time of the last round that reached its server.")
         last.add_metric([], self.stats.last_success or 0.0)
