@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark and print its table (about 5 minutes on 2 cores)."""
 
-from bench import atomic, deploy, latency, memory, noop, passes
+from bench import atomic, deploy, health, latency, memory, noop, passes
 
-for benchmark in (passes, deploy, noop, latency, memory, atomic):
+for benchmark in (passes, deploy, noop, latency, memory, atomic, health):
     benchmark.main()
     print(flush=True)
