@@ -52,6 +52,8 @@ applies to the next request; `listen` itself needs a restart):
 * Log streams notice a client that went away even while the log is silent (a keepalive each
   poll, and the connection's state is checked before every remote read): no `tail | base64`
   runs for a client that is gone.
+* A client that goes away (a closed dashboard tab, a killed curl, a reset connection) is the
+  normal end of an event stream: a debug line at most, never a traceback (`client_may_leave`).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -479,11 +481,12 @@ def build_app(ctx: WebContext) -> web.Application:
         return lambda: _closed(request) or authenticated(request) is None
 
     async def events(request: web.Request) -> web.StreamResponse:
-        response = await _sse(request)
+        response = _sse()
         done = gone(request)
         last = ""
         idle = 0
-        with contextlib.suppress(ConnectionResetError):  # the client went away mid-write
+        with client_may_leave(request):
+            await response.prepare(request)
             while not ctx.stopping.is_set() and not done():
                 current = json.dumps(snapshot(ctx), sort_keys=True)
                 if current != last:
@@ -500,9 +503,10 @@ def build_app(ctx: WebContext) -> web.Application:
         row = ctx.store.deployment(number) if number is not None else None
         if row is None or row["site"] != domain:
             return web.json_response({"error": "no such deployment"}, status=404)
-        response = await _sse(request)
+        response = _sse()
         done = gone(request)
-        with contextlib.suppress(ConnectionResetError):
+        with client_may_leave(request):
+            await response.prepare(request)
             # `done` is asked before every remote read and the silent polls write a keepalive: a
             # client that left stops the remote commands at once, not when the deploy ends.
             async with contextlib.aclosing(follow_log(ctx.store, ctx.pool, row, ctx.settings().command_timeout,
@@ -627,10 +631,25 @@ def build_app(ctx: WebContext) -> web.Application:
     return app
 
 
-async def _sse(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    return response
+def _sse() -> web.StreamResponse:
+    return web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+
+
+@contextlib.contextmanager
+def client_may_leave(request: web.Request) -> Iterator[None]:
+    """Around an event stream's writes: a client that went away (a closed tab, a killed curl: the
+    write or its drain raises ConnectionResetError, aiohttp's ClientConnectionResetError, or
+    BrokenPipeError) is how streams end, not an error: a debug line, no traceback, and the
+    handler returns normally (aiohttp then finds the connection gone and drops it quietly). A
+    cancelled handler (the daemon stopping, or aiohttp cancelling on a lost connection) is
+    cancelled as asked, with a debug line too."""
+    try:
+        yield
+    except ConnectionError as exc:
+        log.debug("http: %s: the client %s went away (%s)", request.path, request.remote, type(exc).__name__)
+    except asyncio.CancelledError:
+        log.debug("http: %s: the stream to %s was cancelled", request.path, request.remote)
+        raise
 
 
 async def serve(ctx: WebContext) -> web.AppRunner:
