@@ -112,7 +112,7 @@ class Settings(BaseModel):
     allow_local: bool = False
     # The daemon's HTTP endpoint (opt-in): metrics, API, dashboard, webhooks.
     listen: str | None = None             # "127.0.0.1:9180"
-    api_token: str | None = None          # bearer token for writes (and for reads off loopback)
+    api_token: str | None = None          # bearer token for every request but the page, sign-in and webhooks
     webhook_secret: str | None = None     # HMAC secret of POST /hooks/git
     # GitLab sends the secret itself (X-Gitlab-Token), not a signature: accepted only when enabled.
     webhook_gitlab_token: bool = False
