@@ -9,12 +9,20 @@ the rollback; the site turns Synced, a new app commit shows up as a new Active d
 without a reload, a deployment's output streams into the log panel, a Rollback click pins the
 older release, which the daemon then switches to on disk, and signing out ends the session on
 the server too. Without the cookie or the token, the API answers 401.
+
+The operator actions (issue 11): a site whose build fails (its script checks a marker file) shows
+the failed row's reason and a Retry button; once the cause is fixed, Retry makes it live;
+Redeploy builds a fresh release; Rollback pins an older one and Unpin lets it follow its branch
+again, each switch shown as an activation line; every row says its trigger and who asked; a
+refused action shows the server's message; text from commits is shown as text, never markup;
+and closing the page leaves no traceback in the daemon's log.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Daemons, World, app_commit, free_port
+from tests.support import Daemons, World, app_commit, free_port, git
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -202,3 +210,133 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, d
     assert not foreign, f"the page loaded something not from the daemon: {foreign}"
     with contextlib.suppress(Exception):
         page.close()
+
+
+def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, browser: Any, daemons: Daemons) -> None:
+    from playwright.sync_api import expect
+
+    port = free_port()
+    root = f"http://127.0.0.1:{port}"
+    mirror = tmp_path / "mirror-is-up"
+    # No interval polls: every pass here is asked for (start, the buttons, pin commits), so nothing
+    # changes the page between the test's steps behind its back.
+    world = World.create(tmp_path, daemons=daemons, interval=3600, listen=f"127.0.0.1:{port}", api_token=TOKEN)
+    subject = 'v2 <img src=x onerror="window.__injected = 1"> & <b>bold</b>'
+    head = app_commit(world.app, subject)
+    world.declare(DOMAIN, script=f"test -e {mirror} || {{ echo 'the package mirror is down'; exit 3; }}\n"
+                                 f"echo {MARKER} $(git rev-parse --short HEAD)\n")
+    site = world.on_disk(DOMAIN)
+    daemon = world.start_daemon()
+
+    def answering() -> bool:
+        assert daemon.alive(), "the daemon exited"
+        return _request(root + "/api/sites", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+    world.wait(answering, f"the daemon's HTTP endpoint on {root}")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(DEPLOY_MS)
+    js_errors: list[str] = []
+    foreign: list[str] = []
+    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    page.on("request", lambda req: None if req.url.startswith(root + "/") else foreign.append(req.url))
+    page.goto(f"{root}/#token={TOKEN}")
+    notice = page.locator("#notice")
+
+    # The first build fails: the site is Failed, its row says why, and Retry is offered.
+    row = page.locator(f'tr[data-domain="{DOMAIN}"]')
+    expect(row.locator(".badge-sync")).to_have_text("Failed")
+    row.click()
+    detail = page.locator(f'tr[data-detail-for="{DOMAIN}"]')
+    deployments = detail.locator("tr[data-release]")
+    expect(deployments).to_have_count(1)
+    failed = deployments.first
+    expect(failed.locator(".badge-status")).to_have_text("failed")
+    expect(failed.locator(".reason")).to_contain_text("deploy script failed (exit 3)")
+    expect(failed.locator(".trigger")).to_contain_text("first deploy")
+    # The commit's subject is text on the page, never markup.
+    expect(failed.locator(".subject")).to_have_text(subject)
+    assert page.evaluate("document.querySelectorAll('tr img, tr b').length") == 0
+    assert page.evaluate("window.__injected === undefined")
+    retry = detail.locator('[data-action="retry"]')
+    redeploy = detail.locator('[data-action="redeploy"]')
+    unpin = detail.locator('[data-action="unpin"]')
+    expect(retry).to_be_visible()
+    expect(redeploy).to_be_visible()
+    expect(unpin).to_have_count(0)
+    assert site.active() is None
+
+    # The cause fixed outside git, Retry builds again now: live, recorded as asked from here.
+    mirror.touch()
+    retry.click()
+    expect(notice).to_contain_text(f"Retry of {DOMAIN} accepted")
+    expect(row.locator(".badge-sync")).to_have_text("Synced")
+    expect(deployments).to_have_count(2)
+    live = deployments.first
+    expect(live.locator(".badge-active")).to_have_count(1)
+    expect(live.locator(".badge-status")).to_have_text("success")
+    expect(live.locator(".trigger")).to_have_text("retry (dashboard)")
+    expect(live.locator(".reason")).to_have_text("")
+    expect(retry).to_have_count(0)
+    first = live.get_attribute("data-release")
+    assert first is not None
+    world.wait(lambda: site.active() == first, f"{first} live on disk")
+    expect(page.locator(f'tr[data-release="{first}"] .badge-active')).to_have_count(1)
+
+    # Redeploy: the same commit, a fresh release, switched to.
+    redeploy.click()
+    expect(notice).to_contain_text(f"Redeploy of {DOMAIN} accepted")
+    expect(deployments).to_have_count(3)
+    newest = deployments.first
+    expect(newest.locator(".badge-active")).to_have_count(1)
+    second = newest.get_attribute("data-release")
+    assert second is not None and second != first
+    fresh = page.locator(f'tr[data-release="{second}"]')
+    expect(fresh.locator(".trigger")).to_have_text("redeploy (dashboard)")
+    expect(fresh.locator(".commit .mono")).to_have_text(head[:7])
+    world.wait(lambda: site.active() == second, f"the redeployed {second} live on disk")
+    assert site.commit_of(second) == site.commit_of(first) == head
+
+    # Rollback pins the older release; then only Unpin is offered, and it follows the branch again.
+    older = page.locator(f'tr[data-release="{first}"]')
+    older.locator('[data-action="rollback"]').click()
+    expect(notice).to_contain_text(f"Rollback of {DOMAIN} to {first}")
+    expect(row.locator(".pinned")).to_have_text(first)
+    expect(older.locator(".badge-active")).to_have_count(1)
+    expect(detail.locator(f'tr.activation[data-activation-of="{first}"]')).to_contain_text("rollback")
+    expect(detail.locator(f'tr.activation[data-activation-of="{first}"]')).to_contain_text(f"from {second}")
+    world.wait(lambda: site.active() == first, f"the rollback to {first} on disk")
+    expect(unpin).to_be_visible()
+    expect(redeploy).to_have_count(0)
+    tip = world.tip()
+    unpin.click()
+    expect(notice).to_contain_text(f"Unpin of {DOMAIN} accepted")
+    expect(row.locator(".pinned")).to_have_text("\u2014")
+    expect(redeploy).to_be_visible()
+    expect(unpin).to_have_count(0)
+    assert world.tip() != tip and "pin" not in git(world.decl, "show", f"main:sites.d/{DOMAIN}.toml")
+    # Both releases are builds of the branch's commit: following it again needs no switch.
+    expect(row.locator(".badge-sync")).to_have_text("Synced")
+    expect(older.locator(".badge-active")).to_have_count(1)
+    expect(deployments).to_have_count(3)  # a switch, never a build
+    assert site.active() == first
+
+    # A refusal shows the server's message: a release removed from the server by hand is still
+    # in history (no pass since), but the server is asked, and nothing is committed.
+    tip = world.tip()
+    shutil.rmtree(site.release(second))
+    fresh.locator('[data-action="rollback"]').click()
+    expect(notice).to_contain_text("Rollback refused (409)")
+    expect(notice).to_contain_text(f"release {second} is not on local")
+    assert world.tip() == tip
+    expect(row.locator(".pinned")).to_have_text("\u2014")
+
+    page.screenshot(path=str(tmp_path / "dashboard-actions.png"), full_page=True)
+    assert not js_errors, f"JavaScript errors on the page: {js_errors}"
+    assert not foreign, f"the page loaded something not from the daemon: {foreign}"
+    assert page.evaluate("window.__injected === undefined")
+
+    # Closing the tab (its event stream with it) is no error in the daemon's log.
+    page.close()
+    assert daemon.stop() == 0, daemon.tail()
+    lines = daemon.output().splitlines()
+    assert not [line for line in lines if "Traceback" in line or "Error" in line], daemon.tail()
