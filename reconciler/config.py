@@ -85,7 +85,15 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    repo: Path = Path(".")
+    # The declarations repository: a local path, or a URL (ssh://, git@host:path, https://,
+    # file://) of which the reconciler keeps its own mirror under state_dir (`local_repo`).
+    repo: Path | str = Path(".")
+    repo_identity_file: Path | None = None   # SSH key for a repo URL (default: identity_file)
+    repo_token_file: Path | None = None      # HTTPS token for a repo URL (else $RECONCILER_REPO_TOKEN)
+    repo_token_user: str = "x-access-token"  # the user name sent with the token (GitHub; GitLab: oauth2)
+    repo_interval: float = 15.0              # seconds between fetches of a repo URL
+    # Who commits rollback/unpin pins made through the HTTP API (the commit's author).
+    api_token_name: str = "api"
     branch: str = "main"
     state_dir: Path = Path("state")
     interval: float = 60.0
@@ -128,7 +136,7 @@ class Settings(BaseModel):
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("interval", "command_timeout", "deploy_timeout", "connect_timeout")
+    @field_validator("interval", "command_timeout", "deploy_timeout", "connect_timeout", "repo_interval")
     @classmethod
     def _seconds(cls, value: float) -> float:
         if value <= 0:
@@ -150,6 +158,25 @@ class Settings(BaseModel):
                 raise ValueError('must be "host:port", e.g. "127.0.0.1:9180"')
         return value
 
+    @field_validator("repo", mode="before")
+    @classmethod
+    def _repo(cls, value: object) -> object:
+        if isinstance(value, str) and not is_url(value):
+            return Path(value)
+        if isinstance(value, str) and (value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value)):
+            raise ValueError("a repository URL must not start with '-' or hold whitespace or control characters")
+        return value
+
+    @property
+    def repo_url(self) -> str | None:
+        """The declarations repository's URL, when it is not a local path."""
+        return self.repo if isinstance(self.repo, str) else None
+
+    @property
+    def local_repo(self) -> Path:
+        """Where the declarations are read: the repository itself, or the mirror of its URL."""
+        return self.state_dir / "declarations.git" if isinstance(self.repo, str) else self.repo
+
     @property
     def db_path(self) -> Path:
         return self.state_dir / "reconciler.db"
@@ -160,7 +187,16 @@ class Settings(BaseModel):
 
 
 _PATH_KEYS = ("repo", "state_dir", "identity_file", "known_hosts", "ssh_config", "allowed_signers", "gpg_home",
-              "signing_key")
+              "signing_key", "repo_identity_file", "repo_token_file")
+
+
+_SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/].*|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.*")
+
+
+def is_url(value: str) -> bool:
+    """A repository named by URL (`ssh://`, `https://`, `file://`, scp-like `git@host:path`),
+    not a local path."""
+    return "://" in value or bool(_SCP_LIKE.fullmatch(value))
 
 
 def config_file(config: str | Path | None = None) -> Path | None:
@@ -188,6 +224,8 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
             raise ConfigError(f"{path}: {exc}") from exc
     raw.update({key: value for key, value in overrides.items() if value is not None})
     for key in _PATH_KEYS:
+        if key == "repo" and isinstance(raw.get(key), str) and is_url(raw[key]):
+            continue  # a URL, not a path
         if isinstance(raw.get(key), str):
             value = Path(raw[key]).expanduser()
             # Relative paths in a config file are relative to that file, as operators expect.
@@ -196,7 +234,7 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
             raw[key] = value
     if isinstance(raw.get("interval"), int):
         raw["interval"] = float(raw["interval"])
-    for key in ("command_timeout", "deploy_timeout", "connect_timeout"):
+    for key in ("command_timeout", "deploy_timeout", "connect_timeout", "repo_interval"):
         if isinstance(raw.get(key), int):
             raw[key] = float(raw[key])
     try:

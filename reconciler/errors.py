@@ -8,9 +8,11 @@
     ├── NoRollbackTarget     `rollback` has no release to go back to (or not the one asked for)
     ├── NotApplicable        `retry`/`redeploy` asked of a site where it means nothing (pinned, no failure)
     ├── PinConflict          the branch moved while a pin was committed: nothing committed, run it again
+    │   └── PushRejected     the branch moved on the declarations' Git host: nothing pushed
     ├── SigningError         under require_signed, a pin cannot be signed (no key, or signing failed)
     ├── TemporaryError       retry with backoff: the world may heal by itself
     │   ├── TransportError   server unreachable, connection lost, timeout
+    │   ├── RepoUnreachable  the declarations' Git host cannot be reached: the last fetch stays in force
     │   └── SiteLocked       another reconciler holds the site's lock: look again shortly
     └── PermanentError       wait for a new commit or declaration change
         ├── StepFailed       a remote step exited non-zero (carries command, status, output)
@@ -54,6 +56,11 @@ class PinConflict(ReconcilerError):
 class SigningError(ReconcilerError):
     """Raised by `rollback`/`unpin` under `require_signed` when the pin commit cannot be signed by a
     key the daemon trusts: nothing is committed (an unsigned pin would never be applied)."""
+
+
+class PushRejected(PinConflict):
+    """Raised when a pin commit cannot be pushed because the branch moved on the Git host since
+    the last fetch: nothing was pushed (the caller fetches and tries again)."""
 
 
 class TemporaryError(ReconcilerError):
@@ -100,3 +107,8 @@ class LayoutConflict(PermanentError):
 class LockNotReleased(PermanentError):
     """Raised when leaving a site's lock: the work inside succeeded, but the lock directory is
     ours and could not be removed, so the site stays locked until someone fixes it."""
+
+
+class RepoUnreachable(TemporaryError):
+    """Raised when the declarations' Git host cannot be reached (fetch or push); the last
+    fetched commit stays in force."""

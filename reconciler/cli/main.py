@@ -71,8 +71,10 @@ def _parser() -> argparse.ArgumentParser:
                 "reconciler rollback shop.example.com 31072025-143022")
     p.add_argument("domain")
     p.add_argument("release", nargs="?")
+    p.add_argument("--author", help="'Name <email>' of who asks (default: your git identity)")
     p = command("unpin", "commit the removal of a site's pin", "reconciler unpin shop.example.com")
     p.add_argument("domain")
+    p.add_argument("--author", help="'Name <email>' of who asks (default: your git identity)")
     for name, help in (("retry", "forget a site's remembered failure and build again (nothing committed)"),
                        ("redeploy", "build a site's current commit again as a fresh release (nothing committed)")):
         p = command(name, help, f"reconciler {name} shop.example.com")
@@ -144,7 +146,7 @@ def _applied(settings: Settings) -> Declarations:
     verified commit, never an unverified tip (whose file names and pins are untrusted). Says so
     when the tip is newer and not applied."""
     if settings.require_signed == "off":
-        return declarations.refuse_local(source.load(settings.repo, settings.branch), settings.allow_local)
+        return declarations.refuse_local(source.load(settings.local_repo, settings.branch), settings.allow_local)
     store = _reader(settings)
     try:
         decls = Reconciler(settings, store).load()
@@ -170,6 +172,7 @@ async def _pass(settings: Settings, site: str | None, dry_run: bool,
     if progress is not None:
         progress.start()
     try:
+        await reconciler.refresh_upstream()  # declarations on a Git host: what it has now
         return await reconciler.run_pass(site, dry_run=dry_run), reconciler.notice
     finally:
         if progress is not None:
@@ -387,13 +390,14 @@ async def _prune(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    release, commit = asyncio.run(_with_reconciler(settings, lambda r: actions.rollback(r, args.domain, args.release)))
+    release, commit = asyncio.run(_with_reconciler(
+        settings, lambda r: actions.rollback(r, args.domain, args.release, args.author)))
     print(f"{args.domain}: pinned to {release} (commit {commit[:12]})")
     return 0
 
 
 def cmd_unpin(settings: Settings, args: argparse.Namespace) -> int:
-    commit = asyncio.run(_with_reconciler(settings, lambda r: actions.unpin(r, args.domain)))
+    commit = asyncio.run(_with_reconciler(settings, lambda r: actions.unpin(r, args.domain, args.author)))
     print(f"{args.domain}: unpinned (commit {commit[:12]})")
     return 0
 
@@ -444,7 +448,7 @@ async def _unlock(settings: Settings, domain: str) -> int:
 
 
 def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
-    path = Path(args.path) if args.path else settings.repo
+    path = Path(args.path) if args.path else settings.local_repo
     # A work tree is checked as files on disk (a pre-commit check); a bare repository at its tip.
     if (path / declarations.SITES_DIR).is_dir() or path.name == declarations.SITES_DIR:
         decls = source.load_directory(path)

@@ -15,13 +15,16 @@ the release that is already live would freeze the site without moving it.
 
 from __future__ import annotations
 
+import asyncio
+
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import ProbeSite, SiteFacts
 from reconciler.core.layout import parse_release
 from reconciler.core.status import DeployStatus
 from reconciler.engine import pinning
 from reconciler.engine.converge import Reconciler
-from reconciler.errors import NoRollbackTarget, NotApplicable, UnknownSite
+from reconciler.engine.upstream import Upstream
+from reconciler.errors import NoRollbackTarget, NotApplicable, PinConflict, PushRejected, UnknownSite
 from reconciler.remote.probe import gather
 
 
@@ -77,19 +80,54 @@ async def declared(reconciler: Reconciler, domain: str) -> SiteDeclaration:
     return site
 
 
-async def rollback(reconciler: Reconciler, domain: str, release: str | None) -> tuple[str, str]:
+async def rollback(reconciler: Reconciler, domain: str, release: str | None,
+                   author: str | None = None) -> tuple[str, str]:
     """Commit a pin to the chosen release; returns (release, commit id)."""
+    await refresh(reconciler)
     site = await declared(reconciler, domain)
     target = rollback_target(site, await site_facts(reconciler, site), release)
-    settings = reconciler.settings
-    return target, pinning.set_pin(settings.repo, settings.branch, domain, target, settings)
+    return target, await commit_pin(reconciler, domain, target, author)
 
 
-async def unpin(reconciler: Reconciler, domain: str) -> str:
+async def unpin(reconciler: Reconciler, domain: str, author: str | None = None) -> str:
     """Commit the removal of the site's pin; returns the commit id."""
+    await refresh(reconciler)
     await declared(reconciler, domain)
+    return await commit_pin(reconciler, domain, None, author)
+
+
+PUSH_ATTEMPTS = 3
+
+
+async def refresh(reconciler: Reconciler) -> None:
+    """With declarations on a Git host: fetch first, so an action sees what the host has."""
+    if reconciler.settings.repo_url is not None:
+        await asyncio.to_thread(Upstream(reconciler.settings).fetch)
+
+
+async def commit_pin(reconciler: Reconciler, domain: str, pin: str | None, author: str | None) -> str:
+    """Write the pin commit. Local repository: commit (compare-and-swap on the branch). Git host:
+    commit on the fetched tip and push; when the branch moved there meanwhile, fetch and make the
+    same one-file edit on the new tip (bounded), unless the site's pin itself changed there (then
+    refuse: someone else decided about this site)."""
     settings = reconciler.settings
-    return pinning.set_pin(settings.repo, settings.branch, domain, None, settings)
+    repo, branch = settings.local_repo, settings.branch
+    if settings.repo_url is None:
+        return pinning.set_pin(repo, branch, domain, pin, settings, author=author)
+    upstream = Upstream(settings)
+    before = pinning.current_pin(repo, branch, domain)
+    for _ in range(PUSH_ATTEMPTS):
+        try:
+            return await asyncio.to_thread(pinning.set_pin, repo, branch, domain, pin, settings, author=author,
+                                           publish=upstream.push)
+        except PushRejected:
+            await asyncio.to_thread(upstream.fetch)
+            now = pinning.current_pin(repo, branch, domain)
+            if now != before:
+                raise PinConflict(f"{domain}: its pin changed on {settings.repo_url} meanwhile "
+                                  f"({before or 'none'} -> {now or 'none'}); nothing was committed") from None
+    raise PinConflict(f"{branch} kept moving on {settings.repo_url}; tried {PUSH_ATTEMPTS} times, nothing was "
+                      "committed: run the command again")
 
 
 async def retry(reconciler: Reconciler, domain: str, by: str) -> int:

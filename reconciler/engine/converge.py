@@ -39,10 +39,10 @@ from reconciler.core.plan import (
     prune_candidates,
 )
 from reconciler.core.status import DeployStatus, Health, Sync
-from reconciler.engine import apply, source, trust
+from reconciler.engine import apply, source, trust, upstream
 from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import Store
-from reconciler.errors import ConfigError, DeclarationError, LockNotReleased, PermanentError
+from reconciler.errors import ConfigError, DeclarationError, LockNotReleased, PermanentError, RepoUnreachable
 from reconciler.remote import health as health_checks
 from reconciler.remote import lock
 from reconciler.remote.health import HealthResult
@@ -93,6 +93,7 @@ class Reconciler:
         self.progress = progress
         self.on_health_check: Callable[[float], None] | None = None  # metrics: seconds per health round
         self.notice = ""  # why the desired state is not the branch tip (unsigned tip), if it is not
+        self.fetch_problem = ""  # the declarations' Git host could not be reached (repo is a URL)
         self._parsed: Declarations | None = None
         self._limit = asyncio.Semaphore(settings.concurrency)
 
@@ -111,7 +112,7 @@ class Reconciler:
     def load(self) -> Declarations:
         """Desired state: the branch tip, or with `require_signed` the newest verified commit."""
         choice = self._choose(self.store.meta(LAST_VERIFIED))
-        parsed = self._cached(choice.commit) or source.load_commit(self.settings.repo, choice.commit)
+        parsed = self._cached(choice.commit) or source.load_commit(self.settings.local_repo, choice.commit)
         return self._settle_load(choice, parsed)
 
     async def load_async(self) -> Declarations:
@@ -121,7 +122,7 @@ class Reconciler:
         choice = await asyncio.to_thread(self._choose, self.store.meta(LAST_VERIFIED))
         parsed = self._cached(choice.commit)
         if parsed is None:
-            parsed = await asyncio.to_thread(source.load_commit, self.settings.repo, choice.commit)
+            parsed = await asyncio.to_thread(source.load_commit, self.settings.local_repo, choice.commit)
         return self._settle_load(choice, parsed)
 
     def _cached(self, commit: str) -> Declarations | None:
@@ -133,11 +134,12 @@ class Reconciler:
     def _choose(self, last_verified: str | None) -> _Choice:
         """Which commit is desired state now. Blocking (git), touches no store: thread-safe."""
         settings = self.settings
-        tip = source.tip_commit(settings.repo, settings.branch)
+        tip = source.tip_commit(settings.local_repo, settings.branch)
         if settings.require_signed == "off" or tip == last_verified:
             return _Choice(tip)
-        problem = trust.verify(settings.repo, tip, settings)
-        if problem is None and last_verified is not None and not source.descends(settings.repo, tip, last_verified):
+        repo = settings.local_repo
+        problem = trust.verify(repo, tip, settings)
+        if problem is None and last_verified is not None and not source.descends(repo, tip, last_verified):
             # A validly signed but older (or rewritten) history: putting back a signed, known-bad
             # build must need the operator, not just someone who can move the branch.
             problem = (f"is signed but does not descend from the last verified commit {last_verified[:12]} "
@@ -157,12 +159,12 @@ class Reconciler:
         settings = self.settings
         if settings.require_signed == "off":
             raise ConfigError('accept is for require_signed = "head"; nothing to accept')
-        commit = source.resolve_commit(settings.repo, name or settings.branch)
-        tip = source.tip_commit(settings.repo, settings.branch)
-        if not source.descends(settings.repo, tip, commit):
+        commit = source.resolve_commit(settings.local_repo, name or settings.branch)
+        tip = source.tip_commit(settings.local_repo, settings.branch)
+        if not source.descends(settings.local_repo, tip, commit):
             raise DeclarationError(f"{commit[:12]} is not on {settings.branch} (its tip {tip[:12]} does not "
                                    "descend from it); nothing accepted")
-        problem = trust.verify(settings.repo, commit, settings)
+        problem = trust.verify(settings.local_repo, commit, settings)
         if problem is not None:
             raise DeclarationError(f"declarations commit {commit[:12]} {problem}; nothing accepted")
         previous = self.store.meta(LAST_VERIFIED)
@@ -173,14 +175,30 @@ class Reconciler:
                     by, commit[:12], (previous or "none")[:12])
         return commit, previous
 
+    async def refresh_upstream(self) -> bool:
+        """Fetch the declarations' Git host into the mirror (when `repo` is a URL). False when it
+        cannot be reached: the last fetched commit stays in force and every site's status says
+        so (like Argo CD's ComparisonError). Raises only when there is no mirror at all yet."""
+        if self.settings.repo_url is None:
+            return True
+        try:
+            await asyncio.to_thread(upstream.Upstream(self.settings).fetch)
+        except RepoUnreachable as exc:
+            self.fetch_problem = f"{exc}; the last fetched declarations stay in force"
+            if not upstream.fetched(self.settings):
+                raise  # nothing fetched yet: there is no last commit to keep
+            return False
+        self.fetch_problem = ""
+        return True
+
     def _settle_load(self, choice: _Choice, parsed: Declarations) -> Declarations:
         self._parsed = parsed
         if choice.verified:
             self.store.set_meta(LAST_VERIFIED, choice.commit)
-        self.notice = choice.notice
+        self.notice = "; ".join(n for n in (self.fetch_problem, choice.notice) if n)
         # A copy (the cache keeps what was parsed), with local sites refused unless the settings allow them.
         decls = refuse_local(dataclasses.replace(parsed), self.settings.allow_local)
-        decls.notice = choice.notice
+        decls.notice = self.notice
         return decls
 
     async def probe(self, server: str, sites: list[SiteDeclaration]) -> ServerFacts:
@@ -488,7 +506,7 @@ class Reconciler:
 
     def _author(self, commit: str | None) -> str:
         try:
-            return source.author_of(self.settings.repo, commit) if commit else ""
+            return source.author_of(self.settings.local_repo, commit) if commit else ""
         except Exception:
             return ""  # history detail, never a reason to fail the switch
 

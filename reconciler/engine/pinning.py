@@ -15,7 +15,9 @@ server's facts, for the CLI and the HTTP API alike); this module only writes the
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pygit2
@@ -36,10 +38,30 @@ def _signature(repo: pygit2.Repository) -> pygit2.Signature:
         return pygit2.Signature(name, os.environ.get("GIT_AUTHOR_EMAIL", "reconciler@localhost"))
 
 
+Publish = Callable[[str, str], None]  # (new commit, the tip it was made on): push it, or raise PinConflict
+
+
+def current_pin(repo_path: str | Path, branch: str, domain: str) -> str | None:
+    """The `pin` of `domain`'s file at the tip of `branch` (None: not pinned, or no such file)."""
+    repo = open_repository(repo_path)
+    tip = branch_tip(repo, branch)
+    try:
+        blob = repo.get(tip.tree[f"{SITES_DIR}/{domain}.toml"].id) if tip is not None else None
+    except KeyError:
+        return None
+    if not isinstance(blob, pygit2.Blob):
+        return None
+    value = tomlkit.parse(blob.data.decode()).get("pin")
+    return str(value) if value is not None else None
+
+
 def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None,
-            settings: Settings | None = None) -> str:
+            settings: Settings | None = None, *, author: str | None = None, publish: Publish | None = None) -> str:
     """Commit `pin = "<pin>"` (or its removal when `pin` is None). Returns the new commit id.
-    `settings` decide whether the commit must be signed (`require_signed`) and with which key."""
+    `settings` decide whether the commit must be signed (`require_signed`) and with which key.
+    `author` ("Name <email>") is who asked (default: this user's git identity); the committer is
+    the reconciler. With `publish` (a declarations repository on a Git host) the commit is pushed
+    before the branch moves here, so nothing is applied that the remote does not have."""
     signed = settings is not None and settings.require_signed != "off"
     if signed and settings is not None:
         trust.check_signer(settings)
@@ -73,49 +95,55 @@ def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None,
     sites_builder.insert(f"{domain}.toml", repo.create_blob(text.encode()), pygit2.GIT_FILEMODE_BLOB)
     root_builder = repo.TreeBuilder(tip.tree)
     root_builder.insert(SITES_DIR, sites_builder.write(), pygit2.GIT_FILEMODE_TREE)
-    signature = _signature(repo)
-    conflict = (f"{branch} moved while committing the pin of {domain} (another commit landed first); "
-                "nothing was committed: run the command again")
-    commit: str | pygit2.Oid
+    tree = root_builder.write()
+    who = _parse_author(author) if author else _signature(repo)
+    committer = pygit2.Signature("reconciler", f"reconciler@{socket.gethostname()}")
     if signed and settings is not None:
-        commit = _signed_commit(repo, Path(repo_path), branch, tip.id, signature, message,
-                                root_builder.write(), settings, conflict)
+        commit = _signed_commit(repo, Path(repo_path), who, committer, message, tree, tip.id, settings)
     else:
-        try:
-            # libgit2 moves the branch only if its tip is still `tip`: a concurrent commit is refused, not lost.
-            commit = repo.create_commit(f"refs/heads/{branch}", signature, signature, message,
-                                        root_builder.write(), [tip.id])
-        except pygit2.GitError as exc:
-            if "not the first parent" in str(exc):
-                raise PinConflict(conflict) from exc
-            raise DeclarationError(f"cannot commit to {branch}: {exc}") from exc
+        commit = str(repo.create_commit(None, who, committer, message, tree, [tip.id]))
+    if publish is not None:
+        publish(commit, str(tip.id))
+    else:
+        _advance(Path(repo_path), branch, commit, str(tip.id), message, domain)
     _refresh_checkout(repo, branch, path, blob.data, text)
-    return str(commit)
+    return commit
 
 
-def _signed_commit(repo: pygit2.Repository, repo_path: Path, branch: str, parent: pygit2.Oid,
-                   signature: pygit2.Signature, message: str, tree: pygit2.Oid, settings: Settings,
-                   conflict: str) -> str:
-    """Write a signed commit, check it verifies as the daemon will check it, then move the branch
-    from `parent` to it (compare-and-swap: a concurrent commit is refused, not lost)."""
+def _parse_author(text: str) -> pygit2.Signature:
+    name, _, email = text.partition("<")
+    if not name.strip() or not email.endswith(">") or any(c in text for c in "\n\r\0"):
+        raise DeclarationError(f"author {text!r} is not 'Name <email>'")
+    return pygit2.Signature(name.strip(), email[:-1].strip())
+
+
+def _signed_commit(repo: pygit2.Repository, repo_path: Path, author: pygit2.Signature, committer: pygit2.Signature,
+                   message: str, tree: pygit2.Oid, parent: pygit2.Oid, settings: Settings) -> str:
+    """Write a signed commit and check it verifies as the daemon will check it (the branch does
+    not move here)."""
     # pygit2's stub says Oid; libgit2 hands back the commit's text, which is what gets signed.
-    content = str(repo.create_commit_string(signature, signature, message, tree, [parent]))
+    content = str(repo.create_commit_string(author, committer, message, tree, [parent]))
     oid = repo.create_commit_with_signature(content, trust.sign(content.encode(), settings))
     problem = trust.verify(repo_path, str(oid), settings)
     if problem is not None:
         raise SigningError(f"the pin commit was signed but {problem}: is the signing key among the trusted "
-                           "ones (allowed_signers / gpg_home)? Nothing was committed to " + branch)
+                           "ones (allowed_signers / gpg_home)? Nothing was committed")
+    return str(oid)
+
+
+def _advance(repo_path: Path, branch: str, commit: str, parent: str, message: str, domain: str) -> None:
+    """Move the branch from `parent` to `commit` (compare-and-swap: a concurrent commit is
+    refused, not lost)."""
     try:
         result = subprocess.run(["git", "-C", str(repo_path), "update-ref", "-m", message, f"refs/heads/{branch}",
-                                 str(oid), str(parent)], capture_output=True, text=True, timeout=trust.TIMEOUT,
-                                check=False)
+                                 commit, parent], capture_output=True, text=True, timeout=trust.TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DeclarationError(f"cannot commit to {branch}: {exc}") from exc
     if result.returncode != 0:
         if "but expected" in result.stderr or "is at" in result.stderr:
-            raise PinConflict(conflict)
+            raise PinConflict(f"{branch} moved while committing the pin of {domain} (another commit landed "
+                              "first); nothing was committed: run the command again")
         raise DeclarationError(f"cannot commit to {branch}: {' '.join(result.stderr.split())[:200]}")
-    return str(oid)
 
 
 def _refresh_checkout(repo: pygit2.Repository, branch: str, path: str, old: bytes, new: str) -> None:

@@ -72,6 +72,7 @@ class Daemon:
         self.tasks: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
+        self.fetch_now = asyncio.Event()
         self.scheduler: AsyncIOScheduler | None = None
         self.stats = PassStats()
         self.reconciler.on_health_check = self.stats.observe_health
@@ -83,6 +84,41 @@ class Daemon:
         """Ask for a pass: of `domains`, or of every site when None."""
         self.queue.request(domains)
         self.wake.set()
+
+    async def fetch_declarations(self) -> bool:
+        """Declarations on a Git host: fetch them into the mirror (the ref watcher then sees what
+        moved). An unreachable host leaves the last fetched commit in force; when that changes,
+        every site is looked at again so each status says so (or stops saying so)."""
+        was = self.reconciler.fetch_problem
+        try:
+            reached = await self.reconciler.refresh_upstream()
+        except ReconcilerError as exc:
+            self.reconciler.fetch_problem = str(exc)
+            reached = False
+        if self.reconciler.fetch_problem != was:
+            if reached:
+                log.info("declarations: %s reachable again", self.settings.repo_url)
+            else:
+                log.warning("declarations: %s", self.reconciler.fetch_problem)
+            self.request()
+        return reached
+
+    async def _fetch_loop(self) -> None:
+        """Fetch every `repo_interval`, at once when a webhook asks (`fetch_soon`), backing off
+        (doubling to BACKOFF_CAP) while the Git host is unreachable."""
+        delay = self.settings.repo_interval
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.fetch_now.wait(), delay)
+            self.fetch_now.clear()
+            if self.stopping.is_set():
+                return
+            reached = await self.fetch_declarations()
+            delay = self.settings.repo_interval if reached else min(max(delay * 2, 5.0), BACKOFF_CAP)
+
+    def fetch_soon(self) -> None:
+        """A push webhook for the declarations repository: fetch now."""
+        self.fetch_now.set()
 
     async def declarations_moved(self) -> None:
         """A ref changed: re-resolve the branch and queue the sites whose declaration changed."""
@@ -112,12 +148,12 @@ class Daemon:
                 return
             except Exception:
                 log.exception("watching %s failed; the interval poll continues, retrying in %.0fs",
-                              self.settings.repo, WATCH_RETRY)
+                              self.settings.local_repo, WATCH_RETRY)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), WATCH_RETRY)
 
     async def _watch_once(self) -> None:
-        repo = source.open_repository(self.settings.repo)
+        repo = source.open_repository(self.settings.local_repo)
         git_dir = Path(repo.path)
         refs = git_dir / "refs"
 
@@ -341,9 +377,13 @@ class Daemon:
         interrupted = self.store.mark_interrupted()
         if interrupted:
             log.warning("marked %d deployment(s) left by a stopped process as failed (interrupted)", len(interrupted))
+        if self.settings.repo_url is not None:
+            await self.fetch_declarations()  # the mirror first: the watcher and the first pass read it
         self._schedule()
         self.request()
         background = [asyncio.create_task(self.dispatch()), asyncio.create_task(self._watchdog())]
+        if self.settings.repo_url is not None:
+            background.append(asyncio.create_task(self._fetch_loop()))
         watcher = asyncio.create_task(self.watch())
         runner = None
         if self.settings.listen:
