@@ -19,8 +19,9 @@ import pytest
 from reconciler.engine import actions
 from reconciler.engine.upstream import Upstream
 from tests.sshd import SshServer
-from tests.support import app_commit, cli_in_process, git, make_app_repo, toml_value, write_config
+from tests.support import app_commit, cli_in_process, git, make_app_repo, toml_value, wait_until, write_config
 from tests.support.githost import GitHttpHost
+from tests.support.process import Daemons
 
 DOMAIN = "shop.example.com"
 OTHER = "blog.example.com"
@@ -149,10 +150,9 @@ def test_a_conflicting_pin_change_on_the_host_is_refused(
         real_push(self, commit, expected)
 
     monkeypatch.setattr(Upstream, "push", push)
-    before = None
     rc, out, err = _cli(config, "rollback", DOMAIN)
     assert rc == 1 and "its pin changed" in err, (out, err)
-    assert before is None and git(remote.bare, "log", "-1", "--format=%s") == "someone else pins it"
+    assert git(remote.bare, "log", "-1", "--format=%s") == "someone else pins it"
     assert actions.PUSH_ATTEMPTS >= 2
 
 
@@ -208,3 +208,21 @@ def test_a_wrong_token_is_refused_and_never_shown(http_remote: tuple[Remote, Pat
     rc, out, err = _cli(config, "reconcile")
     assert rc != 0 and "unreachable" in out + err, (out, err)
     assert "wrong-token" not in out + err
+    assert host.requests and not any(ok for _, _, ok in host.requests)
+
+
+def test_the_daemon_follows_the_git_host(ssh_remote: tuple[Remote, Path], tmp_path: Path, daemons: Daemons) -> None:
+    """The daemon fetches at start and every repo_interval: a push to the host goes live without
+    anyone touching the reconciler's host (the webhook path is in tests/test_web_actions.py)."""
+    remote, config = ssh_remote
+    text = config.read_text() + "repo_interval = 0.5\n"
+    config.write_text(text)
+    remote.push_site(DOMAIN, "declare the shop", **_site(tmp_path))
+    launcher = daemons.launcher(tmp_path, config)
+    daemon = launcher.start()
+    link = tmp_path / "srv" / DOMAIN
+    wait_until(link.is_symlink, 60, "the first deploy from the Git host", launcher.diagnostics)
+    first = link.readlink().name
+    remote.push_site(DOMAIN, "a new script", **{**_site(tmp_path), "script": "echo second\n"})
+    wait_until(lambda: link.readlink().name != first, 60, "the pushed change to go live", launcher.diagnostics)
+    assert daemon.alive()
