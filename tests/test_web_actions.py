@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import subprocess
 import threading
@@ -232,15 +233,23 @@ def world_history(world: World) -> list[dict[str, Any]]:
     return rows
 
 
-def test_an_unknown_site_is_404_for_every_action(world: World, apps: list[App]) -> None:
+def test_an_unknown_site_is_404_for_every_action(world: World, apps: list[App],
+                                                 caplog: pytest.LogCaptureFixture) -> None:
     world.declare(script="echo ok\n")
     deploy(world)
     app = serve(apps, world.settings())
     tip = world.tip()
+    caplog.set_level(logging.INFO, logger="reconciler.service.web")
     for action in ACTIONS:
         status, body = app.act(action, NOPE)
         assert status == 404 and f"{NOPE}: no such site declared" in body["error"], (action, status, body)
+        # The domain is the URL's: a forged line in it stays inside the one log line of the refusal.
+        status, body = app.act(action, "nope.example.com%0Aforged:%20INFO%20line")
+        assert status == 404 and "forged" in body["error"], (action, status, body)
     assert world.tip() == tip and app.woken == []
+    refusals = [r.getMessage() for r in caplog.records if "refused from the API" in r.getMessage()]
+    assert len(refusals) == 2 * len(ACTIONS), refusals
+    assert not [line for line in refusals if "\n" in line], refusals
 
 
 def test_actions_need_authentication_like_rollback(world: World, apps: list[App]) -> None:

@@ -526,7 +526,9 @@ def build_app(ctx: WebContext) -> web.Application:
     def action_refused(domain: str, action: str, exc: ReconcilerError) -> web.Response:
         """An action refused with nothing done: the message, and a status saying why."""
         status = 404 if isinstance(exc, UnknownSite) else 503 if isinstance(exc, TemporaryError) else 409
-        log.info("%s: %s refused from the API (%d): %s", domain, action, status, exc)
+        # The domain is the URL's, whatever it holds: one bounded, printable log line.
+        log.info("%s: %s refused from the API (%d): %s", wire.display(domain, 100), action, status,
+                 wire.display(str(exc), 300))
         return refused(status, str(exc))
 
     def answered(request: web.Request, domain: str, action: str, **result: Any) -> web.Response:
