@@ -302,7 +302,7 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     expect(notice).to_contain_text(f"Rollback of {DOMAIN} to {first}")
     expect(row.locator(".pinned")).to_have_text(first)
     expect(older.locator(".badge-active")).to_have_count(1)
-    expect(detail.locator(f'tr.activation[data-activation-of="{first}"]')).to_contain_text("rollback")
+    expect(detail.locator(f'tr.activation[data-activation-of="{first}"]')).to_contain_text("rollback (dashboard)")
     expect(detail.locator(f'tr.activation[data-activation-of="{first}"]')).to_contain_text(f"from {second}")
     world.wait(lambda: site.active() == first, f"the rollback to {first} on disk")
     expect(unpin).to_be_visible()

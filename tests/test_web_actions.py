@@ -9,8 +9,9 @@ why (404 no such site, 409 refused as asked, 400 a body that is not what was ask
 refused action commits nothing, and under `require_signed` without a signing key a rollback is
 refused with 409 (as README "Safety" says).
 
-Retry and redeploy answer with what was done, wake the daemon for the site, and land in
-history with who asked: "api" for the bearer token, "dashboard" for a session.
+Every action answers with what was done and wakes the daemon for the site, and history says
+who asked: "api" for the bearer token, "dashboard" for a session (retry and redeploy on the
+build they asked for; rollback and unpin as the pin commit's author, shown on the switch).
 
 The real application runs on a real socket on 127.0.0.1 (its own thread and event loop, with
 the daemon's kind of context: one Reconciler on the app's store and transport pool); the
@@ -281,7 +282,10 @@ def test_unpin_and_the_refusals_of_a_pinned_site(world: World, apps: list[App]) 
     assert status == 409 and "is not pinned" in body["error"], (status, body)
     status, body = app.act("rollback")  # {}: the previous release
     assert status == 200 and body["release"] == first, (status, body)
+    assert git(world.decl, "log", "-1", "--format=%an|%cn", "main") == "api|reconciler"  # who asked
     assert deploy(world) == first
+    switch = next(row for row in app.history() if row["release"] == first)["activations"][0]
+    assert (switch["trigger"], switch["requested_by"].split(" <")[0]) == ("rollback", "api"), switch
     tip = world.tip()
 
     status, body = app.act("redeploy")
@@ -295,8 +299,11 @@ def test_unpin_and_the_refusals_of_a_pinned_site(world: World, apps: list[App]) 
     assert body == {"domain": DOMAIN, "action": "unpin", "requested_by": "dashboard", "commit": world.tip()}, body
     assert world.tip() != tip and pin_of(world) is None
     assert app.woken == [{DOMAIN}, {DOMAIN}]
+    assert git(world.decl, "log", "-1", "--format=%an", "main") == "dashboard"
     assert deploy(world) == second  # back on its branch, without a build
     assert len(world.releases()) == 2
+    switch = next(row for row in app.history() if row["release"] == second)["activations"][0]
+    assert (switch["trigger"], switch["requested_by"].split(" <")[0]) == ("unpin", "dashboard"), switch
 
 
 # --- retry and redeploy: requests, with who asked -----------------------------------------------------------

@@ -6,14 +6,14 @@ The operator actions go through `engine.actions`, like the CLI, so they check th
 (one probe of the site's server), refuse the same things with the same messages and sign pin
 commits under `require_signed` the same way: POST /api/sites/{domain}/rollback ({"release":
 ...} or {} for the previous release) and /unpin commit a pin; /retry and /redeploy are
-requests recorded in the state database, with who asked ("api" for the bearer token,
-"dashboard" for a session) in history's `requested_by`. Each answers 200 with what was done
-and wakes the daemon for that site. Refusals, nothing done or committed: 404 for a site not
-declared (or invalid); 409 for everything the operator must change first (the release is
-already active, gone from the server or not a successful build, nothing to retry, a pinned
-site to redeploy, a site not pinned to unpin, a pin commit that lost a race with another
-commit, no signing key under `require_signed`); 503 when the site's server cannot be reached
-to check; 400 for a body that is not the JSON asked for.
+requests recorded in the state database; who asked ("api" for the bearer token, "dashboard"
+for a session) is in history's `requested_by` (for a pin, as the pin commit's author name).
+Each answers 200 with what was done and wakes the daemon for that site. Refusals, nothing
+done or committed: 404 for a site not declared (or invalid); 409 for everything the operator
+must change first (the release is already active, gone from the server or not a successful
+build, nothing to retry, a pinned site to redeploy, a site not pinned to unpin, a pin commit
+that lost a race with another commit, no signing key under `require_signed`); 503 when the
+site's server cannot be reached to check; 400 for a body that is not the JSON asked for.
 
 Who may ask what (every rule is checked on each request against the current settings, so a
 SIGHUP that changes `api_token`, `webhook_secret`, `webhook_gitlab_token` or `http_hosts`
@@ -66,6 +66,7 @@ import ipaddress
 import json
 import logging
 import secrets
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -523,6 +524,11 @@ def build_app(ctx: WebContext) -> web.Application:
         someone signed in to the dashboard (the endpoint knows no user names: one token)."""
         return "dashboard" if authenticated(request) == "cookie" else "api"
 
+    def pin_author(request: web.Request) -> str:
+        """A pin commit's author: who asked, so the switch's history row says it as a retry's does
+        ("rollback (dashboard)"); the committer is the reconciler."""
+        return f"{requester(request)} <reconciler@{socket.gethostname()}>"
+
     def action_refused(domain: str, action: str, exc: ReconcilerError) -> web.Response:
         """An action refused with nothing done: the message, and a status saying why."""
         status = 404 if isinstance(exc, UnknownSite) else 503 if isinstance(exc, TemporaryError) else 409
@@ -557,7 +563,7 @@ def build_app(ctx: WebContext) -> web.Application:
             return refused(400, '"release" must be a release name (ddMMYYYY-HHMMSS), or left out for the '
                                 "previous release")
         try:
-            chosen, commit = await actions.rollback(operator(), domain, release)
+            chosen, commit = await actions.rollback(operator(), domain, release, pin_author(request))
         except ReconcilerError as exc:
             return action_refused(domain, "rollback", exc)
         return answered(request, domain, "rollback", release=chosen, commit=commit)
@@ -565,7 +571,7 @@ def build_app(ctx: WebContext) -> web.Application:
     async def unpin(request: web.Request) -> web.Response:
         domain = request.match_info["domain"]
         try:
-            commit = await actions.unpin(operator(), domain)
+            commit = await actions.unpin(operator(), domain, pin_author(request))
         except ReconcilerError as exc:
             return action_refused(domain, "unpin", exc)
         return answered(request, domain, "unpin", commit=commit)
