@@ -46,6 +46,7 @@ R_BARE = "05072025-120000"  # a release dir with neither manifest nor git
 R_FILE = "03082025-000000"  # release-shaped name that is a plain file
 R_LINK = "04082025-000000"  # release-shaped name that is a symlink to a release
 R_BADDATE = "31022025-101010"  # release-shaped dir with an impossible date
+MAIN = "refs/heads/main"  # heads are probed by full ref (refs/heads/<branch>, refs/tags/<tag>)
 
 BASE_NAMES = [
     "srv",
@@ -275,8 +276,8 @@ def test_heads_resolved_with_git_ls_remote(tmp_path: Path, app: Path) -> None:
     feature_sha = app_commit(app, "feature")
     git(app, "checkout", "-q", "main")
     missing_repo = str(tmp_path / "no-such-repo")
-    heads = [(str(app), "main"), (str(app), "feature/x"), (str(app), "nope"), (missing_repo, "main"),
-             (str(app), "main")]  # duplicates are probed once
+    heads = [(str(app), MAIN), (str(app), "refs/heads/feature/x"), (str(app), "refs/heads/nope"),
+             (missing_repo, MAIN), (str(app), MAIN)]  # duplicates are probed once
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     command = shell.probe([], heads)
@@ -285,13 +286,14 @@ def test_heads_resolved_with_git_ls_remote(tmp_path: Path, app: Path) -> None:
     facts = parse_probe(run_probe(command, cwd), [], heads)
     no_pwned(tmp_path)
     assert feature_sha != main_sha
-    assert facts.heads[(str(app), "main")] == BranchHead(main_sha)
-    assert facts.heads[(str(app), "feature/x")] == BranchHead(feature_sha)
-    missing_branch = facts.heads[(str(app), "nope")]
+    assert facts.heads[(str(app), MAIN)] == BranchHead(main_sha)
+    assert facts.heads[(str(app), "refs/heads/feature/x")] == BranchHead(feature_sha)
+    missing_branch = facts.heads[(str(app), "refs/heads/nope")]
     assert missing_branch.sha is None and missing_branch.error and "nope" in missing_branch.error
-    missing = facts.heads[(missing_repo, "main")]
+    missing = facts.heads[(missing_repo, MAIN)]
     assert missing.sha is None and missing.error
-    assert set(facts.heads) == {(str(app), "main"), (str(app), "feature/x"), (str(app), "nope"), (missing_repo, "main")}
+    assert set(facts.heads) == {(str(app), MAIN), (str(app), "refs/heads/feature/x"), (str(app), "refs/heads/nope"),
+                                (missing_repo, MAIN)}
 
 
 def test_head_is_the_exact_branch_not_a_suffix_match(tmp_path: Path, app: Path) -> None:
@@ -301,13 +303,13 @@ def test_head_is_the_exact_branch_not_a_suffix_match(tmp_path: Path, app: Path) 
     decoy_sha = app_commit(app, "decoy")
     git(app, "checkout", "-q", "main")
     assert decoy_sha != main_sha
-    heads = [(str(app), "main")]
+    heads = [(str(app), MAIN)]
     facts = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads)
-    assert facts.heads[(str(app), "main")] == BranchHead(main_sha)
+    assert facts.heads[(str(app), MAIN)] == BranchHead(main_sha)
 
 
 def test_heads_follow_new_commits(tmp_path: Path, app: Path) -> None:
-    heads = [(str(app), "main")]
+    heads = [(str(app), MAIN)]
     first = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads).heads[heads[0]]
     second_sha = app_commit(app, "v2")
     second = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads).heads[heads[0]]
@@ -317,11 +319,11 @@ def test_heads_follow_new_commits(tmp_path: Path, app: Path) -> None:
 def test_heads_of_a_bare_repository(tmp_path: Path, app: Path) -> None:
     bare = tmp_path / "app.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(app), str(bare)], check=True)
-    heads = [(str(bare), "main"), (f"file://{bare}", "main")]
+    heads = [(str(bare), MAIN), (f"file://{bare}", MAIN)]
     facts = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads)
     sha = git(app, "rev-parse", "HEAD")
-    assert facts.heads[(str(bare), "main")] == BranchHead(sha)
-    assert facts.heads[(f"file://{bare}", "main")] == BranchHead(sha)
+    assert facts.heads[(str(bare), MAIN)] == BranchHead(sha)
+    assert facts.heads[(f"file://{bare}", MAIN)] == BranchHead(sha)
 
 
 def test_many_heads_parallel(tmp_path: Path) -> None:
@@ -335,9 +337,9 @@ def test_many_heads_parallel(tmp_path: Path) -> None:
         git(repo, "add", "-A")
         git(repo, "commit", "-q", "-m", str(index))
         repos.append((str(repo), git(repo, "rev-parse", "HEAD")))
-    heads = [(path, "main") for path, _ in repos]
+    heads = [(path, MAIN) for path, _ in repos]
     facts = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads)
-    assert {key: head.sha for key, head in facts.heads.items()} == {(path, "main"): sha for path, sha in repos}
+    assert {key: head.sha for key, head in facts.heads.items()} == {(path, MAIN): sha for path, sha in repos}
 
 
 # --------------------------------------------------------------------------- through the local transport
@@ -347,7 +349,7 @@ def test_gather_through_local_transport_is_one_command(tmp_path: Path, app: Path
     base = tmp_path / "a b;touch pwned"
     build_server(base)
     sites = [ProbeSite(name, str(base)) for name in SITE_NAMES]
-    heads = [(str(app), "main"), (str(app), "nope")]
+    heads = [(str(app), MAIN), (str(app), "refs/heads/nope")]
     transport = LocalTransport()
 
     async def go() -> ServerFacts:
@@ -358,8 +360,8 @@ def test_gather_through_local_transport_is_one_command(tmp_path: Path, app: Path
     assert transport.round_trips == 1
     assert facts.sites[DOMAIN].active_release == R_OK
     assert facts.sites["dir.example.com"].path_kind == "dir"
-    assert facts.heads[(str(app), "main")] == BranchHead(git(app, "rev-parse", "HEAD"))
-    assert facts.heads[(str(app), "nope")].sha is None
+    assert facts.heads[(str(app), MAIN)] == BranchHead(git(app, "rev-parse", "HEAD"))
+    assert facts.heads[(str(app), "refs/heads/nope")].sha is None
 
 
 # --------------------------------------------------------------------------- parse_probe on its own
@@ -449,10 +451,10 @@ def test_h1_a_ref_name_cannot_forge_the_branch_head(tmp_path: Path, app: Path) -
     _update_ref(app, f"refs/heads/zzz\u0085{evil}\u2029refs/heads/main\u2029/refs/heads/main".encode(), evil)
     _update_ref(app, b"refs/heads/zzz\xff/refs/heads/main", evil)
     _update_ref(app, b"refs/heads/\xff\xfe", evil)
-    heads = [(str(app), "main"), (str(app), "feature/x")]
+    heads = [(str(app), MAIN), (str(app), "refs/heads/feature/x")]
     facts = asyncio.run(gather(LocalTransport(), [], heads, timeout=60))
-    assert facts.heads[(str(app), "main")] == BranchHead(main_sha)
-    assert facts.heads[(str(app), "feature/x")] == BranchHead(evil)
+    assert facts.heads[(str(app), MAIN)] == BranchHead(main_sha)
+    assert facts.heads[(str(app), "refs/heads/feature/x")] == BranchHead(evil)
 
 
 def test_h1_the_same_repository_over_ssh(sshd_session: SshServer, tmp_path: Path, app: Path) -> None:
@@ -469,7 +471,7 @@ def test_h1_the_same_repository_over_ssh(sshd_session: SshServer, tmp_path: Path
     release(base / "deployments" / DOMAIN, R_OK, manifest(HEAD, "success"))
     os.symlink(f"deployments/{DOMAIN}/{R_OK}", base / DOMAIN)
     sites = [ProbeSite(DOMAIN, str(base))]
-    heads = [(str(app), "main"), (str(clean), "main")]
+    heads = [(str(app), MAIN), (str(clean), MAIN)]
 
     async def go() -> ServerFacts:
         transport = SshTransport(sshd_session.destination, SshOptions(
@@ -480,8 +482,8 @@ def test_h1_the_same_repository_over_ssh(sshd_session: SshServer, tmp_path: Path
             await transport.close()
 
     facts = asyncio.run(go())
-    assert facts.heads[(str(app), "main")] == BranchHead(main_sha)
-    assert facts.heads[(str(clean), "main")] == BranchHead(git(clean, "rev-parse", "HEAD"))
+    assert facts.heads[(str(app), MAIN)] == BranchHead(main_sha)
+    assert facts.heads[(str(clean), MAIN)] == BranchHead(git(clean, "rev-parse", "HEAD"))
     assert facts.sites[DOMAIN].active_release == R_OK
 
 
@@ -543,9 +545,9 @@ def test_m4_a_symlink_target_with_a_heads_record_does_not_crash_the_probe(tmp_pa
     os.symlink("x\n@heads \u00b2 0", base / "z.example.com")
     os.symlink("x\n@heads 0 0\n|" + "f" * 40 + "\trefs/heads/main", base / "b.example.com")
     sites = [ProbeSite(name, str(base)) for name in VICTIM_SITES]
-    heads = [(str(app), "main")]
+    heads = [(str(app), MAIN)]
     facts = parse_probe(run_probe(shell.probe(sites, heads), tmp_path), sites, heads)
-    assert facts.heads[(str(app), "main")] == BranchHead(git(app, "rev-parse", "HEAD"))
+    assert facts.heads[(str(app), MAIN)] == BranchHead(git(app, "rev-parse", "HEAD"))
     assert facts.sites["a.example.com"].active_release == R_NEWER
     for name in ("z.example.com", "b.example.com"):
         site = facts.sites[name]
@@ -669,7 +671,7 @@ def test_the_framing_for_shells_that_keep_nul_bytes_reads_the_same(tmp_path: Pat
     deployments = base / "deployments" / DOMAIN
     (deployments / R_CORRUPT / MANIFEST_NAME).write_bytes(b'{"commit"\0: "abc", "status": ')
     sites = [ProbeSite(name, str(base)) for name in SITE_NAMES]
-    heads = [(str(app), "main"), (str(app), "nope")]
+    heads = [(str(app), MAIN), (str(app), "refs/heads/nope")]
     command = shell.probe(sites, heads)
     check = 'if [ "${#nul}" -eq 2 ]; then'
     assert command.stdin is not None and command.stdin.count(check) == 1
@@ -678,7 +680,7 @@ def test_the_framing_for_shells_that_keep_nul_bytes_reads_the_same(tmp_path: Pat
     stripped = parse_probe(run_probe(forced, tmp_path), sites, heads)
     assert stripped == normal
     assert normal.sites[DOMAIN].releases[R_ADOPT].head == expected["adopted_head"]
-    assert normal.heads[(str(app), "main")] == BranchHead(git(app, "rev-parse", "HEAD"))
+    assert normal.heads[(str(app), MAIN)] == BranchHead(git(app, "rev-parse", "HEAD"))
 
 
 def test_unlinked_shared_entries_are_read_only_for_entries_the_site_has() -> None:

@@ -59,7 +59,10 @@ declare = partial(site_declaration, domain=DOMAIN, server="web-1", base_path=BAS
 
 
 SITE = declare()
+TAG_SITE = declare(tag="v1.4.2")
+COMMIT_SITE = declare(commit=HEAD)
 KEY = SITE.build_key
+assert TAG_SITE.build_key == COMMIT_SITE.build_key == KEY, "the ref is not part of the build key: the commit is"
 OTHER_KEY = declare(script="php artisan migrate --force\n").build_key
 assert KEY != OTHER_KEY
 
@@ -74,6 +77,15 @@ def failed(name: str, commit: str = HEAD, key: str = KEY) -> ReleaseFacts:
 
 def updating(name: str, commit: str = HEAD, key: str = KEY) -> ReleaseFacts:
     return ReleaseFacts(name, Manifest(commit, "main", REPO, key, "updating"))
+
+
+def tagged(name: str, commit: str = HEAD, tag: str = "v1.4.2", key: str = KEY) -> ReleaseFacts:
+    """A release a tag site built: its manifest's `branch` field is `tag <name>` (SiteRef.record)."""
+    return ReleaseFacts(name, Manifest(commit, f"tag {tag}", REPO, key, "success"))
+
+
+def pinned_commit(name: str, commit: str = HEAD, key: str = KEY) -> ReleaseFacts:
+    return ReleaseFacts(name, Manifest(commit, f"commit {commit}", REPO, key, "success"))
 
 
 def adopted(name: str, commit: str = OLD) -> ReleaseFacts:
@@ -238,6 +250,41 @@ CASES = [
     Case("head-unresolvable-nothing-on-server", nothing(),
          (), UNKNOWN, MISSING, head=BranchHead(None, "Could not resolve host: github.com"),
          message=("Could not resolve host",)),
+    # ---- a tag site (issue 13): the head is the commit the tag names, followed when it moves
+    Case("tag-first-deploy", nothing(),
+         (Provision(), Deploy(NOW_NAME, HEAD)), OUT_OF_SYNC, MISSING, site=TAG_SITE, desired_commit=HEAD),
+    Case("tag-built-and-active", server(tagged(R4), active=R4),
+         (), SYNCED, HEALTHY, site=TAG_SITE, desired_release=R4, desired_commit=HEAD),
+    Case("tag-moved", server(tagged(R4, OLD), active=R4),
+         (Deploy(NOW_NAME, HEAD),), OUT_OF_SYNC, HEALTHY, site=TAG_SITE, desired_commit=HEAD),
+    Case("tag-moved-back-to-a-kept-build", server(tagged(R2), tagged(R4, OLD), active=R4),
+         (Activate(R2, "roll-forward"),), OUT_OF_SYNC, HEALTHY, site=TAG_SITE, desired_release=R2),
+    Case("tag-not-found", server(tagged(R4), active=R4),
+         (), UNKNOWN, HEALTHY, site=TAG_SITE, head=BranchHead(None, "tag 'v1.4.2' not found in x"),
+         message=("cannot resolve tag 'v1.4.2'", "not found")),
+    Case("tag-not-probed", server(tagged(R4), active=R4),
+         (), UNKNOWN, HEALTHY, site=TAG_SITE, head=None, message=("tag 'v1.4.2'",)),
+    Case("tag-failed-commit-not-retried", server(tagged(R2, OLD), active=R2),
+         (), FAILED, HEALTHY, site=TAG_SITE, memory=FailureMemory({(HEAD, KEY): "deploy script failed (exit 3)"}),
+         message=("exit 3",)),
+    # ---- a commit site: the declaration is the commit; no head is needed, and none moves it
+    Case("commit-first-deploy-without-a-head", nothing(),
+         (Provision(), Deploy(NOW_NAME, HEAD)), OUT_OF_SYNC, MISSING, site=COMMIT_SITE, head=None,
+         desired_commit=HEAD),
+    Case("commit-ignores-a-head", server(pinned_commit(R4), active=R4),
+         (), SYNCED, HEALTHY, site=COMMIT_SITE, head=BranchHead(OLD), desired_release=R4, desired_commit=HEAD),
+    Case("commit-ignores-a-head-error", server(pinned_commit(R4), active=R4),
+         (), SYNCED, HEALTHY, site=COMMIT_SITE, head=BranchHead(None, "fatal: could not read")),
+    Case("commit-from-branch-build", server(ok(R4), active=R4),
+         (), SYNCED, HEALTHY, site=COMMIT_SITE, head=None, desired_release=R4),  # same commit, same build
+    Case("commit-changed", server(pinned_commit(R4, OLD), active=R4),
+         (Deploy(NOW_NAME, HEAD),), OUT_OF_SYNC, HEALTHY, site=COMMIT_SITE, head=None),
+    Case("commit-failed-not-retried", server(pinned_commit(R2, OLD), active=R2),
+         (), FAILED, HEALTHY, site=COMMIT_SITE, head=None,
+         memory=FailureMemory({(HEAD, KEY): "clone failed (exit 1): commit not in the repository"}),
+         message=("commit not in the repository",)),
+    Case("commit-pinned", server(pinned_commit(R2, OLD), pinned_commit(R4), active=R4),
+         (Activate(R2, "rollback"),), OUT_OF_SYNC, HEALTHY, site=declare(commit=HEAD, pin=R2), head=None),
 ]
 
 
@@ -281,11 +328,33 @@ def test_plan_never_deploys_or_touches_in_place_of_a_pin_or_a_blocker(case: Case
     if case.memory.get(HEAD, case.site.build_key) is not None:
         assert deploys == []
     for deploy in deploys:
-        assert deploy.commit == HEAD
+        assert deploy.commit == (case.site.commit or HEAD)
     # whatever is pruned is never the active release, the pin, or the release being activated
     pruned = {name for a in plan.actions if isinstance(a, Prune) for name in a.releases}
     activated = {a.release for a in plan.actions if isinstance(a, Activate)}
     assert not pruned & ({case.facts.active_release, case.site.pin} | activated)
+
+
+@pytest.mark.parametrize(("site", "live", "reason"), [
+    (SITE, None, "first deploy"),
+    (SITE, ok(R4, OLD), "app commit"),
+    (SITE, ok(R4, HEAD, OTHER_KEY), "declaration"),
+    (TAG_SITE, None, "first deploy"),
+    (TAG_SITE, tagged(R4, OLD), "tag moved"),           # `git tag -f v1.4.2`, pushed
+    (TAG_SITE, tagged(R4, OLD, "v1.4.1"), "declaration"),  # the declaration names another tag
+    (TAG_SITE, ok(R4, OLD), "declaration"),              # was following a branch
+    (TAG_SITE, adopted(R4, OLD), "declaration"),         # built elsewhere: nothing says it was this tag
+    (TAG_SITE, tagged(R4, HEAD, key=OTHER_KEY), "declaration"),
+    (COMMIT_SITE, pinned_commit(R4, OLD), "declaration"),
+    (COMMIT_SITE, ok(R4, OLD), "declaration"),
+], ids=["branch-first", "branch-moved", "branch-script", "tag-first", "tag-moved", "tag-renamed", "branch-to-tag",
+        "tag-over-adopted", "tag-script", "commit-changed", "branch-to-commit"])
+def test_the_deploy_says_why(site: SiteDeclaration, live: ReleaseFacts | None, reason: str) -> None:
+    """History's trigger: a moved tag is followed and says so; another ref named is a declaration change."""
+    facts = server(live, active=R4) if live is not None else nothing()
+    (deploy,) = [a for a in plan_site(site, facts, BranchHead(HEAD), FailureMemory(), NOW).actions
+                 if isinstance(a, Deploy)]
+    assert deploy.reason == reason and deploy.commit == HEAD
 
 
 def test_plan_is_deterministic_and_uses_now() -> None:

@@ -41,7 +41,8 @@ def site_detail(view: dict[str, Any], deployments: list[dict[str, Any]], color: 
              f"  sync:      {paint(view['sync'], color)}",
              f"  health:    {paint(view['health'], color)}",
              f"  active:    {view['active_release'] or '-'} ({(view['active_commit'] or '-')[:12]})",
-             f"  desired:   {(view['desired_commit'] or '-')[:12]}",
+             f"  desired:   {(view['desired_commit'] or '-')[:12]}"
+             + (f" ({view['ref']})" if view.get("ref") else ""),
              f"  pinned:    {view['pinned'] or '-'}",
              f"  deployed:  {view['last_deployed_at'] or '-'}",
              f"  observed:  {view.get('observed_at') or 'never'} (when its server was last probed)"]
@@ -49,10 +50,11 @@ def site_detail(view: dict[str, Any], deployments: list[dict[str, Any]], color: 
         lines.append(f"  why:       {printable(view['message'])}")
     if deployments:
         lines += ["", "  last deployments:"]
-        rows = [[str(d["id"]), d["release"], d["status"], (d["commit_sha"] or "-")[:12], d["started_at"] or "-",
+        rows = [[str(d["id"]), d["release"], d["status"], (d["commit_sha"] or "-")[:12], d.get("ref") or "-",
+                 d["started_at"] or "-",
                  "active" if d["is_active"] else ("pruned" if d["deployment_path"] is None else "")]
                 for d in deployments]
-        lines += ["    " + line for line in table(["ID", "RELEASE", "STATUS", "COMMIT", "STARTED", ""], rows,
+        lines += ["    " + line for line in table(["ID", "RELEASE", "STATUS", "COMMIT", "REF", "STARTED", ""], rows,
                                                    color).splitlines()]
     return "\n".join(lines)
 
@@ -72,16 +74,16 @@ def history_table(views: list[dict[str, Any]], color: bool = False) -> str:
     for v in views:
         why = v["message"] if v["status"] == "failed" else ""
         events.append((v["started_at"] or "", [
-            str(v["id"]), v["release"], v["status"], (v["commit_sha"] or "-")[:12],
+            str(v["id"]), v["release"], v["status"], (v["commit_sha"] or "-")[:12], v.get("ref") or "-",
             _short(v.get("commit_subject") or "-", 40), _cause(v.get("trigger") or "", v.get("requested_by") or ""),
             v["started_at"] or "-", f"{v['duration_ms']} ms" if v["duration_ms"] is not None else "-",
             "; ".join(x for x in ("active" if v["is_active"] else ("pruned" if v["deployment_path"] is None else ""),
                                   _short(why, 60)) if x)]))
         for event in v.get("activations", []):
             events.append((event["at"], [
-                "-", v["release"], "activated", (v["commit_sha"] or "-")[:12],
+                "-", v["release"], "activated", (v["commit_sha"] or "-")[:12], v.get("ref") or "-",
                 f"from {event['previous'] or 'none'}", _cause(event["trigger"], event["requested_by"]),
                 event["at"], "-", ""]))
     events.sort(key=lambda e: e[0], reverse=True)
-    return table(["ID", "RELEASE", "STATUS", "COMMIT", "SUBJECT", "TRIGGER", "STARTED", "DURATION", ""],
+    return table(["ID", "RELEASE", "STATUS", "COMMIT", "REF", "SUBJECT", "TRIGGER", "STARTED", "DURATION", ""],
                  [row for _, row in events], color)

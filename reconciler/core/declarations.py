@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
 
 from reconciler.core.health import HealthCheck
 from reconciler.core.layout import parse_release
@@ -44,6 +44,8 @@ MAX_HOST = 253   # DNS: the whole name
 MAX_LABEL = 63   # DNS: one label; idna (hence asyncssh/socket) raises UnicodeError above it
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PHP_RE = re.compile(r"[0-9]+\.[0-9]+")
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a full SHA-1 or SHA-256 id, as git prints it
+DEFAULT_BRANCH = "main"
 
 
 # The one spelling of a site on the reconciler's own host (exact: "Local" is an SSH host alias).
@@ -104,24 +106,70 @@ def check_server(server: str) -> str | None:
     return None
 
 
-def check_branch(name: str) -> str | None:
-    """`git check-ref-format --branch` rules, plus: never an option."""
+def check_branch(name: str, what: str = "branch") -> str | None:
+    """`git check-ref-format --branch` rules, plus: never an option. Tag names are held to the
+    same rules (`what` = "tag" only changes the wording)."""
     if not name:
         return "is empty"
     if name == "HEAD":
-        return "'HEAD' is not a valid branch name"
+        return f"'HEAD' is not a valid {what} name"
     if name.startswith("-"):
         return "must not start with '-'"
     if _CONTROL.search(name) or re.search(r"[ ~^:?*\[\\]", name):
-        return "contains a character git forbids in branch names"
+        return f"contains a character git forbids in {what} names"
     if ".." in name or "@{" in name or name == "@" or "//" in name:
-        return "contains a sequence git forbids in branch names ('..', '@{', '//')"
+        return f"contains a sequence git forbids in {what} names ('..', '@{{', '//')"
     if name.endswith(("/", ".")) or name.startswith("/"):
         return "must not start with '/' or end with '/' or '.'"
     for part in name.split("/"):
         if part.startswith(".") or part.endswith(".lock"):
             return "a component starts with '.' or ends with '.lock'"
     return None
+
+
+@dataclass(frozen=True)
+class SiteRef:
+    """What a site deploys from: the head of a branch, a tag (followed when it moves) or one
+    commit (the declaration itself is the desired commit: nothing to resolve, nothing moves)."""
+
+    kind: str  # "branch" | "tag" | "commit"
+    name: str  # the branch or tag name, or the full commit id
+
+    @property
+    def git_ref(self) -> str | None:
+        """The ref the probe resolves with `git ls-remote`; None for a commit."""
+        if self.kind == "branch":
+            return f"refs/heads/{self.name}"
+        if self.kind == "tag":
+            return f"refs/tags/{self.name}"
+        return None
+
+    def describe(self) -> str:
+        """For status and history: "branch main", "tag v1.4.2", "commit 0123456789ab"."""
+        return f"{self.kind} {self.name[:12] if self.kind == 'commit' else self.name}"
+
+    @property
+    def record(self) -> str:
+        """What a release's manifest and its deployments row keep in their `branch` field: the
+        branch name for a branch site (as always), else `tag <name>` or `commit <sha>`. A branch
+        name never holds a space, so the field stays one column that cannot be misread, and a
+        database rebuilt from manifests still knows which tag a release came from."""
+        return self.name if self.kind == "branch" else f"{self.kind} {self.name}"
+
+    @classmethod
+    def from_record(cls, text: str | None) -> SiteRef | None:
+        """The ref a manifest's or a row's `branch` field names (`record`); None when it names none
+        (an adopted release without a manifest) or is not one we write."""
+        if not text:
+            return None
+        kind, space, name = text.partition(" ")
+        if not space:
+            return cls("branch", text)
+        if kind == "tag" and name:
+            return cls("tag", name)
+        if kind == "commit" and _COMMIT_RE.fullmatch(name):
+            return cls("commit", name)
+        return None
 
 
 class SiteDeclaration(BaseModel):
@@ -133,7 +181,11 @@ class SiteDeclaration(BaseModel):
     server: str
     base_path: str = DEFAULT_BASE_PATH
     repository: str
-    branch: str = "main"
+    # At most one of branch / tag / commit; with none of them the site follows branch "main"
+    # (`_default_branch`), so exactly one is set on every validated declaration (`ref`).
+    branch: str | None = None
+    tag: str | None = None
+    commit: str | None = None
     script: str = ""
     pin: str | None = None
     keep: int = 14
@@ -150,6 +202,14 @@ class SiteDeclaration(BaseModel):
     # Checked on the server after every switch (a failure switches back) and at every poll
     # (reported, never acted on): see core.health.
     health: HealthCheck | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_branch(cls, data: Any) -> Any:
+        """Neither branch nor tag nor commit: the site follows "main"."""
+        if isinstance(data, dict) and all(data.get(key) is None for key in ("branch", "tag", "commit")):
+            return {**data, "branch": DEFAULT_BRANCH}
+        return data
 
     @field_validator("domain")
     @classmethod
@@ -196,9 +256,33 @@ class SiteDeclaration(BaseModel):
 
     @field_validator("branch")
     @classmethod
-    def _branch(cls, value: str) -> str:
-        if problem := check_branch(value):
+    def _branch(cls, value: str | None) -> str | None:
+        if value is not None and (problem := check_branch(value)):
             raise ValueError(f"not a valid git branch name: {problem}")
+        return value
+
+    # The conflict is reported at the later key (tag, commit), with its line; fields validate in
+    # declaration order, so `info.data` holds branch (and tag) when they were given and valid.
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if info.data.get("branch") is not None:
+            raise ValueError("give at most one of branch, tag and commit")
+        if problem := check_branch(value, "tag"):
+            raise ValueError(f"not a valid git tag name: {problem}")
+        return value
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if info.data.get("branch") is not None or info.data.get("tag") is not None:
+            raise ValueError("give at most one of branch, tag and commit")
+        if not _COMMIT_RE.fullmatch(value):
+            raise ValueError("must be a full commit id: 40 (or 64) lower-case hex digits")
         return value
 
     @field_validator("script", "reload")
@@ -257,6 +341,22 @@ class SiteDeclaration(BaseModel):
         if value is not None and not _PHP_RE.fullmatch(value):
             raise ValueError("must look like 8.3")
         return value
+
+    @property
+    def ref(self) -> SiteRef:
+        """What the site deploys from (exactly one of branch, tag, commit is set)."""
+        if self.commit is not None:
+            return SiteRef("commit", self.commit)
+        if self.tag is not None:
+            return SiteRef("tag", self.tag)
+        return SiteRef("branch", self.branch or DEFAULT_BRANCH)
+
+    @property
+    def head_key(self) -> tuple[str, str] | None:
+        """(repository, ref) the probe resolves for this site; None when nothing is resolved:
+        a pinned site (it holds its release) or a commit site (the declaration is the commit)."""
+        git_ref = self.ref.git_ref
+        return (self.repository, git_ref) if self.pin is None and git_ref is not None else None
 
     @property
     def reload_command(self) -> str | None:

@@ -81,6 +81,9 @@ class SiteFacts:
 
 @dataclass(frozen=True)
 class BranchHead:
+    """The commit a probed ref points at (a branch's head, or a tag's commit: an annotated tag
+    is peeled), or why it could not be resolved."""
+
     sha: str | None
     error: str | None = None
 
@@ -88,6 +91,7 @@ class BranchHead:
 @dataclass
 class ServerFacts:
     sites: dict[str, SiteFacts] = field(default_factory=dict)
+    # By (repository, full ref): `refs/heads/<branch>` or `refs/tags/<tag>` (SiteDeclaration.head_key).
     heads: dict[tuple[str, str], BranchHead] = field(default_factory=dict)
 
 

@@ -25,6 +25,9 @@ class Manifest:
     """The record a release carries beside its deployment.log; the database is rebuilt from it."""
 
     commit: str
+    # The branch a branch site's release was built from; for a tag or commit site `tag <name>` or
+    # `commit <sha>` (SiteRef.record: a space, so never a branch name). One field, so the store's
+    # `branch` column and a database rebuilt from manifests say which ref a release came from.
     branch: str
     repository: str
     build_key: str

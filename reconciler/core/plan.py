@@ -1,4 +1,4 @@
-"""The planner: (site, facts, branch head, failure memory, now) -> actions and a verdict.
+"""The planner: (site, facts, ref head, failure memory, now) -> actions and a verdict.
 
 Pure: no I/O, no clock (the caller passes `now`), no store, no transport. Every rule of
 SPEC section 4 that decides *what* to do lives here; apply.py only decides *how*.
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reconciler.core.declarations import SiteDeclaration
+from reconciler.core.declarations import SiteDeclaration, SiteRef
 from reconciler.core.facts import BranchHead, ReleaseFacts, SiteFacts
 from reconciler.core.layout import next_release_name, parse_release
 from reconciler.core.manifest import Manifest
@@ -32,8 +32,9 @@ class Provision:
 class Deploy:
     release: str
     commit: str
-    # Why, for history: "first deploy", "app commit" (the branch moved) or "declaration" (script
-    # or shared changed). Not part of equality: the same deploy whatever led to it.
+    # Why, for history: "first deploy", "app commit" (the branch moved), "tag moved" (a followed
+    # tag now names another commit) or "declaration" (script or shared changed, or another tag or
+    # commit declared). Not part of equality: the same deploy whatever led to it.
     reason: str = field(default="", compare=False)
 
     def describe(self) -> str:
@@ -178,7 +179,9 @@ def plan_site(
     fresh_after: datetime | None = None,
     reload_owed: tuple[str, str] | None = None,
 ) -> Plan:
-    """`fresh_after` (a `redeploy` request: the time the newest release then encoded): a build of
+    """`head`: what the site's branch or tag points at now (`SiteDeclaration.head_key`, probed);
+    not used for a commit site, whose declaration is the commit.
+    `fresh_after` (a `redeploy` request: the time the newest release then encoded): a build of
     the head named up to it does not count, so the head is built again as a fresh release.
     `reload_owed` (release, why): that release's reload failed after its switch; while it is
     live and wanted, the reload is retried and the site is Degraded with the reason."""
@@ -224,10 +227,14 @@ def plan_site(
         settle(site.pin, "rollback")
         return _verdict(actions, site.pin, pinned.commit, health)
 
-    if head is None or head.sha is None:
+    ref = site.ref
+    if ref.kind == "commit":
+        commit = ref.name  # the declaration is the desired commit: nothing to resolve, nothing moves
+    elif head is None or head.sha is None:
         reason = head.error if head is not None and head.error else "not resolved"
-        return Plan((), UNKNOWN, health, f"cannot resolve branch {site.branch!r}: {reason}")
-    commit = head.sha
+        return Plan((), UNKNOWN, health, f"cannot resolve {ref.kind} {ref.name!r}: {reason}")
+    else:
+        commit = head.sha
     built = [r for r in facts.ordered() if _successful_build(r, commit, site.build_key)
              and (fresh_after is None or _built_after(r.name, fresh_after))]
     if built:
@@ -243,11 +250,10 @@ def plan_site(
                     None, commit)
     release = next_release_name(now, [*facts.releases, *facts.not_dirs])
     live = facts.releases.get(active) if active is not None else None
-    why = "first deploy" if live is None else ("app commit" if live.commit != commit else "declaration")
-    actions.append(Deploy(release, commit, why))
+    actions.append(Deploy(release, commit, _deploy_reason(site, live, commit)))
     # Prune as if the deploy succeeded; the applier stops at a failed deploy, so this only
     # runs after a success (SPEC 4.5), and a site that deploys every pass still prunes.
-    built_now = ReleaseFacts(release, Manifest(commit, site.branch, site.repository, site.build_key,
+    built_now = ReleaseFacts(release, Manifest(commit, ref.record, site.repository, site.build_key,
                                                DeployStatus.SUCCESS))
     # The release live before the switch stays too: it is the immediate way back.
     candidates = prune_candidates([*facts.ordered(), built_now], site.keep, release, site.pin, (active,),
@@ -255,6 +261,22 @@ def plan_site(
     if candidates:
         actions.append(Prune(tuple(candidates)))
     return _verdict(actions, release, commit, health)
+
+
+def _deploy_reason(site: SiteDeclaration, live: ReleaseFacts | None, commit: str) -> str:
+    """Why a deploy happens, for history: "first deploy"; "declaration" (the same commit with
+    another script or shared list, or a tag or commit site now naming another ref); "tag moved"
+    (the tag the live release was built from now names another commit: followed, and said so);
+    "app commit" (a branch site's branch moved)."""
+    if live is None:
+        return "first deploy"
+    if live.commit == commit:
+        return "declaration"
+    ref = site.ref
+    if ref.kind == "branch":
+        return "app commit"
+    built_from = SiteRef.from_record(live.manifest.branch) if live.manifest is not None else None
+    return "tag moved" if ref.kind == "tag" and built_from == ref else "declaration"
 
 
 def _verdict(actions: list[Action], release: str, commit: str | None, health: Health) -> Plan:

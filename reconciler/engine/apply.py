@@ -205,13 +205,15 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
     With a `[health]` check, a release that fails it after the switch is switched back to
     `previous` at once and recorded as failed (remembered like a failed build)."""
     site, paths, store = ctx.site, ctx.paths, ctx.store
+    ref = site.ref
     trigger = ctx.trigger or reason or None
     started = time.monotonic()
-    base = Manifest(commit, site.branch, site.repository, site.build_key, DeployStatus.UPDATING,
+    # `branch` of the manifest and of the row: the branch, or `tag <name>` / `commit <sha>` (SiteRef.record).
+    base = Manifest(commit, ref.record, site.repository, site.build_key, DeployStatus.UPDATING,
                     utcnow(), "", ctx.declarations_commit or "")
     deployment_id = store.start_deployment(
         site=site.domain, release=release, status=DeployStatus.PENDING, commit_sha=commit,
-        branch=site.branch, repository=site.repository, build_key=site.build_key,
+        branch=ref.record, repository=site.repository, build_key=site.build_key,
         deployment_script=site.script, deployment_path=paths.release(release),
         log_file_path=paths.log(release), declarations_commit=ctx.declarations_commit,
         started_at=base.started_at, transient=0, trigger=trigger, requested_by=ctx.requested_by,
@@ -223,10 +225,13 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
     stage = Step.CLAIM  # the step under way: named when the deploy is interrupted or aborted
     ctx.step(f"deploy {release}")
     by = f", asked by {ctx.requested_by}" if ctx.requested_by else ""
+    if reason == "tag moved":
+        log.warning("%s: %s moved: it now names %s (the live release %s was built from another commit); "
+                    "following it", site.domain, ref.describe(), commit[:12], previous or "-")
     log.info("%s: deploying %s as release %s on %s (%s%s)", site.domain, commit[:12], release, site.server,
              trigger or "desired state", by)
     try:
-        header = f"==> reconciler: {site.domain} release {release}, {site.branch} @ {commit}"
+        header = f"==> reconciler: {site.domain} release {release}, {ref.describe()} @ {commit}"
         # The script travels now, on stdin, and waits in the release for its step.
         await _run(ctx, Step.CLAIM, shell.claim_release(paths, release, base.to_json(), header, script))
         claimed = True
@@ -235,7 +240,9 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
         ctx.step(stage)
         store.update_deployment(deployment_id, status=DeployStatus.UPDATING)
         checkpoint("clone")
-        cloned = await _run(ctx, Step.CLONE, shell.clone(paths, site.repository, site.branch, commit, release),
+        # A branch site's release is on its branch; a tag or commit site's is detached at the commit.
+        on_branch = ref.name if ref.kind == "branch" else None
+        cloned = await _run(ctx, Step.CLONE, shell.clone(paths, site.repository, on_branch, commit, release),
                             timeout=ctx.deploy_timeout, tied=True)
         info = wire.commit_info(cloned.stdout)
         base = dataclasses.replace(base, author=info.author, subject=info.subject)
@@ -248,7 +255,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
         checkpoint("script")
         if script is not None:
             env = {"RECONCILER_DOMAIN": site.domain, "RECONCILER_RELEASE": release,
-                   "RECONCILER_COMMIT": commit, "RECONCILER_BRANCH": site.branch}
+                   "RECONCILER_COMMIT": commit, "RECONCILER_BRANCH": site.branch or ""}
             await _run(ctx, Step.SCRIPT, shell.run_script(paths, release, env, trace=site.trace),
                        timeout=ctx.deploy_timeout, tied=True)
         stage = Step.RECORD

@@ -203,7 +203,8 @@ class Reconciler:
 
     async def probe(self, server: str, sites: list[SiteDeclaration]) -> ServerFacts:
         probes = [ProbeSite(s.domain, s.base_path, tuple(s.shared)) for s in sites]
-        heads = [(s.repository, s.branch) for s in sites if s.pin is None]
+        # (repository, refs/heads/B or refs/tags/T); a pinned or commit site resolves nothing.
+        heads = [key for s in sites if (key := s.head_key) is not None]
         return await gather(self.pool.get(server), probes, heads, timeout=self.settings.command_timeout)
 
     def record_invalid(self, decls: Declarations, only: str | None = None,
@@ -325,7 +326,7 @@ class Reconciler:
             work.facts = SiteFacts(site.domain, site.base_path)
             return await self._locked(work, None, still_desired)
         facts = work.facts = server_facts.sites[site.domain]
-        head = server_facts.heads.get((site.repository, site.branch))
+        head = server_facts.heads.get(key) if (key := site.head_key) is not None else None
         if not dry_run:
             self.store.adopt(site.domain, facts)
         # Half-built releases can only be cleaned while nobody holds the lock (builders do).

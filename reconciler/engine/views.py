@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.core.declarations import Declarations
+from reconciler.core.declarations import Declarations, SiteRef
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine.store import Store
 
@@ -34,8 +34,10 @@ def site_views(store: Store, decls: Declarations | None) -> list[dict[str, Any]]
             "desired_commit": row.get("desired_commit"),
             "last_deployed_at": row.get("last_deployed_at"),
             "message": row.get("message") or ("" if row else "not reconciled yet"),
-            # Beyond SPEC's keys: when this site's server was last probed (how old these facts are).
+            # Beyond SPEC's keys: when this site's server was last probed (how old these facts are),
+            # and what the site deploys from: "branch main", "tag v1.4.2", "commit 0123456789ab".
             "observed_at": observed.get(row.get("server") or ""),
+            "ref": declared.ref.describe() if declared else None,
         }
         if invalid is not None:
             view.update(sync=Sync.INVALID, message=invalid.message)
@@ -69,12 +71,15 @@ def history_views(store: Store, domain: str) -> list[dict[str, Any]]:
     views = []
     for row in store.deployments(domain):
         is_active = row["id"] == active_id or (active_id is None and row["release"] == active_release)
+        # The row's `branch` column holds SiteRef.record: a branch name, or "tag T" / "commit C".
+        ref = SiteRef.from_record(row["branch"])
         views.append({
             "id": row["id"],
             "release": row["release"],
             "status": row["status"],
             "commit_sha": row["commit_sha"],
-            "branch": row["branch"],
+            # The branch of a branch site's build; null for a tag or commit site's (see `ref`).
+            "branch": ref.name if ref is not None and ref.kind == "branch" else None,
             "deployment_path": row["deployment_path"],
             "log_file_path": row["log_file_path"],
             "started_at": row["started_at"],
@@ -83,7 +88,8 @@ def history_views(store: Store, domain: str) -> list[dict[str, Any]]:
             "is_active": bool(is_active),
             "can_rollback": row["status"] == DeployStatus.SUCCESS and row["deployment_path"] is not None
             and not is_active,
-            # Beyond SPEC's keys: why it failed, and what asked for it.
+            # Beyond SPEC's keys: what it was built from, why it failed, and what asked for it.
+            "ref": ref.describe() if ref is not None else None,
             "message": row.get("message") or "",
             "exit_status": row.get("exit_status"),
             "trigger": row.get("trigger") or "",

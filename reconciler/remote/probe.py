@@ -6,8 +6,9 @@ constants. This module reads: `parse_probe`, and `gather` (send, then read).
 
 The probe reports, per site, the site path (symlink target, or a directory/file that is
 in the way), the release directories with their manifests, the shared dir and the lock,
-and resolves every (repository, branch) head with `git ls-remote` run in parallel on the
-server, which reaches the repositories exactly as deploys will. Cost grows with servers,
+and resolves every (repository, ref) head (a branch's head, or the commit a tag names) with
+`git ls-remote` run in parallel on the server, which reaches the repositories exactly as
+deploys will. Cost grows with servers,
 not with sites.
 
 Framing. Everything the probe prints is a sequence of records, each `@tag` or `@tag value`
@@ -39,7 +40,8 @@ Decoding: the output is decoded as UTF-8 with errors="replace" (the transports d
 never merges a NUL byte into a replacement character, so splitting the text on NUL is splitting
 the bytes on NUL. Inside a record every field is validated (`core.wire`): a release name must be
 a real `ddMMYYYY-HHMMSS`, a sha 40 or 64 lower-case hex digits, ls-remote lines are split on
-`\\n` and `\\t` only and the ref compared exactly with `refs/heads/<branch>`; manifests go through
+`\\n` and `\\t` only and the ref compared exactly with `refs/heads/<branch>` or
+`refs/tags/<tag>` (or that ref with `^{}`, an annotated tag's peeled line); manifests go through
 the bounded JSON decoder. A datum that fails is that site's problem (`SiteFacts.problem`) or,
 for a merely unparseable manifest, a corrupt release, never an exception and never another
 site's fact.
@@ -79,24 +81,39 @@ def _plain_path(target: str) -> str | None:
     return target
 
 
+def ref_label(ref: str) -> str:
+    """How a probed ref is named in messages: "branch 'main'", "tag 'v1.4.2'"."""
+    for prefix, kind in (("refs/heads/", "branch"), ("refs/tags/", "tag")):
+        if ref.startswith(prefix):
+            return f"{kind} {wire.display(ref[len(prefix):])!r}"
+    return f"ref {wire.display(ref)!r}"
+
+
 def branch_head(key: tuple[str, str], rc: int, text: str) -> BranchHead:
-    """What `git ls-remote <repository> refs/heads/<branch>` said, exactly: the sha of the line
-    whose ref (after the only tab) is `refs/heads/<branch>`, nothing looser."""
-    repository, branch = key
+    """What `git ls-remote <repository> <ref> <ref>^{}` said, exactly: the sha of the line whose
+    ref (after the only tab) is `<ref>^{}` when there is one (an annotated tag, peeled: the
+    commit it names, not the tag object), else of the line whose ref is `<ref>`; nothing looser.
+    `key` is (repository, full ref: refs/heads/<branch> or refs/tags/<tag>)."""
+    repository, ref = key
     if rc != 0:
         error = wire.display(text.strip())
         return BranchHead(None, error or f"git ls-remote exited {rc}")
-    ref = f"refs/heads/{branch}"
-    shas: set[str] = set()
+    peeled_ref = ref + "^{}"
+    exact: set[str] = set()
+    peeled: set[str] = set()
     for line in text.split("\n"):
         sha, tab, name = line.partition("\t")
-        if tab and name == ref and (checked := wire.as_sha(sha)) is not None:
-            shas.add(checked)
+        if tab and (checked := wire.as_sha(sha)) is not None:
+            if name == ref:
+                exact.add(checked)
+            elif name == peeled_ref:
+                peeled.add(checked)
+    shas = peeled or exact
     if len(shas) == 1:
         return BranchHead(shas.pop())
     if shas:
-        return BranchHead(None, f"branch {wire.display(branch)!r} is listed with {len(shas)} different commits")
-    return BranchHead(None, f"branch {wire.display(branch)!r} not found in {wire.display(repository)}")
+        return BranchHead(None, f"{ref_label(ref)} is listed with {len(shas)} different commits")
+    return BranchHead(None, f"{ref_label(ref)} not found in {wire.display(repository)}")
 
 
 class _Reader:

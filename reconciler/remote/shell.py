@@ -15,7 +15,7 @@ Two rules keep values data:
   SSH, where the command is quoted once more, to seventeen). So the deploy script, the
   reload command, manifests, log notes and the shared list travel on the command's *stdin*
   (`Command.stdin`), raw and unquoted, to a small fixed command. Only paths, the repository
-  URL, the branch and the commit are quoted into argv; each is bounded by what a file system
+  URL, the branch or tag and the commit are quoted into argv; each is bounded by what a file system
   or git can use at all.
 
 Code by design (`script`, `reload`) is written from stdin to a file in the release directory
@@ -172,17 +172,39 @@ def record_failure(paths: SitePaths, release: str, manifest: str, note: str) -> 
     )
 
 
-def clone(paths: SitePaths, repository: str, branch: str, commit: str, release: str) -> Command:
+# The mirror keeps every branch and tag of the repository (a tag site's commit may be on no branch).
+# Given on the command line, so a mirror made before tags were followed fetches them too.
+_MIRROR_REFSPECS = "'+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*'"
+
+
+def clone(paths: SitePaths, repository: str, branch: str | None, commit: str, release: str) -> Command:
     """Refresh the site's mirror (remote/mirror.py) and build `release` at exactly `commit` from
-    it; output goes to the release's log. Run tied: it takes no stdin."""
+    it; output goes to the release's log. Run tied: it takes no stdin.
+
+    With a `branch` (a branch site) the release's work tree is on that branch, tracking
+    origin's; without (a tag or commit site) HEAD is detached at `commit`: there is no branch
+    the release belongs to, and a script must not push or pull one by accident.
+
+    The mirror fetches every branch and tag. A commit none of them reaches (a `commit` site's
+    commit on a deleted branch, say) is then asked for by id, which git hosts that serve any
+    reachable commit allow (GitHub, protocol v2 over ssh and file); when the mirror still does
+    not have it the step fails with that reason, on stderr and in the log."""
+    wanted = quote(commit + "^{commit}")
+    why = quote(f"commit {commit} is not in the repository: no branch or tag reaches it, "
+                "and the git host does not send it by id")
+    if branch is not None:
+        checkout = (f"  git checkout --quiet -B {quote(branch)} {quote(commit)} --\n"
+                    f"  git branch --quiet --set-upstream-to={quote('origin/' + branch)} || true\n")
+    else:
+        checkout = f"  git checkout --quiet --detach {quote(commit)} --\n"
     return Command(
         GIT_PREAMBLE
         + f"set -e\nM={quote(mirror_path(paths))}; R={quote(repository)}\n"
         "refresh() {\n"
         '  if [ -d "$M" ] && [ "$(git -C "$M" config --get remote.origin.url 2>/dev/null)" = "$R" ]; then\n'
         # Already there (only the script or shared list changed): no connection to the git host.
-        f'    git -C "$M" cat-file -e {quote(commit + "^{commit}")} 2>/dev/null && return 0\n'
-        '    git -C "$M" fetch --quiet --prune origin && return 0\n'
+        f'    git -C "$M" cat-file -e {wanted} 2>/dev/null && return 0\n'
+        f'    git -C "$M" fetch --quiet --prune origin {_MIRROR_REFSPECS} && return 0\n'
         "  fi\n"
         "  printf '==> (re)creating the repository cache\\n'\n"
         '  rm -rf -- "$M" "$M.tmp"\n'
@@ -191,15 +213,21 @@ def clone(paths: SitePaths, repository: str, branch: str, commit: str, release: 
         '  mv -T -- "$M.tmp" "$M"\n'
         "}\n"
         f"cd -- {quote(paths.release(release))}\n"
+        "exec 3>&2\n"  # the step's own stderr, for the one message that must reach the operator
         "{ printf '==> clone\\n'\n"
         "  refresh\n"
-        f'  git -C "$M" cat-file -e {quote(commit + "^{commit}")}\n'
+        f'  if ! git -C "$M" cat-file -e {wanted} 2>/dev/null; then\n'
+        f'    git -C "$M" fetch --quiet origin {quote(commit)} || :\n'
+        f'    if ! git -C "$M" cat-file -e {wanted} 2>/dev/null; then\n'
+        f"      why={why}\n"
+        "      printf '==> %s\\n' \"$why\"; printf '%s\\n' \"$why\" >&3; exit 1\n"
+        "    fi\n"
+        "  fi\n"
         '  git clone --quiet --no-checkout -- "$M" .reconciler-clone\n'
         "  mv .reconciler-clone/.git .git && rmdir .reconciler-clone\n"
         '  git remote set-url origin "$R"\n'
-        f"  git checkout --quiet -B {quote(branch)} {quote(commit)} --\n"
-        f"  git branch --quiet --set-upstream-to={quote('origin/' + branch)} || true\n"
-        f"}} >> {quote(LOG_NAME)} 2>&1 < /dev/null\n"
+        + checkout
+        + f"}} >> {quote(LOG_NAME)} 2>&1 < /dev/null\n"
         f'test "$(git rev-parse HEAD)" = {quote(commit)}\n'
         # Author and subject for history and notifications, on stdout (core.wire.commit_info).
         "git log -1 --format='%an <%ae>%x00%s%x00' HEAD | head -c 4096\n"
@@ -353,7 +381,7 @@ class Tag(StrEnum):
     RELEASE = "@release"        # value: a release directory's name; its records follow
     MANIFEST = "@manifest"      # value: the first line of that release's manifest
     HEAD = "@head"              # value: that release's git HEAD (no manifest)
-    HEADS = "@heads"            # value: `<index> <exit status> <ls-remote output>` of one branch head
+    HEADS = "@heads"            # value: `<index> <exit status> <ls-remote output>` of one ref (branch or tag)
     UNLINKED = "@unlinked"      # value: a shared entry that is no symlink in the live release (drift)
     END = "@end"                # the last record: the output is complete
 
@@ -449,11 +477,15 @@ probe_site() {{
   done
 }}
 probe_head() {{
-  out=$(git ls-remote -- "$1" "refs/heads/$2" 2>&1); rc=$?
+  # $2 is a full ref (refs/heads/B or refs/tags/T). An annotated tag is an object of its own;
+  # ls-remote names the commit it points at on a second line, `<ref>^{{}}`, listed only when
+  # asked for by name (remote/probe.py prefers it).
+  out=$(git ls-remote -- "$1" "$2" "$2^{{}}" 2>&1); rc=$?
   if [ "$rc" -eq 0 ]; then
-    # ls-remote matches ref *suffixes* (zzz/refs/heads/main too): keep the exact ref only, so
-    # no number of decoy refs can push it out of view. Split on the tab and newline only.
-    out=$(printf '%s\n' "$out" | R="refs/heads/$2" awk -F '\t' '$2 == ENVIRON["R"]')
+    # ls-remote matches ref *suffixes* (zzz/refs/heads/main too): keep the exact ref (and its
+    # peeled line) only, so no number of decoy refs can push it out of view. Split on the tab
+    # and newline only.
+    out=$(printf '%s\n' "$out" | R="$2" awk -F '\t' '$2 == ENVIRON["R"] || $2 == ENVIRON["R"] "^{{}}"')
   else
     out=$(printf '%s\n' "$out" | head -c 4096)
   fi
@@ -467,7 +499,7 @@ _RUN_FROM_STDIN = 'f=$(mktemp) || exit 1; cat > "$f"; sh "$f" < /dev/null; rc=$?
 
 
 def head_order(heads: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The (repository, branch) heads a probe resolves, each once: `@heads <i> ...` is the i-th."""
+    """The (repository, full ref) heads a probe resolves, each once: `@heads <i> ...` is the i-th."""
     return sorted(set(heads))
 
 
@@ -475,9 +507,9 @@ def _probe_script(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) 
     """The probe's script up to its end record, without an exit (the lock embeds it). All
     values are quoted."""
     lines = [_PROBE_FUNCTIONS, 'tmp=$(mktemp -d) || exit 1', "trap 'rm -rf \"$tmp\"' EXIT"]
-    for index, (repository, branch) in enumerate(head_order(heads)):
+    for index, (repository, ref) in enumerate(head_order(heads)):
         # stderr stays out of the records: git's own messages are captured inside probe_head.
-        lines.append(f"probe_head {quote(repository)} {quote(branch)} {index} > \"$tmp/{index}\" 2>/dev/null &")
+        lines.append(f"probe_head {quote(repository)} {quote(ref)} {index} > \"$tmp/{index}\" 2>/dev/null &")
         if index % HEADS_AT_ONCE == HEADS_AT_ONCE - 1:
             lines.append("wait")
     for site in sites:
@@ -488,8 +520,9 @@ def _probe_script(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) 
 
 
 def probe(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> Command:
-    """The one command that gathers a server's facts: `sites` and the (repository, branch)
-    `heads`, resolved with `git ls-remote` in parallel. stdin: the script (any length)."""
+    """The one command that gathers a server's facts: `sites` and the (repository, ref) `heads`
+    (`refs/heads/<branch>` or `refs/tags/<tag>`), resolved with `git ls-remote` in parallel.
+    stdin: the script (any length)."""
     return Command(_RUN_FROM_STDIN, _probe_script(sites, heads) + "exit 0\n")
 
 

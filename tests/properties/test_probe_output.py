@@ -145,8 +145,10 @@ def test_a_symlink_target_is_one_value(target: str) -> None:
 
 # --------------------------------------------------------------------------- branch heads
 
-HEAD_KEYS = [("/srv/git/app.git", "main")]
 MAIN = "refs/heads/main"
+TAG = "refs/tags/v1.4.2"
+HEAD_KEYS = [("/srv/git/app.git", MAIN)]
+TAG_KEYS = [("/srv/git/app.git", TAG)]
 # What git allows in a ref name is wide: any byte but ASCII controls, space, ~^:?*[\\ and a few
 # sequences. Generated names go beyond that (spaces, tabs, controls) on purpose.
 ref_names = st.one_of(
@@ -163,11 +165,12 @@ def ls_remote(refs: list[tuple[str, str]]) -> str:
 
 
 def awk_exact(output: str, ref: str) -> str:
-    """The probe's filter: awk -F '\\t' '$2 == ENVIRON["R"]' (records end at \\n only)."""
+    """The probe's filter: awk -F '\\t' '$2 == ENVIRON["R"] || $2 == ENVIRON["R"] "^{}"' (records
+    end at \\n only)."""
     lines = output.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    kept = [line for line in lines if [*line.split("\t"), ""][1] == ref]
+    kept = [line for line in lines if [*line.split("\t"), ""][1] in (ref, ref + "^{}")]
     return "\n".join(kept)  # $(...) drops the trailing newline
 
 
@@ -176,7 +179,9 @@ def awk_exact(output: str, ref: str) -> str:
        st.booleans())
 def test_no_ref_name_changes_another_refs_sha(refs: list[tuple[str, str]], main_sha: str, has_main: bool,
                                               filtered: bool) -> None:
-    refs = [(sha, name) for sha, name in refs if name != MAIN and "\n" not in name and "\0" not in name]
+    # `<ref>^{}` is no name git allows ('^' is forbidden): only the server prints it, for `<ref>` itself.
+    refs = [(sha, name) for sha, name in refs
+            if name not in (MAIN, MAIN + "^{}") and "\n" not in name and "\0" not in name]
     if has_main:
         refs.append((main_sha, MAIN))
     raw = ls_remote(refs)
@@ -188,6 +193,35 @@ def test_no_ref_name_changes_another_refs_sha(refs: list[tuple[str, str]], main_
         assert head.sha == main_sha, (refs, head)
     else:
         assert head.sha is None and head.error and "not found" in head.error
+
+
+tag_decoys = st.lists(st.tuples(ref_shas, st.one_of(
+    ref_names, st.sampled_from(["zzz/" + TAG, "zzz/" + TAG + "^{}", TAG + "x", TAG + "^{}x", "refs/heads/v1.4.2",
+                                "refs/heads/v1.4.2^{}", TAG + "^{commit}", TAG + " ^{}"]))),
+    max_size=8, unique_by=lambda r: r[1])
+
+
+@FAST
+@given(tag_decoys, st.one_of(st.none(), ref_shas), st.one_of(st.none(), ref_shas), st.booleans(), st.booleans())
+def test_a_tag_is_its_peeled_commit_and_no_decoy_moves_it(refs: list[tuple[str, str]], tag_sha: str | None,
+                                                         peeled_sha: str | None, filtered: bool,
+                                                         peeled_first: bool) -> None:
+    """An annotated tag lists the tag object (`<tag>`) and the commit it names (`<tag>^{}`):
+    the commit is taken. A lightweight tag lists only `<tag>`. No other line counts, whatever
+    its name (suffix matches, other kinds of peel, a branch of the same name)."""
+    refs = [(sha, name) for sha, name in refs
+            if name not in (TAG, TAG + "^{}") and "\n" not in name and "\0" not in name]
+    ours = [(sha, name) for sha, name in ((tag_sha, TAG), (peeled_sha, TAG + "^{}")) if sha is not None]
+    if peeled_first:
+        ours.reverse()
+    raw = ls_remote([*refs, *ours])
+    text = awk_exact(raw, TAG) if filtered else raw
+    head = parse_probe(serve([], ((0, 0, text),)), [], TAG_KEYS).heads[TAG_KEYS[0]]
+    expected = peeled_sha if peeled_sha is not None else tag_sha
+    if expected is not None:
+        assert head.sha == expected, (refs, ours, head)
+    else:
+        assert head.sha is None and head.error and "tag 'v1.4.2' not found" in head.error
 
 
 def test_the_review_h1_ref_name() -> None:

@@ -125,15 +125,19 @@ def test_the_held_line_takes_ascii_digits_only() -> None:
 
 # --------------------------------------------------------------------------- ls-remote
 
-KEY = ("/srv/git/app.git", "main")
+KEY = ("/srv/git/app.git", "refs/heads/main")
+TAG_KEY = ("/srv/git/app.git", "refs/tags/v1.4.2")
 
 
 @FAST
-@given(st.integers(min_value=0, max_value=255), st.one_of(nasty_text, st.text()))
-def test_any_ls_remote_output_is_a_head_or_an_escaped_error(rc: int, text: str) -> None:
-    head = branch_head(KEY, rc, text)
+@given(st.sampled_from([KEY, TAG_KEY]), st.integers(min_value=0, max_value=255), st.one_of(nasty_text, st.text()))
+def test_any_ls_remote_output_is_a_head_or_an_escaped_error(key: tuple[str, str], rc: int, text: str) -> None:
+    head = branch_head(key, rc, text)
+    ref = key[1]
     assert (head.sha is None) != (head.error is None)
     if head.sha is not None:
-        assert rc == 0 and wire.as_sha(head.sha) and f"{head.sha}\trefs/heads/main" in text.split("\n")
+        lines = text.split("\n")
+        assert rc == 0 and wire.as_sha(head.sha)
+        assert f"{head.sha}\t{ref}^{{}}" in lines or f"{head.sha}\t{ref}" in lines
     else:
         assert head.error is not None and all_printable(head.error)
