@@ -342,6 +342,59 @@ def test_many_heads_parallel(tmp_path: Path) -> None:
     assert {key: head.sha for key, head in facts.heads.items()} == {(path, MAIN): sha for path, sha in repos}
 
 
+# --------------------------------------------------------------------------- tag heads (issue 13 item 3)
+
+
+def test_tag_heads_are_the_commits_the_tags_name(tmp_path: Path, app: Path) -> None:
+    """An annotated tag is resolved to its commit (the peeled `^{}` line), a lightweight tag to
+    the commit it points at; a tag of a tag peels all the way. Decoys that ls-remote's suffix
+    match also lists (zzz/refs/tags/v1, a branch called v1) are never taken."""
+    first = git(app, "rev-parse", "HEAD")
+    git(app, "tag", "-a", "-m", "annotated", "v1")
+    git(app, "tag", "light")
+    second = app_commit(app, "second")
+    git(app, "tag", "-a", "-m", "a tag of a tag", "outer", "v1")
+    git(app, "tag", "-a", "-m", "decoy", "zzz/refs/tags/v1", second)
+    git(app, "tag", "zzz/refs/tags/light", second)
+    git(app, "branch", "v1", second)
+    git(app, "branch", "light", second)
+    assert git(app, "rev-parse", "refs/tags/v1") != first, "an annotated tag is an object of its own"
+    heads = [(str(app), "refs/tags/v1"), (str(app), "refs/tags/light"), (str(app), "refs/tags/outer"),
+             (str(app), "refs/tags/nope"), (str(app), "refs/heads/v1")]
+    facts = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads)
+    no_pwned(tmp_path)
+    assert facts.heads[(str(app), "refs/tags/v1")] == BranchHead(first)
+    assert facts.heads[(str(app), "refs/tags/light")] == BranchHead(first)
+    assert facts.heads[(str(app), "refs/tags/outer")] == BranchHead(first)
+    assert facts.heads[(str(app), "refs/heads/v1")] == BranchHead(second)
+    missing = facts.heads[(str(app), "refs/tags/nope")]
+    assert missing.sha is None and missing.error == f"tag 'nope' not found in {app}"
+
+
+def test_tag_head_parsing_prefers_the_peeled_line_and_nothing_looser() -> None:
+    key = ("/srv/git/app.git", "refs/tags/v1")
+    tag_object, commit, decoy = "1" * 40, "2c" * 20, "3" * 40
+
+    def head(*lines: str, rc: int = 0) -> BranchHead:
+        facts = parse_probe(framed(("@heads", f"0 {rc} " + "\n".join(lines))), [], [key])
+        return facts.heads[key]
+
+    assert head(f"{tag_object}\trefs/tags/v1", f"{commit}\trefs/tags/v1^{{}}") == BranchHead(commit)
+    assert head(f"{commit}\trefs/tags/v1^{{}}", f"{tag_object}\trefs/tags/v1") == BranchHead(commit)  # any order
+    assert head(f"{commit}\trefs/tags/v1") == BranchHead(commit)  # lightweight: no peeled line
+    for decoy_ref in ("zzz/refs/tags/v1^{}", "refs/tags/v1^{}x", "refs/tags/v1 ^{}", "refs/tags/v1^{commit}",
+                      "refs/heads/v1^{}", "refs/tags/v1\u2028^{}"):
+        assert head(f"{decoy}\t{decoy_ref}", f"{tag_object}\trefs/tags/v1",
+                    f"{commit}\trefs/tags/v1^{{}}") == BranchHead(commit), decoy_ref
+        assert head(f"{decoy}\t{decoy_ref}", f"{commit}\trefs/tags/v1") == BranchHead(commit), decoy_ref
+    assert head(f"{decoy}\tzzz/refs/tags/v1^{{}}").error == "tag 'v1' not found in /srv/git/app.git"
+    assert head(f"{commit.upper()}\trefs/tags/v1^{{}}", f"{tag_object}\trefs/tags/v1") == BranchHead(tag_object)
+    two = head(f"{commit}\trefs/tags/v1^{{}}", f"{decoy}\trefs/tags/v1^{{}}")
+    assert two.sha is None and two.error == "tag 'v1' is listed with 2 different commits"
+    failed = head("fatal: could not read from remote repository", rc=128)
+    assert failed == BranchHead(None, "fatal: could not read from remote repository")
+
+
 # --------------------------------------------------------------------------- through the local transport
 
 
