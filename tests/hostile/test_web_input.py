@@ -202,17 +202,27 @@ def test_deployment_ids_that_are_not_sqlite_integers_are_404_not_500(world: Worl
 
 def race_the_pin(monkeypatch: pytest.MonkeyPatch, repo: Path, pin: str) -> list[str]:
     """Make the next `set_pin` lose a real race: between its reading the branch tip and its commit,
-    another pin write (`pin`) lands from the same tip. Returns the winner's commit id once made."""
-    original = pinning._signature
+    another pin write (`pin`) lands from the same tip. Returns the winner's commit id once made.
+    The hook is where `set_pin` makes the commit's author: this user's identity (`_signature`, the
+    CLI without --author) or the one it was given (`_parse_author`: the API says who asked)."""
+    signature, parse_author = pinning._signature, pinning._parse_author
     winner: list[str] = []
 
-    def signature_after_a_concurrent_write(repository: pygit2.Repository) -> pygit2.Signature:
+    def concurrent_write() -> None:
         if not winner:
             winner.append("")  # the nested write must not race itself
             winner[0] = pinning.set_pin(repo, "main", DOMAIN, pin)
-        return original(repository)
+
+    def signature_after_a_concurrent_write(repository: pygit2.Repository) -> pygit2.Signature:
+        concurrent_write()
+        return signature(repository)
+
+    def author_after_a_concurrent_write(text: str) -> pygit2.Signature:
+        concurrent_write()
+        return parse_author(text)
 
     monkeypatch.setattr(pinning, "_signature", signature_after_a_concurrent_write)
+    monkeypatch.setattr(pinning, "_parse_author", author_after_a_concurrent_write)
     return winner
 
 
