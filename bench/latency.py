@@ -8,6 +8,9 @@ in the same run, so the ratio says how many round trips a pin costs end to end.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import signal
 import statistics
@@ -15,11 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 from bench import use_git_identity
 from tests.sshd import start_sshd
-from tests.support import app_commit, git, make_app_repo, make_decl_repo, write_site
+from tests.support import app_commit, free_port, git, make_app_repo, make_decl_repo, write_site
 
 DOMAIN = "latency.example.com"
 
@@ -88,5 +93,102 @@ def main(samples: int = 20) -> None:
     print("target: median under 500 ms (Argo CD polls every 3 min by default, Flux every 1 min)")
 
 
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * len(ordered)) - 1)]
+
+
+def _hook(port: int, secret: str, url: str) -> None:
+    body = json.dumps({"repository": {"clone_url": url}}).encode()
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/hooks/git", data=body, method="POST", headers={
+        "Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={digest}",
+        "X-GitHub-Delivery": uuid.uuid4().hex})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+def remote(samples: int = 20, repo_interval: float = 2.0) -> None:
+    """Declarations on a Git host over SSH (a bare repository on the test sshd): the time from an
+    operator's `git push` returning to the site switched, with the push webhook and without it
+    (the daemon's fetch every `repo_interval`). Baseline: one `git ls-remote` of the same URL."""
+    use_git_identity()
+    secret = "bench-webhook-secret"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server = start_sshd(tmp / "sshd")
+        ssh_env = {**os.environ, "GIT_SSH_COMMAND": f"ssh -F {server.ssh_config}"}
+        try:
+            app = make_app_repo(tmp / "app")
+            bare = tmp / "host" / "decl.git"
+            bare.parent.mkdir()
+            git(tmp, "init", "-q", "--bare", "-b", "main", str(bare))
+            user, _, hostport = server.destination.partition("@")
+            url = f"ssh://{user}@{hostport.rpartition(':')[0]}:{hostport.rpartition(':')[2]}{bare}"
+            work = tmp / "operator"
+            git(tmp, "clone", "-q", str(bare), str(work))
+            base = tmp / "srv"
+            site = {"server": server.destination, "base_path": str(base), "repository": str(app), "keep": 5}
+
+            def push(message: str, **extra: object) -> None:
+                write_site(work, DOMAIN, **site, **extra)  # commits in the operator's clone
+                subprocess.run(["git", "-C", str(work), "push", "-q", url, "HEAD:main"], env=ssh_env, check=True,
+                               capture_output=True)
+
+            push("declare")
+            port = free_port()
+            config = tmp / "reconciler.toml"
+            config.write_text(f'repo = "{url}"\nstate_dir = "{tmp / "state"}"\ninterval = 30\n'
+                              f'repo_interval = {repo_interval}\nidentity_file = "{server.identity_file}"\n'
+                              f'known_hosts = "{server.known_hosts}"\nlisten = "127.0.0.1:{port}"\n'
+                              f'api_token = "bench"\nwebhook_secret = "{secret}"\n')
+            daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "--config", str(config), "run"],
+                                      stderr=subprocess.DEVNULL)
+            try:
+                link = base / DOMAIN
+                assert _wait(lambda: link.is_symlink()), "first deploy did not go live"
+                first = os.readlink(link).rsplit("/", 1)[-1]
+                app_commit(app, "v2")
+                assert _wait(lambda: os.readlink(link).rsplit("/", 1)[-1] != first, 90), "v2 did not go live"
+                second = os.readlink(link).rsplit("/", 1)[-1]
+                for mode in ("webhook", "no webhook"):
+                    timings = []
+                    for n in range(samples):
+                        target = first if n % 2 == 0 else second
+                        push(f"pin {target}", pin=target)
+                        started = time.perf_counter()
+                        if mode == "webhook":
+                            _hook(port, secret, url)
+                        ok = _wait(lambda t=target: os.readlink(link).endswith(t), 60)  # type: ignore[misc]
+                        timings.append(time.perf_counter() - started)
+                        if not ok:
+                            print(f"{mode} sample {n}: pin not applied within 60 s")
+                    rows.append((mode, timings))
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait(timeout=60)
+            lsremote = []
+            for _ in range(10):
+                started = time.perf_counter()
+                subprocess.run(["git", "ls-remote", url, "refs/heads/main"], env=ssh_env, check=True,
+                               capture_output=True)
+                lsremote.append(time.perf_counter() - started)
+        finally:
+            server.stop()
+    baseline = statistics.median(lsremote)
+    print(f"latency: git push (over SSH to a bare repository on sshd) -> site switched, {samples} pin pushes each, "
+          f"repo_interval = {repo_interval:g} s")
+    print(f"{'measure':<40}{'median':>10}{'p95':>10}")
+    for mode, timings in rows:
+        print(f"{'reconciler: push to live, ' + mode:<40}{statistics.median(timings) * 1000:>8.0f}ms"
+              f"{_p95(timings) * 1000:>8.0f}ms")
+    print(f"{'baseline: one git ls-remote (new conn)':<40}{baseline * 1000:>8.0f}ms")
+    for mode, timings in rows:
+        print(f"ratio ({mode}: median push-to-live / one ls-remote): {statistics.median(timings) / baseline:.1f}")
+
+
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
+    print()
+    remote(int(sys.argv[1]) if len(sys.argv) > 1 else 20)

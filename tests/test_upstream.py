@@ -9,7 +9,10 @@ like a developer would. Sites are "local" (allow_local) so the Git host is what 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,16 @@ import pytest
 from reconciler.engine import actions
 from reconciler.engine.upstream import Upstream
 from tests.sshd import SshServer
-from tests.support import app_commit, cli_in_process, git, make_app_repo, toml_value, wait_until, write_config
+from tests.support import (
+    app_commit,
+    cli_in_process,
+    free_port,
+    git,
+    make_app_repo,
+    toml_value,
+    wait_until,
+    write_config,
+)
 from tests.support.githost import GitHttpHost
 from tests.support.process import Daemons
 
@@ -226,3 +238,29 @@ def test_the_daemon_follows_the_git_host(ssh_remote: tuple[Remote, Path], tmp_pa
     remote.push_site(DOMAIN, "a new script", **{**_site(tmp_path), "script": "echo second\n"})
     wait_until(lambda: link.readlink().name != first, 60, "the pushed change to go live", launcher.diagnostics)
     assert daemon.alive()
+
+
+def test_a_push_webhook_for_the_declarations_fetches_at_once(ssh_remote: tuple[Remote, Path], tmp_path: Path,
+                                                              daemons: Daemons) -> None:
+    """Issue 13 item 4: a delivery naming the declarations repository (in any of its URL forms)
+    makes the daemon fetch now, instead of at the next repo_interval (here far away)."""
+    remote, config = ssh_remote
+    port = free_port()
+    config.write_text(config.read_text() + f'repo_interval = 600\nlisten = "127.0.0.1:{port}"\n'
+                      'api_token = "t"\nwebhook_secret = "hook-secret"\n')
+    remote.push_site(DOMAIN, "declare the shop", **_site(tmp_path))
+    launcher = daemons.launcher(tmp_path, config)
+    launcher.start()
+    link = tmp_path / "srv" / DOMAIN
+    wait_until(link.is_symlink, 60, "the first deploy from the Git host", launcher.diagnostics)
+    first = link.readlink().name
+    remote.push_site(DOMAIN, "a new script", **{**_site(tmp_path), "script": "echo second\n"})
+    host = remote.url.split("@", 1)[1].split(":", 1)[0]
+    body = json.dumps({"repository": {"ssh_url": f"git@{host}:{remote.bare}", "clone_url": "https://x/y"}}).encode()
+    digest = hmac.new(b"hook-secret", body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/hooks/git", data=body, method="POST", headers={
+        "X-Hub-Signature-256": f"sha256={digest}", "X-GitHub-Delivery": "d-1", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202 and json.loads(response.read())["declarations"] is True
+    wait_until(lambda: link.readlink().name != first, 60, "the pushed change to go live after the webhook",
+               launcher.diagnostics)

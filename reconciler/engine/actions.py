@@ -113,7 +113,8 @@ async def commit_pin(reconciler: Reconciler, domain: str, pin: str | None, autho
     settings = reconciler.settings
     repo, branch = settings.local_repo, settings.branch
     if settings.repo_url is None:
-        return pinning.set_pin(repo, branch, domain, pin, settings, author=author)
+        # git and ssh-keygen (signing) run here: off the event loop, so the daemon's HTTP answers on.
+        return await asyncio.to_thread(pinning.set_pin, repo, branch, domain, pin, settings, author=author)
     upstream = Upstream(settings)
     before = pinning.current_pin(repo, branch, domain)
     for _ in range(PUSH_ATTEMPTS):

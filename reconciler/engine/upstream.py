@@ -21,7 +21,6 @@ import ipaddress
 import os
 import shlex
 import subprocess
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from reconciler.config import Settings

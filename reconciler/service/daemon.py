@@ -388,7 +388,8 @@ class Daemon:
         runner = None
         if self.settings.listen:
             runner = await serve(WebContext(lambda: self.settings, self.store, self.reconciler.pool, self.stats,
-                                            lambda: self.decls, self.request, self.stopping, self.reconciler))
+                                            lambda: self.decls, self.request, self.stopping, self.reconciler,
+                                            self.fetch_soon))
         log.info("reconciler running: repo %s, branch %s, every %.0fs", self.settings.repo,
                  self.settings.branch, self.settings.interval)
         self.notifier.ready("first pass scheduled")

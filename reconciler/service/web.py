@@ -128,6 +128,8 @@ class WebContext:
     # built without one, as some tests do): each action gets one on the current settings, the
     # store and the pool above.
     reconciler: Reconciler | None = None
+    # Fetch the declarations from their Git host now (repo is a URL): a push webhook for it.
+    fetch: Callable[[], None] | None = None
 
 
 def _digest(*parts: bytes) -> bytes:
@@ -319,6 +321,17 @@ def repository_urls(payload: dict[str, Any]) -> set[str]:
 
 def _normal(url: str) -> str:
     return url.strip().rstrip("/").removesuffix(".git").lower()
+
+
+def repository_key(url: str) -> str:
+    """A repository's host and path, whatever the URL's form: `ssh://git@host:22/a/b.git`,
+    `git@host:a/b.git` and `https://host/a/b` are one repository (a forge names all of them)."""
+    text = _normal(url)
+    _, sep, rest = text.partition("://")
+    # scp-like user@host:path has no scheme: its first ':' separates the host from the path.
+    rest = rest.split("@", 1)[-1] if sep else text.split("@", 1)[-1].replace(":", "/", 1)
+    host, _, path = rest.partition("/")
+    return f"{host.split(':', 1)[0]}/{path.strip('/')}"
 
 
 def _same(given: str, expected: str) -> bool:
@@ -618,7 +631,12 @@ def build_app(ctx: WebContext) -> web.Application:
         matched = sorted(d for d, s in (decls.sites.items() if decls else []) if _normal(s.repository) in urls)
         if matched:
             ctx.request(set(matched))
-        return web.json_response({"sites": matched}, status=202)
+        own = settings.repo_url
+        declarations = own is not None and ctx.fetch is not None and \
+            repository_key(own) in {repository_key(u) for u in urls}
+        if declarations and ctx.fetch is not None:
+            ctx.fetch()  # a push to the declarations: fetch now, the ref watcher does the rest
+        return web.json_response({"sites": matched, "declarations": declarations}, status=202)
 
     app = web.Application(middlewares=[host_check, auth_check])
     app[SESSIONS] = sessions
