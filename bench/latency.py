@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -98,8 +99,9 @@ def _p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * len(ordered)) - 1)]
 
 
-def _hook(port: int, secret: str, url: str) -> None:
-    body = json.dumps({"repository": {"clone_url": url}}).encode()
+def _hook(port: int, secret: str, url: str, after: str) -> None:
+    # Like a forge's push event: the pushed commit makes every delivery's body different.
+    body = json.dumps({"after": after, "repository": {"clone_url": url}}).encode()
     digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/hooks/git", data=body, method="POST", headers={
         "Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={digest}",
@@ -128,12 +130,14 @@ def remote(samples: int = 20, repo_interval: float = 2.0) -> None:
             url = f"ssh://{user}@{hostport.rpartition(':')[0]}:{hostport.rpartition(':')[2]}{bare}"
             work = tmp / "operator"
             git(tmp, "clone", "-q", str(bare), str(work))
+            (work / "sites.d").mkdir()
             base = tmp / "srv"
             site = {"server": server.destination, "base_path": str(base), "repository": str(app), "keep": 5}
 
             def push(message: str, **extra: object) -> None:
                 write_site(work, DOMAIN, **site, **extra)  # commits in the operator's clone
-                subprocess.run(["git", "-C", str(work), "push", "-q", url, "HEAD:main"], env=ssh_env, check=True,
+                subprocess.run(["git", "-C", str(work), "push", "-q", f"ssh://testserver{bare}", "HEAD:main"],
+                               env=ssh_env, check=True,
                                capture_output=True)
 
             push("declare")
@@ -156,10 +160,12 @@ def remote(samples: int = 20, repo_interval: float = 2.0) -> None:
                     timings = []
                     for n in range(samples):
                         target = first if n % 2 == 0 else second
+                        # Pushes come at any moment, not in step with the daemon's fetches.
+                        time.sleep(random.uniform(0, repo_interval))
                         push(f"pin {target}", pin=target)
                         started = time.perf_counter()
                         if mode == "webhook":
-                            _hook(port, secret, url)
+                            _hook(port, secret, url, git(work, "rev-parse", "HEAD"))
                         ok = _wait(lambda t=target: os.readlink(link).endswith(t), 60)  # type: ignore[misc]
                         timings.append(time.perf_counter() - started)
                         if not ok:
@@ -171,8 +177,8 @@ def remote(samples: int = 20, repo_interval: float = 2.0) -> None:
             lsremote = []
             for _ in range(10):
                 started = time.perf_counter()
-                subprocess.run(["git", "ls-remote", url, "refs/heads/main"], env=ssh_env, check=True,
-                               capture_output=True)
+                subprocess.run(["git", "ls-remote", f"ssh://testserver{bare}", "refs/heads/main"], env=ssh_env,
+                               check=True, capture_output=True)
                 lsremote.append(time.perf_counter() - started)
         finally:
             server.stop()
