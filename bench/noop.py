@@ -161,7 +161,7 @@ async def baselines(settings: Settings, server: SshServer, template_base: Path, 
             await transport.run("true", timeout=30)
             warm.append(time.perf_counter() - started)
             started = time.perf_counter()
-            await gather(transport, one, [(str(app), "main")], timeout=30)
+            await gather(transport, one, [(str(app), "refs/heads/main")], timeout=30)
             probe.append(time.perf_counter() - started)
     finally:
         await reconciler.close()

@@ -572,6 +572,12 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
+def command_line(argv: Iterable[str]) -> str:
+    """`argv` as one shell command line, every word quoted (e.g. GIT_SSH_COMMAND, which git runs
+    with the shell)."""
+    return " ".join(quote(word) for word in argv)
+
+
 def health(checks: Iterable[tuple[str, str, HealthCheck]]) -> Command:
     """Run health checks at once, each in its own release dir: (release dir, Host header, check).
     One line of answer per check (HEALTHY/UNHEALTHY + its index). stdin: the script, every value

@@ -636,7 +636,10 @@ def build_app(ctx: WebContext) -> web.Application:
             repository_key(own) in {repository_key(u) for u in urls}
         if declarations and ctx.fetch is not None:
             ctx.fetch()  # a push to the declarations: fetch now, the ref watcher does the rest
-        return web.json_response({"sites": matched, "declarations": declarations}, status=202)
+        answer: dict[str, Any] = {"sites": matched}
+        if declarations:
+            answer["declarations"] = True
+        return web.json_response(answer, status=202)
 
     app = web.Application(middlewares=[host_check, auth_check])
     app[SESSIONS] = sessions
