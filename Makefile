@@ -20,12 +20,6 @@ lint: $(STAMP)
 	$(PY) -m mypy reconciler
 	$(VENV)/bin/lint-imports
 
-# Tests commit to real git repositories: give them an identity on a machine without one.
-test: export GIT_AUTHOR_NAME     ?= reconciler-test
-test: export GIT_AUTHOR_EMAIL    ?= test@localhost
-test: export GIT_COMMITTER_NAME  ?= reconciler-test
-test: export GIT_COMMITTER_EMAIL ?= test@localhost
-
 # System parts first (sshd, chromium, nginx, gpg: installed when root, else named), then lint, then tests.
 test:
 	./.ci/deps

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -306,7 +307,7 @@ def test_daemon_failed_event_names_the_failed_build_in_every_form(tmp_path: Path
     assert world.active(SHOP) == live and failed["release"] != live
     text = failed["text"]
     assert text.startswith(f'{SHOP} FAILED on local: {row["release"]} ({bad[:12]}) "break the build" by '
-                           "reconciler-tests, after "), text
+                           f"{os.environ['GIT_AUTHOR_NAME']}, after "), text
     assert text.endswith(f"Live: {live} ({good[:12]})"), text
 
     generic = wait_until(lambda: [h.body for h in sink.at("/apprise-json") if h.body["message"] == text], PROMPT,
