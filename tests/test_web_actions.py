@@ -383,3 +383,15 @@ def test_rollback_under_require_signed_needs_a_signing_key(world: World, apps: l
     assert world.tip() == answer["commit"] != tip and pin_of(world) == first
     assert trust.verify(world.decl, answer["commit"], keyed.settings) is None
     assert deploy(world, **signed) == first
+
+
+def test_the_api_tokens_configured_name_is_who_asked(world: World, apps: list[App]) -> None:
+    """Issue 13 item 2: a pin made through the API is authored by the API token's configured
+    name (`api_token_name`); the committer stays the reconciler."""
+    world.declare(script="echo ok\n")
+    first = deploy(world)
+    deploy(world, "v2")
+    app = serve(apps, world.settings(api_token_name="deploy-bot"))
+    status, body = app.act("rollback")
+    assert status == 200 and body["release"] == first and body["requested_by"] == "deploy-bot", (status, body)
+    assert git(world.decl, "log", "-1", "--format=%an|%cn", "main") == "deploy-bot|reconciler"

@@ -533,9 +533,10 @@ def build_app(ctx: WebContext) -> web.Application:
         return response
 
     def requester(request: web.Request) -> str:
-        """Who asked, for history's `requested_by`: a script or tool with the bearer token, or
-        someone signed in to the dashboard (the endpoint knows no user names: one token)."""
-        return "dashboard" if authenticated(request) == "cookie" else "api"
+        """Who asked, for history's `requested_by`: the token's configured name (`api_token_name`,
+        default "api") for a script or tool with the bearer token, or "dashboard" for someone
+        signed in to the dashboard (the endpoint knows no user names: one token)."""
+        return "dashboard" if authenticated(request) == "cookie" else ctx.settings().api_token_name
 
     def pin_author(request: web.Request) -> str:
         """A pin commit's author: who asked, so the switch's history row says it as a retry's does
