@@ -21,7 +21,6 @@ NOPE = "nope.example.com"
 @pytest.fixture(name="world")
 def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     world = neutral_world(tmp_path, monkeypatch)
-    world.write_config(allow_local=True)
     world.declare(script="echo built\n")
     rc, out, err = world.run_cli("reconcile")
     assert rc == 0, (out, err)

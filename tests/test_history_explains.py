@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,16 +19,7 @@ DOMAIN = "shop.example.com"
 
 @pytest.fixture(name="world")
 def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    world = neutral_world(tmp_path, monkeypatch)
-    world.write_config(allow_local=True)
-    return world
-
-
-def _history(world: World) -> list[dict[str, Any]]:
-    rc, out, err = world.run_cli("history", DOMAIN, "--json")
-    assert rc == 0, err
-    rows: list[dict[str, Any]] = json.loads(out)
-    return rows
+    return neutral_world(tmp_path, monkeypatch)  # its config opts in to local sites
 
 
 def _reconcile(world: World) -> None:
@@ -46,7 +36,7 @@ def test_deploys_say_why_and_what(world: World) -> None:
     _reconcile(world)
     world.declare(script="echo three; exit 5\n")
     assert world.run_cli("reconcile").rc == 1
-    failed, declaration, commit, first = _history(world)
+    failed, declaration, commit, first = world.history_rows()
     assert first["trigger"] == "first deploy"
     assert commit["trigger"] == "app commit" and commit["commit_subject"] == "Fix the checkout total"
     assert declaration["trigger"] == "declaration"
@@ -66,7 +56,7 @@ def test_rollback_unpin_and_drift_are_events_in_history(world: World) -> None:
 
     assert world.run_cli("rollback", DOMAIN).rc == 0
     _reconcile(world)
-    (rollback,) = next(r for r in _history(world) if r["release"] == first)["activations"]
+    (rollback,) = next(r for r in world.history_rows() if r["release"] == first)["activations"]
     author = git(world.decl, "log", "-1", "--format=%an <%ae>")
     assert rollback["trigger"] == "rollback" and rollback["previous"] == second
     assert rollback["requested_by"] == author
@@ -75,7 +65,7 @@ def test_rollback_unpin_and_drift_are_events_in_history(world: World) -> None:
 
     assert world.run_cli("unpin", DOMAIN).rc == 0
     _reconcile(world)
-    (unpin,) = next(r for r in _history(world) if r["release"] == second)["activations"]
+    (unpin,) = next(r for r in world.history_rows() if r["release"] == second)["activations"]
     assert unpin["trigger"] == "unpin" and unpin["previous"] == first
 
     # Someone points the site at the old release by hand: the next pass corrects it, as drift.
@@ -85,7 +75,7 @@ def test_rollback_unpin_and_drift_are_events_in_history(world: World) -> None:
     os.replace(temp, link)
     _reconcile(world)
     assert world.active() == second
-    drift = next(r for r in _history(world) if r["release"] == second)["activations"][0]
+    drift = next(r for r in world.history_rows() if r["release"] == second)["activations"][0]
     assert drift["trigger"] == "drift" and drift["previous"] == first
 
     table = world.run_cli("history", DOMAIN).out

@@ -27,9 +27,7 @@ TAG = "v1.4.2"
 
 @pytest.fixture(name="world")
 def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    world = neutral_world(tmp_path, monkeypatch)
-    world.write_config(allow_local=True)
-    return world
+    return neutral_world(tmp_path, monkeypatch)  # its config opts in to local sites
 
 
 def _reconcile(world: World) -> tuple[int, str]:
@@ -42,13 +40,6 @@ def _status(world: World) -> dict[str, Any]:
     assert rc in (0, 1), err
     views: list[dict[str, Any]] = json.loads(out)
     return next(v for v in views if v["domain"] == DOMAIN)
-
-
-def _history(world: World) -> list[dict[str, Any]]:
-    rc, out, err = world.run_cli("history", DOMAIN, "--json")
-    assert rc == 0, err
-    rows: list[dict[str, Any]] = json.loads(out)
-    return rows
 
 
 def _declare_commit(world: World, sha: str) -> None:
@@ -102,7 +93,7 @@ def test_a_tag_site_deploys_exactly_the_commit_the_tag_names(world: World, annot
     status = _status(world)
     assert (status["sync"], status["active_commit"], status["desired_commit"]) == ("Synced", tagged, tagged)
     assert status["ref"] == f"tag {TAG}"
-    (row,) = _history(world)
+    (row,) = world.history_rows()
     assert (row["commit_sha"], row["branch"], row["ref"], row["trigger"]) == (tagged, None, f"tag {TAG}",
                                                                              "first deploy")
     rc, out, err = world.run_cli("history", DOMAIN)
@@ -142,7 +133,7 @@ def test_a_moved_tag_is_followed_recorded_and_logged(world: World, annotated: bo
     assert rc == 0, out
     after = _live(world)
     assert after != before and git(after, "rev-parse", "HEAD") == moved and _detached(after)
-    newest, older = _history(world)[:2]
+    newest, older = world.history_rows()[:2]
     assert (newest["commit_sha"], newest["trigger"], newest["ref"], newest["is_active"]) == (
         moved, "tag moved", f"tag {TAG}", True)
     assert (older["commit_sha"], older["ref"]) == (first, f"tag {TAG}")
@@ -198,7 +189,7 @@ def test_a_commit_site_deploys_exactly_that_commit_and_never_moves(world: World)
     live = _live(world)
     assert git(live, "rev-parse", "HEAD") == wanted and _detached(live)
     assert _manifest(live).branch == f"commit {wanted}"
-    (row,) = _history(world)
+    (row,) = world.history_rows()
     assert (row["branch"], row["ref"]) == (None, f"commit {wanted[:12]}")
     assert _status(world)["ref"] == f"commit {wanted[:12]}"
 
@@ -214,7 +205,7 @@ def test_a_commit_site_deploys_exactly_that_commit_and_never_moves(world: World)
     _declare_commit(world, newer)
     assert _reconcile(world)[0] == 0
     assert git(_live(world), "rev-parse", "HEAD") == newer
-    assert _history(world)[0]["trigger"] == "declaration"
+    assert world.history_rows()[0]["trigger"] == "declaration"
 
 
 def test_a_commit_on_no_branch_is_fetched_by_id(world: World) -> None:
@@ -236,11 +227,11 @@ def test_a_commit_the_repository_does_not_have_fails_clearly_once(world: World) 
     assert rc == 1, out
     status = _status(world)
     assert status["sync"] == "Failed" and f"commit {missing} is not in the repository" in status["message"], status
-    (row,) = _history(world)
+    (row,) = world.history_rows()
     assert row["status"] == "failed" and "no branch or tag reaches it" in row["message"]
     # Remembered like any failed build: no hot loop.
     rc, out = _reconcile(world)
-    assert rc == 1 and len(_history(world)) == 1, out
+    assert rc == 1 and len(world.history_rows()) == 1, out
     # A commit that exists deploys.
     _declare_commit(world, world.head())
     assert _reconcile(world)[0] == 0
@@ -253,7 +244,7 @@ def test_a_branch_site_still_checks_out_its_branch(world: World) -> None:
     live = _live(world)
     assert git(live, "rev-parse", "--abbrev-ref", "HEAD") == "main"
     assert git(live, "rev-parse", "--abbrev-ref", "main@{upstream}") == "origin/main"
-    (row,) = _history(world)
+    (row,) = world.history_rows()
     assert (row["branch"], row["ref"]) == ("main", "branch main")
     assert _status(world)["ref"] == "branch main"
 
@@ -278,7 +269,7 @@ def test_a_tag_over_ssh(tmp_path: Path, sshd: SshServer, monkeypatch: pytest.Mon
     rc, out = _reconcile(world)
     assert rc == 0, out
     assert git(_live(world), "rev-parse", "HEAD") == moved
-    assert _history(world)[0]["trigger"] == "tag moved"
+    assert world.history_rows()[0]["trigger"] == "tag moved"
 
 
 # --------------------------------------------------------------------------- validation

@@ -10,9 +10,7 @@ Sites on "local", the CLI in this process, real git and a real state database.""
 from __future__ import annotations
 
 import getpass
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,16 +21,7 @@ DOMAIN = "shop.example.com"
 
 @pytest.fixture(name="world")
 def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    world = neutral_world(tmp_path, monkeypatch)
-    world.write_config(allow_local=True)
-    return world
-
-
-def _history(world: World) -> list[dict[str, Any]]:
-    rc, out, err = world.run_cli("history", DOMAIN, "--json")
-    assert rc == 0, err
-    rows: list[dict[str, Any]] = json.loads(out)
-    return rows
+    return neutral_world(tmp_path, monkeypatch)  # its config opts in to local sites
 
 
 def test_retry_builds_again_after_a_transient_failure_and_says_who_asked(world: World, tmp_path: Path) -> None:
@@ -49,7 +38,7 @@ def test_retry_builds_again_after_a_transient_failure_and_says_who_asked(world: 
     assert rc == 0, (out, err)
     assert "forgot 1 remembered failure" in out and f"{DOMAIN}: Synced/Healthy" in out
     assert world.tip() == tip, "retry must not commit"
-    newest, failed = _history(world)[:2]
+    newest, failed = world.history_rows()[:2]
     assert newest["status"] == "success" and newest["is_active"]
     assert newest["trigger"] == "retry" and newest["requested_by"] == getpass.getuser()
     assert failed["status"] == "failed" and "exit 3" in failed["message"] and failed["exit_status"] == 3
@@ -79,7 +68,7 @@ def test_redeploy_builds_the_same_commit_as_a_fresh_release(world: World) -> Non
     assert rc == 0, (out, err)
     second = world.active()
     assert second is not None and second != first
-    newest, previous = _history(world)[:2]
+    newest, previous = world.history_rows()[:2]
     assert newest["release"] == second and newest["commit_sha"] == previous["commit_sha"]
     assert newest["trigger"] == "redeploy" and newest["requested_by"] == getpass.getuser()
     # History says what was built: the app commit's subject and author, read on the server.
@@ -96,7 +85,7 @@ def test_redeploy_no_wait_leaves_the_build_to_the_next_pass(world: World) -> Non
     rc, out, err = world.run_cli("redeploy", "--no-wait", DOMAIN)
     assert rc == 0 and world.active() == first, (out, err)
     assert world.run_cli("reconcile").rc == 0
-    assert world.active() != first and _history(world)[0]["trigger"] == "redeploy"
+    assert world.active() != first and world.history_rows()[0]["trigger"] == "redeploy"
 
 
 def test_redeploy_of_a_pinned_site_and_of_an_unknown_site_is_refused(world: World) -> None:

@@ -19,7 +19,6 @@ DOMAIN = "shop.example.com"
 @pytest.fixture(name="world")
 def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     world = neutral_world(tmp_path, monkeypatch)
-    world.write_config(allow_local=True)
     world.declare(script="echo built\n")
     for n in range(2):
         if n:

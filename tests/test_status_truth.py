@@ -28,7 +28,6 @@ DOMAIN = "shop.example.com"
 @pytest.fixture(name="world")
 def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     world = neutral_world(tmp_path, monkeypatch)
-    world.write_config(allow_local=True)
     world.declare(script="echo built\n")
     assert world.run_cli("reconcile").rc == 0
     return world

@@ -26,7 +26,6 @@ def world_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     shared = world.deployments() / "shared"
     shared.mkdir(parents=True)
     (shared / ".env").write_text(f"DB_PASSWORD={SECRET}\n")
-    world.write_config(allow_local=True)
     return world
 
 

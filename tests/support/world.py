@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,6 +137,19 @@ class World:
     def flags(self, repo: Path | None = None) -> list[str]:
         """The global options every CLI call gets: this world's config, repository and state."""
         return ["--config", str(self.config), "--repo", str(repo or self.decl), "--state-dir", str(self.state)]
+
+    def history_rows(self, domain: str | None = None) -> list[dict[str, Any]]:
+        """`history D --json` through the CLI in this process."""
+        rc, out, err = self.run_cli("history", domain or self.domain, "--json")
+        assert rc == 0, err
+        rows: list[dict[str, Any]] = json.loads(out)
+        return rows
+
+    def status_views(self) -> dict[str, dict[str, Any]]:
+        """`status --json` through the CLI in this process, by domain."""
+        rc, out, err = self.run_cli("status", "--json")
+        assert rc == 0, err
+        return {view["domain"]: view for view in json.loads(out)}
 
     def run_cli(self, *args: str, repo: Path | None = None) -> CliRun:
         """`reconciler ARGS` through the real entry point, in this process (no interpreter start-up)."""
