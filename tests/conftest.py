@@ -2,8 +2,8 @@
 
 Markers (registered in pyproject.toml, `--strict-markers`), set AUTOMATICALLY at collection:
 
-    ssh      the test uses a real OpenSSH sshd: the `sshd` or `sshd_session` fixture (tests/sshd.py),
-             directly or through another fixture. A test that requests it at run time
+    ssh      the test uses a real OpenSSH sshd: the `sshd`, `sshd_session` or `sshd_pair` fixture
+             (tests/sshd.py), directly or through another fixture. A test that requests it at run time
              (`request.getfixturevalue`) is invisible here: mark that parameter or test explicitly
              (tests/test_lock.py's `server` fixture does).
     daemon   the test starts the daemon: it uses the `daemons` fixture (directly or through a world
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.sshd import sshd, sshd_session  # noqa: F401
+from tests.sshd import sshd, sshd_pair, sshd_session  # noqa: F401
 from tests.support import process
 from tests.support.process import Daemons
 
@@ -34,7 +34,7 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
-SSH_FIXTURES = {"sshd", "sshd_session"}
+SSH_FIXTURES = {"sshd", "sshd_session", "sshd_pair"}
 DAEMON_FIXTURES = {"daemons"}
 DAEMON_NAMES = {"Launcher", "start_daemon", "Daemon"}
 BROWSER_FIXTURES = {"browser"}

@@ -3,22 +3,36 @@
 The server runs as the current user with a throwaway host key and client key,
 so tests exercise the genuine SSH stack (handshake, host key checking, auth,
 dropped connections) instead of a mock.
+
+Several "machines" on one host (`start_sshd(..., mounts=...)`, `start_sshd_pair`, the `sshd_pair`
+fixture): each sshd runs in a private mount namespace (`unshare --mount`) where a directory of its
+own is bind-mounted at a path shared by all of them, so the same base_path on two servers is two
+different places, as on two real machines. That needs root (CAP_SYS_ADMIN), `unshare` (util-linux)
+and `mount`; without them the fixture skips (a failure under RECONCILER_NO_SKIP, as in CI).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support.disk import SiteOnDisk
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
@@ -73,8 +87,46 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
+def _unshare_command(mounts: Mapping[str, Path], command: list[str]) -> list[str]:
+    """`command` in a new, private mount namespace where each `real` directory is bind-mounted
+    at its `seen` path first. unshare execs the shell and the shell execs `command`, so the
+    process started keeps one pid throughout: the caller's pid is `command`'s own."""
+    unshare = shutil.which("unshare") or "/usr/bin/unshare"
+    binds = "".join(f"mount --bind -- {shlex.quote(str(real))} {shlex.quote(seen)} && "
+                    for seen, real in mounts.items())
+    return [unshare, "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+            f"{binds}exec {shlex.join(command)}"]
+
+
+@functools.cache
+def mount_namespace_problem() -> str | None:
+    """Why an sshd cannot get private bind mounts on this machine, or None when it can.
+    Probed once for real: a bind mount in a throwaway namespace, which must not leak out."""
+    for tool in ("unshare", "mount"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` not found (install util-linux / mount): private bind mounts need it"
+    with tempfile.TemporaryDirectory(prefix="reconciler-mntns-") as tmp:
+        real, seen = Path(tmp, "real"), Path(tmp, "seen")
+        real.mkdir()
+        seen.mkdir()
+        (real / "probe").touch()
+        try:
+            done = subprocess.run(_unshare_command({str(seen): real}, ["test", "-e", str(seen / "probe")]),
+                                  capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"cannot run unshare: {exc}"
+        if done.returncode != 0:
+            return ("cannot bind-mount in a private mount namespace (needs root or CAP_SYS_ADMIN; "
+                    f"uid {os.getuid()}): {done.stderr.strip() or f'exit {done.returncode}'}")
+        if (seen / "probe").exists():
+            return "a bind mount made in a private mount namespace is visible outside it"
+    return None
+
+
 class SshServer:
-    def __init__(self, tmp_dir: Path) -> None:
+    def __init__(self, tmp_dir: Path, mounts: Mapping[str, Path] | None = None) -> None:
+        """`mounts` ({path the sessions see: real directory}): run sshd, and so every session,
+        in a private mount namespace with those bind mounts (see `mount_namespace_problem`)."""
         self.host: str = HOST
         self.port: int = _free_port()
         self.user: str = pwd.getpwuid(os.getuid()).pw_name
@@ -83,19 +135,23 @@ class SshServer:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr_path = tmp_dir / "sshd.stderr"
+        self.mounts: dict[str, Path] = {seen: Path(real) for seen, real in (mounts or {}).items()}
 
         host_key = tmp_dir / "ssh_host_ed25519_key"
+        self.host_key: Path = host_key
         self.identity_file: Path = tmp_dir / "id_ed25519"
         _keygen(host_key)
         _keygen(self.identity_file)
 
         authorized_keys = tmp_dir / "authorized_keys"
+        self.authorized_keys: Path = authorized_keys
         authorized_keys.write_text(Path(f"{self.identity_file}.pub").read_text())
 
         # Host key is generated once, so restart() keeps known_hosts valid.
         key_type, key_b64 = Path(f"{host_key}.pub").read_text().split()[:2]
+        self.known_hosts_line: str = f"[{HOST}]:{self.port} {key_type} {key_b64}\n"
         self.known_hosts: Path = tmp_dir / "known_hosts"
-        self.known_hosts.write_text(f"[{HOST}]:{self.port} {key_type} {key_b64}\n")
+        self.known_hosts.write_text(self.known_hosts_line)
 
         self.home: Path = tmp_dir / "home"
         self.home.mkdir(exist_ok=True)
@@ -144,6 +200,32 @@ class SshServer:
     def destination(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
 
+    def __repr__(self) -> str:
+        return f"SshServer({self.destination})"
+
+    @property
+    def sshd_config(self) -> Path:
+        """The sshd's config file: its path is on the sshd's command line (`pgrep -f`)."""
+        return self._config
+
+    @property
+    def pid(self) -> int | None:
+        """The running sshd listener's pid (with `mounts` too: the wrapper execs into sshd)."""
+        return self._proc.pid if self.is_running() and self._proc is not None else None
+
+    def _command(self) -> list[str]:
+        # -D: stay in foreground so we own the pid; -e: log to stderr.
+        sshd = [self._sshd, "-D", "-e", "-f", str(self._config)]
+        if not self.mounts:
+            return sshd
+        for seen, real in self.mounts.items():
+            # A bind mount needs both ends to exist; the mount point is in OUR namespace.
+            if not os.path.isabs(seen) or not os.path.isdir(seen):
+                raise RuntimeError(f"mount point {seen!r} must be an existing absolute directory")
+            if not real.is_dir():
+                raise RuntimeError(f"{real} (to be seen at {seen}) is not a directory")
+        return _unshare_command(self.mounts, sshd)
+
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -156,8 +238,7 @@ class SshServer:
         # stderr goes to a file, not a pipe: nobody drains a pipe during the test.
         with open(self._stderr_path, "wb") as err:
             self._proc = subprocess.Popen(
-                # -D: stay in foreground so we own the pid; -e: log to stderr.
-                [self._sshd, "-D", "-e", "-f", str(self._config)],
+                self._command(),
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
@@ -201,10 +282,75 @@ class SshServer:
         self.start()
 
 
-def start_sshd(tmp_dir: Path) -> SshServer:
-    server = SshServer(tmp_dir)
+def start_sshd(tmp_dir: Path, mounts: Mapping[str, Path] | None = None) -> SshServer:
+    server = SshServer(tmp_dir, mounts=mounts)
     server.start()
     return server
+
+
+@dataclass(eq=False)
+class ServerPair:
+    """Two (or more) running sshds, each in its own mount namespace with its own directory
+    bind-mounted at the same `base_path`: a site with that base_path on every server lands in
+    `real[server]` on each. Each server has its own host key; the client side is shared: every
+    server's known_hosts lists all of them and every server accepts every identity, so one
+    reconciler config (one identity_file, one known_hosts: `write_config(..., server=pair.servers[0])`)
+    reaches them all."""
+
+    servers: list[SshServer]
+    base_path: str
+    real: dict[SshServer, Path]
+
+    def dir_of(self, server: SshServer) -> Path:
+        """Where `server`'s base_path really is, as this process sees it."""
+        return self.real[server]
+
+    def site(self, server: SshServer, domain: str, tolerant: bool = False) -> SiteOnDisk:
+        """`domain`'s layout on `server`: SiteOnDisk(dir_of(server), domain)."""
+        from tests.support.disk import SiteOnDisk  # tests.support imports this module
+
+        return SiteOnDisk(self.dir_of(server), domain, tolerant=tolerant)
+
+    @property
+    def identity_file(self) -> Path:
+        return self.servers[0].identity_file
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.servers[0].known_hosts
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def start_sshd_pair(tmp_dir: Path, count: int = 2) -> ServerPair:
+    """`count` sshds sharing `<tmp_dir>/base` as base_path, server i's files really in
+    `<tmp_dir>/disk-<i>`. Raises (no skip) when mount namespaces are unusable: callers check
+    `mount_namespace_problem()` first, as the `sshd_pair` fixture does."""
+    base = tmp_dir / "base"
+    base.mkdir(parents=True, exist_ok=True)  # the mount point: stays empty in this namespace
+    servers: list[SshServer] = []
+    real: dict[SshServer, Path] = {}
+    for index in range(count):
+        disk = tmp_dir / f"disk-{index}"
+        disk.mkdir(exist_ok=True)
+        server = SshServer(tmp_dir / f"sshd-{index}", mounts={str(base): disk})
+        servers.append(server)
+        real[server] = disk
+    known_hosts = "".join(server.known_hosts_line for server in servers)
+    identities = "".join(Path(f"{server.identity_file}.pub").read_text() for server in servers)
+    for server in servers:
+        server.known_hosts.write_text(known_hosts)
+        server.authorized_keys.write_text(identities)
+    pair = ServerPair(servers=servers, base_path=str(base), real=real)
+    try:
+        for server in servers:
+            server.start()
+    except BaseException:
+        pair.stop()
+        raise
+    return pair
 
 
 # Explicit names let test modules import these under an alias (no F811 shadowing).
@@ -215,6 +361,20 @@ def sshd(tmp_path: Path) -> Iterator[SshServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(name="sshd_pair")
+def sshd_pair(tmp_path: Path) -> Iterator[ServerPair]:
+    """Two sshds, one base_path, two filesystems (see ServerPair). Skips, with the reason, where
+    mount namespaces are unusable (not root)."""
+    problem = mount_namespace_problem()
+    if problem is not None:
+        pytest.skip(f"sshd_pair: {problem}")
+    pair = start_sshd_pair(tmp_path / "sshd_pair")
+    try:
+        yield pair
+    finally:
+        pair.stop()
 
 
 @pytest.fixture(name="sshd_session", scope="session")
