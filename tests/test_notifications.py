@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -150,7 +151,7 @@ def test_daemon_notifies_once_per_event(tmp_path: Path, receiver: Receiver, sile
     assert list(deployed.body) == list(FIELDS), deployed.body  # every key, always, in one order
     assert deployed.body["live_release"] == first and deployed.body["live_commit"] == first_commit
     assert deployed.body["previous_release"] is None  # nothing was live before
-    assert deployed.body["commit_subject"] == "v1" and "reconciler-tests" in deployed.body["commit_author"]
+    assert deployed.body["commit_subject"] == "v1" and os.environ["GIT_AUTHOR_NAME"] in deployed.body["commit_author"]
     assert isinstance(deployed.body["deployment_id"], int) and isinstance(deployed.body["duration_ms"], int)
     assert deployed.body["dashboard_url"] == f"http://127.0.0.1:{port}/"
     assert deployed.body["log_url"] == (f"http://127.0.0.1:{port}/api/sites/{SHOP}/deployments/"

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.web import AppRunner, Request, StreamResponse, TCPSite, middleware
+from aiohttp.web import AppRunner, Request, SockSite, StreamResponse, middleware
 
 from reconciler.engine import deploy_log
 from reconciler.engine.converge import Reconciler, ssh_options
@@ -149,7 +149,11 @@ def against_app(world: World, scenario: Callable[[int, Store], Awaitable[None]],
     daemon's kind of context: a real Reconciler on the same store and pool) on 127.0.0.1; `ended`
     collects the handlers that end. With `cancel`, aiohttp cancels a handler whose connection is
     lost (as aiohttp's own test server does; the daemon does not)."""
-    port = free_port()
+    # The listening socket is made here, on a port the OS picks: no window in which another
+    # process can take a port chosen in advance (the Host check needs the port in `listen`).
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
     settings = world.settings(api_token=TOKEN, listen=f"127.0.0.1:{port}")
 
     async def go() -> None:
@@ -162,7 +166,7 @@ def against_app(world: World, scenario: Callable[[int, Store], Awaitable[None]],
         app.middlewares.insert(0, tracking(ended))
         runner = AppRunner(app, access_log=None, handler_cancellation=cancel, shutdown_timeout=2.0)
         await runner.setup()
-        await TCPSite(runner, "127.0.0.1", port).start()
+        await SockSite(runner, listener).start()
         try:
             await scenario(port, store)
         finally:
