@@ -860,3 +860,33 @@ def test_load_directory_oversized_file(tmp_path: Path) -> None:
     decls = load_directory(tmp_path)
     assert set(decls.invalid) == {"big.example.com"}
     assert decls.invalid["big.example.com"].errors[0].startswith("sites.d/big.example.com.toml:1: ")
+
+
+# --- one site on many servers (issue 14) -------------------------------------------------------
+
+
+def test_servers_list_names_every_target_and_fills_server() -> None:
+    text = ('servers = ["web-1", "deploy@web-2:2222"]\nrepository = "/srv/app.git"\n'
+            'script_once = "php artisan migrate --force"\n')
+    site = parse(text)
+    assert isinstance(site, SiteDeclaration)
+    assert site.targets == ("web-1", "deploy@web-2:2222") and site.server == "web-1"
+    assert site.script_once == "php artisan migrate --force"
+    single = parse('server = "web-1"\nrepository = "/srv/app.git"\n')
+    assert isinstance(single, SiteDeclaration) and single.targets == ("web-1",)
+
+
+@pytest.mark.parametrize(("text", "key", "fragment"), [
+    ('server = "web-1"\nservers = ["web-2"]\n', "file", "either server or servers"),
+    ('servers = ["web-1", "web-1"]\n', "servers", "more than once"),
+    ("servers = []\n", "servers", "at least one"),
+    ('servers = ["-oProxyCommand=x"]\n', "servers", "not a usable server"),
+    ('servers = ["web-1", 2]\n', "servers", ""),
+    ('servers = ["web-1"]\nscript_once = 1\n', "script_once", ""),
+])
+def test_servers_list_mistakes_are_reported_once(text: str, key: str, fragment: str) -> None:
+    result = parse(text + 'repository = "/srv/app.git"\n')
+    assert isinstance(result, InvalidSite)
+    matches = errors_of(result)
+    assert [m["key"] for m in matches] == [key], result.message
+    assert fragment in result.message

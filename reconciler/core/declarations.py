@@ -178,7 +178,7 @@ class SiteDeclaration(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     domain: str
-    server: str
+    server: str  # with `servers`, filled from its first entry
     base_path: str = DEFAULT_BASE_PATH
     repository: str
     # At most one of branch / tag / commit; with none of them the site follows branch "main"
@@ -202,6 +202,55 @@ class SiteDeclaration(BaseModel):
     # Checked on the server after every switch (a failure switches back) and at every poll
     # (reported, never acted on): see core.health.
     health: HealthCheck | None = None
+    # One site on many servers (issue 14): instead of `server`, every server it is deployed to,
+    # first one first. `server` then names the first of them (it is what single-server code,
+    # tables and grouping read); `targets` is the whole list either way.
+    servers: list[str] | None = None
+    # Code run on exactly one server per deploy (the first listed), after its build and before
+    # any switch: migrations. Not part of the build key (it changes the database, not the release).
+    script_once: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_server_form(cls, data: Any) -> Any:
+        """Exactly one of `server` and `servers`; `servers` fills `server` with its first entry.
+        A list that is not usable is reported once, at `servers` (`server` gets a stand-in that
+        passes, only so the same mistake is not reported twice: the site is Invalid anyway)."""
+        if not isinstance(data, dict) or "servers" not in data:
+            return data
+        if "server" in data:
+            raise ValueError("give either server or servers, not both")
+        servers = data["servers"]
+        first = servers[0] if isinstance(servers, list) and servers and isinstance(servers[0], str) else None
+        usable = first is not None and check_server(first) is None
+        return {**data, "server": first if usable else "reported-at-servers"}
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("must name at least one server")
+        for entry in value:
+            if problem := check_server(entry):
+                raise ValueError(f"{entry!r} is not a usable server: {problem}")
+        if len(set(value)) != len(value):
+            twice = sorted({entry for entry in value if value.count(entry) > 1})
+            raise ValueError("lists " + ", ".join(repr(t) for t in twice) + " more than once")
+        return value
+
+    @field_validator("script_once")
+    @classmethod
+    def _script_once(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL")
+        return value
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Every server this site is deployed to, first listed first."""
+        return tuple(self.servers) if self.servers else (self.server,)
 
     @model_validator(mode="before")
     @classmethod
@@ -541,7 +590,7 @@ def refuse_local(decls: Declarations, allow_local: bool) -> Declarations:
     a copy with fresh dicts (the caller's, e.g. a cache, stay as they were)."""
     if allow_local:
         return decls
-    local = {domain for domain, site in decls.sites.items() if site.server == LOCAL_SERVER}
+    local = {domain for domain, site in decls.sites.items() if LOCAL_SERVER in site.targets}
     if not local:
         return decls
     invalid = dict(decls.invalid)
