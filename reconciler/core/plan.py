@@ -154,6 +154,11 @@ def prune_candidates(
     ]
 
 
+def built_releases(facts: SiteFacts, commit: str, build_key: str) -> list[str]:
+    """The successful builds of (commit, build key) on a server, oldest first."""
+    return [r.name for r in facts.ordered() if _successful_build(r, commit, build_key)]
+
+
 def _successful_build(release: ReleaseFacts, commit: str, build_key: str) -> bool:
     manifest = release.manifest
     return (

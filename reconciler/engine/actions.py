@@ -136,7 +136,7 @@ async def retry(reconciler: Reconciler, domain: str, by: str) -> int:
     a package mirror down, a migration lock). Returns how many failures were forgotten."""
     site = await declared(reconciler, domain)
     store = reconciler.store
-    store.adopt(domain, await site_facts(reconciler, site))  # every failed release on the server has a row
+    store.adopt(domain, await site_facts(reconciler, site), server=site.server)  # every failed release has a row
     forgiven = store.forgive(domain)
     if not forgiven:
         raise NotApplicable(f"{domain}: nothing to retry (no remembered failure); "
@@ -153,7 +153,7 @@ async def redeploy(reconciler: Reconciler, domain: str, by: str) -> None:
         raise NotApplicable(f"{domain}: pinned to {site.pin}, so there is nothing to build; unpin it first")
     store = reconciler.store
     facts = await site_facts(reconciler, site)
-    store.adopt(domain, facts)
+    store.adopt(domain, facts, server=site.server)
     store.forgive(domain)
     # Fresh means named after every release there is now (new names always sort after them).
     existing = [(moment, name) for name in (*facts.releases, *facts.not_dirs)

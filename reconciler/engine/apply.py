@@ -59,6 +59,12 @@ class SiteContext:
     requested_by: str | None = None
     # Told how long each health check took (the daemon's metrics).
     on_health_check: Callable[[float], None] | None = None
+    # The server this context works on: one of the site's targets ("" = the site's only server).
+    target: str = ""
+
+    @property
+    def server(self) -> str:
+        return self.target or self.site.server
 
     def step(self, name: Step | str) -> None:
         """Report a step as it starts: a Step of a deploy, or an action's own description."""
@@ -96,6 +102,11 @@ async def _run(ctx: SiteContext, step: Step, command: shell.Command, timeout: fl
     return result
 
 
+async def run_step(ctx: SiteContext, command: shell.Command, timeout: float) -> None:
+    """Run one command of a deploy outside `deploy` (a site's `script_once`); StepFailed on failure."""
+    await _run(ctx, Step.SCRIPT, command, timeout=timeout)
+
+
 async def provision(ctx: SiteContext) -> None:
     await _run(ctx, Step.PROVISION, shell.provision(ctx.paths))
 
@@ -125,7 +136,7 @@ async def activate(ctx: SiteContext, release: str, previous: str | None = None, 
     (`previous` -> `release`, why, who), and as the site's latest change."""
     await switch(ctx, release)
     warning = await reload(ctx, release)
-    row = ctx.store.by_release(ctx.site.domain, release)
+    row = ctx.store.by_release(ctx.site.domain, release, ctx.server)
     now = utcnow()
     ctx.store.update_site(
         ctx.site.domain,
@@ -146,7 +157,7 @@ async def prune(ctx: SiteContext, releases: tuple[str, ...]) -> None:
     checkpoint("prune")
     await _run(ctx, Step.PRUNE, shell.remove_releases(ctx.paths, releases))
     for name in releases:
-        row = ctx.store.by_release(ctx.site.domain, name)
+        row = ctx.store.by_release(ctx.site.domain, name, ctx.server)
         if row is not None:
             ctx.store.update_deployment(row["id"], deployment_path=None)
 
@@ -187,7 +198,7 @@ async def switch_back(ctx: SiteContext, failed: str, previous: str, reason: str)
     switch) and reload. Recorded as an automatic rollback; returns the reload's warning."""
     await switch(ctx, previous)
     warning = await reload(ctx, previous)
-    row = ctx.store.by_release(ctx.site.domain, previous)
+    row = ctx.store.by_release(ctx.site.domain, previous, ctx.server)
     now = utcnow()
     ctx.store.update_site(ctx.site.domain, active_deployment_id=row["id"] if row else None, active_release=previous,
                           active_commit=row["commit_sha"] if row else None, last_deployed_at=now)
@@ -198,12 +209,14 @@ async def switch_back(ctx: SiteContext, failed: str, previous: str, reason: str)
 
 
 async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
-                 previous: str | None = None) -> Outcome:
+                 previous: str | None = None, *, switch_to_it: bool = True) -> Outcome:
     """Build `commit` into a new release and switch to it. Returns the outcome; raises
     TransportError when the server went away (a temporary problem). `reason` (the plan's) is
     the history's trigger unless an operator's request (ctx.trigger) asked for this build.
     With a `[health]` check, a release that fails it after the switch is switched back to
-    `previous` at once and recorded as failed (remembered like a failed build)."""
+    `previous` at once and recorded as failed (remembered like a failed build). Without
+    `switch_to_it` (phase 1 of a site on many servers) it stops once the release is built and
+    recorded a success: the switches are the caller's, on every server at once."""
     site, paths, store = ctx.site, ctx.paths, ctx.store
     ref = site.ref
     trigger = ctx.trigger or reason or None
@@ -212,7 +225,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
     base = Manifest(commit, ref.record, site.repository, site.build_key, DeployStatus.UPDATING,
                     utcnow(), "", ctx.declarations_commit or "")
     deployment_id = store.start_deployment(
-        site=site.domain, release=release, status=DeployStatus.PENDING, commit_sha=commit,
+        site=site.domain, server=ctx.server, release=release, status=DeployStatus.PENDING, commit_sha=commit,
         branch=ref.record, repository=site.repository, build_key=site.build_key,
         deployment_script=site.script, deployment_path=paths.release(release),
         log_file_path=paths.log(release), declarations_commit=ctx.declarations_commit,
@@ -264,6 +277,8 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
         # next pass activates, never a live release that claims to be unfinished.
         await _run(ctx, Step.RECORD, shell.write_manifest(paths, release, done.to_json()))
         checkpoint("before-switch")
+        if not switch_to_it:
+            return await _built(ctx, deployment_id, release, started, done.completed_at)
         if ctx.still_desired is not None and not ctx.still_desired():
             return await _superseded(ctx, deployment_id, release, started, done.completed_at)
         # A stop request must not interrupt a switch half-way through the bookkeeping:
@@ -335,7 +350,7 @@ async def relink(ctx: SiteContext, release: str, entries: tuple[str, ...]) -> No
 async def mark_failed(ctx: SiteContext, release: str, manifest_json: str, message: str) -> None:
     """Record an existing release as failed, on the server (its manifest) and in the store."""
     await _run(ctx, Step.RECORD, shell.record_failure(ctx.paths, release, manifest_json, f"==> {message}"))
-    row = ctx.store.by_release(ctx.site.domain, release)
+    row = ctx.store.by_release(ctx.site.domain, release, ctx.server)
     if row is not None:
         ctx.store.update_deployment(row["id"], status=DeployStatus.FAILED, message=message)
 
@@ -386,6 +401,15 @@ async def _abort(ctx: SiteContext, deployment_id: int, release: str, stage: Step
         message=message, local_log=str(local), duration_ms=int((time.monotonic() - started) * 1000))
     ctx.store.update_site(ctx.site.domain, sync=Sync.OUT_OF_SYNC,
                           message=f"deploy of {release} {message}; it is built again at the next start")
+
+
+async def _built(ctx: SiteContext, deployment_id: int, release: str, started: float, completed: str) -> Outcome:
+    """Phase 1 done: a successful build, not (yet) live."""
+    text = await _fetch_log(ctx, release)
+    local = _save_local_log(ctx, deployment_id, text)
+    ctx.store.update_deployment(deployment_id, status=DeployStatus.SUCCESS, completed_at=completed,
+                                local_log=str(local), duration_ms=int((time.monotonic() - started) * 1000))
+    return Outcome(True)
 
 
 async def _superseded(ctx: SiteContext, deployment_id: int, release: str, started: float, completed: str) -> Outcome:

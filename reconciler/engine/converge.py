@@ -39,7 +39,7 @@ from reconciler.core.plan import (
     prune_candidates,
 )
 from reconciler.core.status import DeployStatus, Health, Sync
-from reconciler.engine import apply, source, trust, upstream
+from reconciler.engine import apply, source, trust, twophase, upstream
 from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import Store
 from reconciler.errors import ConfigError, DeclarationError, LockNotReleased, PermanentError, RepoUnreachable
@@ -63,16 +63,16 @@ def ssh_options(settings: Settings) -> SshOptions:
                       settings.connect_timeout)
 
 
-def failure_memory(store: Store, domain: str, facts: SiteFacts) -> FailureMemory:
+def failure_memory(store: Store, domain: str, facts: SiteFacts, server: str | None = None) -> FailureMemory:
     """Failures remembered in the store and in failed manifests on the server, less those an
     operator forgave (`retry`)."""
     failed: dict[tuple[str, str], str] = {}
-    forgiven = store.forgiven(domain)
+    forgiven = store.forgiven(domain, server)
     for release in facts.releases.values():
         manifest = release.manifest
         if manifest is not None and manifest.status == DeployStatus.FAILED and release.name not in forgiven:
             failed[(manifest.commit, manifest.build_key)] = manifest.message or "deployment failed"
-    for commit, key, message in store.failures(domain):
+    for commit, key, message in store.failures(domain, server):
         failed[(commit, key)] = message
     return FailureMemory(failed)
 
@@ -224,15 +224,17 @@ class Reconciler:
         decls = self.load()
         outcomes = self.record_invalid(decls, only, dry_run)
         by_server: dict[str, list[SiteDeclaration]] = defaultdict(list)
+        many: list[SiteDeclaration] = []
         for site in decls.sites.values():
             if only in (None, site.domain):
-                by_server[site.server].append(site)
+                (many.append(site) if len(site.targets) > 1 else by_server[site.server].append(site))
         rounds = await asyncio.gather(*(
             self.converge_server(server, sites, decls.commit, dry_run=dry_run)
             for server, sites in by_server.items()
         ))
         for batch in rounds:
             outcomes.extend(batch.outcomes)
+        outcomes += await asyncio.gather(*(self.converge_many(site, decls.commit, dry_run) for site in many))
         return sorted(outcomes, key=lambda o: o.domain)
 
     async def converge_server(self, server: str, sites: list[SiteDeclaration], decl_commit: str | None, *,
@@ -290,6 +292,15 @@ class Reconciler:
             self.on_health_check(asyncio.get_running_loop().time() - started)
         return dict(zip(probes, results, strict=True))
 
+    async def converge_many(self, site: SiteDeclaration, decl_commit: str | None, dry_run: bool = False
+                            ) -> SiteOutcome:
+        """A site on many servers: two phases (engine/twophase.py). Never raises."""
+        async with self._limit:
+            outcome = await twophase.converge(self, site, decl_commit, dry_run)
+        if not dry_run:
+            self._record(site, None, None, outcome, decl_commit)
+        return outcome
+
     def _observed(self, server: str) -> None:
         try:
             self.store.observed(server, self.clock())
@@ -328,10 +339,11 @@ class Reconciler:
         facts = work.facts = server_facts.sites[site.domain]
         head = server_facts.heads.get(key) if (key := site.head_key) is not None else None
         if not dry_run:
-            self.store.adopt(site.domain, facts)
+            self.store.adopt(site.domain, facts, server=site.server)
         # Half-built releases can only be cleaned while nobody holds the lock (builders do).
         request = self.store.pending_request(site.domain)
-        plan = work.plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
+        memory = failure_memory(self.store, site.domain, facts, site.server)
+        plan = work.plan = plan_site(site, facts, head, memory,
                                      self.clock(), clean_interrupted=facts.lock is None,
                                      fresh_after=_fresh_after(request),
                                      reload_owed=self.store.reload_owed(site.domain))
@@ -346,7 +358,7 @@ class Reconciler:
         # A run of ours that died mid-way leaves its lock and unfinished rows: settle them
         # under the lock even when there is nothing else to do.
         leftovers = lock.left_by_dead_run(lock.Owner.from_text(facts.lock or ""), self.identity) or \
-            self.store.unfinished(site.domain)
+            self.store.unfinished(site.domain, site.server)
         if not plan.actions and not leftovers:
             if request is not None and plan.sync == Sync.SYNCED:
                 self.store.clear_request(site.domain, request["at"])  # nothing left to build: moot
@@ -368,8 +380,9 @@ class Reconciler:
         try:
             async with self._site_lock(ctx, purpose) as fresh:
                 facts = work.facts = fresh
-                self.store.adopt(site.domain, facts, locked=True)
-                plan = work.plan = plan_site(site, facts, head, failure_memory(self.store, site.domain, facts),
+                self.store.adopt(site.domain, facts, locked=True, server=site.server)
+                memory = failure_memory(self.store, site.domain, facts, site.server)
+                plan = work.plan = plan_site(site, facts, head, memory,
                                              self.clock(), clean_interrupted=True, fresh_after=_fresh_after(request),
                                              reload_owed=self.store.reload_owed(site.domain))
                 outcome = await self._apply(ctx, plan, facts, work.applied)
@@ -387,11 +400,12 @@ class Reconciler:
         return outcome
 
     def _context(self, site: SiteDeclaration, decl_commit: str | None,
-                 still_desired: Callable[[], bool] | None = None) -> apply.SiteContext:
-        return apply.SiteContext(self.pool.get(site.server), site, self.store, self.settings.log_dir,
+                 still_desired: Callable[[], bool] | None = None, *, target: str = "") -> apply.SiteContext:
+        """A context on `target` (one of a many-server site's servers), else on `site.server`."""
+        return apply.SiteContext(self.pool.get(target or site.server), site, self.store, self.settings.log_dir,
                                  self.settings.command_timeout, self.settings.deploy_timeout, decl_commit,
                                  still_desired, self._progress_of(site.domain),
-                                 on_health_check=self.on_health_check)
+                                 on_health_check=self.on_health_check, target=target)
 
     def _site_lock(self, ctx: apply.SiteContext, purpose: str) -> AbstractAsyncContextManager[SiteFacts]:
         settings = self.settings
@@ -419,7 +433,7 @@ class Reconciler:
             elif isinstance(action, Clean):
                 await apply.prune(ctx, action.releases)
                 for name in action.releases:
-                    self.store.mark_cleaned(site.domain, name)
+                    self.store.mark_cleaned(site.domain, name, site.server)
             elif isinstance(action, Deploy):
                 result = await apply.deploy(ctx, action.release, action.commit, action.reason, facts.active_release)
                 if not result.ok:
@@ -557,7 +571,7 @@ class Reconciler:
         async with self._site_lock(ctx, "prune") as facts:
             if (why := refusal(facts)) is not None:
                 return PruneResult(site.domain, [], False, why)
-            self.store.adopt(site.domain, facts, locked=True)
+            self.store.adopt(site.domain, facts, locked=True, server=site.server)
             names = candidates(facts)
             if names:
                 await apply.prune(ctx, tuple(names))
@@ -575,7 +589,7 @@ class Reconciler:
     def _write_record(self, site: SiteDeclaration, plan: Plan | None, facts: SiteFacts | None,
                       outcome: SiteOutcome, decl_commit: str | None) -> None:
         values: dict[str, object] = {
-            "server": site.server, "base_path": site.base_path, "sync": outcome.sync,
+            "server": twophase.label(site), "base_path": site.base_path, "sync": outcome.sync,
             "health": outcome.health, "pinned": site.pin,
             "message": "; ".join(m for m in (self.notice, outcome.message) if m),
             "declarations_commit": decl_commit,
@@ -588,7 +602,7 @@ class Reconciler:
         # failed), else what the probe saw.
         active = _live_after(outcome) or (plan.desired_release if outcome.sync == Sync.SYNCED
                                           else facts.active_release)
-        row = self.store.by_release(site.domain, active) if active else None
+        row = self.store.by_release(site.domain, active, site.server) if active else None
         values.update(active_release=active, active_deployment_id=row["id"] if row else None,
                       active_commit=row["commit_sha"] if row else None)
         if row is not None and row["status"] == DeployStatus.SUCCESS:

@@ -104,6 +104,17 @@ def m008_request_after(db: sqlite_utils.Database) -> None:
     db["requests"].add_column("after", str)  # type: ignore[union-attr]
 
 
+@migrations()
+def m009_deployment_server(db: sqlite_utils.Database) -> None:
+    # A site on many servers has a release of one name on each: deployments are per server.
+    db["deployments"].add_column("server", str)  # type: ignore[union-attr]
+    db.execute("update deployments set server = (select server from sites where sites.domain = deployments.site)")
+    for index in db["deployments"].indexes:  # type: ignore[union-attr]
+        if index.unique and index.columns == ["site", "release"]:
+            db.execute(f"drop index [{index.name}]")
+    db["deployments"].create_index(["site", "server", "release"], unique=True)  # type: ignore[union-attr]
+
+
 OBSERVED_EVERY = 10.0  # seconds: a server's observed_at is refreshed at most this often (few writes)
 
 
@@ -221,11 +232,18 @@ class Store:
     def update_deployment(self, deployment_id: int, **values: Any) -> None:
         self.db["deployments"].update(deployment_id, values)  # type: ignore[union-attr]
 
-    def unfinished(self, domain: str) -> bool:
+    @staticmethod
+    def _where(domain: str, server: str | None, more: str = "") -> tuple[str, list[Any]]:
+        """A site's rows, of one server when `server` is given (None: every server's)."""
+        clause, args = "site = ?", [domain]
+        if server is not None:
+            clause, args = clause + " and server = ?", [domain, server]
+        return (clause + (" and " + more if more else "")), args
+
+    def unfinished(self, domain: str, server: str | None = None) -> bool:
         """Rows of this site still pending/updating (in a one-shot CLI run: left by a dead run)."""
-        return bool(self.db.execute(
-            "select 1 from deployments where site = ? and status in ('pending', 'updating') limit 1",
-            [domain]).fetchone())
+        where, args = self._where(domain, server, "status in ('pending', 'updating')")
+        return bool(self.db.execute(f"select 1 from deployments where {where} limit 1", args).fetchone())
 
     def mark_interrupted(self) -> list[int]:
         """At daemon start: deployments a dead process left pending/updating become failed,
@@ -236,9 +254,9 @@ class Store:
                                    message="interrupted: the reconciler stopped during this deployment")
         return ids
 
-    def mark_cleaned(self, domain: str, release: str) -> None:
+    def mark_cleaned(self, domain: str, release: str, server: str | None = None) -> None:
         """A half-built release was removed: its deployment is over, and it failed."""
-        row = self.by_release(domain, release)
+        row = self.by_release(domain, release, server)
         if row is None:
             return
         values: dict[str, Any] = {"deployment_path": None}
@@ -246,6 +264,18 @@ class Store:
             values.update(status=DeployStatus.FAILED, transient=1, completed_at=utcnow(),
                           message="interrupted: the reconciler stopped during this deployment")
         self.update_deployment(row["id"], **values)
+
+    def retire(self, domain: str, release: str, server: str) -> None:
+        """A release of `server` is built again under the same name (a site on many servers keeps
+        one name everywhere): the earlier attempt's row stays in history as `<release>#<n>`."""
+        row = self.by_release(domain, release, server)
+        if row is None:
+            return
+        taken = {r["release"] for r in self.db["deployments"].rows_where(*self._where(domain, server))}
+        n = 1
+        while f"{release}#{n}" in taken:
+            n += 1
+        self.update_deployment(row["id"], release=f"{release}#{n}", deployment_path=None)
 
     def deployment(self, deployment_id: int) -> dict[str, Any] | None:
         rows = list(self.db["deployments"].rows_where("id = ?", [deployment_id]))
@@ -256,23 +286,24 @@ class Store:
         return list(self.db["deployments"].rows_where(
             "site = ?", [domain], order_by="started_at desc, id desc"))
 
-    def by_release(self, domain: str, release: str) -> dict[str, Any] | None:
-        rows = list(self.db["deployments"].rows_where("site = ? and release = ?", [domain, release]))
+    def by_release(self, domain: str, release: str, server: str | None = None) -> dict[str, Any] | None:
+        where, args = self._where(domain, server, "release = ?")
+        rows = list(self.db["deployments"].rows_where(where, [*args, release]))
         return rows[0] if rows else None
 
-    def failures(self, domain: str) -> Iterator[tuple[str, str, str]]:
+    def failures(self, domain: str, server: str | None = None) -> Iterator[tuple[str, str, str]]:
         """(commit, build key, message) of every non-transient failed deployment not forgiven."""
-        for row in self.db["deployments"].rows_where(
-            "site = ? and status = 'failed' and coalesce(transient, 0) = 0 and coalesce(forgiven, 0) = 0", [domain]
-        ):
+        where, args = self._where(domain, server, "status = 'failed' and coalesce(transient, 0) = 0 "
+                                                  "and coalesce(forgiven, 0) = 0")
+        for row in self.db["deployments"].rows_where(where, args):
             if row["commit_sha"] and row["build_key"]:
                 yield row["commit_sha"], row["build_key"], row["message"] or "deployment failed"
 
-    def forgiven(self, domain: str) -> set[str]:
+    def forgiven(self, domain: str, server: str | None = None) -> set[str]:
         """Releases whose failure an operator forgave (`retry`): their manifests on the server no
         longer count as remembered failures."""
-        return {row["release"] for row in self.db["deployments"].rows_where(
-            "site = ? and coalesce(forgiven, 0) = 1", [domain], select="release")}
+        where, args = self._where(domain, server, "coalesce(forgiven, 0) = 1")
+        return {row["release"] for row in self.db["deployments"].rows_where(where, args, select="release")}
 
     def forgive(self, domain: str) -> int:
         """Forget every remembered failure of the site; returns how many were forgiven."""
@@ -295,14 +326,15 @@ class Store:
         """Drop the site's request made at `at` (a newer one, made meanwhile, stays)."""
         self.db.execute("delete from requests where site = ? and at = ?", [domain, at])
 
-    def adopt(self, domain: str, facts: SiteFacts, *, locked: bool = False) -> None:
+    def adopt(self, domain: str, facts: SiteFacts, *, locked: bool = False, server: str | None = None) -> None:
         """Bring the deployment rows in line with what the server holds (servers are the truth).
 
         With `locked` (we hold the site's lock, so nobody else is building it) rows still
         `pending`/`updating` belong to a dead process: they take the release's final status
         from its manifest, or become failed (interrupted)."""
         paths = facts.paths
-        known = {row["release"]: row for row in self.db["deployments"].rows_where("site = ?", [domain])}
+        where, args = self._where(domain, server)
+        known = {row["release"]: row for row in self.db["deployments"].rows_where(where, args)}
         if locked:
             for name, dead in known.items():
                 if dead["status"] not in UNFINISHED:
@@ -323,7 +355,7 @@ class Store:
                 status = release.status if release.status in (*FINAL, DeployStatus.UPDATING) else DeployStatus.FAILED
                 if row is None:
                     self.db["deployments"].insert({  # type: ignore[union-attr]
-                        "site": domain, "release": name, "status": status,
+                        "site": domain, "server": server, "release": name, "status": status,
                         "commit_sha": release.commit,
                         "branch": manifest.branch if manifest else None,
                         "repository": manifest.repository if manifest else None,

@@ -309,10 +309,19 @@ def run_script(paths: SitePaths, release: str, env: Mapping[str, str], trace: bo
 def reload(paths: SitePaths, release: str, code: str) -> Command:
     """Run the reload command (code, any length) with `sh -e` in the release, output to its
     log. stdin: the code, staged into a file first so that it runs with stdin /dev/null."""
+    return _staged(paths, release, code, "reload")
+
+
+def run_once(paths: SitePaths, release: str, code: str) -> Command:
+    """Run a site's `script_once` (migrations: one server per deploy) like `reload`."""
+    return _staged(paths, release, code, "script_once")
+
+
+def _staged(paths: SitePaths, release: str, code: str, label: str) -> Command:
     return Command(
         f"cd -- {quote(paths.release(release))} || exit 1\n"
         f"(umask 077 && cat > {quote(RELOAD_NAME)}) || exit 1\n"
-        f"{{ printf '==> reload\\n'; {SH} -e ./{RELOAD_NAME}; }} >> {quote(LOG_NAME)} 2>&1 < /dev/null\n"
+        f"{{ printf '==> {label}\\n'; {SH} -e ./{RELOAD_NAME}; }} >> {quote(LOG_NAME)} 2>&1 < /dev/null\n"
         f"rc=$?; rm -f -- {quote(RELOAD_NAME)}; exit $rc\n",
         code,
     )

@@ -195,7 +195,10 @@ class Daemon:
             by_server: dict[str, list[SiteDeclaration]] = defaultdict(list)
             for domain in sorted(ready):
                 site = decls.sites[domain]
-                by_server[site.server].append(site)
+                if len(site.targets) > 1:
+                    self._spawn(self._many_round(site, decls.commit))  # two phases over its servers
+                else:
+                    by_server[site.server].append(site)
             for server, sites in by_server.items():
                 self._spawn(self._server_round(server, sites, decls.commit))
 
@@ -233,6 +236,21 @@ class Daemon:
         finally:
             self.stats.observe(asyncio.get_running_loop().time() - started, reached)
             self.queue.done(site.domain for site in sites)
+            if self.queue.pending:
+                self.wake.set()
+            self._publish_status()
+
+    async def _many_round(self, site: SiteDeclaration, decl_commit: str | None) -> None:
+        """A site on many servers: one round of build everywhere / switch everywhere."""
+        started = asyncio.get_running_loop().time()
+        outcome: SiteOutcome | None = None
+        try:
+            outcome = await self.reconciler.converge_many(site, decl_commit)
+            self._settle(site, outcome)
+        finally:
+            self.stats.observe(asyncio.get_running_loop().time() - started, outcome is not None
+                               and outcome.sync != Sync.UNKNOWN)
+            self.queue.done([site.domain])
             if self.queue.pending:
                 self.wake.set()
             self._publish_status()

@@ -1,0 +1,232 @@
+"""One site on many servers (`servers = [...]`): build everywhere, switch everywhere, or switch
+nowhere.
+
+Capistrano and Deployer switch each host on its own, so a failure on one leaves the fleet
+serving two versions. Here a deploy is one unit with one release name on every server:
+
+1. **Build** (phase 1): every server that lacks a successful build of the desired commit builds
+   it under the same name, in parallel, each under its own site lock. If any build fails, no
+   server switches; the servers that built keep their release, and a later pass switches to it
+   without rebuilding them once the failed server has it too.
+2. **Run once**: `script_once` (migrations) runs on the first listed server, after its build and
+   before any switch; its failure fails the deploy everywhere.
+3. **Switch** (phase 2): with every server's lock held, all servers switch at once (each an
+   atomic rename), then each reloads. A switch that fails on one server after others switched
+   switches those back.
+
+An unreachable server makes the whole site Unknown: nothing switches anywhere until every server
+answers (take a dead server out by removing it from `servers`). A pin is two-phase too: it
+switches only when the pinned release is a successful build on every server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reconciler.core.declarations import SiteDeclaration
+from reconciler.core.facts import ServerFacts, SiteFacts
+from reconciler.core.layout import next_release_name, parse_release
+from reconciler.core.plan import Action, Activate, Deploy, Prune, built_releases, plan_site, prune_candidates
+from reconciler.core.status import DeployStatus, Health, Sync
+from reconciler.engine import apply
+from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
+from reconciler.engine.store import utcnow
+from reconciler.errors import StepFailed
+from reconciler.remote import shell
+
+if TYPE_CHECKING:  # converge calls this module; the type only is needed here
+    from reconciler.engine.converge import Reconciler
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server of the site and what its probe said."""
+
+    server: str
+    facts: SiteFacts
+
+
+def label(site: SiteDeclaration) -> str:
+    """How a many-server site's servers are shown where one server name used to go."""
+    return ", ".join(site.targets)
+
+
+def newest(names: Sequence[str] | set[str]) -> str | None:
+    dated = [(t, n) for n in names if (t := parse_release(n)) is not None]
+    return max(dated)[1] if dated else None
+
+
+async def converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | None,
+                   dry_run: bool = False) -> SiteOutcome:
+    """Converge a site on every server in `site.targets`. Never raises (but for cancellation)."""
+    try:
+        return await _converge(rec, site, decl_commit, dry_run)
+    except Exception as exc:
+        return outcome_of(exc, site.domain, label(site))
+
+
+async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | None, dry_run: bool) -> SiteOutcome:
+    from reconciler.engine.converge import failure_memory
+    where = label(site)
+    probed = await asyncio.gather(*(rec.probe(server, [site]) for server in site.targets), return_exceptions=True)
+    down = [(server, result) for server, result in zip(site.targets, probed, strict=True)
+            if isinstance(result, BaseException)]
+    if down:
+        cause = down[0][1]
+        assert isinstance(cause, BaseException)
+        outcome = outcome_of(cause, site.domain, where)
+        names = ", ".join(server for server, _ in down)
+        outcome.message = f"{names} unreachable ({outcome.message}); nothing switches on any server until " \
+                          "every server answers (take a dead server out of `servers`)"
+        return outcome
+    all_facts = [result for result in probed if isinstance(result, ServerFacts)]
+    targets = [Target(server, facts.sites[site.domain]) for server, facts in zip(site.targets, all_facts,
+                                                                                  strict=True)]
+    for target in targets:
+        if target.facts.problem is not None:
+            return SiteOutcome(site.domain, where, Sync.UNKNOWN, Health.UNKNOWN,
+                               f"{target.server}: {target.facts.problem}")
+    head = all_facts[0].heads.get(site.head_key) if site.head_key is not None else None
+    now = rec.clock()
+    plans = {t.server: plan_site(site, t.facts, head, failure_memory(rec.store, site.domain, t.facts, t.server), now)
+             for t in targets}
+    first = plans[site.targets[0]]
+    if site.pin is not None:
+        lacking = [t.server for t in targets if t.facts.releases.get(site.pin) is None
+                   or t.facts.releases[site.pin].status != DeployStatus.SUCCESS]
+        if lacking:
+            return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, Health.DEGRADED,
+                               f"pinned release {site.pin} is not a successful build on {', '.join(lacking)}; "
+                               "nothing switched on any server")
+        return await _switch_all(rec, site, targets, site.pin, "rollback", [], dry_run)
+    commit = first.desired_commit
+    if commit is None:
+        return SiteOutcome(site.domain, where, first.sync, first.health, first.message)
+    built = {t.server: set(built_releases(t.facts, commit, site.build_key)) for t in targets}
+    everywhere = set.intersection(*built.values())
+    actives = {t.facts.active_release for t in targets}
+    if len(actives) == 1 and (live := next(iter(actives))) in everywhere and live is not None:
+        return await _switch_all(rec, site, targets, live, "roll-forward", [], dry_run)
+    name = newest(everywhere) or newest(set().union(*built.values()))
+    if name is None:
+        for server, plan in plans.items():
+            if plan.sync == Sync.FAILED:
+                return SiteOutcome(site.domain, where, Sync.FAILED, plan.health, f"{server}: {plan.message}")
+        existing = {n for t in targets for n in (*t.facts.releases, *t.facts.not_dirs)}
+        name = next_release_name(now, existing)
+    need = [t for t in targets if name not in built[t.server]]
+    remembered = [(t.server, plans[t.server].message) for t in need if plans[t.server].sync == Sync.FAILED]
+    if remembered:
+        # A failed build is not retried for the same commit and build key (no hot loop): a new
+        # commit, a declaration change or `reconciler retry` tries again.
+        return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
+                           "; ".join(f"{server}: {why}" for server, why in remembered) + "; no server switched")
+    applied: list[Applied] = []
+    if need:
+        if dry_run:
+            return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, first.health, "",
+                               planned=[Deploy(name, commit, "build on " + ", ".join(t.server for t in need))])
+        failed = await _build_all(rec, site, need, name, commit, decl_commit)
+        applied += [Applied(Deploy(name, commit), failed=bool(why), note=why) for _, why in failed]
+        problems = [f"{server}: {why}" for server, why in failed if why]
+        if problems:
+            return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
+                               f"build of {name} failed on " + "; ".join(problems) + "; no server switched",
+                               applied)
+        if site.script_once:
+            why = await _run_once(rec, site, targets[0], name)
+            if why:
+                return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
+                                   f"script_once failed on {targets[0].server}: {why}; no server switched", applied)
+    return await _switch_all(rec, site, targets, name, "deploy", applied, dry_run)
+
+
+async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target], name: str, commit: str,
+                     decl_commit: str | None) -> list[tuple[str, str]]:
+    """Phase 1: build `name` on every server in `need` at once; (server, why it failed or "")."""
+
+    async def one(target: Target) -> tuple[str, str]:
+        ctx = rec._context(site, decl_commit, target=target.server)
+        try:
+            async with rec._site_lock(ctx, f"build {name}") as fresh:
+                rec.store.adopt(site.domain, fresh, locked=True, server=target.server)
+                if name in fresh.releases:  # a failed or half-built one of that name: its place is needed
+                    await apply.prune(ctx, (name,))
+                    rec.store.mark_cleaned(site.domain, name, target.server)
+                    rec.store.retire(site.domain, name, target.server)
+                result = await apply.deploy(ctx, name, commit, "deploy", fresh.active_release, switch_to_it=False)
+                return target.server, "" if result.ok else result.message
+        except Exception as exc:
+            return target.server, outcome_of(exc, site.domain, target.server).message
+
+    return list(await asyncio.gather(*(one(t) for t in need)))
+
+
+async def _run_once(rec: Reconciler, site: SiteDeclaration, target: Target, name: str) -> str:
+    """`script_once` on one server, in the new release, before any switch; why it failed or ""."""
+    assert site.script_once is not None
+    ctx = rec._context(site, None, target=target.server)
+    try:
+        async with rec._site_lock(ctx, f"script_once {name}"):
+            command = shell.run_once(ctx.paths, name, site.script_once)
+            await apply.run_step(ctx, command, rec.settings.deploy_timeout)
+    except StepFailed as exc:
+        return f"exit {exc.exit_status}"
+    except Exception as exc:
+        return outcome_of(exc, site.domain, target.server).message
+    return ""
+
+
+async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Target], name: str, why: str,
+                      applied: list[Applied], dry_run: bool) -> SiteOutcome:
+    """Phase 2: with every server's lock held, switch all that are not on `name`, then reload;
+    a failed switch puts the others back. Then prune each server alike."""
+    where = label(site)
+    moving = [t for t in targets if t.facts.active_release != name]
+    prune = {t.server: prune_candidates(t.facts.ordered(), site.keep, name, site.pin, (t.facts.active_release,),
+                                        keep_failed=site.keep_failed) for t in targets}
+    if dry_run:
+        planned: list[Action] = [Activate(name, f"{why} on {', '.join(t.server for t in moving)}")] if moving else []
+        return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC if moving else Sync.SYNCED, Health.HEALTHY, "",
+                           planned=planned)
+    contexts = {t.server: rec._context(site, None, target=t.server) for t in targets}
+    async with contextlib.AsyncExitStack() as stack:
+        for target in targets:  # in the declared order, always: two reconcilers never deadlock
+            await stack.enter_async_context(rec._site_lock(contexts[target.server], f"switch {name}"))
+        results = await asyncio.gather(*(apply.switch(contexts[t.server], name) for t in moving),
+                                       return_exceptions=True)
+        broken = [(t, r) for t, r in zip(moving, results, strict=True) if isinstance(r, BaseException)]
+        if broken:
+            undone = []
+            for target, result in zip(moving, results, strict=True):
+                if not isinstance(result, BaseException) and target.facts.active_release is not None:
+                    await apply.switch(contexts[target.server], target.facts.active_release)
+                    undone.append(target.server)
+            reasons = "; ".join(f"{t.server}: {r}" for t, r in broken)
+            back = f"; switched back on {', '.join(undone)}" if undone else ""
+            return SiteOutcome(site.domain, where, Sync.FAILED, Health.DEGRADED,
+                               f"switch to {name} failed on {reasons}{back}", applied)
+        warnings = []
+        for target in moving:
+            if warning := await apply.reload(contexts[target.server], name):
+                warnings.append(f"{target.server}: {warning}")
+        for target in moving:
+            rec.store.record_activation(site.domain, name, target.facts.active_release, utcnow(),
+                                        f"{why} ({target.server})", "")
+        if moving:
+            applied.append(Applied(Activate(name, why)))
+        for target in targets:
+            if prune[target.server]:
+                with contextlib.suppress(Exception):
+                    await apply.prune(contexts[target.server], tuple(prune[target.server]))
+                    applied.append(Applied(Prune(tuple(prune[target.server]))))
+    row = rec.store.by_release(site.domain, name, targets[0].server)
+    rec.store.update_site(site.domain, server=where, base_path=site.base_path, active_release=name,
+                          active_commit=row["commit_sha"] if row else None,
+                          active_deployment_id=row["id"] if row else None)
+    health = Health.DEGRADED if warnings else Health.HEALTHY
+    return SiteOutcome(site.domain, where, Sync.SYNCED, health, "; ".join(warnings), applied)

@@ -1,0 +1,131 @@
+"""One site on many servers (issue 14): build everywhere, switch everywhere, or switch nowhere.
+
+Two real sshds, each in its own mount namespace with its own directory at the same base_path
+(tests/sshd.py `sshd_pair`), so the servers really are separate. The CLI runs in this process.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.sshd import ServerPair
+from tests.support import app_commit, cli_in_process, git, make_app_repo, make_decl_repo, write_config, write_site
+
+DOMAIN = "shop.example.com"
+
+
+class Fleet:
+    def __init__(self, tmp: Path, pair: ServerPair) -> None:
+        self.pair = pair
+        self.a, self.b = pair.servers
+        self.app = make_app_repo(tmp / "app")
+        self.decl = make_decl_repo(tmp / "decl")
+        self.config = write_config(tmp / "reconciler.toml", repo=self.decl, state=tmp / "state", server=self.a)
+
+    def declare(self, **fields: Any) -> None:
+        write_site(self.decl, DOMAIN, servers=[self.a.destination, self.b.destination],
+                   base_path=self.pair.base_path, repository=str(self.app), **fields)
+
+    def cli(self, *args: str) -> tuple[int, str, str]:
+        return cli_in_process(["--config", str(self.config), *args])
+
+    def live(self) -> tuple[str | None, str | None]:
+        return self.pair.site(self.a, DOMAIN).active(), self.pair.site(self.b, DOMAIN).active()
+
+    def live_commits(self) -> tuple[str | None, str | None]:
+        return (self.pair.site(self.a, DOMAIN, tolerant=True).live_commit(),
+                self.pair.site(self.b, DOMAIN, tolerant=True).live_commit())
+
+    def status(self) -> dict[str, Any]:
+        rc, out, err = self.cli("status", "--json")
+        assert rc == 0, err
+        views: list[dict[str, Any]] = json.loads(out)
+        return views[0]
+
+
+@pytest.fixture(name="fleet")
+def fleet_fixture(tmp_path: Path, sshd_pair: ServerPair, monkeypatch: pytest.MonkeyPatch) -> Fleet:
+    monkeypatch.delenv("RECONCILER_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return Fleet(tmp_path, sshd_pair)
+
+
+def test_a_commit_is_built_on_every_server_and_both_switch_to_one_release(fleet: Fleet) -> None:
+    fleet.declare(script="echo built\n")
+    rc, out, err = fleet.cli("reconcile")
+    assert rc == 0, (out, err)
+    a, b = fleet.live()
+    assert a is not None and a == b, "one release name on every server"
+    head = git(fleet.app, "rev-parse", "HEAD")
+    assert fleet.live_commits() == (head, head)
+    second = app_commit(fleet.app, "v2")
+    assert fleet.cli("reconcile")[0] == 0
+    assert fleet.live_commits() == (second, second)
+    assert fleet.live()[0] == fleet.live()[1] != a
+
+
+def test_a_build_failing_on_one_server_switches_neither_then_retry_builds_only_there(fleet: Fleet) -> None:
+    marker = fleet.pair.dir_of(fleet.b) / "broken"
+    fleet.declare(script=f"test ! -e {fleet.pair.base_path}/broken  # only server b has it\n")
+    assert fleet.cli("reconcile")[0] == 0
+    before = fleet.live()
+    good = fleet.live_commits()
+    marker.touch()
+    app_commit(fleet.app, "v2")
+    rc, out, err = fleet.cli("reconcile")
+    assert rc == 1, (out, err)
+    assert fleet.live() == before and fleet.live_commits() == good, "no server may switch"
+    view = fleet.status()
+    assert view["sync"] == "Failed" and fleet.b.destination in view["message"], view
+    built_on_a = fleet.pair.site(fleet.a, DOMAIN).releases()
+    # No hot loop: the failure is remembered.
+    assert fleet.cli("reconcile")[0] == 1 and fleet.pair.site(fleet.a, DOMAIN).releases() == built_on_a
+
+    marker.unlink()
+    rc, out, err = fleet.cli("retry", DOMAIN)
+    assert rc == 0, (out, err)
+    a, b = fleet.live()
+    assert a == b and a not in before
+    assert fleet.pair.site(fleet.a, DOMAIN).releases() == built_on_a, "server a must not rebuild"
+
+
+def test_script_once_runs_on_exactly_one_server_per_deploy(fleet: Fleet) -> None:
+    count = f"{fleet.pair.base_path}/once-count"
+    fleet.declare(script="echo built\n", script_once=f"echo migrated >> {count}\n")
+    assert fleet.cli("reconcile")[0] == 0
+    app_commit(fleet.app, "v2")
+    assert fleet.cli("reconcile")[0] == 0
+    assert fleet.cli("reconcile")[0] == 0  # nothing to do: no third run
+    assert (fleet.pair.dir_of(fleet.a) / "once-count").read_text().count("migrated") == 2
+    assert not (fleet.pair.dir_of(fleet.b) / "once-count").exists()
+
+
+def test_rollback_and_unpin_switch_every_server(fleet: Fleet) -> None:
+    fleet.declare(script="echo built\n")
+    assert fleet.cli("reconcile")[0] == 0
+    first = fleet.live()[0]
+    app_commit(fleet.app, "v2")
+    assert fleet.cli("reconcile")[0] == 0
+    second = fleet.live()[0]
+    assert fleet.cli("rollback", DOMAIN)[0] == 0
+    assert fleet.cli("reconcile")[0] == 0
+    assert fleet.live() == (first, first)
+    assert fleet.cli("unpin", DOMAIN)[0] == 0
+    assert fleet.cli("reconcile")[0] == 0
+    assert fleet.live() == (second, second)
+
+
+def test_an_unreachable_server_blocks_every_switch(fleet: Fleet) -> None:
+    fleet.declare(script="echo built\n")
+    assert fleet.cli("reconcile")[0] == 0
+    before = fleet.live()
+    fleet.b.stop()
+    app_commit(fleet.app, "v2")
+    rc, out, err = fleet.cli("reconcile")
+    assert rc == 1 and fleet.live() == before, (out, err)
+    view = fleet.status()
+    assert view["sync"] == "Unknown" and "nothing switches on any server" in view["message"], view
