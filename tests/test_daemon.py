@@ -189,6 +189,7 @@ def test_daemon_deploys_rolls_back_forward_polls_and_corrects_drift_over_ssh(ssh
         "pinned": None, "active_release": third, "active_commit": c3, "desired_commit": c3,
         "last_deployed_at": status["last_deployed_at"], "message": "",
         "observed_at": status["observed_at"],  # beyond SPEC's keys: when the server was last probed
+        "servers": [{"server": w.server.destination, "active_release": third, "message": ""}],
         "ref": "branch main",  # and what the site deploys from (issue 13)
     }
     assert status["observed_at"], status

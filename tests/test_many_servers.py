@@ -100,7 +100,7 @@ def test_script_once_runs_on_exactly_one_server_per_deploy(fleet: Fleet) -> None
     app_commit(fleet.app, "v2")
     assert fleet.cli("reconcile")[0] == 0
     assert fleet.cli("reconcile")[0] == 0  # nothing to do: no third run
-    assert (fleet.pair.dir_of(fleet.a) / "once-count").read_text().count("migrated") == 2
+    assert (fleet.pair.dir_of(fleet.a) / "once-count").read_text().count("migrated") == 2, "once per deploy"
     assert not (fleet.pair.dir_of(fleet.b) / "once-count").exists()
 
 
@@ -129,3 +129,37 @@ def test_an_unreachable_server_blocks_every_switch(fleet: Fleet) -> None:
     assert rc == 1 and fleet.live() == before, (out, err)
     view = fleet.status()
     assert view["sync"] == "Unknown" and "nothing switches on any server" in view["message"], view
+
+
+def test_status_shows_every_server_and_history_names_it(fleet: Fleet) -> None:
+    fleet.declare(script="echo built\n")
+    assert fleet.cli("reconcile")[0] == 0
+    live = fleet.live()[0]
+    view = fleet.status()
+    assert view["server"] == f"{fleet.a.destination}, {fleet.b.destination}"
+    assert view["servers"] == [{"server": fleet.a.destination, "active_release": live, "message": ""},
+                               {"server": fleet.b.destination, "active_release": live, "message": ""}]
+    rc, out, _ = fleet.cli("status")
+    assert rc == 0 and "2/2 synced" in out, out
+    rows = json.loads(fleet.cli("history", DOMAIN, "--json")[1])
+    assert sorted(row["server"] for row in rows) == sorted([fleet.a.destination, fleet.b.destination])
+    out = fleet.cli("status", DOMAIN)[1]
+    assert f"{fleet.b.destination}: {live}" in out, out
+
+
+def test_adding_a_server_builds_the_live_release_there_and_removing_one_leaves_it_alone(fleet: Fleet) -> None:
+    count = f"{fleet.pair.base_path}/once-count"
+    write_site(fleet.decl, DOMAIN, server=fleet.a.destination, base_path=fleet.pair.base_path,
+               repository=str(fleet.app), script="echo built\n", script_once=f"echo migrated >> {count}\n")
+    assert fleet.cli("reconcile")[0] == 0
+    live = fleet.pair.site(fleet.a, DOMAIN).active()
+    fleet.declare(script="echo built\n", script_once=f"echo migrated >> {count}\n")  # b joins
+    rc, out, err = fleet.cli("reconcile")
+    assert rc == 0, (out, err)
+    assert fleet.live() == (live, live), "the new server gets the live release, under its name"
+    assert not (fleet.pair.dir_of(fleet.b) / "once-count").exists(), "joining is not a new deploy"
+    write_site(fleet.decl, DOMAIN, server=fleet.a.destination, base_path=fleet.pair.base_path,
+               repository=str(fleet.app), script="echo built\n")  # b leaves
+    rc, out, err = fleet.cli("reconcile")
+    assert rc == 0 and fleet.pair.site(fleet.b, DOMAIN).active() == live, "b's files are left alone"
+    assert "removed from servers: its files there are left alone" in fleet.status()["message"]

@@ -151,6 +151,7 @@ def test_first_declaration_provisions_and_deploys_over_ssh(env: Env) -> None:
         "last_deployed_at": status["last_deployed_at"],
         "message": "",
         "observed_at": status["observed_at"],  # beyond SPEC's keys: when the server was last probed
+        "servers": [{"server": env.server.destination, "active_release": release, "message": ""}],
         "ref": "branch main",  # and what the site deploys from (issue 13)
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", status["last_deployed_at"] or ""), status

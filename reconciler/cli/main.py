@@ -24,7 +24,7 @@ from reconciler.engine import actions, source
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
-from reconciler.engine.views import history_views, site_views
+from reconciler.engine.views import history_views, in_step, site_views
 from reconciler.errors import ConfigError, DeclarationError, ReconcilerError
 
 T = TypeVar("T")
@@ -247,11 +247,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     if args.domain:
         print(site_detail(views[0], history_views(store, args.domain)[:5], color))
         return code
-    rows = [[v["domain"], v["server"], v["sync"], v["health"], v["active_release"] or "-",
+    rows = [[v["domain"], v["server"], in_step(v), v["sync"], v["health"], v["active_release"] or "-",
              (v["active_commit"] or "-")[:12], v["pinned"] or "-", v["last_deployed_at"] or "-",
              v["message"]] for v in views]
-    print(table(["SITE", "SERVER", "SYNC", "HEALTH", "ACTIVE", "COMMIT", "PINNED", "LAST DEPLOY", "MESSAGE"],
-                rows, color=color))
+    print(table(["SITE", "SERVER", "SERVERS", "SYNC", "HEALTH", "ACTIVE", "COMMIT", "PINNED", "LAST DEPLOY",
+                 "MESSAGE"], rows, color=color))
     return code
 
 

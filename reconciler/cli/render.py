@@ -48,6 +48,11 @@ def site_detail(view: dict[str, Any], deployments: list[dict[str, Any]], color: 
              f"  observed:  {view.get('observed_at') or 'never'} (when its server was last probed)"]
     if view["message"]:
         lines.append(f"  why:       {printable(view['message'])}")
+    if len(view.get("servers") or []) > 1:
+        lines.append("  servers:")
+        for entry in view["servers"]:
+            note = f"  {entry['message']}" if entry["message"] else ""
+            lines.append(printable(f"    {entry['server']}: {entry['active_release'] or '-'}{note}"))
     if deployments:
         lines += ["", "  last deployments:"]
         rows = [[str(d["id"]), d["release"], d["status"], (d["commit_sha"] or "-")[:12], d.get("ref") or "-",

@@ -588,10 +588,19 @@ class Reconciler:
 
     def _write_record(self, site: SiteDeclaration, plan: Plan | None, facts: SiteFacts | None,
                       outcome: SiteOutcome, decl_commit: str | None) -> None:
+        gone = [r["server"] for r in self.store.site_servers(site.domain)
+                if r["server"] not in site.targets or len(site.targets) == 1]
+        removed = [server for server in gone if server not in site.targets]
+        if gone:
+            self.store.forget_site_servers(site.domain, gone)
+        if removed:
+            log.warning("%s: %s no longer in servers: its files there are left alone", site.domain,
+                        ", ".join(removed))
+        note = f"{', '.join(removed)} removed from servers: its files there are left alone" if removed else ""
         values: dict[str, object] = {
             "server": twophase.label(site), "base_path": site.base_path, "sync": outcome.sync,
             "health": outcome.health, "pinned": site.pin,
-            "message": "; ".join(m for m in (self.notice, outcome.message) if m),
+            "message": "; ".join(m for m in (self.notice, outcome.message, note) if m),
             "declarations_commit": decl_commit,
         }
         if plan is None or facts is None:

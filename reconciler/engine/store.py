@@ -115,6 +115,13 @@ def m009_deployment_server(db: sqlite_utils.Database) -> None:
     db["deployments"].create_index(["site", "server", "release"], unique=True)  # type: ignore[union-attr]
 
 
+@migrations()
+def m010_site_servers(db: sqlite_utils.Database) -> None:
+    # A site on many servers: each server's own live release and why it is not in step.
+    db["site_servers"].create({"site": str, "server": str, "active_release": str, "message": str},  # type: ignore[union-attr]
+                              pk=("site", "server"))
+
+
 OBSERVED_EVERY = 10.0  # seconds: a server's observed_at is refreshed at most this often (few writes)
 
 
@@ -194,6 +201,24 @@ class Store:
     def activations(self, domain: str) -> list[dict[str, Any]]:
         """Newest first."""
         return list(self.db["activations"].rows_where("site = ?", [domain], order_by="at desc, id desc"))
+
+    def set_site_servers(self, domain: str, rows: dict[str, tuple[str | None, str]]) -> None:
+        """Each server's (live release, message) of a site on many servers; other rows go."""
+        current = {r["server"]: (r["active_release"], r["message"] or "") for r in self.site_servers(domain)}
+        if current == rows:
+            return
+        with self.db.atomic():
+            self.db.execute("delete from site_servers where site = ?", [domain])
+            for server, (active, message) in rows.items():
+                self.db["site_servers"].insert({"site": domain, "server": server,  # type: ignore[union-attr]
+                                                "active_release": active, "message": message})
+
+    def site_servers(self, domain: str) -> list[dict[str, Any]]:
+        return list(self.db["site_servers"].rows_where("site = ?", [domain], order_by="rowid"))
+
+    def forget_site_servers(self, domain: str, servers: list[str]) -> None:
+        for server in servers:
+            self.db.execute("delete from site_servers where site = ? and server = ?", [domain, server])
 
     # -- servers -----------------------------------------------------------------------------
 

@@ -62,14 +62,24 @@ def newest(names: Sequence[str] | set[str]) -> str | None:
 
 async def converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | None,
                    dry_run: bool = False) -> SiteOutcome:
-    """Converge a site on every server in `site.targets`. Never raises (but for cancellation)."""
+    """Converge a site on every server in `site.targets`. Never raises (but for cancellation).
+    Each server's live release and message are kept for `status` (`Store.set_site_servers`)."""
+    board: Board = {}
     try:
-        return await _converge(rec, site, decl_commit, dry_run)
+        outcome = await _converge(rec, site, decl_commit, dry_run, board)
     except Exception as exc:
-        return outcome_of(exc, site.domain, label(site))
+        outcome = outcome_of(exc, site.domain, label(site))
+    if not dry_run and board:
+        with contextlib.suppress(Exception):
+            rec.store.set_site_servers(site.domain, board)
+    return outcome
 
 
-async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | None, dry_run: bool) -> SiteOutcome:
+Board = dict[str, tuple[str | None, str]]  # server -> (its live release, why it is not in step)
+
+
+async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | None, dry_run: bool,
+                    board: Board) -> SiteOutcome:
     from reconciler.engine.converge import failure_memory
     where = label(site)
     probed = await asyncio.gather(*(rec.probe(server, [site]) for server in site.targets), return_exceptions=True)
@@ -82,10 +92,15 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
         names = ", ".join(server for server, _ in down)
         outcome.message = f"{names} unreachable ({outcome.message}); nothing switches on any server until " \
                           "every server answers (take a dead server out of `servers`)"
+        known = {r["server"]: r["active_release"] for r in rec.store.site_servers(site.domain)}
+        for server in site.targets:
+            why = next((f"unreachable: {exc}" for s, exc in down if s == server), f"waiting for {names}")
+            board[server] = (known.get(server), why)
         return outcome
     all_facts = [result for result in probed if isinstance(result, ServerFacts)]
     targets = [Target(server, facts.sites[site.domain]) for server, facts in zip(site.targets, all_facts,
                                                                                   strict=True)]
+    board.update({t.server: (t.facts.active_release, "") for t in targets})
     for target in targets:
         if target.facts.problem is not None:
             return SiteOutcome(site.domain, where, Sync.UNKNOWN, Health.UNKNOWN,
@@ -102,7 +117,7 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
             return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, Health.DEGRADED,
                                f"pinned release {site.pin} is not a successful build on {', '.join(lacking)}; "
                                "nothing switched on any server")
-        return await _switch_all(rec, site, targets, site.pin, "rollback", [], dry_run)
+        return await _switch_all(rec, site, targets, site.pin, "rollback", [], dry_run, board)
     commit = first.desired_commit
     if commit is None:
         return SiteOutcome(site.domain, where, first.sync, first.health, first.message)
@@ -110,7 +125,7 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
     everywhere = set.intersection(*built.values())
     actives = {t.facts.active_release for t in targets}
     if len(actives) == 1 and (live := next(iter(actives))) in everywhere and live is not None:
-        return await _switch_all(rec, site, targets, live, "roll-forward", [], dry_run)
+        return await _switch_all(rec, site, targets, live, "roll-forward", [], dry_run, board)
     name = newest(everywhere) or newest(set().union(*built.values()))
     if name is None:
         for server, plan in plans.items():
@@ -119,6 +134,9 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
         existing = {n for t in targets for n in (*t.facts.releases, *t.facts.not_dirs)}
         name = next_release_name(now, existing)
     need = [t for t in targets if name not in built[t.server]]
+    # A release new to every server is a deploy (script_once runs); one some server has already
+    # built is the same deploy reaching the rest (a server added, a failed build retried).
+    fresh = not any(name in names for names in built.values())
     remembered = [(t.server, plans[t.server].message) for t in need if plans[t.server].sync == Sync.FAILED]
     if remembered:
         # A failed build is not retried for the same commit and build key (no hot loop): a new
@@ -133,16 +151,19 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
         failed = await _build_all(rec, site, need, name, commit, decl_commit)
         applied += [Applied(Deploy(name, commit), failed=bool(why), note=why) for _, why in failed]
         problems = [f"{server}: {why}" for server, why in failed if why]
+        for server, why in failed:
+            if why:
+                board[server] = (board[server][0], f"build of {name} failed: {why}")
         if problems:
             return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
                                f"build of {name} failed on " + "; ".join(problems) + "; no server switched",
                                applied)
-        if site.script_once:
+        if site.script_once and fresh:
             why = await _run_once(rec, site, targets[0], name)
             if why:
                 return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
                                    f"script_once failed on {targets[0].server}: {why}; no server switched", applied)
-    return await _switch_all(rec, site, targets, name, "deploy", applied, dry_run)
+    return await _switch_all(rec, site, targets, name, "deploy", applied, dry_run, board)
 
 
 async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target], name: str, commit: str,
@@ -182,7 +203,7 @@ async def _run_once(rec: Reconciler, site: SiteDeclaration, target: Target, name
 
 
 async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Target], name: str, why: str,
-                      applied: list[Applied], dry_run: bool) -> SiteOutcome:
+                      applied: list[Applied], dry_run: bool, board: Board) -> SiteOutcome:
     """Phase 2: with every server's lock held, switch all that are not on `name`, then reload;
     a failed switch puts the others back. Then prune each server alike."""
     where = label(site)
@@ -208,6 +229,8 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
                     undone.append(target.server)
             reasons = "; ".join(f"{t.server}: {r}" for t, r in broken)
             back = f"; switched back on {', '.join(undone)}" if undone else ""
+            for target, result in broken:
+                board[target.server] = (target.facts.active_release, f"switch to {name} failed: {result}")
             return SiteOutcome(site.domain, where, Sync.FAILED, Health.DEGRADED,
                                f"switch to {name} failed on {reasons}{back}", applied)
         warnings = []
@@ -219,6 +242,8 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
                                         f"{why} ({target.server})", "")
         if moving:
             applied.append(Applied(Activate(name, why)))
+        for target in targets:
+            board[target.server] = (name, next((w for w in warnings if w.startswith(f"{target.server}: ")), ""))
         for target in targets:
             if prune[target.server]:
                 with contextlib.suppress(Exception):

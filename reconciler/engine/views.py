@@ -25,7 +25,8 @@ def site_views(store: Store, decls: Declarations | None) -> list[dict[str, Any]]
         invalid = decls.invalid.get(domain) if decls is not None else None
         view: dict[str, Any] = {
             "domain": domain,
-            "server": declared.server if declared else (invalid.server if invalid else row.get("server") or ""),
+            "server": (", ".join(declared.targets) if declared
+                       else invalid.server if invalid else row.get("server") or ""),
             "sync": row.get("sync") or Sync.UNKNOWN,
             "health": row.get("health") or Health.UNKNOWN,
             "pinned": declared.pin if declared else row.get("pinned"),
@@ -38,6 +39,8 @@ def site_views(store: Store, decls: Declarations | None) -> list[dict[str, Any]]
             # and what the site deploys from: "branch main", "tag v1.4.2", "commit 0123456789ab".
             "observed_at": observed.get(row.get("server") or ""),
             "ref": declared.ref.describe() if declared else None,
+            # ... and each of its servers: the live release there and why it is not in step.
+            "servers": _servers_of(store, domain, row, declared),
         }
         if invalid is not None:
             view.update(sync=Sync.INVALID, message=invalid.message)
@@ -45,6 +48,26 @@ def site_views(store: Store, decls: Declarations | None) -> list[dict[str, Any]]
             _contradictions(view, declared.pin, row)
         views.append(view)
     return views
+
+
+def _servers_of(store: Store, domain: str, row: dict[str, Any], declared: Any) -> list[dict[str, Any]]:
+    many = store.site_servers(domain)
+    if many:
+        return [{"server": r["server"], "active_release": r["active_release"], "message": r["message"] or ""}
+                for r in many]
+    server = declared.server if declared is not None else row.get("server") or ""
+    in_step = row.get("sync") == Sync.SYNCED
+    return [{"server": server, "active_release": row.get("active_release"),
+             "message": "" if in_step else row.get("message") or ""}]
+
+
+def in_step(view: dict[str, Any]) -> str:
+    """`2/2 synced`: how many of a site's servers serve its live release with nothing to report."""
+    servers = view.get("servers") or []
+    if len(servers) <= 1:
+        return f"{int(view['sync'] == Sync.SYNCED)}/1 synced"
+    good = sum(1 for s in servers if s["active_release"] == view["active_release"] and not s["message"])
+    return f"{good}/{len(servers)} synced"
 
 
 def _contradictions(view: dict[str, Any], pin: str | None, row: dict[str, Any]) -> None:
@@ -90,6 +113,7 @@ def history_views(store: Store, domain: str) -> list[dict[str, Any]]:
             and not is_active,
             # Beyond SPEC's keys: what it was built from, why it failed, and what asked for it.
             "ref": ref.describe() if ref is not None else None,
+            "server": row.get("server") or "",
             "message": row.get("message") or "",
             "exit_status": row.get("exit_status"),
             "trigger": row.get("trigger") or "",

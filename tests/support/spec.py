@@ -7,10 +7,10 @@ SPEC_STATUS_KEYS = frozenset({"domain", "server", "sync", "health", "pinned", "a
                               "desired_commit", "last_deployed_at", "message"})
 # SPEC's keys kept; when the server was last probed, and what the site deploys from (issue 13: "branch main",
 # "tag v1.4.2", "commit 0123456789ab").
-STATUS_KEYS = SPEC_STATUS_KEYS | {"observed_at", "ref"}
+STATUS_KEYS = SPEC_STATUS_KEYS | {"observed_at", "ref", "servers"}
 SPEC_HISTORY_KEYS = frozenset({"id", "release", "status", "commit_sha", "branch", "deployment_path",
                                "log_file_path", "started_at", "completed_at", "duration_ms", "is_active",
                                "can_rollback"})
 # SPEC's keys are kept; these are the compatible additions (issue 11: history explains itself).
 HISTORY_KEYS = SPEC_HISTORY_KEYS | {"message", "exit_status", "trigger", "requested_by", "commit_author",
-                                   "commit_subject", "activations", "ref"}
+                                   "commit_subject", "activations", "ref", "server"}
