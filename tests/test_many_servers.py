@@ -7,13 +7,24 @@ Two real sshds, each in its own mount namespace with its own directory at the sa
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.sshd import ServerPair
-from tests.support import app_commit, cli_in_process, git, make_app_repo, make_decl_repo, write_config, write_site
+from tests.support import (
+    LinkSampler,
+    app_commit,
+    cli_in_process,
+    git,
+    make_app_repo,
+    make_decl_repo,
+    wait_until,
+    write_config,
+    write_site,
+)
 
 DOMAIN = "shop.example.com"
 
@@ -163,3 +174,47 @@ def test_adding_a_server_builds_the_live_release_there_and_removing_one_leaves_i
     rc, out, err = fleet.cli("reconcile")
     assert rc == 0 and fleet.pair.site(fleet.b, DOMAIN).active() == live, "b's files are left alone"
     assert "removed from servers: its files there are left alone" in fleet.status()["message"]
+
+
+def test_a_health_check_failing_on_one_server_switches_every_server_back(fleet: Fleet) -> None:
+    """Issue 14 item 7 with issue 12: the check runs on every server; a failure on any one rolls
+    back all of them, and the release is a failed build everywhere (no hot loop)."""
+    check = {"command": f"test ! -e {fleet.pair.base_path}/sick", "retries": 0}
+    fleet.declare(script="echo built\n", health=check)
+    assert fleet.cli("reconcile")[0] == 0
+    before, good = fleet.live(), fleet.live_commits()
+    (fleet.pair.dir_of(fleet.b) / "sick").touch()
+    app_commit(fleet.app, "v2")
+    rc, out, err = fleet.cli("reconcile")
+    assert rc == 1, (out, err)
+    assert fleet.live() == before and fleet.live_commits() == good
+    view = fleet.status()
+    assert view["sync"] == "Failed" and f"health check failed after switch on {fleet.b.destination}" in \
+        view["message"], view
+    assert fleet.cli("reconcile")[0] == 1 and fleet.live() == before, "remembered: no second try"
+
+
+def test_zero_downtime_on_every_server_and_a_server_lost_mid_build_switches_none(fleet: Fleet) -> None:
+    slow = f"{fleet.pair.base_path}/slow"
+    started = f"{fleet.pair.base_path}/started"
+    fleet.declare(script=f"if [ -e {slow} ]; then touch {started}; sleep 60; fi\n")
+    assert fleet.cli("reconcile")[0] == 0
+    before = fleet.live()
+    with LinkSampler(fleet.pair.site(fleet.a, DOMAIN).link) as on_a, \
+            LinkSampler(fleet.pair.site(fleet.b, DOMAIN).link) as on_b:
+        app_commit(fleet.app, "v2")
+        assert fleet.cli("reconcile")[0] == 0
+    assert on_a.samples and on_b.samples and not on_a.failures and not on_b.failures
+    assert fleet.live()[0] == fleet.live()[1] != before[0]
+
+    # Server b dies while it builds: no server switches.
+    before = fleet.live()
+    (fleet.pair.dir_of(fleet.b) / "slow").touch()
+    app_commit(fleet.app, "v3")
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(fleet.cli("reconcile")[0]))
+    runner.start()
+    wait_until(lambda: (fleet.pair.dir_of(fleet.b) / "started").exists(), 60, "b's build to start")
+    fleet.b.stop()
+    runner.join(120)
+    assert result == [1] and fleet.pair.site(fleet.a, DOMAIN).active() == before[0]

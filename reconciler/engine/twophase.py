@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import ServerFacts, SiteFacts
 from reconciler.core.layout import next_release_name, parse_release
+from reconciler.core.manifest import Manifest
 from reconciler.core.plan import Action, Activate, Deploy, Prune, built_releases, plan_site, prune_candidates
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply
@@ -166,6 +167,42 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
     return await _switch_all(rec, site, targets, name, "deploy", applied, dry_run, board)
 
 
+async def _check_all(contexts: dict[str, apply.SiteContext], moving: list[Target], name: str
+                     ) -> list[tuple[str, str]]:
+    """The `[health]` check on every server that switched, at once: (server, why) of the failures."""
+    results = await asyncio.gather(*(apply.check_health(contexts[t.server], name) for t in moving),
+                                   return_exceptions=True)
+    failures = []
+    for target, result in zip(moving, results, strict=True):
+        if isinstance(result, BaseException):
+            failures.append((target.server, f"the health check could not run: {result}"))
+        elif result is not None and not result.ok:
+            failures.append((target.server, result.detail))
+    return failures
+
+
+async def _back_everywhere(rec: Reconciler, site: SiteDeclaration, contexts: dict[str, apply.SiteContext],
+                           moving: list[Target], name: str, unhealthy: list[tuple[str, str]],
+                           applied: list[Applied], board: Board) -> SiteOutcome:
+    """A health check failed on some server after the switch: every server that switched goes
+    back to its previous release, and `name` is a failed build everywhere (no hot loop)."""
+    reasons = "; ".join(f"{server}: {why}" for server, why in unhealthy)
+    message = f"health check failed after switch on {reasons}; switched back on every server"
+    for target in moving:
+        ctx = contexts[target.server]
+        if target.facts.active_release is not None:
+            await apply.switch_back(ctx, name, target.facts.active_release, reasons)
+        row = rec.store.by_release(site.domain, name, target.server)
+        if row is not None and row["commit_sha"] and row["build_key"]:
+            failed = Manifest(row["commit_sha"], row["branch"] or "", row["repository"] or site.repository,
+                              row["build_key"], DeployStatus.FAILED, row["started_at"] or "", utcnow(),
+                              row["declarations_commit"] or "", message[:500])
+            await apply.mark_failed(ctx, name, failed.to_json(), message)
+        board[target.server] = (target.facts.active_release, message)
+    applied.append(Applied(Activate(moving[0].facts.active_release or name, "auto-rollback")))
+    return SiteOutcome(site.domain, label(site), Sync.FAILED, Health.HEALTHY, message, applied)
+
+
 async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target], name: str, commit: str,
                      decl_commit: str | None) -> list[tuple[str, str]]:
     """Phase 1: build `name` on every server in `need` at once; (server, why it failed or "")."""
@@ -237,6 +274,10 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
         for target in moving:
             if warning := await apply.reload(contexts[target.server], name):
                 warnings.append(f"{target.server}: {warning}")
+        if moving and why != "rollback":  # a pin is the operator's: checked, never switched away from
+            unhealthy = await _check_all(contexts, moving, name)
+            if unhealthy:
+                return await _back_everywhere(rec, site, contexts, moving, name, unhealthy, applied, board)
         for target in moving:
             rec.store.record_activation(site.domain, name, target.facts.active_release, utcnow(),
                                         f"{why} ({target.server})", "")
