@@ -25,6 +25,7 @@ from tests.support import (
     write_config,
     write_site,
 )
+from tests.support.process import Daemons
 
 DOMAIN = "shop.example.com"
 
@@ -218,3 +219,30 @@ def test_zero_downtime_on_every_server_and_a_server_lost_mid_build_switches_none
     fleet.b.stop()
     runner.join(120)
     assert result == [1] and fleet.pair.site(fleet.a, DOMAIN).active() == before[0]
+
+
+def test_prune_works_on_every_server_alike(fleet: Fleet) -> None:
+    fleet.declare(script="echo built\n", keep=1)
+    for n in range(3):
+        if n:
+            app_commit(fleet.app, f"v{n + 1}")
+        assert fleet.cli("reconcile")[0] == 0
+    # The pass pruned as it went; a manual prune --keep 1 leaves the same single release on both.
+    rc, out, err = fleet.cli("prune", "--keep", "1", "--site", DOMAIN)
+    assert rc == 0 and f"on {fleet.a.destination}" in out and f"on {fleet.b.destination}" in out, (out, err)
+    on_a, on_b = (fleet.pair.site(s, DOMAIN).releases() for s in (fleet.a, fleet.b))
+    assert on_a == on_b and fleet.live()[0] in on_a and len(on_a) <= 2
+
+
+def test_the_daemon_deploys_a_site_on_two_servers(fleet: Fleet, tmp_path: Path, daemons: Daemons) -> None:
+    fleet.declare(script="echo built\n")
+    launcher = daemons.launcher(tmp_path, fleet.config)
+    launcher.start()
+    both = fleet.pair.site(fleet.a, DOMAIN).link, fleet.pair.site(fleet.b, DOMAIN).link
+    wait_until(lambda: all(link.is_symlink() for link in both), 60, "the first deploy on both servers",
+               launcher.diagnostics)
+    first = fleet.live()
+    new = app_commit(fleet.app, "v2")
+    wait_until(lambda: fleet.live_commits() == (new, new), 60, "the new commit on both servers",
+               launcher.diagnostics)
+    assert fleet.live()[0] == fleet.live()[1] != first[0]

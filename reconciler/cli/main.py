@@ -385,7 +385,8 @@ async def _prune(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{result.domain}: {printable(result.message)}")
             continue
         verb = "would prune" if args.dry_run else "pruning"
-        print(f"{result.domain}: {verb} {', '.join(result.releases) if result.releases else 'nothing'}")
+        where = f" on {result.server}" if result.server else ""
+        print(f"{result.domain}: {verb}{where} {', '.join(result.releases) if result.releases else 'nothing'}")
     return 0
 
 

@@ -541,16 +541,20 @@ class Reconciler:
         sites = [s for s in decls.sites.values() if only in (None, s.domain)]
         results: list[PruneResult] = []
         for site in sorted(sites, key=lambda s: s.domain):
-            try:
-                results.append(await self._prune_site(site, keep, dry_run, decls.commit))
-            except Exception as exc:
-                outcome = outcome_of(exc, site.domain, site.server)
-                results.append(PruneResult(site.domain, [], False, outcome.message))
+            for server in site.targets:  # a site on many servers: each of them, alike
+                try:
+                    result = await self._prune_site(site, keep, dry_run, decls.commit, server)
+                except Exception as exc:
+                    result = PruneResult(site.domain, [], False, outcome_of(exc, site.domain, server).message)
+                if len(site.targets) > 1:
+                    result = dataclasses.replace(result, message=f"{server}: {result.message}" if result.message
+                                                 else "", server=server)
+                results.append(result)
         return results
 
     async def _prune_site(self, site: SiteDeclaration, keep: int | None, dry_run: bool,
-                          decl_commit: str | None) -> PruneResult:
-        ctx = self._context(site, decl_commit)
+                          decl_commit: str | None, server: str) -> PruneResult:
+        ctx = self._context(site, decl_commit, target=server)
 
         def refusal(facts: SiteFacts) -> str | None:
             if facts.problem is not None:
@@ -564,14 +568,14 @@ class Reconciler:
                                     facts.active_release, site.pin, keep_failed=site.keep_failed)
 
         if dry_run:
-            facts = (await self.probe(site.server, [site])).sites[site.domain]
+            facts = (await self.probe(server, [site])).sites[site.domain]
             if (why := refusal(facts)) is not None:
                 return PruneResult(site.domain, [], False, why)
             return PruneResult(site.domain, candidates(facts), False)
         async with self._site_lock(ctx, "prune") as facts:
             if (why := refusal(facts)) is not None:
                 return PruneResult(site.domain, [], False, why)
-            self.store.adopt(site.domain, facts, locked=True, server=site.server)
+            self.store.adopt(site.domain, facts, locked=True, server=server)
             names = candidates(facts)
             if names:
                 await apply.prune(ctx, tuple(names))
@@ -688,3 +692,4 @@ class PruneResult:
     releases: list[str]
     done: bool          # False: a dry run, or nothing could be pruned (see message)
     message: str = ""
+    server: str = ""    # which server, for a site on many servers
