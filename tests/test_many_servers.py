@@ -7,6 +7,7 @@ Two real sshds, each in its own mount namespace with its own directory at the sa
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,17 @@ def test_the_daemon_deploys_a_site_on_two_servers(fleet: Fleet, tmp_path: Path, 
     wait_until(lambda: fleet.live_commits() == (new, new), 60, "the new commit on both servers",
                launcher.diagnostics)
     assert fleet.live()[0] == fleet.live()[1] != first[0]
+
+
+def test_a_rollback_to_a_release_missing_on_one_server_is_refused(fleet: Fleet) -> None:
+    fleet.declare(script="echo built\n")
+    assert fleet.cli("reconcile")[0] == 0
+    first = fleet.live()[0]
+    app_commit(fleet.app, "v2")
+    assert fleet.cli("reconcile")[0] == 0
+    assert first is not None
+    shutil.rmtree(fleet.pair.site(fleet.b, DOMAIN).release(first))
+    tip = git(fleet.decl, "rev-parse", "main")
+    rc, out, err = fleet.cli("rollback", DOMAIN, first)
+    assert rc == 1 and f"not a successful build on {fleet.b.destination}" in err, (out, err)
+    assert git(fleet.decl, "rev-parse", "main") == tip

@@ -61,9 +61,10 @@ def rollback_target(site: SiteDeclaration, facts: SiteFacts, release: str | None
     return max(older)[1]
 
 
-async def site_facts(reconciler: Reconciler, site: SiteDeclaration) -> SiteFacts:
-    """The site's facts, probed now (no branch heads: only the layout is needed)."""
-    transport = reconciler.pool.get(site.server)
+async def site_facts(reconciler: Reconciler, site: SiteDeclaration, server: str | None = None) -> SiteFacts:
+    """The site's facts on `server` (default: its first), probed now (no branch heads: only the
+    layout is needed)."""
+    transport = reconciler.pool.get(server or site.server)
     facts = await gather(transport, [ProbeSite(site.domain, site.base_path)], [],
                          timeout=reconciler.settings.command_timeout)
     return facts.sites[site.domain]
@@ -86,6 +87,14 @@ async def rollback(reconciler: Reconciler, domain: str, release: str | None,
     await refresh(reconciler)
     site = await declared(reconciler, domain)
     target = rollback_target(site, await site_facts(reconciler, site), release)
+    if len(site.targets) > 1:
+        # A pin is two-phase: the release must be a successful build on every server.
+        others = await asyncio.gather(*(site_facts(reconciler, site, server) for server in site.targets[1:]))
+        lacking = [server for server, facts in zip(site.targets[1:], others, strict=True)
+                   if (found := facts.releases.get(target)) is None or found.status != DeployStatus.SUCCESS]
+        if lacking:
+            raise NoRollbackTarget(f"{domain}: release {target} is not a successful build on {', '.join(lacking)}; "
+                                   "nothing committed")
     return target, await commit_pin(reconciler, domain, target, author)
 
 
