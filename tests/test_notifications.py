@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -306,3 +307,20 @@ def test_targets_get_only_their_events_once(receiver: Receiver) -> None:
                       ("rolled_back", SHOP), ("rolled_back", SHOP)]
     assert [(p.body["event"], p.body["message"]) for p in receiver.at("/failed")] == [("failed", "exit 3")] * 2
     assert len(receiver.posts) == 8, receiver.posts
+
+
+def test_sighup_applies_new_notify_targets(tmp_path: Path, receiver: Receiver, daemons: Daemons) -> None:
+    """A `[[notify]]` target added to the config reaches the running daemon with SIGHUP."""
+    world = World.create(tmp_path, daemons=daemons, domain=SHOP, interval=1)
+    world.declare(SHOP, script="echo shop\n")
+    daemon = world.launcher.start()
+    shop = world.on_disk(SHOP)
+    wait_until(lambda: shop.active(), PROMPT, "the first deploy", world.launcher.diagnostics)
+    with world.config.open("a") as handle:
+        handle.write(f'\n[[notify]]\nurl = "{receiver.root}/after-hup"\n')
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "configuration reloaded" in daemon.tail(), PROMPT, "the reload", world.launcher.diagnostics)
+    new = app_commit(world.app, "v2")
+    posts = wait_until(lambda: receiver.at("/after-hup", "deployed", SHOP), PROMPT,
+                       "`deployed` at the target added by SIGHUP", world.launcher.diagnostics)
+    assert posts[0].body["commit"] == new

@@ -365,7 +365,8 @@ class Daemon:
                                id="poll", replace_existing=True, coalesce=True, max_instances=1)
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config file; new timeouts, interval and concurrency apply from now."""
+        """SIGHUP: re-read the config file; new timeouts, interval, concurrency and `[[notify]]`
+        targets apply from now (deliveries already under way finish as they were)."""
         try:
             settings = load_settings(self.config_path, **self.overrides)
         except ConfigError as exc:
@@ -376,6 +377,7 @@ class Daemon:
             settings = settings.model_copy(update={"repo": self.settings.repo, "state_dir": self.settings.state_dir})
         self.settings = settings
         self.reconciler.reconfigure(settings)
+        self.notifications.targets = list(settings.notify)
         self._schedule()
         log.info("configuration reloaded")
         self.request()
