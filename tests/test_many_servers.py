@@ -261,3 +261,17 @@ def test_a_rollback_to_a_release_missing_on_one_server_is_refused(fleet: Fleet) 
     rc, out, err = fleet.cli("rollback", DOMAIN, first)
     assert rc == 1 and f"not a successful build on {fleet.b.destination}" in err, (out, err)
     assert git(fleet.decl, "rev-parse", "main") == tip
+
+
+def test_between_deploys_health_is_reported_per_server_and_nothing_switches(fleet: Fleet) -> None:
+    fleet.declare(script="echo built\n", health={"command": f"test ! -e {fleet.pair.base_path}/sick", "retries": 0})
+    assert fleet.cli("reconcile")[0] == 0
+    before = fleet.live()
+    (fleet.pair.dir_of(fleet.b) / "sick").touch()
+    fleet.cli("reconcile")
+    view = fleet.status()
+    assert (view["sync"], view["health"]) == ("Synced", "Degraded"), view
+    assert f"{fleet.b.destination}: health check failing" in view["message"], view
+    assert fleet.live() == before
+    entry = next(e for e in view["servers"] if e["server"] == fleet.b.destination)
+    assert "health check failing" in entry["message"]

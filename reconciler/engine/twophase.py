@@ -252,6 +252,17 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
         return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC if moving else Sync.SYNCED, Health.HEALTHY, "",
                            planned=planned)
     contexts = {t.server: rec._context(site, None, target=t.server) for t in targets}
+    if not moving and not any(prune.values()):
+        # In step everywhere: no lock needed. The health checks are reported, never acted on
+        # between deploys (a flapping backend must not cause rollback storms).
+        for target in targets:
+            board[target.server] = (name, "")
+        failing = await _check_all(contexts, targets, name) if site.health is not None else []
+        for server, detail in failing:
+            board[server] = (name, f"health check failing: {detail}")
+        note = "; ".join(f"{server}: health check failing: {detail}" for server, detail in failing)
+        return SiteOutcome(site.domain, where, Sync.SYNCED, Health.DEGRADED if failing else Health.HEALTHY,
+                           f"{note} (nothing switches between deploys)" if note else "", applied)
     async with contextlib.AsyncExitStack() as stack:
         for target in targets:  # in the declared order, always: two reconcilers never deadlock
             await stack.enter_async_context(rec._site_lock(contexts[target.server], f"switch {name}"))
