@@ -140,6 +140,7 @@ class Store:
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.path = path
+        self._many: set[str] | None = None  # sites with per-server rows (site_servers), once read
         self.db = sqlite_utils.Database(sqlite3.connect(str(path), isolation_level=None))
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
@@ -153,6 +154,7 @@ class Store:
         wrong directory must not get a stray ./state/)."""
         store = cls.__new__(cls)
         store.path = Path(":memory:")
+        store._many = None
         store.db = sqlite_utils.Database(memory=True)
         store.db.execute("PRAGMA foreign_keys=ON")
         migrations.apply(store.db)
@@ -207,6 +209,7 @@ class Store:
         current = {r["server"]: (r["active_release"], r["message"] or "") for r in self.site_servers(domain)}
         if current == rows:
             return
+        self._with_servers().add(domain)
         with self.db.atomic():
             self.db.execute("delete from site_servers where site = ?", [domain])
             for server, (active, message) in rows.items():
@@ -214,11 +217,20 @@ class Store:
                                                 "active_release": active, "message": message})
 
     def site_servers(self, domain: str) -> list[dict[str, Any]]:
+        if domain not in self._with_servers():
+            return []  # most sites: no query (a no-op pass asks for every site)
         return list(self.db["site_servers"].rows_where("site = ?", [domain], order_by="rowid"))
+
+    def _with_servers(self) -> set[str]:
+        """The sites that have per-server rows, read once per Store and kept in step by the writers."""
+        if self._many is None:
+            self._many = {row["site"] for row in self.db.query("select distinct site from site_servers")}
+        return self._many
 
     def forget_site_servers(self, domain: str, servers: list[str]) -> None:
         for server in servers:
             self.db.execute("delete from site_servers where site = ? and server = ?", [domain, server])
+        self._many = None  # read again when next asked
 
     # -- servers -----------------------------------------------------------------------------
 
