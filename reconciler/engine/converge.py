@@ -38,10 +38,10 @@ from reconciler.core.plan import (
     plan_site,
     prune_candidates,
 )
-from reconciler.core.status import DeployStatus, Health, Sync
+from reconciler.core.status import UNFINISHED, DeployStatus, Health, Sync
 from reconciler.engine import apply, source, trust, twophase, upstream
 from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
-from reconciler.engine.store import Store
+from reconciler.engine.store import Snapshot, Store
 from reconciler.errors import ConfigError, DeclarationError, LockNotReleased, PermanentError, RepoUnreachable
 from reconciler.remote import health as health_checks
 from reconciler.remote import lock
@@ -63,16 +63,25 @@ def ssh_options(settings: Settings) -> SshOptions:
                       settings.connect_timeout)
 
 
-def failure_memory(store: Store, domain: str, facts: SiteFacts, server: str | None = None) -> FailureMemory:
+def failure_memory(store: Store, domain: str, facts: SiteFacts, server: str | None = None,
+                   rows: list[dict[str, Any]] | None = None) -> FailureMemory:
     """Failures remembered in the store and in failed manifests on the server, less those an
-    operator forgave (`retry`)."""
+    operator forgave (`retry`). `rows`: the site's deployment rows already read (a snapshot)."""
     failed: dict[tuple[str, str], str] = {}
-    forgiven = store.forgiven(domain, server)
+    if rows is None:
+        forgiven = store.forgiven(domain, server)
+        remembered = list(store.failures(domain, server))
+    else:
+        mine = [r for r in rows if server is None or r.get("server") == server]
+        forgiven = {r["release"] for r in mine if r.get("forgiven")}
+        remembered = [(r["commit_sha"], r["build_key"], r["message"] or "deployment failed") for r in mine
+                      if r["status"] == DeployStatus.FAILED and not r.get("transient") and not r.get("forgiven")
+                      and r["commit_sha"] and r["build_key"]]
     for release in facts.releases.values():
         manifest = release.manifest
         if manifest is not None and manifest.status == DeployStatus.FAILED and release.name not in forgiven:
             failed[(manifest.commit, manifest.build_key)] = manifest.message or "deployment failed"
-    for commit, key, message in store.failures(domain, server):
+    for commit, key, message in remembered:
         failed[(commit, key)] = message
     return FailureMemory(failed)
 
@@ -261,11 +270,13 @@ class Reconciler:
             else:
                 reached = True
                 checked: dict[str, HealthResult] = {}
+                snapshot = None
                 if not dry_run:
                     self._observed(server)
                     checked = await self._check_live(server, rest, facts)
+                    snapshot = self._snapshot([s.domain for s in rest])
                 work += [self.converge_site(s, facts, decl_commit, dry_run, still_desired=still_desired,
-                                            checked=checked.get(s.domain))
+                                            checked=checked.get(s.domain), snapshot=snapshot)
                          for s in rest]
         outcomes += await asyncio.gather(*work)
         return ServerRound(server, outcomes, reached)
@@ -301,6 +312,15 @@ class Reconciler:
             self._record(site, None, None, outcome, decl_commit)
         return outcome
 
+    def _snapshot(self, domains: list[str]) -> Snapshot | None:
+        """The round's rows at once (issue 15: a no-op pass read a dozen rows per site). None: read
+        per site as before, should the snapshot itself fail."""
+        try:
+            return self.store.snapshot(domains)
+        except Exception:
+            log.exception("could not read the state of %d site(s) at once", len(domains))
+            return None
+
     def _observed(self, server: str) -> None:
         try:
             self.store.observed(server, self.clock())
@@ -310,13 +330,13 @@ class Reconciler:
     async def converge_site(self, site: SiteDeclaration, server_facts: ServerFacts | None,
                             decl_commit: str | None, dry_run: bool = False, *,
                             still_desired: Callable[[SiteDeclaration], bool] | None = None,
-                            checked: HealthResult | None = None) -> SiteOutcome:
+                            checked: HealthResult | None = None, snapshot: Snapshot | None = None) -> SiteOutcome:
         """Plan one site from its server's facts; when there is work, take the site's lock,
         re-plan from facts probed under the lock, and apply. `still_desired` is asked right
         before a switch. Without `server_facts` (a pinned site whose declaration just changed:
         a rollback, which wants speed) it goes straight to the lock, whose command probes too.
         Never raises (but for cancellation): see `outcome.outcome_of`."""
-        work = _SiteWork(site, decl_commit)
+        work = _SiteWork(site, decl_commit, snapshot=snapshot)
         async with self._limit:
             try:
                 outcome = await self._converge(work, server_facts, dry_run, still_desired)
@@ -326,7 +346,9 @@ class Reconciler:
                 health_now = health_of(work.facts) if work.facts is not None else Health.UNKNOWN
                 outcome = outcome_of(exc, site.domain, site.server, health_now, work.applied)
             if not dry_run:
-                self._record(site, work.plan, work.facts, outcome, decl_commit)
+                # Nothing was planned: the round's snapshot still holds this site's rows.
+                quiet = work.snapshot if work.plan is not None and not work.plan.actions else None
+                self._record(site, work.plan, work.facts, outcome, decl_commit, quiet)
             return outcome
 
     async def _converge(self, work: _SiteWork, server_facts: ServerFacts | None, dry_run: bool,
@@ -338,15 +360,18 @@ class Reconciler:
             return await self._locked(work, None, still_desired)
         facts = work.facts = server_facts.sites[site.domain]
         head = server_facts.heads.get(key) if (key := site.head_key) is not None else None
-        if not dry_run:
-            self.store.adopt(site.domain, facts, server=site.server)
+        snap = work.snapshot
+        rows = snap.deployments.get(site.domain) if snap is not None else None
+        if not dry_run and self.store.adopt(site.domain, facts, server=site.server, rows=rows):
+            snap = work.snapshot = None  # the rows moved: read them afresh
+            rows = None
         # Half-built releases can only be cleaned while nobody holds the lock (builders do).
-        request = self.store.pending_request(site.domain)
-        memory = failure_memory(self.store, site.domain, facts, site.server)
+        request = snap.requests.get(site.domain) if snap is not None else self.store.pending_request(site.domain)
+        memory = failure_memory(self.store, site.domain, facts, site.server, rows)
         plan = work.plan = plan_site(site, facts, head, memory,
                                      self.clock(), clean_interrupted=facts.lock is None,
                                      fresh_after=_fresh_after(request),
-                                     reload_owed=self.store.reload_owed(site.domain))
+                                     reload_owed=_reload_owed(self.store, site.domain, snap))
         if dry_run:
             owner = lock.Owner.from_text(facts.lock or "") if facts.lock else None
             if owner is not None and plan.actions and not lock.left_by_dead_run(owner, self.identity):
@@ -358,7 +383,7 @@ class Reconciler:
         # A run of ours that died mid-way leaves its lock and unfinished rows: settle them
         # under the lock even when there is nothing else to do.
         leftovers = lock.left_by_dead_run(lock.Owner.from_text(facts.lock or ""), self.identity) or \
-            self.store.unfinished(site.domain, site.server)
+            (_unfinished(rows, site.server) if rows is not None else self.store.unfinished(site.domain, site.server))
         if not plan.actions and not leftovers:
             if request is not None and plan.sync == Sync.SYNCED:
                 self.store.clear_request(site.domain, request["at"])  # nothing left to build: moot
@@ -582,16 +607,17 @@ class Reconciler:
             return PruneResult(site.domain, names, True)
 
     def _record(self, site: SiteDeclaration, plan: Plan | None, facts: SiteFacts | None, outcome: SiteOutcome,
-                decl_commit: str | None) -> None:
+                decl_commit: str | None, snapshot: Snapshot | None = None) -> None:
         """Write a site's outcome to the store. A store that fails here is logged, not raised:
         the outcome is still returned to the caller."""
         try:
-            self._write_record(site, plan, facts, outcome, decl_commit)
+            self._write_record(site, plan, facts, outcome, decl_commit, snapshot)
         except Exception:
             log.exception("%s: could not record the outcome", site.domain)
 
     def _write_record(self, site: SiteDeclaration, plan: Plan | None, facts: SiteFacts | None,
-                      outcome: SiteOutcome, decl_commit: str | None) -> None:
+                      outcome: SiteOutcome, decl_commit: str | None, snapshot: Snapshot | None = None) -> None:
+        current = snapshot.sites.get(site.domain) if snapshot is not None else None
         gone = [r["server"] for r in self.store.site_servers(site.domain)
                 if r["server"] not in site.targets or len(site.targets) == 1]
         removed = [server for server in gone if server not in site.targets]
@@ -608,25 +634,41 @@ class Reconciler:
             "declarations_commit": decl_commit,
         }
         if plan is None or facts is None:
-            self.store.update_site(site.domain, **values)
+            self.store.update_site(site.domain, current, **values)
             return
         values["desired_commit"] = plan.desired_commit
         # What is live now: the desired release when we got there (even if a later step then
         # failed), else what the probe saw.
         active = _live_after(outcome) or (plan.desired_release if outcome.sync == Sync.SYNCED
                                           else facts.active_release)
-        row = self.store.by_release(site.domain, active, site.server) if active else None
+        if snapshot is not None:
+            row = next((r for r in snapshot.deployments.get(site.domain, [])
+                        if r["release"] == active and r.get("server") == site.server), None) if active else None
+        else:
+            row = self.store.by_release(site.domain, active, site.server) if active else None
         values.update(active_release=active, active_deployment_id=row["id"] if row else None,
                       active_commit=row["commit_sha"] if row else None)
         if row is not None and row["status"] == DeployStatus.SUCCESS:
-            current = self.store.site(site.domain) or {}
-            if not current.get("last_deployed_at"):
+            known = current if current is not None else self.store.site(site.domain) or {}
+            if not known.get("last_deployed_at"):
                 values.update(last_deployed_at=row["completed_at"] or row["started_at"],
                               last_deployment_sha=row["commit_sha"])
-        self.store.update_site(site.domain, **values)
+        self.store.update_site(site.domain, current, **values)
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _reload_owed(store: Store, domain: str, snapshot: Snapshot | None) -> tuple[str, str] | None:
+    if snapshot is None:
+        return store.reload_owed(domain)
+    row = snapshot.sites.get(domain) or {}
+    release = row.get("reload_owed")
+    return (release, row.get("reload_owed_reason") or "reload failed") if release else None
+
+
+def _unfinished(rows: list[dict[str, Any]], server: str) -> bool:
+    return any(r["status"] in UNFINISHED and r.get("server") == server for r in rows)
 
 
 def _report_health(outcome: SiteOutcome, checked: HealthResult) -> None:
@@ -675,6 +717,7 @@ class _SiteWork:
     facts: SiteFacts | None = None
     plan: Plan | None = None
     applied: list[Applied] = field(default_factory=list)
+    snapshot: Snapshot | None = None  # the round's rows, read at once (valid while nothing changed)
 
 
 @dataclass(frozen=True)
