@@ -382,7 +382,8 @@ class Reconciler:
                                planned=list(plan.actions))
         # A run of ours that died mid-way leaves its lock and unfinished rows: settle them
         # under the lock even when there is nothing else to do.
-        leftovers = lock.left_by_dead_run(lock.Owner.from_text(facts.lock or ""), self.identity) or \
+        dead_lock = facts.lock is not None and lock.left_by_dead_run(lock.Owner.from_text(facts.lock), self.identity)
+        leftovers = dead_lock or \
             (_unfinished(rows, site.server) if rows is not None else self.store.unfinished(site.domain, site.server))
         if not plan.actions and not leftovers:
             if request is not None and plan.sync == Sync.SYNCED:

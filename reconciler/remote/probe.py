@@ -49,6 +49,7 @@ site's fact.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -186,7 +187,7 @@ class _Reader:
     @staticmethod
     def manifest(site: SiteFacts, release: ReleaseFacts, text: str) -> None:
         try:
-            release.manifest, release.corrupt = Manifest.parse(text), False
+            release.manifest, release.corrupt = _parsed_manifest(text), False
         except wire.WireLimit as exc:
             # Nothing we write looks like this: someone shaped it. The site waits for a human.
             release.manifest, release.corrupt = None, True
@@ -194,6 +195,15 @@ class _Reader:
         except wire.WireError:
             # Unparseable (cut short, emptied, edited by hand): the release is corrupt, as before.
             release.manifest, release.corrupt = None, True
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed_manifest(text: str) -> Manifest:
+    """Manifest.parse, remembered by the manifest's text: a server's manifests rarely change,
+    and every poll reads them all again (issue 15: parsing each one every pass was per-site CPU).
+    Manifests are frozen, so one parsed value can serve every pass; a text that does not parse
+    raises each time (not cached)."""
+    return Manifest.parse(text)
 
 
 def parse_probe(output: str | bytes, sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> ServerFacts:
