@@ -58,7 +58,26 @@ EXIT_CANNOT_RUN = 126    # the command never started (E2BIG: too long for one ar
 MAX_ARG_BYTES = 128 * 1024
 
 # Git must never stop to ask a question: no terminal prompt, no interactive ssh.
-GIT_PREAMBLE = 'export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}"\n'
+#
+# And it reaches a git host over one SSH connection, not one per git command (issue 15): an SSH
+# login costs a key exchange and the host's session setup (~0.2 s to 127.0.0.1 here, a WAN round
+# trip or more elsewhere), and a pass's probe (`ls-remote`) is followed by a deploy's fetch. So an
+# OpenSSH `GIT_SSH_COMMAND` (ours, or the server's own when it is a plain `ssh ...` line; a
+# wrapper program is left alone) gets ControlMaster=auto with a socket under ~/.ssh/reconciler-mux
+# (0700, owned by the user) that persists 300 s, so the next poll reuses it too. Options given
+# earlier win in OpenSSH, so a server's own `-o ControlMaster=no` opts out. A socket path must fit
+# in sun_path (108 bytes, with the 40-hex %C and ssh's 17-byte temporary suffix): with a HOME too
+# long for that, or with characters the shell would split, git connects as before.
+GIT_PREAMBLE = (
+    'export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}"\n'
+    'case $GIT_SSH_COMMAND in ssh|"ssh "*)\n'
+    '  m=${HOME:-/nonexistent}/.ssh/reconciler-mux\n'
+    '  case $m in /*[!A-Za-z0-9/._-]*) m= ;; esac\n'
+    '  if [ -n "$m" ] && [ ${#m} -le 48 ] && (umask 077 && mkdir -p -- "$m") 2>/dev/null && [ -O "$m" ]; then\n'
+    '    GIT_SSH_COMMAND="$GIT_SSH_COMMAND -o ControlMaster=auto -o ControlPath=$m/%C -o ControlPersist=300"\n'
+    '  fi ;;\n'
+    'esac\n'
+)
 
 # Code staged inside a release directory, run from there, removed after the run.
 SCRIPT_NAME = ".reconciler-script"
@@ -190,6 +209,9 @@ def clone(paths: SitePaths, repository: str, branch: str | None, commit: str, re
     reachable commit allow (GitHub, protocol v2 over ssh and file); when the mirror still does
     not have it the step fails with that reason, on stderr and in the log."""
     wanted = quote(commit + "^{commit}")
+    # The mirror's branch follows what was fetched for it (a release's origin/<branch> comes from it).
+    keep_branch = (f'      git -C "$M" update-ref {quote("refs/heads/" + branch)} {quote(commit)} || :\n'
+                   if branch is not None else "")
     why = quote(f"commit {commit} is not in the repository: no branch or tag reaches it, "
                 "and the git host does not send it by id")
     if branch is not None:
@@ -204,6 +226,13 @@ def clone(paths: SitePaths, repository: str, branch: str | None, commit: str, re
         '  if [ -d "$M" ] && [ "$(git -C "$M" config --get remote.origin.url 2>/dev/null)" = "$R" ]; then\n'
         # Already there (only the script or shared list changed): no connection to the git host.
         f'    git -C "$M" cat-file -e {wanted} 2>/dev/null && return 0\n'
+        # The probe resolved the commit: ask for just it (one connection, only its objects), then
+        # everything, from a host that does not serve commits by id.
+        f'    if git -C "$M" fetch --quiet --no-tags origin {quote(commit)} 2>/dev/null'
+        f' && git -C "$M" cat-file -e {wanted} 2>/dev/null; then\n'
+        f'{keep_branch}'
+        '      return 0\n'
+        '    fi\n'
         f'    git -C "$M" fetch --quiet --prune origin {_MIRROR_REFSPECS} && return 0\n'
         "  fi\n"
         "  printf '==> (re)creating the repository cache\\n'\n"
