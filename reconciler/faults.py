@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 
-STEPS = ("after-claim", "clone", "script", "before-switch", "after-switch", "prune")
+STEPS = ("clone", "after-build", "script", "before-switch", "after-switch", "prune")
 
 
 def checkpoint(step: str) -> None:

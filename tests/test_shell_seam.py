@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core import wire
 from reconciler.core.declarations import MAX_FILE_BYTES
 from reconciler.core.facts import ProbeSite
 from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, shared_link_target
@@ -166,7 +167,8 @@ def test_claim_writes_manifest_header_and_script_exactly_and_never_twice(world: 
     staged = release / shell.SCRIPT_NAME
     assert staged.read_text() == script
     assert staged.stat().st_mode & 0o077 == 0, "the script may hold secrets: owner-only"
-    assert sorted(p.name for p in release.iterdir()) == sorted([MANIFEST_NAME, LOG_NAME, shell.SCRIPT_NAME])
+    assert sorted(p.name for p in release.iterdir()) == sorted([MANIFEST_NAME, LOG_NAME, shell.SCRIPT_NAME,
+                                                                shell.SHARED_NAME])
     # A release directory is claimed with a plain mkdir: a second claim fails and changes nothing.
     before = (release / MANIFEST_NAME).read_text()
     assert _sh(shell.claim_release(world, RELEASE, "{}", "x", None), tmp_path).returncode != 0
@@ -194,7 +196,8 @@ def test_manifest_rewrite_and_failure_record(world: SitePaths, tmp_path: Path) -
     _ok(shell.record_failure(world, RELEASE, '{"status":"failed"}', note), tmp_path)
     assert json.loads((release / MANIFEST_NAME).read_text()) == {"status": "failed"}
     assert (release / LOG_NAME).read_text() == f"==> {HOSTILE}\n" + note + "\n"
-    assert sorted(p.name for p in release.iterdir()) == sorted([MANIFEST_NAME, LOG_NAME]), "no temp file left"
+    left = sorted(p.name for p in release.iterdir())
+    assert left == sorted([MANIFEST_NAME, LOG_NAME, shell.SHARED_NAME]), "no temp file left"
 
 
 def test_link_shared_with_hostile_entries(world: SitePaths, tmp_path: Path) -> None:
@@ -380,3 +383,66 @@ def test_a_60kb_script_of_quotes_deploys(tmp_path: Path) -> None:
     live = (base / DOMAIN).resolve()
     assert (live / "script-ran").is_file()
     assert not (live / shell.SCRIPT_NAME).exists()
+
+
+def test_one_build_command_claims_clones_and_links_with_hostile_values(world: SitePaths, tmp_path: Path) -> None:
+    """The claim rides in the build's argv (base64), the script waits in the lock (staged when it
+    was taken), and the shared entries arrive through the claim: one command, same result."""
+    branch = "feat/$(touch${IFS}PWNED)`touch${IFS}PWNED`;x|y&z'q\""
+    app = make_app_repo(tmp_path / "app $(touch PWNED) 'q'")
+    git(app, "checkout", "-q", "-b", branch)
+    commit = git(app, "rev-parse", "HEAD")
+    script = "echo '$(touch PWNED)' \"`touch PWNED`\"\n"
+    owner = json.dumps({"run": HOSTILE})
+    assert _ok(shell.lock_acquire(world, owner, script=script), tmp_path).stdout.startswith(shell.LOCK_ACQUIRED)
+    manifest = json.dumps({"commit": commit, "message": HOSTILE})
+    claim = shell.claim_release(world, RELEASE, manifest, f"==> {HOSTILE}", script, HOSTILE_ENTRIES,
+                                script_in_lock=True)
+    assert shell.claim_fits(claim) and claim.stdin is not None and script not in claim.stdin
+    _ok(shell.build_release(world, str(app), branch, commit, RELEASE, claim), tmp_path)
+    release = Path(world.release(RELEASE))
+    assert git(release, "rev-parse", "HEAD") == commit
+    assert json.loads((release / MANIFEST_NAME).read_text()) == {"commit": commit, "message": HOSTILE}
+    assert (release / shell.SCRIPT_NAME).read_text() == script
+    assert not (release / shell.SHARED_NAME).exists() and not (Path(world.lock) / shell.SCRIPT_NAME).exists()
+    for entry in HOSTILE_ENTRIES:
+        assert (release / entry).is_symlink(), entry
+    # The same release name again: the claim's plain mkdir fails, and the build says it was the claim.
+    again = _sh(shell.build_release(world, str(app), branch, commit, RELEASE, claim), tmp_path)
+    assert again.returncode == shell.EXIT_CLAIM
+    assert json.loads((release / MANIFEST_NAME).read_text())["commit"] == commit
+
+
+def test_build_reports_a_shared_entry_it_refuses(world: SitePaths, tmp_path: Path) -> None:
+    app = make_app_repo(tmp_path / "app")
+    (app / "public" / "uploads").parent.mkdir(exist_ok=True)
+    (app / "linked").symlink_to("/etc")
+    git(app, "add", "-A")
+    git(app, "commit", "-q", "-m", "a symlink")
+    commit = git(app, "rev-parse", "HEAD")
+    claim = shell.claim_release(world, RELEASE, "{}", "==> x", None, ["linked/x"])
+    done = _sh(shell.build_release(world, str(app), "main", commit, RELEASE, claim), tmp_path)
+    assert done.returncode == shell.EXIT_SHARED and "symlink" in done.stderr, done
+
+
+def test_finish_records_switches_reloads_unlocks_and_reports(world: SitePaths, tmp_path: Path) -> None:
+    owner = json.dumps({"run": HOSTILE})
+    _ok(shell.lock_acquire(world, owner), tmp_path)
+    _claim(world, tmp_path)
+    reload_code = "echo reloading '$(touch PWNED)'\n: " + "''" * 2000 + "\nexit 3"
+    done = _ok(shell.finish_release(world, RELEASE, json.dumps({"status": "success"}), reload_code, owner, 4096),
+               tmp_path)
+    report = wire.finish_report(done.stdout, shell.FINISH_MARK)
+    assert (report.reload_exit, report.unlock_exit) == (3, 0)
+    assert report.log.startswith(f"==> {HOSTILE}\n") and "==> reload\nreloading $(touch PWNED)" in report.log
+    assert json.loads(Path(world.manifest(RELEASE)).read_text()) == {"status": "success"}
+    assert os.readlink(world.site_link) == world.link_target(RELEASE)
+    assert not Path(world.lock).exists() and not (Path(world.release(RELEASE)) / shell.RELOAD_NAME).exists()
+    # Someone else's lock is never released; a real directory at the site path is never replaced.
+    _ok(shell.lock_acquire(world, json.dumps({"run": "theirs"})), tmp_path)
+    again = _ok(shell.finish_release(world, RELEASE, "{}", None, owner, 10), tmp_path)
+    assert wire.finish_report(again.stdout, shell.FINISH_MARK).unlock_exit == 0 and Path(world.lock).exists()
+    os.remove(world.site_link)
+    os.mkdir(world.site_link)
+    refused = _sh(shell.finish_release(world, RELEASE, "{}", None, None, 10), tmp_path)
+    assert refused.returncode == shell.EXIT_NOT_A_SYMLINK

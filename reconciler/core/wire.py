@@ -158,3 +158,26 @@ def commit_info(text: str) -> CommitInfo:
         return CommitInfo()
     author, subject = (display(" ".join(f.split()), MAX_COMMIT_TEXT) for f in fields[:2])
     return CommitInfo(author, subject)
+
+
+@dataclass(frozen=True)
+class FinishReport:
+    """What a deploy's finish command (remote.shell.finish_release) reports after its switch."""
+
+    log: str          # the release log's tail
+    reload_exit: int  # 0: the reload command ran fine (or there is none)
+    unlock_exit: int  # 0: the lock is released (or was not asked to be); else it stays
+
+
+_FINISH_RE = re.compile(r"([0-9]{1,3}) ([0-9]{1,3})\n?")
+
+
+def finish_report(text: str, mark: str) -> FinishReport:
+    """Parse the finish command's output: the log tail, then a newline, `mark` and two exit
+    statuses on the last line. The log comes from the release (the app's script writes it), so
+    only the last mark counts: ours is printed after it. WireError for anything else."""
+    log, found, trailer = text.rpartition(f"\n{mark} ")
+    match = _FINISH_RE.fullmatch(trailer) if found else None
+    if match is None:
+        raise WireError(f"the finish command's report is missing or malformed: {display(text[-80:])!r}")
+    return FinishReport(log, int(match.group(1)), int(match.group(2)))

@@ -30,6 +30,7 @@ from reconciler.engine.store import Store, utcnow
 from reconciler.errors import LayoutConflict, StepFailed, TransportError
 from reconciler.faults import checkpoint
 from reconciler.remote import health, shell
+from reconciler.remote.lock import Lease
 from reconciler.remote.transport import Result, Transport
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class SiteContext:
     on_health_check: Callable[[float], None] | None = None
     # The server this context works on: one of the site's targets ("" = the site's only server).
     target: str = ""
+    # The site's lock as held now: the last command under it may release it (remote/lock.py).
+    lease: Lease | None = None
 
     @property
     def server(self) -> str:
@@ -151,11 +154,19 @@ async def activate(ctx: SiteContext, release: str, previous: str | None = None, 
     return Outcome(True, warning=warning)
 
 
-async def prune(ctx: SiteContext, releases: tuple[str, ...]) -> None:
+async def prune(ctx: SiteContext, releases: tuple[str, ...], release_lock: bool = False) -> None:
+    """Remove `releases`; with `release_lock` (the last step under the site's lock) the same
+    command releases the lock."""
     if not releases:
         return
     checkpoint("prune")
-    await _run(ctx, Step.PRUNE, shell.remove_releases(ctx.paths, releases))
+    lease = ctx.lease if release_lock else None
+    command = shell.remove_releases(ctx.paths, releases, lease.owner_json if lease is not None else None)
+    result = await _send(ctx, command)
+    if lease is not None and result.exit_status in (0, shell.EXIT_LOCK_KEPT):
+        lease.done(result.exit_status, result.tail(2))
+    elif not result.ok:
+        raise StepFailed(Step.PRUNE, result.exit_status, result.tail(), result.tail(3).replace("\n", " | "))
     for name in releases:
         row = ctx.store.by_release(ctx.site.domain, name, ctx.server)
         if row is not None:
@@ -209,14 +220,19 @@ async def switch_back(ctx: SiteContext, failed: str, previous: str, reason: str)
 
 
 async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
-                 previous: str | None = None, *, switch_to_it: bool = True) -> Outcome:
+                 previous: str | None = None, *, switch_to_it: bool = True, release_lock: bool = False) -> Outcome:
     """Build `commit` into a new release and switch to it. Returns the outcome; raises
     TransportError when the server went away (a temporary problem). `reason` (the plan's) is
     the history's trigger unless an operator's request (ctx.trigger) asked for this build.
     With a `[health]` check, a release that fails it after the switch is switched back to
     `previous` at once and recorded as failed (remembered like a failed build). Without
     `switch_to_it` (phase 1 of a site on many servers) it stops once the release is built and
-    recorded a success: the switches are the caller's, on every server at once."""
+    recorded a success: the switches are the caller's, on every server at once. With
+    `release_lock` (nothing follows under the site's lock) the finishing command releases it.
+
+    Round trips (issue 15): the claim rides in the tied build command (clone, shared links), so a
+    deploy is the lock, the build, the script, and the finish (record, switch, reload, log,
+    unlock); a prune after it is one more, which releases the lock instead."""
     site, paths, store = ctx.site, ctx.paths, ctx.store
     ref = site.ref
     trigger = ctx.trigger or reason or None
@@ -243,26 +259,40 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
                     "following it", site.domain, ref.describe(), commit[:12], previous or "-")
     log.info("%s: deploying %s as release %s on %s (%s%s)", site.domain, commit[:12], release, site.server,
              trigger or "desired state", by)
+    lease = ctx.lease
     try:
         header = f"==> reconciler: {site.domain} release {release}, {ref.describe()} @ {commit}"
-        # The script travels now, on stdin, and waits in the release for its step.
-        await _run(ctx, Step.CLAIM, shell.claim_release(paths, release, base.to_json(), header, script))
+        # The script travels now and waits in the release for its step: on stdin of the claim, or
+        # already in the lock (staged when it was taken), so the claim can ride in the build.
+        in_lock = script is not None and lease is not None and lease.script_staged
+        claim = shell.claim_release(paths, release, base.to_json(), header, script, site.shared,
+                                    script_in_lock=in_lock)
+        batched = shell.claim_fits(claim)
+        if not batched:
+            await _run(ctx, Step.CLAIM, claim)
+        # From here a stop removes the release (`_abort`): a claim in flight is as good as made.
         claimed = True
-        checkpoint("after-claim")
         stage = Step.CLONE
         ctx.step(stage)
         store.update_deployment(deployment_id, status=DeployStatus.UPDATING)
         checkpoint("clone")
         # A branch site's release is on its branch; a tag or commit site's is detached at the commit.
         on_branch = ref.name if ref.kind == "branch" else None
-        cloned = await _run(ctx, Step.CLONE, shell.clone(paths, site.repository, on_branch, commit, release),
+        # Claim (when it fits), clone and shared links: one round trip, no answer needed in between.
+        built = await _send(ctx, shell.build_release(paths, site.repository, on_branch, commit, release,
+                                                     claim if batched else None),
                             timeout=ctx.deploy_timeout, tied=True)
-        info = wire.commit_info(cloned.stdout)
+        if not built.ok:
+            failed_step = Step.CLONE
+            if batched and built.exit_status == shell.EXIT_CLAIM:
+                failed_step, claimed = Step.CLAIM, False  # the directory is not ours: never removed
+            elif built.exit_status == shell.EXIT_SHARED:
+                failed_step = Step.SHARED
+            raise StepFailed(failed_step, built.exit_status, built.tail(), built.tail(3).replace("\n", " | "))
+        checkpoint("after-build")
+        info = wire.commit_info(built.stdout)
         base = dataclasses.replace(base, author=info.author, subject=info.subject)
         store.update_deployment(deployment_id, commit_author=info.author, commit_subject=info.subject)
-        stage = Step.SHARED
-        ctx.step(stage)
-        await _run(ctx, Step.SHARED, shell.link_shared(paths, release, site.shared))
         stage = Step.SCRIPT
         ctx.step(stage)
         checkpoint("script")
@@ -273,21 +303,22 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
                        timeout=ctx.deploy_timeout, tied=True)
         stage = Step.RECORD
         done = Manifest(**{**base.__dict__, "status": DeployStatus.SUCCESS, "completed_at": utcnow()})
-        # Mark success before switching: a crash in between leaves a good release that the
-        # next pass activates, never a live release that claims to be unfinished.
-        await _run(ctx, Step.RECORD, shell.write_manifest(paths, release, done.to_json()))
         checkpoint("before-switch")
-        if not switch_to_it:
-            return await _built(ctx, deployment_id, release, started, done.completed_at)
-        if ctx.still_desired is not None and not ctx.still_desired():
+        if not switch_to_it or (ctx.still_desired is not None and not ctx.still_desired()):
+            # Built, but not switched here: a good release that a later pass (or phase 2) activates.
+            await _run(ctx, Step.RECORD, shell.write_manifest(paths, release, done.to_json()))
+            if not switch_to_it:
+                return await _built(ctx, deployment_id, release, started, done.completed_at)
             return await _superseded(ctx, deployment_id, release, started, done.completed_at)
         # A stop request must not interrupt a switch half-way through the bookkeeping:
         # the switch and reload finish, then the cancellation is honoured.
         stage = Step.SWITCH
         ctx.step(stage)
-        finishing = asyncio.ensure_future(_switch_and_reload(ctx, release))
+        # Nothing else to do under the lock (no prune, no health check after): the finish releases it.
+        unlock = lease if release_lock and site.health is None else None
+        finishing = asyncio.ensure_future(_finish(ctx, release, done, unlock))
         try:
-            warning = await asyncio.shield(finishing)
+            warning, text = await asyncio.shield(finishing)
             checkpoint("after-switch")
         except asyncio.CancelledError:
             await finishing
@@ -329,7 +360,6 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
             duration_ms=int((time.monotonic() - started) * 1000),
         )
         raise
-    text = await _fetch_log(ctx, release)
     local = _save_local_log(ctx, deployment_id, text)
     store.update_deployment(
         deployment_id, status=DeployStatus.SUCCESS, completed_at=done.completed_at, local_log=str(local),
@@ -380,9 +410,28 @@ async def _unhealthy(ctx: SiteContext, deployment_id: int, release: str, previou
     return Outcome(False, message, rolled_back_to=previous)
 
 
-async def _switch_and_reload(ctx: SiteContext, release: str) -> str:
-    await switch(ctx, release)
-    return await reload(ctx, release)
+async def _finish(ctx: SiteContext, release: str, done: Manifest, lease: Lease | None) -> tuple[str, str]:
+    """Record the release's success, switch to it, reload and read its log, in one round trip
+    (shell.finish_release), releasing the lock too when `lease` says so. Returns the reload's
+    warning ("" when all went well) and the log."""
+    command = shell.finish_release(ctx.paths, release, done.to_json(), ctx.site.reload_command or None,
+                                   lease.owner_json if lease is not None else None, LOCAL_LOG_BYTES)
+    result = await _send(ctx, command)
+    if result.exit_status == shell.EXIT_RECORD:
+        raise StepFailed(Step.RECORD, result.exit_status, result.tail(), result.tail(3).replace("\n", " | "))
+    if result.exit_status == shell.EXIT_NOT_A_SYMLINK:
+        raise LayoutConflict(f"{ctx.paths.site_link} is not a symlink; refusing to replace it")
+    if not result.ok:
+        raise StepFailed(Step.SWITCH, result.exit_status, result.tail(), result.tail(3).replace("\n", " | "))
+    try:
+        report = wire.finish_report(result.stdout, shell.FINISH_MARK)
+    except wire.WireError as exc:
+        # Switched (exit 0), but the report is unreadable: the lock is released the usual way.
+        log.warning("%s: %s", ctx.site.domain, exc)
+        return "", result.stdout
+    if lease is not None:
+        lease.done(report.unlock_exit)
+    return ("" if report.reload_exit == 0 else f"reload command failed (exit {report.reload_exit})"), report.log
 
 
 async def _abort(ctx: SiteContext, deployment_id: int, release: str, stage: Step, started: float) -> None:

@@ -404,7 +404,7 @@ class Reconciler:
             ctx.trigger, ctx.requested_by = request["kind"], request["by"]
         outcome: SiteOutcome | None = None
         try:
-            async with self._site_lock(ctx, purpose) as fresh:
+            async with self._site_lock(ctx, purpose, stage_script=True) as fresh:
                 facts = work.facts = fresh
                 self.store.adopt(site.domain, facts, locked=True, server=site.server)
                 memory = failure_memory(self.store, site.domain, facts, site.server)
@@ -433,11 +433,17 @@ class Reconciler:
                                  still_desired, self._progress_of(site.domain),
                                  on_health_check=self.on_health_check, target=target)
 
-    def _site_lock(self, ctx: apply.SiteContext, purpose: str) -> AbstractAsyncContextManager[SiteFacts]:
+    def _site_lock(self, ctx: apply.SiteContext, purpose: str, *, stage_script: bool = False
+                   ) -> AbstractAsyncContextManager[SiteFacts]:
+        """The site's lock, as `ctx.lease` (the last command under it may release it). With
+        `stage_script`, the deploy script rides along, for a deploy the plan may ask for."""
         settings = self.settings
+        ctx.lease = lock.Lease()
+        script = ctx.site.script if stage_script and ctx.site.script.strip() else None
         return lock.held(ctx.transport, ctx.paths, self.identity, purpose,
                          stale_after=settings.deploy_timeout + 2 * settings.command_timeout,
-                         timeout=settings.command_timeout, shared=tuple(ctx.site.shared))
+                         timeout=settings.command_timeout, shared=tuple(ctx.site.shared), lease=ctx.lease,
+                         script=script)
 
     def _progress_of(self, domain: str) -> Callable[[str], None] | None:
         progress = self.progress
@@ -451,17 +457,21 @@ class Reconciler:
         still reports what was done)."""
         site = ctx.site
         sync, health, message = plan.sync, plan.health, plan.message
-        for action in plan.actions:
+        deploys = any(isinstance(a, Deploy) for a in plan.actions)
+        for index, action in enumerate(plan.actions):
+            last = index == len(plan.actions) - 1  # nothing else under the lock: this step releases it
             if not isinstance(action, Deploy):
                 ctx.step(action.describe())
             if isinstance(action, Provision):
-                await apply.provision(ctx)
+                if not deploys:  # a deploy's claim makes the layout in its own command
+                    await apply.provision(ctx)
             elif isinstance(action, Clean):
                 await apply.prune(ctx, action.releases)
                 for name in action.releases:
                     self.store.mark_cleaned(site.domain, name, site.server)
             elif isinstance(action, Deploy):
-                result = await apply.deploy(ctx, action.release, action.commit, action.reason, facts.active_release)
+                result = await apply.deploy(ctx, action.release, action.commit, action.reason, facts.active_release,
+                                            release_lock=last)
                 if not result.ok:
                     done.append(Applied(action, failed=True, note=result.message))
                     if result.rolled_back_to is not None:
@@ -499,7 +509,7 @@ class Reconciler:
                 health, message = self._reloaded(site.domain, action.release, warning)
             elif isinstance(action, Prune):
                 try:
-                    await apply.prune(ctx, action.releases)
+                    await apply.prune(ctx, action.releases, release_lock=last)
                 except PermanentError as exc:
                     # The new release is live; old ones that would not go only cost disk.
                     done.append(Applied(action, failed=True, note=str(exc)))

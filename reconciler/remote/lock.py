@@ -98,6 +98,26 @@ class Owner:
         return f"{wire.display(self.host, 255)} pid {self.pid} ({wire.display(self.purpose, 200) or 'reconciling'})"
 
 
+@dataclass
+class Lease:
+    """Our hold on a site's lock, filled in by `held`, so that the last command sent under the
+    lock can release it on its way (shell.finish_release, remove_releases): one round trip less
+    per change (issue 15). `held` then only reports what that command said."""
+
+    owner_json: str = ""
+    script_staged: bool = False  # the deploy script waits in the lock (shell.lock_acquire)
+    released: bool = False
+    problem: str = ""  # released was asked, and the lock stayed: why
+
+    def done(self, unlock_exit: int, result_tail: str = "") -> None:
+        """The command that released the lock exited `unlock_exit` for that part."""
+        self.released = True
+        if unlock_exit == shell.EXIT_LOCK_KEPT:
+            self.problem = f"could not remove its lock: {wire.display(result_tail)}; the site stays locked"
+        elif unlock_exit != 0:
+            self.problem = f"could not release the lock (exit {unlock_exit})"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -140,13 +160,18 @@ def _lock_age(line: str) -> float:
 
 @asynccontextmanager
 async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: str, *,
-               stale_after: float, timeout: float, shared: tuple[str, ...] = ()) -> AsyncIterator[SiteFacts]:
+               stale_after: float, timeout: float, shared: tuple[str, ...] = (),
+               lease: Lease | None = None, script: str | None = None) -> AsyncIterator[SiteFacts]:
     """Hold the site's lock; yields the site's facts probed right after acquiring it (with the
-    live release's `shared` links checked)."""
+    live release's `shared` links checked). With a `lease`, a command under the lock may
+    release it (`Lease.done`); with a `script`, the deploy script is staged in the lock."""
     owner = Owner(me.instance, me.run, me.host, me.pid, purpose, time.time())
     site = ProbeSite(paths.domain, paths.base_path, shared)
+    if lease is not None:
+        lease.owner_json, lease.released, lease.problem = owner.to_json(), False, ""
+        lease.script_staged = script is not None
     for attempt in (1, 2):
-        result = await _send(transport, shell.lock_acquire(paths, owner.to_json(), shared), timeout)
+        result = await _send(transport, shell.lock_acquire(paths, owner.to_json(), shared, script), timeout)
         if not result.ok:
             raise TemporaryError(f"{transport.name}: cannot take the lock of {paths.domain}: {result.tail(3)}")
         first, _, rest = result.stdout.partition("\n")
@@ -167,11 +192,13 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         yield facts
     except BaseException:
         # Do not hide what went wrong inside behind a release problem: log that one.
-        problem = await _release(transport, paths, owner, timeout)
+        problem = lease.problem if lease is not None and lease.released else \
+            await _release(transport, paths, owner, timeout)
         if problem:
             log.warning("%s: %s", paths.domain, problem)
         raise
-    problem = await _release(transport, paths, owner, timeout)
+    problem = lease.problem if lease is not None and lease.released else \
+        await _release(transport, paths, owner, timeout)
     if problem:
         raise LockNotReleased(problem)
 

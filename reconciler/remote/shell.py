@@ -32,6 +32,7 @@ unreachable server: retrying cannot make it shorter.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import re
 import secrets
@@ -51,6 +52,9 @@ SH = "/bin/sh"
 EXIT_NOT_A_SYMLINK = 3   # switch: the site path is a real directory or file; never replaced
 EXIT_RELEASE_MISSING = 4  # switch: the release to activate is not on the server
 EXIT_LOCK_KEPT = 5        # lock release: the lock is ours but could not be removed
+EXIT_SHARED = 7           # build: the release was cloned, but linking a shared entry failed
+EXIT_RECORD = 8           # finish: the release's manifest could not be written; nothing switched
+EXIT_CLAIM = 9            # build: the release directory could not be claimed (`claim_release`)
 EXIT_CANNOT_RUN = 126    # the command never started (E2BIG: too long for one argument); as sh reports it
 
 # Linux's limit on ONE argument (MAX_ARG_STRLEN, 32 pages of 4 KiB, counting the final NUL).
@@ -81,6 +85,7 @@ GIT_PREAMBLE = (
 
 # Code staged inside a release directory, run from there, removed after the run.
 SCRIPT_NAME = ".reconciler-script"
+SHARED_NAME = ".reconciler-shared"  # the shared entries to link, staged by the claim for the build
 RELOAD_NAME = ".reconciler-reload"
 
 
@@ -151,11 +156,17 @@ def provision(paths: SitePaths) -> Command:
     return Command(f"mkdir -p -- {quote(paths.shared)}")
 
 
-def claim_release(paths: SitePaths, release: str, manifest: str, header: str, script: str | None) -> Command:
+def claim_release(paths: SitePaths, release: str, manifest: str, header: str, script: str | None,
+                  shared: Iterable[str] = (), *, script_in_lock: bool = False) -> Command:
     """Claim a new release directory with a plain `mkdir` (two deploys can never share one),
-    write its manifest and the first line of its log, and stage the deploy `script`.
+    write its manifest and the first line of its log, and stage what the later, tied steps need
+    (a tied command cannot take stdin without a round trip of its own): the `shared` entries
+    for `build_release` and the deploy `script`.
 
-    stdin: the manifest (one line of JSON), the log header (one line), then the script."""
+    stdin: the manifest (one line of JSON), the log header (one line), the shared entries' lines
+    (`_shared_lines`), then the script, unless `script_in_lock`: the lock's acquisition staged it
+    (`lock_acquire`), and it is moved from there."""
+    entries = _shared_lines(paths, release, shared)
     lines = [
         "set -e",
         f"mkdir -p -- {quote(paths.shared)}",
@@ -165,11 +176,29 @@ def claim_release(paths: SitePaths, release: str, manifest: str, header: str, sc
         f"mv -f -- {quote(MANIFEST_NAME + '.tmp')} {quote(MANIFEST_NAME)}",
         # The log holds what the script prints and `sh -x` traces (expanded secrets too): owner-only.
         f"IFS= read -r line; (umask 077 && printf '%s\\n' \"$line\" > {quote(LOG_NAME)})",
+        # `read` takes one byte at a time from a pipe: exactly these lines, the script stays unread.
+        f"i=0; while [ $i -lt {len(entries)} ]; do IFS= read -r line; printf '%s\\n' \"$line\"; i=$((i + 1)); done"
+        f" > {quote(SHARED_NAME)}",
     ]
-    if script is not None:
+    if script_in_lock:
+        # Staged by lock_acquire (untied, with stdin) while the plan was not known yet.
+        lines.append(f"mv -f -- {quote(paths.lock + '/' + SCRIPT_NAME)} {quote(SCRIPT_NAME)}")
+    elif script is not None:
         lines.append(f"(umask 077 && cat > {quote(SCRIPT_NAME)})")
-    data = _line(manifest, "a manifest") + _line(header, "a log header") + (script or "")
+    tail = "" if script_in_lock else (script or "")
+    data = _line(manifest, "a manifest") + _line(header, "a log header") + "".join(entries) + tail
     return Command("\n".join(lines) + "\n", data)
+
+
+# A claim's data (manifest, log header, shared entries: no code, no secret) may travel in the
+# build command's argv, base64-encoded (nothing to quote, so no growth over SSH), when it is this
+# small: far below MAX_ARG_BYTES with the rest of the command. Larger, the claim is a command of
+# its own with stdin, one round trip more.
+CLAIM_ARG_BYTES = 16 * 1024
+
+
+def claim_fits(claim: Command) -> bool:
+    return claim.stdin is not None and 4 * (len(claim.stdin.encode()) + 2) // 3 <= CLAIM_ARG_BYTES
 
 
 def write_manifest(paths: SitePaths, release: str, manifest: str) -> Command:
@@ -268,9 +297,7 @@ def clone(paths: SitePaths, repository: str, branch: str | None, commit: str, re
 # characters. An app repository controls what the release holds, symlinks included (security
 # review M3): no directory between the release and an entry may be a symlink, the entry's parent
 # must resolve inside the release, and seeding never copies a symlink.
-_LINK_SHARED = """set -e
-exec 3<&0 < /dev/null
-IFS= read -r R <&3; IFS= read -r S <&3
+_LINK_SHARED_BODY = """IFS= read -r R <&3; IFS= read -r S <&3
 P=$(cd -P -- "$R" && pwd -P)
 refuse() { printf 'shared entry %s: %s\\n' "$e" "$1" >&2; exit 1; }
 while IFS= read -r kind <&3 && IFS= read -r e <&3 && IFS= read -r t <&3; do
@@ -312,13 +339,90 @@ def link_shared(paths: SitePaths, release: str, shared: Iterable[str]) -> Comman
     removed, copied or linked. A symlink at the entry itself is replaced by our link and never
     copied: the shared entry is then created empty, as if the repository did not ship it. A
     directory seeded from the repository keeps none of its symlinks."""
-    release_dir = paths.release(release)
-    data = [_line(release_dir, "a release path"), _line(paths.shared, "a shared path")]
+    return Command("set -e\nexec 3<&0 < /dev/null\n" + _LINK_SHARED_BODY,
+                   "".join(_shared_lines(paths, release, shared)))
+
+
+def _shared_lines(paths: SitePaths, release: str, shared: Iterable[str]) -> list[str]:
+    """What the shared-link loop reads: the release dir, the shared dir, then three lines per
+    entry (kind, entry, link target)."""
+    data = [_line(paths.release(release), "a release path"), _line(paths.shared, "a shared path")]
     for entry in shared:
         kind = "file" if entry.rsplit("/", 1)[-1].startswith(".") else "dir"
         for value in (kind, entry, shared_link_target(entry)):
             data.append(_line(value, "a shared entry"))
-    return Command(_LINK_SHARED, "".join(data))
+    return data
+
+
+def build_release(paths: SitePaths, repository: str, branch: str | None, commit: str, release: str,
+                  claim: Command | None = None) -> Command:
+    """[`claim`,] `clone`, then link the shared entries the claim staged (`link_shared`), in one
+    tied command: a deploy's steps that need no answer in between are one round trip (issue 15).
+    The claim's stdin arrives in argv, base64 (`claim_fits` says when it may). A failed claim
+    exits EXIT_CLAIM, a failure to link EXIT_SHARED, with the reason on stderr; any other failure
+    is the clone's. stdout: the commit's author and subject, as `clone` prints them.
+
+    Each part runs in a subshell statement of its own with `set -e`: inside `( ... ) || exit`,
+    sh would ignore `set -e`, and a failed `mkdir` of the claim must stop it."""
+    text = ""
+    if claim is not None:
+        if not claim_fits(claim):
+            raise ValueError("the claim's data is too long for argv; send claim_release on its own")
+        blob = base64.b64encode((claim.stdin or "").encode()).decode()
+        text = ("set +e\n"
+                f"t=$(umask 077 && mktemp) || exit {EXIT_CLAIM}\n"
+                f"printf '%s' {quote(blob)} | base64 -d > \"$t\" || {{ rm -f -- \"$t\"; exit {EXIT_CLAIM}; }}\n"
+                f"(\n{claim.text}) < \"$t\"\n"
+                f"rc=$?; rm -f -- \"$t\"; [ $rc -eq 0 ] || exit {EXIT_CLAIM}\n")
+    staged = quote(SHARED_NAME)
+    return Command(
+        text
+        + clone(paths, repository, branch, commit, release).text
+        + f"set +e\n( set -e; exec 3< {staged} < /dev/null; rm -f -- {staged}\n"
+        + _LINK_SHARED_BODY
+        + f")\n[ $? -eq 0 ] || exit {EXIT_SHARED}\n"
+    )
+
+
+FINISH_MARK = "@@finish"
+
+
+def finish_release(paths: SitePaths, release: str, manifest: str, reload_code: str | None,
+                   lock_owner: str | None, log_bytes: int) -> Command:
+    """The end of a deploy in one round trip: record the release's success (its manifest,
+    atomically), switch the site to it (`switch`), run the reload command, release the lock
+    when `lock_owner` is ours (nothing else is left to do under it), and print the log's last
+    `log_bytes`, then one line `FINISH_MARK <reload exit> <unlock exit>` (core.wire.finish_report).
+
+    Exits EXIT_RECORD when the manifest could not be written (nothing switched), a `switch` exit
+    code when the switch failed (the success is recorded: the next pass activates the release).
+    stdin: the manifest (one line), then the reload code."""
+    lines = [
+        f"cd -- {quote(paths.release(release))} || exit {EXIT_RECORD}",
+        f"IFS= read -r line && printf '%s\\n' \"$line\" > {quote(MANIFEST_NAME + '.tmp')} && "
+        f"mv -f -- {quote(MANIFEST_NAME + '.tmp')} {quote(MANIFEST_NAME)} || exit {EXIT_RECORD}",
+        switch(paths, release).text.rstrip("\n"),
+        "rr=0; ur=0",
+    ]
+    if reload_code is not None:
+        lines += [f"(umask 077 && cat > {quote(RELOAD_NAME)}) || rr=1",
+                  f"if [ $rr -eq 0 ]; then {{ printf '==> reload\\n'; {SH} -e ./{RELOAD_NAME}; }}"
+                  f" >> {quote(LOG_NAME)} 2>&1 < /dev/null; rr=$?; fi",
+                  f"rm -f -- {quote(RELOAD_NAME)}"]
+    if lock_owner is not None:
+        lines.append(_release_if_ours(paths, lock_owner, "ur"))
+    lines += [f"tail -c {int(log_bytes)} -- {quote(LOG_NAME)}",
+              f"printf '\\n{FINISH_MARK} %s %s\\n' \"$rr\" \"$ur\"", "exit 0"]
+    return Command("\n".join(lines) + "\n", _line(manifest, "a manifest") + (reload_code or ""))
+
+
+def _release_if_ours(paths: SitePaths, owner_json: str, status: str) -> str:
+    """sh that removes the site's lock when its owner file holds `owner_json`; `$status` becomes
+    EXIT_LOCK_KEPT when it is ours and stays."""
+    lock = quote(paths.lock)
+    _line(owner_json, "a lock owner")
+    return (f"if [ \"$(cat {lock}/{quote(OWNER_FILE)} 2>/dev/null)\" = {quote(owner_json)} ]; then "
+            f"rm -rf -- {lock} || {status}={EXIT_LOCK_KEPT}; fi")
 
 
 def run_script(paths: SitePaths, release: str, env: Mapping[str, str], trace: bool = True) -> Command:
@@ -374,15 +478,21 @@ def switch(paths: SitePaths, release: str) -> Command:
     )
 
 
-def remove_releases(paths: SitePaths, releases: Iterable[str]) -> Command:
+def remove_releases(paths: SitePaths, releases: Iterable[str], lock_owner: str | None = None) -> Command:
     """`rm -rf` release directories (prune, an aborted build). Only release names are accepted:
-    nothing else under deployments/ is ever removed here."""
+    nothing else under deployments/ is ever removed here. With `lock_owner`, then release the
+    site's lock if it is ours (`_release_if_ours`)."""
     names = list(releases)
     for name in names:
         if not is_release(name):
             raise ValueError(f"{name!r} is not a release name")
     targets = " ".join(f'"$d"/{quote(name)}' for name in names)
-    return Command(f"d={quote(paths.deployments)}\nrm -rf -- {targets}\n")
+    if lock_owner is None:
+        return Command(f"d={quote(paths.deployments)}\nrm -rf -- {targets}\n")
+    # The last step under the lock releases it too: exits EXIT_LOCK_KEPT when it stays; when the
+    # removal fails, its status, and the lock is left for its holder to release.
+    return Command(f"d={quote(paths.deployments)}\nrm -rf -- {targets} || exit\nur=0\n"
+                   f"{_release_if_ours(paths, lock_owner, 'ur')}\nexit $ur\n")
 
 
 def tail_log(path: str, max_bytes: int) -> Command:
@@ -642,22 +752,28 @@ LOCK_ACQUIRED = "@@acquired"
 LOCK_HELD = "@@held"
 
 
-def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = ()) -> Command:
+def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = (),
+                 script: str | None = None) -> Command:
     """Take the site's lock with an atomic `mkdir`, write `owner_json` (one line) into it and,
-    in the same command, probe the site: the facts nobody else can change while we hold it."""
+    in the same command, probe the site: the facts nobody else can change while we hold it.
+    With `script` (stdin), stage the deploy script in the lock for a claim (`claim_release`
+    `script_in_lock`): the build that follows is tied and takes no stdin."""
     lock, owner = quote(paths.lock), quote(OWNER_FILE)
     _line(owner_json, "a lock owner")
+    stage = f"  (umask 077 && cat > {lock}/{quote(SCRIPT_NAME)})\n" if script is not None else ""
     return Command(
         f"mkdir -p -- {quote(paths.deployments)} || exit 1\n"
         f"if mkdir -- {lock} 2>/dev/null; then\n"
         f"  printf '%s\\n' {quote(owner_json)} > {lock}/{owner}\n"
+        + stage +
         f"  echo {quote(LOCK_ACQUIRED)}\n"
         f"{_probe_script([ProbeSite(paths.domain, paths.base_path, shared)], [])}"
         "  true\n"
         "else\n"
         f"  echo \"{LOCK_HELD} $(date +%s) $(stat -c %Y {lock} 2>/dev/null || echo 0)\"\n"
         f"  head -c {OWNER_READ_BYTES} {lock}/{owner} 2>/dev/null || true\n"
-        "fi\n"
+        "fi\n",
+        script,
     )
 
 

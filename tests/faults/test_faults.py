@@ -177,10 +177,12 @@ LAYOUT_CASES = [
 # Slow only while the case's `slow` marker exists: setup and recovery builds stay quick.
 SLOW_SCRIPT = "touch script-started\nif [ -e {slow} ]; then sleep 1; fi\necho script-done > script-done\n"
 KILL_CASES = [
-    KillCase("after-claim", "old"),
+    KillCase("after-build", "old"),
     KillCase("clone:0.05", "old", bulky=True),
     KillCase("script:0.3", "old", script=SLOW_SCRIPT),
-    KillCase("before-switch", "old", interrupted_status="success"),
+    # The finish command records the success and switches at once (issue 15: one round trip):
+    # killed before it, the build was never recorded good, so the recovery builds it again.
+    KillCase("before-switch", "old"),
     KillCase("after-switch", "new", interrupted_status="success"),
     KillCase("prune", "new", keep=1, prior=2, interrupted_status="success"),
     KillCase("prune:0.01", "new", keep=1, prior=2, bulky=True, interrupted_status="success"),
@@ -226,7 +228,7 @@ def test_kill_9_at_deploy_step(case: KillCase, fleet: Fleet, fault_table: FaultT
 
         created = sorted(set(world.releases()) - before)
         new = created[0] if created else None
-        if case.fault.split(":")[0] in ("after-claim", "clone", "script"):
+        if case.fault.split(":")[0] in ("after-build", "clone", "script"):
             assert new is not None, "the faulty run claimed no release directory"
         state_after_kill = _describe_release(world, new) if new else "none"
         allowed = {old} | ({new} if case.expect_live == "new" and new else set())
@@ -235,7 +237,7 @@ def test_kill_9_at_deploy_step(case: KillCase, fleet: Fleet, fault_table: FaultT
         if live == new:
             assert world.site.commit_of(new) == head
         if case.fault == "before-switch":
-            assert new is not None and world.manifest_status(new) == "success"
+            assert new is not None and world.manifest_status(new) == "updating"
         assert_shared_intact(world)
         row.outcome = f"exit -9; live={'new' if live == new else 'old'}; interrupted release {state_after_kill}"
         if case.fault.startswith("prune"):
@@ -255,8 +257,8 @@ def test_kill_9_at_deploy_step(case: KillCase, fleet: Fleet, fault_table: FaultT
                 f"interrupted deployment {new}: status {rows[0]['status']!r}, expected "
                 f"{case.interrupted_status!r}")
         if case.fault == "before-switch":
-            # A finished, successful build is activated, not rebuilt.
-            assert world.site.active() == new, "before-switch: the finished release was rebuilt, not activated"
+            # Never recorded good, so never activated: rebuilt.
+            assert world.site.active() != new, "before-switch: a build never recorded good went live"
         if case.keep == 1:
             successes = [r for r in world.releases() if world.manifest_status(r) == "success"]
             assert successes == [world.site.active()], f"keep=1 left {successes}"
