@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.sshd import SshServer
-from tests.support import World
+from tests.support import Daemons, World
+from tests.support.process import check_code_under_test
 
 PER_SERVER = 3
 
@@ -51,3 +52,28 @@ def test_concurrency_is_shared_between_servers(tmp_path: Path, sshd: SshServer,
     # a FIFO semaphore serves one server's queued sites all before the next server's first
     # (a1 a2 a3 b1 b2 b3 c1 c2 c3, whichever probe answered first).
     assert max(first_of.values()) < min(last_of.values()), f"deploys started in the order {order}"
+
+
+def test_a_site_is_not_held_back_by_its_servers_slowest_deploy(tmp_path: Path, daemons: Daemons,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon frees each site of a server round as soon as its own outcome is known: a new
+    commit for a site that finished is deployed while a sibling on the same server still builds.
+    (It used to stay busy until the whole round ended, here until the slow build did.)"""
+    monkeypatch.delenv("RECONCILER_CONFIG", raising=False)
+    world = World.create(tmp_path, None, daemons=daemons, interval=3600)  # no poll: only the change triggers
+    gate, started = tmp_path / "gate", tmp_path / "slow.started"
+    world.declare("slow.example.com", script=f'touch "{started}"\n'
+                  f'i=0; while [ ! -e "{gate}" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n')
+    world.declare("quick.example.com", script="echo one\n")
+    quick, slow = world.on_disk("quick.example.com"), world.on_disk("slow.example.com")
+    world.launcher.source = check_code_under_test()  # RECONCILER_UNDER_TEST=<old checkout> shows the defect
+    world.start_daemon()
+    try:
+        world.wait(lambda: started.exists() and quick.active(), "quick live and slow building", 60)
+        first = quick.active()
+        world.declare("quick.example.com", script="echo two\n")  # a new build for quick only
+        world.wait(lambda: quick.active() not in (None, first), "quick's new build live while slow builds", 30)
+        assert slow.active() is None, "slow's build was to be still waiting at its gate"
+    finally:
+        gate.touch()
+    world.wait(lambda: slow.active(), "slow live once its gate opened", 60)

@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Set
+from collections.abc import Awaitable, Callable, Set
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -257,11 +257,14 @@ class Reconciler:
 
     async def converge_server(self, server: str, sites: list[SiteDeclaration], decl_commit: str | None, *,
                               dry_run: bool = False, eager: Set[str] = frozenset(),
-                              still_desired: Callable[[SiteDeclaration], bool] | None = None) -> ServerRound:
+                              still_desired: Callable[[SiteDeclaration], bool] | None = None,
+                              on_outcome: Callable[[SiteOutcome], None] | None = None) -> ServerRound:
         """Probe `server` once for `sites` and converge each of them. Never raises: a probe that
         fails is every one of these sites' outcome (they share the server), a site's failure is
         its own. Pinned sites in `eager` (a rollback that just landed) skip the probe: their lock
-        command probes too, one round trip less between the commit and the switch."""
+        command probes too, one round trip less between the commit and the switch.
+        `on_outcome` (must not raise) is told each converged site's outcome as soon as it is
+        known, so the daemon frees a site without waiting for its server's slowest deploy."""
         hurry = [s for s in sites if s.pin is not None and s.domain in eager and not dry_run]
         rest = [s for s in sites if s not in hurry]
         work = [self.converge_site(s, None, decl_commit, still_desired=still_desired) for s in hurry]
@@ -287,7 +290,7 @@ class Reconciler:
                 work += [self.converge_site(s, facts, decl_commit, dry_run, still_desired=still_desired,
                                             checked=checked.get(s.domain), snapshot=snapshot)
                          for s in rest]
-        outcomes += await asyncio.gather(*work)
+        outcomes += await asyncio.gather(*(_told(one, on_outcome) for one in work))
         return ServerRound(server, outcomes, reached)
 
     async def _check_live(self, server: str, sites: list[SiteDeclaration], facts: ServerFacts
@@ -685,6 +688,13 @@ def group_key(site: SiteDeclaration) -> SlotKey:
     if len(site.targets) == 1:
         return site.server
     return tuple(sorted(site.targets))
+
+
+async def _told(work: Awaitable[SiteOutcome], on_outcome: Callable[[SiteOutcome], None] | None) -> SiteOutcome:
+    outcome = await work
+    if on_outcome is not None:
+        on_outcome(outcome)
+    return outcome
 
 
 def _reload_owed(store: Store, domain: str, snapshot: Snapshot | None) -> tuple[str, str] | None:
