@@ -135,10 +135,10 @@ def main(servers: int = 4, per_server: int = 8, concurrency: int = 8, hold: floa
           f"concurrency {concurrency}, per-server session cap {MAX_SESSIONS}; each script holds its slot {hold:.1f} s")
     print(f"baseline: one deploy alone (same servers, same run) {alone.wall:.2f} s; ideal for {sites} sites: "
           f"{math.ceil(sites / width)} rounds of it = {ideal:.2f} s")
-    print(f"{'limiter':<22}{'all live':>10}{'deploys/min':>13}{'x ideal':>9}{'worst 1st start':>17}"
+    print(f"{'limiter':<26}{'all live':>10}{'deploys/min':>13}{'x ideal':>9}{'worst 1st start':>17}"
           f"{'worst last end':>16}{'synced':>8}")
     for run, label in ((fair, "fair (FairLimiter)"), (fifo, "baseline: FIFO semaphore")):
-        print(f"{label:<22}{run.wall:>9.2f}s{sites / run.wall * 60:>13.0f}{run.wall / ideal:>8.2f}x"
+        print(f"{label:<26}{run.wall:>9.2f}s{sites / run.wall * 60:>13.0f}{run.wall / ideal:>8.2f}x"
               f"{max(run.first_start.values()):>16.2f}s{max(run.last_end.values()):>15.2f}s{run.synced:>5}/{sites}")
     print(f"worst server's first deploy starts {max(fifo.first_start.values()) / max(fair.first_start.values()):.1f}x "
           f"sooner with fair dispatch; all live in {fair.wall / fifo.wall:.2f}x the FIFO time")
