@@ -62,3 +62,17 @@ def test_hurried_sites_are_wanted_and_taken_once() -> None:
     assert q.take_ready(SITES, now=1.0) == {"c.example.com"}
     assert q.take_hurried({"c.example.com", "a.example.com"}) == {"c.example.com"}
     assert q.take_hurried({"c.example.com"}) == set()
+
+
+def test_done_says_whether_a_site_was_requested_again_meanwhile() -> None:
+    """The daemon frees each site as its outcome arrives and looks again only when needed: a
+    site requested while busy wants a look, one merely backing off does not (its timer asks)."""
+    q = SiteQueue()
+    q.take_ready(SITES, now=0.0)
+    q.backoff("c.example.com", 5.0, now=0.0)
+    q.request({"c.example.com"})
+    assert not q.done({"a.example.com"})
+    q.request({"b.example.com"})
+    assert q.done({"b.example.com"})
+    q.request()
+    assert q.done({"c.example.com"})   # a full pass is due

@@ -14,11 +14,11 @@ import functools
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Set
+from collections.abc import Awaitable, Callable, Set
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from reconciler.config import Settings
 from reconciler.core.declarations import Declarations, SiteDeclaration, refuse_local
@@ -40,6 +40,7 @@ from reconciler.core.plan import (
 )
 from reconciler.core.status import UNFINISHED, DeployStatus, Health, Sync
 from reconciler.engine import apply, source, trust, twophase, upstream
+from reconciler.engine.fairness import FairLimiter
 from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import Snapshot, Store
 from reconciler.errors import ConfigError, DeclarationError, LockNotReleased, PermanentError, RepoUnreachable
@@ -104,7 +105,8 @@ class Reconciler:
         self.notice = ""  # why the desired state is not the branch tip (unsigned tip), if it is not
         self.fetch_problem = ""  # the declarations' Git host could not be reached (repo is a URL)
         self._parsed: Declarations | None = None
-        self._limit = asyncio.Semaphore(settings.concurrency)
+        # The global limit, shared fairly between servers (engine/fairness.py).
+        self._limit: FairLimiter[SlotKey] = FairLimiter(settings.concurrency, self._slot_cap)
 
     @functools.cached_property
     def identity(self) -> lock.Identity:
@@ -116,7 +118,14 @@ class Reconciler:
         """New settings from SIGHUP: timeouts and limits apply to work started from now on."""
         self.settings = settings
         self.pool.allow_local = settings.allow_local
-        self._limit = asyncio.Semaphore(settings.concurrency)
+        self._limit.reconfigure(settings.concurrency)
+
+    def _slot_cap(self, key: SlotKey) -> int | None:
+        """A server takes no more slots than its transport runs commands at once; a group of
+        servers (a many-server site) no more than the smallest of them."""
+        caps = [cap for server in ((key,) if isinstance(key, str) else key)
+                if (cap := self.pool.session_cap(server)) is not None]
+        return min(caps) if caps else None
 
     def load(self) -> Declarations:
         """Desired state: the branch tip, or with `require_signed` the newest verified commit."""
@@ -248,11 +257,14 @@ class Reconciler:
 
     async def converge_server(self, server: str, sites: list[SiteDeclaration], decl_commit: str | None, *,
                               dry_run: bool = False, eager: Set[str] = frozenset(),
-                              still_desired: Callable[[SiteDeclaration], bool] | None = None) -> ServerRound:
+                              still_desired: Callable[[SiteDeclaration], bool] | None = None,
+                              on_outcome: Callable[[SiteOutcome], None] | None = None) -> ServerRound:
         """Probe `server` once for `sites` and converge each of them. Never raises: a probe that
         fails is every one of these sites' outcome (they share the server), a site's failure is
         its own. Pinned sites in `eager` (a rollback that just landed) skip the probe: their lock
-        command probes too, one round trip less between the commit and the switch."""
+        command probes too, one round trip less between the commit and the switch.
+        `on_outcome` (must not raise) is told each converged site's outcome as soon as it is
+        known, so the daemon frees a site without waiting for its server's slowest deploy."""
         hurry = [s for s in sites if s.pin is not None and s.domain in eager and not dry_run]
         rest = [s for s in sites if s not in hurry]
         work = [self.converge_site(s, None, decl_commit, still_desired=still_desired) for s in hurry]
@@ -278,7 +290,7 @@ class Reconciler:
                 work += [self.converge_site(s, facts, decl_commit, dry_run, still_desired=still_desired,
                                             checked=checked.get(s.domain), snapshot=snapshot)
                          for s in rest]
-        outcomes += await asyncio.gather(*work)
+        outcomes += await asyncio.gather(*(_told(one, on_outcome) for one in work))
         return ServerRound(server, outcomes, reached)
 
     async def _check_live(self, server: str, sites: list[SiteDeclaration], facts: ServerFacts
@@ -306,7 +318,7 @@ class Reconciler:
     async def converge_many(self, site: SiteDeclaration, decl_commit: str | None, dry_run: bool = False
                             ) -> SiteOutcome:
         """A site on many servers: two phases (engine/twophase.py). Never raises."""
-        async with self._limit:
+        async with self._limit.slot(group_key(site)):
             outcome = await twophase.converge(self, site, decl_commit, dry_run)
         if not dry_run:
             self._record(site, None, None, outcome, decl_commit)
@@ -331,25 +343,25 @@ class Reconciler:
                             decl_commit: str | None, dry_run: bool = False, *,
                             still_desired: Callable[[SiteDeclaration], bool] | None = None,
                             checked: HealthResult | None = None, snapshot: Snapshot | None = None) -> SiteOutcome:
-        """Plan one site from its server's facts; when there is work, take the site's lock,
-        re-plan from facts probed under the lock, and apply. `still_desired` is asked right
+        """Plan one site from its server's facts; when there is work, take a slot of the global
+        limit (shared fairly between servers) and the site's lock, re-plan from facts probed
+        under the lock, and apply. `still_desired` is asked right
         before a switch. Without `server_facts` (a pinned site whose declaration just changed:
         a rollback, which wants speed) it goes straight to the lock, whose command probes too.
         Never raises (but for cancellation): see `outcome.outcome_of`."""
         work = _SiteWork(site, decl_commit, snapshot=snapshot)
-        async with self._limit:
-            try:
-                outcome = await self._converge(work, server_facts, dry_run, still_desired)
-                if checked is not None and not outcome.switched:
-                    _report_health(outcome, checked)
-            except Exception as exc:
-                health_now = health_of(work.facts) if work.facts is not None else Health.UNKNOWN
-                outcome = outcome_of(exc, site.domain, site.server, health_now, work.applied)
-            if not dry_run:
-                # Nothing was planned: the round's snapshot still holds this site's rows.
-                quiet = work.snapshot if work.plan is not None and not work.plan.actions else None
-                self._record(site, work.plan, work.facts, outcome, decl_commit, quiet)
-            return outcome
+        try:
+            outcome = await self._converge(work, server_facts, dry_run, still_desired)
+            if checked is not None and not outcome.switched:
+                _report_health(outcome, checked)
+        except Exception as exc:
+            health_now = health_of(work.facts) if work.facts is not None else Health.UNKNOWN
+            outcome = outcome_of(exc, site.domain, site.server, health_now, work.applied)
+        if not dry_run:
+            # Nothing was planned: the round's snapshot still holds this site's rows.
+            quiet = work.snapshot if work.plan is not None and not work.plan.actions else None
+            self._record(site, work.plan, work.facts, outcome, decl_commit, quiet)
+        return outcome
 
     async def _converge(self, work: _SiteWork, server_facts: ServerFacts | None, dry_run: bool,
                         still_desired: Callable[[SiteDeclaration], bool] | None) -> SiteOutcome:
@@ -357,7 +369,8 @@ class Reconciler:
         if server_facts is None:
             assert site.pin is not None and not dry_run, "only pinned sites skip the probe"
             work.facts = SiteFacts(site.domain, site.base_path)
-            return await self._locked(work, None, still_desired)
+            async with self._limit.slot(site.server):
+                return await self._locked(work, None, still_desired)
         facts = work.facts = server_facts.sites[site.domain]
         head = server_facts.heads.get(key) if (key := site.head_key) is not None else None
         snap = work.snapshot
@@ -390,7 +403,10 @@ class Reconciler:
                 self.store.clear_request(site.domain, request["at"])  # nothing left to build: moot
             return SiteOutcome(site.domain, site.server, plan.sync, plan.health, plan.message)
         purpose = "; ".join(a.describe() for a in plan.actions)[:200]
-        return await self._locked(work, head, still_desired, purpose)
+        # Only remote work takes a slot of the global limit: a site with nothing to do never
+        # waits behind its server's deploys (a mass change would hold its status for minutes).
+        async with self._limit.slot(site.server):
+            return await self._locked(work, head, still_desired, purpose)
 
     async def _locked(self, work: _SiteWork, head: BranchHead | None,
                       still_desired: Callable[[SiteDeclaration], bool] | None,
@@ -668,6 +684,27 @@ class Reconciler:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+SlotKey: TypeAlias = str | tuple[str, ...]  # what the global limit is shared fairly between
+
+
+def group_key(site: SiteDeclaration) -> SlotKey:
+    """Whose share of the global limit a site's slot counts against: its server; for a site on
+    many servers, the set of them. A many-server site works on all its servers at once, so
+    charging it to its first server alone would let such sites crowd that server's own sites
+    out while leaving the others' shares untouched; a key of their own per set of servers makes
+    sites deployed to the same fleet take turns among themselves, one share like a server's."""
+    if len(site.targets) == 1:
+        return site.server
+    return tuple(sorted(site.targets))
+
+
+async def _told(work: Awaitable[SiteOutcome], on_outcome: Callable[[SiteOutcome], None] | None) -> SiteOutcome:
+    outcome = await work
+    if on_outcome is not None:
+        on_outcome(outcome)
+    return outcome
 
 
 def _reload_owed(store: Store, domain: str, snapshot: Snapshot | None) -> tuple[str, str] | None:

@@ -226,13 +226,24 @@ class Daemon:
         reached = False
         pinned = {s.domain for s in sites if s.pin is not None}
         eager = self.queue.take_hurried({s.domain for s in sites}) & pinned
+        by_domain = {s.domain: s for s in sites}
+        settled: set[str] = set()
+
+        def settle(outcome: SiteOutcome) -> None:
+            # Each site as soon as its outcome is known: a site requested again (a new commit)
+            # must not wait for its server's slowest deploy of this round to be looked at.
+            settled.add(outcome.domain)
+            self._settle(by_domain[outcome.domain], outcome)
+            if self.queue.done([outcome.domain]):
+                self.wake.set()
+
         try:
             result = await self.reconciler.converge_server(server, sites, decl_commit, eager=eager,
-                                                           still_desired=self._still_desired)
+                                                           still_desired=self._still_desired, on_outcome=settle)
             reached = result.reached
-            by_domain = {s.domain: s for s in sites}
             for outcome in result.outcomes:
-                self._settle(by_domain[outcome.domain], outcome)
+                if outcome.domain not in settled:  # a failed probe's outcomes come at the end
+                    settle(outcome)
         finally:
             self.stats.observe(asyncio.get_running_loop().time() - started, reached)
             self.queue.done(site.domain for site in sites)

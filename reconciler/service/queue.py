@@ -54,8 +54,12 @@ class SiteQueue:
         self._busy |= ready
         return ready
 
-    def done(self, domains: Iterable[str]) -> None:
-        self._busy.difference_update(domains)
+    def done(self, domains: Iterable[str]) -> bool:
+        """These sites' rounds ended. True when one of them was requested again meanwhile: the
+        dispatcher should look (sites only backing off need no look: their timer requests them)."""
+        domains = set(domains)
+        self._busy -= domains
+        return self._everyone or not self._wanted.isdisjoint(domains)
 
     @property
     def pending(self) -> bool:

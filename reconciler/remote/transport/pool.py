@@ -36,6 +36,17 @@ class TransportPool:
                 self._transports[server] = SshTransport(server, self._options)
         return self._transports[server]
 
+    def session_cap(self, server: str) -> int | None:
+        """How many commands `server`'s transport runs at once (None: no cap of its own, this host).
+        The engine gives no server more sites at a time than this, so a site's slot of the
+        global limit is never spent waiting for a session."""
+        if server == LOCAL_SERVER:
+            return None
+        # Imported here as in `get`: local-only runs never import asyncssh.
+        from reconciler.remote.transport.ssh import MAX_SESSIONS
+
+        return MAX_SESSIONS
+
     @property
     def round_trips(self) -> int:
         """Commands sent to every server so far (benchmarks check passes are O(servers))."""
