@@ -15,20 +15,38 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sqlite3
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.web import AppRunner, SockSite
+from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.config import Settings
 from reconciler.core.shard import shard_of
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
+from reconciler.service.metrics import PassStats
+from reconciler.service.web import WebContext, build_app
 from tests.sshd import ServerPair, SshServer
-from tests.support import cli_in_process, free_port, make_app_repo, make_decl_repo, write_config, write_site
+from tests.support import (
+    STATUS_KEYS,
+    app_commit,
+    cli_in_process,
+    free_port,
+    git,
+    make_app_repo,
+    make_decl_repo,
+    wait_until,
+    write_config,
+    write_site,
+)
+from tests.support.process import Daemons
 
 # domain -> its servers (aliases); its shard of 2 is its first server's.
 SITES: dict[str, list[str]] = {
@@ -275,3 +293,89 @@ def test_a_shard_that_is_no_shard_is_a_config_error_and_nothing_runs(tmp_path: P
     rc, out, err = cli_in_process(["--config", str(config), "--shard", "3/2", "reconcile"])
     assert rc == 2 and "shard" in err and "numbered 1 to 2" in err, err
     assert not state.exists(), "a bad shard must change nothing"
+
+
+def test_two_sharded_daemons_deploy_every_site_exactly_once(fleet: Fleet, daemons: Daemons) -> None:
+    """The daemon's dispatch (the interval poll and the ref watcher) takes only its shard's sites."""
+    fleet.declare(SITES)
+    launchers = [daemons.launcher(fleet.tmp / name, fleet.config(name, shard))
+                 for name, shard in (("one", "1/2"), ("two", "2/2"))]
+    started = [launcher.start() for launcher in launchers]
+
+    def diagnostics() -> str:
+        return "\n".join([*(d.tail(30) for d in started), f"--- builds --- {fleet.builds()}"])
+
+    def converged() -> bool:
+        views = [launcher.status() for launcher in launchers]
+        return all(views[shard - 1][d]["sync"] == "Synced" for shard in (1, 2) for d in owned_by(shard))
+
+    wait_until(converged, 90, "both shards Synced", diagnostics)
+    one, two = (launcher.status() for launcher in launchers)
+    assert all(one[d]["skipped"] and one[d]["message"].startswith("not this shard") for d in owned_by(2)), one
+    assert all(two[d]["skipped"] for d in owned_by(1)), two
+    assert fleet.builds() == {d: len(servers) for d, servers in SITES.items()}, diagnostics()
+
+    # A new app commit: each daemon moves its own sites, once each.
+    app_commit(fleet.app, "v2")
+    head = git(fleet.app, "rev-parse", "HEAD")
+    wait_until(lambda: all(fleet.pair.site(fleet.of[s[0]], d, tolerant=True).live_commit() == head
+                           for d, s in SITES.items()), 90, "every site on the new commit", diagnostics)
+    assert fleet.builds() == {d: 2 * len(servers) for d, servers in SITES.items()}, diagnostics()
+    for settings, mine in ((fleet.settings("one", "1/2"), owned_by(1)), (fleet.settings("two", "2/2"), owned_by(2))):
+        assert {r[0] for r in rows(settings, "select distinct site from deployments")} == mine
+    assert all(d.alive() for d in started), diagnostics()
+
+
+def test_metrics_and_the_api_say_the_shard_and_count_the_skipped(tmp_path: Path) -> None:
+    """The HTTP endpoint as the daemon serves it (no server is contacted: reading only)."""
+    decl = make_decl_repo(tmp_path / "decl")
+    for domain, servers in SITES.items():
+        where: dict[str, Any] = {"server": servers[0]} if len(servers) == 1 else {"servers": servers}
+        write_site(decl, domain, repository="git@github.com:acme/shop.git", **where)
+    write_site(decl, "bad.example.com", server="web-2", keep=0)  # Invalid, and shard 2's
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    settings = Settings(repo=decl, state_dir=tmp_path / "state", shard="1/2", api_token="t0ken",
+                        listen=f"127.0.0.1:{port}")
+
+    async def go() -> tuple[str, list[dict[str, Any]], str]:
+        store = Store(settings.db_path)
+        reconciler = Reconciler(settings, store)
+        decls = reconciler.load()
+        ctx = WebContext(lambda: settings, store, reconciler.pool, PassStats(), lambda: decls, lambda domains: None,
+                         asyncio.Event(), reconciler)
+        runner = AppRunner(build_app(ctx), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        await SockSite(runner, listener).start()
+        try:
+            def get(path: str) -> tuple[str, str]:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                                 headers={"Authorization": "Bearer t0ken"})
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.read().decode(), response.headers.get("X-Reconciler-Shard", "")
+
+            metrics, _ = await asyncio.to_thread(get, "/metrics")
+            sites, header = await asyncio.to_thread(get, "/api/sites")
+            return metrics, json.loads(sites), header
+        finally:
+            await runner.cleanup()
+            await reconciler.close()
+            store.close()
+
+    metrics, sites, header = asyncio.run(go())
+    samples = [s for family in text_string_to_metric_families(metrics) for s in family.samples]
+    assert [(s.labels, s.value) for s in samples if s.name == "reconciler_shard_info"] == [({"shard": "1/2"}, 1.0)]
+    skipped = owned_by(2) | {"bad.example.com"}
+    assert [s.value for s in samples if s.name == "reconciler_sites_skipped"] == [len(skipped)]
+    # Only this shard's sites are this instance's to report: summed over shards, each site once.
+    assert {s.labels["domain"] for s in samples if s.name == "reconciler_site_info"} == owned_by(1)
+
+    assert header == "1/2"
+    views = {v["domain"]: v for v in sites}
+    assert set(views) == set(SITES) | {"bad.example.com"}
+    assert {d for d, v in views.items() if v["skipped"]} == skipped
+    assert all(views[d]["shard"] == "2/2" for d in skipped) and all(views[d]["shard"] == "1/2" for d in owned_by(1))
+    assert views["bad.example.com"]["message"] == ("not this shard: server web-2 is in shard 2/2 "
+                                                   "(this instance is 1/2)")
+    assert set(STATUS_KEYS) <= set(views["a4.example.com"]), "SPEC's keys all stay"
