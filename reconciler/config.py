@@ -128,6 +128,9 @@ class Settings(BaseModel):
     # proxy's name); anything else is refused (DNS rebinding).
     http_hosts: list[str] = []
     notify: list[NotifyTarget] = []
+    # Past one process: this instance owns only the servers that hash to shard i of n
+    # (core/shard.py). "1/1", the default, owns every server.
+    shard: str = "1/1"
 
     @field_validator("concurrency")
     @classmethod
@@ -148,6 +151,12 @@ class Settings(BaseModel):
         if self.require_signed == "head" and self.allowed_signers is None and self.gpg_home is None:
             raise ValueError('require_signed = "head" needs allowed_signers and/or gpg_home')
         return self
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str) -> str:
+        parse_shard(value)
+        return value
 
     @field_validator("listen")
     @classmethod
@@ -184,6 +193,25 @@ class Settings(BaseModel):
     @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
+
+
+SHARD_SYNTAX = re.compile(r"([0-9]{1,6})/([0-9]{1,6})")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`"i/n"` -> (i, n) with 1 <= i <= n; ValueError saying what is wrong otherwise. The syntax
+    is checked here, with the other settings; which servers a shard owns is core/shard.py's."""
+    match = SHARD_SYNTAX.fullmatch(text)
+    if match is None:
+        raise ValueError(f'{text!r} is not "i/n": this instance\'s shard i of n, e.g. "2/3"')
+    if any(len(part) > 1 and part.startswith("0") for part in match.groups()):
+        raise ValueError(f'{text!r}: write the numbers without leading zeros, e.g. "2/3"')
+    index, count = int(match.group(1)), int(match.group(2))
+    if count == 0:
+        raise ValueError(f"{text!r}: there must be at least one shard (n >= 1)")
+    if not 1 <= index <= count:
+        raise ValueError(f"{text!r}: shards are numbered 1 to {count}, so i must be 1..{count}")
+    return index, count
 
 
 _PATH_KEYS = ("repo", "state_dir", "identity_file", "known_hosts", "ssh_config", "allowed_signers", "gpg_home",

@@ -191,6 +191,7 @@ def test_daemon_deploys_rolls_back_forward_polls_and_corrects_drift_over_ssh(ssh
         "observed_at": status["observed_at"],  # beyond SPEC's keys: when the server was last probed
         "servers": [{"server": w.server.destination, "active_release": third, "message": ""}],
         "ref": "branch main",  # and what the site deploys from (issue 13)
+        "shard": "1/1", "skipped": False,  # and that this (unsharded) instance owns it (issue 15)
     }
     assert status["observed_at"], status
     history = w.run.history(DOMAIN)

@@ -153,6 +153,7 @@ def test_first_declaration_provisions_and_deploys_over_ssh(env: Env) -> None:
         "observed_at": status["observed_at"],  # beyond SPEC's keys: when the server was last probed
         "servers": [{"server": env.server.destination, "active_release": release, "message": ""}],
         "ref": "branch main",  # and what the site deploys from (issue 13)
+        "shard": "1/1", "skipped": False,  # and that this (unsharded) instance owns it (issue 15)
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", status["last_deployed_at"] or ""), status
 

@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from reconciler.cli.completion import bash_script
 from reconciler.cli.nginx import nginx_server_block
@@ -19,6 +19,7 @@ from reconciler.config import Settings, config_file, load_settings
 from reconciler.core import declarations
 from reconciler.core.declarations import Declarations, printable
 from reconciler.core.plan import SYNCED
+from reconciler.core.shard import Shard
 from reconciler.core.status import Health, Sync
 from reconciler.engine import actions, source
 from reconciler.engine.converge import Reconciler
@@ -38,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="settings file (default: $RECONCILER_CONFIG or ./reconciler.toml)")
     parser.add_argument("--repo", help="declarations repository (default: current directory)")
     parser.add_argument("--state-dir", help="database and logs (default: ./state)")
+    parser.add_argument("--shard", metavar="I/N",
+                        help='own only the servers of shard I of N, e.g. 2/3 (default: shard from the config, "1/1")')
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, example: str, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
@@ -106,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _config_in_use = config_file(args.config)
     try:
-        settings = load_settings(args.config, repo=args.repo, state_dir=args.state_dir)
+        settings = load_settings(args.config, repo=args.repo, state_dir=args.state_dir, shard=args.shard)
     except ConfigError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 2
@@ -165,15 +168,22 @@ def _load_or_none(settings: Settings) -> Declarations | None:
         return None
 
 
+class PassResult(NamedTuple):
+    outcomes: list[SiteOutcome]
+    notice: str
+    skipped: dict[str, str]  # sites of other shards: domain -> why
+
+
 async def _pass(settings: Settings, site: str | None, dry_run: bool,
-                progress: Progress | None = None) -> tuple[list[SiteOutcome], str]:
+                progress: Progress | None = None) -> PassResult:
     store = _reader(settings) if dry_run else _store(settings)
     reconciler = Reconciler(settings, store, progress=progress.step if progress else None)
     if progress is not None:
         progress.start()
     try:
         await reconciler.refresh_upstream()  # declarations on a Git host: what it has now
-        return await reconciler.run_pass(site, dry_run=dry_run), reconciler.notice
+        outcomes = await reconciler.run_pass(site, dry_run=dry_run)
+        return PassResult(outcomes, reconciler.notice, reconciler.skipped)
     finally:
         if progress is not None:
             await progress.stop()
@@ -183,13 +193,28 @@ async def _pass(settings: Settings, site: str | None, dry_run: bool,
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     progress = None if args.dry_run else Progress(sys.stderr, live=sys.stderr.isatty())
-    outcomes, notice = asyncio.run(_pass(settings, args.site, args.dry_run, progress))
-    return _report(outcomes, notice, args.site, args.dry_run)
+    return _report(asyncio.run(_pass(settings, args.site, args.dry_run, progress)), settings, args.site,
+                   args.dry_run)
 
 
-def _report(outcomes: list[SiteOutcome], notice: str, site: str | None, dry_run: bool) -> int:
+def _skipped(result: PassResult, settings: Settings, site: str | None) -> int | None:
+    """Say what a sharded pass left to other instances. An exit status when `site` is one of
+    them (1: nothing was done for it), else None."""
+    if site is not None and site in result.skipped:
+        print(f"reconciler: {site}: {printable(result.skipped[site])}", file=sys.stderr)
+        return 1
+    if result.skipped and site is None:
+        count = len(result.skipped)
+        print(f"shard {settings.shard}: {count} site{'s' if count != 1 else ''} of other shards skipped")
+    return None
+
+
+def _report(result: PassResult, settings: Settings, site: str | None, dry_run: bool) -> int:
+    outcomes, notice = result.outcomes, result.notice
     if notice:
         print(f"warning: {notice}")
+    if (code := _skipped(result, settings, site)) is not None:
+        return code
     if site and not outcomes:
         print(f"reconciler: {site}: no such site declared", file=sys.stderr)
         return 1
@@ -221,8 +246,7 @@ def _build_now(settings: Settings, args: argparse.Namespace) -> int:
     if args.no_wait:
         return 0
     progress = Progress(sys.stderr, live=sys.stderr.isatty())
-    outcomes, notice = asyncio.run(_pass(settings, args.domain, False, progress))
-    return _report(outcomes, notice, args.domain, False)
+    return _report(asyncio.run(_pass(settings, args.domain, False, progress)), settings, args.domain, False)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -233,13 +257,15 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     store = _reader(settings)
-    views = site_views(store, _load_or_none(settings))
+    shard = Shard.parse(settings.shard)
+    views = site_views(store, _load_or_none(settings), shard)
     if args.domain:
         views = [v for v in views if v["domain"] == args.domain]
         if not views:
             print(f"reconciler: {args.domain}: unknown site (not declared, never seen)", file=sys.stderr)
             return 1
-    code = _attention_code(views) if args.exit_code else 0
+    # Another shard's sites are another instance's to alarm about.
+    code = _attention_code([v for v in views if not v["skipped"]]) if args.exit_code else 0
     if args.json:
         print(json.dumps(views, indent=2))
         return code
@@ -250,8 +276,14 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     rows = [[v["domain"], v["server"], in_step(v), v["sync"], v["health"], v["active_release"] or "-",
              (v["active_commit"] or "-")[:12], v["pinned"] or "-", v["last_deployed_at"] or "-",
              v["message"]] for v in views]
-    print(table(["SITE", "SERVER", "SERVERS", "SYNC", "HEALTH", "ACTIVE", "COMMIT", "PINNED", "LAST DEPLOY",
-                 "MESSAGE"], rows, color=color))
+    headers = ["SITE", "SERVER", "SERVERS", "SYNC", "HEALTH", "ACTIVE", "COMMIT", "PINNED", "LAST DEPLOY", "MESSAGE"]
+    if not shard.whole:
+        headers.insert(2, "SHARD")
+        for row, view in zip(rows, views, strict=True):
+            row.insert(2, view["shard"])
+        skipped = sum(1 for v in views if v["skipped"])
+        print(f"shard {shard}: {len(views) - skipped} site(s) here, {skipped} skipped (other shards)")
+    print(table(headers, rows, color=color))
     return code
 
 
@@ -267,9 +299,12 @@ def _attention_code(views: list[dict[str, Any]]) -> int:
 
 
 def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
-    outcomes, notice = asyncio.run(_pass(settings, args.site, True))
+    result = asyncio.run(_pass(settings, args.site, True))
+    outcomes, notice = result.outcomes, result.notice
     if notice:
         print(f"warning: {notice}")
+    if (code := _skipped(result, settings, args.site)) is not None:
+        return code
     if args.site and not outcomes:
         print(f"reconciler: {args.site}: no such site declared", file=sys.stderr)
         return 1
@@ -377,6 +412,9 @@ async def _prune(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await reconciler.close()
         reconciler.store.close()
+    if reconciler.skipped and args.site is None:
+        count = len(reconciler.skipped)
+        print(f"shard {settings.shard}: {count} site{'s' if count != 1 else ''} of other shards skipped")
     if args.site and not results:
         print(f"reconciler: {args.site}: no such site declared", file=sys.stderr)
         return 1

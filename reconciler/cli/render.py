@@ -46,6 +46,8 @@ def site_detail(view: dict[str, Any], deployments: list[dict[str, Any]], color: 
              f"  pinned:    {view['pinned'] or '-'}",
              f"  deployed:  {view['last_deployed_at'] or '-'}",
              f"  observed:  {view.get('observed_at') or 'never'} (when its server was last probed)"]
+    if view.get("skipped"):
+        lines.append(f"  shard:     {view['shard']} (another instance's; this one leaves it alone)")
     if view["message"]:
         lines.append(f"  why:       {printable(view['message'])}")
     if len(view.get("servers") or []) > 1:

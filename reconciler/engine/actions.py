@@ -140,10 +140,20 @@ async def commit_pin(reconciler: Reconciler, domain: str, pin: str | None, autho
                       "committed: run the command again")
 
 
+def _of_this_shard(reconciler: Reconciler, site: SiteDeclaration) -> SiteDeclaration:
+    """`retry` and `redeploy` change what this instance remembers and asks of its own passes,
+    which never look at another shard's site: refused there, nothing changed. (A pin is a commit,
+    which the owning instance applies: rollback and unpin work from any instance.)"""
+    why = reconciler.shard.skip_reason(site.targets)
+    if why is not None:
+        raise NotApplicable(f"{site.domain}: {why}; ask the instance of that shard")
+    return site
+
+
 async def retry(reconciler: Reconciler, domain: str, by: str) -> int:
     """Forget the site's remembered failures so the next pass builds again (a transient cause:
     a package mirror down, a migration lock). Returns how many failures were forgotten."""
-    site = await declared(reconciler, domain)
+    site = _of_this_shard(reconciler, await declared(reconciler, domain))
     store = reconciler.store
     store.adopt(domain, await site_facts(reconciler, site), server=site.server)  # every failed release has a row
     forgiven = store.forgive(domain)
@@ -157,7 +167,7 @@ async def retry(reconciler: Reconciler, domain: str, by: str) -> int:
 async def redeploy(reconciler: Reconciler, domain: str, by: str) -> None:
     """Ask the next pass to build the current commit again as a fresh release, even though a
     build exists (after a `.env` change, say). A remembered failure of it is forgotten too."""
-    site = await declared(reconciler, domain)
+    site = _of_this_shard(reconciler, await declared(reconciler, domain))
     if site.pin is not None:
         raise NotApplicable(f"{domain}: pinned to {site.pin}, so there is nothing to build; unpin it first")
     store = reconciler.store

@@ -38,6 +38,7 @@ from reconciler.core.plan import (
     plan_site,
     prune_candidates,
 )
+from reconciler.core.shard import Shard, split
 from reconciler.core.status import UNFINISHED, DeployStatus, Health, Sync
 from reconciler.engine import apply, source, trust, twophase, upstream
 from reconciler.engine.fairness import FairLimiter
@@ -107,6 +108,9 @@ class Reconciler:
         self._parsed: Declarations | None = None
         # The global limit, shared fairly between servers (engine/fairness.py).
         self._limit: FairLimiter[SlotKey] = FairLimiter(settings.concurrency, self._slot_cap)
+        # Sites of other shards left alone by the last pass or prune (domain -> why).
+        self.skipped: dict[str, str] = {}
+        self._split: tuple[Any, ...] | None = None
 
     @functools.cached_property
     def identity(self) -> lock.Identity:
@@ -126,6 +130,23 @@ class Reconciler:
         caps = [cap for server in ((key,) if isinstance(key, str) else key)
                 if (cap := self.pool.session_cap(server)) is not None]
         return min(caps) if caps else None
+
+    @property
+    def shard(self) -> Shard:
+        return Shard.parse(self.settings.shard)
+
+    def owned(self, decls: Declarations) -> Declarations:
+        """The sites of `decls` this instance's shard owns; the others go to `skipped`, never
+        probed, locked or recorded here (another instance owns their servers)."""
+        shard = self.shard
+        last = self._split
+        # The daemon asks at every wake-up with the same parsed sites: split them once.
+        if last is not None and last[0] is decls.sites and last[1] is decls.invalid and last[2] == shard:
+            owned_sites, owned_invalid, self.skipped = last[3], last[4], last[5]
+            return dataclasses.replace(decls, sites=owned_sites, invalid=owned_invalid)
+        owned, self.skipped = split(decls, shard)
+        self._split = (decls.sites, decls.invalid, shard, owned.sites, owned.invalid, self.skipped)
+        return owned
 
     def load(self) -> Declarations:
         """Desired state: the branch tip, or with `require_signed` the newest verified commit."""
@@ -239,7 +260,7 @@ class Reconciler:
         return outcomes
 
     async def run_pass(self, only: str | None = None, dry_run: bool = False) -> list[SiteOutcome]:
-        decls = self.load()
+        decls = self.owned(self.load())
         outcomes = self.record_invalid(decls, only, dry_run)
         by_server: dict[str, list[SiteDeclaration]] = defaultdict(list)
         many: list[SiteDeclaration] = []
@@ -589,7 +610,9 @@ class Reconciler:
         """`reconciler prune`: the same locked path as a pass. Candidates come from facts probed
         under the site's lock (a dry run probes without it and changes nothing); a site whose
         lock is held, or whose server fails, is reported and the others go on."""
-        decls = self.load()
+        decls = self.owned(self.load())
+        if only is not None and only in self.skipped:
+            return [PruneResult(only, [], False, self.skipped[only])]
         sites = [s for s in decls.sites.values() if only in (None, s.domain)]
         results: list[PruneResult] = []
         for site in sorted(sites, key=lambda s: s.domain):

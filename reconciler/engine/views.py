@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.core.declarations import Declarations, SiteRef
+from reconciler.core.shard import Shard
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine.store import Store
 
 
-def site_views(store: Store, decls: Declarations | None) -> list[dict[str, Any]]:
-    """Every declared site (or every known site when declarations cannot be read)."""
+def site_views(store: Store, decls: Declarations | None, shard: Shard | None = None) -> list[dict[str, Any]]:
+    """Every declared site (or every known site when declarations cannot be read). With a
+    `shard` of several, a site of another shard is listed as skipped, saying whose it is."""
+    shard = shard or Shard()
     rows = store.sites()
     observed = store.observations()
     domains = sorted(set(decls.sites) | set(decls.invalid)) if decls is not None else sorted(rows)
@@ -42,7 +45,16 @@ def site_views(store: Store, decls: Declarations | None) -> list[dict[str, Any]]
             # ... and each of its servers: the live release there and why it is not in step.
             "servers": _servers_of(store, domain, row, declared),
         }
-        if invalid is not None:
+        targets = (declared.targets if declared else (invalid.server,) if invalid
+                   else tuple(str(row.get("server") or "").split(", ")))
+        # Beyond SPEC's keys: the shard owning the site ("1/1" unsharded), and whether this
+        # instance leaves it to another one.
+        why = shard.skip_reason(targets)
+        view.update(shard=f"{shard.owner_of(targets)}/{shard.count}", skipped=why is not None)
+        if why is not None:
+            # Whatever this database last saw of it (before a re-shard) is no longer looked after.
+            view.update(sync=Sync.UNKNOWN, health=Health.UNKNOWN, message=why)
+        elif invalid is not None:
             view.update(sync=Sync.INVALID, message=invalid.message)
         elif declared is not None and view["sync"] == Sync.SYNCED:
             _contradictions(view, declared.pin, row)

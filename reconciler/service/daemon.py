@@ -133,7 +133,8 @@ class Daemon:
         old = self.decls
         if old is not None and new.commit == old.commit:
             return
-        changed = {d for d in set(new.sites) | set(new.invalid)
+        mine = self.reconciler.owned(new)  # another shard's sites are not ours to hurry
+        changed = {d for d in set(mine.sites) | set(mine.invalid)
                    if old is None or old.sites.get(d) != new.sites.get(d) or d in new.invalid}
         log.info("declarations at %s: %d site(s) changed", (new.commit or "")[:12], len(changed))
         self.queue.hurry(changed)
@@ -187,14 +188,15 @@ class Daemon:
                 continue
             if decls.notice and (self.decls is None or self.decls.notice != decls.notice):
                 log.warning("%s", decls.notice)
-            self.decls = decls
-            self._record_invalid(decls)
-            ready = self.queue.take_ready(decls.sites.keys(), loop.time())
+            self.decls = decls  # all of them: status lists the skipped sites too, saying why
+            mine = self.reconciler.owned(decls)  # sharded: only the sites of our servers
+            self._record_invalid(mine)
+            ready = self.queue.take_ready(mine.sites.keys(), loop.time())
             if not ready:
                 continue
             by_server: dict[str, list[SiteDeclaration]] = defaultdict(list)
             for domain in sorted(ready):
-                site = decls.sites[domain]
+                site = mine.sites[domain]
                 if len(site.targets) > 1:
                     self._spawn(self._many_round(site, decls.commit))  # two phases over its servers
                 else:
@@ -348,10 +350,13 @@ class Daemon:
         counts: dict[str, int] = defaultdict(int)
         rows = self.store.sites()
         declared = set(self.decls.sites) | set(self.decls.invalid) if self.decls else set(rows)
-        for domain in declared:
+        skipped = self.reconciler.skipped
+        for domain in declared - skipped.keys():
             counts[(rows.get(domain) or {}).get("sync") or Sync.UNKNOWN] += 1
         order = list(Sync)
-        return ", ".join(f"{counts[k]} {k.lower()}" for k in order if counts[k]) or "no sites"
+        text = ", ".join(f"{counts[k]} {k.lower()}" for k in order if counts[k]) or "no sites"
+        shard = self.reconciler.shard
+        return text if shard.whole else f"shard {shard}: {text}; {len(skipped)} skipped (other shards)"
 
     def _publish_status(self) -> None:
         self.notifier.status(self.summary())
@@ -386,6 +391,10 @@ class Daemon:
         if settings.repo != self.settings.repo or settings.state_dir != self.settings.state_dir:
             log.warning("SIGHUP: repo and state_dir changes need a restart; keeping the old ones")
             settings = settings.model_copy(update={"repo": self.settings.repo, "state_dir": self.settings.state_dir})
+        if settings.shard != self.settings.shard:
+            # Safe at any moment: a site changing hands mid-deploy is still held by its lock.
+            log.warning("SIGHUP: shard %s -> %s: this instance now works on other servers' sites",
+                        self.settings.shard, settings.shard)
         self.settings = settings
         self.reconciler.reconfigure(settings)
         self.notifications.targets = list(settings.notify)
@@ -421,8 +430,9 @@ class Daemon:
             runner = await serve(WebContext(lambda: self.settings, self.store, self.reconciler.pool, self.stats,
                                             lambda: self.decls, self.request, self.stopping, self.reconciler,
                                             self.fetch_soon))
-        log.info("reconciler running: repo %s, branch %s, every %.0fs", self.settings.repo,
-                 self.settings.branch, self.settings.interval)
+        log.info("reconciler running: repo %s, branch %s, every %.0fs%s", self.settings.repo,
+                 self.settings.branch, self.settings.interval,
+                 "" if self.reconciler.shard.whole else f", shard {self.reconciler.shard}")
         self.notifier.ready("first pass scheduled")
         await self.stopping.wait()
         if self.scheduler is not None:

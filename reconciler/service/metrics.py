@@ -55,10 +55,12 @@ def _histogram(name: str, doc: str, bounds: tuple[float, ...], counts: list[int]
 
 
 class ReconcilerCollector(Collector):
-    def __init__(self, store: Store, stats: PassStats, declared: Callable[[], dict[str, str]]) -> None:
+    def __init__(self, store: Store, stats: PassStats, declared: Callable[[], dict[str, str]],
+                 shard: Callable[[], tuple[str, int]] = lambda: ("1/1", 0)) -> None:
         self.store = store
         self.stats = stats
-        self.declared = declared  # domain -> server of every declared site
+        self.declared = declared  # domain -> server of every declared site this instance looks after
+        self.shard = shard  # this instance's shard ("i/n") and how many declared sites it skips
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("reconciler_site_info", "Declared sites with their sync and health state.",
@@ -68,6 +70,16 @@ class ReconcilerCollector(Collector):
             row = rows.get(domain) or {}
             info.add_metric([domain, server, row.get("sync") or Sync.UNKNOWN, row.get("health") or Health.UNKNOWN], 1)
         yield info
+
+        shard, skipped = self.shard()
+        owned = GaugeMetricFamily("reconciler_shard_info", "This instance's shard (i/n): it owns the servers "
+                                  "hashing to shard i of n.", labels=["shard"])
+        owned.add_metric([shard], 1)
+        yield owned
+        others = GaugeMetricFamily("reconciler_sites_skipped", "Declared sites left to the instances of other "
+                                   "shards.")
+        others.add_metric([], skipped)
+        yield others
 
         results = CounterMetricFamily("reconciler_deploys", "Deployments by result.", labels=["result"])
         counts = {DeployStatus.SUCCESS: 0, DeployStatus.FAILED: 0}

@@ -81,6 +81,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from reconciler.config import Settings
 from reconciler.core import wire
 from reconciler.core.declarations import Declarations
+from reconciler.core.shard import Shard, split
 from reconciler.engine import actions
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.deploy_log import follow_log
@@ -300,8 +301,12 @@ def host_allowed(value: str, listen: set[tuple[str, str]], http_hosts: Iterable[
     return False
 
 
+def shard_of(ctx: WebContext) -> Shard:
+    return Shard.parse(ctx.settings().shard)
+
+
 def snapshot(ctx: WebContext) -> dict[str, Any]:
-    sites = site_views(ctx.store, ctx.declarations())
+    sites = site_views(ctx.store, ctx.declarations(), shard_of(ctx))
     return {"sites": sites,
             "deployments": {s["domain"]: history_views(ctx.store, s["domain"])[:10] for s in sites}}
 
@@ -380,12 +385,20 @@ def build_app(ctx: WebContext) -> web.Application:
     deliveries = Deliveries()
 
     def declared() -> dict[str, str]:
+        """The sites this instance looks after (its shard's), by domain: so summing the metrics
+        of every shard's instance counts each site once."""
         decls = ctx.declarations()
         if decls is None:
             return {}
-        return {**{d: s.server for d, s in decls.invalid.items()}, **{d: s.server for d, s in decls.sites.items()}}
+        mine, _ = split(decls, shard_of(ctx))
+        return {**{d: s.server for d, s in mine.invalid.items()}, **{d: s.server for d, s in mine.sites.items()}}
 
-    collector = ReconcilerCollector(ctx.store, ctx.stats, declared)
+    def sharding() -> tuple[str, int]:
+        decls = ctx.declarations()
+        shard = shard_of(ctx)
+        return str(shard), len(split(decls, shard)[1]) if decls is not None else 0
+
+    collector = ReconcilerCollector(ctx.store, ctx.stats, declared, sharding)
     registry = registry_for(collector)
 
     def bearer(request: web.Request, token: str) -> bool:
@@ -482,7 +495,10 @@ def build_app(ctx: WebContext) -> web.Application:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def sites(request: web.Request) -> web.Response:
-        return web.json_response(site_views(ctx.store, ctx.declarations()))
+        shard = shard_of(ctx)
+        # Each site says its shard and whether it is skipped; the header says which one we are.
+        return web.json_response(site_views(ctx.store, ctx.declarations(), shard),
+                                 headers={"X-Reconciler-Shard": str(shard)})
 
     async def deployments(request: web.Request) -> web.Response:
         domain = request.match_info["domain"]

@@ -6,8 +6,9 @@ from __future__ import annotations
 SPEC_STATUS_KEYS = frozenset({"domain", "server", "sync", "health", "pinned", "active_release", "active_commit",
                               "desired_commit", "last_deployed_at", "message"})
 # SPEC's keys kept; when the server was last probed, and what the site deploys from (issue 13: "branch main",
-# "tag v1.4.2", "commit 0123456789ab").
-STATUS_KEYS = SPEC_STATUS_KEYS | {"observed_at", "ref", "servers"}
+# "tag v1.4.2", "commit 0123456789ab"), each server's state, and the owning shard and whether this
+# instance skips the site (issue 15: sharding; "1/1" and false unsharded).
+STATUS_KEYS = SPEC_STATUS_KEYS | {"observed_at", "ref", "servers", "shard", "skipped"}
 SPEC_HISTORY_KEYS = frozenset({"id", "release", "status", "commit_sha", "branch", "deployment_path",
                                "log_file_path", "started_at", "completed_at", "duration_ms", "is_active",
                                "can_rollback"})
