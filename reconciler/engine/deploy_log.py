@@ -4,7 +4,6 @@ server's deployment.log followed until the deployment ends (or its reader is gon
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import codecs
 from collections.abc import AsyncGenerator, Callable
@@ -42,7 +41,9 @@ async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], tim
     if (copy := finished_copy(row, follow)) is not None:
         yield copy.read_text(errors="replace")
         return
-    from reconciler.remote import shell  # the server's copy: only now the shell seam
+    import asyncio  # the server's copy: only now the event loop's module and the shell seam
+
+    from reconciler.remote import shell
 
     site = store.site(row["site"]) or {}
     if not site.get("server") or not row.get("log_file_path") or not row.get("deployment_path"):
