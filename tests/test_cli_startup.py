@@ -171,3 +171,11 @@ def test_branch_tip_reads_loose_packed_and_linked_work_tree_refs(tmp_path: Path,
     assert read_tip(world.decl, "nope") is None
     assert read_tip(world.decl, "../../HEAD") is None
     assert read_tip(world.decl / "sites.d", "main") is None        # never a parent's repository
+
+
+def test_the_memo_fingerprints_code_that_exists() -> None:
+    """Every module the memo's fingerprint names is there (a rename must update the list)."""
+    from reconciler.cli import memo
+
+    package = Path(memo.__file__).resolve().parent.parent
+    assert [name for name in memo._VALIDATING if not (package / name).is_file()] == []

@@ -63,7 +63,11 @@ class Looks:
 def _code_fingerprint() -> str:
     digest = hashlib.sha256()
     for name in _VALIDATING:
-        digest.update(name.encode() + b"\0" + (_PACKAGE / name).read_bytes() + b"\0")
+        try:
+            content = (_PACKAGE / name).read_bytes()
+        except OSError:
+            content = b"(missing)"  # renamed or removed: still a fingerprint, never a crash
+        digest.update(name.encode() + b"\0" + content + b"\0")
     return digest.hexdigest()
 
 
