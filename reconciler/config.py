@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -12,6 +10,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from reconciler.errors import ConfigError
+from reconciler.settings_file import DEFAULT_STATE_DIR, parse_shard, read_settings_file
+from reconciler.settings_file import config_file as config_file  # re-exported: it began here
+from reconciler.settings_file import is_url as is_url  # re-exported: it began here
 
 NotifyEvent = Literal["deployed", "failed", "rolled_back", "degraded"]
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("deployed", "failed", "rolled_back", "degraded")
@@ -95,7 +96,7 @@ class Settings(BaseModel):
     # Who commits rollback/unpin pins made through the HTTP API (the commit's author).
     api_token_name: str = "api"
     branch: str = "main"
-    state_dir: Path = Path("state")
+    state_dir: Path = DEFAULT_STATE_DIR
     interval: float = 60.0
     concurrency: int = 8
     identity_file: Path | None = None
@@ -195,76 +196,14 @@ class Settings(BaseModel):
         return self.state_dir / "logs"
 
 
-SHARD_SYNTAX = re.compile(r"([0-9]{1,6})/([0-9]{1,6})")
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """`"i/n"` -> (i, n) with 1 <= i <= n; ValueError saying what is wrong otherwise. The syntax
-    is checked here, with the other settings; which servers a shard owns is core/shard.py's."""
-    match = SHARD_SYNTAX.fullmatch(text)
-    if match is None:
-        raise ValueError(f'{text!r} is not "i/n": this instance\'s shard i of n, e.g. "2/3"')
-    if any(len(part) > 1 and part.startswith("0") for part in match.groups()):
-        raise ValueError(f'{text!r}: write the numbers without leading zeros, e.g. "2/3"')
-    index, count = int(match.group(1)), int(match.group(2))
-    if count == 0:
-        raise ValueError(f"{text!r}: there must be at least one shard (n >= 1)")
-    if not 1 <= index <= count:
-        raise ValueError(f"{text!r}: shards are numbered 1 to {count}, so i must be 1..{count}")
-    return index, count
-
-
-_PATH_KEYS = ("repo", "state_dir", "identity_file", "known_hosts", "ssh_config", "allowed_signers", "gpg_home",
-              "signing_key", "repo_identity_file", "repo_token_file")
-
-
-_SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/].*|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.*")
-
-
-def is_url(value: str) -> bool:
-    """A repository named by URL (`ssh://`, `https://`, `file://`, scp-like `git@host:path`),
-    not a local path."""
-    return "://" in value or bool(_SCP_LIKE.fullmatch(value))
-
-
-def config_file(config: str | Path | None = None) -> Path | None:
-    """Which config file is in use: `--config`, else $RECONCILER_CONFIG, else ./reconciler.toml
-    if present, else none (defaults and flags only)."""
-    if config is not None:
-        return Path(config)
-    if os.environ.get("RECONCILER_CONFIG"):
-        return Path(os.environ["RECONCILER_CONFIG"])
-    if Path("reconciler.toml").is_file():
-        return Path("reconciler.toml")
-    return None
-
-
 def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
     """Read the config file (if any) and apply non-None overrides from the command line."""
     path = config_file(config)
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-    raw.update({key: value for key, value in overrides.items() if value is not None})
-    for key in _PATH_KEYS:
-        if key == "repo" and isinstance(raw.get(key), str) and is_url(raw[key]):
-            continue  # a URL, not a path
-        if isinstance(raw.get(key), str):
-            value = Path(raw[key]).expanduser()
-            # Relative paths in a config file are relative to that file, as operators expect.
-            if path is not None and overrides.get(key) is None and not value.is_absolute():
-                value = path.parent / value
-            raw[key] = value
-    if isinstance(raw.get("interval"), int):
-        raw["interval"] = float(raw["interval"])
-    for key in ("command_timeout", "deploy_timeout", "connect_timeout", "repo_interval"):
-        if isinstance(raw.get(key), int):
-            raw[key] = float(raw[key])
+    return validate_settings(read_settings_file(path, overrides), path)
+
+
+def validate_settings(raw: dict[str, Any], path: Path | None) -> Settings:
+    """`raw` (settings_file.read_settings_file) as Settings; ConfigError naming `path` otherwise."""
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:

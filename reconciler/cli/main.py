@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
+# Imports are light here and heavy inside the commands that need them: `--help`, `status`,
+# `history` and `logs` must answer at once (issue 15), and pydantic, pygit2, sqlite-utils,
+# asyncio and asyncssh each cost tens of milliseconds to import. tests/test_cli_startup.py
+# checks which modules the look-only commands load; bench/cli.py times them.
 import argparse
-import asyncio
-import getpass
-import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from reconciler.cli.completion import bash_script
-from reconciler.cli.nginx import nginx_server_block
-from reconciler.cli.progress import Progress
-from reconciler.cli.render import history_table, site_detail, table, use_color
-from reconciler.config import Settings, config_file, load_settings
-from reconciler.core import declarations
-from reconciler.core.declarations import Declarations, printable
-from reconciler.core.plan import SYNCED
-from reconciler.core.shard import Shard
-from reconciler.core.status import Health, Sync
-from reconciler.engine import actions, source
-from reconciler.engine.converge import Reconciler
-from reconciler.engine.outcome import SiteOutcome
-from reconciler.engine.store import Store
-from reconciler.engine.views import history_views, in_step, site_views
+from reconciler.cli.memo import Looks, Memo, settings_key
 from reconciler.errors import ConfigError, DeclarationError, ReconcilerError
+from reconciler.settings_file import DEFAULT_STATE_DIR, config_file, read_settings_file
+
+if TYPE_CHECKING:
+    from reconciler.cli.progress import Progress
+    from reconciler.config import Settings
+    from reconciler.core.declarations import Declarations
+    from reconciler.engine.converge import Reconciler
+    from reconciler.engine.outcome import SiteOutcome
+    from reconciler.engine.state_reader import StateReader
+    from reconciler.engine.store import Store
+    from reconciler.engine.views import Declared
 
 T = TypeVar("T")
 
@@ -104,18 +102,53 @@ def _parser() -> argparse.ArgumentParser:
 _config_in_use: Path | None = None
 
 
+class Invocation:
+    """This run's settings: the config file read at once, validated (pydantic) on first use.
+    The look-only commands ask for `looks()` instead, which a config validated before answers
+    from the memo without validating again."""
+
+    def __init__(self, config: str | None, overrides: dict[str, Any]) -> None:
+        self.path = config_file(config)
+        self.raw = read_settings_file(self.path, overrides)
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from reconciler.config import validate_settings
+
+            self._settings = validate_settings(self.raw, self.path)
+        return self._settings
+
+    def looks(self) -> Looks:
+        key = settings_key(self.raw)
+        state_dir = self.raw.get("state_dir", DEFAULT_STATE_DIR)
+        memo = Memo(state_dir) if key is not None and isinstance(state_dir, Path) else None
+        if memo is not None and key is not None and (found := memo.looks(key)) is not None:
+            return found
+        looks = Looks.of(self.settings)
+        # Remembered only beside a state database: looking never creates a state directory.
+        if memo is not None and key is not None and looks.db_path.exists() and Path(looks.state_dir) == state_dir:
+            memo.remember_settings(key, looks)
+        return looks
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     global _config_in_use
     args = _parser().parse_args(argv)
-    _config_in_use = config_file(args.config)
+    command = _ALIASES.get(args.command, args.command)
     try:
-        settings = load_settings(args.config, repo=args.repo, state_dir=args.state_dir, shard=args.shard)
+        invocation = Invocation(args.config, {"repo": args.repo, "state_dir": args.state_dir, "shard": args.shard})
+        _config_in_use = invocation.path
+        if command not in _LOOKING:
+            invocation.settings  # noqa: B018 - a bad config exits 2 before anything runs
     except ConfigError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 2
-    handler = _COMMANDS[_ALIASES.get(args.command, args.command)]
     try:
-        return handler(settings, args)
+        if command in _LOOKING:
+            return _LOOKING[command](invocation, args)
+        return _COMMANDS[command](invocation.settings, args)
     except ConfigError as exc:
         print(f"reconciler: {exc}", file=sys.stderr)
         return 2
@@ -128,26 +161,53 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _store(settings: Settings) -> Store:
+    from reconciler.engine.store import Store
+
     return Store(settings.db_path)
+
+
+def _no_database(db_path: Path) -> None:
+    used = f"config {_config_in_use}" if _config_in_use is not None else "no config file (defaults)"
+    print(f"reconciler: no state database at {db_path} ({used}): nothing recorded here yet. "
+          "To look at the service's sites, use its config: reconciler --config /etc/reconciler/reconciler.toml "
+          "status (or set RECONCILER_CONFIG)", file=sys.stderr)
 
 
 def _reader(settings: Settings) -> Store:
     """The state database for a command that only looks. Looking never creates it: without one,
     say which config and state dir are in use and how to reach the service's, and show what
     can be shown from the declarations alone."""
+    from reconciler.engine.store import Store
+
     if settings.db_path.exists():
         return Store(settings.db_path)
-    used = f"config {_config_in_use}" if _config_in_use is not None else "no config file (defaults)"
-    print(f"reconciler: no state database at {settings.db_path} ({used}): nothing recorded here yet. "
-          "To look at the service's sites, use its config: reconciler --config /etc/reconciler/reconciler.toml "
-          "status (or set RECONCILER_CONFIG)", file=sys.stderr)
+    _no_database(settings.db_path)
     return Store.scratch()
+
+
+def _look(invocation: Invocation, looks: Looks) -> StateReader | Store:
+    """`_reader` for status/history/logs: plain sqlite3 (no sqlite-utils), unless the database
+    is missing (the scratch Store says so) or older than its readers (Store migrates it)."""
+    import sqlite3
+
+    from reconciler.engine.state_reader import StaleSchema, StateReader
+
+    if looks.db_path.exists():
+        try:
+            return StateReader(looks.db_path)
+        except (StaleSchema, sqlite3.Error):
+            pass
+    return _reader(invocation.settings)
 
 
 def _applied(settings: Settings) -> Declarations:
     """The declarations the daemon applies: the branch tip, or with `require_signed` the newest
     verified commit, never an unverified tip (whose file names and pins are untrusted). Says so
     when the tip is newer and not applied."""
+    from reconciler.core import declarations
+    from reconciler.engine import source
+    from reconciler.engine.converge import Reconciler
+
     if settings.require_signed == "off":
         return declarations.refuse_local(source.load(settings.local_repo, settings.branch), settings.allow_local)
     store = _reader(settings)
@@ -156,7 +216,7 @@ def _applied(settings: Settings) -> Declarations:
     finally:
         store.close()
     if decls.notice:
-        print(f"reconciler: warning: {printable(decls.notice)}", file=sys.stderr)
+        print(f"reconciler: warning: {declarations.printable(decls.notice)}", file=sys.stderr)
     return decls
 
 
@@ -168,6 +228,28 @@ def _load_or_none(settings: Settings) -> Declarations | None:
         return None
 
 
+def _declared(invocation: Invocation, looks: Looks) -> dict[str, Declared] | None:
+    """What status shows of the applied declarations (None: unreadable, the database only).
+    Remembered per commit: with the branch tip read from git's ref files and its summary in the
+    memo, neither pygit2 nor the validators are loaded. `require_signed` always takes the long
+    way (which commit applies depends on the verification record)."""
+    from reconciler.engine.branch_tip import read_tip
+
+    tip = read_tip(Path(looks.local_repo), looks.branch) if looks.require_signed == "off" else None
+    memo = Memo(Path(looks.state_dir))
+    if tip is not None and (found := memo.declared(tip, looks.allow_local)) is not None:
+        return found
+    decls = _load_or_none(invocation.settings)
+    if decls is None:
+        return None
+    from reconciler.engine.views import declared
+
+    sites = declared(decls)
+    if tip is not None and decls.commit == tip and looks.db_path.exists():
+        memo.remember_declared(tip, looks.allow_local, sites)
+    return sites
+
+
 class PassResult(NamedTuple):
     outcomes: list[SiteOutcome]
     notice: str
@@ -176,6 +258,8 @@ class PassResult(NamedTuple):
 
 async def _pass(settings: Settings, site: str | None, dry_run: bool,
                 progress: Progress | None = None) -> PassResult:
+    from reconciler.engine.converge import Reconciler
+
     store = _reader(settings) if dry_run else _store(settings)
     reconciler = Reconciler(settings, store, progress=progress.step if progress else None)
     if progress is not None:
@@ -191,8 +275,16 @@ async def _pass(settings: Settings, site: str | None, dry_run: bool,
         reconciler.store.close()
 
 
+def _progress() -> Progress:
+    from reconciler.cli.progress import Progress
+
+    return Progress(sys.stderr, live=sys.stderr.isatty())
+
+
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    progress = None if args.dry_run else Progress(sys.stderr, live=sys.stderr.isatty())
+    import asyncio
+
+    progress = None if args.dry_run else _progress()
     return _report(asyncio.run(_pass(settings, args.site, args.dry_run, progress)), settings, args.site,
                    args.dry_run)
 
@@ -200,6 +292,8 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 def _skipped(result: PassResult, settings: Settings, site: str | None) -> int | None:
     """Say what a sharded pass left to other instances. An exit status when `site` is one of
     them (1: nothing was done for it), else None."""
+    from reconciler.core.text import printable
+
     if site is not None and site in result.skipped:
         print(f"reconciler: {site}: {printable(result.skipped[site])}", file=sys.stderr)
         return 1
@@ -210,6 +304,9 @@ def _skipped(result: PassResult, settings: Settings, site: str | None) -> int | 
 
 
 def _report(result: PassResult, settings: Settings, site: str | None, dry_run: bool) -> int:
+    from reconciler.core.plan import SYNCED
+    from reconciler.core.text import printable
+
     outcomes, notice = result.outcomes, result.notice
     if notice:
         print(f"warning: {notice}")
@@ -229,12 +326,22 @@ def _report(result: PassResult, settings: Settings, site: str | None, dry_run: b
 
 
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+
+    from reconciler.engine import actions
+
     forgiven = asyncio.run(_with_reconciler(settings, lambda r: actions.retry(r, args.domain, getpass.getuser())))
     print(f"{args.domain}: forgot {forgiven} remembered failure{'s' if forgiven != 1 else ''}; building now")
     return _build_now(settings, args)
 
 
 def cmd_redeploy(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+
+    from reconciler.engine import actions
+
     asyncio.run(_with_reconciler(settings, lambda r: actions.redeploy(r, args.domain, getpass.getuser())))
     print(f"{args.domain}: a fresh build of the current commit is requested; building now")
     return _build_now(settings, args)
@@ -243,36 +350,47 @@ def cmd_redeploy(settings: Settings, args: argparse.Namespace) -> int:
 def _build_now(settings: Settings, args: argparse.Namespace) -> int:
     """The pass that answers a retry/redeploy, for that site only (a running daemon holding the
     site's lock answers it instead: the request waits in the state database)."""
+    import asyncio
+
     if args.no_wait:
         return 0
-    progress = Progress(sys.stderr, live=sys.stderr.isatty())
-    return _report(asyncio.run(_pass(settings, args.domain, False, progress)), settings, args.domain, False)
+    return _report(asyncio.run(_pass(settings, args.domain, False, _progress())), settings, args.domain, False)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from reconciler.service.daemon import run_daemon
 
-    return run_daemon(settings, args.config, {"repo": args.repo, "state_dir": args.state_dir})
+    return run_daemon(settings, args.config, {"repo": args.repo, "state_dir": args.state_dir, "shard": args.shard})
 
 
-def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    store = _reader(settings)
-    shard = Shard.parse(settings.shard)
-    views = site_views(store, _load_or_none(settings), shard)
-    if args.domain:
-        views = [v for v in views if v["domain"] == args.domain]
-        if not views:
-            print(f"reconciler: {args.domain}: unknown site (not declared, never seen)", file=sys.stderr)
-            return 1
-    # Another shard's sites are another instance's to alarm about.
-    code = _attention_code([v for v in views if not v["skipped"]]) if args.exit_code else 0
-    if args.json:
-        print(json.dumps(views, indent=2))
-        return code
-    color = use_color(sys.stdout)
-    if args.domain:
-        print(site_detail(views[0], history_views(store, args.domain)[:5], color))
-        return code
+def cmd_status(invocation: Invocation, args: argparse.Namespace) -> int:
+    import json
+
+    from reconciler.cli.render import site_detail, table, use_color
+    from reconciler.core.shard import Shard
+    from reconciler.engine.views import declared_views, history_views, in_step
+
+    looks = invocation.looks()
+    store = _look(invocation, looks)
+    shard = Shard.parse(looks.shard)
+    try:
+        views = declared_views(store, _declared(invocation, looks), shard)
+        if args.domain:
+            views = [v for v in views if v["domain"] == args.domain]
+            if not views:
+                print(f"reconciler: {args.domain}: unknown site (not declared, never seen)", file=sys.stderr)
+                return 1
+        # Another shard's sites are another instance's to alarm about.
+        code = _attention_code([v for v in views if not v["skipped"]]) if args.exit_code else 0
+        if args.json:
+            print(json.dumps(views, indent=2))
+            return code
+        color = use_color(sys.stdout)
+        if args.domain:
+            print(site_detail(views[0], history_views(store, args.domain)[:5], color))
+            return code
+    finally:
+        store.close()
     rows = [[v["domain"], v["server"], in_step(v), v["sync"], v["health"], v["active_release"] or "-",
              (v["active_commit"] or "-")[:12], v["pinned"] or "-", v["last_deployed_at"] or "-",
              v["message"]] for v in views]
@@ -293,12 +411,18 @@ ATTENTION = 3  # `status --exit-code`: some site needs a person (documented in t
 def _attention_code(views: list[dict[str, Any]]) -> int:
     """ATTENTION when a site is Failed, Invalid or Unknown, or Degraded or Missing; Progressing
     and OutOfSync are the reconciler at work, not an alarm."""
+    from reconciler.core.status import Health, Sync
+
     bad_sync = {Sync.FAILED, Sync.INVALID, Sync.UNKNOWN}
     bad_health = {Health.DEGRADED, Health.MISSING}
     return ATTENTION if any(v["sync"] in bad_sync or v["health"] in bad_health for v in views) else 0
 
 
 def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from reconciler.core.plan import SYNCED
+
     result = asyncio.run(_pass(settings, args.site, True))
     outcomes, notice = result.outcomes, result.notice
     if notice:
@@ -325,6 +449,8 @@ def cmd_diff(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_nginx(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.cli.nginx import nginx_server_block
+
     decls = _applied(settings)
     site = decls.sites.get(args.domain)
     if site is None:
@@ -335,23 +461,34 @@ def cmd_nginx(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_completion(settings: Settings, args: argparse.Namespace) -> int:
-    print(bash_script([*_COMMANDS, *_ALIASES]))
+    from reconciler.cli.completion import bash_script
+
+    print(bash_script([*_COMMANDS, *_LOOKING, *_ALIASES]))
     return 0
 
 
-def _known(store: Store, settings: Settings, domain: str) -> bool:
+def _known(invocation: Invocation, looks: Looks, store: StateReader | Store, domain: str) -> bool:
     if store.site(domain) is not None:
         return True
-    decls = _load_or_none(settings)
-    return decls is not None and (domain in decls.sites or domain in decls.invalid)
+    sites = _declared(invocation, looks)
+    return sites is not None and domain in sites
 
 
-def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
-    store = _reader(settings)
-    if not _known(store, settings, args.domain):
-        print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
-        return 1
-    views = history_views(store, args.domain)
+def cmd_history(invocation: Invocation, args: argparse.Namespace) -> int:
+    import json
+
+    from reconciler.cli.render import history_table, use_color
+    from reconciler.engine.views import history_views
+
+    looks = invocation.looks()
+    store = _look(invocation, looks)
+    try:
+        if not _known(invocation, looks, store, args.domain):
+            print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
+            return 1
+        views = history_views(store, args.domain)
+    finally:
+        store.close()
     if args.json:
         print(json.dumps(views, indent=2))
         return 0
@@ -359,17 +496,23 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
-    store = _reader(settings)
-    if not _known(store, settings, args.domain):
-        print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
-        return 1
-    rows = store.deployments(args.domain)
-    row: dict[str, Any] | None = rows[0] if rows and args.id is None else None
-    if args.id is not None:
-        row = store.deployment(args.id)
-        if row is not None and row["site"] != args.domain:
-            row = None
+def cmd_logs(invocation: Invocation, args: argparse.Namespace) -> int:
+    from reconciler.engine.deploy_log import finished_copy
+
+    looks = invocation.looks()
+    store = _look(invocation, looks)
+    try:
+        if not _known(invocation, looks, store, args.domain):
+            print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
+            return 1
+        rows = store.deployments(args.domain)
+        row: dict[str, Any] | None = rows[0] if rows and args.id is None else None
+        if args.id is not None:
+            row = store.deployment(args.id)
+            if row is not None and row["site"] != args.domain:
+                row = None
+    finally:
+        store.close()
     if row is None:
         print(f"reconciler: {args.domain}: no such deployment", file=sys.stderr)
         return 1
@@ -378,16 +521,22 @@ def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
     if not args.follow and not (local and Path(local).is_file()) and not remote and not row.get("message"):
         print(f"reconciler: no log kept for deployment {row['id']}", file=sys.stderr)
         return 1
-    # The local copy when there is one; else the server's deployment.log (after a database
-    # rebuild, or while it runs), followed to the end with -f.
-    return asyncio.run(_stream_log(settings, store, row, args.follow))
+    # The local copy when there is one (read here: no event loop, no transport); else the
+    # server's deployment.log (after a database rebuild, or while it runs), followed with -f.
+    if (copy := finished_copy(row, args.follow)) is not None:
+        sys.stdout.write(copy.read_text(errors="replace"))
+        return 0
+    import asyncio
+
+    return asyncio.run(_stream_log(invocation.settings, row, args.follow))
 
 
-async def _stream_log(settings: Settings, store: Store, row: dict[str, Any], follow: bool) -> int:
+async def _stream_log(settings: Settings, row: dict[str, Any], follow: bool) -> int:
     from reconciler.engine.converge import ssh_options
     from reconciler.engine.deploy_log import follow_log
     from reconciler.remote.transport.pool import TransportPool
 
+    store = _reader(settings)
     pool = TransportPool(ssh_options(settings), allow_local=settings.allow_local)
     try:
         async for chunk in follow_log(store, pool, row, settings.command_timeout, follow=follow):
@@ -395,10 +544,13 @@ async def _stream_log(settings: Settings, store: Store, row: dict[str, Any], fol
             sys.stdout.flush()
     finally:
         await pool.close()
+        store.close()
     return 0
 
 
 def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
     if args.keep is not None and args.keep < 1:
         print("reconciler: --keep must be at least 1", file=sys.stderr)
         return 2
@@ -406,15 +558,15 @@ def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _prune(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.core.text import printable
+    from reconciler.engine.converge import Reconciler
+
     reconciler = Reconciler(settings, _store(settings))
     try:
         results = await reconciler.prune(args.site, args.keep, args.dry_run)
     finally:
         await reconciler.close()
         reconciler.store.close()
-    if reconciler.skipped and args.site is None:
-        count = len(reconciler.skipped)
-        print(f"shard {settings.shard}: {count} site{'s' if count != 1 else ''} of other shards skipped")
     if args.site and not results:
         print(f"reconciler: {args.site}: no such site declared", file=sys.stderr)
         return 1
@@ -425,10 +577,17 @@ async def _prune(settings: Settings, args: argparse.Namespace) -> int:
         verb = "would prune" if args.dry_run else "pruning"
         where = f" on {result.server}" if result.server else ""
         print(f"{result.domain}: {verb}{where} {', '.join(result.releases) if result.releases else 'nothing'}")
+    if reconciler.skipped and args.site is None:
+        count = len(reconciler.skipped)
+        print(f"shard {settings.shard}: {count} site{'s' if count != 1 else ''} of other shards skipped")
     return 0
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from reconciler.engine import actions
+
     release, commit = asyncio.run(_with_reconciler(
         settings, lambda r: actions.rollback(r, args.domain, args.release, args.author)))
     print(f"{args.domain}: pinned to {release} (commit {commit[:12]})")
@@ -436,6 +595,10 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_unpin(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from reconciler.engine import actions
+
     commit = asyncio.run(_with_reconciler(settings, lambda r: actions.unpin(r, args.domain, args.author)))
     print(f"{args.domain}: unpinned (commit {commit[:12]})")
     return 0
@@ -443,6 +606,8 @@ def cmd_unpin(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _with_reconciler(settings: Settings, work: Callable[[Reconciler], Awaitable[T]]) -> T:
     """Run one operator action with a Reconciler of its own, closing its connections and store."""
+    from reconciler.engine.converge import Reconciler
+
     reconciler = Reconciler(settings, _store(settings))
     try:
         return await work(reconciler)
@@ -452,6 +617,10 @@ async def _with_reconciler(settings: Settings, work: Callable[[Reconciler], Awai
 
 
 def cmd_accept(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
+
+    from reconciler.engine.converge import Reconciler
+
     by = getpass.getuser()
     reconciler = Reconciler(settings, _store(settings))
     try:
@@ -464,11 +633,14 @@ def cmd_accept(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
     return asyncio.run(_unlock(settings, args.domain))
 
 
 async def _unlock(settings: Settings, domain: str) -> int:
     from reconciler.core.layout import SitePaths
+    from reconciler.engine.converge import Reconciler
     from reconciler.remote import lock
 
     reconciler = Reconciler(settings, _store(settings))
@@ -487,6 +659,9 @@ async def _unlock(settings: Settings, domain: str) -> int:
 
 
 def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
+    from reconciler.core import declarations
+    from reconciler.engine import source
+
     path = Path(args.path) if args.path else settings.local_repo
     # A work tree is checked as files on disk (a pre-commit check); a bare repository at its tip.
     if (path / declarations.SITES_DIR).is_dir() or path.name == declarations.SITES_DIR:
@@ -501,11 +676,13 @@ def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if decls.invalid else 0
 
 
-_COMMANDS = {
-    "run": cmd_run, "reconcile": cmd_reconcile, "status": cmd_status, "history": cmd_history,
-    "logs": cmd_logs, "prune": cmd_prune, "rollback": cmd_rollback, "unpin": cmd_unpin,
-    "validate": cmd_validate, "unlock": cmd_unlock, "diff": cmd_diff, "nginx": cmd_nginx,
-    "completion": cmd_completion, "accept": cmd_accept, "retry": cmd_retry,
-    "redeploy": cmd_redeploy,
+_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "run": cmd_run, "reconcile": cmd_reconcile, "prune": cmd_prune, "rollback": cmd_rollback,
+    "unpin": cmd_unpin, "validate": cmd_validate, "unlock": cmd_unlock, "diff": cmd_diff, "nginx": cmd_nginx,
+    "completion": cmd_completion, "accept": cmd_accept, "retry": cmd_retry, "redeploy": cmd_redeploy,
+}
+# The look-only commands: they take the Invocation and validate settings only when they must.
+_LOOKING: dict[str, Callable[[Invocation, argparse.Namespace], int]] = {
+    "status": cmd_status, "history": cmd_history, "logs": cmd_logs,
 }
 _ALIASES = {"plan": "diff"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any, TextIO
 
-from reconciler.core.declarations import printable
+from reconciler.core.text import printable
 
 _COLORS = {"Synced": "32", "Healthy": "32", "OutOfSync": "33", "Progressing": "36", "Degraded": "33",
            "Failed": "31", "Invalid": "31", "Missing": "31", "Unknown": "90"}

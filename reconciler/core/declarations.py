@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 
 from reconciler.core.health import HealthCheck
 from reconciler.core.layout import parse_release
+from reconciler.core.siteref import COMMIT_RE as _COMMIT_RE
+from reconciler.core.siteref import SiteRef as SiteRef  # re-exported: it began here
+from reconciler.core.text import printable as printable  # re-exported: it began here
 
 SITES_DIR = "sites.d"
 DEFAULT_BASE_PATH = "/home/brokeforge"
@@ -44,7 +47,6 @@ MAX_HOST = 253   # DNS: the whole name
 MAX_LABEL = 63   # DNS: one label; idna (hence asyncssh/socket) raises UnicodeError above it
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PHP_RE = re.compile(r"[0-9]+\.[0-9]+")
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a full SHA-1 or SHA-256 id, as git prints it
 DEFAULT_BRANCH = "main"
 
 
@@ -125,51 +127,6 @@ def check_branch(name: str, what: str = "branch") -> str | None:
         if part.startswith(".") or part.endswith(".lock"):
             return "a component starts with '.' or ends with '.lock'"
     return None
-
-
-@dataclass(frozen=True)
-class SiteRef:
-    """What a site deploys from: the head of a branch, a tag (followed when it moves) or one
-    commit (the declaration itself is the desired commit: nothing to resolve, nothing moves)."""
-
-    kind: str  # "branch" | "tag" | "commit"
-    name: str  # the branch or tag name, or the full commit id
-
-    @property
-    def git_ref(self) -> str | None:
-        """The ref the probe resolves with `git ls-remote`; None for a commit."""
-        if self.kind == "branch":
-            return f"refs/heads/{self.name}"
-        if self.kind == "tag":
-            return f"refs/tags/{self.name}"
-        return None
-
-    def describe(self) -> str:
-        """For status and history: "branch main", "tag v1.4.2", "commit 0123456789ab"."""
-        return f"{self.kind} {self.name[:12] if self.kind == 'commit' else self.name}"
-
-    @property
-    def record(self) -> str:
-        """What a release's manifest and its deployments row keep in their `branch` field: the
-        branch name for a branch site (as always), else `tag <name>` or `commit <sha>`. A branch
-        name never holds a space, so the field stays one column that cannot be misread, and a
-        database rebuilt from manifests still knows which tag a release came from."""
-        return self.name if self.kind == "branch" else f"{self.kind} {self.name}"
-
-    @classmethod
-    def from_record(cls, text: str | None) -> SiteRef | None:
-        """The ref a manifest's or a row's `branch` field names (`record`); None when it names none
-        (an adopted release without a manifest) or is not one we write."""
-        if not text:
-            return None
-        kind, space, name = text.partition(" ")
-        if not space:
-            return cls("branch", text)
-        if kind == "tag" and name:
-            return cls("tag", name)
-        if kind == "commit" and _COMMIT_RE.fullmatch(name):
-            return cls("commit", name)
-        return None
 
 
 class SiteDeclaration(BaseModel):
@@ -447,15 +404,6 @@ class Declarations:
     @property
     def errors(self) -> list[str]:
         return [line for site in self.invalid.values() for line in site.errors]
-
-
-def printable(text: str) -> str:
-    """Names and keys from a file go into messages and terminals: escape control characters
-    and undecodable bytes so they can neither forge lines nor drive the terminal."""
-    if text.isprintable():  # most text is: no Python loop over it
-        return text
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for ch in text)
 
 
 def _nesting(text: str) -> int:

@@ -21,9 +21,12 @@ import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from reconciler.config import parse_shard
-from reconciler.core.declarations import Declarations
+from reconciler.settings_file import parse_shard
+
+if TYPE_CHECKING:  # annotations only: `status` lists shards without loading pydantic
+    from reconciler.core.declarations import Declarations
 
 
 @functools.lru_cache(maxsize=4096)  # a fleet has few servers and many sites on each

@@ -4,21 +4,31 @@ server's deployment.log followed until the deployment ends (or its reader is gon
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import codecs
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.status import DeployStatus
-from reconciler.engine.store import Store
 from reconciler.errors import ReconcilerError, TransportError
-from reconciler.remote import shell
-from reconciler.remote.transport.pool import TransportPool
+
+if TYPE_CHECKING:
+    from reconciler.engine.store import Store
+    from reconciler.remote.transport.pool import TransportPool
 
 FINAL = (DeployStatus.SUCCESS, DeployStatus.FAILED)
 FOLLOW_EVERY = 1.0
+
+
+def finished_copy(row: dict[str, Any], follow: bool) -> Path | None:
+    """The local copy that is the whole answer: the deployment is over (or nobody follows) and
+    its log was kept here. `logs` reads it without an event loop or a transport; this module
+    imports the shell seam only when it must read the server's log, so that stays quick."""
+    local = row.get("local_log")
+    if (row["status"] in FINAL or not follow) and local and Path(local).is_file():
+        return Path(local)
+    return None
 
 
 async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], timeout: float,
@@ -28,10 +38,13 @@ async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], tim
     (asked before every remote read) says the reader left: nothing more runs on the server for
     a reader that is not there. With `idle`, a poll that read nothing yields "" (a chance for
     the caller to write a keepalive, and so to notice a dead connection)."""
-    local = row.get("local_log")
-    if (row["status"] in FINAL or not follow) and local and Path(local).is_file():
-        yield Path(local).read_text(errors="replace")
+    if (copy := finished_copy(row, follow)) is not None:
+        yield copy.read_text(errors="replace")
         return
+    import asyncio  # the server's copy: only now the event loop's module and the shell seam
+
+    from reconciler.remote import shell
+
     site = store.site(row["site"]) or {}
     if not site.get("server") or not row.get("log_file_path") or not row.get("deployment_path"):
         yield (row.get("message") or "") + "\n"

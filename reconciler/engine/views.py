@@ -1,38 +1,78 @@
 """The JSON shapes of `status` and `history` (README "Everyday commands").
 
 One place builds them so the CLI and the HTTP API cannot drift apart; `cli.render` turns
-them into terminal text.
+them into terminal text. Light on purpose (no pydantic, sqlite-utils or pygit2 at import):
+`status` and `history` build them from a plain-sqlite3 reader (`engine.state_reader`) and
+from `Declared` summaries the CLI may have remembered (`cli.memo`), so they start at once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-from reconciler.core.declarations import Declarations, SiteRef
 from reconciler.core.shard import Shard
+from reconciler.core.siteref import SiteRef
 from reconciler.core.status import DeployStatus, Health, Sync
-from reconciler.engine.store import Store
+
+if TYPE_CHECKING:
+    from reconciler.core.declarations import Declarations
 
 
-def site_views(store: Store, decls: Declarations | None, shard: Shard | None = None) -> list[dict[str, Any]]:
+class StateReads(Protocol):
+    """The queries the views make: `engine.store.Store` and `engine.state_reader.StateReader`."""
+
+    def site(self, domain: str) -> dict[str, Any] | None: ...
+    def sites(self) -> dict[str, dict[str, Any]]: ...
+    def observations(self) -> dict[str, str]: ...
+    def site_servers(self, domain: str) -> list[dict[str, Any]]: ...
+    def activations(self, domain: str) -> list[dict[str, Any]]: ...
+    def deployments(self, domain: str) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What status shows of one declaration: plain data, derived from a validated one (`declared`)."""
+
+    shown_server: str         # the SERVER column: every target, or an invalid file's `server`
+    server: str               # the first target (single-server rows); "" for an invalid file
+    pin: str | None
+    ref: str | None           # SiteRef.describe(): "branch main", "tag v1.4.2"
+    invalid: str | None       # why the file is Invalid; None for a valid site
+
+
+def declared(decls: Declarations) -> dict[str, Declared]:
+    """Each declared domain (valid or not) as status shows it."""
+    result = {domain: Declared(", ".join(site.targets), site.server, site.pin, site.ref.describe(), None)
+              for domain, site in decls.sites.items()}
+    result.update({domain: Declared(bad.server, "", None, None, bad.message) for domain, bad in decls.invalid.items()})
+    return result
+
+
+def site_views(store: StateReads, decls: Declarations | None, shard: Shard | None = None) -> list[dict[str, Any]]:
     """Every declared site (or every known site when declarations cannot be read). With a
     `shard` of several, a site of another shard is listed as skipped, saying whose it is."""
+    return declared_views(store, declared(decls) if decls is not None else None, shard)
+
+
+def declared_views(store: StateReads, sites: dict[str, Declared] | None,
+                   shard: Shard | None = None) -> list[dict[str, Any]]:
+    """`site_views` from summaries: every declared site, or every known one without `sites`."""
     shard = shard or Shard()
     rows = store.sites()
     observed = store.observations()
-    domains = sorted(set(decls.sites) | set(decls.invalid)) if decls is not None else sorted(rows)
+    domains = sorted(sites) if sites is not None else sorted(rows)
     views = []
     for domain in domains:
         row = rows.get(domain, {})
-        declared = decls.sites.get(domain) if decls is not None else None
-        invalid = decls.invalid.get(domain) if decls is not None else None
+        entry = sites.get(domain) if sites is not None else None
+        valid = entry if entry is not None and entry.invalid is None else None
         view: dict[str, Any] = {
             "domain": domain,
-            "server": (", ".join(declared.targets) if declared
-                       else invalid.server if invalid else row.get("server") or ""),
+            "server": entry.shown_server if entry is not None else row.get("server") or "",
             "sync": row.get("sync") or Sync.UNKNOWN,
             "health": row.get("health") or Health.UNKNOWN,
-            "pinned": declared.pin if declared else row.get("pinned"),
+            "pinned": valid.pin if valid else row.get("pinned"),
             "active_release": row.get("active_release"),
             "active_commit": row.get("active_commit"),
             "desired_commit": row.get("desired_commit"),
@@ -41,11 +81,12 @@ def site_views(store: Store, decls: Declarations | None, shard: Shard | None = N
             # Beyond SPEC's keys: when this site's server was last probed (how old these facts are),
             # and what the site deploys from: "branch main", "tag v1.4.2", "commit 0123456789ab".
             "observed_at": observed.get(row.get("server") or ""),
-            "ref": declared.ref.describe() if declared else None,
+            "ref": valid.ref if valid else None,
             # ... and each of its servers: the live release there and why it is not in step.
-            "servers": _servers_of(store, domain, row, declared),
+            "servers": _servers_of(store, domain, row, valid),
         }
-        targets = (declared.targets if declared else (invalid.server,) if invalid
+        # The servers deciding the shard: a valid site's targets, an invalid file's `server`.
+        targets = (tuple(entry.shown_server.split(", ")) if entry is not None
                    else tuple(str(row.get("server") or "").split(", ")))
         # Beyond SPEC's keys: the shard owning the site ("1/1" unsharded), and whether this
         # instance leaves it to another one.
@@ -54,15 +95,16 @@ def site_views(store: Store, decls: Declarations | None, shard: Shard | None = N
         if why is not None:
             # Whatever this database last saw of it (before a re-shard) is no longer looked after.
             view.update(sync=Sync.UNKNOWN, health=Health.UNKNOWN, message=why)
-        elif invalid is not None:
-            view.update(sync=Sync.INVALID, message=invalid.message)
-        elif declared is not None and view["sync"] == Sync.SYNCED:
-            _contradictions(view, declared.pin, row)
+        elif entry is not None and entry.invalid is not None:
+            view.update(sync=Sync.INVALID, message=entry.invalid)
+        elif valid is not None and view["sync"] == Sync.SYNCED:
+            _contradictions(view, valid.pin, row)
         views.append(view)
     return views
 
 
-def _servers_of(store: Store, domain: str, row: dict[str, Any], declared: Any) -> list[dict[str, Any]]:
+def _servers_of(store: StateReads, domain: str, row: dict[str, Any],
+                declared: Declared | None) -> list[dict[str, Any]]:
     many = store.site_servers(domain)
     if many:
         return [{"server": r["server"], "active_release": r["active_release"], "message": r["message"] or ""}
@@ -94,7 +136,7 @@ def _contradictions(view: dict[str, Any], pin: str | None, row: dict[str, Any]) 
                                                    "(the next pass follows the branch again)")
 
 
-def history_views(store: Store, domain: str) -> list[dict[str, Any]]:
+def history_views(store: StateReads, domain: str) -> list[dict[str, Any]]:
     site = store.site(domain) or {}
     active_id = site.get("active_deployment_id")
     active_release = site.get("active_release")
