@@ -138,6 +138,13 @@ async def activate(ctx: SiteContext, release: str, previous: str | None = None, 
     """Switch to an existing release (no build) and reload; recorded in history as an activation
     (`previous` -> `release`, why, who), and as the site's latest change."""
     await switch(ctx, release)
+    return await activated(ctx, release, previous, trigger, requested_by)
+
+
+async def activated(ctx: SiteContext, release: str, previous: str | None, trigger: str = "",
+                    requested_by: str = "") -> Outcome:
+    """What follows a switch to an existing release (`activate`'s, or the lock command's for a
+    pin that just landed): the reload, and the activation in the store and history."""
     warning = await reload(ctx, release)
     row = ctx.store.by_release(ctx.site.domain, release, ctx.server)
     now = utcnow()

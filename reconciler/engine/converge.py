@@ -39,14 +39,22 @@ from reconciler.core.plan import (
     prune_candidates,
 )
 from reconciler.core.shard import Shard, split
-from reconciler.core.status import UNFINISHED, DeployStatus, Health, Sync
+from reconciler.core.status import UNFINISHED, DeployStatus, Health, Step, Sync
 from reconciler.engine import apply, source, trust, twophase, upstream
 from reconciler.engine.fairness import FairLimiter
 from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import Snapshot, Store
-from reconciler.errors import ConfigError, DeclarationError, LockNotReleased, PermanentError, RepoUnreachable
+from reconciler.errors import (
+    ConfigError,
+    DeclarationError,
+    LayoutConflict,
+    LockNotReleased,
+    PermanentError,
+    RepoUnreachable,
+    StepFailed,
+)
 from reconciler.remote import health as health_checks
-from reconciler.remote import lock
+from reconciler.remote import lock, shell
 from reconciler.remote.health import HealthResult
 from reconciler.remote.probe import gather
 from reconciler.remote.transport.options import SshOptions
@@ -391,7 +399,7 @@ class Reconciler:
             assert site.pin is not None and not dry_run, "only pinned sites skip the probe"
             work.facts = SiteFacts(site.domain, site.base_path)
             async with self._limit.slot(site.server):
-                return await self._locked(work, None, still_desired)
+                return await self._locked(work, None, still_desired, activate=site.pin)
         facts = work.facts = server_facts.sites[site.domain]
         head = server_facts.heads.get(key) if (key := site.head_key) is not None else None
         snap = work.snapshot
@@ -431,8 +439,10 @@ class Reconciler:
 
     async def _locked(self, work: _SiteWork, head: BranchHead | None,
                       still_desired: Callable[[SiteDeclaration], bool] | None,
-                      purpose: str = "reconcile") -> SiteOutcome:
-        """Take the site's lock, re-plan from the facts probed under it, apply, release."""
+                      purpose: str = "reconcile", activate: str | None = None) -> SiteOutcome:
+        """Take the site's lock, re-plan from the facts probed under it, apply, release. With
+        `activate` (a pin that just landed) the lock command itself switches to the pinned release
+        when it is there and good: live one round trip after the commit; the bookkeeping follows."""
         site = work.site
         desired = None if still_desired is None else (lambda: still_desired(site))
         ctx = self._context(site, work.decl_commit, desired)
@@ -441,9 +451,12 @@ class Reconciler:
             ctx.trigger, ctx.requested_by = request["kind"], request["by"]
         outcome: SiteOutcome | None = None
         try:
-            async with self._site_lock(ctx, purpose, stage_script=True) as fresh:
+            async with self._site_lock(ctx, purpose, stage_script=activate is None, activate=activate) as fresh:
                 facts = work.facts = fresh
+                previous = (self.store.site(site.domain) or {}).get("active_release")
                 self.store.adopt(site.domain, facts, locked=True, server=site.server)
+                if activate is not None and ctx.lease is not None and ctx.lease.switched is not None:
+                    await self._switched_by_lock(ctx, activate, previous, ctx.lease.switched, work.applied)
                 memory = failure_memory(self.store, site.domain, facts, site.server)
                 plan = work.plan = plan_site(site, facts, head, memory,
                                              self.clock(), clean_interrupted=True, fresh_after=_fresh_after(request),
@@ -462,6 +475,20 @@ class Reconciler:
         assert outcome is not None
         return outcome
 
+    async def _switched_by_lock(self, ctx: apply.SiteContext, release: str, previous: str | None, status: int,
+                                done: list[Applied]) -> None:
+        """The lock command switched to the pinned `release` (exit `status`): what an activation
+        does after its switch (reload, history, a health report), as `apply.activate` would."""
+        if status == shell.EXIT_NOT_A_SYMLINK:
+            raise LayoutConflict(f"{ctx.paths.site_link} is not a symlink; refusing to replace it")
+        if status != 0:
+            raise StepFailed(Step.SWITCH, status, "", f"the switch to {release} failed (exit {status})")
+        action = Activate(release, "rollback")
+        result = await apply.activated(ctx, release, previous, *self._activation_cause(ctx, action, SiteFacts(
+            ctx.site.domain, ctx.site.base_path)))
+        done.append(Applied(action))
+        self._reloaded(ctx.site.domain, release, result.warning)
+
     def _context(self, site: SiteDeclaration, decl_commit: str | None,
                  still_desired: Callable[[], bool] | None = None, *, target: str = "") -> apply.SiteContext:
         """A context on `target` (one of a many-server site's servers), else on `site.server`."""
@@ -470,17 +497,18 @@ class Reconciler:
                                  still_desired, self._progress_of(site.domain),
                                  on_health_check=self.on_health_check, target=target)
 
-    def _site_lock(self, ctx: apply.SiteContext, purpose: str, *, stage_script: bool = False
-                   ) -> AbstractAsyncContextManager[SiteFacts]:
+    def _site_lock(self, ctx: apply.SiteContext, purpose: str, *, stage_script: bool = False,
+                   activate: str | None = None) -> AbstractAsyncContextManager[SiteFacts]:
         """The site's lock, as `ctx.lease` (the last command under it may release it). With
-        `stage_script`, the deploy script rides along, for a deploy the plan may ask for."""
+        `stage_script`, the deploy script rides along, for a deploy the plan may ask for; with
+        `activate`, the lock command switches to that release when it can (`lease.switched`)."""
         settings = self.settings
         ctx.lease = lock.Lease()
         script = ctx.site.script if stage_script and ctx.site.script.strip() else None
         return lock.held(ctx.transport, ctx.paths, self.identity, purpose,
                          stale_after=settings.deploy_timeout + 2 * settings.command_timeout,
                          timeout=settings.command_timeout, shared=tuple(ctx.site.shared), lease=ctx.lease,
-                         script=script)
+                         script=script, activate=activate)
 
     def _progress_of(self, domain: str) -> Callable[[str], None] | None:
         progress = self.progress

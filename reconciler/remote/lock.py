@@ -108,6 +108,9 @@ class Lease:
     script_staged: bool = False  # the deploy script waits in the lock (shell.lock_acquire)
     released: bool = False
     problem: str = ""  # released was asked, and the lock stayed: why
+    # `held(activate=...)`: the switch's exit status when the lock command switched (0: done),
+    # None when it did not try (the release was not there, not a success, or already live).
+    switched: int | None = None
 
     def done(self, unlock_exit: int, result_tail: str = "") -> None:
         """The command that released the lock exited `unlock_exit` for that part."""
@@ -149,6 +152,9 @@ async def _send(transport: Transport, command: shell.Command, timeout: float) ->
     return await transport.run(command.text, stdin=command.stdin, timeout=timeout)
 
 
+_SWITCHED_RE = re.compile(re.escape(shell.SWITCHED) + r" (-|[0-9]{1,3})")
+
+
 def _lock_age(line: str) -> float:
     """Seconds since the lock dir was made, from `LOCK_HELD <now> <mtime>`; 0 when unknown."""
     match = _HELD_RE.fullmatch(line)
@@ -161,17 +167,21 @@ def _lock_age(line: str) -> float:
 @asynccontextmanager
 async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: str, *,
                stale_after: float, timeout: float, shared: tuple[str, ...] = (),
-               lease: Lease | None = None, script: str | None = None) -> AsyncIterator[SiteFacts]:
+               lease: Lease | None = None, script: str | None = None,
+               activate: str | None = None) -> AsyncIterator[SiteFacts]:
     """Hold the site's lock; yields the site's facts probed right after acquiring it (with the
     live release's `shared` links checked). With a `lease`, a command under the lock may
-    release it (`Lease.done`); with a `script`, the deploy script is staged in the lock."""
+    release it (`Lease.done`); with a `script`, the deploy script is staged in the lock; with
+    `activate` (and a lease), the lock command switches to that release when it can
+    (`shell.lock_acquire`), and `lease.switched` says how that went."""
     owner = Owner(me.instance, me.run, me.host, me.pid, purpose, time.time())
     site = ProbeSite(paths.domain, paths.base_path, shared)
     if lease is not None:
-        lease.owner_json, lease.released, lease.problem = owner.to_json(), False, ""
+        lease.owner_json, lease.released, lease.problem, lease.switched = owner.to_json(), False, "", None
         lease.script_staged = script is not None
     for attempt in (1, 2):
-        result = await _send(transport, shell.lock_acquire(paths, owner.to_json(), shared, script), timeout)
+        result = await _send(transport, shell.lock_acquire(paths, owner.to_json(), shared, script,
+                                                           activate if lease is not None else None), timeout)
         if not result.ok:
             raise TemporaryError(f"{transport.name}: cannot take the lock of {paths.domain}: {result.tail(3)}")
         first, _, rest = result.stdout.partition("\n")
@@ -188,6 +198,13 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         raise SiteLocked(f"{paths.domain} is locked by {holder}", delay=2.0)
     try:
         # Inside the try: output we cannot trust (TransportError) still releases the lock.
+        if activate is not None and lease is not None:
+            line, _, rest = rest.partition("\n")
+            match = _SWITCHED_RE.fullmatch(line)
+            if match is None:
+                raise TemporaryError(f"{transport.name}: the lock command's answer about {paths.domain} is not "
+                                     f"{shell.SWITCHED} <exit>: {wire.display(line, 80)!r}")
+            lease.switched = None if match.group(1) == "-" else int(match.group(1))
         facts = parse_probe(rest, [site], []).sites[paths.domain]
         yield facts
     except BaseException:

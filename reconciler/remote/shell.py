@@ -752,22 +752,41 @@ LOCK_ACQUIRED = "@@acquired"
 LOCK_HELD = "@@held"
 
 
+SWITCHED = "@@switched"  # lock_acquire with `activate`: `SWITCHED <switch exit>`, or `SWITCHED -` (not tried)
+
+
 def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = (),
-                 script: str | None = None) -> Command:
+                 script: str | None = None, activate: str | None = None) -> Command:
     """Take the site's lock with an atomic `mkdir`, write `owner_json` (one line) into it and,
     in the same command, probe the site: the facts nobody else can change while we hold it.
     With `script` (stdin), stage the deploy script in the lock for a claim (`claim_release`
-    `script_in_lock`): the build that follows is tied and takes no stdin."""
+    `script_in_lock`): the build that follows is tied and takes no stdin.
+
+    With `activate` (a pin that just landed: issue 15, one round trip from commit to live), switch
+    the site to that release under the lock, before the probe, when the release is a directory
+    whose manifest records success (our own compact JSON: `"status":"success"` cannot occur inside
+    a JSON string) and the site does not point at it yet; a line `SWITCHED <exit>` (or
+    `SWITCHED -`) precedes the probe, which then shows the site as it is after the switch."""
     lock, owner = quote(paths.lock), quote(OWNER_FILE)
     _line(owner_json, "a lock owner")
     stage = f"  (umask 077 && cat > {lock}/{quote(SCRIPT_NAME)})\n" if script is not None else ""
+    then = ""
+    if activate is not None:
+        switch_text = switch(paths, activate).text
+        then = (f"  if [ -d {quote(paths.release(activate))} ] && [ ! -L {quote(paths.release(activate))} ]"
+                  f" && grep -q {quote(chr(34) + 'status' + chr(34) + ':' + chr(34) + 'success' + chr(34))}"
+                  f" {quote(paths.manifest(activate))} 2>/dev/null"
+                  f" && [ \"$(readlink -- {quote(paths.site_link)})\" != {quote(paths.link_target(activate))} ]; then\n"
+                  f"    ( {switch_text} ) >&2; echo \"{SWITCHED} $?\"\n"
+                  f"  else echo {quote(SWITCHED + ' -')}; fi\n")
     return Command(
         f"mkdir -p -- {quote(paths.deployments)} || exit 1\n"
         f"if mkdir -- {lock} 2>/dev/null; then\n"
         f"  printf '%s\\n' {quote(owner_json)} > {lock}/{owner}\n"
         + stage +
         f"  echo {quote(LOCK_ACQUIRED)}\n"
-        f"{_probe_script([ProbeSite(paths.domain, paths.base_path, shared)], [])}"
+        + then
+        + f"{_probe_script([ProbeSite(paths.domain, paths.base_path, shared)], [])}"
         "  true\n"
         "else\n"
         f"  echo \"{LOCK_HELD} $(date +%s) $(stat -c %Y {lock} 2>/dev/null || echo 0)\"\n"
