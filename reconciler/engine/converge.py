@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Set
+from collections.abc import Awaitable, Callable, Coroutine, Set
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -296,9 +296,28 @@ class Reconciler:
         known, so the daemon frees a site without waiting for its server's slowest deploy."""
         hurry = [s for s in sites if s.pin is not None and s.domain in eager and not dry_run]
         rest = [s for s in sites if s not in hurry]
-        work = [self.converge_site(s, None, decl_commit, still_desired=still_desired) for s in hurry]
+        # Started now, not at the gather below: a pin's lock command must not wait for the probe.
+        early = [asyncio.ensure_future(_told(self.converge_site(s, None, decl_commit, still_desired=still_desired),
+                                             on_outcome)) for s in hurry]
+        work: list[Coroutine[Any, Any, SiteOutcome]] = []
         reached = not rest
         outcomes: list[SiteOutcome] = []
+        try:
+            reached = await self._probe_round(server, rest, decl_commit, dry_run, still_desired, work, outcomes,
+                                              reached)
+        except BaseException:
+            for task in early:
+                task.cancel()
+            raise
+        outcomes += await asyncio.gather(*early, *(_told(one, on_outcome) for one in work))
+        return ServerRound(server, outcomes, reached)
+
+    async def _probe_round(self, server: str, rest: list[SiteDeclaration], decl_commit: str | None, dry_run: bool,
+                           still_desired: Callable[[SiteDeclaration], bool] | None,
+                           work: list[Coroutine[Any, Any, SiteOutcome]], outcomes: list[SiteOutcome],
+                           reached: bool) -> bool:
+        """Probe `server` for `rest`: their work goes to `work`, a failed probe's outcomes to
+        `outcomes`. Returns whether the server was reached."""
         if rest:
             try:
                 facts = await self.probe(server, rest)
@@ -319,8 +338,7 @@ class Reconciler:
                 work += [self.converge_site(s, facts, decl_commit, dry_run, still_desired=still_desired,
                                             checked=checked.get(s.domain), snapshot=snapshot)
                          for s in rest]
-        outcomes += await asyncio.gather(*(_told(one, on_outcome) for one in work))
-        return ServerRound(server, outcomes, reached)
+        return reached
 
     async def _check_live(self, server: str, sites: list[SiteDeclaration], facts: ServerFacts
                           ) -> dict[str, HealthResult]:
