@@ -266,11 +266,6 @@ class Layout:
             os.symlink(paths.link_target(self.release), paths.site_link)
 
 
-def build_layout(template_base: Path, base: Path, domains: list[str]) -> None:
-    """Give every domain the template's converged layout: shared/, its one release, the site link."""
-    Layout.of(template_base).copy_to(base, domains)
-
-
 def cpu_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far, from /proc/stat: how saturated the
     cores were over an interval (the servers' work is on this machine too)."""
