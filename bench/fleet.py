@@ -37,7 +37,7 @@ from reconciler.core.layout import SitePaths, is_release
 from reconciler.engine.converge import Reconciler, SiteOutcome
 from reconciler.engine.store import Store
 from reconciler.remote.mirror import MIRROR_NAME
-from tests.sshd import SshServer
+from tests.sshd import SshServer, _descendants
 from tests.support import git, make_decl_repo, toml_value, write_site
 
 TEMPLATE = "template.bench.example.com"
@@ -264,6 +264,23 @@ class Layout:
             for entry, link in self.symlinks:
                 os.symlink(link, target + entry)
             os.symlink(paths.link_target(self.release), paths.site_link)
+
+
+def server_cpu(server: SshServer) -> float:
+    """CPU seconds the sshd has used so far with everything it ran: the listener and its live
+    descendants (a warm connection's sshd accrues its finished sessions' shells and git as
+    children's time when it reaps them)."""
+    root = server.pid
+    if root is None:
+        return 0.0
+    ticks = 0
+    for pid in [root, *_descendants(root)]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile: its time is its parent's now
+        ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_busy() -> tuple[float, float]:

@@ -46,6 +46,7 @@ from bench.fleet import (
     deploy_template,
     domain,
     running_fleet,
+    server_cpu,
     server_disk,
     sessions_started,
     write_sites,
@@ -105,6 +106,7 @@ class Single:
     deploy_ms: int  # the deploy alone, as the store records it
     trips: int  # SSH commands the reconciler sent in the pass
     sessions: int  # SSH commands the server ran in the pass
+    cpu: float  # CPU seconds of the pass: this process's and the server's (sshd, shells, git, the script)
     sync: str
 
 
@@ -119,12 +121,14 @@ async def single_deploys(settings: Settings, app: Path, fleet: Fleet, samples: i
         for n in range(samples):
             app_commit(app, f"single v{n + 2}")
             trips, sessions = reconciler.pool.round_trips, sessions_started(fleet)
+            cpu = time.process_time() + server_cpu(fleet.servers[0])
             started = time.perf_counter()
             outcome = (await reconciler.run_pass())[0]
             seconds = time.perf_counter() - started
+            cpu = time.process_time() + server_cpu(fleet.servers[0]) - cpu
             row = reconciler.store.deployments(SINGLE)[0]
             results.append(Single(seconds, int(row["duration_ms"] or 0), reconciler.pool.round_trips - trips,
-                                  sessions_started(fleet) - sessions, outcome.sync))
+                                  sessions_started(fleet) - sessions, cpu, outcome.sync))
     finally:
         await reconciler.close()
         reconciler.store.close()
@@ -313,22 +317,28 @@ def main(sites: int = 500, servers: int = 50, concurrency: tuple[int, ...] = (8,
     print(f"SSH commands per deploy: {trips - 1:.0f} sent by the reconciler besides the pass's probe ({trips:.0f} in "
           f"the pass), {single_sessions:.0f} sessions seen by the server in the pass; target <= {COMMANDS_TARGET} "
           "besides git's own connections and the script (issue 15; the count above includes the script's)")
+    cpu = statistics.median(s.cpu for s in singles)
+    cores = os.cpu_count() or 1
+    floor = sites * cpu / cores
+    print(f"CPU per deploy (a single deploy's pass: this process's and the server's, sshd and all it ran): "
+          f"{cpu * 1000:.0f} ms; CPU floor for {sites} deploys on this machine's {cores} CPUs: {floor:.1f} s")
     print(f"{'concurrency':>11}{'parallel':>9}{'all live':>10}{'deploys/min':>13}{'ideal':>9}{'x ideal':>9}"
-          f"{'first live':>12}{'settled':>9}{'CPU busy':>10}{'sessions/site':>15}")
+          f"{'x floor':>9}{'first live':>12}{'settled':>9}{'CPU busy':>10}{'sessions/site':>15}")
     for change in changes:
         parallel = min(change.concurrency, servers * MAX_SESSIONS)
         ideal = math.ceil(sites / parallel) * single
         done = [t for t in change.live if t is not None]
         first = f"{min(done):.1f}s" if done else "-"
         if change.seconds is None:
-            row = f"{'NOT ALL':>10}{'-':>13}{ideal:>8.1f}s{'-':>9}"
+            row = f"{'NOT ALL':>10}{'-':>13}{ideal:>8.1f}s{'-':>9}{'-':>9}"
         else:
             row = (f"{change.seconds:>9.1f}s{sites / change.seconds * 60:>13.0f}{ideal:>8.1f}s"
-                   f"{change.seconds / ideal:>9.1f}")
+                   f"{change.seconds / ideal:>9.1f}{change.seconds / floor:>9.1f}")
         print(f"{change.concurrency:>11}{parallel:>9}{row}{first:>12}{change.settled:>8.1f}s"
               f"{change.cpu_busy * 100:>9.0f}%{change.sessions / sites:>15.1f}")
     print(f"parallel: min(concurrency, {servers} servers x {MAX_SESSIONS} SSH sessions per connection "
           "(reconciler/remote/transport/ssh.py MAX_SESSIONS)); ideal: ceil(sites / parallel) x the single deploy; "
+          "x floor: all live / the CPU floor; "
           "all live: SIGHUP to the last site link switched to a new release; settled: until the daemon is idle again; "
           f"CPU busy: the machine's {os.cpu_count()} CPUs (servers included) while the sites went live; sessions/site: "
           "SSH commands the servers ran during the change, per site (probes included)")
@@ -344,8 +354,9 @@ def main(sites: int = 500, servers: int = 50, concurrency: tuple[int, ...] = (8,
         if change.wrong:
             problems.append(f"concurrency {change.concurrency}: {len(change.wrong)} site(s) not live on "
                             f"{change.commit[:12]}: {', '.join(change.wrong[:5])}")
-    print("The ideal assumes the deploys' own CPU is free; on this machine's 2 cores the servers' side of every "
-          "deploy (sshd sessions, git fetch and clone, the script) runs on the same CPUs as the daemon.")
+    print(f"The ideal assumes the deploys' own CPU is free; on this machine's {cores} CPUs the servers' side of every "
+          "deploy (sshd sessions, git fetch and clone, the script) runs on the same CPUs as the daemon, so the CPU "
+          "floor bounds it too (other work on the machine counts against both).")
     print(f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     for problem in problems:
         print(f"PROBLEM: {problem}")
