@@ -1,5 +1,5 @@
-"""`make bench`: run every benchmark and print its table (about 15 minutes on 2 cores: the fleet
-rows of noop and memory, 5,000 sites on 50 sshds, and masschange, 500 deploys twice, are most of it)."""
+"""`make bench`: run every benchmark and print its table (about 10 minutes on 2 cores, of which the
+fleet parts take about 3: noop's and memory's 5,000 sites on 50 sshds, masschange's 500 deploys twice)."""
 
 from bench import atomic, deploy, health, latency, masschange, memory, noop, passes, skew
 

@@ -41,6 +41,7 @@ from tests.sshd import SshServer, _descendants
 from tests.support import git, make_decl_repo, toml_value, write_site
 
 TEMPLATE = "template.bench.example.com"
+TEMPLATE_DECL, TEMPLATE_STATE = "decl-template", "state-template"  # under the bench's tmp: see deploy_template
 START_ATTEMPTS = 3  # a port taken between choosing it and sshd binding it: try another
 
 
@@ -187,9 +188,9 @@ def deploy_template(tmp: Path, disk: Path, fleet: Fleet, site: dict[str, Any]) -
     """Deploy the template site for real over SSH on the first server, its base_path on `disk`
     (returned); its declarations and state in `tmp`."""
     base = disk / "template"
-    decl = make_decl_repo(tmp / "decl-template")
+    decl = make_decl_repo(tmp / TEMPLATE_DECL)
     write_site(decl, TEMPLATE, server=fleet.servers[0].destination, base_path=str(base), **site)
-    outcome = asyncio.run(one_pass(Settings(repo=decl, state_dir=tmp / "state-template", **fleet.ssh)))[0]
+    outcome = asyncio.run(one_pass(Settings(repo=decl, state_dir=tmp / TEMPLATE_STATE, **fleet.ssh)))[0]
     if outcome.sync != "Synced":
         raise RuntimeError(f"template deploy failed: {outcome}")
     _pack_objects(SitePaths(str(base), TEMPLATE))

@@ -35,6 +35,8 @@ from typing import Any
 from bench import GIT_IDENTITY
 from bench.fleet import (
     TEMPLATE,
+    TEMPLATE_DECL,
+    TEMPLATE_STATE,
     Layout,
     deploy_template,
     domain,
@@ -218,7 +220,7 @@ def main(counts: tuple[int, ...] = (10, 100, 500), server_counts: tuple[int, ...
         copied = time.perf_counter() - started
         layouts = sum(needed.values())
 
-        settings = Settings(repo=tmp / "decl-template", state_dir=tmp / "state-template", **servers.ssh)
+        settings = Settings(repo=tmp / TEMPLATE_DECL, state_dir=tmp / TEMPLATE_STATE, **servers.ssh)
         first = servers.servers[0]
         base = asyncio.run(baselines(settings, first, template, app, 5))
         ssh_true = _median_run(["ssh", "-F", str(first.ssh_config), "testserver", "true"], 5)
