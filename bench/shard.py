@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import GIT_IDENTITY
-from bench.noop import TEMPLATE, Row, _one_pass, build_layout, domain, measure, write_sites
+from bench.fleet import TEMPLATE, Layout, domain, one_pass, write_sites
+from bench.noop import Row, measure
 from reconciler.config import Settings
 from reconciler.core.shard import Shard, shard_of, split
 from reconciler.engine.converge import Reconciler
@@ -90,13 +91,13 @@ def main(sites: int = 1000, passes: int = 3) -> None:
 
             template_decl = make_decl_repo(tmp / "decl-template")
             write_site(template_decl, TEMPLATE, server=alias(0), base_path=str(tmp / "template"), **site)
-            outcomes = asyncio.run(_one_pass(Settings(repo=template_decl, state_dir=tmp / "state-template", **ssh)))
+            outcomes = asyncio.run(one_pass(Settings(repo=template_decl, state_dir=tmp / "state-template", **ssh)))
             if outcomes[0].sync != "Synced":
                 raise RuntimeError(f"template deploy failed: {outcomes[0]}")
             names = [alias(k) for k in range(SSHDS * ALIASES_PER_SSHD)]
+            layout = Layout.of(tmp / "template")
             for k, name in enumerate(names):
-                build_layout(tmp / "template", tmp / f"srv-{name}",
-                             [domain(n) for n in range(sites) if n % len(names) == k])
+                layout.copy_to(tmp / f"srv-{name}", [domain(n) for n in range(sites) if n % len(names) == k])
             decl = make_decl_repo(tmp / "decl")
             write_sites(decl, [(domain(n), {"server": names[n % len(names)],
                                             "base_path": str(tmp / f"srv-{names[n % len(names)]}"), **site})
