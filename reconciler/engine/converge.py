@@ -40,7 +40,7 @@ from reconciler.core.plan import (
 )
 from reconciler.core.shard import Shard, split
 from reconciler.core.status import UNFINISHED, DeployStatus, Health, Step, Sync
-from reconciler.engine import apply, source, trust, twophase, upstream
+from reconciler.engine import apply, heap, source, trust, twophase, upstream
 from reconciler.engine.fairness import FairLimiter
 from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import Snapshot, Store
@@ -239,6 +239,8 @@ class Reconciler:
         return True
 
     def _settle_load(self, choice: _Choice, parsed: Declarations) -> Declarations:
+        if parsed is not self._parsed:
+            heap.settle()  # they live until the next commit: out of the cyclic collector's way
         self._parsed = parsed
         if choice.verified:
             self.store.set_meta(LAST_VERIFIED, choice.commit)

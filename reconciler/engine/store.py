@@ -126,6 +126,9 @@ def m010_site_servers(db: sqlite_utils.Database) -> None:
 OBSERVED_EVERY = 10.0  # seconds: a server's observed_at is refreshed at most this often (few writes)
 
 
+SNAPSHOT_CHUNK = 500  # domains per statement of a snapshot
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Rows of a round's sites, read at once (Store.snapshot)."""
@@ -378,13 +381,20 @@ class Store:
         """What a round needs of `domains`, read in three statements instead of a dozen per site:
         their rows in sites, requests and deployments. A round of sites with nothing to do works
         from it; anything that changes a site reads afresh under the site's lock."""
-        wanted = set(domains)
-        sites = {d: r for d, r in self.sites().items() if d in wanted}
-        requests = {r["site"]: r for r in self.db["requests"].rows if r["site"] in wanted}
+        wanted = sorted(set(domains))
+        sites: dict[str, dict[str, Any]] = {}
+        requests: dict[str, dict[str, Any]] = {}
         deployments: dict[str, list[dict[str, Any]]] = {d: [] for d in wanted}
-        marks = ",".join("?" * len(wanted))
-        if wanted:
-            for row in self.db.query(f"select * from deployments where site in ({marks})", sorted(wanted)):
+        # Only this round's rows (a server's share of the fleet, not every site's: issue 15), in
+        # chunks that stay far below SQLite's limit on bound parameters.
+        for start in range(0, len(wanted), SNAPSHOT_CHUNK):
+            chunk = wanted[start:start + SNAPSHOT_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            sites.update((r["domain"], r) for r in self.db.query(f"select * from sites where domain in ({marks})",
+                                                                 chunk))
+            requests.update((r["site"], r) for r in self.db.query(f"select * from requests where site in ({marks})",
+                                                                  chunk))
+            for row in self.db.query(f"select * from deployments where site in ({marks})", chunk):
                 deployments[row["site"]].append(row)
         return Snapshot(sites, requests, deployments)
 
