@@ -747,3 +747,41 @@ def test_unlinked_shared_entries_are_read_only_for_entries_the_site_has() -> Non
     a, b = facts.sites["a.example.com"], facts.sites["b.example.com"]
     assert a.unlinked == [".env"] and a.problem is not None and "/etc/passwd" in a.problem
     assert b.unlinked == [".env"] and b.problem is None
+
+
+def test_batched_link_reads_give_the_same_facts_as_one_readlink_per_site(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """GNU find reads every site link of a probe in one process (issue 15); a server without it
+    (BusyBox: no -printf) reads one link per site. Both must give the same facts, for ordinary and
+    hostile link targets alike."""
+    from reconciler.remote.transport.local import LocalTransport
+
+    base = tmp_path / "srv"
+    base.mkdir()
+    targets = {"a.example.com": "deployments/a.example.com/01012025-000000", "b.example.com": "x\ny",
+               "c.example.com": "trailing\n", "d.example.com": "../../etc", "h.example.com": "@link x\0"[:-1],
+               "i.example.com": " leading space"}
+    for domain, target in targets.items():
+        os.symlink(target, base / domain)
+    (base / "deployments" / "a.example.com" / "01012025-000000").mkdir(parents=True)
+    (base / "e.example.com").mkdir()
+    (base / "f.example.com").write_text("x")
+    domains = [*targets, "e.example.com", "f.example.com", "g.example.com"]
+    sites = [ProbeSite(domain, str(base)) for domain in domains]
+
+    batched = asyncio.run(gather(LocalTransport(), sites, [], timeout=30))
+    assert batched.sites["a.example.com"].active_release == "01012025-000000"
+    assert batched.sites["b.example.com"].path_kind == "symlink"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "find").write_text("#!/bin/sh\necho 'find: unrecognized: -printf' >&2\nexit 1\n")
+    (bindir / "find").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    one_by_one = asyncio.run(gather(LocalTransport(), sites, [], timeout=30))
+    # `$(readlink)` drops the newlines a target ends with (remote/probe.py); find reads it exactly,
+    # and a target with a line break is no plain path of ours.
+    assert batched.sites["c.example.com"].link_target is None
+    assert one_by_one.sites["c.example.com"].link_target == "trailing"
+    for domain in domains:
+        if domain != "c.example.com":
+            assert batched.sites[domain] == one_by_one.sites[domain], domain

@@ -28,9 +28,11 @@ and are untrusted, so the separator must be a byte no value can contain:
   probe for the NUL check; ls-remote's exact-ref filter is one awk instead of head and sed).
   Encoding every value (base64, od) would have cost a process per release; NUL framing makes
   that unnecessary.
-- `$(readlink ...)` drops newlines a symlink target ends with. Keeping them would cost a fork
-  per site; the only effect is that a target `R<newline>` reads as `R`, which only the deploy
-  user can plant (and they can edit R itself): it cannot reach another site or break a record.
+- Site links are read by one GNU `find -printf` per probe (`@at <link path>`, then `@link
+  <target>`, exact). Without GNU find (BusyBox), `$(readlink ...)` per site, which drops
+  newlines a symlink target ends with: a target `R<newline>` then reads as `R`, which only the
+  deploy user can plant (and they can edit R itself): it cannot reach another site or break a
+  record. An `@at` path that is no probed site's link selects no site.
 - Absence of the final `@end` (the command died, output cut short), a record with an unknown
   tag or a malformed value of our own making (an index, an exit status) means the output as a
   whole cannot be trusted: `parse_probe` raises TransportError for the server. Nothing a site's
@@ -55,7 +57,7 @@ from collections.abc import Iterable
 
 from reconciler.core import wire
 from reconciler.core.facts import BranchHead, ProbeSite, ReleaseFacts, ServerFacts, SiteFacts
-from reconciler.core.layout import MANIFEST_NAME, is_release
+from reconciler.core.layout import MANIFEST_NAME, SitePaths, is_release
 from reconciler.core.manifest import Manifest
 from reconciler.errors import TransportError
 from reconciler.remote import shell
@@ -122,6 +124,7 @@ class _Reader:
 
     def __init__(self, sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> None:
         self.wanted = {site.domain: site for site in sites}
+        self.by_link = {SitePaths(site.base_path, site.domain).site_link: site.domain for site in self.wanted.values()}
         self.head_keys = shell.head_order(heads)
         self.facts = ServerFacts()
         self.site: SiteFacts | None = None
@@ -131,6 +134,10 @@ class _Reader:
         if tag == Tag.HEADS:
             self.site = self.release = None
             self.heads(value)
+        elif tag == Tag.AT:
+            # The batched link reads: the site whose link this is (probed above), else none.
+            self.site = self.facts.sites.get(self.by_link.get(value, ""))
+            self.release = None
         elif tag == Tag.SITE:
             known = self.wanted.get(value)
             self.site = SiteFacts(value, known.base_path) if known else None

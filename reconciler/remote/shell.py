@@ -531,11 +531,12 @@ class Tag(StrEnum):
     HEAD = "@head"              # value: that release's git HEAD (no manifest)
     HEADS = "@heads"            # value: `<index> <exit status> <ls-remote output>` of one ref (branch or tag)
     UNLINKED = "@unlinked"      # value: a shared entry that is no symlink in the live release (drift)
+    AT = "@at"                  # value: a site link's path; its @link follows (the batched link reads)
     END = "@end"                # the last record: the output is complete
 
 
 VALUE_TAGS = frozenset({Tag.SITE, Tag.LINK, Tag.PATH, Tag.LOCK, Tag.NOTDIR, Tag.RELEASE, Tag.MANIFEST, Tag.HEAD,
-                        Tag.HEADS, Tag.UNLINKED})
+                        Tag.HEADS, Tag.UNLINKED, Tag.AT})
 BARE_TAGS = frozenset(set(Tag) - VALUE_TAGS)
 if any(not re.fullmatch(r"@[a-z]+", tag) for tag in Tag):  # printed in printf formats, unquoted
     raise ValueError("a probe tag must be a plain word")
@@ -547,6 +548,7 @@ RELEASE_GLOB_RE = re.compile(fnmatch.translate(RELEASE_GLOB))
 
 # At most this many `git ls-remote` in flight: a git host's sshd drops a burst (MaxStartups).
 HEADS_AT_ONCE = 8
+LINKS_AT_ONCE = 500  # site links per `find` (argv stays far below ARG_MAX)
 
 # RECORD_END as printf (`\0`) and tr (`\000`) write it.
 _END_PRINTF = f"\\{ord(RECORD_END):o}"
@@ -591,8 +593,10 @@ probe_site() {{
   d={_sh_path(_TEMPLATE.deployments)}; link={_sh_path(_TEMPLATE.site_link)}
   emit {Tag.SITE} "$1"
   if [ -L "$link" ]; then
-    # One process, as before: `$(...)` drops newlines a target may end with (see remote/probe.py).
-    emit {Tag.LINK} "$(readlink "$link")"
+    # GNU find reads every site's link in one process after this (`links`, issue 15: a readlink
+    # per site was most of a probe's time); elsewhere one process per link, as before. `$(...)`
+    # drops newlines a target may end with (see remote/probe.py).
+    [ -n "$batch" ] || emit {Tag.LINK} "$(readlink "$link")"
     [ -e "$link" ] || printf '{Tag.DANGLING}{_END_PRINTF}'
   elif [ -d "$link" ]; then printf '{Tag.PATH} dir{_END_PRINTF}'
   elif [ -e "$link" ]; then printf '{Tag.PATH} file{_END_PRINTF}'
@@ -624,6 +628,10 @@ probe_site() {{
     fi
   done
 }}
+# The targets of the given site links, `@at <path>` then `@link <target>` each: one process for
+# them all. Only symlinks are listed; a path that vanished meanwhile is left out (probe_site saw
+# it; remote/probe.py treats a site link without its @link as gone).
+links() {{ find "$@" -maxdepth 0 -type l -printf '{Tag.AT} %p{_END_PRINTF}{Tag.LINK} %l{_END_PRINTF}' 2>/dev/null; }}
 probe_head() {{
   # $2 is a full ref (refs/heads/B or refs/tags/T). An annotated tag is an object of its own;
   # ls-remote names the commit it points at on a second line, `<ref>^{{}}`, listed only when
@@ -667,9 +675,15 @@ def _probe_script(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) 
         lines.append(f"probe_head {quote(repository)} {quote(ref)} {index} > \"$tmp/{index}\" 2>/dev/null &")
         if index % HEADS_AT_ONCE == HEADS_AT_ONCE - 1:
             lines.append("wait")
+    # GNU find prints link targets (-printf %l); without it (BusyBox), readlink per site.
+    lines.append("batch=; find / -maxdepth 0 -printf '' >/dev/null 2>&1 && batch=1")
+    sites = list(sites)
     for site in sites:
         entries = "".join(f" {quote(entry)}" for entry in site.shared)
         lines.append(f"probe_site {quote(site.domain)} {quote(site.base_path)}{entries}")
+    for start in range(0, len(sites), LINKS_AT_ONCE):
+        chunk = " ".join(quote(SitePaths(s.base_path, s.domain).site_link) for s in sites[start:start + LINKS_AT_ONCE])
+        lines.append(f'[ -z "$batch" ] || links {chunk}')
     lines += ["wait", 'cat "$tmp"/* 2>/dev/null', f"printf '{Tag.END}{_END_PRINTF}'"]
     return "\n".join(lines) + "\n"
 
