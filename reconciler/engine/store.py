@@ -256,8 +256,12 @@ class Store:
             last = datetime.strptime(rows[0]["observed_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
             if (moment - last).total_seconds() < OBSERVED_EVERY:
                 return
-        self.db["servers"].upsert({"name": server, "observed_at": moment.strftime("%Y-%m-%dT%H:%M:%SZ")},  # type: ignore[union-attr]
-                                  pk="name")
+        # Plain SQL: sqlite-utils' first upsert on a connection creates and drops a throwaway
+        # table to learn whether SQLite has ON CONFLICT, a write into the state database on
+        # every CLI run and daemon start (issue 15: no-op passes write nothing else).
+        self.db.execute("insert into servers (name, observed_at) values (?, ?) "
+                        "on conflict (name) do update set observed_at = excluded.observed_at",
+                        [server, moment.strftime("%Y-%m-%dT%H:%M:%SZ")])
 
     def observations(self) -> dict[str, str]:
         return {row["name"]: row["observed_at"] for row in self.db["servers"].rows}
