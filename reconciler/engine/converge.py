@@ -240,7 +240,7 @@ class Reconciler:
 
     def _settle_load(self, choice: _Choice, parsed: Declarations) -> Declarations:
         if parsed is not self._parsed:
-            heap.settle()  # they live until the next commit: out of the cyclic collector's way
+            heap.settle_soon()  # they live until the next commit: out of the cyclic collector's way
         self._parsed = parsed
         if choice.verified:
             self.store.set_meta(LAST_VERIFIED, choice.commit)

@@ -10,7 +10,10 @@ cycles is collected then: frozen objects are not leaked, only left alone while t
 
 from __future__ import annotations
 
+import asyncio
 import gc
+
+SETTLE_AFTER = 1.0  # seconds: the full collection waits until the commit's first round is under way
 
 
 def settle() -> None:
@@ -18,3 +21,14 @@ def settle() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+def settle_soon() -> None:
+    """`settle`, but not now: the collection costs tens of milliseconds (more with a big fleet),
+    and a pin that just landed should not wait for it. Without a running event loop (a one-off
+    CLI pass) there is no long-lived heap to settle."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    loop.call_later(SETTLE_AFTER, settle)
