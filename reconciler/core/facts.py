@@ -10,6 +10,7 @@ never an exception: it becomes that site's `problem`, and the planner leaves the
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from reconciler.core.layout import SitePaths, sort_releases
@@ -63,7 +64,7 @@ class SiteFacts:
         elif self._problems == MAX_PROBLEMS + 1:
             self.problem += "; and more"
 
-    @property
+    @functools.cached_property  # domain and base path never change (a pass asks several times)
     def paths(self) -> SitePaths:
         return SitePaths(self.base_path, self.domain)
 

@@ -94,13 +94,18 @@ class SitePaths:
 
     def release_from_target(self, target: str) -> str | None:
         """The release a site symlink target points at, if it is one of ours."""
-        target = target.rstrip("/")
-        prefixes = (f"deployments/{self.domain}/", f"{self.deployments}/", f"./deployments/{self.domain}/")
-        for prefix in prefixes:
-            if target.startswith(prefix):
-                name = target[len(prefix):]
-                return name if is_release(name) else None
-        return None
+        return _release_from_target(self.base_path, self.domain, target)
+
+
+@functools.lru_cache(maxsize=65536)  # every poll reads every site's (unchanged) link again
+def _release_from_target(base_path: str, domain: str, target: str) -> str | None:
+    target = target.rstrip("/")
+    prefixes = (f"deployments/{domain}/", f"{SitePaths(base_path, domain).deployments}/", f"./deployments/{domain}/")
+    for prefix in prefixes:
+        if target.startswith(prefix):
+            name = target[len(prefix):]
+            return name if is_release(name) else None
+    return None
 
 
 def shared_link_target(entry: str) -> str:
