@@ -27,7 +27,6 @@ import json
 import math
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from bench.fleet import (
     sessions_started,
     write_sites,
 )
+from bench.watch_daemon import synced, wait_quiet
 from reconciler.config import Settings
 from reconciler.core.layout import MANIFEST_NAME
 from reconciler.engine.converge import Reconciler
@@ -147,35 +147,12 @@ class Change:
     wrong: list[str] = field(default_factory=list)  # sites live on something else than the commit
 
 
-def _synced(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return int(conn.execute("select count(*) from sites where sync = 'Synced'").fetchone()[0])
-    except sqlite3.OperationalError:  # not created yet
-        return 0
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
 
 
-def _children(pid: int) -> list[str]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return path.read_text().split() if path.exists() else []
 
 
-def _wait_quiet(pid: int, deadline: float, quiet: float = 0.5) -> bool:
-    ticks = _cpu_ticks(pid)
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        now = _cpu_ticks(pid)
-        if now == ticks and not _children(pid):
-            return True
-        ticks = now
-    return False
 
 
 def _live_commit(link: Path) -> str:
@@ -209,7 +186,7 @@ def mass_change(daemon: subprocess.Popen[bytes], log: Path, config: Path, decl: 
         watch.close()
     while log.read_text(errors="replace").count("configuration reloaded") <= reloads and time.monotonic() < deadline:
         time.sleep(0.05)
-    _wait_quiet(daemon.pid, deadline)
+    wait_quiet(daemon.pid, deadline)
     settled = time.perf_counter() - started
     live = [None if t is None else t - started for t in watch.changed]
     done = [t for t in live if t is not None]
@@ -285,12 +262,12 @@ def main(sites: int = 500, servers: int = 50, concurrency: tuple[int, ...] = (8,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline = time.monotonic() + timeout
-            while _synced(state / "reconciler.db") < sites and time.monotonic() < deadline and daemon.poll() is None:
+            while synced(state / "reconciler.db") < sites and time.monotonic() < deadline and daemon.poll() is None:
                 time.sleep(0.2)
-            _wait_quiet(daemon.pid, deadline)
+            wait_quiet(daemon.pid, deadline)
             adopted = time.perf_counter() - adopt_started
-            if _synced(state / "reconciler.db") < sites:
-                raise RuntimeError(f"only {_synced(state / 'reconciler.db')}/{sites} sites Synced after adoption: "
+            if synced(state / "reconciler.db") < sites:
+                raise RuntimeError(f"only {synced(state / 'reconciler.db')}/{sites} sites Synced after adoption: "
                                    + " | ".join(log.read_text(errors="replace").splitlines()[-5:]))
             for n, value in enumerate(concurrency):
                 changes.append(mass_change(daemon, log, config, decl, state, app, fleet, links, value, n, timeout))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from typing import Any
 
 from bench import use_git_identity
 from bench.fleet import Fleet, Layout, deploy_template, domain, running_fleet, server_disk, write_sites
+from bench.watch_daemon import synced, wait_quiet
 from tests.support import make_app_repo, make_decl_repo
 
 SCRIPT = "true\n"
@@ -55,37 +55,12 @@ def import_memory(module: str) -> tuple[int, int]:
     return int(out[0]), int(out[1])
 
 
-def _synced(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return int(conn.execute("select count(*) from sites where sync = 'Synced'").fetchone()[0])
-    except sqlite3.OperationalError:  # not created yet
-        return 0
 
 
-def _children(pid: int) -> list[str]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return path.read_text().split() if path.exists() else []
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
 
 
-def _wait_quiet(pid: int, deadline: float, quiet: float = 0.5) -> bool:
-    """Until the process has no child and has used no CPU for `quiet` seconds (a no-op pass
-    writes nothing that could be watched instead). False when the deadline came first."""
-    ticks = _cpu_ticks(pid)
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        now = _cpu_ticks(pid)
-        if now == ticks and not _children(pid):
-            return True
-        ticks = now
-    return False
 
 
 def _signal_listeners(fleet: Fleet, sig: signal.Signals) -> None:
@@ -151,27 +126,27 @@ def _measure(run: DaemonRun, daemon: subprocess.Popen[bytes], log: Path, db: Pat
             tail = log.read_text(errors="replace").splitlines()[-5:]
             raise RuntimeError(f"the daemon exited with {daemon.returncode}: {' | '.join(tail)}")
         time.sleep(0.05)
-    if not _wait_quiet(daemon.pid, deadline):
+    if not wait_quiet(daemon.pid, deadline):
         run.problems.append("the daemon never went idle before its first pass reached the servers")
-    if _synced(db):
+    if synced(db):
         run.problems.append("sites were Synced before the servers were let go: the idle reading is not idle")
     run.read(daemon.pid, "idle, declarations loaded (first pass waiting on the servers)")
     _signal_listeners(fleet, signal.SIGCONT)
     released = time.perf_counter()
-    while _synced(db) < run.sites and time.monotonic() < deadline and daemon.poll() is None:
+    while synced(db) < run.sites and time.monotonic() < deadline and daemon.poll() is None:
         time.sleep(0.2)
     run.converged = time.perf_counter() - released
-    run.synced = _synced(db)
+    run.synced = synced(db)
     if daemon.poll() is not None:
         tail = log.read_text(errors="replace").splitlines()[-5:]
         raise RuntimeError(f"the daemon exited with {daemon.returncode}: {' | '.join(tail)}")
-    _wait_quiet(daemon.pid, deadline)
+    wait_quiet(daemon.pid, deadline)
     run.read(daemon.pid, "after pass 1 (adopts every site: writes its rows)")
     for n in range(passes):
         daemon.send_signal(signal.SIGHUP)
         while log.read_text(errors="replace").count("configuration reloaded") <= n and time.monotonic() < deadline:
             time.sleep(0.05)
-        _wait_quiet(daemon.pid, deadline)
+        wait_quiet(daemon.pid, deadline)
         run.read(daemon.pid, f"after pass {n + 2} (SIGHUP: a full no-op pass)")
 
 
