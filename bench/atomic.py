@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from reconciler.core.layout import SitePaths
-from reconciler.engine.apply import switch_command
+from reconciler.remote.shell import switch
 
 DOMAIN = "bench.example.com"
 
@@ -58,7 +58,7 @@ def main(switches: int = 10_000) -> None:
         for name in releases:
             (Path(paths.release(name)) / "public").mkdir(parents=True)
         os.symlink(paths.link_target(releases[0]), paths.site_link)
-        ours = "\n".join(switch_command(paths, releases[i % 2]) for i in range(switches))
+        ours = "\n".join(switch(paths, releases[i % 2]).text for i in range(switches))
         theirs = "\n".join(f"ln -sfn {paths.link_target(releases[i % 2])} {paths.site_link}"
                            for i in range(switches))
         rows = [("reconciler (rename)", *_run(base, ours, switches)),
