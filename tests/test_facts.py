@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.declarations import SiteDeclaration
-from reconciler.core.facts import BranchHead, ProbeSite, ServerFacts
+from reconciler.core.facts import BranchHead, ProbeSite, ServerFacts, SiteFacts
 from reconciler.core.layout import MANIFEST_NAME, SitePaths
 from reconciler.core.manifest import Manifest
 from reconciler.core.plan import FailureMemory, Plan, plan_site
@@ -785,3 +785,35 @@ def test_batched_link_reads_give_the_same_facts_as_one_readlink_per_site(tmp_pat
     for domain in domains:
         if domain != "c.example.com":
             assert batched.sites[domain] == one_by_one.sites[domain], domain
+
+
+def test_remembered_manifests_and_link_reads_follow_the_files(tmp_path: Path) -> None:
+    """Issue 15 remembers parsed manifests by their text and link targets by (base, domain, target):
+    a manifest rewritten on the server (a build recorded failed, a hand edit) or a link switched is
+    seen by the next probe, and a manifest that stops parsing is corrupt again, not remembered."""
+    from reconciler.remote.transport.local import LocalTransport
+
+    base = tmp_path / "srv"
+    release, other = "01012025-000000", "02012025-000000"
+    for name in (release, other):
+        (base / "deployments" / "m.example.com" / name).mkdir(parents=True)
+    os.symlink(f"deployments/m.example.com/{release}", base / "m.example.com")
+    manifest = base / "deployments" / "m.example.com" / release / MANIFEST_NAME
+    good = Manifest("a" * 40, "main", "/srv/app", "k", "success", "2025-01-01T00:00:00Z")
+    sites = [ProbeSite("m.example.com", str(base))]
+
+    def probe() -> SiteFacts:
+        return asyncio.run(gather(LocalTransport(), sites, [], timeout=30)).sites["m.example.com"]
+
+    manifest.write_text(good.to_json() + "\n")
+    first = probe()
+    assert first.releases[release].status == "success" and first.active_release == release
+    manifest.write_text(dataclasses.replace(good, status="failed").to_json() + "\n")
+    assert probe().releases[release].status == "failed"
+    manifest.write_text(good.to_json() + "\n")
+    assert probe().releases[release].status == "success"
+    manifest.write_text(good.to_json()[:-5] + "\n")  # cut short
+    assert probe().releases[release].corrupt
+    os.remove(base / "m.example.com")
+    os.symlink(f"deployments/m.example.com/{other}", base / "m.example.com")
+    assert probe().active_release == other
