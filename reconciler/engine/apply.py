@@ -274,7 +274,8 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
         in_lock = script is not None and lease is not None and lease.script_staged
         claim = shell.claim_release(paths, release, base.to_json(), header, script, site.shared,
                                     script_in_lock=in_lock)
-        batched = shell.claim_fits(claim)
+        # The script itself never rides in a command line (other users may read those on the server).
+        batched = shell.claim_fits(claim) and (script is None or in_lock)
         if not batched:
             await _run(ctx, Step.CLAIM, claim)
         # From here a stop removes the release (`_abort`): a claim in flight is as good as made.

@@ -210,7 +210,7 @@ async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target],
     async def one(target: Target) -> tuple[str, str]:
         ctx = rec._context(site, decl_commit, target=target.server)
         try:
-            async with rec._site_lock(ctx, f"build {name}") as fresh:
+            async with rec._site_lock(ctx, f"build {name}", stage_script=True) as fresh:
                 rec.store.adopt(site.domain, fresh, locked=True, server=target.server)
                 if name in fresh.releases:  # a failed or half-built one of that name: its place is needed
                     await apply.prune(ctx, (name,))
