@@ -89,3 +89,14 @@ def test_the_lock_command_never_switches_to_a_failed_build(tmp_path: Path) -> No
     outcome, links, _ = _eager_round(tmp_path, decl, base)
     assert set(links) == {second}, f"the failed build went live: {links}"
     assert outcome.health == "Degraded" and "not a successful release" in outcome.message, outcome.message
+
+
+def test_a_pin_that_fails_its_health_check_is_reported_and_holds(tmp_path: Path) -> None:
+    decl, base, first, second = _deploy_two(tmp_path)
+    write_site(decl, DOMAIN, server="local", base_path=str(base), repository=str(tmp_path / "app"),
+               script="true\n", reload="echo reloaded", pin=first,
+               health={"command": "echo down; exit 1", "retries": 0})
+    outcome, links, _ = _eager_round(tmp_path, decl, base)
+    assert links[0] == first and links[-1] == first, links
+    assert outcome.health == "Degraded" and "fails its health check" in outcome.message, outcome.message
+    assert "pin holds" in outcome.message

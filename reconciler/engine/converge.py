@@ -475,13 +475,20 @@ class Reconciler:
                 facts = work.facts = fresh
                 previous = (self.store.site(site.domain) or {}).get("active_release")
                 self.store.adopt(site.domain, facts, locked=True, server=site.server)
+                pin_checked = None
                 if activate is not None and ctx.lease is not None and ctx.lease.switched is not None:
-                    await self._switched_by_lock(ctx, activate, previous, ctx.lease.switched, work.applied)
+                    pin_checked = await self._switched_by_lock(ctx, activate, previous, ctx.lease.switched,
+                                                               work.applied)
                 memory = failure_memory(self.store, site.domain, facts, site.server)
                 plan = work.plan = plan_site(site, facts, head, memory,
                                              self.clock(), clean_interrupted=True, fresh_after=_fresh_after(request),
                                              reload_owed=self.store.reload_owed(site.domain))
                 outcome = await self._apply(ctx, plan, facts, work.applied)
+                if pin_checked is not None and not pin_checked.ok:
+                    # As for any activation of a pin: reported, never switched away from.
+                    outcome.health = Health.DEGRADED
+                    outcome.message = f"pinned release {activate} fails its health check: {pin_checked.detail}; " \
+                                      "the pin holds"
                 if request is not None and (plan.sync == Sync.SYNCED or any(isinstance(a, Deploy)
                                                                             for a in plan.actions)):
                     # Answered: the requested build ran (whatever its result), or nothing was left to do.
@@ -496,9 +503,10 @@ class Reconciler:
         return outcome
 
     async def _switched_by_lock(self, ctx: apply.SiteContext, release: str, previous: str | None, status: int,
-                                done: list[Applied]) -> None:
+                                done: list[Applied]) -> HealthResult | None:
         """The lock command switched to the pinned `release` (exit `status`): what an activation
-        does after its switch (reload, history, a health report), as `apply.activate` would."""
+        does after its switch (reload, history), as `apply.activate` would, and its health check
+        (None without one)."""
         if status == shell.EXIT_NOT_A_SYMLINK:
             raise LayoutConflict(f"{ctx.paths.site_link} is not a symlink; refusing to replace it")
         if status != 0:
@@ -508,6 +516,7 @@ class Reconciler:
             ctx.site.domain, ctx.site.base_path)))
         done.append(Applied(action))
         self._reloaded(ctx.site.domain, release, result.warning)
+        return await apply.check_health(ctx, release)
 
     def _context(self, site: SiteDeclaration, decl_commit: str | None,
                  still_desired: Callable[[], bool] | None = None, *, target: str = "") -> apply.SiteContext:
