@@ -92,7 +92,7 @@ def test_the_lock_command_never_switches_to_a_failed_build(tmp_path: Path) -> No
 
 
 def test_a_pin_that_fails_its_health_check_is_reported_and_holds(tmp_path: Path) -> None:
-    decl, base, first, second = _deploy_two(tmp_path)
+    decl, base, first, _second = _deploy_two(tmp_path)
     write_site(decl, DOMAIN, server="local", base_path=str(base), repository=str(tmp_path / "app"),
                script="true\n", reload="echo reloaded", pin=first,
                health={"command": "echo down; exit 1", "retries": 0})
