@@ -2,7 +2,7 @@
 use, TOML decoding, relative paths, flags over file values.
 
 Apart from `config` because it needs no pydantic: the look-only commands (`status`, `history`,
-`logs`) read the file and, when its exact contents were validated before (`cli.memo`), skip
+`logs`) read the file and, when its exact contents were validated before (`engine.memo`), skip
 the validation and its imports.
 """
 

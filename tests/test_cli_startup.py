@@ -1,7 +1,7 @@
 """The operator's look-only commands start at once (issue 15 item 6): `status`, `history`, `logs`
 and `--help` load none of the heavy libraries, checked by which modules a real process imported
 (never by wall time; bench/cli.py times them). And what they skip changes nothing they print:
-the remembered settings and declarations (cli.memo) give the same answer as the long way, a
+the remembered settings and declarations (engine.memo) give the same answer as the long way, a
 changed config or a new declarations commit is seen at once, and the plain-sqlite3 reader
 returns Store's rows. Real git repositories, a real pass on the local transport, real processes.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.memo import MEMO_DIR
 from reconciler.engine.branch_tip import read_tip
+from reconciler.engine.memo import MEMO_DIR
 from reconciler.engine.state_reader import StaleSchema, StateReader
 from reconciler.engine.store import Store
-from tests.support import git
+from tests.support import Daemons, git
 from tests.support.world import World, neutral_world
 
 # Each costs tens of milliseconds to import; a look-only command needs none of them.
@@ -175,7 +175,28 @@ def test_branch_tip_reads_loose_packed_and_linked_work_tree_refs(tmp_path: Path,
 
 def test_the_memo_fingerprints_code_that_exists() -> None:
     """Every module the memo's fingerprint names is there (a rename must update the list)."""
-    from reconciler.cli import memo
+    from reconciler.engine import memo
 
     package = Path(memo.__file__).resolve().parent.parent
     assert [name for name in memo._VALIDATING if not (package / name).is_file()] == []
+
+
+def test_the_daemon_remembers_each_commit_it_applies_for_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               daemons: Daemons) -> None:
+    """The first `status` after a new declarations commit starts at once too: the daemon, which
+    has just parsed that commit, writes what status shows of it (engine/memo.py)."""
+    monkeypatch.delenv("RECONCILER_CONFIG", raising=False)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    world = World.create(tmp_path, daemons=daemons, interval=3600)
+    world.declare(script="echo built\n")
+    world.start_daemon()
+    world.wait(lambda: world.active() is not None, "the first deploy")
+    _run(world, "status")  # the configuration is validated once (and remembered)
+    world.declare("other.example.com", script="echo other\n")  # a commit the daemon applies
+    memo = world.state / MEMO_DIR
+    world.wait(lambda: any(p.name.startswith(f"declared-{git(world.decl, 'rev-parse', 'HEAD')}")
+                           for p in memo.glob("declared-*.json")), "the daemon to remember the commit")
+    code, out, modules = _run(world, "status", "--json")
+    assert _heavy(modules) == [], f"the first status after the commit imported {_heavy(modules)}"
+    assert {v["domain"] for v in json.loads(out)} == {"shop.example.com", "other.example.com"}

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from reconciler.cli.memo import Looks, Memo, settings_key
+from reconciler.engine.memo import Looks, Memo, settings_key
 from reconciler.errors import ConfigError, DeclarationError, ReconcilerError
 from reconciler.settings_file import DEFAULT_STATE_DIR, config_file, read_settings_file
 

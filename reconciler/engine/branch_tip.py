@@ -1,6 +1,6 @@
 """The committed tip of a branch read straight from git's ref files: a loose ref, else
 packed-refs. Without pygit2 (a tenth of a second to import), for `status`, which only needs
-the tip's id to find the declarations it has already seen (`cli.memo`).
+the tip's id to find the declarations it has already seen (`engine.memo`).
 
 Only the plain layouts are read: a bare repository, or a work tree whose `.git` is a directory
 or a `gitdir:` file (with `commondir`). Anything else (a symbolic branch ref, the reftable

@@ -3,7 +3,7 @@
 One place builds them so the CLI and the HTTP API cannot drift apart; `cli.render` turns
 them into terminal text. Light on purpose (no pydantic, sqlite-utils or pygit2 at import):
 `status` and `history` build them from a plain-sqlite3 reader (`engine.state_reader`) and
-from `Declared` summaries the CLI may have remembered (`cli.memo`), so they start at once.
+from `Declared` summaries the CLI may have remembered (`engine.memo`), so they start at once.
 """
 
 from __future__ import annotations

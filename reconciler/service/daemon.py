@@ -27,8 +27,10 @@ from reconciler.core.declarations import Declarations, SiteDeclaration
 from reconciler.core.status import Health, Sync
 from reconciler.engine import source
 from reconciler.engine.converge import Reconciler
+from reconciler.engine.memo import Memo
 from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
+from reconciler.engine.views import declared
 from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.service.metrics import PassStats
 from reconciler.service.queue import BACKOFF_CAP, SiteQueue
@@ -188,6 +190,8 @@ class Daemon:
                 continue
             if decls.notice and (self.decls is None or self.decls.notice != decls.notice):
                 log.warning("%s", decls.notice)
+            if decls.commit is not None and (self.decls is None or self.decls.commit != decls.commit):
+                self._remember_for_status(decls)
             self.decls = decls  # all of them: status lists the skipped sites too, saying why
             mine = self.reconciler.owned(decls)  # sharded: only the sites of our servers
             self._record_invalid(mine)
@@ -203,6 +207,17 @@ class Daemon:
                     by_server[site.server].append(site)
             for server, sites in by_server.items():
                 self._spawn(self._server_round(server, sites, decls.commit))
+
+    def _remember_for_status(self, decls: Declarations) -> None:
+        """`status` starts without pydantic and pygit2 when what it shows of the applied commit is
+        remembered (engine/memo.py); the daemon has just parsed the commit, so it writes that
+        summary (in a thread, best effort) and the first `status` after a commit is quick too.
+        With `require_signed` status always takes the long way, so nothing is written."""
+        settings = self.reconciler.settings
+        if decls.commit is None or settings.require_signed != "off" or not settings.db_path.exists():
+            return
+        memo, sites = Memo(settings.state_dir), declared(decls)
+        self._spawn(asyncio.to_thread(memo.remember_declared, decls.commit, settings.allow_local, sites))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)

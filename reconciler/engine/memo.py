@@ -8,7 +8,8 @@ derived from, so a hit is the answer the slow path would give:
   that `config.Settings` accepted, with the few values looking needs (`Looks`). Any change to
   the file or the flags is another key: it is validated again, and a bad one exits 2 as before.
 - `declared-<commit>-<allow_local>.json`: what status shows of the declarations of one commit
-  (`engine.views.Declared`). A commit id names its content, so this never goes stale.
+  (`engine.views.Declared`). A commit id names its content, so this never goes stale. The
+  daemon writes it for every commit it applies, so the first `status` after one is quick too.
 
 Both also carry a fingerprint of the code that validated them: after an upgrade nothing old is
 believed. The directory is the state directory's (owner-only); writing is best effort, since a
@@ -37,7 +38,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 # The code whose verdicts are remembered: what validates settings and declarations, and what
 # turns them into the remembered shapes.
 _VALIDATING = ("__init__.py", "config.py", "settings_file.py", "core/declarations.py", "core/health.py",
-               "core/layout.py", "core/siteref.py", "engine/views.py", "engine/source.py", "cli/memo.py")
+               "core/layout.py", "core/siteref.py", "engine/views.py", "engine/source.py", "engine/memo.py")
 
 
 @dataclass(frozen=True)
