@@ -6,7 +6,7 @@ connect + login + one command: the floor of any probe over SSH).
 Baseline: `python -c pass` (the interpreter's own start-up), measured in the same run,
 interleaved with the commands so machine load hits all rows alike. Target: under 200 ms wall.
 `status, nothing remembered yet` is the first status after a declarations commit or a config change:
-nothing remembered yet (cli.memo), so it validates with pydantic and reads with pygit2 once.
+nothing remembered yet (engine.memo), so it validates with pydantic and reads with pygit2 once.
 Then the top import costs of `status` and `diff`, from `python -X importtime`.
 """
 

@@ -197,6 +197,6 @@ def test_the_daemon_remembers_each_commit_it_applies_for_status(tmp_path: Path, 
     memo = world.state / MEMO_DIR
     world.wait(lambda: any(p.name.startswith(f"declared-{git(world.decl, 'rev-parse', 'HEAD')}")
                            for p in memo.glob("declared-*.json")), "the daemon to remember the commit")
-    code, out, modules = _run(world, "status", "--json")
+    _code, out, modules = _run(world, "status", "--json")
     assert _heavy(modules) == [], f"the first status after the commit imported {_heavy(modules)}"
     assert {v["domain"] for v in json.loads(out)} == {"shop.example.com", "other.example.com"}
