@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark and print its table (about 12 minutes on 2 cores, of which the
+"""`make bench`: run every benchmark and print its table (about 6 minutes on 2 cores, of which the
 fleet parts take about 3: noop's and memory's 5,000 sites on 50 sshds, masschange's 500 deploys twice)."""
 
 from bench import atomic, cli, deploy, fair, health, latency, masschange, memory, noop, passes, shard, skew
