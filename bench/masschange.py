@@ -50,7 +50,7 @@ from bench.fleet import (
     sessions_started,
     write_sites,
 )
-from bench.watch_daemon import synced, wait_quiet
+from bench.watch_daemon import stop, synced, wait_quiet
 from reconciler.config import Settings
 from reconciler.core.layout import MANIFEST_NAME
 from reconciler.engine.converge import Reconciler
@@ -272,12 +272,7 @@ def main(sites: int = 500, servers: int = 50, concurrency: tuple[int, ...] = (8,
             for n, value in enumerate(concurrency):
                 changes.append(mass_change(daemon, log, config, decl, state, app, fleet, links, value, n, timeout))
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            stop(daemon)
         problems += [line for line in log.read_text(errors="replace").splitlines()
                      if " ERROR " in line or "Traceback" in line][:5]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from bench import use_git_identity
 from bench.fleet import Fleet, Layout, deploy_template, domain, running_fleet, server_disk, write_sites
-from bench.watch_daemon import synced, wait_quiet
+from bench.watch_daemon import stop, synced, wait_quiet
 from tests.support import make_app_repo, make_decl_repo
 
 SCRIPT = "true\n"
@@ -103,12 +103,7 @@ def run_daemon(config: Path, db: Path, sites: int, fleet: Fleet, passes: int, ti
             _measure(run, daemon, log, db, fleet, passes, deadline)
         finally:
             _signal_listeners(fleet, signal.SIGCONT)
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            stop(daemon)
     finally:
         _signal_listeners(fleet, signal.SIGCONT)
     if run.synced < sites:

@@ -3,7 +3,9 @@ daemon (memory, masschange): how many sites its database says are Synced, and wh
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -40,3 +42,13 @@ def wait_quiet(pid: int, deadline: float, quiet: float = 0.5) -> bool:
             return True
         ticks = now
     return False
+
+
+def stop(daemon: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM, as systemd stops it; killed if it has not stopped within `timeout`."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
