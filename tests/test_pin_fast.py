@@ -100,3 +100,36 @@ def test_a_pin_that_fails_its_health_check_is_reported_and_holds(tmp_path: Path)
     assert links[0] == first and links[-1] == first, links
     assert outcome.health == "Degraded" and "fails its health check" in outcome.message, outcome.message
     assert "pin holds" in outcome.message
+
+
+def _site(tmp_path: Path, base: Path, **extra: object) -> dict[str, object]:
+    return {"server": "local", "base_path": str(base), "repository": str(tmp_path / "app"), "script": "true\n",
+            "reload": "echo reloaded", **extra}
+
+
+def test_an_unpin_is_live_after_the_first_remote_command(tmp_path: Path) -> None:
+    """Back to the branch head's build in the lock command: it checks that the head (one
+    ls-remote) is still the commit that build was made from."""
+    decl, base, first, second = _deploy_two(tmp_path)
+    write_site(decl, DOMAIN, **_site(tmp_path, base, pin=first))
+    _eager_round(tmp_path, decl, base)
+    write_site(decl, DOMAIN, **_site(tmp_path, base))  # the unpin
+    outcome, links, _ = _eager_round(tmp_path, decl, base)
+    assert (outcome.sync, outcome.health) == ("Synced", "Healthy"), outcome.message
+    assert links[0] == second, f"live after the first command: {links}"
+    assert any("roll-forward" in a for a in outcome.actions), outcome.actions
+
+
+def test_an_unpin_after_the_branch_moved_deploys_the_new_head_not_the_old_build(tmp_path: Path) -> None:
+    decl, base, first, second = _deploy_two(tmp_path)
+    write_site(decl, DOMAIN, **_site(tmp_path, base, pin=first))
+    _eager_round(tmp_path, decl, base)
+    head = app_commit(tmp_path / "app", "v3")  # the branch moved while pinned
+    write_site(decl, DOMAIN, **_site(tmp_path, base))
+    outcome, links, _ = _eager_round(tmp_path, decl, base)
+    assert outcome.sync == "Synced", outcome.message
+    assert second not in links, f"the old build went live although the head moved: {links}"
+    live = os.readlink(base / DOMAIN).rsplit("/", 1)[-1]
+    assert live not in (first, second)
+    manifest = (base / "deployments" / DOMAIN / live / ".reconciler-release.json").read_text()
+    assert head in manifest

@@ -296,7 +296,7 @@ class Reconciler:
         command probes too, one round trip less between the commit and the switch.
         `on_outcome` (must not raise) is told each converged site's outcome as soon as it is
         known, so the daemon frees a site without waiting for its server's slowest deploy."""
-        hurry = [s for s in sites if s.pin is not None and s.domain in eager and not dry_run]
+        hurry = [s for s in sites if s.domain in eager and not dry_run]
         rest = [s for s in sites if s not in hurry]
         # Started now, not at the gather below: a pin's lock command must not wait for the probe.
         early = [asyncio.ensure_future(_told(self.converge_site(s, None, decl_commit, still_desired=still_desired),
@@ -416,10 +416,20 @@ class Reconciler:
                         still_desired: Callable[[SiteDeclaration], bool] | None) -> SiteOutcome:
         site = work.site
         if server_facts is None:
-            assert site.pin is not None and not dry_run, "only pinned sites skip the probe"
+            assert not dry_run, "only a pin or an unpin that just landed skips the probe"
             work.facts = SiteFacts(site.domain, site.base_path)
-            async with self._limit.slot(site.server):
-                return await self._locked(work, None, still_desired, activate=site.pin)
+            if site.pin is not None:
+                async with self._limit.slot(site.server):
+                    return await self._locked(work, None, still_desired, activate=site.pin)
+            back = self._unpin_target(site)
+            if back is not None:
+                try:
+                    async with self._limit.slot(site.server):
+                        return await self._locked(work, None, still_desired, activate=back[0], head_check=back[1])
+                except _NotSwitched:
+                    work.applied.clear()
+            # Not switched in the lock command (nothing to go back to, or the head moved): probe.
+            server_facts = await self.probe(site.server, [site])
         facts = work.facts = server_facts.sites[site.domain]
         head = server_facts.heads.get(key) if (key := site.head_key) is not None else None
         snap = work.snapshot
@@ -459,10 +469,14 @@ class Reconciler:
 
     async def _locked(self, work: _SiteWork, head: BranchHead | None,
                       still_desired: Callable[[SiteDeclaration], bool] | None,
-                      purpose: str = "reconcile", activate: str | None = None) -> SiteOutcome:
+                      purpose: str = "reconcile", activate: str | None = None,
+                      head_check: shell.HeadCheck | None = None) -> SiteOutcome:
         """Take the site's lock, re-plan from the facts probed under it, apply, release. With
         `activate` (a pin that just landed) the lock command itself switches to the pinned release
-        when it is there and good: live one round trip after the commit; the bookkeeping follows."""
+        when it is there and good: live one round trip after the commit; the bookkeeping follows.
+        With `head_check` too (an unpin: `activate` is the branch head's build) it switches only
+        while the head is that build's commit, and raises _NotSwitched (lock released) otherwise:
+        the caller then probes, for the head."""
         site = work.site
         desired = None if still_desired is None else (lambda: still_desired(site))
         ctx = self._context(site, work.decl_commit, desired)
@@ -471,14 +485,20 @@ class Reconciler:
             ctx.trigger, ctx.requested_by = request["kind"], request["by"]
         outcome: SiteOutcome | None = None
         try:
-            async with self._site_lock(ctx, purpose, stage_script=activate is None, activate=activate) as fresh:
+            async with self._site_lock(ctx, purpose, stage_script=activate is None, activate=activate,
+                                       head=head_check) as fresh:
                 facts = work.facts = fresh
                 previous = (self.store.site(site.domain) or {}).get("active_release")
+                if head_check is not None:
+                    if ctx.lease is None or ctx.lease.switched is None:
+                        raise _NotSwitched()
+                    head = BranchHead(head_check.commit)  # verified by the lock command, under the lock
                 self.store.adopt(site.domain, facts, locked=True, server=site.server)
                 pin_checked = None
                 if activate is not None and ctx.lease is not None and ctx.lease.switched is not None:
+                    reason = "rollback" if head_check is None else "roll-forward"
                     pin_checked = await self._switched_by_lock(ctx, activate, previous, ctx.lease.switched,
-                                                               work.applied)
+                                                               work.applied, reason)
                 memory = failure_memory(self.store, site.domain, facts, site.server)
                 plan = work.plan = plan_site(site, facts, head, memory,
                                              self.clock(), clean_interrupted=True, fresh_after=_fresh_after(request),
@@ -503,7 +523,7 @@ class Reconciler:
         return outcome
 
     async def _switched_by_lock(self, ctx: apply.SiteContext, release: str, previous: str | None, status: int,
-                                done: list[Applied]) -> HealthResult | None:
+                                done: list[Applied], reason: str = "rollback") -> HealthResult | None:
         """The lock command switched to the pinned `release` (exit `status`): what an activation
         does after its switch (reload, history), as `apply.activate` would, and its health check
         (None without one)."""
@@ -511,12 +531,30 @@ class Reconciler:
             raise LayoutConflict(f"{ctx.paths.site_link} is not a symlink; refusing to replace it")
         if status != 0:
             raise StepFailed(Step.SWITCH, status, "", f"the switch to {release} failed (exit {status})")
-        action = Activate(release, "rollback")
+        action = Activate(release, reason)
         result = await apply.activated(ctx, release, previous, *self._activation_cause(ctx, action, SiteFacts(
             ctx.site.domain, ctx.site.base_path)))
         done.append(Applied(action))
         self._reloaded(ctx.site.domain, release, result.warning)
         return await apply.check_health(ctx, release)
+
+    def _unpin_target(self, site: SiteDeclaration) -> tuple[str, shell.HeadCheck] | None:
+        """An unpin that just landed: the release to go back to (the newest successful build with
+        the site's build key still on the server, as the store knows it) and what the lock command
+        must find true to switch to it (the branch head is that build's commit). None when there
+        is none, or the site is no branch site, or has a health check (an activation checked after
+        its switch takes the probed way, where a failure switches back)."""
+        key = site.head_key
+        if key is None or site.ref.kind != "branch" or site.health is not None:
+            return None
+        rows = [r for r in self.store.deployments(site.domain)
+                if r.get("server") in (None, site.server) and r["status"] == DeployStatus.SUCCESS
+                and r.get("build_key") == site.build_key and r.get("deployment_path")
+                and parse_release(r["release"]) is not None and r.get("commit_sha")]
+        if not rows:
+            return None
+        newest = max(rows, key=lambda r: parse_release(r["release"]) or datetime.min.replace(tzinfo=UTC))
+        return newest["release"], shell.HeadCheck(key[0], key[1], newest["commit_sha"], site.build_key)
 
     def _context(self, site: SiteDeclaration, decl_commit: str | None,
                  still_desired: Callable[[], bool] | None = None, *, target: str = "") -> apply.SiteContext:
@@ -527,7 +565,8 @@ class Reconciler:
                                  on_health_check=self.on_health_check, target=target)
 
     def _site_lock(self, ctx: apply.SiteContext, purpose: str, *, stage_script: bool = False,
-                   activate: str | None = None) -> AbstractAsyncContextManager[SiteFacts]:
+                   activate: str | None = None, head: shell.HeadCheck | None = None
+                   ) -> AbstractAsyncContextManager[SiteFacts]:
         """The site's lock, as `ctx.lease` (the last command under it may release it). With
         `stage_script`, the deploy script rides along, for a deploy the plan may ask for; with
         `activate`, the lock command switches to that release when it can (`lease.switched`)."""
@@ -537,7 +576,7 @@ class Reconciler:
         return lock.held(ctx.transport, ctx.paths, self.identity, purpose,
                          stale_after=settings.deploy_timeout + 2 * settings.command_timeout,
                          timeout=settings.command_timeout, shared=tuple(ctx.site.shared), lease=ctx.lease,
-                         script=script, activate=activate)
+                         script=script, activate=activate, head=head)
 
     def _progress_of(self, domain: str) -> Callable[[str], None] | None:
         progress = self.progress
@@ -833,6 +872,10 @@ class _Choice:
     commit: str
     verified: bool = False  # just verified: remember it as the last verified commit
     notice: str = ""
+
+
+class _NotSwitched(Exception):
+    """An unpin's lock command found the branch head elsewhere: the round probes instead."""
 
 
 @dataclass

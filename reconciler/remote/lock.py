@@ -168,12 +168,13 @@ def _lock_age(line: str) -> float:
 async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: str, *,
                stale_after: float, timeout: float, shared: tuple[str, ...] = (),
                lease: Lease | None = None, script: str | None = None,
-               activate: str | None = None) -> AsyncIterator[SiteFacts]:
+               activate: str | None = None, head: shell.HeadCheck | None = None) -> AsyncIterator[SiteFacts]:
     """Hold the site's lock; yields the site's facts probed right after acquiring it (with the
     live release's `shared` links checked). With a `lease`, a command under the lock may
     release it (`Lease.done`); with a `script`, the deploy script is staged in the lock; with
     `activate` (and a lease), the lock command switches to that release when it can
-    (`shell.lock_acquire`), and `lease.switched` says how that went."""
+    (`shell.lock_acquire`; with `head`, only while it is the branch head's build), and
+    `lease.switched` says how that went."""
     owner = Owner(me.instance, me.run, me.host, me.pid, purpose, time.time())
     site = ProbeSite(paths.domain, paths.base_path, shared)
     if lease is not None:
@@ -181,7 +182,7 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         lease.script_staged = script is not None
     for attempt in (1, 2):
         result = await _send(transport, shell.lock_acquire(paths, owner.to_json(), shared, script,
-                                                           activate if lease is not None else None), timeout)
+                                                           activate if lease is not None else None, head), timeout)
         if not result.ok:
             raise TemporaryError(f"{transport.name}: cannot take the lock of {paths.domain}: {result.tail(3)}")
         first, _, rest = result.stdout.partition("\n")

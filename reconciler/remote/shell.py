@@ -416,6 +416,11 @@ def finish_release(paths: SitePaths, release: str, manifest: str, reload_code: s
     return Command("\n".join(lines) + "\n", _line(manifest, "a manifest") + (reload_code or ""))
 
 
+def _json_pair(key: str, value: str) -> str:
+    """`"key":"value"` as our compact manifests write it (a JSON string holds no bare quote)."""
+    return f'"{key}":"{value}"'
+
+
 def _release_if_ours(paths: SitePaths, owner_json: str, status: str) -> str:
     """sh that removes the site's lock when its owner file holds `owner_json`; `$status` becomes
     EXIT_LOCK_KEPT when it is ours and stays."""
@@ -776,8 +781,20 @@ LOCK_HELD = "@@held"
 SWITCHED = "@@switched"  # lock_acquire with `activate`: `SWITCHED <switch exit>`, or `SWITCHED -` (not tried)
 
 
+@dataclass(frozen=True)
+class HeadCheck:
+    """For `lock_acquire(activate=...)` of an unpin: the release is switched to only when the
+    branch head is still `commit` and the release was built from it with this `build_key`."""
+
+    repository: str
+    ref: str  # refs/heads/<branch>
+    commit: str
+    build_key: str
+
+
 def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = (),
-                 script: str | None = None, activate: str | None = None) -> Command:
+                 script: str | None = None, activate: str | None = None,
+                 head: HeadCheck | None = None) -> Command:
     """Take the site's lock with an atomic `mkdir`, write `owner_json` (one line) into it and,
     in the same command, probe the site: the facts nobody else can change while we hold it.
     With `script` (stdin), stage the deploy script in the lock for a claim (`claim_release`
@@ -794,9 +811,18 @@ def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = ()
     then = ""
     if activate is not None:
         switch_text = switch(paths, activate).text
-        then = (f"  if [ -d {quote(paths.release(activate))} ] && [ ! -L {quote(paths.release(activate))} ]"
-                  f" && grep -q {quote(chr(34) + 'status' + chr(34) + ':' + chr(34) + 'success' + chr(34))}"
-                  f" {quote(paths.manifest(activate))} 2>/dev/null"
+        manifest = quote(paths.manifest(activate))
+        checks = "".join(f" && grep -qF -- {quote(_json_pair(key, value))} {manifest} 2>/dev/null"
+                         for key, value in [("status", "success")] + (
+                             [("commit", head.commit), ("build_key", head.build_key)] if head else []))
+        if head is not None:
+            # An unpin: the release must still be the branch head's build (one ls-remote, exact ref).
+            then = GIT_PREAMBLE + (
+                f"  h=$(git ls-remote -- {quote(head.repository)} {quote(head.ref)} 2>/dev/null"
+                f" | R={quote(head.ref)} awk -F '\t' '$2 == ENVIRON[\"R\"] {{ print $1 }}')\n")
+            checks += f' && [ "$h" = {quote(head.commit)} ]'
+        then += (f"  if [ -d {quote(paths.release(activate))} ] && [ ! -L {quote(paths.release(activate))} ]"
+                  f"{checks}"
                   f" && [ \"$(readlink -- {quote(paths.site_link)})\" != {quote(paths.link_target(activate))} ]; then\n"
                   f"    ( {switch_text} ) >&2; echo \"{SWITCHED} $?\"\n"
                   f"  else echo {quote(SWITCHED + ' -')}; fi\n")

@@ -208,6 +208,13 @@ class Daemon:
             for server, sites in by_server.items():
                 self._spawn(self._server_round(server, sites, decls.commit))
 
+    def _was_pinned(self, domain: str) -> bool:
+        try:
+            return bool((self.reconciler.store.site(domain) or {}).get("pinned"))
+        except Exception:
+            log.exception("%s: could not read whether it was pinned", domain)
+            return False
+
     def _remember_for_status(self, decls: Declarations) -> None:
         """`status` starts without pydantic and pygit2 when what it shows of the applied commit is
         remembered (engine/memo.py); the daemon has just parsed the commit, so it writes that
@@ -241,8 +248,9 @@ class Daemon:
     async def _server_round(self, server: str, sites: list[SiteDeclaration], decl_commit: str | None) -> None:
         started = asyncio.get_running_loop().time()
         reached = False
-        pinned = {s.domain for s in sites if s.pin is not None}
-        eager = self.queue.take_hurried({s.domain for s in sites}) & pinned
+        hurried = self.queue.take_hurried({s.domain for s in sites})
+        # A pin, or an unpin, that just landed: the lock command switches (one round trip).
+        eager = {s.domain for s in sites if s.domain in hurried and (s.pin is not None or self._was_pinned(s.domain))}
         by_domain = {s.domain: s for s in sites}
         settled: set[str] = set()
 
