@@ -1,8 +1,8 @@
 """latency: commit-to-live for pins through the daemon over a real sshd on 127.0.0.1.
 
-Commits alternate `pin` between two releases of one SSH site; each sample is the time from
-the commit (the ref update) to the site symlink on the server pointing at the pinned
-release. Baselines, same run: one bare SSH round trip (`true`, a new OpenSSH connection), one
+Commits alternate a `pin` of the older release of one SSH site and its removal (an unpin: back
+to the branch head's build); each sample is the time from the commit (the ref update) to the site
+symlink on the server pointing at the release wanted. Baselines, same run: one bare SSH round trip (`true`, a new OpenSSH connection), one
 `true` on a warm asyncssh connection (what the daemon pays per command), and the watch latency:
 from the commit to watchfiles reporting the ref change, with the daemon's own settings. Issue
 15's target: commit to live within two warm round trips above the watch latency.
@@ -87,11 +87,15 @@ def main(samples: int = 20) -> None:
             time.sleep(0.5)
             timings, watched, commands = [], [], []
             for n in range(samples):
+                # Even samples pin the first release; odd ones unpin (back to the branch head's build).
                 target = first if n % 2 == 0 else second
-                write_site(decl, DOMAIN, **site, pin=target, commit=False)
+                if n % 2 == 0:
+                    write_site(decl, DOMAIN, **site, pin=target, commit=False)
+                else:
+                    write_site(decl, DOMAIN, **site, commit=False)
                 before = sessions_started(fleet)
                 started = time.perf_counter()
-                git(decl, "commit", "-q", "-am", f"pin {target}")
+                git(decl, "commit", "-q", "-am", f"pin {target}" if n % 2 == 0 else "unpin")
                 ok = _wait(lambda t=target: os.readlink(link).endswith(t), 30)  # type: ignore[misc]
                 timings.append(time.perf_counter() - started)
                 commands.append(sessions_started(fleet) - before)
@@ -116,9 +120,11 @@ def main(samples: int = 20) -> None:
     p95 = ordered[min(len(ordered) - 1, round(0.95 * len(ordered)) - 1)]
     baseline = statistics.median(rtts)
     live, watch_latency = statistics.median(timings), statistics.median(watched)
-    print(f"latency: commit -> symlink switched for {samples} pin commits, daemon over real sshd")
+    print(f"latency: commit -> symlink switched for {samples} commits (pin, unpin, ...), daemon over real sshd")
     print(f"{'measure':<44}{'median':>10}{'p95':>10}")
     print(f"{'reconciler: commit to live':<44}{live * 1000:>8.0f}ms{p95 * 1000:>8.0f}ms")
+    for label, part in (("  of which pins", timings[0::2]), ("  of which unpins", timings[1::2])):
+        print(f"{label:<44}{statistics.median(part) * 1000:>8.0f}ms{_p95(part) * 1000:>8.0f}ms")
     print(f"{'baseline: one ssh round trip (new conn)':<44}{baseline * 1000:>8.0f}ms")
     print(f"{'baseline: one command, warm asyncssh conn':<44}{warm * 1000:>8.0f}ms")
     print(f"{'baseline: watch latency (commit -> event)':<44}{watch_latency * 1000:>8.0f}ms")
