@@ -1,11 +1,12 @@
-"""latency: commit-to-live for pins through the daemon over a real sshd on 127.0.0.1.
+"""latency: commit-to-live for pins and unpins through the daemon over a real sshd on 127.0.0.1.
 
 Commits alternate a `pin` of the older release of one SSH site and its removal (an unpin: back
-to the branch head's build); each sample is the time from the commit (the ref update) to the site
-symlink on the server pointing at the release wanted. Baselines, same run: one bare SSH round trip (`true`, a new OpenSSH connection), one
-`true` on a warm asyncssh connection (what the daemon pays per command), and the watch latency:
-from the commit to watchfiles reporting the ref change, with the daemon's own settings. Issue
-15's target: commit to live within two warm round trips above the watch latency.
+to the branch head's build); each sample is the time from the commit (the ref update) to the
+site symlink on the server pointing at the release wanted. Baselines, same run: one bare SSH
+round trip (`true`, a new OpenSSH connection), one `true` on a warm asyncssh connection (what
+the daemon pays per command), and the watch latency: from the commit to watchfiles reporting
+the ref change, with the daemon's own settings. Issue 15's target: commit to live within two
+warm round trips above the watch latency.
 """
 
 from __future__ import annotations
