@@ -56,13 +56,16 @@ def emit(tag: str, value: str) -> str:
     return f"{tag} {shell_value(value)}\0"
 
 
-def serve(sites: list[Site], heads: tuple[tuple[int, int, str], ...] = ()) -> str:
-    """The probe's output for these sites, as the shell prints it."""
+def serve(sites: list[Site], heads: tuple[tuple[int, int, str], ...] = (), batched: bool = False) -> str:
+    """The probe's output for these sites, as the shell prints it. `batched`: as with GNU find,
+    every link read after the sites by one `find -printf` (`@at <link path>`, then `@link` with
+    the exact target: no shell variable, so trailing newlines stay; the kernel allows no NUL)."""
     out = []
     for site in sites:
         out.append(emit("@site", site.domain))
         if site.link is not None:
-            out.append(emit("@link", site.link))
+            if not batched:
+                out.append(emit("@link", site.link))
             if site.dangling:
                 out.append("@dangling\0")
         if not site.provisioned:
@@ -81,6 +84,10 @@ def serve(sites: list[Site], heads: tuple[tuple[int, int, str], ...] = ()) -> st
                 out.append(emit("@manifest", first_line(release.manifest)))
             elif release.head is not None:
                 out.append(emit("@head", release.head.rstrip("\n")))
+    if batched:
+        for site in sites:
+            if site.link is not None:
+                out.append(f"@at {BASE}/{site.domain}\0@link {site.link.replace(chr(0), '')}\0")
     for index, rc, text in heads:
         out.append(emit(f"@heads {index} {rc}", text))
     return "".join(out) + "@end\0"
@@ -98,6 +105,7 @@ def facts_of(site: SiteFacts) -> tuple[object, ...]:
 
 
 BASELINE = facts_of(parse_probe(serve([victim()]), [SITES[0]], []).sites[A])
+assert BASELINE == facts_of(parse_probe(serve([victim()], batched=True), [SITES[0]], []).sites[A])
 
 release_names = st.one_of(st.sampled_from([R1, R2, "31022020-000000", "20200101-000000", "99999999-999999"]),
                           nasty_text)
@@ -120,10 +128,10 @@ def test_any_output_is_facts_or_a_transport_error(output: bytes | str) -> None:
 
 
 @FAST
-@given(hostile_sites, st.booleans())
-def test_no_datum_of_site_z_changes_site_a(z: Site, z_first: bool) -> None:
+@given(hostile_sites, st.booleans(), st.booleans())
+def test_no_datum_of_site_z_changes_site_a(z: Site, z_first: bool, batched: bool) -> None:
     sites = [z, victim()] if z_first else [victim(), z]
-    facts = parse_probe(serve(sites), SITES, [])  # never raises: values cannot break the framing
+    facts = parse_probe(serve(sites, batched=batched), SITES, [])  # never raises: values cannot break the framing
     assert facts_of(facts.sites[A]) == BASELINE
     zf = facts.sites[Z]
     # z's own facts are its own data, validated: only release names of ours, only a plain link.
@@ -138,6 +146,9 @@ def test_no_datum_of_site_z_changes_site_a(z: Site, z_first: bool) -> None:
                 max_size=12).map("".join))
 def test_a_symlink_target_is_one_value(target: str) -> None:
     z = Site(Z, link=target, provisioned=False)
+    for batched in (False, True):
+        facts = parse_probe(serve([z, victim()], batched=batched), SITES, [])
+        assert facts_of(facts.sites[A]) == BASELINE
     facts = parse_probe(serve([z, victim()]), SITES, [])
     assert facts_of(facts.sites[A]) == BASELINE
     assert facts.sites[Z].releases == {} and facts.sites[Z].active_release is None
