@@ -31,7 +31,7 @@ import pytest
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.layout import MANIFEST_NAME, SitePaths
 from reconciler.core.manifest import Manifest
-from reconciler.remote import lock
+from reconciler.remote import lock, shell
 from reconciler.remote.transport import Transport
 from reconciler.remote.transport.local import LocalTransport
 from tests import support
@@ -511,3 +511,26 @@ def test_two_daemons_never_build_a_site_at_once_and_both_converge(tmp_path: Path
     done = launchers[0].cli("reconcile", "--dry-run")
     assert done.returncode == 0 and "would" not in done.stdout, done.stdout + done.stderr
     assert all(d.alive() for d in started), diagnostics()
+
+
+def test_a_held_lock_with_a_script_sent_along_keeps_the_connection(server: Server, tmp_path: Path) -> None:
+    """Issue 15 sends the deploy script with the lock command. When the lock is held the command
+    still reads it: a command that exits with its stdin unread races the client's write, and
+    asyncssh then took what sshd sent next for a broken connection (every session on it lost;
+    seen under load in test_sharding's overlap, "Channel not open for sending"). The race itself
+    is timing; this checks the held answer and that the connection survives a large script."""
+    paths = SitePaths(str(tmp_path / "srv"), "held.example.com")
+    script = "echo " + "x" * 200 + "\n"
+    script *= 1500  # ~300 KB: far more than one SSH window
+
+    async def body(transport: Transport) -> list[str]:
+        async with lock.held(transport, paths, identity("a", os.getpid()), "deploy", stale_after=600, timeout=30):
+            firsts = []
+            for _ in range(5):
+                result = await transport.run(shell.lock_acquire(paths, '{"run":"b"}', (), script).text,
+                                             stdin=script, timeout=30)
+                firsts.append(result.stdout.partition("\n")[0].split(" ")[0])
+            await transport.run("true", timeout=30)  # the connection is still there
+            return firsts
+
+    assert server.run(body) == [shell.LOCK_HELD] * 5

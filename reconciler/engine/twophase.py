@@ -34,9 +34,9 @@ from reconciler.core.manifest import Manifest
 from reconciler.core.plan import Action, Activate, Deploy, Prune, built_releases, plan_site, prune_candidates
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply
-from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
+from reconciler.engine.outcome import LOCK_RETRY, Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import utcnow
-from reconciler.errors import StepFailed
+from reconciler.errors import SiteLocked, StepFailed
 from reconciler.remote import shell
 
 if TYPE_CHECKING:  # converge calls this module; the type only is needed here
@@ -149,12 +149,20 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
         if dry_run:
             return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, first.health, "",
                                planned=[Deploy(name, commit, "build on " + ", ".join(t.server for t in need))])
-        failed = await _build_all(rec, site, need, name, commit, decl_commit)
+        built_on = await _build_all(rec, site, need, name, commit, decl_commit)
+        locked = [(server, why) for server, why, waits in built_on if waits]
+        failed = [(server, why) for server, why, waits in built_on if not waits]
         applied += [Applied(Deploy(name, commit), failed=bool(why), note=why) for _, why in failed]
         problems = [f"{server}: {why}" for server, why in failed if why]
         for server, why in failed:
             if why:
                 board[server] = (board[server][0], f"build of {name} failed: {why}")
+        if locked and not problems:
+            # Another reconciler holds the site on a server (an overlap of shards, a CLI pass):
+            # nothing failed, so nothing is remembered; the round comes back shortly.
+            return SiteOutcome(site.domain, where, Sync.PROGRESSING, first.health,
+                               "; ".join(f"{server}: {why}" for server, why in locked) + "; no server switched",
+                               applied, retry_after=LOCK_RETRY)
         if problems:
             return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
                                f"build of {name} failed on " + "; ".join(problems) + "; no server switched",
@@ -204,24 +212,39 @@ async def _back_everywhere(rec: Reconciler, site: SiteDeclaration, contexts: dic
 
 
 async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target], name: str, commit: str,
-                     decl_commit: str | None) -> list[tuple[str, str]]:
-    """Phase 1: build `name` on every server in `need` at once; (server, why it failed or "")."""
+                     decl_commit: str | None) -> list[tuple[str, str, bool]]:
+    """Phase 1: build `name` on every server in `need` at once; (server, why it failed or "",
+    whether it only waits for a lock another reconciler holds).
 
-    async def one(target: Target) -> tuple[str, str]:
-        ctx = rec._context(site, decl_commit, target=target.server)
-        try:
-            async with rec._site_lock(ctx, f"build {name}", stage_script=True) as fresh:
+    The servers' locks are taken one at a time, in one order (by server), before any build
+    starts: two reconcilers after the same site (an overlap of shards, a CLI pass beside the
+    daemon) can never each hold one server's lock and wait for the other's. The first lock held
+    elsewhere ends the attempt: the locks taken so far are released, nothing is built."""
+    async with contextlib.AsyncExitStack() as stack:
+        held: list[tuple[Target, apply.SiteContext, SiteFacts]] = []
+        for target in sorted(need, key=lambda t: t.server):
+            ctx = rec._context(site, decl_commit, target=target.server)
+            try:
+                fresh = await stack.enter_async_context(rec._site_lock(ctx, f"build {name}", stage_script=True))
+            except SiteLocked as exc:
+                return [(target.server, str(exc), True)]
+            except Exception as exc:
+                return [(target.server, outcome_of(exc, site.domain, target.server).message, False)]
+            held.append((target, ctx, fresh))
+
+        async def one(target: Target, ctx: apply.SiteContext, fresh: SiteFacts) -> tuple[str, str, bool]:
+            try:
                 rec.store.adopt(site.domain, fresh, locked=True, server=target.server)
                 if name in fresh.releases:  # a failed or half-built one of that name: its place is needed
                     await apply.prune(ctx, (name,))
                     rec.store.mark_cleaned(site.domain, name, target.server)
                     rec.store.retire(site.domain, name, target.server)
                 result = await apply.deploy(ctx, name, commit, "deploy", fresh.active_release, switch_to_it=False)
-                return target.server, "" if result.ok else result.message
-        except Exception as exc:
-            return target.server, outcome_of(exc, site.domain, target.server).message
+                return target.server, "" if result.ok else result.message, False
+            except Exception as exc:
+                return target.server, outcome_of(exc, site.domain, target.server).message, False
 
-    return list(await asyncio.gather(*(one(t) for t in need)))
+        return list(await asyncio.gather(*(one(*entry) for entry in held)))
 
 
 async def _run_once(rec: Reconciler, site: SiteDeclaration, target: Target, name: str) -> str:

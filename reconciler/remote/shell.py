@@ -398,17 +398,20 @@ def finish_release(paths: SitePaths, release: str, manifest: str, reload_code: s
     code when the switch failed (the success is recorded: the next pass activates the release).
     stdin: the manifest (one line), then the reload code."""
     lines = [
-        f"cd -- {quote(paths.release(release))} || exit {EXIT_RECORD}",
-        f"IFS= read -r line && printf '%s\\n' \"$line\" > {quote(MANIFEST_NAME + '.tmp')} && "
+        # All of stdin first, before anything can exit (see lock_acquire): the manifest line, then
+        # the reload code into the release (owner-only), where it runs from.
+        "IFS= read -r line || line=",
+        f"cd -- {quote(paths.release(release))} || {{ cat > /dev/null; exit {EXIT_RECORD}; }}",
+        *([f"trap 'rm -f -- {RELOAD_NAME}' EXIT", f"(umask 077 && cat > {quote(RELOAD_NAME)}) || rr=1"]
+          if reload_code is not None else []),
+        f"[ -n \"$line\" ] && printf '%s\\n' \"$line\" > {quote(MANIFEST_NAME + '.tmp')} && "
         f"mv -f -- {quote(MANIFEST_NAME + '.tmp')} {quote(MANIFEST_NAME)} || exit {EXIT_RECORD}",
         switch(paths, release).text.rstrip("\n"),
-        "rr=0; ur=0",
+        "rr=${rr:-0}; ur=0",
     ]
     if reload_code is not None:
-        lines += [f"(umask 077 && cat > {quote(RELOAD_NAME)}) || rr=1",
-                  f"if [ $rr -eq 0 ]; then {{ printf '==> reload\\n'; {SH} -e ./{RELOAD_NAME}; }}"
-                  f" >> {quote(LOG_NAME)} 2>&1 < /dev/null; rr=$?; fi",
-                  f"rm -f -- {quote(RELOAD_NAME)}"]
+        lines += [f"if [ $rr -eq 0 ]; then {{ printf '==> reload\\n'; {SH} -e ./{RELOAD_NAME}; }}"
+                  f" >> {quote(LOG_NAME)} 2>&1 < /dev/null; rr=$?; fi"]
     if lock_owner is not None:
         lines.append(_release_if_ours(paths, lock_owner, "ur"))
     lines += [f"tail -c {int(log_bytes)} -- {quote(LOG_NAME)}",
@@ -836,7 +839,10 @@ def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = ()
         + f"{_probe_script([ProbeSite(paths.domain, paths.base_path, shared)], [])}"
         "  true\n"
         "else\n"
-        f"  echo \"{LOCK_HELD} $(date +%s) $(stat -c %Y {lock} 2>/dev/null || echo 0)\"\n"
+        # Read the script we were sent even so: a command that exits with its stdin unread races
+        # the client's write, and asyncssh takes what sshd sends after that for a broken connection.
+        + ("  cat > /dev/null\n" if script is not None else "")
+        + f"  echo \"{LOCK_HELD} $(date +%s) $(stat -c %Y {lock} 2>/dev/null || echo 0)\"\n"
         f"  head -c {OWNER_READ_BYTES} {lock}/{owner} 2>/dev/null || true\n"
         "fi\n",
         script,
