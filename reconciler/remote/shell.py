@@ -168,6 +168,8 @@ def claim_release(paths: SitePaths, release: str, manifest: str, header: str, sc
     (`lock_acquire`), and it is moved from there."""
     entries = _shared_lines(paths, release, shared)
     lines = [
+        # Whatever stops it (`set -e`: a clash of names), stdin is read to its end (lock_acquire).
+        "trap 'cat > /dev/null' EXIT",
         "set -e",
         f"mkdir -p -- {quote(paths.shared)}",
         f"mkdir -- {quote(paths.release(release))}",
@@ -460,7 +462,7 @@ def run_once(paths: SitePaths, release: str, code: str) -> Command:
 
 def _staged(paths: SitePaths, release: str, code: str, label: str) -> Command:
     return Command(
-        f"cd -- {quote(paths.release(release))} || exit 1\n"
+        f"cd -- {quote(paths.release(release))} || {{ cat > /dev/null; exit 1; }}\n"
         f"(umask 077 && cat > {quote(RELOAD_NAME)}) || exit 1\n"
         f"{{ printf '==> {label}\\n'; {SH} -e ./{RELOAD_NAME}; }} >> {quote(LOG_NAME)} 2>&1 < /dev/null\n"
         f"rc=$?; rm -f -- {quote(RELOAD_NAME)}; exit $rc\n",
