@@ -181,3 +181,15 @@ def finish_report(text: str, mark: str) -> FinishReport:
     if match is None:
         raise WireError(f"the finish command's report is missing or malformed: {display(text[-80:])!r}")
     return FinishReport(log, int(match.group(1)), int(match.group(2)))
+
+
+def switched(line: str, mark: str) -> int | None:
+    """Parse the lock command's `mark <exit>` line (remote.shell.lock_acquire with `activate`):
+    the switch's exit status, or None for `mark -` (not tried). WireError for anything else."""
+    value = line[len(mark) + 1:] if line.startswith(mark + " ") else None
+    if value == "-":
+        return None
+    status = parse_uint(value, 255) if value is not None else None
+    if status is None:
+        raise WireError(f"not {mark} <exit>: {display(line, 80)!r}")
+    return status

@@ -152,9 +152,6 @@ async def _send(transport: Transport, command: shell.Command, timeout: float) ->
     return await transport.run(command.text, stdin=command.stdin, timeout=timeout)
 
 
-_SWITCHED_RE = re.compile(re.escape(shell.SWITCHED) + r" (-|[0-9]{1,3})")
-
-
 def _lock_age(line: str) -> float:
     """Seconds since the lock dir was made, from `LOCK_HELD <now> <mtime>`; 0 when unknown."""
     match = _HELD_RE.fullmatch(line)
@@ -201,24 +198,30 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         # Inside the try: output we cannot trust (TransportError) still releases the lock.
         if activate is not None and lease is not None:
             line, _, rest = rest.partition("\n")
-            match = _SWITCHED_RE.fullmatch(line)
-            if match is None:
-                raise TemporaryError(f"{transport.name}: the lock command's answer about {paths.domain} is not "
-                                     f"{shell.SWITCHED} <exit>: {wire.display(line, 80)!r}")
-            lease.switched = None if match.group(1) == "-" else int(match.group(1))
+            try:
+                lease.switched = wire.switched(line, shell.SWITCHED)
+            except wire.WireError as exc:
+                raise TemporaryError(f"{transport.name}: the lock command about {paths.domain}: {exc}") from exc
         facts = parse_probe(rest, [site], []).sites[paths.domain]
         yield facts
     except BaseException:
         # Do not hide what went wrong inside behind a release problem: log that one.
-        problem = lease.problem if lease is not None and lease.released else \
-            await _release(transport, paths, owner, timeout)
+        problem = await _release_unless_released(transport, paths, owner, timeout, lease)
         if problem:
             log.warning("%s: %s", paths.domain, problem)
         raise
-    problem = lease.problem if lease is not None and lease.released else \
-        await _release(transport, paths, owner, timeout)
+    problem = await _release_unless_released(transport, paths, owner, timeout, lease)
     if problem:
         raise LockNotReleased(problem)
+
+
+async def _release_unless_released(transport: Transport, paths: SitePaths, owner: Owner, timeout: float,
+                                   lease: Lease | None) -> str:
+    """`_release`, unless the last command under the lock released it already (`Lease.done`):
+    then only what that command said."""
+    if lease is not None and lease.released:
+        return lease.problem
+    return await _release(transport, paths, owner, timeout)
 
 
 async def _release(transport: Transport, paths: SitePaths, owner: Owner, timeout: float) -> str:

@@ -223,7 +223,12 @@ class Daemon:
         settings = self.reconciler.settings
         if decls.commit is None or settings.require_signed != "off" or not settings.db_path.exists():
             return
-        memo, sites = Memo(settings.state_dir), declared(decls)
+        try:
+            memo, sites = Memo(settings.state_dir), declared(decls)
+        except Exception:
+            # A convenience for the CLI: it must never stop the dispatcher.
+            log.exception("could not summarise declarations %s for status", decls.commit[:12])
+            return
         self._spawn(asyncio.to_thread(memo.remember_declared, decls.commit, settings.allow_local, sites))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
