@@ -69,12 +69,13 @@ MAX_ARG_BYTES = 128 * 1024
 # OpenSSH `GIT_SSH_COMMAND` (ours, or the server's own when it is a plain `ssh ...` line; a
 # wrapper program is left alone) gets ControlMaster=auto with a socket under ~/.ssh/reconciler-mux
 # (0700, owned by the user) that persists 300 s, so the next poll reuses it too. Options given
-# earlier win in OpenSSH, so a server's own `-o ControlMaster=no` opts out. A socket path must fit
+# earlier win in OpenSSH, so a server's own `-o ControlMaster=no` opts out. Run twice in one
+# command (an unpin's lock command checks the head, then probes), it adds them once. A socket path must fit
 # in sun_path (108 bytes, with the 40-hex %C and ssh's 17-byte temporary suffix): with a HOME too
 # long for that, or with characters the shell would split, git connects as before.
 GIT_PREAMBLE = (
     'export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}"\n'
-    'case $GIT_SSH_COMMAND in ssh|"ssh "*)\n'
+    'case $GIT_SSH_COMMAND in *reconciler-mux*) ;; ssh|"ssh "*)\n'
     '  m=${HOME:-/nonexistent}/.ssh/reconciler-mux\n'
     '  case $m in /*[!A-Za-z0-9/._-]*) m= ;; esac\n'
     '  if [ -n "$m" ] && [ ${#m} -le 48 ] && (umask 077 && mkdir -p -- "$m") 2>/dev/null && [ -O "$m" ]; then\n'
