@@ -10,6 +10,7 @@
     ├── PinConflict          the branch moved while a pin was committed: nothing committed, run it again
     │   └── PushRejected     the branch moved on the declarations' Git host: nothing pushed
     ├── SigningError         under require_signed, a pin cannot be signed (no key, or signing failed)
+    │   └── UnverifiedTip    ... because the branch tip it would sit on is not verified
     ├── TemporaryError       retry with backoff: the world may heal by itself
     │   ├── TransportError   server unreachable, connection lost, timeout
     │   ├── RepoUnreachable  the declarations' Git host cannot be reached: the last fetch stays in force
@@ -56,6 +57,13 @@ class PinConflict(ReconcilerError):
 class SigningError(ReconcilerError):
     """Raised by `rollback`/`unpin` under `require_signed` when the pin commit cannot be signed by a
     key the daemon trusts: nothing is committed (an unsigned pin would never be applied)."""
+
+
+class UnverifiedTip(SigningError):
+    """Raised by `rollback`/`unpin` under `require_signed` when the branch tip the pin would be
+    committed on is not the verified commit the reconciler applies (unsigned, signed by another key,
+    or not descending from the last verified commit): signing on it would vouch for it. Nothing is
+    committed."""
 
 
 class PushRejected(PinConflict):

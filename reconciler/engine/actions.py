@@ -22,7 +22,7 @@ from reconciler.core.facts import ProbeSite, SiteFacts
 from reconciler.core.layout import parse_release
 from reconciler.core.status import DeployStatus
 from reconciler.engine import pinning
-from reconciler.engine.converge import Reconciler
+from reconciler.engine.converge import LAST_VERIFIED, Reconciler
 from reconciler.engine.upstream import Upstream
 from reconciler.errors import NoRollbackTarget, NotApplicable, PinConflict, PushRejected, UnknownSite
 from reconciler.remote.probe import gather
@@ -118,18 +118,20 @@ async def commit_pin(reconciler: Reconciler, domain: str, pin: str | None, autho
     """Write the pin commit. Local repository: commit (compare-and-swap on the branch). Git host:
     commit on the fetched tip and push; when the branch moved there meanwhile, fetch and make the
     same one-file edit on the new tip (bounded), unless the site's pin itself changed there (then
-    refuse: someone else decided about this site)."""
+    refuse: someone else decided about this site). Under `require_signed` every attempt checks
+    afresh that the tip it builds on is verified (`set_pin`'s `verified`)."""
     settings = reconciler.settings
     repo, branch = settings.local_repo, settings.branch
     if settings.repo_url is None:
         # git and ssh-keygen (signing) run here: off the event loop, so the daemon's HTTP answers on.
-        return await asyncio.to_thread(pinning.set_pin, repo, branch, domain, pin, settings, author=author)
+        return await asyncio.to_thread(pinning.set_pin, repo, branch, domain, pin, settings, author=author,
+                                       verified=reconciler.store.meta(LAST_VERIFIED))
     upstream = Upstream(settings)
     before = pinning.current_pin(repo, branch, domain)
     for _ in range(PUSH_ATTEMPTS):
         try:
             return await asyncio.to_thread(pinning.set_pin, repo, branch, domain, pin, settings, author=author,
-                                           publish=upstream.push)
+                                           publish=upstream.push, verified=reconciler.store.meta(LAST_VERIFIED))
         except PushRejected:
             await asyncio.to_thread(upstream.fetch)
             now = pinning.current_pin(repo, branch, domain)

@@ -178,25 +178,10 @@ class Reconciler:
         parsed = self._parsed
         return parsed if parsed is not None and parsed.commit == commit else None
 
-    def _choose(self, last_verified: str | None) -> _Choice:
+    def _choose(self, last_verified: str | None) -> trust.Choice:
         """Which commit is desired state now. Blocking (git), touches no store: thread-safe."""
         settings = self.settings
-        tip = source.tip_commit(settings.local_repo, settings.branch)
-        if settings.require_signed == "off" or tip == last_verified:
-            return _Choice(tip)
-        repo = settings.local_repo
-        problem = trust.verify(repo, tip, settings)
-        if problem is None and last_verified is not None and not source.descends(repo, tip, last_verified):
-            # A validly signed but older (or rewritten) history: putting back a signed, known-bad
-            # build must need the operator, not just someone who can move the branch.
-            problem = (f"is signed but does not descend from the last verified commit {last_verified[:12]} "
-                       f"(the branch was reset or rewritten; if that was deliberate: reconciler accept {tip[:12]})")
-        if problem is None:
-            return _Choice(tip, verified=True)
-        notice = f"declarations commit {tip[:12]} {problem}; not applied"
-        if last_verified is None:
-            raise DeclarationError(notice + " (no verified commit to fall back to)")
-        return _Choice(last_verified, notice=f"{notice}; keeping verified {last_verified[:12]}")
+        return trust.choose(settings, source.tip_commit(settings.local_repo, settings.branch), last_verified)
 
     def accept(self, name: str | None, by: str) -> tuple[str, str | None]:
         """The operator's override for a validly signed commit that does not descend from the last
@@ -238,7 +223,7 @@ class Reconciler:
         self.fetch_problem = ""
         return True
 
-    def _settle_load(self, choice: _Choice, parsed: Declarations) -> Declarations:
+    def _settle_load(self, choice: trust.Choice, parsed: Declarations) -> Declarations:
         if parsed is not self._parsed:
             heap.settle_soon()  # they live until the next commit: out of the cyclic collector's way
         self._parsed = parsed
@@ -863,15 +848,6 @@ def _fresh_after(request: dict[str, Any] | None) -> datetime | None:
     if request is None or request["kind"] != "redeploy" or not request.get("after"):
         return None
     return parse_release(request["after"])
-
-
-@dataclass(frozen=True)
-class _Choice:
-    """The commit that is desired state, and why (a notice when the tip was not applied)."""
-
-    commit: str
-    verified: bool = False  # just verified: remember it as the last verified commit
-    notice: str = ""
 
 
 class _NotSwitched(Exception):

@@ -6,7 +6,9 @@ work in a checkout is left alone; a checked-out copy of the file is refreshed wh
 
 Under `require_signed` the pin commit is signed (`engine.trust.sign`), verified exactly as the
 daemon will verify it, and only then does the branch move; without a usable key nothing is
-committed and the caller gets a `SigningError` (an unsigned pin would never be applied).
+committed and the caller gets a `SigningError` (an unsigned pin would never be applied). It is
+only ever signed on verified ground: when the tip it would sit on is not what the daemon applies
+(someone pushed without signing), `UnverifiedTip` and nothing is written (`trust.check_ground`).
 
 Which release a rollback pins, and whether it may, is `engine.actions`' decision (from the
 server's facts, for the CLI and the HTTP API alike); this module only writes the commit.
@@ -56,12 +58,15 @@ def current_pin(repo_path: str | Path, branch: str, domain: str) -> str | None:
 
 
 def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None,
-            settings: Settings | None = None, *, author: str | None = None, publish: Publish | None = None) -> str:
+            settings: Settings | None = None, *, author: str | None = None, publish: Publish | None = None,
+            verified: str | None = None) -> str:
     """Commit `pin = "<pin>"` (or its removal when `pin` is None). Returns the new commit id.
     `settings` decide whether the commit must be signed (`require_signed`) and with which key.
     `author` ("Name <email>") is who asked (default: this user's git identity); the committer is
     the reconciler. With `publish` (a declarations repository on a Git host) the commit is pushed
-    before the branch moves here, so nothing is applied that the remote does not have."""
+    before the branch moves here, so nothing is applied that the remote does not have.
+    `verified` is the last verified commit (the store's): a signed pin's parent must be it or a
+    verified descendant of it."""
     signed = settings is not None and settings.require_signed != "off"
     if signed and settings is not None:
         trust.check_signer(settings)
@@ -69,6 +74,8 @@ def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None,
     tip = branch_tip(repo, branch)
     if tip is None:
         raise DeclarationError(f"branch {branch!r} has no commit")
+    if signed and settings is not None:
+        trust.check_ground(settings, str(tip.id), verified)
     path = f"{SITES_DIR}/{domain}.toml"
     try:
         blob = repo.get(tip.tree[path].id)

@@ -15,7 +15,10 @@ branch. A deliberate history rewrite is accepted only through `reconciler accept
 
 Commits the reconciler writes itself (rollback/unpin pins) are signed here with `signing_key`
 (SSH) or `gpg_signing_key`; under `require_signed` without either they are refused, because an
-unsigned pin would be committed and never applied.
+unsigned pin would be committed and never applied. And they are only ever signed on verified
+ground (`check_ground`): a signed child vouches for its parent's tree, so a pin signed on an
+unverified tip would launder whatever someone who can push but not sign put there. The rule is
+`choose`'s, the daemon's own, so the two can never disagree about what "verified" means.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.config import Settings
-from reconciler.errors import SigningError
+from reconciler.engine import source
+from reconciler.errors import DeclarationError, SigningError, UnverifiedTip
 
 TIMEOUT = 30
 
@@ -104,3 +109,53 @@ def sign(payload: bytes, settings: Settings) -> str:
         detail = " ".join(result.stderr.decode(errors="replace").split())[:200]
         raise SigningError(f"cannot sign the commit with {command[0]}: {detail or 'no signature produced'}")
     return result.stdout.decode()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The commit that is desired state, and why (a notice when the tip was not applied)."""
+
+    commit: str
+    verified: bool = False  # just verified: remember it as the last verified commit
+    notice: str = ""
+    problem: str = ""       # what is wrong with the tip when it was not chosen
+
+
+def choose(settings: Settings, tip: str, last_verified: str | None) -> Choice:
+    """Which commit is desired state when the branch is at `tip`: the tip itself, or under
+    `require_signed` the tip only when it is signed by a trust root and descends from the last
+    verified commit, else the last verified commit. Blocking (git)."""
+    if settings.require_signed == "off" or tip == last_verified:
+        return Choice(tip)
+    repo = settings.local_repo
+    problem = verify(repo, tip, settings)
+    if problem is None and last_verified is not None and not source.descends(repo, tip, last_verified):
+        # A validly signed but older (or rewritten) history: putting back a signed, known-bad
+        # build must need the operator, not just someone who can move the branch.
+        problem = (f"is signed but does not descend from the last verified commit {last_verified[:12]} "
+                   f"(the branch was reset or rewritten; if that was deliberate: reconciler accept {tip[:12]})")
+    if problem is None:
+        return Choice(tip, verified=True)
+    notice = f"declarations commit {tip[:12]} {problem}; not applied"
+    if last_verified is None:
+        raise DeclarationError(notice + " (no verified commit to fall back to)")
+    return Choice(last_verified, notice=f"{notice}; keeping verified {last_verified[:12]}", problem=problem)
+
+
+def check_ground(settings: Settings, tip: str, last_verified: str | None) -> None:
+    """Raise UnverifiedTip unless a commit the reconciler signs may have `tip` as its parent: the
+    tip is what `choose` would apply. Building the pin on the last verified commit instead is not
+    an option: it would not be a fast-forward of the branch, and pushing it would throw the tip's
+    commits away. So the operator is told which commit is unverified, and nothing is written."""
+    if settings.require_signed == "off":
+        return
+    try:
+        choice = choose(settings, tip, last_verified)
+    except DeclarationError as exc:
+        raise UnverifiedTip(f"{exc}; a pin signed on it would vouch for it, so nothing was committed") from exc
+    if choice.commit != tip:
+        raise UnverifiedTip(
+            f"the tip of {settings.branch}, declarations commit {tip[:12]}, {choice.problem}; a pin signed on it "
+            f"would vouch for it, so nothing was committed (the reconciler applies {choice.commit[:12]}). "
+            "Have someone with a trusted key sign the commits on top (or reset the branch to "
+            f"{choice.commit[:12]}), then run this again")
