@@ -511,24 +511,38 @@ def parse_site(filename: str, data: bytes) -> SiteDeclaration | InvalidSite:
     return site
 
 
-def collect(files: Iterable[tuple[str, bytes | None]], commit: str | None) -> Declarations:
+Parsed = tuple["SiteDeclaration | InvalidSite", int]  # a file's result, and its `server` line when "local"
+
+
+def parse_file(filename: str, data: bytes | None) -> Parsed:
+    """One file of sites.d/ (None: a symlink, directory or special file, never followed)."""
+    if data is None:
+        filename = printable(filename)
+        stem = posixpath.basename(filename).removesuffix(".toml")
+        return InvalidSite(stem, filename, (f"{filename}:1: file: symlinks, directories and special files are not "
+                                            "allowed",)), 0
+    parsed = parse_site(filename, data)
+    # Rare: the file was decoded once already.
+    line = (_key_lines(data.decode("utf-8")).get("server", 1)
+            if isinstance(parsed, SiteDeclaration) and parsed.server == LOCAL_SERVER else 0)
+    return parsed, line
+
+
+def assemble(parsed: Iterable[tuple[str, Parsed]], commit: str | None) -> Declarations:
+    """Declarations from each file's result (`parse_file`), in file-name order."""
     result = Declarations(commit=commit)
-    for filename, data in sorted(files, key=lambda item: item[0]):
-        if data is None:
-            filename = printable(filename)
-            stem = posixpath.basename(filename).removesuffix(".toml")
-            result.invalid[stem] = InvalidSite(
-                stem, filename, (f"{filename}:1: file: symlinks, directories and special files are not allowed",)
-            )
-            continue
-        parsed = parse_site(filename, data)
-        if isinstance(parsed, InvalidSite):
-            result.invalid[parsed.domain] = parsed
+    for _, (found, line) in sorted(parsed, key=lambda item: item[0]):
+        if isinstance(found, InvalidSite):
+            result.invalid[found.domain] = found
         else:
-            result.sites[parsed.domain] = parsed
-            if parsed.server == LOCAL_SERVER:  # rare: the file was decoded once already
-                result.local_lines[parsed.domain] = _key_lines(data.decode("utf-8")).get("server", 1)
+            result.sites[found.domain] = found
+            if line:
+                result.local_lines[found.domain] = line
     return result
+
+
+def collect(files: Iterable[tuple[str, bytes | None]], commit: str | None) -> Declarations:
+    return assemble(((filename, parse_file(filename, data)) for filename, data in files), commit)
 
 
 def refuse_local(decls: Declarations, allow_local: bool) -> Declarations:

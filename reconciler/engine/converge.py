@@ -114,6 +114,7 @@ class Reconciler:
         self.notice = ""  # why the desired state is not the branch tip (unsigned tip), if it is not
         self.fetch_problem = ""  # the declarations' Git host could not be reached (repo is a URL)
         self._parsed: Declarations | None = None
+        self._blobs = source.BlobCache()  # the last commit's parse results by blob: a pin parses one file
         # The global limit, shared fairly between servers (engine/fairness.py).
         self._limit: FairLimiter[SlotKey] = FairLimiter(settings.concurrency, self._slot_cap)
         # Sites of other shards left alone by the last pass or prune (domain -> why).
@@ -159,7 +160,8 @@ class Reconciler:
     def load(self) -> Declarations:
         """Desired state: the branch tip, or with `require_signed` the newest verified commit."""
         choice = self._choose(self.store.meta(LAST_VERIFIED))
-        parsed = self._cached(choice.commit) or source.load_commit(self.settings.local_repo, choice.commit)
+        parsed = self._cached(choice.commit) or source.load_commit(self.settings.local_repo, choice.commit,
+                                                                        self._blobs)
         return self._settle_load(choice, parsed)
 
     async def load_async(self) -> Declarations:
@@ -169,7 +171,7 @@ class Reconciler:
         choice = await asyncio.to_thread(self._choose, self.store.meta(LAST_VERIFIED))
         parsed = self._cached(choice.commit)
         if parsed is None:
-            parsed = await asyncio.to_thread(source.load_commit, self.settings.local_repo, choice.commit)
+            parsed = await asyncio.to_thread(source.load_commit, self.settings.local_repo, choice.commit, self._blobs)
         return self._settle_load(choice, parsed)
 
     def _cached(self, commit: str) -> Declarations | None:
