@@ -299,7 +299,9 @@ def clone(paths: SitePaths, repository: str, branch: str | None, commit: str, re
 # entry (kind, entry, link target). Paths hold no line breaks: the validator refuses control
 # characters. An app repository controls what the release holds, symlinks included (security
 # review M3): no directory between the release and an entry may be a symlink, the entry's parent
-# must resolve inside the release, and seeding never copies a symlink.
+# must resolve inside the release, and seeding never copies a symlink. Seeding never widens access
+# either (review 2 N11): `cp -a` keeps the repository's modes, but a shared file is where secrets
+# go (.env), so a seeded file is owner-only (go-rwx), and a seeded directory loses group/world write.
 _LINK_SHARED_BODY = """IFS= read -r R <&3; IFS= read -r S <&3
 P=$(cd -P -- "$R" && pwd -P)
 refuse() { printf 'shared entry %s: %s\\n' "$e" "$1" >&2; exit 1; }
@@ -320,6 +322,7 @@ while IFS= read -r kind <&3 && IFS= read -r e <&3 && IFS= read -r t <&3; do
     if [ -e "$r" ] && [ ! -L "$r" ]; then
       cp -a -- "$r" "$s"
       find "$s" -type l -exec rm -f -- {} +
+      if [ -d "$s" ]; then chmod -R go-w -- "$s"; else chmod go-rwx -- "$s"; fi
     elif [ "$kind" = file ]; then (umask 077 && : > "$s")
     else mkdir -- "$s"; fi
   fi
@@ -341,7 +344,11 @@ def link_shared(paths: SitePaths, release: str, shared: Iterable[str]) -> Comman
     resolves outside the release, fails the step with the entry named, before anything is
     removed, copied or linked. A symlink at the entry itself is replaced by our link and never
     copied: the shared entry is then created empty, as if the repository did not ship it. A
-    directory seeded from the repository keeps none of its symlinks."""
+    directory seeded from the repository keeps none of its symlinks.
+
+    Seeding never widens access: a file seeded from the repository (an app-shipped .env) is
+    owner-only whatever its mode there, a seeded directory loses group and world write; an
+    entry created empty is owner-only (file) or takes the umask (directory)."""
     return Command("set -e\nexec 3<&0 < /dev/null\n" + _LINK_SHARED_BODY,
                    "".join(_shared_lines(paths, release, shared)))
 
