@@ -6,8 +6,8 @@ answers are server data, read here and nowhere else, framed like the probe's rec
 markers and the end byte are remote/shell.py's, shared with the writer): one record per check,
 `HEALTHY|UNHEALTHY <index> <detail>` ended by a NUL byte, the detail printable ASCII that the
 server side already sanitised and bounded. Only HEALTH_END separates records, so no character a
-check prints (a newline, U+2028, U+0085, \x1c) can start another check's answer; the shell makes
-sure it cannot print the end byte either.
+check prints (a newline, U+2028, U+0085, the FS byte 0x1c) can start another check's answer; the
+shell makes sure it cannot print the end byte either.
 
 Strict and total: a record whose marker and index (in range) are ours is that check's answer,
 or, with a detail that is not what the writer prints, a MALFORMED one; any other record, and a
