@@ -2,8 +2,17 @@
 
 One command per server runs every check asked of it at once (remote/shell.py `health`): after a
 switch that is one site, at a poll every live site of the server with a `[health]` table. The
-answers are server data, read here and nowhere else: one line per check, anything else ignored,
-a check with no answer (or two) unhealthy with a reason, every detail escaped and bounded.
+answers are server data, read here and nowhere else, framed like the probe's records (the
+markers and the end byte are remote/shell.py's, shared with the writer): one record per check,
+`HEALTHY|UNHEALTHY <index> <detail>` ended by a NUL byte, the detail printable ASCII that the
+server side already sanitised and bounded. Only HEALTH_END separates records, so no character a
+check prints (a newline, U+2028, U+0085, the FS byte 0x1c) can start another check's answer; the
+shell makes sure it cannot print the end byte either.
+
+Strict and total: a record whose marker and index (in range) are ours is that check's answer,
+or, with a detail that is not what the writer prints, a MALFORMED one; any other record, and a
+last record cut short, answers for nobody. A check with no answer, or with more than one, is
+unhealthy with a reason saying so.
 """
 
 from __future__ import annotations
@@ -14,11 +23,16 @@ from dataclasses import dataclass
 from reconciler.core import wire
 from reconciler.core.health import HealthCheck
 from reconciler.remote import shell
+from reconciler.remote.shell import HEALTH_END, HEALTHY, MAX_HEALTH_DETAIL, UNHEALTHY
 from reconciler.remote.transport import Transport
 
-_RESULT_RE = re.compile(r"(@@healthy|@@unhealthy) (0|[1-9][0-9]{0,5}) ?(.*)")
+_DETAIL_RE = re.compile(rf"[\x20-\x7e]{{0,{MAX_HEALTH_DETAIL}}}")
 MAX_REASON = 300
 SLACK = 15.0  # seconds beyond the checks' own deadline before the command itself times out
+
+NO_ANSWER = "no answer from the check"
+ANSWERED_TWICE = "the check answered more than once"
+MALFORMED = "the check's answer is malformed"
 
 
 @dataclass(frozen=True)
@@ -27,28 +41,40 @@ class HealthResult:
     detail: str  # "HTTP 200", or why it failed: "HTTP 500", "command exited 1: ..."
 
 
+def frame(ok: bool, index: int, detail: str) -> str:
+    """One answer as the health command prints it (for tests and tools that build output)."""
+    return f"{HEALTHY if ok else UNHEALTHY} {index} {detail}{HEALTH_END}"
+
+
+def _answer(record: str, count: int) -> tuple[int, HealthResult] | None:
+    """Whose answer one record is, and what it says; None when it names no check of ours."""
+    mark, _, rest = record.partition(" ")
+    index_text, _, detail = rest.partition(" ")
+    index = wire.parse_uint(index_text, count - 1) if mark in (HEALTHY, UNHEALTHY) else None
+    if index is None:
+        return None
+    if not _DETAIL_RE.fullmatch(detail):
+        return index, HealthResult(False, MALFORMED)
+    return index, HealthResult(mark == HEALTHY, wire.display(" ".join(detail.split()), MAX_REASON))
+
+
 def parse_results(text: str, count: int) -> list[HealthResult]:
-    """What a health command answered for checks 0..count-1: one line each,
-    `@@healthy <i> <detail>` or `@@unhealthy <i> <reason>`. Total: a check with no line, or
-    with more than one, is unhealthy with a reason saying so; other lines are ignored."""
+    """What a health command answered for checks 0..count-1: one record each (see the module's
+    docstring). Total: any text gives `count` results."""
+    records = text.split(HEALTH_END)
+    records.pop()  # after the last end byte: nothing, or a record cut short (whose, unknown)
     seen: dict[int, list[HealthResult]] = {}
-    for line in text.splitlines():
-        match = _RESULT_RE.fullmatch(line)
-        if match is None or not count:
-            continue
-        index = wire.parse_uint(match.group(2), count - 1)
-        if index is None:
-            continue
-        detail = wire.display(" ".join(match.group(3).split()), MAX_REASON)
-        seen.setdefault(index, []).append(HealthResult(match.group(1) == shell.HEALTHY, detail))
+    for record in records:
+        answer = _answer(record, count)
+        if answer is not None:
+            seen.setdefault(answer[0], []).append(answer[1])
     results = []
     for index in range(count):
         answers = seen.get(index, [])
         if len(answers) == 1:
             results.append(answers[0])
         else:
-            why = "no answer from the check" if not answers else "the check answered more than once"
-            results.append(HealthResult(False, why))
+            results.append(HealthResult(False, NO_ANSWER if not answers else ANSWERED_TWICE))
     return results
 
 

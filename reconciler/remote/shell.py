@@ -299,7 +299,9 @@ def clone(paths: SitePaths, repository: str, branch: str | None, commit: str, re
 # entry (kind, entry, link target). Paths hold no line breaks: the validator refuses control
 # characters. An app repository controls what the release holds, symlinks included (security
 # review M3): no directory between the release and an entry may be a symlink, the entry's parent
-# must resolve inside the release, and seeding never copies a symlink.
+# must resolve inside the release, and seeding never copies a symlink. Seeding never widens access
+# either (review 2 N11): `cp -a` keeps the repository's modes, but a shared file is where secrets
+# go (.env), so a seeded file is owner-only (go-rwx), and a seeded directory loses group/world write.
 _LINK_SHARED_BODY = """IFS= read -r R <&3; IFS= read -r S <&3
 P=$(cd -P -- "$R" && pwd -P)
 refuse() { printf 'shared entry %s: %s\\n' "$e" "$1" >&2; exit 1; }
@@ -320,6 +322,7 @@ while IFS= read -r kind <&3 && IFS= read -r e <&3 && IFS= read -r t <&3; do
     if [ -e "$r" ] && [ ! -L "$r" ]; then
       cp -a -- "$r" "$s"
       find "$s" -type l -exec rm -f -- {} +
+      if [ -d "$s" ]; then chmod -R go-w -- "$s"; else chmod go-rwx -- "$s"; fi
     elif [ "$kind" = file ]; then (umask 077 && : > "$s")
     else mkdir -- "$s"; fi
   fi
@@ -341,7 +344,11 @@ def link_shared(paths: SitePaths, release: str, shared: Iterable[str]) -> Comman
     resolves outside the release, fails the step with the entry named, before anything is
     removed, copied or linked. A symlink at the entry itself is replaced by our link and never
     copied: the shared entry is then created empty, as if the repository did not ship it. A
-    directory seeded from the repository keeps none of its symlinks."""
+    directory seeded from the repository keeps none of its symlinks.
+
+    Seeding never widens access: a file seeded from the repository (an app-shipped .env) is
+    owner-only whatever its mode there, a seeded directory loses group and world write; an
+    entry created empty is owner-only (file) or takes the umask (directory)."""
     return Command("set -e\nexec 3<&0 < /dev/null\n" + _LINK_SHARED_BODY,
                    "".join(_shared_lines(paths, release, shared)))
 
@@ -708,42 +715,62 @@ def probe(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> Comma
 
 # --- health checks (remote/health.py) ---------------------------------------------------------
 
+# The health command's framing, shared with its one reader (remote/health.py): each check prints
+# exactly one record, `HEALTHY|UNHEALTHY <index> <detail>` then HEALTH_END. Like the probe's
+# records (RECORD_END), a record ends with a NUL byte: no shell variable can hold one, and the
+# detail goes through `tr` first anyway, so nothing a check prints can end its record early or
+# start another check's. The detail is sanitised HERE (every byte but printable ASCII becomes a
+# space: control characters, NUL, U+0085/U+2028/U+2029 and any other encoding's line breaks) and
+# bounded to MAX_HEALTH_DETAIL bytes; the reader accepts nothing else.
 HEALTHY, UNHEALTHY = "@@healthy", "@@unhealthy"
+HEALTH_END = "\0"
+MAX_HEALTH_DETAIL = 400  # bytes: our fixed words plus at most 240 of the server's text
+MAX_HEALTH_BODY = 16 * 1024 * 1024  # bytes of a [health] url answer curl may fetch (`contains` reads it)
+_HEALTH_END_PRINTF = f"\\{ord(HEALTH_END):o}"
 
 # check_one INDEX RELEASE_DIR MODE TARGET HOST LOW HIGH NEEDLE TIMEOUT RETRIES INTERVAL GRACE
 # MODE url: TARGET is the URL, fetched with curl, Host: HOST; the status must be in LOW..HIGH and
 # the body hold NEEDLE (when not empty). MODE command: TARGET is shell code run in the release.
-# Prints exactly one line: `@@healthy INDEX detail` or `@@unhealthy INDEX reason`; text from the
-# server (curl's error, the command's output) has its line breaks and NULs removed first.
+# Prints exactly one record (`answer`). curl runs with: -q (no ~/.curlrc can add options), --globoff
+# (`{a,b}` or `[1-9]` in a URL is one request, not many whose output would land in $code),
+# --proto (http and https only, whatever the URL says), no -L (a redirect is its own status, never
+# followed), --max-filesize, and the body kept only when NEEDLE asks for it.
 _HEALTH_FUNCTIONS = rf"""export LC_ALL=C
-flat() {{ tr '\n\r\000' '   ' | head -c 240; }}
+answer() {{
+  d=$(printf '%s' "$2" | tr -c '\040-\176' ' ' | head -c {MAX_HEALTH_DETAIL})
+  printf '%s %s %s{_HEALTH_END_PRINTF}' "$1" "$i" "$d"
+}}
+is_status() {{ case $1 in [0-9][0-9][0-9]) return 0 ;; *) return 1 ;; esac; }}
 check_one() {{
   i=$1; r=$2; mode=$3; target=$4; host=$5; lo=$6; hi=$7; needle=$8; t=$9; shift 9; n=$1; gap=$2; grace=$3
-  out="$tmp/out.$i"; body="$tmp/body.$i"
-  cd -- "$r" 2>/dev/null || {{ echo "{UNHEALTHY} $i the release directory is missing"; return; }}
+  out="$tmp/out.$i"; body=/dev/null
+  [ -z "$needle" ] || body="$tmp/body.$i"
+  cd -- "$r" 2>/dev/null || {{ answer {UNHEALTHY} "the release directory is missing"; return; }}
   if [ "$mode" = url ] && ! command -v curl >/dev/null 2>&1; then
-    echo "{UNHEALTHY} $i curl is not installed on the server (needed by [health] url)"; return
+    answer {UNHEALTHY} "curl is not installed on the server (needed by [health] url)"; return
   fi
   sleep "$grace"
   try=0; why=
   while :; do
     if [ "$mode" = url ]; then
-      code=$(curl -sS -o "$body" -w '%{{http_code}}' --max-time "$t" -H "Host: $host" -- "$target" 2>"$out"); rc=$?
-      if [ "$rc" -ne 0 ]; then why="request failed (curl exit $rc): $(flat < "$out")"
+      code=$(curl -q -sS --globoff --proto =http,https --max-filesize {MAX_HEALTH_BODY} -o "$body" \
+        -w '%{{http_code}}' --max-time "$t" -H "Host: $host" -- "$target" 2>"$out"); rc=$?
+      if [ "$rc" -ne 0 ]; then why="request failed (curl exit $rc): $(head -c 240 "$out")"
+      elif ! is_status "$code"; then why="curl printed no HTTP status: $(printf '%s' "$code" | head -c 40)"
       elif [ "$code" -lt "$lo" ] || [ "$code" -gt "$hi" ]; then why="HTTP $code"
       elif [ -n "$needle" ] && ! grep -qF -- "$needle" "$body"; then why="HTTP $code, expected text missing"
-      else echo "{HEALTHY} $i HTTP $code"; return; fi
+      else answer {HEALTHY} "HTTP $code"; return; fi
     else
       timeout "$t" {SH} -c "$target" > "$out" 2>&1 < /dev/null; rc=$?
-      if [ "$rc" -eq 0 ]; then echo "{HEALTHY} $i command exited 0"; return; fi
+      if [ "$rc" -eq 0 ]; then answer {HEALTHY} "command exited 0"; return; fi
       if [ "$rc" -eq 124 ]; then why="command timed out after $t s"
-      else why="command exited $rc: $(tail -c 240 "$out" | flat)"; fi
+      else why="command exited $rc: $(tail -c 240 "$out")"; fi
     fi
     try=$((try + 1))
     [ "$try" -gt "$n" ] && break
     sleep "$gap"
   done
-  echo "{UNHEALTHY} $i $why (after $try tries)"
+  answer {UNHEALTHY} "$why (after $try tries)"
 }}
 """
 
@@ -760,7 +787,7 @@ def command_line(argv: Iterable[str]) -> str:
 
 def health(checks: Iterable[tuple[str, str, HealthCheck]]) -> Command:
     """Run health checks at once, each in its own release dir: (release dir, Host header, check).
-    One line of answer per check (HEALTHY/UNHEALTHY + its index). stdin: the script, every value
+    One record of answer per check (HEALTHY/UNHEALTHY, its index, HEALTH_END). stdin: the script, every value
     quoted into it (the script runs from a temporary file, so no value meets an argv limit)."""
     lines = [_HEALTH_FUNCTIONS, 'tmp=$(mktemp -d) || exit 1', "trap 'rm -rf \"$tmp\"' EXIT"]
     for index, (release_dir, host, check) in enumerate(checks):
