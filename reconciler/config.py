@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from reconciler.errors import ConfigError
-from reconciler.settings_file import DEFAULT_STATE_DIR, parse_shard, read_settings_file
+from reconciler.settings_file import DEFAULT_STATE_DIR, parse_shard, read_settings_file, url_credentials
 from reconciler.settings_file import config_file as config_file  # re-exported: it began here
 from reconciler.settings_file import is_url as is_url  # re-exported: it began here
 
@@ -175,6 +175,11 @@ class Settings(BaseModel):
             return Path(value)
         if isinstance(value, str) and (value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value)):
             raise ValueError("a repository URL must not start with '-' or hold whitespace or control characters")
+        # Refused, not stripped: the URL would reach git's argv, the mirror's config and every
+        # site's status. The message never quotes the URL (settings_file.url_credentials).
+        if isinstance(value, str) and (why := url_credentials(value)):
+            raise ValueError(f"a repository URL must not hold credentials, here {why}: give an HTTPS token "
+                             "in repo_token_file (or $RECONCILER_REPO_TOKEN), an SSH key in repo_identity_file")
         return value
 
     @property

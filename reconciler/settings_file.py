@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,57 @@ _PATH_KEYS = ("repo", "state_dir", "identity_file", "known_hosts", "ssh_config",
               "signing_key", "repo_identity_file", "repo_token_file")
 
 
-_SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/].*|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.*")
+# `user[:password]@host:path`: a password makes it no less a URL (it is refused as one, by
+# `url_credentials`, instead of being taken for a relative path and shown in messages).
+_SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+(?::[^/]*)?@[A-Za-z0-9.-]+:.+")
 
 
 def is_url(value: str) -> bool:
     """A repository named by URL (`ssh://`, `https://`, `file://`, scp-like `git@host:path`),
     not a local path."""
     return "://" in value or bool(_SCP_LIKE.fullmatch(value))
+
+
+# Credentials in a repository URL leak (security review 2, N8): every git and ssh given the URL
+# shows it in its argv to any local user (`ps`), a clone keeps it in .git/config (0644), the release
+# manifest records it, and status messages, the dashboard and notifications print it. So no
+# repository URL may hold one; the credential goes where nothing prints it (an SSH key, a
+# credential helper, `repo_token_file`).
+# What counts, by transport:
+# - SSH (`ssh://`, `git+ssh://`, `ssh+git://`, scp-like `user@host:path`): the part before '@' is a
+#   login name (`git@github.com:acme/shop.git`), which ssh shows anyway and is no secret. A password
+#   (`user:password@`, also percent-encoded) is refused: ssh never takes one from the URL anyway.
+# - Every other transport (https, http, ftp(s), git, file, a `helper::` address): any user
+#   information at all. GitHub and GitLab take a bare token as the user name
+#   (`https://ghp_...@github.com/...`), so a user name alone can be the secret.
+# Written as git reads a repository argument (transport.c, connect.c): a `helper::` prefix, then
+# `scheme://`, else scp-like when a ':' comes before any '/', else a local path.
+_HELPERS = re.compile(r"(?:[A-Za-z0-9+.-]*::)+")  # `helper::address`, however many: the address is checked
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_SSH_SCHEMES = ("ssh", "git+ssh", "ssh+git")
+
+
+def url_credentials(value: str) -> str | None:
+    """Why the repository URL `value` holds credentials, or None (a local path never does).
+    The answer names the form only, never any part of `value`: it is printed."""
+    if helpers := _HELPERS.match(value):
+        value = value[helpers.end():]
+    if scheme := _SCHEME.match(value):
+        ssh = scheme.group(1).lower() in _SSH_SCHEMES
+        authority = re.split(r"[/?#]", value[scheme.end():], maxsplit=1)[0]
+    else:
+        authority = value.split("/", 1)[0]
+        if ":" not in authority:
+            return None  # a local path
+        ssh = True  # scp-like [user@]host:path
+    user, at, _ = authority.partition("@")
+    if not at:
+        return None
+    if not ssh:
+        return "a user name or token before '@' (over any transport but SSH, a user name alone can be a token)"
+    if ":" in urllib.parse.unquote(user):
+        return "a password (user:password@)"
+    return None
 
 
 def config_file(config: str | Path | None = None) -> Path | None:

@@ -25,6 +25,7 @@ from reconciler.core.layout import parse_release
 from reconciler.core.siteref import COMMIT_RE as _COMMIT_RE
 from reconciler.core.siteref import SiteRef as SiteRef  # re-exported: it began here
 from reconciler.core.text import printable as printable  # re-exported: it began here
+from reconciler.settings_file import url_credentials
 
 SITES_DIR = "sites.d"
 DEFAULT_BASE_PATH = "/home/brokeforge"
@@ -258,6 +259,11 @@ class SiteDeclaration(BaseModel):
         # A host that starts with '-' reaches ssh as an option (git@-oProxyCommand=...:x.git).
         if re.search(r"(^|@|//|\[)-", value):
             raise ValueError("the host part must not start with '-'")
+        # Never quoted back: the message is printed (validate, status, notifications).
+        if why := url_credentials(value):
+            raise ValueError(f"must not hold credentials, here {why}: they would show in process lists, "
+                             ".git/config and status; use an SSH key on the server (git@host:path, or an "
+                             "ssh_config Host alias) or a git credential helper configured on the server")
         return value
 
     @field_validator("branch")
