@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from reconciler.errors import PermanentError
+
 RELEASE_FORMAT = "%d%m%Y-%H%M%S"
 _RELEASE_RE = re.compile(r"[0-9]{8}-[0-9]{6}")  # ASCII digits only: \d matches any script
 
@@ -49,12 +51,28 @@ def sort_releases(names: Iterable[str]) -> list[str]:
     return [n for _, n in sorted(timed)]
 
 
+# The latest time a name can hold (ddMMYYYY has four year digits; datetime ends there too).
+LAST_RELEASE_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+class NoLaterReleaseName(PermanentError):
+    """Raised by `next_release_name` when a release is named with the last time a name can hold
+    (`31129999-235959`, e.g. planted on the server): no name sorts after it, so a new release
+    could never be the newest. Permanent: only removing that directory helps."""
+
+
 def next_release_name(now: datetime, existing: Iterable[str]) -> str:
-    """A fresh name, never older than or equal to any existing release, so newest is newest."""
+    """A fresh name, never older than or equal to any existing release, so newest is newest.
+    NoLaterReleaseName when an existing release leaves no later name."""
     candidate = now.astimezone(UTC).replace(microsecond=0)
-    times = [t for n in existing if (t := parse_release(n)) is not None]
-    if times and max(times) >= candidate:
-        candidate = max(times) + timedelta(seconds=1)
+    timed = [(t, n) for n in existing if (t := parse_release(n)) is not None]
+    if timed and (newest := max(timed))[0] >= candidate:
+        if newest[0] >= LAST_RELEASE_TIME:
+            # A name that parsed is digits and '-' only: safe to print.
+            raise NoLaterReleaseName(f"release {newest[1]} is named with the last time a release name can "
+                                     "hold, so no new release can sort after it; remove that directory "
+                                     "to deploy again")
+        candidate = newest[0] + timedelta(seconds=1)
     return release_name(candidate)
 
 
