@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -128,6 +129,12 @@ class Settings(BaseModel):
     # Host header values the HTTP endpoint answers besides the `listen` address (e.g. a reverse
     # proxy's name); anything else is refused (DNS rebinding).
     http_hosts: list[str] = []
+    # Reverse proxies in front of the HTTP endpoint (addresses or networks, e.g. "127.0.0.1"):
+    # from these only, X-Forwarded-For names the client (whose failed sign-ins are throttled)
+    # and X-Forwarded-Proto: https makes the session cookie Secure (service/forwarded.py).
+    trusted_proxies: list[str] = []
+    # The session cookie is always Secure (a TLS proxy in front that sends no X-Forwarded-Proto).
+    cookie_secure: bool = False
     notify: list[NotifyTarget] = []
     # Past one process: this instance owns only the servers that hash to shard i of n
     # (core/shard.py). "1/1", the default, owns every server.
@@ -166,6 +173,16 @@ class Settings(BaseModel):
             host, _, port = value.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError('must be "host:port", e.g. "127.0.0.1:9180"')
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 127.0.0.1, 10.0.0.0/8)") from None
         return value
 
     @field_validator("repo", mode="before")

@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("domain")
     p.add_argument("id", nargs="?", type=int)
     p.add_argument("-f", "--follow", action="store_true", help="follow a running deployment's output")
+    p.add_argument("--raw", action="store_true",
+                   help="write the output's bytes as they are, terminal control sequences included (default: "
+                        "control characters but newline and tab are shown escaped, e.g. \\x1b)")
     p = command("prune", "remove old releases now", "reconciler prune --keep 5 --dry-run")
     p.add_argument("--keep", type=int)
     p.add_argument("--dry-run", action="store_true")
@@ -497,6 +500,11 @@ def cmd_history(invocation: Invocation, args: argparse.Namespace) -> int:
 
 
 def cmd_logs(invocation: Invocation, args: argparse.Namespace) -> int:
+    """A deployment's output. Build output is whatever the app's scripts (composer, artisan, npm)
+    printed: unless --raw, its control characters are shown escaped (`printable_lines`), on a
+    terminal and when piped alike, since `logs | tail`, `| grep` and `| less -R` end on a
+    terminal too; only a byte-exact copy (--raw) keeps them."""
+    from reconciler.core.text import printable_lines
     from reconciler.engine.deploy_log import finished_copy
 
     looks = invocation.looks()
@@ -523,15 +531,16 @@ def cmd_logs(invocation: Invocation, args: argparse.Namespace) -> int:
         return 1
     # The local copy when there is one (read here: no event loop, no transport); else the
     # server's deployment.log (after a database rebuild, or while it runs), followed with -f.
+    shown: Callable[[str], str] = str if args.raw else printable_lines
     if (copy := finished_copy(row, args.follow)) is not None:
-        sys.stdout.write(copy.read_text(errors="replace"))
+        sys.stdout.write(shown(copy.read_text(errors="replace")))
         return 0
     import asyncio
 
-    return asyncio.run(_stream_log(invocation.settings, row, args.follow))
+    return asyncio.run(_stream_log(invocation.settings, row, args.follow, shown))
 
 
-async def _stream_log(settings: Settings, row: dict[str, Any], follow: bool) -> int:
+async def _stream_log(settings: Settings, row: dict[str, Any], follow: bool, shown: Callable[[str], str]) -> int:
     from reconciler.engine.converge import ssh_options
     from reconciler.engine.deploy_log import follow_log
     from reconciler.remote.transport.pool import TransportPool
@@ -540,7 +549,7 @@ async def _stream_log(settings: Settings, row: dict[str, Any], follow: bool) -> 
     pool = TransportPool(ssh_options(settings), allow_local=settings.allow_local)
     try:
         async for chunk in follow_log(store, pool, row, settings.command_timeout, follow=follow):
-            sys.stdout.write(chunk)
+            sys.stdout.write(shown(chunk))  # escaping is per character: any chunk boundary will do
             sys.stdout.flush()
     finally:
         await pool.close()

@@ -14,3 +14,11 @@ def printable(text: str) -> str:
         return text
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
                    for ch in text)
+
+
+def printable_lines(text: str) -> str:
+    """Many lines (a build's output) for a terminal: `printable` between the newlines and tabs
+    that lay them out, so every other control character shows as its escape: the ESC of CSI/OSC
+    sequences (screen clears, window titles, OSC 52 clipboard writes) as `\\x1b`, BEL, CR, the
+    C1 controls. Line by line, so a long log that is mostly plain takes `printable`'s fast path."""
+    return "\n".join("\t".join(map(printable, line.split("\t"))) for line in text.split("\n"))

@@ -12,6 +12,12 @@ subject and author, the build's duration, why it failed and what is still live, 
 the dashboard. Not the log API: a browser following a link from a chat service does not send
 the dashboard's SameSite=Strict cookie, so that link would only answer 401; `log_url` is there
 for scripts holding the api_token.
+
+`text` quotes what others wrote: a commit's subject and author (whoever can push to an app
+repository), the failing line of a build's output and a health check's detail (the server). In
+a chat service these must neither ping people nor hide a link behind words, so `summary` passes
+the whole line through `neutral` once, whatever field a part came from (see its docstring).
+The other fields stay as they were written: they are data for machines, not chat markup.
 """
 
 from __future__ import annotations
@@ -40,7 +46,11 @@ TEXT_MAX = 1000                      # chat services cut long messages; ours sta
 
 Row = Mapping[str, Any]
 _WILDCARDS = {"", "0.0.0.0", "::", "[::]", "*"}
-_BLANKS = re.compile(r"[\s\x00-\x1f\x7f]+")
+_BLANKS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
+ZWSP = "\u200b"
+# An @ that is not yet followed by a zero-width space; `](` of a markdown link; angle brackets.
+_MARKUP = re.compile(r"@(?!\u200b)|\](?=\()|[<>]")
+_INERT = {"@": "@" + ZWSP, "]": "]" + ZWSP, "<": "\u2039", ">": "\u203a"}
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,27 @@ def summary(body: Mapping[str, Any], reason: str | None = None) -> str:
         line = f"{domain} {event}{server}: {new or why}"
     if body.get("dashboard_url"):
         line += f". Dashboard: {body['dashboard_url']}"
-    return _clip(line, TEXT_MAX)
+    # Neutral first, then cut: cutting a tail off can only remove markup, never make it.
+    return _clip(neutral(line), TEXT_MAX)
+
+
+def neutral(text: str) -> str:
+    """`text` made inert in every chat service apprise sends to, one rule per kind of markup:
+
+    * mentions: every `@` is followed by a zero-width space (U+200B), so `@everyone`, `@here`,
+      `@channel`, `@all`, Discord's `<@123>`/`<@&456>`, Zulip's `@**all**` ping nobody and
+      read the same;
+    * masked links: a zero-width space between `]` and `(`, so `[Approve](https://evil)` (and
+      `![..](..)`) is shown as typed, not as a link whose target the reader cannot see;
+    * angle brackets become the single angle quotation marks U+2039/U+203A: Slack's `<!here>`,
+      `<!channel>`, `<@U123>` and `<https://evil|Dashboard>` (which Mattermost's
+      Slack-compatible webhooks also understand), Teams' `<at>`, Google Chat's `<users/all>`
+      and HTML lose their syntax. A zero-width space after `<` would not do: Mattermost would
+      still turn `<x|text>` into a link.
+
+    Backslash escapes would not do either: the same line goes to plain-text services (Slack with
+    mrkdwn off, e-mail, Telegram's HTML), which would show the backslashes. Idempotent."""
+    return _MARKUP.sub(lambda match: _INERT[match.group()[0]], text)
 
 
 def _build(body: Mapping[str, Any], word: str) -> str:

@@ -37,6 +37,14 @@ applies to the next request; `listen` itself needs a restart):
   (the actions, sign-out) must also carry no Origin or an Origin naming this endpoint (403
   otherwise): SameSite=Strict already keeps the cookie off cross-site requests, this is the
   second lock. Event streams check their authentication on every poll and end once it fails.
+* Guessing. Failed authentications are throttled per client address and per secret
+  (service/throttle.py: `api_token` for the bearer header and sign-in, `webhook_secret` for
+  signed deliveries): after thirty, the client's attempts are answered 429 with Retry-After,
+  unchecked, for exponentially longer; each failure is logged with the client's address. A
+  valid session cookie is no attempt and keeps working. Behind a reverse proxy the client is
+  the proxy's X-Forwarded-For entry, and the cookie is Secure when it says X-Forwarded-Proto:
+  https, only for proxies listed in `trusted_proxies` (service/forwarded.py); `cookie_secure =
+  true` makes it Secure always.
 * Webhooks. GitHub (X-Hub-Signature-256) and Gitea/Forgejo (X-Gitea-Signature,
   X-Forgejo-Signature) sign the body with `webhook_secret`. GitLab's X-Gitlab-Token is the
   secret itself, sent in clear on every delivery: accepted only with `webhook_gitlab_token =
@@ -89,6 +97,7 @@ from reconciler.engine.store import Store
 from reconciler.engine.views import history_views, site_views
 from reconciler.errors import ReconcilerError, TemporaryError, UnknownSite
 from reconciler.remote.transport.pool import TransportPool
+from reconciler.service import forwarded, throttle
 from reconciler.service.metrics import PassStats, ReconcilerCollector, registry_for
 
 log = logging.getLogger(__name__)
@@ -231,6 +240,29 @@ def delivery_keys(body: bytes, headers: Any) -> tuple[list[bytes], bool]:
 
 SESSIONS = web.AppKey("sessions", Sessions)
 DELIVERIES = web.AppKey("deliveries", Deliveries)
+THROTTLES = web.AppKey("throttles", dict[str, throttle.Throttle])
+SIGNATURE_HEADERS = ("X-Hub-Signature-256", "X-Gitea-Signature", "X-Forgejo-Signature", "X-Gitlab-Token")
+
+
+def credential(request: web.Request, settings: Settings) -> str | None:
+    """The secret `request` tries, for the throttle: "api_token" (a bearer header on a guarded
+    path, or a sign-in), "webhook_secret" (a signed delivery, when there is a secret to check it
+    against and its kind is accepted at all), or None. A session cookie is not guessable (a
+    random 256-bit id): a request with only a cookie tries nothing."""
+    if request.path == "/hooks/git":
+        tries = settings.webhook_secret and any(request.headers.get(h, "") for h in SIGNATURE_HEADERS)
+        refused_anyway = gitlab_token_only(request.headers) and not settings.webhook_gitlab_token
+        return "webhook_secret" if tries and not refused_anyway else None
+    if request.path == "/api/session":
+        return "api_token" if request.method == "POST" else None
+    if request.path not in OPEN_PATHS and "Authorization" in request.headers:
+        return "api_token"
+    return None
+
+
+def cookie_secure(request: web.Request, settings: Settings) -> bool:
+    """Whether the session cookie gets `Secure`: `cookie_secure`, or the client came over TLS."""
+    return settings.cookie_secure or forwarded.over_tls(request, settings.trusted_proxies)
 
 
 def _loopback(host: str) -> bool:
@@ -383,6 +415,9 @@ def build_app(ctx: WebContext) -> web.Application:
     listening = listen_authorities(ctx.settings().listen)  # `listen` changes need a restart
     sessions = Sessions()
     deliveries = Deliveries()
+    throttles = {"api_token": throttle.Throttle(), "webhook_secret": throttle.Throttle()}
+    guessing = throttle.middleware(throttles, lambda request: credential(request, ctx.settings()),
+                                   lambda request: forwarded.client_address(request, ctx.settings().trusted_proxies))
 
     def declared() -> dict[str, str]:
         """The sites this instance looks after (its shard's), by domain: so summing the metrics
@@ -478,7 +513,7 @@ def build_app(ctx: WebContext) -> web.Application:
             return refused(401, "wrong token")
         response = web.json_response({"signed_in": True, "expires_in": int(SESSION_TTL)})
         response.set_cookie(SESSION_COOKIE, sessions.create(token), max_age=int(SESSION_TTL), path="/",
-                            httponly=True, samesite="Strict", secure=request.secure or None)
+                            httponly=True, samesite="Strict", secure=cookie_secure(request, ctx.settings()) or None)
         return response
 
     async def logout(request: web.Request) -> web.Response:
@@ -658,9 +693,10 @@ def build_app(ctx: WebContext) -> web.Application:
             answer["declarations"] = True
         return web.json_response(answer, status=202)
 
-    app = web.Application(middlewares=[host_check, auth_check])
+    app = web.Application(middlewares=[host_check, guessing, auth_check])
     app[SESSIONS] = sessions
     app[DELIVERIES] = deliveries
+    app[THROTTLES] = throttles
     app.router.add_get("/", index)
     app.router.add_post("/api/session", login)
     app.router.add_delete("/api/session", logout)
@@ -706,4 +742,6 @@ async def serve(ctx: WebContext) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, host.strip("[]"), int(port)).start()
     log.info("http: listening on %s", listen)
+    if (weak := throttle.weak_token(ctx.settings().api_token)) is not None:
+        log.warning("http: %s", weak)
     return runner

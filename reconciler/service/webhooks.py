@@ -4,10 +4,15 @@ Each `[[notify]]` entry's `url` decides the form (reconciler.config.NotifyTarget
 
 * `http://` / `https://`: a POST of the event as a JSON object (Content-Type application/json),
   for machines. Any 2xx answer means delivered.
-* any other scheme is an apprise URL (`slack://`, `discord://`, `msteams://`, `mmost://`,
-  `rocket://`, `tgram://`, `mailto://`, `json://`, ... about a hundred services): apprise sends
-  the one-line `text` as the message (no title), typed success (deployed), failure (failed),
-  info (rolled_back) or warning (degraded), which the services show as a colour or an icon.
+* any other scheme is an apprise URL (`slack://`, `discord://`, `workflow://` (MS Teams),
+  `mmost://`, `rocket://`, `tgram://`, `mailto://`, `json://`, ... about a hundred services):
+  apprise sends the one-line `text` as the message (no title), typed success (deployed),
+  failure (failed), info (rolled_back) or warning (degraded), which the services show as a
+  colour or an icon. `text` is neutral (announce.neutral): what a committer or a server wrote
+  in it pings nobody and hides no link in any of them. That is done to the text, once, for
+  every service: apprise has no way to send Discord's `allowed_mentions` (its `ping=` option
+  writes an `allow_mentions` key, and only to add pings), and it passes the text to Discord
+  and Mattermost as written.
 
 The event object (announce.py builds it; every key always present, null where it does not
 apply):
@@ -35,7 +40,9 @@ apply):
                            else `listen` (no links when `listen` is a wildcard address)
     text                   one line for people: site, server, from -> to release (short
                            commits), commit subject and author, duration, why it failed and what
-                           is still live, the dashboard link
+                           is still live, the dashboard link; chat markup in it made inert (every
+                           @ followed by U+200B, `](` split by it, < > shown as U+2039/U+203A); the fields
+                           above are as written
 
 Until issue 11 a `failed` event's `release` was the live release while `commit` was the failed
 one; now both name the failed build and the live one is in live_release/live_commit.
