@@ -24,7 +24,7 @@ class NotifyTarget(BaseModel):
 
     `url` says both. An http:// or https:// URL gets each event as a JSON object (every field,
     `text` among them), for machines. Any other scheme is an apprise URL (`slack://`,
-    `discord://`, `msteams://`, `mmost://`, `tgram://`, `mailto://`, `json://`, ...): apprise
+    `discord://`, `workflow://` (MS Teams), `mmost://`, `tgram://`, `mailto://`, `json://`, ...): apprise
     delivers the one-line summary `text`, for people. A URL apprise does not recognise is a
     configuration error now, not a failed delivery later. URLs often hold tokens: error
     messages and logs name an entry by its position and `shown`, never by its URL."""
