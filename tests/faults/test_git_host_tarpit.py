@@ -35,9 +35,13 @@ NOT_ASKED = "not asked: "
 
 
 class Tarpit:
-    """Listens on 127.0.0.1, accepts every connection and never reads or sends anything."""
+    """Listens on 127.0.0.1, accepts every connection and never reads or sends anything. With
+    `relay_first`, the first connection is relayed there instead (a git host that goes silent
+    after it answered once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, relay_first: tuple[str, int] | None = None) -> None:
+        self.relay_first = relay_first
+        self.relayed = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -57,6 +61,12 @@ class Tarpit:
             except OSError:
                 return
             self.held.append(connection)
+            if self.relay_first is not None and not self.relayed:
+                self.relayed += 1
+                upstream = socket.create_connection(self.relay_first)
+                self.held.append(upstream)
+                for source, sink in ((connection, upstream), (upstream, connection)):
+                    threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
 
     def url(self, scheme: str, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}" if scheme == "http" else f"ssh://git@127.0.0.1:{self.port}/{name}"
@@ -67,6 +77,15 @@ class Tarpit:
         for connection in self.held:
             connection.close()
         self.sock.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 @pytest.fixture
@@ -146,3 +165,30 @@ def test_many_git_hosts_that_never_answer_cannot_use_up_the_probe(
     reasons = [outcomes[d].message.removeprefix("cannot resolve branch 'main': ") for d in pits]
     assert all(r.startswith((NO_ANSWER, NOT_ASKED)) for r in reasons), reasons
     assert any(r.startswith(NOT_ASKED) for r in reasons), reasons  # the third batch at least
+
+
+@pytest.mark.ssh
+def test_a_deploys_clone_gives_up_on_a_git_host_that_stops_answering(
+        sshd: SshServer, short_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe's ls-remote is answered, the deploy's clone then meets a host that never sends its
+    SSH banner: ssh's connect bound (GIT_PREAMBLE) ends the clone, long before deploy_timeout, as a
+    failed build of that site with ssh's reason (the probe's bound does not apply to a deploy)."""
+    app = make_app_repo(tmp_path / "app")
+    bare = tmp_path / "app.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(app), str(bare)], check=True)
+    relay = Tarpit(relay_first=(sshd.host, sshd.port))
+    try:
+        known = tmp_path / "known_hosts"
+        known.write_text(sshd.known_hosts_line.replace(f"]:{sshd.port} ", f"]:{relay.port} "))
+        # Without multiplexing (the documented opt-out), the clone needs a connection of its own.
+        monkeypatch.setenv("GIT_SSH_COMMAND", f"ssh -o ControlMaster=no -i {sshd.identity_file} -o IdentitiesOnly=yes "
+                           f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o BatchMode=yes")
+        world = World.create(tmp_path / "w")
+        world.declare(TARPIT_SITE, repository=f"ssh://{sshd.user}@127.0.0.1:{relay.port}{bare}")
+        outcome = world.reconcile_in_process(command_timeout=COMMAND_TIMEOUT, deploy_timeout=90.0)[TARPIT_SITE]
+    finally:
+        relay.stop()
+    assert relay.relayed == 1 and len(relay.held) >= 3  # the probe's connection (and its relay), the clone's
+    assert outcome.sync == "Failed" and outcome.message.startswith("clone failed (exit "), outcome
+    logs = [release.read_text() for release in world.deployments(TARPIT_SITE).glob("*/deployment.log")]
+    assert len(logs) == 1 and "timed out during banner exchange" in logs[0], logs
