@@ -67,10 +67,11 @@ MAX_ARG_BYTES = 128 * 1024
 # handshake included, after GIT_CONNECT_SECONDS, and on one that stopped answering its keepalives
 # after GIT_STALL_SECONDS; git's HTTP (curl) aborts a transfer that moved less than 1 byte/s for
 # GIT_STALL_SECONDS (a git host sends keepalives every 5 s while it prepares a pack, so only a
-# dead one is cut; git 2.39 has no connect timeout for HTTP: the kernel's ends a SYN that is
-# never answered after ~2 min). A deploy's fetch and clone are bounded by these and
-# deploy_timeout; the probe's `git ls-remote` has its own, shorter bound on top (`probe_head`).
-# The server's own GIT_HTTP_LOW_SPEED_* and `-o` options given in its GIT_SSH_COMMAND win.
+# dead one is cut). Git 2.39 has no connect timeout for HTTP, and curl's low-speed limit does not
+# cover connecting: a SYN that is never answered fails after the kernel's retries (~2 min on
+# Linux). A deploy's fetch and clone are bounded by these and deploy_timeout; the probe's
+# `git ls-remote` has its own, shorter bound on top (`probe_head`). The server's own
+# GIT_HTTP_LOW_SPEED_* and `-o` options given in its GIT_SSH_COMMAND win.
 #
 # And it reaches a git host over one SSH connection, not one per git command (issue 15): an SSH
 # login costs a key exchange and the host's session setup (~0.2 s to 127.0.0.1 here, a WAN round
@@ -94,14 +95,16 @@ MAX_ARG_BYTES = 128 * 1024
 # The directory must be ours: a real directory (not a symlink: `-O` alone follows one), owned by
 # the user, writable by no one else (a socket planted there would be a "master" we talk to).
 # Otherwise, or with a HOME too long for a socket path (sun_path: 108 bytes, with the 40-digit
-# name and ssh's 17-byte temporary suffix), or characters the shell would split, or no
+# name and ssh's 17-byte temporary suffix), or not absolute, or with a character outside
+# [A-Za-z0-9/._-] (the path is spliced into GIT_SSH_COMMAND, which git runs with sh), or without
 # `sha256sum`, git connects without multiplexing, as before.
 GIT_CONNECT_SECONDS = 20
 GIT_STALL_SECONDS = 30
 _GIT_ALIVE_SECONDS = 10  # ssh keepalive interval; GIT_STALL_SECONDS / this = the keepalives missed
 _GIT_MUX_PATH = (
     # Text of GIT_SSH_COMMAND, run by git's sh with git's ssh arguments as "$@": the ControlPath for
-    # this call. `$b` is the command up to our options (the marker is this very text).
+    # this call. `$b` is the command up to our options (the marker is this very text). MUXDIR
+    # becomes the checked directory, spliced in by the preamble (its characters need no quoting).
     '$(b=${0%%" -o ControlPath=\\$(b="*}; g=$(eval "$b -G \\"\\$@\\"" 2>/dev/null)'
     ' && k=$(printf %s "$g" | sha256sum) && printf %s/%.40s MUXDIR "$k" || echo none)'
 )
@@ -113,7 +116,7 @@ GIT_PREAMBLE = (
     'case ${reconciler_git:-}$GIT_SSH_COMMAND in *reconciler-mux*) ;; ssh|"ssh "*)\n'
     '  reconciler_git=1\n'
     '  m=${HOME:-/nonexistent}/.ssh/reconciler-mux\n'
-    '  case $m in /*[!A-Za-z0-9/._-]*) m= ;; esac\n'
+    '  case $m in [!/]*|*[!A-Za-z0-9/._-]*) m= ;; esac\n'
     '  if [ -n "$m" ] && [ ${#m} -le 48 ] && command -v sha256sum >/dev/null 2>&1 &&\n'
     '     (umask 077 && mkdir -p -- "$m") 2>/dev/null && [ ! -L "$m" ] && [ -d "$m" ] && [ -O "$m" ]; then\n'
     # `ls -l` modes: d rwx rwx rwx; the 6th and 9th characters are group and other write.

@@ -3,7 +3,9 @@
 The probe is one command per server, and its timeout is the server's: every site on it would go
 Unknown. So each `git ls-remote` in it has its own bound (`git_timeout`, here derived from a small
 `command_timeout`: a quarter of 12 s, 3 s), and a head that did not answer is the error of its own
-sites only.
+sites only. However many hosts do not answer, the heads take at most half of the probe's time.
+A deploy's clone has no such short bound (deploy_timeout is its), but ssh's connect bound ends
+one that meets a host gone silent.
 
 Real parts: a TCP tarpit on 127.0.0.1 that accepts every connection and never sends a byte (an
 HTTP git host that never answers, and an SSH one that never sends its banner); real git repos;
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.config import Settings
 from reconciler.core.layout import SitePaths
 from tests.sshd import SshServer
 from tests.support import World, app_commit, git, make_app_repo
@@ -192,3 +195,14 @@ def test_a_deploys_clone_gives_up_on_a_git_host_that_stops_answering(
     assert outcome.sync == "Failed" and outcome.message.startswith("clone failed (exit "), outcome
     logs = [release.read_text() for release in world.deployments(TARPIT_SITE).glob("*/deployment.log")]
     assert len(logs) == 1 and "timed out during banner exchange" in logs[0], logs
+
+
+def test_git_timeout_sets_the_bound_and_leaves_the_probe_time_for_its_sites(
+        tarpit: Tarpit, short_home: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="git_timeout must be positive and at most half of command_timeout"):
+        Settings(command_timeout=10.0, git_timeout=6.0)
+    world = World.create(tmp_path)
+    world.declare(TARPIT_SITE, repository=tarpit.url("http", "a.git"))
+    outcome = world.reconcile_in_process(command_timeout=60.0, git_timeout=2.0)[TARPIT_SITE]
+    assert outcome.sync == "Unknown", outcome
+    assert outcome.message == "cannot resolve branch 'main': the git host did not answer within 2s (git_timeout)"
