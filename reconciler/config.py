@@ -106,6 +106,10 @@ class Settings(BaseModel):
     # Seconds one remote command may take; the deploy script gets `deploy_timeout`.
     command_timeout: float = 120.0
     deploy_timeout: float = 1800.0
+    # Seconds one `git ls-remote` of a probe may take: a git host that does not answer is its
+    # sites' error, not the server's (remote/shell.py head_bounds). None: a quarter of
+    # command_timeout, at most 20. At most half of command_timeout.
+    git_timeout: float | None = None
     connect_timeout: float = 15.0
     # Verified desired state: "off", or "head" (the branch tip must carry an allowed signature).
     require_signed: Literal["off", "head"] = "off"
@@ -153,6 +157,13 @@ class Settings(BaseModel):
         if value <= 0:
             raise ValueError("must be positive")
         return value
+
+    @model_validator(mode="after")
+    def _git_timeout(self) -> Settings:
+        if self.git_timeout is not None and not 0 < self.git_timeout <= self.command_timeout / 2:
+            raise ValueError(f"git_timeout must be positive and at most half of command_timeout "
+                             f"({self.command_timeout:g}): the probe's sites need the rest")
+        return self
 
     @model_validator(mode="after")
     def _signers(self) -> Settings:

@@ -241,7 +241,8 @@ class Reconciler:
         probes = [ProbeSite(s.domain, s.base_path, tuple(s.shared)) for s in sites]
         # (repository, refs/heads/B or refs/tags/T); a pinned or commit site resolves nothing.
         heads = [key for s in sites if (key := s.head_key) is not None]
-        return await gather(self.pool.get(server), probes, heads, timeout=self.settings.command_timeout)
+        return await gather(self.pool.get(server), probes, heads, timeout=self.settings.command_timeout,
+                            git_timeout=self.settings.git_timeout)
 
     def record_invalid(self, decls: Declarations, only: str | None = None,
                        dry_run: bool = False) -> list[SiteOutcome]:

@@ -9,7 +9,9 @@ in the way), the release directories with their manifests, the shared dir and th
 and resolves every (repository, ref) head (a branch's head, or the commit a tag names) with
 `git ls-remote` run in parallel on the server, which reaches the repositories exactly as
 deploys will. Cost grows with servers,
-not with sites.
+not with sites. Each ls-remote has its own time bound, well within the probe's (shell.head_bounds):
+a git host that does not answer is the error of that head's sites (`@stalled`), never a timeout
+of the whole probe, which would be the server's, every site on it Unknown.
 
 Framing. Everything the probe prints is a sequence of records, each `@tag` or `@tag value`
 followed by a NUL byte, and the last record is `@end`. Values come from the server (a symlink
@@ -34,9 +36,9 @@ and are untrusted, so the separator must be a byte no value can contain:
   deploy user can plant (and they can edit R itself): it cannot reach another site or break a
   record. An `@at` path that is no probed site's link selects no site.
 - Absence of the final `@end` (the command died, output cut short), a record with an unknown
-  tag or a malformed value of our own making (an index, an exit status) means the output as a
-  whole cannot be trusted: `parse_probe` raises TransportError for the server. Nothing a site's
-  data holds can cause that.
+  tag or a malformed value of our own making (an index, an exit status, a head's bound) means
+  the output as a whole cannot be trusted: `parse_probe` raises TransportError for the server.
+  Nothing a site's data holds can cause that.
 
 Decoding: the output is decoded as UTF-8 with errors="replace" (the transports do so), which
 never merges a NUL byte into a replacement character, so splitting the text on NUL is splitting
@@ -66,6 +68,7 @@ from reconciler.remote.transport import Transport
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_LINK = 4096  # PATH_MAX: a longer symlink target is not one of ours
+MAX_GIT_SECONDS = 10**7  # a bound in a stalled head record (ours: at most half of command_timeout)
 
 
 def frame(tag: str, value: str | None = None) -> str:
@@ -82,6 +85,14 @@ def _plain_path(target: str) -> str | None:
     if not target or len(target) > MAX_LINK or _CONTROL_RE.search(target):
         return None
     return target
+
+
+def unanswered(seconds: int) -> str:
+    """Why a head is unknown when its git host did not answer (Tag.STALLED)."""
+    if seconds == 0:
+        return ("not asked: other sites' git hosts did not answer and used up the probe's time for git "
+                "(git_timeout, half of command_timeout in all)")
+    return f"the git host did not answer within {seconds}s (git_timeout)"
 
 
 def ref_label(ref: str) -> str:
@@ -134,6 +145,9 @@ class _Reader:
         if tag == Tag.HEADS:
             self.site = self.release = None
             self.heads(value)
+        elif tag == Tag.STALLED:
+            self.site = self.release = None
+            self.stalled(value)
         elif tag == Tag.AT:
             # The batched link reads: the site whose link this is (probed above), else none.
             self.site = self.facts.sites.get(self.by_link.get(value, ""))
@@ -157,6 +171,16 @@ class _Reader:
                           f"exit status {wire.display(rc_text, 20)!r}")
         key = self.head_keys[index]
         self.facts.heads[key] = branch_head(key, rc, text)
+
+    def stalled(self, value: str) -> None:
+        """`<index> <seconds>`: that head's git host did not answer in time (0: not asked)."""
+        index_text, _, seconds_text = value.partition(" ")
+        index = wire.parse_uint(index_text, len(self.head_keys) - 1) if self.head_keys else None
+        seconds = wire.parse_uint(seconds_text, MAX_GIT_SECONDS)
+        if index is None or seconds is None:
+            raise _broken(f"a stalled head record names head {wire.display(index_text, 20)!r}, "
+                          f"seconds {wire.display(seconds_text, 20)!r}")
+        self.facts.heads[self.head_keys[index]] = BranchHead(None, unanswered(seconds))
 
     def site_record(self, site: SiteFacts, tag: str, value: str) -> None:
         if tag == Tag.LINK:
@@ -237,9 +261,12 @@ def parse_probe(output: str | bytes, sites: Iterable[ProbeSite], heads: Iterable
 
 
 async def gather(
-    transport: Transport, sites: list[ProbeSite], heads: list[tuple[str, str]], *, timeout: float
+    transport: Transport, sites: list[ProbeSite], heads: list[tuple[str, str]], *, timeout: float,
+    git_timeout: float | None = None,
 ) -> ServerFacts:
-    command = shell.probe(sites, heads)
+    """Probe `sites` and resolve `heads` on one server, in one command that may take `timeout`;
+    each head within `git_timeout` (shell.head_bounds)."""
+    command = shell.probe(sites, heads, timeout, git_timeout)
     result = await transport.run(command.text, stdin=command.stdin, timeout=timeout)
     if not result.ok:
         raise TransportError(f"{transport.name}: probe failed (exit {result.exit_status}): {result.tail(5)}")

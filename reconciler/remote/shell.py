@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import math
 import re
 import secrets
 import shlex
@@ -61,26 +62,72 @@ EXIT_CANNOT_RUN = 126    # the command never started (E2BIG: too long for one ar
 # A command longer than this cannot be started by `sh -c` here, nor by sshd's `$SHELL -c` there.
 MAX_ARG_BYTES = 128 * 1024
 
-# Git must never stop to ask a question: no terminal prompt, no interactive ssh.
+# Git must never stop to ask a question: no terminal prompt, no interactive ssh. Nor wait for ever
+# on a git host that does not answer (security review 2, N3): ssh gives up on a connection, the
+# handshake included, after GIT_CONNECT_SECONDS, and on one that stopped answering its keepalives
+# after GIT_STALL_SECONDS; git's HTTP (curl) aborts a transfer that moved less than 1 byte/s for
+# GIT_STALL_SECONDS (a git host sends keepalives every 5 s while it prepares a pack, so only a
+# dead one is cut). Git 2.39 has no connect timeout for HTTP, and curl's low-speed limit does not
+# cover connecting: a SYN that is never answered fails after the kernel's retries (~2 min on
+# Linux). A deploy's fetch and clone are bounded by these and deploy_timeout; the probe's
+# `git ls-remote` has its own, shorter bound on top (`probe_head`). The server's own
+# GIT_HTTP_LOW_SPEED_* and `-o` options given in its GIT_SSH_COMMAND win.
 #
 # And it reaches a git host over one SSH connection, not one per git command (issue 15): an SSH
 # login costs a key exchange and the host's session setup (~0.2 s to 127.0.0.1 here, a WAN round
 # trip or more elsewhere), and a pass's probe (`ls-remote`) is followed by a deploy's fetch. So an
 # OpenSSH `GIT_SSH_COMMAND` (ours, or the server's own when it is a plain `ssh ...` line; a
 # wrapper program is left alone) gets ControlMaster=auto with a socket under ~/.ssh/reconciler-mux
-# (0700, owned by the user) that persists 300 s, so the next poll reuses it too. Options given
-# earlier win in OpenSSH, so a server's own `-o ControlMaster=no` opts out. Run twice in one
-# command (an unpin's lock command checks the head, then probes), it adds them once. A socket path must fit
-# in sun_path (108 bytes, with the 40-hex %C and ssh's 17-byte temporary suffix): with a HOME too
-# long for that, or with characters the shell would split, git connects as before.
+# that persists 300 s, so the next poll reuses it too. Options given earlier win in OpenSSH, so a
+# server's own `-o ControlMaster=no` opts out. Run twice in one command (an unpin's lock command
+# checks the head, then probes), it adds them once (`reconciler_git`).
+#
+# One connection carries one set of credentials, so the socket is named after everything that
+# decides how ssh connects (security review 2, N4): the SHA-256 of `ssh -G` for this very call
+# (git's ssh command without our options, and git's arguments but the last, the remote command),
+# which is the configuration ssh resolves: HostName, Port, User, IdentityFile, ProxyJump, ... .
+# OpenSSH's `%C` hashes only host, port and user, so two ssh_config aliases of one git host with
+# their own deploy keys shared one master, and site A's git ran as site B's key. `%n` (the alias)
+# would name them apart, but a long alias makes the path too long for sun_path, and ssh then
+# fails outright; the hash has a fixed length (40 hex digits). `-G` costs one ssh process that
+# reads the config (a few ms, no network) per git connection. If `-G` fails, ControlPath=none.
+#
+# The directory must be ours: a real directory (not a symlink: `-O` alone follows one), owned by
+# the user, writable by no one else (a socket planted there would be a "master" we talk to).
+# Otherwise, or with a HOME too long for a socket path (sun_path: 108 bytes, with the 40-digit
+# name and ssh's 17-byte temporary suffix), or not absolute, or with a character outside
+# [A-Za-z0-9/._-] (the path is spliced into GIT_SSH_COMMAND, which git runs with sh), or without
+# `sha256sum`, git connects without multiplexing, as before.
+GIT_CONNECT_SECONDS = 20
+GIT_STALL_SECONDS = 30
+_GIT_ALIVE_SECONDS = 10  # ssh keepalive interval; GIT_STALL_SECONDS / this = the keepalives missed
+_GIT_MUX_PATH = (
+    # Text of GIT_SSH_COMMAND, run by git's sh with git's ssh arguments as "$@": the ControlPath for
+    # this call. `$b` is the command up to our options (the marker is this very text). MUXDIR
+    # becomes the checked directory, spliced in by the preamble (its characters need no quoting).
+    '$(b=${0%%" -o ControlPath=\\$(b="*}; g=$(eval "$b -G \\"\\$@\\"" 2>/dev/null)'
+    ' && k=$(printf %s "$g" | sha256sum) && printf %s/%.40s MUXDIR "$k" || echo none)'
+)
 GIT_PREAMBLE = (
     'export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="${GIT_SSH_COMMAND:-ssh -o BatchMode=yes}"\n'
-    'case $GIT_SSH_COMMAND in *reconciler-mux*) ;; ssh|"ssh "*)\n'
+    'export GIT_HTTP_LOW_SPEED_LIMIT="${GIT_HTTP_LOW_SPEED_LIMIT:-1}"'
+    f' GIT_HTTP_LOW_SPEED_TIME="${{GIT_HTTP_LOW_SPEED_TIME:-{GIT_STALL_SECONDS}}}"\n'
+    # Once per command: after the first run the word is "1ssh ...", which matches nothing.
+    'case ${reconciler_git:-}$GIT_SSH_COMMAND in *reconciler-mux*) ;; ssh|"ssh "*)\n'
+    '  reconciler_git=1\n'
     '  m=${HOME:-/nonexistent}/.ssh/reconciler-mux\n'
-    '  case $m in /*[!A-Za-z0-9/._-]*) m= ;; esac\n'
-    '  if [ -n "$m" ] && [ ${#m} -le 48 ] && (umask 077 && mkdir -p -- "$m") 2>/dev/null && [ -O "$m" ]; then\n'
-    '    GIT_SSH_COMMAND="$GIT_SSH_COMMAND -o ControlMaster=auto -o ControlPath=$m/%C -o ControlPersist=300"\n'
-    '  fi ;;\n'
+    '  case $m in [!/]*|*[!A-Za-z0-9/._-]*) m= ;; esac\n'
+    '  if [ -n "$m" ] && [ ${#m} -le 48 ] && command -v sha256sum >/dev/null 2>&1 &&\n'
+    '     (umask 077 && mkdir -p -- "$m") 2>/dev/null && [ ! -L "$m" ] && [ -d "$m" ] && [ -O "$m" ]; then\n'
+    # `ls -l` modes: d rwx rwx rwx; the 6th and 9th characters are group and other write.
+    '    case $(ls -ld -- "$m" 2>/dev/null) in d????-??-*)\n'
+    "      GIT_SSH_COMMAND=\"$GIT_SSH_COMMAND -o ControlPath=\"'" + _GIT_MUX_PATH.replace("MUXDIR", "'\"$m\"'")
+    + "'\" -o ControlMaster=auto -o ControlPersist=300\" ;;\n"
+    '    esac\n'
+    '  fi\n'
+    f'  GIT_SSH_COMMAND="$GIT_SSH_COMMAND -o ConnectTimeout={GIT_CONNECT_SECONDS}'
+    f' -o ServerAliveInterval={_GIT_ALIVE_SECONDS}'
+    f' -o ServerAliveCountMax={GIT_STALL_SECONDS // _GIT_ALIVE_SECONDS}" ;;\n'
     'esac\n'
 )
 
@@ -548,13 +595,15 @@ class Tag(StrEnum):
     MANIFEST = "@manifest"      # value: the first line of that release's manifest
     HEAD = "@head"              # value: that release's git HEAD (no manifest)
     HEADS = "@heads"            # value: `<index> <exit status> <ls-remote output>` of one ref (branch or tag)
+    STALLED = "@stalled"        # value: `<index> <seconds>`: that ref's git host did not answer within
+    #                             <seconds>; 0: not asked, the probe's time for git hosts was spent
     UNLINKED = "@unlinked"      # value: a shared entry that is no symlink in the live release (drift)
     AT = "@at"                  # value: a site link's path; its @link follows (the batched link reads)
     END = "@end"                # the last record: the output is complete
 
 
 VALUE_TAGS = frozenset({Tag.SITE, Tag.LINK, Tag.PATH, Tag.LOCK, Tag.NOTDIR, Tag.RELEASE, Tag.MANIFEST, Tag.HEAD,
-                        Tag.HEADS, Tag.UNLINKED, Tag.AT})
+                        Tag.HEADS, Tag.STALLED, Tag.UNLINKED, Tag.AT})
 BARE_TAGS = frozenset(set(Tag) - VALUE_TAGS)
 if any(not re.fullmatch(r"@[a-z]+", tag) for tag in Tag):  # printed in printf formats, unquoted
     raise ValueError("a probe tag must be a plain word")
@@ -566,6 +615,17 @@ RELEASE_GLOB_RE = re.compile(fnmatch.translate(RELEASE_GLOB))
 
 # At most this many `git ls-remote` in flight: a git host's sshd drops a burst (MaxStartups).
 HEADS_AT_ONCE = 8
+# One git host that does not answer must not stall its server's probe (security review 2, N3): the
+# probe is one command, and a timeout of it is the server's, so every site on it would be Unknown.
+# So each `git ls-remote` gets its own bound (`head_bounds`), well under the probe's, run by
+# coreutils/BusyBox `timeout` (SIGKILL GIT_KILL_AFTER seconds after SIGTERM): a ref whose host did
+# not answer is that ref's error (Tag.STALLED). And all of them get a budget, half the probe's
+# time: a batch of HEADS_AT_ONCE that cannot have its full bound any more is not started (its
+# refs are "not asked"), so however many hosts do not answer, the sites' part of the probe runs.
+# Without `timeout` on the server, ls-remote runs unbounded but for ssh's and curl's own bounds
+# (GIT_PREAMBLE).
+GIT_KILL_AFTER = 2
+DEFAULT_GIT_TIMEOUT = 20  # at most: a quarter of the probe's timeout (command_timeout) when that is less
 LINKS_AT_ONCE = 500  # site links per `find` (argv stays far below ARG_MAX)
 
 # RECORD_END as printf (`\0`) and tr (`\000`) write it.
@@ -653,8 +713,13 @@ links() {{ find "$@" -maxdepth 0 -type l -printf '{Tag.AT} %p{_END_PRINTF}{Tag.L
 probe_head() {{
   # $2 is a full ref (refs/heads/B or refs/tags/T). An annotated tag is an object of its own;
   # ls-remote names the commit it points at on a second line, `<ref>^{{}}`, listed only when
-  # asked for by name (remote/probe.py prefers it).
-  out=$(git ls-remote -- "$1" "$2" "$2^{{}}" 2>&1); rc=$?
+  # asked for by name (remote/probe.py prefers it). $4: the seconds it may take (0: not asked).
+  if [ "$4" -eq 0 ]; then emit "{Tag.STALLED} $3" 0; return; fi
+  if [ -n "$gto" ]; then out=$($gto "$4" git ls-remote -- "$1" "$2" "$2^{{}}" 2>&1); rc=$?
+  else out=$(git ls-remote -- "$1" "$2" "$2^{{}}" 2>&1); rc=$?; fi
+  # `timeout`: 124 (GNU), or the signal's status (BusyBox; GNU when it took SIGKILL). git's own
+  # failures exit 128.
+  case $gto:$rc in ?*:124|?*:137|?*:143) emit "{Tag.STALLED} $3" "$4"; return ;; esac
   if [ "$rc" -eq 0 ]; then
     # ls-remote matches ref *suffixes* (zzz/refs/heads/main too): keep the exact ref (and its
     # peeled line) only, so no number of decoy refs can push it out of view. Split on the tab
@@ -684,15 +749,40 @@ def head_order(heads: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return sorted(set(heads))
 
 
-def _probe_script(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> str:
+def head_bounds(timeout: float, git_timeout: float | None = None) -> tuple[int, int]:
+    """(seconds one `git ls-remote` may take, seconds all of them may take) in a probe that may
+    take `timeout`: `git_timeout`, by default a quarter of `timeout` and at most
+    DEFAULT_GIT_TIMEOUT, within a budget of half of `timeout` (whole seconds, at least 1)."""
+    budget = max(1, math.floor(timeout / 2))
+    each = git_timeout if git_timeout is not None else min(DEFAULT_GIT_TIMEOUT, timeout / 4)
+    return min(budget, max(1, math.ceil(each))), budget
+
+
+# How `probe_head` bounds a command: `timeout` with a kill-after where it takes one, else plain.
+_FIND_TIMEOUT = (
+    "gto=\n"
+    "if command -v timeout >/dev/null 2>&1; then\n"
+    f"  if timeout -k 1 9 true 2>/dev/null; then gto='timeout -k {GIT_KILL_AFTER}'\n"
+    "  elif timeout 9 true 2>/dev/null; then gto=timeout; fi\n"
+    "fi\n"
+)
+
+
+def _probe_script(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]],
+                  bounds: tuple[int, int] = (DEFAULT_GIT_TIMEOUT, 2 * DEFAULT_GIT_TIMEOUT)) -> str:
     """The probe's script up to its end record, without an exit (the lock embeds it). All
-    values are quoted."""
+    values are quoted. `bounds`: `head_bounds`."""
     lines = [_PROBE_FUNCTIONS, 'tmp=$(mktemp -d) || exit 1', "trap 'rm -rf \"$tmp\"' EXIT"]
-    for index, (repository, ref) in enumerate(head_order(heads)):
+    each, budget = (int(b) for b in bounds)
+    ordered = head_order(heads)
+    if ordered:
+        lines += [_FIND_TIMEOUT, f"gt={each}; gend=$(($(date +%s) + {budget}))"]
+    for index, (repository, ref) in enumerate(ordered):
+        if index and index % HEADS_AT_ONCE == 0:
+            # The next batch only with its full bound left in the budget; else it is not asked.
+            lines += ["wait", f"[ $((gend - $(date +%s))) -ge {each} ] || gt=0"]
         # stderr stays out of the records: git's own messages are captured inside probe_head.
-        lines.append(f"probe_head {quote(repository)} {quote(ref)} {index} > \"$tmp/{index}\" 2>/dev/null &")
-        if index % HEADS_AT_ONCE == HEADS_AT_ONCE - 1:
-            lines.append("wait")
+        lines.append(f"probe_head {quote(repository)} {quote(ref)} {index} \"$gt\" > \"$tmp/{index}\" 2>/dev/null &")
     # GNU find prints link targets (-printf %l); without it (BusyBox), readlink per site.
     lines.append("batch=; find / -maxdepth 0 -printf '' >/dev/null 2>&1 && batch=1")
     sites = list(sites)
@@ -706,11 +796,13 @@ def _probe_script(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) 
     return "\n".join(lines) + "\n"
 
 
-def probe(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> Command:
+def probe(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]], timeout: float = 120.0,
+          git_timeout: float | None = None) -> Command:
     """The one command that gathers a server's facts: `sites` and the (repository, ref) `heads`
-    (`refs/heads/<branch>` or `refs/tags/<tag>`), resolved with `git ls-remote` in parallel.
+    (`refs/heads/<branch>` or `refs/tags/<tag>`), resolved with `git ls-remote` in parallel,
+    each within `head_bounds(timeout, git_timeout)`; `timeout` is the probe's own.
     stdin: the script (any length)."""
-    return Command(_RUN_BUFFERED, _probe_script(sites, heads) + "exit 0\n")
+    return Command(_RUN_BUFFERED, _probe_script(sites, heads, head_bounds(timeout, git_timeout)) + "exit 0\n")
 
 
 # --- health checks (remote/health.py) ---------------------------------------------------------

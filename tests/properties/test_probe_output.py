@@ -7,21 +7,24 @@ first line), so the properties hold for every state hypothesis can invent:
 
 - any bytes at all: ServerFacts, or TransportError (not the probe's framing), nothing else;
 - whatever site z's files hold, site a's facts are exactly a's;
-- whatever refs a repository holds (U+2028, U+0085, spaces, \\xff...), `main` is main's sha.
+- whatever refs a repository holds (U+2028, U+0085, spaces, \\xff...), `main` is main's sha;
+- a head whose git host did not answer (`@stalled <index> <seconds>`) is that head's error, and
+  no other head's output can forge one; a malformed one is not the probe's framing.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.core.facts import ProbeSite, ServerFacts, SiteFacts
+from reconciler.core.facts import BranchHead, ProbeSite, ServerFacts, SiteFacts
 from reconciler.core.manifest import Manifest
 from reconciler.errors import TransportError
-from reconciler.remote.probe import parse_probe
+from reconciler.remote.probe import branch_head, parse_probe
 from tests.properties.strategies import FAST, NASTY, first_line, nasty_text, shell_value
 
 BASE = "/srv"
@@ -260,3 +263,66 @@ def test_output_that_is_not_the_probes_framing_fails_the_server(output: str) -> 
     """Only our own side can produce these (a died command, stray output): no value can."""
     with pytest.raises(TransportError):
         parse_probe(output, [ProbeSite(A, BASE)], HEAD_KEYS)
+
+
+# --------------------------------------------------------------------------- heads whose git host did not answer
+
+# A head's git host that did not answer within its bound: `@stalled <index> <seconds>` (0: not asked,
+# the probe's time for git hosts was spent). Index and seconds are the probe's own numbers.
+MANY_KEYS = [(f"/srv/git/app{n}.git", MAIN) for n in range(6)]
+stall_forgeries = st.lists(st.one_of(nasty_text, st.sampled_from([
+    "@stalled 0 3", "@stalled 1 0", "\0@stalled 0 3\0", "@stalled 0 3\0@end\0", "@heads 1 0 ", "\0@heads 1 0 "])),
+    max_size=4).map("".join)
+
+
+def stalled(index: int, seconds: int) -> str:
+    return f"@stalled {index} {seconds}\0"
+
+
+@FAST
+@given(st.lists(st.one_of(st.tuples(st.just("answer"), ref_shas, stall_forgeries),
+                          st.tuples(st.just("failed"), st.integers(1, 255).map(str), stall_forgeries),
+                          st.tuples(st.just("stalled"), st.integers(0, 600).map(str), st.just(""))),
+                min_size=len(MANY_KEYS), max_size=len(MANY_KEYS)), st.randoms())
+def test_a_head_that_did_not_answer_is_that_heads_error_only(results: list[tuple[str, str, str]],
+                                                              rnd: random.Random) -> None:
+    """Whatever the other heads' git hosts printed (ls-remote output and git's errors are values: no
+    text can start a record), each head is exactly its own: a sha, git's error, or `did not answer`."""
+    records = []
+    for index, (kind, value, noise) in enumerate(results):
+        if kind == "answer":
+            decoy = "refs/heads/zz" + noise.replace("\n", "").replace("\0", "")
+            records.append(emit(f"@heads {index} 0", ls_remote([(value, MAIN), ("e" * 40, decoy)])))
+        elif kind == "failed":
+            records.append(emit(f"@heads {index} {value}", noise))
+        else:
+            records.append(stalled(index, int(value)))
+    rnd.shuffle(records)  # heads finish in any order
+    facts = parse_probe("".join(records) + "@end\0", [], MANY_KEYS)
+    for key, (kind, value, noise) in zip(MANY_KEYS, results, strict=True):
+        head = facts.heads[key]
+        if kind == "answer":
+            assert head == BranchHead(value), (kind, head)
+        elif kind == "failed":
+            assert head == branch_head(key, int(value), shell_value(noise)) and head.sha is None, head
+        elif value == "0":
+            assert head.sha is None and head.error and head.error.startswith("not asked: "), head
+        else:
+            assert head == BranchHead(None, f"the git host did not answer within {value}s (git_timeout)"), head
+
+
+@pytest.mark.parametrize("output", [
+    "@stalled\0@end\0", "@stalled 6 3\0@end\0", "@stalled 0\0@end\0", "@stalled 0 \0@end\0",
+    "@stalled 0 x\0@end\0", "@stalled \u00b2 3\0@end\0", "@stalled 0 \u0663\0@end\0", "@stalled 0 3 4\0@end\0",
+    "@stalled -1 3\0@end\0", "@stalled 0 -3\0@end\0", "@stalled 0 99999999999\0@end\0", "@stalled  0 3\0@end\0",
+])
+def test_a_malformed_stalled_record_fails_the_server(output: str) -> None:
+    """Only our own side prints a stalled record, from its own numbers: anything else is not the
+    probe's framing."""
+    with pytest.raises(TransportError):
+        parse_probe(output, [ProbeSite(A, BASE)], MANY_KEYS)
+
+
+def test_a_stalled_record_without_heads_to_resolve_fails_the_server() -> None:
+    with pytest.raises(TransportError):
+        parse_probe(stalled(0, 3) + "@end\0", [ProbeSite(A, BASE)], [])
