@@ -119,6 +119,49 @@ class FailureMemory:
         return self.failed.get((commit, build_key))
 
 
+# An owner silent for more than this many times the heartbeat bound is surely gone; in between, its
+# lock may be taken over (the site moves on) but its half-built releases are left alone.
+CLEAN_AFTER_BOUNDS = 2.0
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """The site's lock was taken over from its previous owner (remote/lock.py), not found free:
+    what was known of that owner then."""
+
+    silent_for: float   # seconds since its last heartbeat (the lock dir's mtime)
+    stale_after: float  # the heartbeat bound: a live owner refreshes its lock more often than this
+    # An earlier run of this very instance, whose process is gone, with no command of it still
+    # heartbeating the lock on the server: it can write nothing any more.
+    owner_gone: bool = False
+
+
+def owner_may_live(takeover: Takeover | None) -> bool:
+    """Whether the previous owner of the lock we hold may still be writing the site's releases,
+    so that its `updating` release may be a build still under way, not an interrupted one
+    (security review 2, N5: a second reconciler deleted a running deploy's release).
+
+    A lock found free was released by its owner (or by an operator's `unlock`): no. Taken over
+    from a run known gone: no. Otherwise the owner stopped refreshing the lock; that makes the
+    lock stale, but an owner only just past the bound may be late, not dead (a refresh waiting
+    for a session, a clock stepped on the server): its releases wait until it has been silent
+    for CLEAN_AFTER_BOUNDS bounds. Waiting costs only disk: an `updating` release is never
+    live, never pruned, and a new build takes another name; the next pass that finds the lock
+    free cleans it."""
+    if takeover is None or takeover.owner_gone:
+        return False
+    return takeover.silent_for <= CLEAN_AFTER_BOUNDS * takeover.stale_after
+
+
+def interrupted_releases(facts: SiteFacts, takeover: Takeover | None = None) -> tuple[str, ...]:
+    """Releases a dead process left half-built (manifest `updating`, not live) that may be
+    removed now: none while the owner we took the lock from may still be building them."""
+    if owner_may_live(takeover):
+        return ()
+    active = facts.active_release
+    return tuple(r.name for r in facts.ordered() if r.status == DeployStatus.UPDATING and r.name != active)
+
+
 def health_of(facts: SiteFacts) -> Health:
     if facts.path_kind == "missing":
         return MISSING
@@ -183,9 +226,12 @@ def plan_site(
     clean_interrupted: bool = False,
     fresh_after: datetime | None = None,
     reload_owed: tuple[str, str] | None = None,
+    takeover: Takeover | None = None,
 ) -> Plan:
     """`head`: what the site's branch or tag points at now (`SiteDeclaration.head_key`, probed);
     not used for a commit site, whose declaration is the commit.
+    `clean_interrupted`: nobody else holds the site's lock (it is ours, or free); `takeover`: it
+    is ours, taken over from another owner (`interrupted_releases` says what may be cleaned).
     `fresh_after` (a `redeploy` request: the time the newest release then encoded): a build of
     the head named up to it does not count, so the head is built again as a fresh release.
     `reload_owed` (release, why): that release's reload failed after its switch; while it is
@@ -205,7 +251,7 @@ def plan_site(
     if not facts.provisioned or not facts.shared:
         actions.append(Provision())
     if clean_interrupted:
-        interrupted = tuple(r.name for r in facts.ordered() if r.status == DeployStatus.UPDATING and r.name != active)
+        interrupted = interrupted_releases(facts, takeover)
         if interrupted:
             actions.append(Clean(interrupted))
 

@@ -89,17 +89,23 @@ class Outcome:
 
 
 async def _send(ctx: SiteContext, command: shell.Command, timeout: float | None = None,
-                tied: bool = False) -> Result:
-    """Run one command built by `remote.shell`, with its stdin."""
-    return await ctx.transport.run(command.text, stdin=command.stdin,
-                                   timeout=timeout or ctx.command_timeout, tied=tied)
+                tied: bool = False, long: bool = False) -> Result:
+    """Run one command built by `remote.shell`, with its stdin. A `long` step (the build, a
+    script: up to `deploy_timeout`) under the site's lock refreshes the lock itself while it
+    runs (`Lease.beat`, remote/lock.py): a legitimate deploy's lock never looks stale."""
+    seconds = timeout or ctx.command_timeout
+    if not long or ctx.lease is None:
+        return await ctx.transport.run(command.text, stdin=command.stdin, timeout=seconds, tied=tied)
+    with ctx.lease.beat(seconds) as beat:
+        command = shell.beating(command, beat)
+        return await ctx.transport.run(command.text, stdin=command.stdin, timeout=seconds, tied=tied)
 
 
 async def _run(ctx: SiteContext, step: Step, command: shell.Command, timeout: float | None = None,
-               tied: bool = False) -> Result:
+               tied: bool = False, long: bool = False) -> Result:
     """`_send`, and a non-zero exit (a command that could not even start included) is that
     step's failure."""
-    result = await _send(ctx, command, timeout, tied)
+    result = await _send(ctx, command, timeout, tied, long)
     if not result.ok:
         raise StepFailed(step, result.exit_status, result.tail(), result.tail(3).replace("\n", " | "))
     return result
@@ -107,7 +113,7 @@ async def _run(ctx: SiteContext, step: Step, command: shell.Command, timeout: fl
 
 async def run_step(ctx: SiteContext, command: shell.Command, timeout: float) -> None:
     """Run one command of a deploy outside `deploy` (a site's `script_once`); StepFailed on failure."""
-    await _run(ctx, Step.SCRIPT, command, timeout=timeout)
+    await _run(ctx, Step.SCRIPT, command, timeout=timeout, long=True)
 
 
 async def provision(ctx: SiteContext) -> None:
@@ -289,7 +295,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
         # Claim (when it fits), clone and shared links: one round trip, no answer needed in between.
         built = await _send(ctx, shell.build_release(paths, site.repository, on_branch, commit, release,
                                                      claim if batched else None),
-                            timeout=ctx.deploy_timeout, tied=True)
+                            timeout=ctx.deploy_timeout, tied=True, long=True)
         if not built.ok:
             failed_step = Step.CLONE
             if batched and built.exit_status == shell.EXIT_CLAIM:
@@ -308,7 +314,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
             env = {"RECONCILER_DOMAIN": site.domain, "RECONCILER_RELEASE": release,
                    "RECONCILER_COMMIT": commit, "RECONCILER_BRANCH": site.branch or ""}
             await _run(ctx, Step.SCRIPT, shell.run_script(paths, release, env, trace=site.trace),
-                       timeout=ctx.deploy_timeout, tied=True)
+                       timeout=ctx.deploy_timeout, tied=True, long=True)
         stage = Step.RECORD
         done = Manifest(**{**base.__dict__, "status": DeployStatus.SUCCESS, "completed_at": utcnow()})
         checkpoint("before-switch")

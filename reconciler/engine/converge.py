@@ -490,7 +490,8 @@ class Reconciler:
                 memory = failure_memory(self.store, site.domain, facts, site.server)
                 plan = work.plan = plan_site(site, facts, head, memory,
                                              self.clock(), clean_interrupted=True, fresh_after=_fresh_after(request),
-                                             reload_owed=self.store.reload_owed(site.domain))
+                                             reload_owed=self.store.reload_owed(site.domain),
+                                             takeover=ctx.lease.takeover if ctx.lease is not None else None)
                 outcome = await self._apply(ctx, plan, facts, work.applied)
                 if pin_checked is not None and not pin_checked.ok:
                     # As for any activation of a pin: reported, never switched away from.
@@ -557,14 +558,17 @@ class Reconciler:
                    ) -> AbstractAsyncContextManager[SiteFacts]:
         """The site's lock, as `ctx.lease` (the last command under it may release it). With
         `stage_script`, the deploy script rides along, for a deploy the plan may ask for; with
-        `activate`, the lock command switches to that release when it can (`lease.switched`)."""
+        `activate`, the lock command switches to that release when it can (`lease.switched`).
+        Held, the lock is kept fresh by a heartbeat (remote/lock.py), and it is stale once that
+        heartbeat is older than a bound made of command timeouts, whatever `deploy_timeout` is."""
         settings = self.settings
         ctx.lease = lock.Lease()
         script = ctx.site.script if stage_script and ctx.site.script.strip() else None
         return lock.held(ctx.transport, ctx.paths, self.identity, purpose,
-                         stale_after=settings.deploy_timeout + 2 * settings.command_timeout,
+                         stale_after=lock.stale_bound(settings.command_timeout),
                          timeout=settings.command_timeout, shared=tuple(ctx.site.shared), lease=ctx.lease,
-                         script=script, activate=activate, head=head)
+                         script=script, activate=activate, head=head,
+                         heartbeat=lock.heartbeat_interval(settings.command_timeout))
 
     def _progress_of(self, domain: str) -> Callable[[str], None] | None:
         progress = self.progress

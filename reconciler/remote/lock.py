@@ -2,10 +2,37 @@
 holding an owner token. Two reconcilers pointed at the same servers never build or switch the
 same site at once.
 
-Only the owner releases it. A lock is stale, and taken over with a log line, when it is older
-than the deploy timeout, or when it belongs to this instance (same state dir) but an earlier
-run of it (a crash). Acquiring also probes the site again in the same command, so the plan is
-re-made from facts no other reconciler can change while we hold the lock.
+Only the owner releases it. The owner keeps it fresh while it holds it (the heartbeat, below):
+a lock is stale, and taken over with a log line, when its heartbeat is older than `stale_bound`,
+or when it belongs to this instance (same state dir) but an earlier run of it (a crash) and no
+command of that run still heartbeats it on the server. Acquiring also probes the site again in
+the same command, so the plan is re-made from facts no other reconciler can change while we
+hold the lock.
+
+The heartbeat (security review 2, N5: a lock measured from its `mkdir` was "stale" while a long
+but legitimate deploy still ran, and a second reconciler deleted the release under its script).
+The lock dir's mtime is the heartbeat, refreshed from two places:
+
+* The long steps (the build, the deploy script, `script_once`: up to `deploy_timeout` each)
+  refresh it from inside their own command on the server (`shell.beating`): a background loop
+  that touches the lock every interval while that command's shell lives. It costs no round trip,
+  so a fast deploy sends the same commands as before, and it proves what matters to a taker: a
+  process on the server is still building in the release. It also outlives its reconciler when
+  the command does: over SSH a tied step dies with the connection (its terminal hangs up), but
+  a local command, or a script that ignores the hang-up, runs on; while it runs, the lock is
+  legitimately live (another reconciler must not delete the release under it), and it stops
+  with the command, or at the step's own timeout (`Beat.limit`): nothing hung holds a site for
+  ever. Its shell's PID is in the lock, so a restarted run of the same instance sees that a
+  command of its dead predecessor still runs (`lock_acquire`'s LOCK_BEATING) and waits too.
+* Between and around them (the finish, a health check, a many-server build waiting for its
+  other servers), a task of `held` sends `shell.lock_refresh` every interval, except while a
+  long step beats: only holds longer than an interval cost a command, and the session cap of a
+  connection full of long builds never delays a refresh the builds already do.
+
+A live owner's lock is then never older than two intervals and one command timeout (a refresh
+skipped while a step ends, then a refresh that takes up to `command_timeout`); `stale_bound`
+leaves two more intervals. When the owner dies (reconciler killed), its task stops with it and
+its tied commands with their connection, so the heartbeat stops and the lock goes stale.
 
 The commands are built by `remote.shell` (lock_acquire, lock_release, lock_takeover, unlock);
 this module holds the protocol: who we are, who owns a lock, when it is stale.
@@ -13,6 +40,7 @@ this module holds the protocol: who we are, who owns a lock, when it is stale.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -20,14 +48,15 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from reconciler.core import wire
 from reconciler.core.facts import ProbeSite, SiteFacts
 from reconciler.core.layout import SitePaths
+from reconciler.core.plan import Takeover
 from reconciler.errors import LockNotReleased, SiteLocked, TemporaryError
 from reconciler.remote import shell
 from reconciler.remote.probe import parse_probe
@@ -41,6 +70,21 @@ MAX_PID = 2**22        # PID_MAX_LIMIT on Linux
 MAX_SINCE = 2.0**53    # seconds since the epoch: any real time, and exact as a float
 # ASCII digits: "²".isdigit() is True
 _HELD_RE = re.compile(re.escape(shell.LOCK_HELD) + r" ([0-9]{1,20}) ([0-9]{1,20})")
+
+# The heartbeat: an interval of a quarter command timeout (whole seconds: POSIX `sleep`), and a
+# lock is stale after STALE_BEATS intervals and one command timeout (see the module's text).
+STALE_BEATS = 4
+
+
+def heartbeat_interval(command_timeout: float) -> int:
+    """Seconds between two refreshes of a held lock."""
+    return max(1, int(command_timeout // 4))
+
+
+def stale_bound(command_timeout: float) -> float:
+    """Seconds after its last heartbeat when a lock is stale: a live owner refreshes it at least
+    every 2 intervals + 1 command timeout; this leaves two intervals to spare."""
+    return STALE_BEATS * heartbeat_interval(command_timeout) + command_timeout
 
 
 @dataclass(frozen=True)
@@ -111,6 +155,27 @@ class Lease:
     # `held(activate=...)`: the switch's exit status when the lock command switched (0: done),
     # None when it did not try (the release was not there, not a success, or already live).
     switched: int | None = None
+    # The lock was taken over from another owner, not found free: what we knew of it (the
+    # planner leaves that owner's half-built releases alone while it may live: core.plan).
+    takeover: Takeover | None = None
+    # The heartbeat (`held(heartbeat=...)`): the lock's path and the interval, 0 without one;
+    # `beating` counts the long steps in flight that refresh the lock themselves (`beat`).
+    lock_path: str = ""
+    heartbeat: int = 0
+    beating: int = 0
+
+    @contextmanager
+    def beat(self, timeout: float) -> Iterator[shell.Beat | None]:
+        """For a long step of `timeout` seconds under the lock: the heartbeat its command carries
+        (`shell.beating`; None without a heartbeat), and the task of `held` stays quiet meanwhile."""
+        if not self.heartbeat or self.released:
+            yield None
+            return
+        self.beating += 1
+        try:
+            yield shell.Beat(self.lock_path, self.owner_json, self.heartbeat, int(timeout) + 1)
+        finally:
+            self.beating -= 1
 
     def done(self, unlock_exit: int, result_tail: str = "") -> None:
         """The command that released the lock exited `unlock_exit` for that part."""
@@ -139,21 +204,32 @@ def left_by_dead_run(owner: Owner | None, me: Identity) -> bool:
     return owner.host != me.host or not _alive(owner.pid)
 
 
-def is_stale(owner: Owner | None, age: float, me: Identity, stale_after: float) -> bool:
+def is_stale(owner: Owner | None, age: float, me: Identity, stale_after: float, beating: bool = False) -> bool:
+    """`age`: seconds since the lock's last heartbeat; `beating`: a command that heartbeats it
+    still runs on the server."""
     if age > stale_after:
         return True
     if owner is None:
         # mkdir happened but the owner file never made it (a crash in between): give it a minute.
         return age > 60
-    return left_by_dead_run(owner, me)
+    # A dead run's command may still build on the server (a local command outlives its
+    # reconciler): its release is not ours to delete until it stops.
+    return left_by_dead_run(owner, me) and not beating
 
 
 async def _send(transport: Transport, command: shell.Command, timeout: float) -> Result:
     return await transport.run(command.text, stdin=command.stdin, timeout=timeout)
 
 
+def _beating(text: str) -> bool:
+    """The held answer's last line (after the owner's text, which cannot shadow it) says a
+    command that heartbeats the lock still runs."""
+    return text.rstrip("\n").rpartition("\n")[2] == f"{shell.LOCK_BEATING} 1"
+
+
 def _lock_age(line: str) -> float:
-    """Seconds since the lock dir was made, from `LOCK_HELD <now> <mtime>`; 0 when unknown."""
+    """Seconds since the lock dir's last heartbeat (its mtime), from `LOCK_HELD <now> <mtime>`;
+    0 when unknown."""
     match = _HELD_RE.fullmatch(line)
     if match is None:
         return 0.0
@@ -165,38 +241,46 @@ def _lock_age(line: str) -> float:
 async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: str, *,
                stale_after: float, timeout: float, shared: tuple[str, ...] = (),
                lease: Lease | None = None, script: str | None = None,
-               activate: str | None = None, head: shell.HeadCheck | None = None) -> AsyncIterator[SiteFacts]:
+               activate: str | None = None, head: shell.HeadCheck | None = None,
+               heartbeat: int = 0) -> AsyncIterator[SiteFacts]:
     """Hold the site's lock; yields the site's facts probed right after acquiring it (with the
     live release's `shared` links checked). With a `lease`, a command under the lock may
     release it (`Lease.done`); with a `script`, the deploy script is staged in the lock; with
     `activate` (and a lease), the lock command switches to that release when it can
     (`shell.lock_acquire`; with `head`, only while it is the branch head's build), and
-    `lease.switched` says how that went."""
+    `lease.switched` says how that went. With a `heartbeat` (seconds), the lock is kept fresh
+    while it is held (the module's text); `lease.takeover` says whether it was taken over."""
     owner = Owner(me.instance, me.run, me.host, me.pid, purpose, time.time())
     site = ProbeSite(paths.domain, paths.base_path, shared)
-    if lease is not None:
-        lease.owner_json, lease.released, lease.problem, lease.switched = owner.to_json(), False, "", None
-        lease.script_staged = script is not None
+    given = lease
+    lease = lease if lease is not None else Lease()
+    lease.owner_json, lease.released, lease.problem, lease.switched = owner.to_json(), False, "", None
+    lease.script_staged = script is not None
+    lease.takeover, lease.lock_path, lease.heartbeat, lease.beating = None, paths.lock, heartbeat, 0
     for attempt in (1, 2):
         result = await _send(transport, shell.lock_acquire(paths, owner.to_json(), shared, script,
-                                                           activate if lease is not None else None, head), timeout)
+                                                           activate if given is not None else None, head), timeout)
         if not result.ok:
             raise TemporaryError(f"{transport.name}: cannot take the lock of {paths.domain}: {result.tail(3)}")
         first, _, rest = result.stdout.partition("\n")
         if first == shell.LOCK_ACQUIRED:
             break
         current = Owner.from_text(rest.partition("\n")[0])
-        age = _lock_age(first)
-        if attempt == 1 and is_stale(current, age, me, stale_after):
-            log.warning("%s: taking over a stale lock held by %s for %.0fs", paths.domain,
+        age, beating = _lock_age(first), _beating(rest)
+        if attempt == 1 and is_stale(current, age, me, stale_after, beating):
+            log.warning("%s: taking over a stale lock held by %s, last refreshed %.0fs ago", paths.domain,
                         current.describe() if current else "an unknown owner", age)
+            gone = current is not None and left_by_dead_run(current, me) and not beating
+            lease.takeover = Takeover(age, stale_after, gone)
             await _send(transport, shell.lock_takeover(paths), timeout)
             continue
         holder = current.describe() if current else "another reconciler"
-        raise SiteLocked(f"{paths.domain} is locked by {holder}", delay=2.0)
+        still = "; a command of it still runs on the server" if beating else ""
+        raise SiteLocked(f"{paths.domain} is locked by {holder}{still}", delay=2.0)
+    refresher = asyncio.ensure_future(_refresh(transport, paths, lease, timeout)) if heartbeat else None
     try:
         # Inside the try: output we cannot trust (TransportError) still releases the lock.
-        if activate is not None and lease is not None:
+        if activate is not None and given is not None:
             line, _, rest = rest.partition("\n")
             try:
                 lease.switched = wire.switched(line, shell.SWITCHED)
@@ -205,14 +289,47 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         facts = parse_probe(rest, [site], []).sites[paths.domain]
         yield facts
     except BaseException:
+        await _stop(refresher)
         # Do not hide what went wrong inside behind a release problem: log that one.
-        problem = await _release_unless_released(transport, paths, owner, timeout, lease)
+        problem = await _release_unless_released(transport, paths, owner, timeout, given)
         if problem:
             log.warning("%s: %s", paths.domain, problem)
         raise
-    problem = await _release_unless_released(transport, paths, owner, timeout, lease)
+    await _stop(refresher)
+    problem = await _release_unless_released(transport, paths, owner, timeout, given)
     if problem:
         raise LockNotReleased(problem)
+
+
+async def _refresh(transport: Transport, paths: SitePaths, lease: Lease, timeout: float) -> None:
+    """The heartbeat of a held lock between long steps (the module's text): every interval,
+    unless a long step refreshes it itself, touch the lock while it is ours. A refresh that
+    fails is tried again at the next interval; a lock found no longer ours ends it."""
+    while True:
+        await asyncio.sleep(lease.heartbeat)
+        if lease.released:
+            return
+        if lease.beating:
+            continue
+        try:
+            result = await _send(transport, shell.lock_refresh(paths, lease.owner_json), timeout)
+        except TemporaryError as exc:
+            log.info("%s: could not refresh the lock: %s", paths.domain, exc)
+            continue
+        if result.exit_status == shell.EXIT_LOCK_LOST and not lease.released:
+            log.warning("%s: the lock is no longer ours (taken over, or removed by hand)", paths.domain)
+            return
+
+
+async def _stop(task: asyncio.Future[None] | None) -> None:
+    """End the heartbeat task. `asyncio.wait` raises nothing of the task's own, and still lets
+    a cancellation of ours through."""
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("the lock's heartbeat stopped: %r", task.exception())
 
 
 async def _release_unless_released(transport: Transport, paths: SitePaths, owner: Owner, timeout: float,

@@ -898,9 +898,15 @@ def health(checks: Iterable[tuple[str, str, HealthCheck]]) -> Command:
 # --- the per-site lock (remote/lock.py): deployments/{domain}/.reconciler-lock/owner -----------
 
 # The first line of the acquire command's output: the lock is ours (the site's probe follows),
-# or `LOCK_HELD <now> <mtime of the lock dir>` and the owner file's first OWNER_READ_BYTES.
+# or `LOCK_HELD <now> <mtime of the lock dir>`, the owner file's first OWNER_READ_BYTES, and last
+# a line `LOCK_BEATING 1` when a command that heartbeats the lock (`beating`) still runs, else
+# `LOCK_BEATING 0`.
 LOCK_ACQUIRED = "@@acquired"
 LOCK_HELD = "@@held"
+LOCK_BEATING = "@@beating"
+# In the lock dir: the PID of the shell of the command that heartbeats it (`beating`).
+BEAT_FILE = "beat"
+EXIT_LOCK_LOST = 10  # lock_refresh: the lock is no longer ours (taken over, or removed by hand)
 
 
 SWITCHED = "@@switched"  # lock_acquire with `activate`: `SWITCHED <switch exit>`, or `SWITCHED -` (not tried)
@@ -966,9 +972,62 @@ def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = ()
         + ("  cat > /dev/null\n" if script is not None else "")
         + f"  echo \"{LOCK_HELD} $(date +%s) $(stat -c %Y {lock} 2>/dev/null || echo 0)\"\n"
         f"  head -c {OWNER_READ_BYTES} {lock}/{owner} 2>/dev/null || true\n"
+        # Is the command that heartbeats the lock still running here? A PID (never 0: `kill -0 0`
+        # signals our own group) that `kill -0` finds. Printed last: the owner's text cannot shadow it.
+        f"  p=; IFS= read -r p < {lock}/{quote(BEAT_FILE)} 2>/dev/null || :\n"
+        f"  case $p in ''|0*|*[!0-9]*) b=0 ;; *) if kill -0 \"$p\" 2>/dev/null; then b=1; else b=0; fi ;; esac\n"
+        f"  printf '\\n{LOCK_BEATING} %s\\n' \"$b\"\n"
         "fi\n",
         script,
     )
+
+
+@dataclass(frozen=True)
+class Beat:
+    """A long command's heartbeat on the site's lock (`beating`): `owner_json` is the lock's owner
+    as written, `interval` the seconds between refreshes, `limit` the seconds after which the
+    command would have been stopped by its owner (its timeout): no beat outlives that."""
+
+    lock: str
+    owner_json: str
+    interval: int
+    limit: int
+
+
+def _ours(lock: str, owner_json: str) -> str:
+    """sh test: the lock's owner file holds `owner_json`."""
+    _line(owner_json, "a lock owner")
+    return f'[ "$(cat {quote(lock)}/{quote(OWNER_FILE)} 2>/dev/null)" = {quote(owner_json)} ]'
+
+
+def beating(command: Command, beat: Beat | None) -> Command:
+    """`command`, with a heartbeat of the site's lock while it runs (remote/lock.py explains why it
+    lives here): its shell writes its PID into the lock (`BEAT_FILE`, so a taker can see the
+    command still running: `lock_acquire`), and a background loop touches the lock dir every
+    `interval` seconds while the lock is still ours, that shell still lives (`kill -0 $$`: a
+    killed shell runs no EXIT trap) and for at most `limit` seconds. The EXIT trap ends the loop
+    with the command. The loop holds none of the command's streams (a local command's output
+    ends when the last holder of its pipe closes it; over SSH, the terminal's)."""
+    if beat is None:
+        return command
+    lock, mine = quote(beat.lock), _ours(beat.lock, beat.owner_json)
+    step, limit = max(1, int(beat.interval)), max(1, int(beat.limit))
+    return Command(
+        f"{mine} && printf '%s\\n' $$ > {lock}/{quote(BEAT_FILE)}\n"
+        f"( n=0; while [ $n -lt {limit} ] && kill -0 $$ 2>/dev/null && {mine}; do\n"
+        f"    touch -c -- {lock}; sleep {step}; n=$((n + {step}))\n"
+        "  done ) < /dev/null > /dev/null 2>&1 &\n"
+        "reconciler_beat=$!\n"
+        "trap 'kill \"$reconciler_beat\" 2>/dev/null || :' EXIT\n"
+        + command.text,
+        command.stdin,
+    )
+
+
+def lock_refresh(paths: SitePaths, owner_json: str) -> Command:
+    """Touch the lock dir (its mtime is the lock's heartbeat) when it is still ours; exit
+    EXIT_LOCK_LOST when it is not."""
+    return Command(f"{_ours(paths.lock, owner_json)} || exit {EXIT_LOCK_LOST}\ntouch -c -- {quote(paths.lock)}\n")
 
 
 def lock_release(paths: SitePaths, owner_json: str) -> Command:
