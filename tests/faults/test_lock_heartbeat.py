@@ -139,7 +139,8 @@ def past_the_old_bound(paths: SitePaths, *more: SitePaths) -> float:
     for each in (paths, *more):
         since = wait_until(lambda each=each: owner_since(each), 60, f"the first reconciler's lock on {each.base_path}")
         sinces.append(since)
-    deadline = max(sinces) + OLD_BOUND + 0.3
+    # The old rule compared whole seconds (`date +%s` minus the dir's mtime) with `>`: a second more.
+    deadline = max(sinces) + OLD_BOUND + 1.5
     while time.time() < deadline:
         time.sleep(0.05)
     return min(sinces)
