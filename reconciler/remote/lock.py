@@ -25,14 +25,22 @@ The lock dir's mtime is the heartbeat, refreshed from two places:
   ever. Its shell's PID is in the lock, so a restarted run of the same instance sees that a
   command of its dead predecessor still runs (`lock_acquire`'s LOCK_BEATING) and waits too.
 * Between and around them (the finish, a health check, a many-server build waiting for its
-  other servers), a task of `held` sends `shell.lock_refresh` every interval, except while a
-  long step beats: only holds longer than an interval cost a command, and the session cap of a
-  connection full of long builds never delays a refresh the builds already do.
+  other servers), a task of `held` sends `shell.lock_refresh` an interval after the lock was
+  last known fresh (taken, a long step's end, a refresh), never while a long step beats: only a
+  stretch of an interval without one costs a command (a fast deploy sends what it always did),
+  and the session cap of a connection full of long builds never delays a refresh the builds
+  already do.
 
-A live owner's lock is then never older than two intervals and one command timeout (a refresh
-skipped while a step ends, then a refresh that takes up to `command_timeout`); `stale_bound`
-leaves two more intervals. When the owner dies (reconciler killed), its task stops with it and
-its tied commands with their connection, so the heartbeat stops and the lock goes stale.
+Either alone falls short: a task alone proves only that the reconciler lives, costs a command
+per interval through the longest steps, and waits for a session behind the very builds that
+fill a connection; the long steps alone leave a lock unrefreshed while its holder waits between
+them.
+
+A live owner's lock is then never older than two intervals and one command timeout (a step
+killed by its timeout touched it up to an interval before its end, the task waits an interval,
+and its refresh may take up to `command_timeout`); `stale_bound` leaves two more intervals.
+When the owner dies (reconciler killed), its task stops with it and its tied commands with
+their connection, so the heartbeat stops and the lock goes stale.
 
 The commands are built by `remote.shell` (lock_acquire, lock_release, lock_takeover, unlock);
 this module holds the protocol: who we are, who owns a lock, when it is stale.
@@ -163,6 +171,7 @@ class Lease:
     lock_path: str = ""
     heartbeat: int = 0
     beating: int = 0
+    touched: float = 0.0  # when the lock was last known fresh (time.monotonic())
 
     @contextmanager
     def beat(self, timeout: float) -> Iterator[shell.Beat | None]:
@@ -176,6 +185,9 @@ class Lease:
             yield shell.Beat(self.lock_path, self.owner_json, self.heartbeat, int(timeout) + 1)
         finally:
             self.beating -= 1
+            # The step touched the lock as it ended (its EXIT trap), or at most an interval
+            # before when it was killed (the bound allows for that).
+            self.touched = time.monotonic()
 
     def done(self, unlock_exit: int, result_tail: str = "") -> None:
         """The command that released the lock exited `unlock_exit` for that part."""
@@ -277,6 +289,7 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         holder = current.describe() if current else "another reconciler"
         still = "; a command of it still runs on the server" if beating else ""
         raise SiteLocked(f"{paths.domain} is locked by {holder}{still}", delay=2.0)
+    lease.touched = time.monotonic()
     refresher = asyncio.ensure_future(_refresh(transport, paths, lease, timeout)) if heartbeat else None
     try:
         # Inside the try: output we cannot trust (TransportError) still releases the lock.
@@ -302,15 +315,18 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
 
 
 async def _refresh(transport: Transport, paths: SitePaths, lease: Lease, timeout: float) -> None:
-    """The heartbeat of a held lock between long steps (the module's text): every interval,
-    unless a long step refreshes it itself, touch the lock while it is ours. A refresh that
-    fails is tried again at the next interval; a lock found no longer ours ends it."""
+    """The heartbeat of a held lock between long steps (the module's text): touch the lock while
+    it is ours, an interval after it was last known fresh, unless a long step refreshes it
+    itself. A refresh that fails is tried again an interval later; a lock found no longer ours
+    ends it."""
     while True:
-        await asyncio.sleep(lease.heartbeat)
+        due = lease.touched + lease.heartbeat - time.monotonic()
+        if lease.beating or due > 0:
+            await asyncio.sleep(due if due > 0 else lease.heartbeat)
+            continue
         if lease.released:
             return
-        if lease.beating:
-            continue
+        lease.touched = time.monotonic()
         try:
             result = await _send(transport, shell.lock_refresh(paths, lease.owner_json), timeout)
         except TemporaryError as exc:

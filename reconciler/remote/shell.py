@@ -1006,19 +1006,21 @@ def beating(command: Command, beat: Beat | None) -> Command:
     command still running: `lock_acquire`), and a background loop touches the lock dir every
     `interval` seconds while the lock is still ours, that shell still lives (`kill -0 $$`: a
     killed shell runs no EXIT trap) and for at most `limit` seconds. The EXIT trap ends the loop
-    with the command. The loop holds none of the command's streams (a local command's output
-    ends when the last holder of its pipe closes it; over SSH, the terminal's)."""
+    with the command and touches the lock a last time (the holder counts its next interval from
+    there). The loop holds none of the command's streams (a local command's output ends when the
+    last holder of its pipe closes it; over SSH, the terminal's)."""
     if beat is None:
         return command
     lock, mine = quote(beat.lock), _ours(beat.lock, beat.owner_json)
     step, limit = max(1, int(beat.interval)), max(1, int(beat.limit))
+    last = quote(f'kill "$reconciler_beat" 2>/dev/null; {mine} && touch -c -- {lock}; :')
     return Command(
         f"{mine} && printf '%s\\n' $$ > {lock}/{quote(BEAT_FILE)}\n"
         f"( n=0; while [ $n -lt {limit} ] && kill -0 $$ 2>/dev/null && {mine}; do\n"
         f"    touch -c -- {lock}; sleep {step}; n=$((n + {step}))\n"
         "  done ) < /dev/null > /dev/null 2>&1 &\n"
         "reconciler_beat=$!\n"
-        "trap 'kill \"$reconciler_beat\" 2>/dev/null || :' EXIT\n"
+        f"trap {last} EXIT\n"
         + command.text,
         command.stdin,
     )

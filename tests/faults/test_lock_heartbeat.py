@@ -45,6 +45,8 @@ from reconciler.core.plan import (
     plan_site,
 )
 from reconciler.core.status import Sync
+from reconciler.engine.converge import Reconciler
+from reconciler.engine.store import Store
 from reconciler.errors import SiteLocked
 from reconciler.remote import lock, shell
 from reconciler.remote.transport import Transport
@@ -232,6 +234,32 @@ def test_a_second_reconcile_during_a_two_server_build_does_not_take_a_lock_over(
         assert releases(on[s]) == building[s]
         assert sshd_pair.site(s, DOMAIN).active() == building[s][0]
         assert not Path(on[s].lock).exists()
+
+
+def test_long_steps_heartbeat_without_a_command_of_their_own(server: SshServer | None, tmp_path: Path) -> None:
+    """A deploy whose build and script each last several heartbeat intervals sends what a deploy
+    always sent (issue 15: the lock, the build, the script, the finish; the pass's probe before
+    them): the long steps refresh the lock from inside their own commands, and the holder's task
+    only speaks up after an interval with no step running, which this deploy never has."""
+    world = World.create(tmp_path, server, deploy_timeout=DEPLOY_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+    world.declare(DOMAIN, script=f"sleep {4 * lock.heartbeat_interval(COMMAND_TIMEOUT)}\n")
+    paths = SitePaths(str(world.base), DOMAIN)
+    sent: list[int] = []
+
+    async def one_pass() -> str:
+        settings = world.settings(deploy_timeout=DEPLOY_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
+        reconciler = Reconciler(settings, Store(settings.db_path))
+        try:
+            (outcome,) = await reconciler.run_pass()
+            sent.append(reconciler.pool.round_trips)
+            return f"{outcome.sync} {outcome.message}"
+        finally:
+            await reconciler.close()
+            reconciler.store.close()
+
+    assert asyncio.run(one_pass()).startswith("Synced")
+    assert sent == [1 + 4], sent
+    assert not Path(paths.lock).exists()
 
 
 # --- 2. a dead owner's lock is still taken over, once its heartbeat stops -----------------------------
