@@ -973,13 +973,28 @@ def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = ()
         + f"  echo \"{LOCK_HELD} $(date +%s) $(stat -c %Y {lock} 2>/dev/null || echo 0)\"\n"
         f"  head -c {OWNER_READ_BYTES} {lock}/{owner} 2>/dev/null || true\n"
         # Is the command that heartbeats the lock still running here? A PID (never 0: `kill -0 0`
-        # signals our own group) that `kill -0` finds. Printed last: the owner's text cannot shadow it.
+        # signals our own group) that is alive. Printed last: the owner's text cannot shadow it.
+        + _ALIVE +
         f"  p=; IFS= read -r p < {lock}/{quote(BEAT_FILE)} 2>/dev/null || :\n"
-        f"  case $p in ''|0*|*[!0-9]*) b=0 ;; *) if kill -0 \"$p\" 2>/dev/null; then b=1; else b=0; fi ;; esac\n"
+        f"  case $p in ''|0*|*[!0-9]*) b=0 ;; *) if reconciler_alive \"$p\"; then b=1; else b=0; fi ;; esac\n"
         f"  printf '\\n{LOCK_BEATING} %s\\n' \"$b\"\n"
         "fi\n",
         script,
     )
+
+
+# sh: `reconciler_alive PID` succeeds while that process runs. `kill -0` alone also finds a
+# zombie: a killed command's shell stays one until its new parent reaps it (as PID 1 of a
+# container may do late, or never), so /proc's state (Linux) must not say Z (zombie) or X (dead).
+_ALIVE = """reconciler_alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [ -r "/proc/$1/status" ] || return 0
+  while IFS= read -r l; do
+    case $l in State:*[ZX]*) return 1 ;; State:*) return 0 ;; esac
+  done < "/proc/$1/status"
+  return 0
+}
+"""
 
 
 @dataclass(frozen=True)
@@ -1004,8 +1019,8 @@ def beating(command: Command, beat: Beat | None) -> Command:
     """`command`, with a heartbeat of the site's lock while it runs (remote/lock.py explains why it
     lives here): its shell writes its PID into the lock (`BEAT_FILE`, so a taker can see the
     command still running: `lock_acquire`), and a background loop touches the lock dir every
-    `interval` seconds while the lock is still ours, that shell still lives (`kill -0 $$`: a
-    killed shell runs no EXIT trap) and for at most `limit` seconds. The EXIT trap ends the loop
+    `interval` seconds while the lock is still ours, that shell still lives (`reconciler_alive
+    $$`: a killed shell runs no EXIT trap) and for at most `limit` seconds. The EXIT trap ends the loop
     with the command and touches the lock a last time (the holder counts its next interval from
     there). The loop holds none of the command's streams (a local command's output ends when the
     last holder of its pipe closes it; over SSH, the terminal's)."""
@@ -1015,8 +1030,9 @@ def beating(command: Command, beat: Beat | None) -> Command:
     step, limit = max(1, int(beat.interval)), max(1, int(beat.limit))
     last = quote(f'kill "$reconciler_beat" 2>/dev/null; {mine} && touch -c -- {lock}; :')
     return Command(
-        f"{mine} && printf '%s\\n' $$ > {lock}/{quote(BEAT_FILE)}\n"
-        f"( n=0; while [ $n -lt {limit} ] && kill -0 $$ 2>/dev/null && {mine}; do\n"
+        _ALIVE
+        + f"{mine} && printf '%s\\n' $$ > {lock}/{quote(BEAT_FILE)}\n"
+        f"( n=0; while [ $n -lt {limit} ] && reconciler_alive $$ && {mine}; do\n"
         f"    touch -c -- {lock}; sleep {step}; n=$((n + {step}))\n"
         "  done ) < /dev/null > /dev/null 2>&1 &\n"
         "reconciler_beat=$!\n"

@@ -379,7 +379,8 @@ def test_a_dead_runs_lock_waits_while_its_command_still_runs_on_the_server(
     """An earlier run of this instance died, but its long step still runs on the server (a local
     command outlives its reconciler) and heartbeats the lock: not taken over, so its release is
     not deleted under it. Once the command ends, the lock is taken over at once (the crash rule),
-    as from an owner known gone."""
+    as from an owner known gone; also while the ended command is a zombie nobody has reaped yet
+    (a killed command's shell, reparented to a PID 1 that reaps late: seen in tests/faults)."""
     paths = SitePaths(str(tmp_path / "srv"), DOMAIN)
     Path(paths.deployments).mkdir(parents=True)
     crashed = lock.Owner(ME.instance, "an-earlier-run", "gone.example.net", 999, "deploy", time.time()).to_json()
@@ -398,16 +399,27 @@ def test_a_dead_runs_lock_waits_while_its_command_still_runs_on_the_server(
 
         assert "still runs on the server" in run(transport_of, refused)
         assert (Path(paths.lock) / lock.OWNER_FILE).read_text() == crashed + "\n"
+        # Ended, and not reaped (this process is its parent and has not waited for it yet).
+        wait_until(lambda: _state(orphan.pid) == "Z", 30, "the step to end, a zombie")
+
+        async def taken(transport: Transport) -> Takeover | None:
+            lease = lock.Lease()
+            async with lock.held(transport, paths, ME, "deploy", stale_after=30, timeout=10, lease=lease):
+                return lease.takeover
+
+        takeover = run(transport_of, taken)
     finally:
         orphan.wait(timeout=30)
-
-    async def taken(transport: Transport) -> Takeover | None:
-        lease = lock.Lease()
-        async with lock.held(transport, paths, ME, "deploy", stale_after=30, timeout=10, lease=lease):
-            return lease.takeover
-
-    takeover = run(transport_of, taken)
     assert takeover is not None and takeover.owner_gone and not owner_may_live(takeover)
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (/proc/PID/status), "" when it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split()[1] for line in lines if line.startswith("State:")), "")
 
 
 def test_a_long_step_heartbeats_the_lock_and_stops_with_its_command(tmp_path: Path) -> None:
