@@ -543,7 +543,8 @@ class Reconciler:
         if not rows:
             return None
         newest = max(rows, key=lambda r: parse_release(r["release"]) or datetime.min.replace(tzinfo=UTC))
-        return newest["release"], shell.HeadCheck(key[0], key[1], newest["commit_sha"], site.build_key)
+        seconds = shell.head_bounds(self.settings.command_timeout, self.settings.git_timeout)[0]
+        return newest["release"], shell.HeadCheck(key[0], key[1], newest["commit_sha"], site.build_key, seconds)
 
     def _context(self, site: SiteDeclaration, decl_commit: str | None,
                  still_desired: Callable[[], bool] | None = None, *, target: str = "") -> apply.SiteContext:

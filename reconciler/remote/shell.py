@@ -921,6 +921,8 @@ class HeadCheck:
     ref: str  # refs/heads/<branch>
     commit: str
     build_key: str
+    seconds: int = DEFAULT_GIT_TIMEOUT  # the ls-remote's own bound (`head_bounds`): a silent git host
+                                        # costs the lock command this much, then the round probes
 
 
 def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = (),
@@ -948,8 +950,9 @@ def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = ()
                              [("commit", head.commit), ("build_key", head.build_key)] if head else []))
         if head is not None:
             # An unpin: the release must still be the branch head's build (one ls-remote, exact ref).
-            then = GIT_PREAMBLE + (
-                f"  h=$(git ls-remote -- {quote(head.repository)} {quote(head.ref)} 2>/dev/null"
+            then = GIT_PREAMBLE + _FIND_TIMEOUT + (
+                f"  h=$(${{gto:+$gto {int(head.seconds)}}} git ls-remote -- {quote(head.repository)} {quote(head.ref)}"
+                " 2>/dev/null"
                 f" | R={quote(head.ref)} awk -F '\t' '$2 == ENVIRON[\"R\"] {{ print $1 }}')\n")
             checks += f' && [ "$h" = {quote(head.commit)} ]'
         then += (f"  if [ -d {quote(paths.release(activate))} ] && [ ! -L {quote(paths.release(activate))} ]"
