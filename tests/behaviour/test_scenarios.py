@@ -264,6 +264,9 @@ def test_a_release_left_half_built_by_a_dead_run_is_cleaned(fleet: Fleet) -> Non
     assert fleet.releases() == [[live]] * len(fleet.servers), "the half-built release must be cleaned"
 
 
+@pytest.mark.parametrize("fleet", shapes(
+    two="after the database is lost, status of a servers=[...] site has no active release or commit"),
+    indirect=True)
 def test_adoption_after_the_database_is_lost(fleet: Fleet) -> None:
     fleet.declare(script="echo built\n")
     assert fleet.reconcile().rc == 0
@@ -274,3 +277,51 @@ def test_adoption_after_the_database_is_lost(fleet: Fleet) -> None:
     assert fleet.live_release() == live and fleet.releases() == built, "adopted, not rebuilt"
     view = fleet.status()
     assert (view["sync"], view["active_release"], view["active_commit"]) == ("Synced", live, fleet.head()), view
+    assert [row["release"] for row in fleet.history() if row["is_active"]] == [live], fleet.history()
+
+
+@pytest.mark.parametrize("fleet", shapes(two="a pinned release's health is not checked on servers=[...]"),
+                         indirect=True)
+def test_a_pinned_release_failing_its_health_check_is_degraded_and_the_pin_holds(fleet: Fleet) -> None:
+    fleet.declare(script="echo built\n",
+                  health={"command": f"test ! -e {fleet.path('sick')}", "retries": 0, "interval": 0.1})
+    assert fleet.reconcile().rc == 0
+    first = fleet.live_release()
+    fleet.commit("v2")
+    assert fleet.reconcile().rc == 0
+    fleet.touch("sick", on=fleet.last)
+    assert fleet.cli("rollback", fleet.domain).rc == 0
+    fleet.reconcile()
+    assert fleet.live() == [first] * len(fleet.servers), "a pin is the operator's: never switched away from"
+    view = fleet.status()
+    assert (view["pinned"], view["health"]) == (first, "Degraded"), view
+    assert "health check" in view["message"], view
+
+
+@pytest.mark.parametrize("fleet", shapes(two="history has a row per server for each release"), indirect=True)
+def test_history_has_one_row_per_release_and_says_what_triggered_it(fleet: Fleet) -> None:
+    fleet.declare(script="echo built\n")
+    assert fleet.reconcile().rc == 0
+    first = fleet.live_release()
+    fleet.commit("v2")
+    assert fleet.reconcile().rc == 0
+    second = fleet.live_release()
+    rows = fleet.history()
+    assert [row["release"] for row in rows] == [second, first], rows
+    assert [row["trigger"] for row in rows] == ["app commit", "first deploy"], rows
+    assert [row["is_active"] for row in rows] == [True, False], rows
+
+
+@pytest.mark.parametrize("fleet", shapes(two="history loses the cause and author of a switch on servers=[...]"),
+                         indirect=True)
+def test_history_names_the_cause_and_author_of_a_pin(fleet: Fleet) -> None:
+    fleet.declare(script="echo built\n")
+    assert fleet.reconcile().rc == 0
+    first = fleet.live_release()
+    fleet.commit("v2")
+    assert fleet.reconcile().rc == 0
+    assert fleet.cli("rollback", fleet.domain).rc == 0
+    assert fleet.reconcile().rc == 0
+    row = next(row for row in fleet.history() if row["release"] == first)
+    newest = row["activations"][0]
+    assert newest["trigger"] == "rollback" and newest["requested_by"], row["activations"]
