@@ -1,0 +1,39 @@
+"""SIGTERM mid-build (issue 21 item 8), for a site on one server and on two: the daemon stops,
+no server switches to the half-built release, and nothing half-built is left once the next pass
+has run. The real daemon process (`reconciler run`), real sshds."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.support.fleet import Fleet, shapes
+from tests.support.process import Daemons
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.ssh  # the sshds come from a folder-wide fixture the root conftest does not see
+
+
+@pytest.mark.parametrize("fleet", shapes(
+    two="after SIGTERM mid-build every later pass fails: UNIQUE constraint on the half-built release's row"),
+    indirect=True)
+def test_sigterm_mid_build_switches_no_server_and_leaves_nothing_half_built(fleet: Fleet, daemons: Daemons) -> None:
+    slow, started = fleet.path("slow"), fleet.path("started")
+    fleet.declare(script=f"if [ -e {slow} ]; then touch {started}; sleep 60; fi\necho built\n")
+    assert fleet.reconcile().rc == 0
+    live = fleet.live_release()
+    fleet.touch("slow", on=fleet.last)
+    fleet.commit("v2")
+    daemon = daemons.launcher(fleet.tmp, fleet.config).start()
+    wait_until(lambda: (fleet.disk(fleet.last) / "started").exists(), 30, "the build to start", daemon.tail)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=40) == 0, daemon.tail()
+    assert fleet.live() == [live] * len(fleet.servers), "no server may switch to a half-built release"
+
+    fleet.remove("slow")
+    rc, out, err = fleet.reconcile()
+    assert rc == 0, (out, err)
+    new = fleet.live_release()
+    assert new != live and fleet.live_commits() == [fleet.head()] * len(fleet.servers)
+    assert fleet.releases() == [[live, new]] * len(fleet.servers), "the half-built release must be gone"
