@@ -5,9 +5,11 @@ has run. The real daemon process (`reconciler run`), real sshds."""
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
+from tests.support.disk import release_time
 from tests.support.fleet import Fleet, shapes
 from tests.support.process import Daemons
 from tests.support.wait import wait_until
@@ -27,9 +29,15 @@ def test_sigterm_mid_build_switches_no_server_and_leaves_nothing_half_built(flee
     fleet.commit("v2")
     daemon = daemons.launcher(fleet.tmp, fleet.config).start()
     wait_until(lambda: (fleet.disk(fleet.last) / "started").exists(), 30, "the build to start", daemon.tail)
+    (half,) = [name for name in fleet.site(fleet.last).releases() if name != live]
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(timeout=40) == 0, daemon.tail()
     assert fleet.live() == [live] * len(fleet.servers), "no server may switch to a half-built release"
+
+    # A pass within the second the half-built release is named after picks that name again, and
+    # its history row is still there: IntegrityError, a race of its own (one server too; issue 21
+    # report). Wait it out so this scenario tests what a later pass does.
+    time.sleep(max(0.0, release_time(half) + 1.1 - time.time()))
 
     fleet.remove("slow")
     rc, out, err = fleet.reconcile()
