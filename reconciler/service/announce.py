@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 from reconciler.config import NotifyEvent
 from reconciler.core.plan import Activate, Deploy
@@ -157,7 +157,7 @@ def payload(event: NotifyEvent, domain: str, at: str, **known: Any) -> dict[str,
 
 def summary(body: Mapping[str, Any], reason: str | None = None) -> str:
     """The one-line summary of an event (see the module docstring)."""
-    event, domain = body.get("event"), body.get("domain")
+    event, domain = NotifyEvent(body["event"]), body.get("domain")
     server = f" on {body['server']}" if body.get("server") else ""
     new = _release(body.get("release"), body.get("commit"))
     about = _about(body.get("commit_subject"), body.get("commit_author"))
@@ -166,17 +166,18 @@ def summary(body: Mapping[str, Any], reason: str | None = None) -> str:
     build = _build(body, "in" if event == NotifyEvent.DEPLOYED else "after")
     live = _release(body.get("live_release"), body.get("live_commit")) or "nothing"
     why = _clip(reason or body.get("message") or "")
-    if event == NotifyEvent.DEPLOYED:
-        line = f"{domain} deployed{server}: {moved}{about}{build}"
-    elif event == NotifyEvent.FAILED:
-        what = f"{new}{about}{build}" if new else ""
-        line = f"{domain} FAILED{server}: " + ": ".join(p for p in (what, why or "failed") if p) + f". Live: {live}"
-    elif event == NotifyEvent.ROLLED_BACK:
-        line = f"{domain} rolled back{server}: {moved}{about}"
-    elif event == NotifyEvent.DEGRADED:
-        line = f"{domain} DEGRADED{server}: {why or 'degraded'}. Live: {live}"
-    else:
-        line = f"{domain} {event}{server}: {new or why}"
+    match event:  # one sentence per event; mypy --strict checks that none is missing
+        case NotifyEvent.DEPLOYED:
+            line = f"{domain} deployed{server}: {moved}{about}{build}"
+        case NotifyEvent.FAILED:
+            what = f"{new}{about}{build}" if new else ""
+            line = f"{domain} FAILED{server}: " + ": ".join(p for p in (what, why or "failed") if p) + f". Live: {live}"
+        case NotifyEvent.ROLLED_BACK:
+            line = f"{domain} rolled back{server}: {moved}{about}"
+        case NotifyEvent.DEGRADED:
+            line = f"{domain} DEGRADED{server}: {why or 'degraded'}. Live: {live}"
+        case _:
+            assert_never(event)
     if body.get("dashboard_url"):
         line += f". Dashboard: {body['dashboard_url']}"
     # Neutral first, then cut: cutting a tail off can only remove markup, never make it.
