@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from reconciler.errors import ConfigError
 from reconciler.settings_file import DEFAULT_STATE_DIR, parse_shard, read_settings_file, url_credentials
 from reconciler.settings_file import config_file as config_file  # re-exported: it began here
 from reconciler.settings_file import is_url as is_url  # re-exported: it began here
 
-NotifyEvent = Literal["deployed", "failed", "rolled_back", "degraded"]
-NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("deployed", "failed", "rolled_back", "degraded")
+
+class NotifyEvent(StrEnum):
+    """The notification events: what `[[notify]] events` names and what the `event` field of a
+    delivery says. Values are the contract's strings. It lives here, below `core`, because the
+    configuration validates against it; `service` (announce, webhooks, daemon) decides on these
+    members, so a misspelt event is a type error, never an event that silently never fires."""
+
+    DEPLOYED = "deployed"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    DEGRADED = "degraded"
+
+
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = tuple(NotifyEvent)
 
 
 class NotifyTarget(BaseModel):
@@ -32,7 +45,9 @@ class NotifyTarget(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     url: str
-    events: list[NotifyEvent] = list(NOTIFY_EVENTS)
+    # The model is strict; this field takes the names as written in TOML and turns them into
+    # members (an unknown name is a configuration error naming the allowed ones).
+    events: list[Annotated[NotifyEvent, Field(strict=False)]] = list(NOTIFY_EVENTS)
 
     @field_validator("url")
     @classmethod

@@ -14,6 +14,7 @@ from reconciler.core.declarations import SiteDeclaration, SiteRef
 from reconciler.core.facts import BranchHead, ReleaseFacts, SiteFacts
 from reconciler.core.layout import next_release_name, parse_release
 from reconciler.core.manifest import Manifest
+from reconciler.core.reasons import DeployReason, SwitchReason
 from reconciler.core.status import FINAL, DeployStatus, Health, Sync
 
 # Short names for the vocabulary of core.status, which the rules below read like a table.
@@ -32,10 +33,9 @@ class Provision:
 class Deploy:
     release: str
     commit: str
-    # Why, for history: "first deploy", "app commit" (the branch moved), "tag moved" (a followed
-    # tag now names another commit) or "declaration" (script or shared changed, or another tag or
-    # commit declared). Not part of equality: the same deploy whatever led to it.
-    reason: str = field(default="", compare=False)
+    # Why, for history (core.reasons.DeployReason). Not part of equality: the same deploy
+    # whatever led to it.
+    reason: DeployReason | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         return f"deploy {self.commit[:12]} as release {self.release}"
@@ -44,10 +44,13 @@ class Deploy:
 @dataclass(frozen=True)
 class Activate:
     release: str
-    reason: str  # rollback (a pin) | roll-forward (back to the branch's build) | activate (first link)
+    reason: SwitchReason  # the planner's: rollback (a pin), roll-forward (back to the ref's build), activate
+    # The servers it switches on, when a plan covers many (a dry run says where); not part of equality.
+    servers: tuple[str, ...] = field(default=(), compare=False)
 
     def describe(self) -> str:
-        return f"activate release {self.release} ({self.reason})"
+        where = f" on {', '.join(self.servers)}" if self.servers else ""
+        return f"activate release {self.release} ({self.reason}{where})"
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,7 @@ def plan_site(
         if interrupted:
             actions.append(Clean(interrupted))
 
-    def settle(target: str, reason: str) -> None:
+    def settle(target: str, reason: SwitchReason) -> None:
         nonlocal health
         if active == target and facts.unlinked:
             actions.append(Relink(target, tuple(facts.unlinked)))
@@ -275,7 +278,7 @@ def plan_site(
             return Plan((), OUT_OF_SYNC, DEGRADED,
                         f"pinned release {site.pin} {why} on {site.server}; nothing deployed in its place",
                         site.pin, None)
-        settle(site.pin, "rollback")
+        settle(site.pin, SwitchReason.ROLLBACK)
         return _verdict(actions, site.pin, pinned.commit, health)
 
     ref = site.ref
@@ -291,7 +294,7 @@ def plan_site(
     if built:
         target = active if active in {r.name for r in built} else built[-1].name
         assert target is not None
-        settle(target, "roll-forward" if active is not None else "activate")
+        settle(target, SwitchReason.ROLL_FORWARD if active is not None else SwitchReason.ACTIVATE)
         return _verdict(actions, target, commit, health)
 
     failure = memory.get(commit, site.build_key)
@@ -314,20 +317,20 @@ def plan_site(
     return _verdict(actions, release, commit, health)
 
 
-def _deploy_reason(site: SiteDeclaration, live: ReleaseFacts | None, commit: str) -> str:
-    """Why a deploy happens, for history: "first deploy"; "declaration" (the same commit with
-    another script or shared list, or a tag or commit site now naming another ref); "tag moved"
+def _deploy_reason(site: SiteDeclaration, live: ReleaseFacts | None, commit: str) -> DeployReason:
+    """Why a deploy happens, for history: a first deploy; a declaration (the same commit with
+    another script or shared list, or a tag or commit site now naming another ref); a tag moved
     (the tag the live release was built from now names another commit: followed, and said so);
-    "app commit" (a branch site's branch moved)."""
+    an app commit (a branch site's branch moved)."""
     if live is None:
-        return "first deploy"
+        return DeployReason.FIRST_DEPLOY
     if live.commit == commit:
-        return "declaration"
+        return DeployReason.DECLARATION
     ref = site.ref
     if ref.kind == "branch":
-        return "app commit"
+        return DeployReason.APP_COMMIT
     built_from = SiteRef.from_record(live.manifest.branch) if live.manifest is not None else None
-    return "tag moved" if ref.kind == "tag" and built_from == ref else "declaration"
+    return DeployReason.TAG_MOVED if ref.kind == "tag" and built_from == ref else DeployReason.DECLARATION
 
 
 def _verdict(actions: list[Action], release: str, commit: str | None, health: Health) -> Plan:

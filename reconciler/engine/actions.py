@@ -20,6 +20,7 @@ import asyncio
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import ProbeSite, SiteFacts
 from reconciler.core.layout import parse_release
+from reconciler.core.reasons import RequestKind
 from reconciler.core.status import DeployStatus
 from reconciler.engine import pinning
 from reconciler.engine.converge import LAST_VERIFIED, Reconciler
@@ -162,7 +163,7 @@ async def retry(reconciler: Reconciler, domain: str, by: str) -> int:
     if not forgiven:
         raise NotApplicable(f"{domain}: nothing to retry (no remembered failure); "
                             "to build the current commit again use: reconciler redeploy " + domain)
-    store.request(domain, "retry", by)
+    store.request(domain, RequestKind.RETRY, by)
     return forgiven
 
 
@@ -179,4 +180,4 @@ async def redeploy(reconciler: Reconciler, domain: str, by: str) -> None:
     # Fresh means named after every release there is now (new names always sort after them).
     existing = [(moment, name) for name in (*facts.releases, *facts.not_dirs)
                 if (moment := parse_release(name)) is not None]
-    store.request(domain, "redeploy", by, after=max(existing)[1] if existing else None)
+    store.request(domain, RequestKind.REDEPLOY, by, after=max(existing)[1] if existing else None)

@@ -25,6 +25,7 @@ from reconciler.core import wire
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.layout import MANIFEST_NAME, SitePaths
 from reconciler.core.manifest import Manifest
+from reconciler.core.reasons import DeployReason, DeployTrigger, RequestKind, SwitchReason
 from reconciler.core.status import DeployStatus, Step, Sync
 from reconciler.engine.store import Store, utcnow
 from reconciler.errors import LayoutConflict, StepFailed, TransportError
@@ -56,7 +57,7 @@ class SiteContext:
     # Told each step as it starts (live progress of `reconcile`).
     progress: Callable[[str], None] | None = None
     # What asked for a deployment started now, and who (`retry`/`redeploy` by an operator).
-    trigger: str | None = None
+    trigger: RequestKind | None = None
     requested_by: str | None = None
     # Told how long each health check took (the daemon's metrics).
     on_health_check: Callable[[float], None] | None = None
@@ -139,7 +140,7 @@ async def reload(ctx: SiteContext, release: str) -> str:
     return "" if result.ok else f"reload command failed (exit {result.exit_status})"
 
 
-async def activate(ctx: SiteContext, release: str, previous: str | None = None, trigger: str = "",
+async def activate(ctx: SiteContext, release: str, previous: str | None, trigger: SwitchReason,
                    requested_by: str = "") -> Outcome:
     """Switch to an existing release (no build) and reload; recorded in history as an activation
     (`previous` -> `release`, why, who), and as the site's latest change."""
@@ -147,7 +148,7 @@ async def activate(ctx: SiteContext, release: str, previous: str | None = None, 
     return await activated(ctx, release, previous, trigger, requested_by)
 
 
-async def activated(ctx: SiteContext, release: str, previous: str | None, trigger: str = "",
+async def activated(ctx: SiteContext, release: str, previous: str | None, trigger: SwitchReason,
                     requested_by: str = "") -> Outcome:
     """What follows a switch to an existing release (`activate`'s, or the lock command's for a
     pin that just landed): the reload, and the activation in the store and history."""
@@ -226,13 +227,13 @@ async def switch_back(ctx: SiteContext, failed: str, previous: str, reason: str)
     now = utcnow()
     ctx.store.update_site(ctx.site.domain, active_deployment_id=row["id"] if row else None, active_release=previous,
                           active_commit=row["commit_sha"] if row else None, last_deployed_at=now)
-    ctx.store.record_activation(ctx.site.domain, previous, failed, now, "auto-rollback", "")
+    ctx.store.record_activation(ctx.site.domain, previous, failed, now, SwitchReason.AUTO_ROLLBACK, "")
     log.warning("%s: %s failed its health check after the switch (%s); switched back to %s",
                 ctx.site.domain, failed, reason, previous)
     return warning
 
 
-async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
+async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReason | None = None,
                  previous: str | None = None, *, switch_to_it: bool = True, release_lock: bool = False) -> Outcome:
     """Build `commit` into a new release and switch to it. Returns the outcome; raises
     TransportError when the server went away (a temporary problem). `reason` (the plan's) is
@@ -248,7 +249,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
     unlock); a prune after it is one more, which releases the lock instead."""
     site, paths, store = ctx.site, ctx.paths, ctx.store
     ref = site.ref
-    trigger = ctx.trigger or reason or None
+    trigger: DeployTrigger | None = ctx.trigger or reason
     started = time.monotonic()
     # `branch` of the manifest and of the row: the branch, or `tag <name>` / `commit <sha>` (SiteRef.record).
     base = Manifest(commit, ref.record, site.repository, site.build_key, DeployStatus.UPDATING,
@@ -267,7 +268,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: str = "",
     stage = Step.CLAIM  # the step under way: named when the deploy is interrupted or aborted
     ctx.step(f"deploy {release}")
     by = f", asked by {ctx.requested_by}" if ctx.requested_by else ""
-    if reason == "tag moved":
+    if reason == DeployReason.TAG_MOVED:
         log.warning("%s: %s moved: it now names %s (the live release %s was built from another commit); "
                     "following it", site.domain, ref.describe(), commit[:12], previous or "-")
     log.info("%s: deploying %s as release %s on %s (%s%s)", site.domain, commit[:12], release, site.server,

@@ -38,6 +38,7 @@ from reconciler.core.plan import (
     plan_site,
     prune_candidates,
 )
+from reconciler.core.reasons import RequestKind, SwitchReason
 from reconciler.core.shard import Shard, split
 from reconciler.core.status import UNFINISHED, DeployStatus, Health, Step, Sync
 from reconciler.engine import apply, heap, source, trust, twophase, upstream
@@ -63,7 +64,6 @@ from reconciler.remote.transport.pool import TransportPool
 log = logging.getLogger(__name__)
 
 LAST_VERIFIED = "last_verified_commit"
-AUTO_ROLLBACK = "auto-rollback"  # an Activate reason: switched back after a failed health check
 RELOAD_RETRY = 5.0  # seconds before the first retry of a failed reload (then doubling, as for errors)
 LAST_OVERRIDE = "last_trust_override"  # JSON of the last `reconciler accept`: commit, replaced, by, at
 
@@ -470,7 +470,7 @@ class Reconciler:
         ctx = self._context(site, work.decl_commit, desired)
         request = self.store.pending_request(site.domain)
         if request is not None:
-            ctx.trigger, ctx.requested_by = request["kind"], request["by"]
+            ctx.trigger, ctx.requested_by = RequestKind(request["kind"]), request["by"]
         outcome: SiteOutcome | None = None
         try:
             async with self._site_lock(ctx, purpose, stage_script=activate is None, activate=activate,
@@ -484,7 +484,7 @@ class Reconciler:
                 self.store.adopt(site.domain, facts, locked=True, server=site.server)
                 pin_checked = None
                 if activate is not None and ctx.lease is not None and ctx.lease.switched is not None:
-                    reason = "rollback" if head_check is None else "roll-forward"
+                    reason = SwitchReason.ROLLBACK if head_check is None else SwitchReason.ROLL_FORWARD
                     pin_checked = await self._switched_by_lock(ctx, activate, previous, ctx.lease.switched,
                                                                work.applied, reason)
                 memory = failure_memory(self.store, site.domain, facts, site.server)
@@ -512,7 +512,8 @@ class Reconciler:
         return outcome
 
     async def _switched_by_lock(self, ctx: apply.SiteContext, release: str, previous: str | None, status: int,
-                                done: list[Applied], reason: str = "rollback") -> HealthResult | None:
+                                done: list[Applied], reason: SwitchReason = SwitchReason.ROLLBACK
+                                ) -> HealthResult | None:
         """The lock command switched to the pinned `release` (exit `status`): what an activation
         does after its switch (reload, history), as `apply.activate` would, and its health check
         (None without one)."""
@@ -601,7 +602,7 @@ class Reconciler:
                 if not result.ok:
                     done.append(Applied(action, failed=True, note=result.message))
                     if result.rolled_back_to is not None:
-                        done.append(Applied(Activate(result.rolled_back_to, AUTO_ROLLBACK)))
+                        done.append(Applied(Activate(result.rolled_back_to, SwitchReason.AUTO_ROLLBACK)))
                     return SiteOutcome(site.domain, site.server, Sync.FAILED, health_of(facts), result.message, done)
                 if result.superseded:
                     done.append(Applied(action, superseded=True, note=result.message))
@@ -616,7 +617,7 @@ class Reconciler:
                 sync = Sync.SYNCED
                 checked = await apply.check_health(ctx, action.release)
                 if checked is not None and not checked.ok:
-                    if action.reason == "rollback":
+                    if action.reason == SwitchReason.ROLLBACK:
                         # The operator pinned it: report, never switch away from a pin.
                         health = Health.DEGRADED
                         message = f"pinned release {action.release} fails its health check: {checked.detail}; " \
@@ -660,7 +661,7 @@ class Reconciler:
         previous = facts.active_release
         if previous is not None and previous != release:
             await apply.switch_back(ctx, release, previous, reason)
-            done.append(Applied(Activate(previous, AUTO_ROLLBACK)))
+            done.append(Applied(Activate(previous, SwitchReason.AUTO_ROLLBACK)))
             message += f"; {previous} serves again"
         found = facts.releases.get(release)
         if found is not None and found.manifest is not None:
@@ -668,17 +669,18 @@ class Reconciler:
             await apply.mark_failed(ctx, release, failed.to_json(), message)
         return SiteOutcome(site.domain, site.server, Sync.FAILED, health_of(facts), message, done)
 
-    def _activation_cause(self, ctx: apply.SiteContext, action: Activate, facts: SiteFacts) -> tuple[str, str]:
+    def _activation_cause(self, ctx: apply.SiteContext, action: Activate,
+                          facts: SiteFacts) -> tuple[SwitchReason, str]:
         """Why a release is switched to without a build, and who asked, for history: a pin is a
         rollback (asked by the author of the declarations commit applied), the pin's removal an
         unpin, a live link that is not the one we set is drift corrected; else a roll-forward."""
         row = self.store.site(ctx.site.domain) or {}
-        if action.reason == "rollback":
-            return "rollback", self._author(ctx.declarations_commit)
+        if action.reason == SwitchReason.ROLLBACK:
+            return SwitchReason.ROLLBACK, self._author(ctx.declarations_commit)
         if row.get("pinned"):
-            return "unpin", self._author(ctx.declarations_commit)
+            return SwitchReason.UNPIN, self._author(ctx.declarations_commit)
         if row.get("active_release") and row.get("active_release") != facts.active_release:
-            return "drift", ""
+            return SwitchReason.DRIFT, ""
         return action.reason, ""
 
     def _author(self, commit: str | None) -> str:
@@ -853,7 +855,7 @@ def _live_after(outcome: SiteOutcome) -> str | None:
 def _fresh_after(request: dict[str, Any] | None) -> datetime | None:
     """For a pending `redeploy`: the time of the newest release when it was asked (builds named
     up to it do not satisfy the head). None: no request, or there was no release at all."""
-    if request is None or request["kind"] != "redeploy" or not request.get("after"):
+    if request is None or request["kind"] != RequestKind.REDEPLOY or not request.get("after"):
         return None
     return parse_release(request["after"])
 

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass, field
 
 from reconciler.core.plan import Action, Activate, Deploy
+from reconciler.core.reasons import SwitchReason
 from reconciler.core.status import Health, Sync
 from reconciler.errors import LayoutConflict, PermanentError, SiteLocked, TemporaryError
 
@@ -81,8 +82,8 @@ class SiteOutcome:
 
     @property
     def rolled_back(self) -> bool:
-        return any(isinstance(a.action, Activate) and a.action.reason in ("rollback", "auto-rollback")
-                   for a in self.applied)
+        return any(isinstance(a.action, Activate)
+                   and a.action.reason in (SwitchReason.ROLLBACK, SwitchReason.AUTO_ROLLBACK) for a in self.applied)
 
     @property
     def switched(self) -> bool:

@@ -20,6 +20,7 @@ from sqlite_utils.migrations import Migrations
 
 from reconciler.core.facts import SiteFacts
 from reconciler.core.layout import parse_release
+from reconciler.core.reasons import RequestKind, SwitchReason
 from reconciler.core.status import FINAL, UNFINISHED, DeployStatus
 
 migrations = Migrations("reconciler")
@@ -209,10 +210,14 @@ class Store:
             self.update_site(domain, sync="OutOfSync", message=message)
         return domains
 
-    def record_activation(self, domain: str, release: str, previous: str | None, at: str, trigger: str,
-                          requested_by: str) -> None:
+    def record_activation(self, domain: str, release: str, previous: str | None, at: str, trigger: SwitchReason,
+                          requested_by: str, server: str | None = None) -> None:
+        """A switch without a build, for history. `server`: the one of a site's many servers it
+        happened on, written into the trigger text ("deploy (web-1)") as before: activations
+        have no server column yet."""
+        shown = f"{trigger} ({server})" if server else str(trigger)
         self.db["activations"].insert({"site": domain, "release": release, "previous": previous, "at": at,  # type: ignore[union-attr]
-                                       "trigger": trigger, "requested_by": requested_by})
+                                       "trigger": shown, "requested_by": requested_by})
 
     def activations(self, domain: str) -> list[dict[str, Any]]:
         """Newest first."""
@@ -369,7 +374,7 @@ class Store:
 
     # -- imperative requests (retry, redeploy) ---------------------------------------------
 
-    def request(self, domain: str, kind: str, by: str, after: str | None = None) -> None:
+    def request(self, domain: str, kind: RequestKind, by: str, after: str | None = None) -> None:
         self.db["requests"].upsert({"site": domain, "kind": kind, "by": by, "at": utcnow(),  # type: ignore[union-attr]
                                     "after": after}, pk="site")
 

@@ -32,6 +32,7 @@ from reconciler.core.facts import ServerFacts, SiteFacts
 from reconciler.core.layout import next_release_name, parse_release
 from reconciler.core.manifest import Manifest
 from reconciler.core.plan import Action, Activate, Deploy, Prune, built_releases, plan_site, prune_candidates
+from reconciler.core.reasons import DeployReason, SwitchReason
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply
 from reconciler.engine.outcome import LOCK_RETRY, Applied, SiteOutcome, outcome_of
@@ -118,7 +119,7 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
             return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, Health.DEGRADED,
                                f"pinned release {site.pin} is not a successful build on {', '.join(lacking)}; "
                                "nothing switched on any server")
-        return await _switch_all(rec, site, targets, site.pin, "rollback", [], dry_run, board)
+        return await _switch_all(rec, site, targets, site.pin, SwitchReason.ROLLBACK, [], dry_run, board)
     commit = first.desired_commit
     if commit is None:
         return SiteOutcome(site.domain, where, first.sync, first.health, first.message)
@@ -126,7 +127,7 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
     everywhere = set.intersection(*built.values())
     actives = {t.facts.active_release for t in targets}
     if len(actives) == 1 and (live := next(iter(actives))) in everywhere and live is not None:
-        return await _switch_all(rec, site, targets, live, "roll-forward", [], dry_run, board)
+        return await _switch_all(rec, site, targets, live, SwitchReason.ROLL_FORWARD, [], dry_run, board)
     name = newest(everywhere) or newest(set().union(*built.values()))
     if name is None:
         for server, plan in plans.items():
@@ -148,7 +149,7 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
     if need:
         if dry_run:
             return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, first.health, "",
-                               planned=[Deploy(name, commit, "build on " + ", ".join(t.server for t in need))])
+                               planned=[Deploy(name, commit, DeployReason.DEPLOY)])
         built_on = await _build_all(rec, site, need, name, commit, decl_commit)
         locked = [(server, why) for server, why, waits in built_on if waits]
         failed = [(server, why) for server, why, waits in built_on if not waits]
@@ -172,7 +173,7 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
             if why:
                 return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
                                    f"script_once failed on {targets[0].server}: {why}; no server switched", applied)
-    return await _switch_all(rec, site, targets, name, "deploy", applied, dry_run, board)
+    return await _switch_all(rec, site, targets, name, SwitchReason.DEPLOY, applied, dry_run, board)
 
 
 async def _check_all(contexts: dict[str, apply.SiteContext], moving: list[Target], name: str
@@ -207,7 +208,7 @@ async def _back_everywhere(rec: Reconciler, site: SiteDeclaration, contexts: dic
                               row["declarations_commit"] or "", message[:500])
             await apply.mark_failed(ctx, name, failed.to_json(), message)
         board[target.server] = (target.facts.active_release, message)
-    applied.append(Applied(Activate(moving[0].facts.active_release or name, "auto-rollback")))
+    applied.append(Applied(Activate(moving[0].facts.active_release or name, SwitchReason.AUTO_ROLLBACK)))
     return SiteOutcome(site.domain, label(site), Sync.FAILED, Health.HEALTHY, message, applied)
 
 
@@ -239,7 +240,8 @@ async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target],
                     await apply.prune(ctx, (name,))
                     rec.store.mark_cleaned(site.domain, name, target.server)
                     rec.store.retire(site.domain, name, target.server)
-                result = await apply.deploy(ctx, name, commit, "deploy", fresh.active_release, switch_to_it=False)
+                result = await apply.deploy(ctx, name, commit, DeployReason.DEPLOY, fresh.active_release,
+                                            switch_to_it=False)
                 return target.server, "" if result.ok else result.message, False
             except Exception as exc:
                 return target.server, outcome_of(exc, site.domain, target.server).message, False
@@ -262,7 +264,7 @@ async def _run_once(rec: Reconciler, site: SiteDeclaration, target: Target, name
     return ""
 
 
-async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Target], name: str, why: str,
+async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Target], name: str, why: SwitchReason,
                       applied: list[Applied], dry_run: bool, board: Board) -> SiteOutcome:
     """Phase 2: with every server's lock held, switch all that are not on `name`, then reload;
     a failed switch puts the others back. Then prune each server alike."""
@@ -271,7 +273,7 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
     prune = {t.server: prune_candidates(t.facts.ordered(), site.keep, name, site.pin, (t.facts.active_release,),
                                         keep_failed=site.keep_failed) for t in targets}
     if dry_run:
-        planned: list[Action] = [Activate(name, f"{why} on {', '.join(t.server for t in moving)}")] if moving else []
+        planned: list[Action] = [Activate(name, why, tuple(t.server for t in moving))] if moving else []
         return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC if moving else Sync.SYNCED, Health.HEALTHY, "",
                            planned=planned)
     contexts = {t.server: rec._context(site, None, target=t.server) for t in targets}
@@ -308,13 +310,13 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
         for target in moving:
             if warning := await apply.reload(contexts[target.server], name):
                 warnings.append(f"{target.server}: {warning}")
-        if moving and why != "rollback":  # a pin is the operator's: checked, never switched away from
+        if moving and why != SwitchReason.ROLLBACK:  # a pin is the operator's: checked, never switched away from
             unhealthy = await _check_all(contexts, moving, name)
             if unhealthy:
                 return await _back_everywhere(rec, site, contexts, moving, name, unhealthy, applied, board)
         for target in moving:
-            rec.store.record_activation(site.domain, name, target.facts.active_release, utcnow(),
-                                        f"{why} ({target.server})", "")
+            rec.store.record_activation(site.domain, name, target.facts.active_release, utcnow(), why, "",
+                                        target.server)
         if moving:
             applied.append(Applied(Activate(name, why)))
         for target in targets:

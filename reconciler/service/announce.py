@@ -25,8 +25,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
+from reconciler.config import NotifyEvent
 from reconciler.core.plan import Activate, Deploy
 from reconciler.core.status import DeployStatus
 from reconciler.engine.outcome import Applied
@@ -38,8 +39,9 @@ FIELDS: tuple[str, ...] = (
     "live_release", "live_commit", "previous_release", "previous_commit",
     "log_url", "dashboard_url", "at", "text",
 )
-BUILDS = ("deployed", "failed")      # events about a build: duration, exit status, trigger
-SWITCHES = ("deployed", "rolled_back")  # events that moved the site link: previous_*
+# Events about a build (duration, exit status, trigger), and events that moved the site link (previous_*).
+BUILDS = frozenset({NotifyEvent.DEPLOYED, NotifyEvent.FAILED})
+SWITCHES = frozenset({NotifyEvent.DEPLOYED, NotifyEvent.ROLLED_BACK})
 SHORT = 12                           # commit abbreviation, as the CLI and the log show it
 REASON_MAX = 240                     # the part of a (failure) message the line quotes
 TEXT_MAX = 1000                      # chat services cut long messages; ours stay well below
@@ -104,11 +106,12 @@ def failed_build(rows: Iterable[Row], applied: Sequence[Applied], commit: str | 
                  and not row.get("forgiven")), None)
 
 
-def fields(event: str, scene: Scene, failed: Row | None = None, desired_commit: str | None = None) -> dict[str, Any]:
+def fields(event: NotifyEvent, scene: Scene, failed: Row | None = None,
+           desired_commit: str | None = None) -> dict[str, Any]:
     """The event's fields, but `event`, `domain`, `at` and `text` (see `payload`). For `failed`,
     `failed` is the failed deployment's row (failed_build) and `desired_commit` the commit the
     site wants, used when there is no such row."""
-    if event == "failed":
+    if event == NotifyEvent.FAILED:
         subject = failed
         release = failed.get("release") if failed else None
         commit = failed.get("commit_sha") if failed else desired_commit
@@ -125,7 +128,7 @@ def fields(event: str, scene: Scene, failed: Row | None = None, desired_commit: 
         if event in BUILDS:
             values.update(duration_ms=subject.get("duration_ms"), exit_status=subject.get("exit_status"),
                           trigger=subject.get("trigger") or None, requested_by=subject.get("requested_by") or None)
-            if event == "failed" and subject.get("message"):
+            if event == NotifyEvent.FAILED and subject.get("message"):
                 values["reason"] = subject["message"]
     if event in SWITCHES and scene.previous is not None and scene.previous != (release, commit):
         values.update(previous_release=scene.previous[0], previous_commit=scene.previous[1])
@@ -137,10 +140,11 @@ def fields(event: str, scene: Scene, failed: Row | None = None, desired_commit: 
     return values
 
 
-def payload(event: str, domain: str, at: str, **known: Any) -> dict[str, Any]:
+def payload(event: NotifyEvent, domain: str, at: str, **known: Any) -> dict[str, Any]:
     """The event as delivered: every key of FIELDS (None where unknown), in that order, `text`
     last. `reason` (the failed build's own message, more precise than the site's) only shapes
-    `text`. Unknown keys are a programming error."""
+    `text`. Unknown keys, and an event that is not a NotifyEvent, are a programming error."""
+    event = NotifyEvent(event)  # mypy rejects a misspelt member; this, a misspelt string at run time
     reason = known.pop("reason", None)
     unknown = set(known) - set(FIELDS)
     if unknown:
@@ -153,26 +157,27 @@ def payload(event: str, domain: str, at: str, **known: Any) -> dict[str, Any]:
 
 def summary(body: Mapping[str, Any], reason: str | None = None) -> str:
     """The one-line summary of an event (see the module docstring)."""
-    event, domain = body.get("event"), body.get("domain")
+    event, domain = NotifyEvent(body["event"]), body.get("domain")
     server = f" on {body['server']}" if body.get("server") else ""
     new = _release(body.get("release"), body.get("commit"))
     about = _about(body.get("commit_subject"), body.get("commit_author"))
     before = _release(body.get("previous_release"), body.get("previous_commit"))
     moved = f"{before} → {new}" if before else new
-    build = _build(body, "in" if event == "deployed" else "after")
+    build = _build(body, "in" if event == NotifyEvent.DEPLOYED else "after")
     live = _release(body.get("live_release"), body.get("live_commit")) or "nothing"
     why = _clip(reason or body.get("message") or "")
-    if event == "deployed":
-        line = f"{domain} deployed{server}: {moved}{about}{build}"
-    elif event == "failed":
-        what = f"{new}{about}{build}" if new else ""
-        line = f"{domain} FAILED{server}: " + ": ".join(p for p in (what, why or "failed") if p) + f". Live: {live}"
-    elif event == "rolled_back":
-        line = f"{domain} rolled back{server}: {moved}{about}"
-    elif event == "degraded":
-        line = f"{domain} DEGRADED{server}: {why or 'degraded'}. Live: {live}"
-    else:
-        line = f"{domain} {event}{server}: {new or why}"
+    match event:  # one sentence per event; mypy --strict checks that none is missing
+        case NotifyEvent.DEPLOYED:
+            line = f"{domain} deployed{server}: {moved}{about}{build}"
+        case NotifyEvent.FAILED:
+            what = f"{new}{about}{build}" if new else ""
+            line = f"{domain} FAILED{server}: " + ": ".join(p for p in (what, why or "failed") if p) + f". Live: {live}"
+        case NotifyEvent.ROLLED_BACK:
+            line = f"{domain} rolled back{server}: {moved}{about}"
+        case NotifyEvent.DEGRADED:
+            line = f"{domain} DEGRADED{server}: {why or 'degraded'}. Live: {live}"
+        case _:
+            assert_never(event)
     if body.get("dashboard_url"):
         line += f". Dashboard: {body['dashboard_url']}"
     # Neutral first, then cut: cutting a tail off can only remove markup, never make it.

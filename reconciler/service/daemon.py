@@ -22,7 +22,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from watchfiles import Change, awatch
 
-from reconciler.config import Settings, load_settings
+from reconciler.config import NotifyEvent, Settings, load_settings
 from reconciler.core.declarations import Declarations, SiteDeclaration
 from reconciler.core.status import Health, Sync
 from reconciler.engine import source
@@ -331,22 +331,25 @@ class Daemon:
                                previous=notes.remember_live(site.domain, live, commit),
                                endpoint=announce.endpoint(self.settings.listen, self.settings.http_hosts))
         if outcome.deployed:
-            notes.emit("deployed", site.domain, once_key=str(commit), **announce.fields("deployed", scene))
+            notes.emit(NotifyEvent.DEPLOYED, site.domain, once_key=str(commit),
+                       **announce.fields(NotifyEvent.DEPLOYED, scene))
         if outcome.rolled_back:
-            notes.emit("rolled_back", site.domain, **announce.fields("rolled_back", scene))
+            notes.emit(NotifyEvent.ROLLED_BACK, site.domain, **announce.fields(NotifyEvent.ROLLED_BACK, scene))
         if outcome.sync == Sync.FAILED:
             # Keyed like the failure memory, so the follow-up passes' longer message is not news.
             desired = row.get("desired_commit")
             key = f"{desired}/{site.build_key}" if desired else outcome.message
             failed = announce.failed_build(self.store.deployments(site.domain), outcome.applied, desired,
                                            site.build_key)
-            notes.emit("failed", site.domain, once_key=key, **announce.fields("failed", scene, failed, desired))
+            notes.emit(NotifyEvent.FAILED, site.domain, once_key=key,
+                       **announce.fields(NotifyEvent.FAILED, scene, failed, desired))
         else:
-            notes.forget("failed", site.domain)
+            notes.forget(NotifyEvent.FAILED, site.domain)
         if outcome.health == Health.DEGRADED:
-            notes.emit("degraded", site.domain, once_key="degraded", **announce.fields("degraded", scene))
+            notes.emit(NotifyEvent.DEGRADED, site.domain, once_key="degraded",
+                       **announce.fields(NotifyEvent.DEGRADED, scene))
         else:
-            notes.forget("degraded", site.domain)
+            notes.forget(NotifyEvent.DEGRADED, site.domain)
 
     def _still_desired(self, site: SiteDeclaration) -> bool:
         try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from reconciler.core.reasons import SwitchReason
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine.store import Store
 
@@ -107,7 +108,7 @@ class ReconcilerCollector(Collector):
         rollbacks = CounterMetricFamily("reconciler_auto_rollbacks", "Switches back after a failed health check.",
                                         labels=["domain"])
         for row in self.store.db.query("select site, count(*) as n from activations "
-                                       "where trigger = 'auto-rollback' group by site order by site"):
+                                       "where trigger = ? group by site order by site", [SwitchReason.AUTO_ROLLBACK]):
             rollbacks.add_metric([row["site"]], row["n"])
         yield rollbacks
         last = GaugeMetricFamily("reconciler_last_successful_pass_timestamp_seconds",

@@ -66,7 +66,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from reconciler.config import NotifyTarget
+from reconciler.config import NotifyEvent, NotifyTarget
 from reconciler.service import announce
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,12 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 5
 FIRST_DELAY = 1.0
 CHAT_THREADS = 4   # apprise deliveries at once; more wait for a thread, nothing else does
-NOTIFY_TYPES = {"deployed": "success", "failed": "failure", "rolled_back": "info", "degraded": "warning"}
+# apprise's message type for each event (a colour or an icon in the chat service); every event has one.
+NOTIFY_TYPES: dict[NotifyEvent, str] = {NotifyEvent.DEPLOYED: "success", NotifyEvent.FAILED: "failure",
+                                        NotifyEvent.ROLLED_BACK: "info", NotifyEvent.DEGRADED: "warning"}
 
 
-def send_chat(url: str, text: str, event: str) -> bool:
+def send_chat(url: str, text: str, event: NotifyEvent) -> bool:
     """Deliver `text` through apprise to `url`. Blocking (requests, SMTP, ...): runs on the
     notification threads. True when the service took it."""
     import apprise  # only daemons with chat targets pay for the import
@@ -85,7 +87,7 @@ def send_chat(url: str, text: str, event: str) -> bool:
     sender = apprise.Apprise(asset=apprise.AppriseAsset(app_id="reconciler", app_desc="reconciler deployments"))
     if not sender.add(url):
         return False
-    kind = apprise.NotifyType(NOTIFY_TYPES.get(event, "info"))
+    kind = apprise.NotifyType(NOTIFY_TYPES[event])
     return bool(sender.notify(body=text, title="", notify_type=kind, body_format=apprise.NotifyFormat.TEXT))
 
 
@@ -102,7 +104,7 @@ class Notifications:
         self._sent: set[tuple[str, ...]] = set()
         self._live: dict[str, tuple[str | None, str | None]] = {}
 
-    def emit(self, event: str, domain: str, once_key: str = "", **fields: Any) -> None:
+    def emit(self, event: NotifyEvent, domain: str, once_key: str = "", **fields: Any) -> None:
         """Queue `event` for every target that wants it; `once_key` deduplicates. `fields` are
         announce.FIELDS (announce.fields builds them); the rest are null, `text` is made here."""
         key = (event, domain, once_key)
@@ -116,7 +118,7 @@ class Notifications:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    def forget(self, event: str, domain: str) -> None:
+    def forget(self, event: NotifyEvent, domain: str) -> None:
         """State changed back: the next `event` for `domain` is news again."""
         self._sent = {k for k in self._sent if not (k[0] == event and k[1] == domain)}
 
