@@ -17,6 +17,8 @@ from reconciler.core.status import DeployStatus
 
 # What a manifest's status can be (a deployment's `pending` never reaches the server).
 STATUSES: tuple[str, ...] = (DeployStatus.UPDATING, DeployStatus.SUCCESS, DeployStatus.FAILED)
+ONCE_PENDING, ONCE_DONE = "pending", "done"
+ONCE_STATES: tuple[str, ...] = ("", ONCE_PENDING, ONCE_DONE)
 _BUILD_KEY_RE = re.compile(r"[0-9A-Za-z._-]{1,128}")
 
 
@@ -38,9 +40,16 @@ class Manifest:
     message: str = ""
     author: str = ""   # the commit's author and subject (history and notifications)
     subject: str = ""
+    # A site with `script_once`: "pending" from the build until the run-once step succeeded on the
+    # first server, then "done" there (a failure marks the release failed). "" for a site without
+    # it, and for releases built before this field: those are trusted as they are. A release whose
+    # first server says "pending" is never switched to and never offered for rollback.
+    once: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
+        # `once` only where it says something: a site without `script_once` writes what it always did.
+        fields = {k: v for k, v in self.__dict__.items() if k != "once" or v}
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def parse(cls, text: str) -> Manifest:
@@ -70,10 +79,18 @@ class Manifest:
         declarations_commit = data.get("declarations_commit", "")
         if declarations_commit != "" and wire.as_sha(declarations_commit) is None:
             raise wire.WireError("declarations_commit is not a full hex commit id")
+        once = data.get("once", "")
+        if once not in ONCE_STATES:
+            raise wire.WireError("once is not one of " + ", ".join(repr(o) for o in ONCE_STATES))
         return cls(commit, text_field("branch", True), text_field("repository", True), build_key, str(status),
                    text_field("started_at"), text_field("completed_at"), str(declarations_commit),
                    text_field("message"), wire.display(text_field("author"), wire.MAX_COMMIT_TEXT),
-                   wire.display(text_field("subject"), wire.MAX_COMMIT_TEXT))
+                   wire.display(text_field("subject"), wire.MAX_COMMIT_TEXT), str(once))
+
+    @property
+    def once_owed(self) -> bool:
+        """The release's run-once step (migrations) has not succeeded: it must not go live."""
+        return self.once == ONCE_PENDING
 
     @classmethod
     def from_json(cls, text: str) -> Manifest | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 
 from reconciler.core.declarations import SiteDeclaration
-from reconciler.core.facts import ProbeSite, SiteFacts
+from reconciler.core.facts import ProbeSite, ReleaseFacts, SiteFacts
 from reconciler.core.layout import parse_release
 from reconciler.core.reasons import RequestKind
 from reconciler.core.status import DeployStatus
@@ -47,6 +47,9 @@ def rollback_target(site: SiteDeclaration, facts: SiteFacts, release: str | None
         if found.status != DeployStatus.SUCCESS:
             raise NoRollbackTarget(f"{domain}: release {release} is not a successful build ({found.status}); "
                                    "nothing committed")
+        if _once_owed(found):
+            raise NoRollbackTarget(f"{domain}: release {release} never completed its script_once (migrations); "
+                                   "it never goes live. Nothing committed")
         if release == active:
             raise NoRollbackTarget(f"{domain}: release {release} is already the active release; pinning it would "
                                    "only stop the site following its branch. Nothing committed")
@@ -54,12 +57,17 @@ def rollback_target(site: SiteDeclaration, facts: SiteFacts, release: str | None
     if active is None:
         raise NoRollbackTarget(f"{domain}: no active release on {site.server} to roll back from")
     active_time = parse_release(active)
-    older = [(t, r.name) for r in facts.releases.values() if r.status == DeployStatus.SUCCESS
+    older = [(t, r.name) for r in facts.releases.values() if r.status == DeployStatus.SUCCESS and not _once_owed(r)
              and (t := parse_release(r.name)) is not None and active_time is not None and t < active_time]
     if not older:
         raise NoRollbackTarget(f"{domain}: no successful release older than the active one ({active}) "
                                f"on {site.server}")
     return max(older)[1]
+
+
+def _once_owed(release: ReleaseFacts) -> bool:
+    """Its run-once step (script_once, recorded on the first server) never succeeded."""
+    return release.manifest is not None and release.manifest.once_owed
 
 
 async def site_facts(reconciler: Reconciler, site: SiteDeclaration, server: str | None = None) -> SiteFacts:

@@ -234,14 +234,16 @@ async def switch_back(ctx: SiteContext, failed: str, previous: str, reason: str)
 
 
 async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReason | None = None,
-                 previous: str | None = None, *, switch_to_it: bool = True, release_lock: bool = False) -> Outcome:
+                 previous: str | None = None, *, switch_to_it: bool = True, release_lock: bool = False,
+                 once: str = "") -> Outcome:
     """Build `commit` into a new release and switch to it. Returns the outcome; raises
     TransportError when the server went away (a temporary problem). `reason` (the plan's) is
     the history's trigger unless an operator's request (ctx.trigger) asked for this build.
     With a `[health]` check, a release that fails it after the switch is switched back to
     `previous` at once and recorded as failed (remembered like a failed build). Without
     `switch_to_it` (phase 1 of a site on many servers) it stops once the release is built and
-    recorded a success: the switches are the caller's, on every server at once. With
+    recorded a success: the switches are the caller's, on every server at once; `once` is then the
+    manifest's run-once state (`Manifest.once`: "pending" for a site with `script_once`). With
     `release_lock` (nothing follows under the site's lock) the finishing command releases it.
 
     Round trips (issue 15): the claim rides in the tied build command (clone, shared links), so a
@@ -253,7 +255,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
     started = time.monotonic()
     # `branch` of the manifest and of the row: the branch, or `tag <name>` / `commit <sha>` (SiteRef.record).
     base = Manifest(commit, ref.record, site.repository, site.build_key, DeployStatus.UPDATING,
-                    utcnow(), "", ctx.declarations_commit or "")
+                    utcnow(), "", ctx.declarations_commit or "", once=once)
     deployment_id = store.start_deployment(
         site=site.domain, server=ctx.server, release=release, status=DeployStatus.PENDING, commit_sha=commit,
         branch=ref.record, repository=site.repository, build_key=site.build_key,
@@ -390,6 +392,12 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
 async def relink(ctx: SiteContext, release: str, entries: tuple[str, ...]) -> None:
     """Put back shared links of the live release that are gone or were replaced (drift)."""
     await _run(ctx, Step.SHARED, shell.link_shared(ctx.paths, release, entries))
+
+
+async def record_once_done(ctx: SiteContext, release: str, manifest_json: str) -> None:
+    """The run-once step succeeded: the release's manifest says so (`once: done`), so it may go
+    live and be rolled back to."""
+    await _run(ctx, Step.RECORD, shell.record_manifest(ctx.paths, release, manifest_json, "==> script_once done"))
 
 
 async def mark_failed(ctx: SiteContext, release: str, manifest_json: str, message: str) -> None:

@@ -264,7 +264,7 @@ class Reconciler:
         many: list[SiteDeclaration] = []
         for site in decls.sites.values():
             if only in (None, site.domain):
-                (many.append(site) if len(site.targets) > 1 else by_server[site.server].append(site))
+                (many.append(site) if site.as_fleet else by_server[site.server].append(site))
         rounds = await asyncio.gather(*(
             self.converge_server(server, sites, decls.commit, dry_run=dry_run)
             for server, sites in by_server.items()

@@ -9,7 +9,13 @@ serving two versions. Here a deploy is one unit with one release name on every s
    server switches; the servers that built keep their release, and a later pass switches to it
    without rebuilding them once the failed server has it too.
 2. **Run once**: `script_once` (migrations) runs on the first listed server, after its build and
-   before any switch; its failure fails the deploy everywhere.
+   before any switch, exactly once per release: the build writes `once: pending` into the first
+   server's manifest and only the step's success turns it into `done`. A release still pending
+   there is never switched to (a later pass runs the step first: after a crash, after a failed
+   build elsewhere was retried) and never pinned or offered for rollback. A failure marks the
+   release failed on the first server: remembered like a failed build (sticky until a change or
+   `retry`, which builds it there again and runs the step again). A site with `script_once` on one
+   server is deployed here too, as a fleet of one.
 3. **Switch** (phase 2): with every server's lock held, all servers switch at once (each an
    atomic rename), then each reloads. A switch that fails on one server after others switched
    switches those back.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,7 +37,7 @@ from typing import TYPE_CHECKING
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import ServerFacts, SiteFacts
 from reconciler.core.layout import next_release_name, parse_release
-from reconciler.core.manifest import Manifest
+from reconciler.core.manifest import ONCE_DONE, ONCE_PENDING, Manifest
 from reconciler.core.plan import Action, Activate, Deploy, Prune, built_releases, plan_site, prune_candidates
 from reconciler.core.reasons import DeployReason, SwitchReason
 from reconciler.core.status import DeployStatus, Health, Sync
@@ -119,6 +126,10 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
             return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, Health.DEGRADED,
                                f"pinned release {site.pin} is not a successful build on {', '.join(lacking)}; "
                                "nothing switched on any server")
+        if _once_owed(site, targets[0], site.pin):
+            return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, Health.DEGRADED,
+                               f"pinned release {site.pin} never completed its script_once on {targets[0].server}; "
+                               "nothing switched on any server")
         return await _switch_all(rec, site, targets, site.pin, SwitchReason.ROLLBACK, [], dry_run, board)
     commit = first.desired_commit
     if commit is None:
@@ -136,9 +147,10 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
         existing = {n for t in targets for n in (*t.facts.releases, *t.facts.not_dirs)}
         name = next_release_name(now, existing)
     need = [t for t in targets if name not in built[t.server]]
-    # A release new to every server is a deploy (script_once runs); one some server has already
-    # built is the same deploy reaching the rest (a server added, a failed build retried).
-    fresh = not any(name in names for names in built.values())
+    # The run-once step is owed when the first server builds the release now, or built it before
+    # and its manifest still says pending (a crash, a failed step retried): never guessed from
+    # whether some other server had it already.
+    owed = site.script_once is not None and (targets[0] in need or _once_owed(site, targets[0], name))
     remembered = [(t.server, plans[t.server].message) for t in need if plans[t.server].sync == Sync.FAILED]
     if remembered:
         # A failed build is not retried for the same commit and build key (no hot loop): a new
@@ -168,11 +180,15 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
             return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
                                f"build of {name} failed on " + "; ".join(problems) + "; no server switched",
                                applied)
-        if site.script_once and fresh:
-            why = await _run_once(rec, site, targets[0], name)
-            if why:
-                return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
-                                   f"script_once failed on {targets[0].server}: {why}; no server switched", applied)
+    if owed:
+        if dry_run:
+            return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, first.health,
+                               f"script_once of {name} is owed on {targets[0].server}")
+        why = await _run_once(rec, site, targets[0], name, decl_commit)
+        if why:
+            board[targets[0].server] = (board[targets[0].server][0], f"script_once of {name} failed: {why}")
+            return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
+                               f"script_once failed on {targets[0].server}: {why}; no server switched", applied)
     return await _switch_all(rec, site, targets, name, SwitchReason.DEPLOY, applied, dry_run, board)
 
 
@@ -241,7 +257,7 @@ async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target],
                     rec.store.mark_cleaned(site.domain, name, target.server)
                     rec.store.retire(site.domain, name, target.server)
                 result = await apply.deploy(ctx, name, commit, DeployReason.DEPLOY, fresh.active_release,
-                                            switch_to_it=False)
+                                            switch_to_it=False, once=ONCE_PENDING if site.script_once else "")
                 return target.server, "" if result.ok else result.message, False
             except Exception as exc:
                 return target.server, outcome_of(exc, site.domain, target.server).message, False
@@ -249,16 +265,39 @@ async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target],
         return list(await asyncio.gather(*(one(*entry) for entry in held)))
 
 
-async def _run_once(rec: Reconciler, site: SiteDeclaration, target: Target, name: str) -> str:
-    """`script_once` on one server, in the new release, before any switch; why it failed or ""."""
+def _once_owed(site: SiteDeclaration, target: Target, name: str) -> bool:
+    """`name` on this (the first) server still owes its run-once step (its manifest says pending)."""
+    found = target.facts.releases.get(name)
+    return (site.script_once is not None and found is not None and found.manifest is not None
+            and found.manifest.once_owed)
+
+
+async def _run_once(rec: Reconciler, site: SiteDeclaration, target: Target, name: str,
+                    decl_commit: str | None) -> str:
+    """`script_once` on one server, in the release, before any switch, under its lock; then the
+    manifest records it done, or the release failed (remembered like a failed build: no hot loop).
+    Why it failed, or ""."""
     assert site.script_once is not None
-    ctx = rec._context(site, None, target=target.server)
+    ctx = rec._context(site, decl_commit, target=target.server)
     try:
-        async with rec._site_lock(ctx, f"script_once {name}"):
-            command = shell.run_once(ctx.paths, name, site.script_once)
-            await apply.run_step(ctx, command, rec.settings.deploy_timeout)
-    except StepFailed as exc:
-        return f"exit {exc.exit_status}"
+        async with rec._site_lock(ctx, f"script_once {name}") as fresh:
+            release = fresh.releases.get(name)
+            manifest = release.manifest if release is not None else None
+            if manifest is None or manifest.status != DeployStatus.SUCCESS:
+                return f"release {name} is not a successful build there any more"
+            if not manifest.once_owed:
+                return ""  # another reconciler ran it meanwhile
+            try:
+                command = shell.run_once(ctx.paths, name, site.script_once)
+                await apply.run_step(ctx, command, rec.settings.deploy_timeout)
+            except StepFailed as exc:
+                why = f"exit {exc.exit_status}"
+                message = f"script_once failed: {why}; this release never goes live (retry builds it again)"
+                failed = dataclasses.replace(manifest, status=DeployStatus.FAILED, completed_at=utcnow(),
+                                             message=message)
+                await apply.mark_failed(ctx, name, failed.to_json(), message)
+                return why
+            await apply.record_once_done(ctx, name, dataclasses.replace(manifest, once=ONCE_DONE).to_json())
     except Exception as exc:
         return outcome_of(exc, site.domain, target.server).message
     return ""

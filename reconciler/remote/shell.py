@@ -259,7 +259,12 @@ def write_manifest(paths: SitePaths, release: str, manifest: str) -> Command:
 
 
 def record_failure(paths: SitePaths, release: str, manifest: str, note: str) -> Command:
-    """Mark a release failed: its manifest (atomically), then `note` appended to its log.
+    """Mark a release failed: its manifest (atomically), then `note` appended to its log."""
+    return record_manifest(paths, release, manifest, note)
+
+
+def record_manifest(paths: SitePaths, release: str, manifest: str, note: str) -> Command:
+    """Rewrite a release's manifest (atomically), then append `note` to its log.
     stdin: the manifest (one line), then the note (any length, any lines)."""
     target = paths.manifest(release)
     return Command(

@@ -201,7 +201,7 @@ class Daemon:
             by_server: dict[str, list[SiteDeclaration]] = defaultdict(list)
             for domain in sorted(ready):
                 site = mine.sites[domain]
-                if len(site.targets) > 1:
+                if site.as_fleet:
                     self._spawn(self._many_round(site, decls.commit))  # two phases over its servers
                 else:
                     by_server[site.server].append(site)

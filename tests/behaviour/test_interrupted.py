@@ -4,22 +4,28 @@ has run. The real daemon process (`reconciler run`), real sshds."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
 
 import pytest
 
 from tests.support.disk import release_time
 from tests.support.fleet import Fleet, shapes
-from tests.support.process import Daemons
+from tests.support.process import Daemons, reconciler_process
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.ssh  # the sshds come from a folder-wide fixture the root conftest does not see
 
 
-@pytest.mark.parametrize("fleet", shapes(
-    two="after SIGTERM mid-build every later pass fails: UNIQUE constraint on the half-built release's row"),
-    indirect=True)
+@pytest.mark.parametrize("fleet", [
+    pytest.param("one", id="one"),
+    # Not strict: whether the half-built release's row is in the database when SIGTERM lands
+    # depends on timing, so under load this sometimes passes (seen once in a loaded run).
+    pytest.param("two", id="two", marks=pytest.mark.xfail(strict=False, reason=(
+        "issue 21: after SIGTERM mid-build every later pass fails: UNIQUE constraint on the half-built "
+        "release's row")))], indirect=True)
 def test_sigterm_mid_build_switches_no_server_and_leaves_nothing_half_built(fleet: Fleet, daemons: Daemons) -> None:
     slow, started = fleet.path("slow"), fleet.path("started")
     fleet.declare(script=f"if [ -e {slow} ]; then touch {started}; sleep 60; fi\necho built\n")
@@ -45,3 +51,37 @@ def test_sigterm_mid_build_switches_no_server_and_leaves_nothing_half_built(flee
     new = fleet.live_release()
     assert new != live and fleet.live_commits() == [fleet.head()] * len(fleet.servers)
     assert fleet.releases() == [[live, new]] * len(fleet.servers), "the half-built release must be gone"
+
+
+@pytest.mark.parametrize("fleet", shapes(), indirect=True)
+def test_a_release_whose_script_once_never_finished_is_never_switched_to_or_rolled_back_to(fleet: Fleet) -> None:
+    """The reconciler is killed (SIGKILL, and its step on the server with it) while script_once
+    (migrations) runs: the release was built, its first server's manifest says the run-once step
+    is still owed. It is not offered for rollback, and the next pass runs script_once, then
+    switches (before, it was taken for done as soon as any server had a build of it)."""
+    hang = fleet.path("hang-once")
+    fleet.declare(script="echo built\n",
+                  script_once=(f"basename \"$PWD\" >> {fleet.path('migrations')}\n"
+                               f"if [ -e {hang} ]; then touch {fleet.path('once-started')}; sleep 61; fi\n"))
+    assert fleet.reconcile().rc == 0
+    live = fleet.live_release()
+    fleet.touch("hang-once", on=fleet.first)
+    fleet.commit("v2")
+    proc = reconciler_process("--config", str(fleet.config), "reconcile", cwd=fleet.tmp, start_new_session=True)
+    try:
+        wait_until(lambda: (fleet.disk(fleet.first) / "once-started").exists(), 60, "script_once to start")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    subprocess.run(["pkill", "-KILL", "-f", "sleep 61"], check=False)  # the step on the server dies too
+    assert fleet.live() == [live] * len(fleet.servers)
+    (owed,) = [name for name in fleet.site(fleet.first).releases() if name != live]
+
+    rc, out, err = fleet.cli("rollback", fleet.domain, owed)
+    assert rc == 1 and "never completed its script_once" in err, (out, err)
+
+    fleet.remove("hang-once", on=fleet.first)
+    rc, out, err = fleet.reconcile()
+    assert rc == 0, (out, err)
+    assert fleet.live() == [owed] * len(fleet.servers)
+    assert fleet.lines("migrations") == [live, owed, owed], "script_once ran again, to the end, before the switch"

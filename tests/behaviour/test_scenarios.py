@@ -22,7 +22,6 @@ from tests.support.fleet import Fleet, shapes
 
 pytestmark = pytest.mark.ssh  # the sshds come from a folder-wide fixture the root conftest does not see
 
-ONCE_NEVER_RUNS = "script_once never runs on a one-server site"
 
 # script_once that records which release it ran in, on the server it ran on, and fails while
 # `migrate-broken` exists there.
@@ -83,9 +82,7 @@ def test_failing_build_keeps_the_previous_release_live_everywhere(fleet: Fleet) 
     assert fleet.releases() == built and fleet.live() == [live] * len(fleet.servers)
 
 
-@pytest.mark.parametrize("fleet", shapes(
-    one=ONCE_NEVER_RUNS,
-    two="after a failed script_once the next pass switches every server without it"), indirect=True)
+@pytest.mark.parametrize("fleet", shapes(), indirect=True)
 def test_failing_script_once_switches_no_server_now_or_at_the_next_pass(fleet: Fleet) -> None:
     fleet.declare(script="echo built\n", script_once=_once(fleet))
     assert fleet.reconcile().rc == 0
@@ -109,9 +106,7 @@ def test_failing_script_once_switches_no_server_now_or_at_the_next_pass(fleet: F
     assert new != live and fleet.lines("migrations") == [live, new]
 
 
-@pytest.mark.parametrize("fleet", shapes(
-    one=ONCE_NEVER_RUNS,
-    two="after a build failed on one server, retry switches without running script_once"), indirect=True)
+@pytest.mark.parametrize("fleet", shapes(), indirect=True)
 def test_retry_after_a_failed_build_runs_script_once_for_the_release_that_goes_live(fleet: Fleet) -> None:
     fleet.declare(script=_build(fleet), script_once=_once(fleet))
     assert fleet.reconcile().rc == 0

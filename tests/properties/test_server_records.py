@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.core import wire
-from reconciler.core.manifest import STATUSES, Manifest
+from reconciler.core.manifest import ONCE_STATES, STATUSES, Manifest
 from reconciler.remote import lock
 from reconciler.remote.probe import branch_head
 from tests.properties.strategies import FAST, nasty_text
@@ -31,7 +31,7 @@ manifests = st.builds(
     Manifest, commit=shas, branch=printable_enough, repository=printable_enough,
     build_key=st.text(alphabet="0123456789abcdef", min_size=16, max_size=16), status=st.sampled_from(STATUSES),
     started_at=printable_enough, completed_at=printable_enough,
-    declarations_commit=st.one_of(st.just(""), shas), message=printable_enough,
+    declarations_commit=st.one_of(st.just(""), shas), message=printable_enough, once=st.sampled_from(ONCE_STATES),
 )
 
 
@@ -46,13 +46,18 @@ def test_any_manifest_text_is_a_manifest_or_none(text: str) -> None:
 
 @FAST
 @given(st.dictionaries(st.sampled_from(["commit", "branch", "repository", "build_key", "status", "message",
-                                        "started_at", "completed_at", "declarations_commit", "x"]),
-                       st.one_of(json_values, shas, st.sampled_from(STATUSES)), max_size=10))
+                                        "started_at", "completed_at", "declarations_commit", "once", "x"]),
+                       st.one_of(json_values, shas, st.sampled_from(STATUSES), st.sampled_from(ONCE_STATES)),
+                       max_size=11))
 def test_manifest_fields_are_checked_not_coerced(data: dict[str, Any]) -> None:
     manifest = Manifest.from_json(json.dumps(data))
     if manifest is not None:
         assert manifest.commit == data["commit"] and manifest.status == data["status"]
         assert isinstance(data["branch"], str) and isinstance(data["repository"], str)
+        # The run-once state is one of three words, never coerced: a release owes its step only
+        # when its manifest says exactly "pending".
+        assert manifest.once == data.get("once", "") and manifest.once in ONCE_STATES
+        assert manifest.once_owed == (data.get("once") == "pending")
 
 
 @FAST
