@@ -32,14 +32,14 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import ServerFacts, SiteFacts
 from reconciler.core.layout import next_release_name, parse_release
 from reconciler.core.manifest import ONCE_DONE, ONCE_PENDING, Manifest
 from reconciler.core.plan import Action, Activate, Deploy, Prune, built_releases, plan_site, prune_candidates
-from reconciler.core.reasons import DeployReason, SwitchReason
+from reconciler.core.reasons import DeployReason, RequestKind, SwitchReason
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply
 from reconciler.engine.outcome import LOCK_RETRY, Applied, SiteOutcome, outcome_of
@@ -134,10 +134,19 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
     commit = first.desired_commit
     if commit is None:
         return SiteOutcome(site.domain, where, first.sync, first.health, first.message)
-    built = {t.server: set(built_releases(t.facts, commit, site.build_key)) for t in targets}
+    # An operator's `retry` or `redeploy` (engine/actions.py): a redeploy asks for a build named
+    # after every release there was when it was asked, so the builds up to then do not count.
+    request = rec.store.pending_request(site.domain)
+    fresh_after = (parse_release(request["after"]) if request is not None and request.get("after")
+                   and request["kind"] == RequestKind.REDEPLOY else None)
+    built = {t.server: {n for n in built_releases(t.facts, commit, site.build_key)
+                        if fresh_after is None or ((at := parse_release(n)) is not None and at > fresh_after)}
+             for t in targets}
     everywhere = set.intersection(*built.values())
     actives = {t.facts.active_release for t in targets}
     if len(actives) == 1 and (live := next(iter(actives))) in everywhere and live is not None:
+        if request is not None and not dry_run:
+            rec.store.clear_request(site.domain, request["at"])  # nothing left to build: moot
         return await _switch_all(rec, site, targets, live, SwitchReason.ROLL_FORWARD, [], dry_run, board)
     name = newest(everywhere) or newest(set().union(*built.values()))
     if name is None:
@@ -162,8 +171,10 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
         if dry_run:
             return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, first.health, "",
                                planned=[Deploy(name, commit, DeployReason.DEPLOY)])
-        built_on = await _build_all(rec, site, need, name, commit, decl_commit)
+        built_on = await _build_all(rec, site, need, name, commit, decl_commit, request)
         locked = [(server, why) for server, why, waits in built_on if waits]
+        if request is not None and len(locked) < len(built_on):
+            rec.store.clear_request(site.domain, request["at"])  # answered: the requested build ran
         failed = [(server, why) for server, why, waits in built_on if not waits]
         applied += [Applied(Deploy(name, commit), failed=bool(why), note=why) for _, why in failed]
         problems = [f"{server}: {why}" for server, why in failed if why]
@@ -229,7 +240,7 @@ async def _back_everywhere(rec: Reconciler, site: SiteDeclaration, contexts: dic
 
 
 async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target], name: str, commit: str,
-                     decl_commit: str | None) -> list[tuple[str, str, bool]]:
+                     decl_commit: str | None, request: dict[str, Any] | None = None) -> list[tuple[str, str, bool]]:
     """Phase 1: build `name` on every server in `need` at once; (server, why it failed or "",
     whether it only waits for a lock another reconciler holds).
 
@@ -241,6 +252,8 @@ async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target],
         held: list[tuple[Target, apply.SiteContext, SiteFacts]] = []
         for target in sorted(need, key=lambda t: t.server):
             ctx = rec._context(site, decl_commit, target=target.server)
+            if request is not None:  # history says who asked for this build, and why
+                ctx.trigger, ctx.requested_by = RequestKind(request["kind"]), request["by"]
             try:
                 fresh = await stack.enter_async_context(rec._site_lock(ctx, f"build {name}", stage_script=True))
             except SiteLocked as exc:
