@@ -98,7 +98,10 @@ def failed_build(rows: Iterable[Row], applied: Sequence[Applied], commit: str | 
     for done in applied:
         if done.failed and isinstance(done.action, Deploy | Activate):
             release = done.action.release
-            found = next((row for row in rows if row.get("release") == release), None)
+            # A site on many servers has a row per server under one release name: the failed one.
+            named = [row for row in rows if row.get("release") == release]
+            found = next((row for row in named if row.get("status") == DeployStatus.FAILED), None) or next(
+                iter(named), None)
             if found is not None:
                 return found
     return next((row for row in rows if row.get("status") == DeployStatus.FAILED and row.get("commit_sha") == commit
@@ -119,7 +122,9 @@ def fields(event: NotifyEvent, scene: Scene, failed: Row | None = None,
         subject = scene.live
         release, commit = scene.live_release, scene.live_commit
     values: dict[str, Any] = {
-        "server": scene.server, "sync": str(scene.sync), "health": str(scene.health), "message": scene.message,
+        # A failed build names the server it failed on (a site on many servers has a row per server).
+        "server": (failed.get("server") or scene.server) if event == NotifyEvent.FAILED and failed else scene.server,
+        "sync": str(scene.sync), "health": str(scene.health), "message": scene.message,
         "release": release, "commit": commit, "live_release": scene.live_release, "live_commit": scene.live_commit,
     }
     if subject is not None:

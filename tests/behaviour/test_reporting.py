@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.fleet import Fleet, shapes
+from tests.support.fleet import Fleet
 from tests.support.process import Daemons
 from tests.support.wait import wait_until
 
@@ -47,8 +47,6 @@ def events_fixture() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         thread.join(timeout=5)
 
 
-@pytest.mark.parametrize("fleet", shapes(two="a failed notification names the first server, not the one that failed"),
-                         indirect=True)
 def test_a_failed_notification_names_the_server_whose_build_failed(
         fleet: Fleet, daemons: Daemons, events: tuple[str, list[dict[str, Any]]]) -> None:
     url, posted = events
