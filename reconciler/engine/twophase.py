@@ -362,7 +362,13 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
         for target in moving:
             if warning := await apply.reload(contexts[target.server], name):
                 warnings.append(f"{target.server}: {warning}")
-        if moving and why != SwitchReason.ROLLBACK:  # a pin is the operator's: checked, never switched away from
+        pin_unhealthy: list[tuple[str, str]] = []
+        if moving and why == SwitchReason.ROLLBACK and site.health is not None:
+            # A pin is the operator's: checked like any activation, reported, never switched away from.
+            pin_unhealthy = await _check_all(contexts, moving, name)
+            warnings += [f"{server}: pinned release {name} fails its health check: {detail}; the pin holds"
+                         for server, detail in pin_unhealthy]
+        elif moving:
             unhealthy = await _check_all(contexts, moving, name)
             if unhealthy:
                 return await _back_everywhere(rec, site, contexts, moving, name, unhealthy, applied, board)

@@ -276,8 +276,6 @@ def test_adoption_after_the_database_is_lost(fleet: Fleet) -> None:
     assert [row["release"] for row in fleet.history() if row["is_active"]] == [live], fleet.history()
 
 
-@pytest.mark.parametrize("fleet", shapes(two="a pinned release's health is not checked on servers=[...]"),
-                         indirect=True)
 def test_a_pinned_release_failing_its_health_check_is_degraded_and_the_pin_holds(fleet: Fleet) -> None:
     fleet.declare(script="echo built\n",
                   health={"command": f"test ! -e {fleet.path('sick')}", "retries": 0, "interval": 0.1})
