@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,16 @@ from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import ServerFacts, SiteFacts
 from reconciler.core.layout import next_release_name, parse_release
 from reconciler.core.manifest import ONCE_DONE, ONCE_PENDING, Manifest
-from reconciler.core.plan import Action, Activate, Deploy, Prune, built_releases, plan_site, prune_candidates
+from reconciler.core.plan import (
+    Action,
+    Activate,
+    Deploy,
+    Prune,
+    Relink,
+    built_releases,
+    plan_site,
+    prune_candidates,
+)
 from reconciler.core.reasons import DeployReason, RequestKind, SwitchReason
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply
@@ -46,6 +56,8 @@ from reconciler.engine.outcome import LOCK_RETRY, Applied, SiteOutcome, outcome_
 from reconciler.engine.store import utcnow
 from reconciler.errors import SiteLocked, StepFailed
 from reconciler.remote import shell
+
+log = logging.getLogger("reconciler")
 
 if TYPE_CHECKING:  # converge calls this module; the type only is needed here
     from reconciler.engine.converge import Reconciler
@@ -316,6 +328,19 @@ async def _run_once(rec: Reconciler, site: SiteDeclaration, target: Target, name
     return ""
 
 
+async def _relink(rec: Reconciler, site: SiteDeclaration, ctx: apply.SiteContext, name: str) -> list[Applied]:
+    """Drift: shared links of the live release `name` on one server gone or replaced (a deleted
+    `.env` link) are put back, under that server's lock, from the facts read under it."""
+    async with rec._site_lock(ctx, f"relink shared entries of {name}") as fresh:
+        if fresh.active_release != name or not fresh.unlinked:
+            return []
+        entries = tuple(fresh.unlinked)
+        log.warning("%s: drift on %s: shared %s of the live release %s gone or replaced; relinking", site.domain,
+                    ctx.server, ", ".join(entries), name)
+        await apply.relink(ctx, name, entries)
+        return [Applied(Relink(name, entries))]
+
+
 async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Target], name: str, why: SwitchReason,
                       applied: list[Applied], dry_run: bool, board: Board) -> SiteOutcome:
     """Phase 2: with every server's lock held, switch all that are not on `name`, then reload;
@@ -325,10 +350,15 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
     prune = {t.server: prune_candidates(t.facts.ordered(), site.keep, name, site.pin, (t.facts.active_release,),
                                         keep_failed=site.keep_failed) for t in targets}
     if dry_run:
-        planned: list[Action] = [Activate(name, why, tuple(t.server for t in moving))] if moving else []
+        planned: list[Action] = [Relink(name, tuple(t.facts.unlinked)) for t in targets
+                                 if t.facts.active_release == name and t.facts.unlinked]
+        planned += [Activate(name, why, tuple(t.server for t in moving))] if moving else []
         return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC if moving else Sync.SYNCED, Health.HEALTHY, "",
                            planned=planned)
     contexts = {t.server: rec._context(site, None, target=t.server) for t in targets}
+    drifted = [t for t in targets if t.facts.active_release == name and t.facts.unlinked]
+    for target in drifted:  # before the switch phase: each under its own server's lock
+        applied += await _relink(rec, site, contexts[target.server], name)
     if not moving and not any(prune.values()):
         # In step everywhere: no lock needed. The health checks are reported, never acted on
         # between deploys (a flapping backend must not cause rollback storms).

@@ -182,8 +182,6 @@ def test_health_failure_after_a_switch_rolls_every_server_back(fleet: Fleet) -> 
     assert fleet.live() == [live] * len(fleet.servers) and fleet.releases() == built
 
 
-@pytest.mark.parametrize("fleet", shapes(two="a deleted shared link is never put back on servers=[...]"),
-                         indirect=True)
 def test_a_deleted_shared_link_is_put_back(fleet: Fleet) -> None:
     fleet.declare(script="echo built\n")
     assert fleet.reconcile().rc == 0
