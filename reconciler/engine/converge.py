@@ -43,7 +43,7 @@ from reconciler.core.shard import Shard, split
 from reconciler.core.status import UNFINISHED, DeployStatus, Health, Step, Sync
 from reconciler.engine import apply, heap, source, trust, twophase, upstream
 from reconciler.engine.fairness import FairLimiter
-from reconciler.engine.outcome import Applied, SiteOutcome, outcome_of
+from reconciler.engine.outcome import RELOAD_RETRY, Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import Snapshot, Store
 from reconciler.errors import (
     ConfigError,
@@ -64,7 +64,6 @@ from reconciler.remote.transport.pool import TransportPool
 log = logging.getLogger(__name__)
 
 LAST_VERIFIED = "last_verified_commit"
-RELOAD_RETRY = 5.0  # seconds before the first retry of a failed reload (then doubling, as for errors)
 LAST_OVERRIDE = "last_trust_override"  # JSON of the last `reconciler accept`: commit, replaced, by, at
 
 

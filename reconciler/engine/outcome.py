@@ -27,6 +27,7 @@ from reconciler.errors import LayoutConflict, PermanentError, SiteLocked, Tempor
 log = logging.getLogger(__name__)
 
 LOCK_RETRY = 2.0       # another reconciler holds the site: look again shortly
+RELOAD_RETRY = 5.0     # seconds before the first retry of a failed reload (then doubling, as for errors)
 BACKOFF_START = 5.0    # first retry of a temporary error; the daemon doubles it up to its cap
 
 # Unexpected errors already logged with a traceback: (domain, type, text). Bounded so a

@@ -52,7 +52,7 @@ from reconciler.core.plan import (
 from reconciler.core.reasons import DeployReason, RequestKind, SwitchReason
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply
-from reconciler.engine.outcome import LOCK_RETRY, Applied, SiteOutcome, outcome_of
+from reconciler.engine.outcome import LOCK_RETRY, RELOAD_RETRY, Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import utcnow
 from reconciler.errors import SiteLocked, StepFailed
 from reconciler.remote import shell
@@ -359,7 +359,9 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
     drifted = [t for t in targets if t.facts.active_release == name and t.facts.unlinked]
     for target in drifted:  # before the switch phase: each under its own server's lock
         applied += await _relink(rec, site, contexts[target.server], name)
-    if not moving and not any(prune.values()):
+    owed = rec.store.reload_owed(site.domain)
+    retry_reload = not moving and owed is not None and owed[0] == name and site.reload_command is not None
+    if not moving and not any(prune.values()) and not retry_reload:
         # In step everywhere: no lock needed. The health checks are reported, never acted on
         # between deploys (a flapping backend must not cause rollback storms).
         for target in targets:
@@ -389,9 +391,13 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
             return SiteOutcome(site.domain, where, Sync.FAILED, Health.DEGRADED,
                                f"switch to {name} failed on {reasons}{back}", applied)
         warnings = []
-        for target in moving:
+        # A failed reload is owed a retry until it succeeds (per site: the retry reloads every
+        # server, which a graceful reload such as FPM's takes in its stride).
+        for target in (targets if retry_reload else moving):
             if warning := await apply.reload(contexts[target.server], name):
                 warnings.append(f"{target.server}: {warning}")
+        if moving or retry_reload:
+            rec.store.owe_reload(site.domain, name if warnings else None, "; ".join(warnings))
         pin_unhealthy: list[tuple[str, str]] = []
         if moving and why == SwitchReason.ROLLBACK and site.health is not None:
             # A pin is the operator's: checked like any activation, reported, never switched away from.
@@ -419,4 +425,9 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
                           active_commit=row["commit_sha"] if row else None,
                           active_deployment_id=row["id"] if row else None)
     health = Health.DEGRADED if warnings else Health.HEALTHY
-    return SiteOutcome(site.domain, where, Sync.SYNCED, health, "; ".join(warnings), applied)
+    outcome = SiteOutcome(site.domain, where, Sync.SYNCED, health, "; ".join(warnings), applied)
+    if rec.store.reload_owed(site.domain) is not None:
+        # Retried with backoff (the daemon doubles the wait), not forgotten.
+        outcome.message += "; the reload is retried until it succeeds"
+        outcome.retry_after, outcome.backoff = RELOAD_RETRY, True
+    return outcome

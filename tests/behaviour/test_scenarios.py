@@ -194,8 +194,6 @@ def test_a_deleted_shared_link_is_put_back(fleet: Fleet) -> None:
     assert fleet.live_release() == live
 
 
-@pytest.mark.parametrize("fleet", shapes(two="a failed reload is never retried on servers=[...]"),
-                         indirect=True)
 def test_a_failed_reload_is_retried_until_it_succeeds(fleet: Fleet) -> None:
     fleet.declare(script="echo built\n",
                   reload=f"test -e {fleet.path('fpm-ok')} || {{ echo 'sudo: a password is required'; exit 1; }}")
