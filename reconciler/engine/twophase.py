@@ -51,7 +51,7 @@ from reconciler.core.plan import (
 )
 from reconciler.core.reasons import DeployReason, RequestKind, SwitchReason
 from reconciler.core.status import DeployStatus, Health, Sync
-from reconciler.engine import apply
+from reconciler.engine import apply, source
 from reconciler.engine.outcome import LOCK_RETRY, RELOAD_RETRY, Applied, SiteOutcome, outcome_of
 from reconciler.engine.store import utcnow
 from reconciler.errors import SiteLocked, StepFailed
@@ -142,7 +142,7 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
             return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, Health.DEGRADED,
                                f"pinned release {site.pin} never completed its script_once on {targets[0].server}; "
                                "nothing switched on any server")
-        return await _switch_all(rec, site, targets, site.pin, SwitchReason.ROLLBACK, [], dry_run, board)
+        return await _switch_all(rec, site, targets, site.pin, SwitchReason.ROLLBACK, [], dry_run, board, decl_commit)
     commit = first.desired_commit
     if commit is None:
         return SiteOutcome(site.domain, where, first.sync, first.health, first.message)
@@ -159,7 +159,7 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
     if len(actives) == 1 and (live := next(iter(actives))) in everywhere and live is not None:
         if request is not None and not dry_run:
             rec.store.clear_request(site.domain, request["at"])  # nothing left to build: moot
-        return await _switch_all(rec, site, targets, live, SwitchReason.ROLL_FORWARD, [], dry_run, board)
+        return await _switch_all(rec, site, targets, live, SwitchReason.ROLL_FORWARD, [], dry_run, board, decl_commit)
     name = newest(everywhere) or newest(set().union(*built.values()))
     if name is None:
         for server, plan in plans.items():
@@ -212,7 +212,7 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
             board[targets[0].server] = (board[targets[0].server][0], f"script_once of {name} failed: {why}")
             return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
                                f"script_once failed on {targets[0].server}: {why}; no server switched", applied)
-    return await _switch_all(rec, site, targets, name, SwitchReason.DEPLOY, applied, dry_run, board)
+    return await _switch_all(rec, site, targets, name, SwitchReason.DEPLOY, applied, dry_run, board, decl_commit)
 
 
 async def _check_all(contexts: dict[str, apply.SiteContext], moving: list[Target], name: str
@@ -341,8 +341,26 @@ async def _relink(rec: Reconciler, site: SiteDeclaration, ctx: apply.SiteContext
         return [Applied(Relink(name, entries))]
 
 
+def _activation_cause(rec: Reconciler, site: SiteDeclaration, why: SwitchReason,
+                      decl_commit: str | None) -> tuple[SwitchReason, str]:
+    """Why a release goes live without a build, and who asked (as for one server): a pin is a
+    rollback by the author of the declarations commit applied, the end of a pin an unpin; else
+    the release was there already (a roll-forward)."""
+    def author() -> str:
+        try:
+            return source.author_of(rec.settings.local_repo, decl_commit) if decl_commit else ""
+        except Exception:
+            return ""  # history detail, never a reason to fail the switch
+    if why == SwitchReason.ROLLBACK:
+        return why, author()
+    if (rec.store.site(site.domain) or {}).get("pinned"):
+        return SwitchReason.UNPIN, author()
+    return (SwitchReason.ROLL_FORWARD if why == SwitchReason.DEPLOY else why), ""
+
+
 async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Target], name: str, why: SwitchReason,
-                      applied: list[Applied], dry_run: bool, board: Board) -> SiteOutcome:
+                      applied: list[Applied], dry_run: bool, board: Board, decl_commit: str | None = None
+                      ) -> SiteOutcome:
     """Phase 2: with every server's lock held, switch all that are not on `name`, then reload;
     a failed switch puts the others back. Then prune each server alike."""
     where = label(site)
@@ -408,9 +426,11 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
             unhealthy = await _check_all(contexts, moving, name)
             if unhealthy:
                 return await _back_everywhere(rec, site, contexts, moving, name, unhealthy, applied, board)
-        for target in moving:
-            rec.store.record_activation(site.domain, name, target.facts.active_release, utcnow(), why, "",
-                                        target.server)
+        if moving and not any(isinstance(done.action, Deploy) for done in applied):
+            # One history entry for the rollout (a build's own rows say it was built and went
+            # live): why it switched without a build, and who asked.
+            cause, by = _activation_cause(rec, site, why, decl_commit)
+            rec.store.record_activation(site.domain, name, moving[0].facts.active_release, utcnow(), cause, by)
         if moving:
             applied.append(Applied(Activate(name, why)))
         for target in targets:

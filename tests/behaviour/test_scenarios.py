@@ -302,8 +302,6 @@ def test_history_has_one_row_per_release_and_says_what_triggered_it(fleet: Fleet
     assert [row["is_active"] for row in rows] == [True, False], rows
 
 
-@pytest.mark.parametrize("fleet", shapes(two="history loses the cause and author of a switch on servers=[...]"),
-                         indirect=True)
 def test_history_names_the_cause_and_author_of_a_pin(fleet: Fleet) -> None:
     fleet.declare(script="echo built\n")
     assert fleet.reconcile().rc == 0
