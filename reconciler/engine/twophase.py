@@ -42,10 +42,12 @@ from reconciler.core.manifest import ONCE_DONE, ONCE_PENDING, Manifest
 from reconciler.core.plan import (
     Action,
     Activate,
+    Clean,
     Deploy,
     Prune,
     Relink,
     built_releases,
+    interrupted_releases,
     plan_site,
     prune_candidates,
 )
@@ -328,6 +330,19 @@ async def _run_once(rec: Reconciler, site: SiteDeclaration, target: Target, name
     return ""
 
 
+async def _clean(rec: Reconciler, site: SiteDeclaration, ctx: apply.SiteContext) -> list[Applied]:
+    """Remove the releases a dead run left half-built on one server, decided under its lock from
+    the facts read there (never while the owner we took the lock from may still be building)."""
+    async with rec._site_lock(ctx, "remove interrupted releases") as fresh:
+        names = interrupted_releases(fresh, ctx.lease.takeover if ctx.lease is not None else None)
+        if not names:
+            return []
+        await apply.prune(ctx, names)
+        for release in names:
+            rec.store.mark_cleaned(site.domain, release, ctx.server)
+        return [Applied(Clean(names))]
+
+
 async def _relink(rec: Reconciler, site: SiteDeclaration, ctx: apply.SiteContext, name: str) -> list[Applied]:
     """Drift: shared links of the live release `name` on one server gone or replaced (a deleted
     `.env` link) are put back, under that server's lock, from the facts read under it."""
@@ -368,8 +383,9 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
     prune = {t.server: prune_candidates(t.facts.ordered(), site.keep, name, site.pin, (t.facts.active_release,),
                                         keep_failed=site.keep_failed) for t in targets}
     if dry_run:
-        planned: list[Action] = [Relink(name, tuple(t.facts.unlinked)) for t in targets
-                                 if t.facts.active_release == name and t.facts.unlinked]
+        planned: list[Action] = [Clean(found) for t in targets if (found := interrupted_releases(t.facts))]
+        planned += [Relink(name, tuple(t.facts.unlinked)) for t in targets
+                    if t.facts.active_release == name and t.facts.unlinked]
         planned += [Activate(name, why, tuple(t.server for t in moving))] if moving else []
         return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC if moving else Sync.SYNCED, Health.HEALTHY, "",
                            planned=planned)
@@ -377,6 +393,9 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
     drifted = [t for t in targets if t.facts.active_release == name and t.facts.unlinked]
     for target in drifted:  # before the switch phase: each under its own server's lock
         applied += await _relink(rec, site, contexts[target.server], name)
+    for target in targets:
+        if interrupted_releases(target.facts):  # what a dead run left half-built, as for one server
+            applied += await _clean(rec, site, contexts[target.server])
     owed = rec.store.reload_owed(site.domain)
     retry_reload = not moving and owed is not None and owed[0] == name and site.reload_command is not None
     if not moving and not any(prune.values()) and not retry_reload:

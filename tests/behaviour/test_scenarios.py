@@ -234,8 +234,6 @@ def test_prune_keeps_the_same_releases_on_every_server(fleet: Fleet) -> None:
     assert live in kept[0] and len(kept[0]) <= 2, kept
 
 
-@pytest.mark.parametrize("fleet", shapes(two="half-built releases are never cleaned on servers=[...]"),
-                         indirect=True)
 def test_a_release_left_half_built_by_a_dead_run_is_cleaned(fleet: Fleet) -> None:
     """What SIGTERM mid-build leaves (a release whose manifest still says `updating`, no lock
     held) is removed by the next pass, on every server."""
