@@ -283,6 +283,10 @@ class Store:
     # -- deployments -------------------------------------------------------------------------
 
     def start_deployment(self, **values: Any) -> int:
+        # A release built again under a name an earlier attempt had (a site on many servers keeps
+        # one name everywhere; a run stopped before its directory was made leaves only its row):
+        # that attempt stays in history as `<release>#<n>`, never a second row of one name.
+        self.retire(values["site"], values["release"], values["server"])
         table = self.db["deployments"]
         table.insert(values)  # type: ignore[union-attr]
         last = table.last_pk  # type: ignore[union-attr]

@@ -282,7 +282,7 @@ async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target],
                 if name in fresh.releases:  # a failed or half-built one of that name: its place is needed
                     await apply.prune(ctx, (name,))
                     rec.store.mark_cleaned(site.domain, name, target.server)
-                    rec.store.retire(site.domain, name, target.server)
+                # (An earlier attempt's row goes to history as `<name>#<n>`: Store.start_deployment.)
                 result = await apply.deploy(ctx, name, commit, DeployReason.DEPLOY, fresh.active_release,
                                             switch_to_it=False, once=ONCE_PENDING if site.script_once else "")
                 return target.server, "" if result.ok else result.message, False
