@@ -124,6 +124,9 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
     targets = [Target(server, facts.sites[site.domain]) for server, facts in zip(site.targets, all_facts,
                                                                                   strict=True)]
     board.update({t.server: (t.facts.active_release, "") for t in targets})
+    if not dry_run:
+        for target in targets:  # servers are the truth: a lost or older database is rebuilt from them
+            rec.store.adopt(site.domain, target.facts, server=target.server)
     for target in targets:
         if target.facts.problem is not None:
             return SiteOutcome(site.domain, where, Sync.UNKNOWN, Health.UNKNOWN,
@@ -373,6 +376,14 @@ def _activation_cause(rec: Reconciler, site: SiteDeclaration, why: SwitchReason,
     return (SwitchReason.ROLL_FORWARD if why == SwitchReason.DEPLOY else why), ""
 
 
+def _record_live(rec: Reconciler, site: SiteDeclaration, targets: list[Target], name: str) -> None:
+    """The site's row: `name` is live everywhere (its commit and deployment from the first server's row)."""
+    row = rec.store.by_release(site.domain, name, targets[0].server)
+    rec.store.update_site(site.domain, server=label(site), base_path=site.base_path, active_release=name,
+                          active_commit=row["commit_sha"] if row else None,
+                          active_deployment_id=row["id"] if row else None)
+
+
 async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Target], name: str, why: SwitchReason,
                       applied: list[Applied], dry_run: bool, board: Board, decl_commit: str | None = None
                       ) -> SiteOutcome:
@@ -407,6 +418,7 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
         for server, detail in failing:
             board[server] = (name, f"health check failing: {detail}")
         note = "; ".join(f"{server}: health check failing: {detail}" for server, detail in failing)
+        _record_live(rec, site, targets, name)
         return SiteOutcome(site.domain, where, Sync.SYNCED, Health.DEGRADED if failing else Health.HEALTHY,
                            f"{note} (nothing switches between deploys)" if note else "", applied)
     async with contextlib.AsyncExitStack() as stack:
@@ -459,10 +471,7 @@ async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Targ
                 with contextlib.suppress(Exception):
                     await apply.prune(contexts[target.server], tuple(prune[target.server]))
                     applied.append(Applied(Prune(tuple(prune[target.server]))))
-    row = rec.store.by_release(site.domain, name, targets[0].server)
-    rec.store.update_site(site.domain, server=where, base_path=site.base_path, active_release=name,
-                          active_commit=row["commit_sha"] if row else None,
-                          active_deployment_id=row["id"] if row else None)
+    _record_live(rec, site, targets, name)
     health = Health.DEGRADED if warnings else Health.HEALTHY
     outcome = SiteOutcome(site.domain, where, Sync.SYNCED, health, "; ".join(warnings), applied)
     if rec.store.reload_owed(site.domain) is not None:

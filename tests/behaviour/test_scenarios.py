@@ -254,9 +254,6 @@ def test_a_release_left_half_built_by_a_dead_run_is_cleaned(fleet: Fleet) -> Non
     assert fleet.releases() == [[live]] * len(fleet.servers), "the half-built release must be cleaned"
 
 
-@pytest.mark.parametrize("fleet", shapes(
-    two="after the database is lost, status of a servers=[...] site has no active release or commit"),
-    indirect=True)
 def test_adoption_after_the_database_is_lost(fleet: Fleet) -> None:
     fleet.declare(script="echo built\n")
     assert fleet.reconcile().rc == 0
