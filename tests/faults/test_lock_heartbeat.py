@@ -289,7 +289,7 @@ def test_a_dead_owners_lock_is_taken_over_after_the_heartbeat_bound(server: SshS
             os.killpg(os.getpgid(script_pid), signal.SIGKILL)
     finally:
         finish(first)
-    wait_until(lambda: not _alive(script_pid), 10, "the killed script to be gone")
+    wait_until(lambda: not lock._alive(script_pid), 10, "the killed script to be gone")
 
     rc, out, err = cli_in_process([*other, "reconcile"])
     assert "Progressing" in out and "locked by" in out, out + err
@@ -313,16 +313,6 @@ def test_a_dead_owners_lock_is_taken_over_after_the_heartbeat_bound(server: SshS
     rc, out, err = cli_in_process([*other, "reconcile"])
     assert rc == 0 and f"{DOMAIN}: Synced" in out, out + err
     assert releases(paths) == [live], "the dead owner's half-built release was not cleaned by the next pass"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- 3. the lock and its heartbeat, through lock.held ------------------------------------------------
