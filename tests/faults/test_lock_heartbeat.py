@@ -272,7 +272,9 @@ def test_a_dead_owners_lock_is_taken_over_after_the_heartbeat_bound(server: SshS
     deploys. The dead owner's half-built release is left alone by that pass (its owner was silent
     for barely the bound: core.plan.owner_may_live) and cleaned by the next."""
     world = World.create(tmp_path, server, deploy_timeout=60, command_timeout=COMMAND_TIMEOUT)
-    world.declare(DOMAIN, script="printf '%s\\n' $$ > script.pid\nsleep 50\n")
+    hold = tmp_path / "hold"  # the first deploy's script sleeps while it exists; the second's does not
+    hold.touch()
+    world.declare(DOMAIN, script=f"printf '%s\\n' $$ > script.pid\nif [ -e {hold} ]; then sleep 50; fi\n")
     paths = SitePaths(str(world.base), DOMAIN)
     other = ["--config", str(write_config(tmp_path / "other.toml", repo=world.decl, state=tmp_path / "other-state",
                                           server=server, deploy_timeout=60, command_timeout=COMMAND_TIMEOUT))]
@@ -290,6 +292,7 @@ def test_a_dead_owners_lock_is_taken_over_after_the_heartbeat_bound(server: SshS
     finally:
         finish(first)
     wait_until(lambda: not lock._alive(script_pid), 10, "the killed script to be gone")
+    hold.unlink()
 
     rc, out, err = cli_in_process([*other, "reconcile"])
     assert "Progressing" in out and "locked by" in out, out + err
