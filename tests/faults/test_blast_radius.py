@@ -57,6 +57,7 @@ from tests.faults.blast_support import (
 from tests.sshd import SshServer
 from tests.support import MANIFEST_NAME, SiteOnDisk, app_commit, wait_until
 from tests.support.process import UNDER_TEST
+from tests.support.tarpit import Tarpit
 
 pytestmark = pytest.mark.ssh
 
@@ -185,6 +186,22 @@ def _old_release_undeletable(b: Blast) -> None:
     b.lab.make_immutable(b.disk().release(oldest) / "public" / "index.php")
 
 
+_TARPITS: list[Tarpit] = []  # alive for the module: a case's daemon mode probes it again
+
+
+def _git_host_silent(b: Blast) -> None:
+    """A's repository moves to a git host that accepts and never answers (security review 2, N3):
+    every ls-remote of A's head waits for it, within its own bound (git_timeout)."""
+    pit = Tarpit()
+    _TARPITS.append(pit)
+    b.lab.declare(A, repository=pit.url("http", "a.git"))
+
+
+def _script_once_fails(b: Blast) -> None:
+    """A's run-once step (migrations) fails: A is deployed as a fleet of one (two phases)."""
+    b.lab.declare(A, script_once="echo 'SQLSTATE: no such table'; exit 4")
+
+
 CASES = [
     Case("probe: malformed manifest", "probe parse", _manifest_bomb, ("manifest", MANIFEST_NAME)),
     Case("probe: forged symlink target", "probe parse", _forged_symlink, ("link",), may_heal=True),
@@ -200,6 +217,9 @@ CASES = [
          after_commit=_drop_commit_object),
     Case("shared links: shared/ immutable", "shared links", _shared_unwritable, ("shared", "link"), chattr=True),
     Case("script: exit 7", "script", _script_exit_7, ("script", "exit 7")),
+    Case("probe: git host never answers", "probe heads", _git_host_silent, ("git host", "answer"),
+         syncs=("Unknown",)),
+    Case("run once: script_once fails", "run once", _script_once_fails, ("script_once", "exit 4")),
     Case("switch: site path became a dir", "switch", _site_path_becomes_directory,
          ("symlink", "directory")),
     Case("reload: command fails", "reload", _reload_fails, ("reload",), degraded_ok=True),

@@ -15,10 +15,8 @@ in an SSH session. HOME is a short temp dir (git's SSH multiplexing socket lives
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from reconciler.core.layout import SitePaths
 from reconciler.remote import shell
 from tests.sshd import SshServer
 from tests.support import World, app_commit, git, make_app_repo
+from tests.support.tarpit import Tarpit
 
 TARPIT_SITE = "a.example.com"   # its repository is on the tarpit
 SIBLINGS = ("b.example.com", "c.example.com")  # same server, their own repositories, new commits
@@ -36,60 +35,6 @@ COMMAND_TIMEOUT = 12.0
 GIT_WAIT = 3  # git_timeout as derived from COMMAND_TIMEOUT (a quarter)
 NO_ANSWER = f"the git host did not answer within {GIT_WAIT}s"
 NOT_ASKED = "not asked: "
-
-
-class Tarpit:
-    """Listens on 127.0.0.1, accepts every connection and never reads or sends anything. With
-    `relay_first`, the first connection is relayed there instead (a git host that goes silent
-    after it answered once)."""
-
-    def __init__(self, relay_first: tuple[str, int] | None = None) -> None:
-        self.relay_first = relay_first
-        self.relayed = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port: int = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._hold, daemon=True)
-        self.thread.start()
-
-    def _hold(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                connection, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.held.append(connection)
-            if self.relay_first is not None and not self.relayed:
-                self.relayed += 1
-                upstream = socket.create_connection(self.relay_first)
-                self.held.append(upstream)
-                for source, sink in ((connection, upstream), (upstream, connection)):
-                    threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
-
-    def url(self, scheme: str, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}" if scheme == "http" else f"ssh://git@127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=5)
-        for connection in self.held:
-            connection.close()
-        self.sock.close()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-        sink.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 @pytest.fixture
