@@ -57,11 +57,16 @@ def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, trusted: 
 
 def client_address(request: web.Request, trusted_proxies: Sequence[str]) -> str:
     """The address of the client that sent `request` (see the module docstring)."""
-    peer = request.remote or "unknown"
-    trusted = networks(trusted_proxies)
+    return client_from(request.remote or "unknown", request.headers.getall("X-Forwarded-For", []),
+                       networks(trusted_proxies))
+
+
+def client_from(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The client: `peer`, or when it is a trusted proxy the nearest untrusted address in its
+    `X-Forwarded-For` values (untrusted text: anything in it gives `peer` or an address)."""
     if not _trusted(_ip(peer), trusted):
         return peer
-    hops = [hop for value in request.headers.getall("X-Forwarded-For", []) for hop in value.split(",")]
+    hops = [hop for value in forwarded_for for hop in value.split(",")]
     for hop in reversed(hops):
         ip = _ip(hop)
         if ip is None:
