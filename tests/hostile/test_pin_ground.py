@@ -42,14 +42,10 @@ from tests.support import (
     wait_until,
     write_config,
 )
+from tests.support.repos import ssh_key
 
 A, B = "a.example.com", "b.example.com"
 TOKEN = "pin-ground-token-0123456789"
-
-
-def _ssh_key(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)], check=True)
-    return path
 
 
 class World:
@@ -59,7 +55,7 @@ class World:
         self.tmp = tmp
         self.app = make_app_repo(tmp / "app")
         self.decl = make_decl_repo(tmp / "decl")
-        self.ops, self.pinner = _ssh_key(tmp / "ops"), _ssh_key(tmp / "pinner")
+        self.ops, self.pinner = ssh_key(tmp / "ops"), ssh_key(tmp / "pinner")
         self.signers = tmp / "allowed_signers"
         self.signers.write_text("".join(f'ops@localhost namespaces="git" {Path(f"{k}.pub").read_text().strip()}\n'
                                         for k in (self.ops, self.pinner)))

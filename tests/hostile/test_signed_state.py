@@ -37,13 +37,9 @@ from reconciler.engine import trust
 from reconciler.engine.converge import LAST_OVERRIDE
 from reconciler.engine.store import Store
 from tests.support import cli_in_process, git, make_app_repo, make_decl_repo, site_file, toml_value, write_config
+from tests.support.repos import ssh_key
 
 DOMAIN = "signed.example.com"
-
-
-def _ssh_key(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)], check=True)
-    return path
 
 
 def _signers(path: Path, *keys: Path) -> Path:
@@ -102,7 +98,7 @@ def _status(config: Path) -> dict[str, Any]:
 
 def test_m1_an_older_signed_commit_is_not_applied_without_an_explicit_accept(world: tuple[Decl, Path]) -> None:
     decl, tmp = world
-    key = _ssh_key(tmp / "key")
+    key = ssh_key(tmp / "key")
     config = _config(tmp, allowed_signers=_signers(tmp / "allowed_signers", key))
     old = decl.commit("echo OLD-VULNERABLE-BUILD\n", ssh_key=key)
     assert _cli(config, "reconcile")[0] == 0
@@ -178,7 +174,7 @@ def test_m1b_gpg_trusts_only_the_configured_keyring_at_the_minimum_trust(
     commit = decl.commit("echo STRANGER\n", gpg=(stranger_home, fingerprint))
 
     ssh_only = Settings(repo=decl.repo, state_dir=tmp / "state", require_signed="head",
-                        allowed_signers=_signers(tmp / "allowed_signers", _ssh_key(tmp / "ops")))
+                        allowed_signers=_signers(tmp / "allowed_signers", ssh_key(tmp / "ops")))
     assert trust.verify(decl.repo, commit, ssh_only) is not None, "the default keyring must not count"
 
     # The key in the configured keyring, but never marked trusted: below the minimum trust.
@@ -194,7 +190,7 @@ def test_m1b_gpg_trusts_only_the_configured_keyring_at_the_minimum_trust(
 
 def test_m1c_rollback_and_unpin_sign_their_commit_or_refuse(world: tuple[Decl, Path]) -> None:
     decl, tmp = world
-    ops, pinner, stranger = _ssh_key(tmp / "ops"), _ssh_key(tmp / "pinner"), _ssh_key(tmp / "stranger")
+    ops, pinner, stranger = ssh_key(tmp / "ops"), ssh_key(tmp / "pinner"), ssh_key(tmp / "stranger")
     signers = _signers(tmp / "allowed_signers", ops, pinner)
     config = _config(tmp, allowed_signers=signers)
     decl.commit("echo ONE\n", ssh_key=ops)

@@ -92,3 +92,9 @@ def remove_site(repo: Path, domain: str) -> None:
 def site_declaration(**fields: Any) -> SiteDeclaration:
     """A validated declaration in memory (no repository): DECLARATION_DEFAULTS plus `fields`."""
     return SiteDeclaration(**{**DECLARATION_DEFAULTS, **fields})
+
+
+def ssh_key(path: Path) -> Path:
+    """A new ed25519 key pair at `path` (and `path`.pub), no passphrase: for signing commits."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)], check=True)
+    return path
