@@ -7,9 +7,11 @@ database costs nothing but history that was already pruned.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,6 +141,18 @@ class Snapshot:
     deployments: dict[str, list[dict[str, Any]]]
 
 
+@contextmanager
+def _opening(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `<db>.lock` (owner-only, beside the database) while a
+    connection sets the journal mode and migrates the schema."""
+    fd = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
 def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -156,10 +170,15 @@ class Store:
         self.path = path
         self._many: set[str] | None = None  # sites with per-server rows (site_servers), once read
         self.db = sqlite_utils.Database(sqlite3.connect(str(path), isolation_level=None))
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
+        # First, so every later statement waits for another process's writer.
         self.db.execute("PRAGMA busy_timeout=5000")
-        migrations.apply(self.db)
+        self.db.execute("PRAGMA foreign_keys=ON")
+        # Opening is serialised across processes: SQLite answers "database is locked" at once,
+        # without the busy handler, when two connections switch a new file to WAL or create the
+        # schema together (a `status` started while the daemon creates the database).
+        with _opening(path):
+            self.db.execute("PRAGMA journal_mode=WAL")
+            migrations.apply(self.db)
 
     @classmethod
     def scratch(cls) -> Store:
