@@ -22,7 +22,8 @@ from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import BranchHead, ProbeSite, ServerFacts, SiteFacts
 from reconciler.core.layout import MANIFEST_NAME, SitePaths
 from reconciler.core.manifest import Manifest
-from reconciler.core.plan import FailureMemory, Plan, plan_site
+from reconciler.core.plan import FailureMemory, Plan
+from reconciler.core.rollout import plan_site
 from reconciler.core.status import Health, Sync
 from reconciler.errors import SiteLocked
 from reconciler.remote import shell

@@ -30,9 +30,9 @@ from reconciler.core.plan import (
     Prune,
     Relink,
     Reload,
-    plan_site,
     prune_candidates,
 )
+from reconciler.core.rollout import plan_site
 from tests.support import site_declaration
 
 DOMAIN = "shop.example.com"

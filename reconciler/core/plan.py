@@ -1,4 +1,5 @@
-"""The planner: (site, facts, ref head, failure memory, now) -> actions and a verdict.
+"""The planner's vocabulary and per-server rules: actions, plans, failure memory, pruning,
+what a dead run left. `core/rollout.py` plans with them.
 
 Pure: no I/O, no clock (the caller passes `now`), no store, no transport. Every rule of
 SPEC section 4 that decides *what* to do lives here; apply.py only decides *how*.
@@ -8,12 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from reconciler.core.declarations import SiteDeclaration, SiteRef
-from reconciler.core.facts import BranchHead, ReleaseFacts, SiteFacts
-from reconciler.core.layout import next_release_name, parse_release
-from reconciler.core.manifest import Manifest
+from reconciler.core.facts import ReleaseFacts, SiteFacts
 from reconciler.core.reasons import DeployReason, SwitchReason
 from reconciler.core.status import FINAL, DeployStatus, Health, Sync
 
@@ -213,130 +210,3 @@ def _successful_build(release: ReleaseFacts, commit: str, build_key: str) -> boo
         and manifest.commit == commit
         and manifest.build_key == build_key
     )
-
-
-def _built_after(release: str, moment: datetime) -> bool:
-    built = parse_release(release)
-    return built is not None and built > moment
-
-
-def plan_site(
-    site: SiteDeclaration,
-    facts: SiteFacts,
-    head: BranchHead | None,
-    memory: FailureMemory,
-    now: datetime,
-    clean_interrupted: bool = False,
-    fresh_after: datetime | None = None,
-    reload_owed: tuple[str, str] | None = None,
-    takeover: Takeover | None = None,
-) -> Plan:
-    """`head`: what the site's branch or tag points at now (`SiteDeclaration.head_key`, probed);
-    not used for a commit site, whose declaration is the commit.
-    `clean_interrupted`: nobody else holds the site's lock (it is ours, or free); `takeover`: it
-    is ours, taken over from another owner (`interrupted_releases` says what may be cleaned).
-    `fresh_after` (a `redeploy` request: the time the newest release then encoded): a build of
-    the head named up to it does not count, so the head is built again as a fresh release.
-    `reload_owed` (release, why): that release's reload failed after its switch; while it is
-    live and wanted, the reload is retried and the site is Degraded with the reason."""
-    if facts.problem is not None:
-        # Server data of this site could not be trusted (remote.probe said why): touch nothing.
-        return Plan((), UNKNOWN, Health.UNKNOWN, facts.problem)
-    paths = facts.paths
-    active = facts.active_release
-    health = health_of(facts)
-    if facts.path_kind in ("dir", "file"):
-        kind = "directory" if facts.path_kind == "dir" else "file"
-        return Plan((), FAILED, DEGRADED,
-                    f"{paths.site_link} is a real {kind}, not a symlink; refusing to replace it")
-
-    actions: list[Action] = []
-    if not facts.provisioned or not facts.shared:
-        actions.append(Provision())
-    if clean_interrupted:
-        interrupted = interrupted_releases(facts, takeover)
-        if interrupted:
-            actions.append(Clean(interrupted))
-
-    def settle(target: str, reason: SwitchReason) -> None:
-        nonlocal health
-        if active == target and facts.unlinked:
-            actions.append(Relink(target, tuple(facts.unlinked)))
-        if active != target:
-            actions.append(Activate(target, reason))  # an activation reloads anyway
-        elif reload_owed is not None and reload_owed[0] == target and site.reload_command:
-            actions.append(Reload(target, reload_owed[1]))
-            health = DEGRADED
-        candidates = prune_candidates(facts.ordered(), site.keep, target, site.pin, keep_failed=site.keep_failed)
-        if candidates:
-            actions.append(Prune(tuple(candidates)))
-
-    if site.pin is not None:
-        pinned = facts.releases.get(site.pin)
-        if pinned is None or pinned.status != DeployStatus.SUCCESS:
-            why = "does not exist" if pinned is None else f"is not a successful release ({pinned.status})"
-            return Plan((), OUT_OF_SYNC, DEGRADED,
-                        f"pinned release {site.pin} {why} on {site.server}; nothing deployed in its place",
-                        site.pin, None)
-        settle(site.pin, SwitchReason.ROLLBACK)
-        return _verdict(actions, site.pin, pinned.commit, health)
-
-    ref = site.ref
-    if ref.kind == "commit":
-        commit = ref.name  # the declaration is the desired commit: nothing to resolve, nothing moves
-    elif head is None or head.sha is None:
-        reason = head.error if head is not None and head.error else "not resolved"
-        return Plan((), UNKNOWN, health, f"cannot resolve {ref.kind} {ref.name!r}: {reason}")
-    else:
-        commit = head.sha
-    built = [r for r in facts.ordered() if _successful_build(r, commit, site.build_key)
-             and (fresh_after is None or _built_after(r.name, fresh_after))]
-    if built:
-        target = active if active in {r.name for r in built} else built[-1].name
-        assert target is not None
-        settle(target, SwitchReason.ROLL_FORWARD if active is not None else SwitchReason.ACTIVATE)
-        return _verdict(actions, target, commit, health)
-
-    failure = memory.get(commit, site.build_key)
-    if failure is not None:
-        return Plan(tuple(actions), FAILED, health,
-                    f"{failure} (commit {commit[:12]}; waiting for a new commit or declaration change)",
-                    None, commit)
-    release = next_release_name(now, [*facts.releases, *facts.not_dirs])
-    live = facts.releases.get(active) if active is not None else None
-    actions.append(Deploy(release, commit, _deploy_reason(site, live, commit)))
-    # Prune as if the deploy succeeded; the applier stops at a failed deploy, so this only
-    # runs after a success (SPEC 4.5), and a site that deploys every pass still prunes.
-    built_now = ReleaseFacts(release, Manifest(commit, ref.record, site.repository, site.build_key,
-                                               DeployStatus.SUCCESS))
-    # The release live before the switch stays too: it is the immediate way back.
-    candidates = prune_candidates([*facts.ordered(), built_now], site.keep, release, site.pin, (active,),
-                                  keep_failed=site.keep_failed)
-    if candidates:
-        actions.append(Prune(tuple(candidates)))
-    return _verdict(actions, release, commit, health)
-
-
-def _deploy_reason(site: SiteDeclaration, live: ReleaseFacts | None, commit: str) -> DeployReason:
-    """Why a deploy happens, for history: a first deploy; a declaration (the same commit with
-    another script or shared list, or a tag or commit site now naming another ref); a tag moved
-    (the tag the live release was built from now names another commit: followed, and said so);
-    an app commit (a branch site's branch moved)."""
-    if live is None:
-        return DeployReason.FIRST_DEPLOY
-    if live.commit == commit:
-        return DeployReason.DECLARATION
-    ref = site.ref
-    if ref.kind == "branch":
-        return DeployReason.APP_COMMIT
-    built_from = SiteRef.from_record(live.manifest.branch) if live.manifest is not None else None
-    return DeployReason.TAG_MOVED if ref.kind == "tag" and built_from == ref else DeployReason.DECLARATION
-
-
-def _verdict(actions: list[Action], release: str, commit: str | None, health: Health) -> Plan:
-    # The live release is the desired one while only housekeeping or an owed reload remains.
-    pending = [a for a in actions if not isinstance(a, Prune | Clean | Reload)]
-    sync = OUT_OF_SYNC if pending else SYNCED
-    owed = next((a for a in actions if isinstance(a, Reload)), None)
-    message = f"reload of the live release failed ({owed.reason}); retrying" if owed else ""
-    return Plan(tuple(actions), sync, health, message, release, commit)

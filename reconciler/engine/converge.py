@@ -35,10 +35,10 @@ from reconciler.core.plan import (
     Relink,
     Reload,
     health_of,
-    plan_site,
     prune_candidates,
 )
 from reconciler.core.reasons import RequestKind, SwitchReason
+from reconciler.core.rollout import plan_site
 from reconciler.core.shard import Shard, split
 from reconciler.core.status import UNFINISHED, DeployStatus, Health, Step, Sync
 from reconciler.engine import apply, heap, source, trust, twophase, upstream

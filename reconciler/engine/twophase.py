@@ -31,13 +31,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import ServerFacts, SiteFacts
-from reconciler.core.layout import next_release_name, parse_release
+from reconciler.core.layout import parse_release
 from reconciler.core.manifest import ONCE_DONE, ONCE_PENDING, Manifest
 from reconciler.core.plan import (
     Action,
@@ -46,12 +45,11 @@ from reconciler.core.plan import (
     Deploy,
     Prune,
     Relink,
-    built_releases,
+    Reload,
     interrupted_releases,
-    plan_site,
-    prune_candidates,
 )
 from reconciler.core.reasons import DeployReason, RequestKind, SwitchReason
+from reconciler.core.rollout import Rollout, plan_rollout
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply, source
 from reconciler.engine.outcome import LOCK_RETRY, RELOAD_RETRY, Applied, SiteOutcome, outcome_of
@@ -76,11 +74,6 @@ class Target:
 def label(site: SiteDeclaration) -> str:
     """How a many-server site's servers are shown where one server name used to go."""
     return ", ".join(site.targets)
-
-
-def newest(names: Sequence[str] | set[str]) -> str | None:
-    dated = [(t, n) for n in names if (t := parse_release(n)) is not None]
-    return max(dated)[1] if dated else None
 
 
 async def converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | None,
@@ -132,68 +125,34 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
             return SiteOutcome(site.domain, where, Sync.UNKNOWN, Health.UNKNOWN,
                                f"{target.server}: {target.facts.problem}")
     head = all_facts[0].heads.get(site.head_key) if site.head_key is not None else None
-    now = rec.clock()
-    plans = {t.server: plan_site(site, t.facts, head, failure_memory(rec.store, site.domain, t.facts, t.server), now)
-             for t in targets}
-    first = plans[site.targets[0]]
-    if site.pin is not None:
-        lacking = [t.server for t in targets if t.facts.releases.get(site.pin) is None
-                   or t.facts.releases[site.pin].status != DeployStatus.SUCCESS]
-        if lacking:
-            return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, Health.DEGRADED,
-                               f"pinned release {site.pin} is not a successful build on {', '.join(lacking)}; "
-                               "nothing switched on any server")
-        if _once_owed(site, targets[0], site.pin):
-            return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, Health.DEGRADED,
-                               f"pinned release {site.pin} never completed its script_once on {targets[0].server}; "
-                               "nothing switched on any server")
-        return await _switch_all(rec, site, targets, site.pin, SwitchReason.ROLLBACK, [], dry_run, board, decl_commit)
-    commit = first.desired_commit
-    if commit is None:
-        return SiteOutcome(site.domain, where, first.sync, first.health, first.message)
     # An operator's `retry` or `redeploy` (engine/actions.py): a redeploy asks for a build named
     # after every release there was when it was asked, so the builds up to then do not count.
     request = rec.store.pending_request(site.domain)
     fresh_after = (parse_release(request["after"]) if request is not None and request.get("after")
                    and request["kind"] == RequestKind.REDEPLOY else None)
-    built = {t.server: {n for n in built_releases(t.facts, commit, site.build_key)
-                        if fresh_after is None or ((at := parse_release(n)) is not None and at > fresh_after)}
-             for t in targets}
-    everywhere = set.intersection(*built.values())
-    actives = {t.facts.active_release for t in targets}
-    if len(actives) == 1 and (live := next(iter(actives))) in everywhere and live is not None:
-        if request is not None and not dry_run:
-            rec.store.clear_request(site.domain, request["at"])  # nothing left to build: moot
-        return await _switch_all(rec, site, targets, live, SwitchReason.ROLL_FORWARD, [], dry_run, board, decl_commit)
-    name = newest(everywhere) or newest(set().union(*built.values()))
-    if name is None:
-        for server, plan in plans.items():
-            if plan.sync == Sync.FAILED:
-                return SiteOutcome(site.domain, where, Sync.FAILED, plan.health, f"{server}: {plan.message}")
-        existing = {n for t in targets for n in (*t.facts.releases, *t.facts.not_dirs)}
-        name = next_release_name(now, existing)
-    need = [t for t in targets if name not in built[t.server]]
-    # The run-once step is owed when the first server builds the release now, or built it before
-    # and its manifest still says pending (a crash, a failed step retried): never guessed from
-    # whether some other server had it already.
-    owed = site.script_once is not None and (targets[0] in need or _once_owed(site, targets[0], name))
-    remembered = [(t.server, plans[t.server].message) for t in need if plans[t.server].sync == Sync.FAILED]
-    if remembered:
-        # A failed build is not retried for the same commit and build key (no hot loop): a new
-        # commit, a declaration change or `reconciler retry` tries again.
-        return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
-                           "; ".join(f"{server}: {why}" for server, why in remembered) + "; no server switched")
+    # What a dead run left half-built is planned here and decided again under each server's lock.
+    rollout = plan_rollout(site, {t.server: t.facts for t in targets}, head,
+                           {t.server: failure_memory(rec.store, site.domain, t.facts, t.server) for t in targets},
+                           rec.clock(), clean_interrupted=True, fresh_after=fresh_after,
+                           reload_owed=rec.store.reload_owed(site.domain))
+    name = rollout.desired_release
+    if rollout.halted or name is None:
+        return SiteOutcome(site.domain, where, rollout.sync, rollout.health, rollout.message)
+    if rollout.build is None and request is not None and not dry_run:
+        rec.store.clear_request(site.domain, request["at"])  # nothing left to build: moot
     applied: list[Applied] = []
-    if need:
+    build = rollout.build
+    if build is not None:
         if dry_run:
-            return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, first.health, "",
-                               planned=[Deploy(name, commit, DeployReason.DEPLOY)])
-        built_on = await _build_all(rec, site, need, name, commit, decl_commit, request)
+            return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, rollout.health, "",
+                               planned=[Deploy(build.release, build.commit, build.reason)])
+        need = [t for t in targets if t.server in build.servers]
+        built_on = await _build_all(rec, site, need, name, build.commit, decl_commit, request)
         locked = [(server, why) for server, why, waits in built_on if waits]
         if request is not None and len(locked) < len(built_on):
             rec.store.clear_request(site.domain, request["at"])  # answered: the requested build ran
         failed = [(server, why) for server, why, waits in built_on if not waits]
-        applied += [Applied(Deploy(name, commit), failed=bool(why), note=why) for _, why in failed]
+        applied += [Applied(Deploy(name, build.commit), failed=bool(why), note=why) for _, why in failed]
         problems = [f"{server}: {why}" for server, why in failed if why]
         for server, why in failed:
             if why:
@@ -201,23 +160,24 @@ async def _converge(rec: Reconciler, site: SiteDeclaration, decl_commit: str | N
         if locked and not problems:
             # Another reconciler holds the site on a server (an overlap of shards, a CLI pass):
             # nothing failed, so nothing is remembered; the round comes back shortly.
-            return SiteOutcome(site.domain, where, Sync.PROGRESSING, first.health,
+            return SiteOutcome(site.domain, where, Sync.PROGRESSING, rollout.health,
                                "; ".join(f"{server}: {why}" for server, why in locked) + "; no server switched",
                                applied, retry_after=LOCK_RETRY)
         if problems:
-            return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
+            return SiteOutcome(site.domain, where, Sync.FAILED, rollout.health,
                                f"build of {name} failed on " + "; ".join(problems) + "; no server switched",
                                applied)
-    if owed:
+    if rollout.once is not None:
         if dry_run:
-            return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, first.health,
-                               f"script_once of {name} is owed on {targets[0].server}")
-        why = await _run_once(rec, site, targets[0], name, decl_commit)
+            return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC, rollout.health,
+                               f"script_once of {name} is owed on {rollout.once.server}")
+        first = next(t for t in targets if t.server == rollout.once.server)
+        why = await _run_once(rec, site, first, name, decl_commit)
         if why:
-            board[targets[0].server] = (board[targets[0].server][0], f"script_once of {name} failed: {why}")
-            return SiteOutcome(site.domain, where, Sync.FAILED, first.health,
-                               f"script_once failed on {targets[0].server}: {why}; no server switched", applied)
-    return await _switch_all(rec, site, targets, name, SwitchReason.DEPLOY, applied, dry_run, board, decl_commit)
+            board[first.server] = (board[first.server][0], f"script_once of {name} failed: {why}")
+            return SiteOutcome(site.domain, where, Sync.FAILED, rollout.health,
+                               f"script_once failed on {first.server}: {why}; no server switched", applied)
+    return await _switch_all(rec, site, targets, rollout, applied, dry_run, board, decl_commit)
 
 
 async def _check_all(contexts: dict[str, apply.SiteContext], moving: list[Target], name: str
@@ -293,13 +253,6 @@ async def _build_all(rec: Reconciler, site: SiteDeclaration, need: list[Target],
                 return target.server, outcome_of(exc, site.domain, target.server).message, False
 
         return list(await asyncio.gather(*(one(*entry) for entry in held)))
-
-
-def _once_owed(site: SiteDeclaration, target: Target, name: str) -> bool:
-    """`name` on this (the first) server still owes its run-once step (its manifest says pending)."""
-    found = target.facts.releases.get(name)
-    return (site.script_once is not None and found is not None and found.manifest is not None
-            and found.manifest.once_owed)
 
 
 async def _run_once(rec: Reconciler, site: SiteDeclaration, target: Target, name: str,
@@ -384,31 +337,31 @@ def _record_live(rec: Reconciler, site: SiteDeclaration, targets: list[Target], 
                           active_deployment_id=row["id"] if row else None)
 
 
-async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Target], name: str, why: SwitchReason,
+async def _switch_all(rec: Reconciler, site: SiteDeclaration, targets: list[Target], rollout: Rollout,
                       applied: list[Applied], dry_run: bool, board: Board, decl_commit: str | None = None
                       ) -> SiteOutcome:
-    """Phase 2: with every server's lock held, switch all that are not on `name`, then reload;
-    a failed switch puts the others back. Then prune each server alike."""
+    """Phase 2: with every server's lock held, switch all that are not on the rollout's release,
+    then reload; a failed switch puts the others back. Then prune each server alike."""
     where = label(site)
-    moving = [t for t in targets if t.facts.active_release != name]
-    prune = {t.server: prune_candidates(t.facts.ordered(), site.keep, name, site.pin, (t.facts.active_release,),
-                                        keep_failed=site.keep_failed) for t in targets}
+    name = rollout.desired_release
+    assert name is not None
+    why = rollout.switch.reason if rollout.switch is not None else SwitchReason.ROLL_FORWARD
+    moving = [t for t in targets if rollout.switch is not None and t.server in rollout.switch.servers]
+    prune = {t.server: rollout.prune.get(t.server, ()) for t in targets}
     if dry_run:
-        planned: list[Action] = [Clean(found) for t in targets if (found := interrupted_releases(t.facts))]
-        planned += [Relink(name, tuple(t.facts.unlinked)) for t in targets
-                    if t.facts.active_release == name and t.facts.unlinked]
+        planned: list[Action] = [a for t in targets for a in rollout.prepare.get(t.server, ())
+                                 if isinstance(a, Clean | Relink)]
         planned += [Activate(name, why, tuple(t.server for t in moving))] if moving else []
         return SiteOutcome(site.domain, where, Sync.OUT_OF_SYNC if moving else Sync.SYNCED, Health.HEALTHY, "",
                            planned=planned)
     contexts = {t.server: rec._context(site, None, target=t.server) for t in targets}
-    drifted = [t for t in targets if t.facts.active_release == name and t.facts.unlinked]
-    for target in drifted:  # before the switch phase: each under its own server's lock
-        applied += await _relink(rec, site, contexts[target.server], name)
-    for target in targets:
-        if interrupted_releases(target.facts):  # what a dead run left half-built, as for one server
+    for target in targets:  # before the switch phase: each under its own server's lock
+        work = rollout.prepare.get(target.server, ())
+        if any(isinstance(a, Relink) for a in work):
+            applied += await _relink(rec, site, contexts[target.server], name)
+        if any(isinstance(a, Clean) for a in work):  # what a dead run left half-built, as for one server
             applied += await _clean(rec, site, contexts[target.server])
-    owed = rec.store.reload_owed(site.domain)
-    retry_reload = not moving and owed is not None and owed[0] == name and site.reload_command is not None
+    retry_reload = any(isinstance(a, Reload) for work in rollout.prepare.values() for a in work)
     if not moving and not any(prune.values()) and not retry_reload:
         # In step everywhere: no lock needed. The health checks are reported, never acted on
         # between deploys (a flapping backend must not cause rollback storms).

@@ -42,8 +42,8 @@ from reconciler.core.plan import (
     Takeover,
     interrupted_releases,
     owner_may_live,
-    plan_site,
 )
+from reconciler.core.rollout import plan_site
 from reconciler.core.status import Sync
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.store import Store

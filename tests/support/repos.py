@@ -90,8 +90,10 @@ def remove_site(repo: Path, domain: str) -> None:
 
 
 def site_declaration(**fields: Any) -> SiteDeclaration:
-    """A validated declaration in memory (no repository): DECLARATION_DEFAULTS plus `fields`."""
-    return SiteDeclaration(**{**DECLARATION_DEFAULTS, **fields})
+    """A validated declaration in memory (no repository): DECLARATION_DEFAULTS plus `fields`
+    (with `servers`, no default `server`)."""
+    defaults = {k: v for k, v in DECLARATION_DEFAULTS.items() if k != "server" or "servers" not in fields}
+    return SiteDeclaration(**{**defaults, **fields})
 
 
 def ssh_key(path: Path) -> Path:
