@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.engine.converge import RELOAD_RETRY
+from reconciler.engine.outcome import RELOAD_RETRY
 from tests.support import World, neutral_world
 
 DOMAIN = "shop.example.com"

@@ -206,13 +206,6 @@ class SiteDeclaration(BaseModel):
         return value
 
     @property
-    def as_fleet(self) -> bool:
-        """Deployed as one unit over all its servers (build everywhere, run once, switch
-        everywhere: engine/twophase.py): a site on many servers, and a site with `script_once` on
-        one (a fleet of one), whose run-once step is recorded and guarded only there."""
-        return len(self.targets) > 1 or self.script_once is not None
-
-    @property
     def targets(self) -> tuple[str, ...]:
         """Every server this site is deployed to, first listed first."""
         return tuple(self.servers) if self.servers else (self.server,)

@@ -25,7 +25,7 @@ from reconciler.core import wire
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.layout import MANIFEST_NAME, SitePaths
 from reconciler.core.manifest import Manifest
-from reconciler.core.reasons import DeployReason, DeployTrigger, RequestKind, SwitchReason
+from reconciler.core.reasons import DeployReason, DeployTrigger, RequestKind
 from reconciler.core.status import DeployStatus, Step, Sync
 from reconciler.engine.store import Store, utcnow
 from reconciler.errors import LayoutConflict, StepFailed, TransportError
@@ -86,7 +86,7 @@ class Outcome:
     message: str = ""
     warning: str = ""
     superseded: bool = False  # built fine, but no longer desired: left unswitched
-    rolled_back_to: str | None = None  # its health check failed after the switch: switched back to this
+    manifest: str = ""  # the built release's manifest (JSON), as written on the server
 
 
 async def _send(ctx: SiteContext, command: shell.Command, timeout: float | None = None,
@@ -140,34 +140,6 @@ async def reload(ctx: SiteContext, release: str) -> str:
     return "" if result.ok else f"reload command failed (exit {result.exit_status})"
 
 
-async def activate(ctx: SiteContext, release: str, previous: str | None, trigger: SwitchReason,
-                   requested_by: str = "") -> Outcome:
-    """Switch to an existing release (no build) and reload; recorded in history as an activation
-    (`previous` -> `release`, why, who), and as the site's latest change."""
-    await switch(ctx, release)
-    return await activated(ctx, release, previous, trigger, requested_by)
-
-
-async def activated(ctx: SiteContext, release: str, previous: str | None, trigger: SwitchReason,
-                    requested_by: str = "") -> Outcome:
-    """What follows a switch to an existing release (`activate`'s, or the lock command's for a
-    pin that just landed): the reload, and the activation in the store and history."""
-    warning = await reload(ctx, release)
-    row = ctx.store.by_release(ctx.site.domain, release, ctx.server)
-    now = utcnow()
-    ctx.store.update_site(
-        ctx.site.domain,
-        active_deployment_id=row["id"] if row else None,
-        active_release=release,
-        active_commit=row["commit_sha"] if row else None,
-        last_deployed_at=now,
-    )
-    ctx.store.record_activation(ctx.site.domain, release, previous, now, trigger, requested_by)
-    log.info("%s: activated release %s (was %s; %s%s)", ctx.site.domain, release, previous or "none", trigger,
-             f", asked by {requested_by}" if requested_by else "")
-    return Outcome(True, warning=warning)
-
-
 async def prune(ctx: SiteContext, releases: tuple[str, ...], release_lock: bool = False) -> None:
     """Remove `releases`; with `release_lock` (the last step under the site's lock) the same
     command releases the lock."""
@@ -218,32 +190,17 @@ async def check_health(ctx: SiteContext, release: str) -> health.HealthResult | 
     return result
 
 
-async def switch_back(ctx: SiteContext, failed: str, previous: str, reason: str) -> str:
-    """A release failed its health check after its switch: put `previous` back (the same atomic
-    switch) and reload. Recorded as an automatic rollback; returns the reload's warning."""
-    await switch(ctx, previous)
-    warning = await reload(ctx, previous)
-    row = ctx.store.by_release(ctx.site.domain, previous, ctx.server)
-    now = utcnow()
-    ctx.store.update_site(ctx.site.domain, active_deployment_id=row["id"] if row else None, active_release=previous,
-                          active_commit=row["commit_sha"] if row else None, last_deployed_at=now)
-    ctx.store.record_activation(ctx.site.domain, previous, failed, now, SwitchReason.AUTO_ROLLBACK, "")
-    log.warning("%s: %s failed its health check after the switch (%s); switched back to %s",
-                ctx.site.domain, failed, reason, previous)
-    return warning
-
-
 async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReason | None = None,
                  previous: str | None = None, *, switch_to_it: bool = True, release_lock: bool = False,
                  once: str = "") -> Outcome:
-    """Build `commit` into a new release and switch to it. Returns the outcome; raises
-    TransportError when the server went away (a temporary problem). `reason` (the plan's) is
-    the history's trigger unless an operator's request (ctx.trigger) asked for this build.
-    With a `[health]` check, a release that fails it after the switch is switched back to
-    `previous` at once and recorded as failed (remembered like a failed build). Without
-    `switch_to_it` (phase 1 of a site on many servers) it stops once the release is built and
-    recorded a success: the switches are the caller's, on every server at once; `once` is then the
-    manifest's run-once state (`Manifest.once`: "pending" for a site with `script_once`). With
+    """Build `commit` into a new release. Returns the outcome; raises TransportError when the
+    server went away (a temporary problem). `reason` (the rollout's) is the history's trigger
+    unless an operator's request (ctx.trigger) asked for this build. Without `switch_to_it` it
+    stops once the release is built and recorded a success: the switch is the executor's
+    (engine/executor.py), on every server at once; `once` is the manifest's run-once state
+    (`Manifest.once`: "pending" for a site with `script_once`). With `switch_to_it` (a fleet of
+    one with no run-once step) the finishing command switches and reloads too; what follows a
+    switch (health check, switch back, history) is still the executor's `after_switch`. With
     `release_lock` (nothing follows under the site's lock) the finishing command releases it.
 
     Round trips (issue 15): the claim rides in the tied build command (clone, shared links), so a
@@ -325,7 +282,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
             # Built, but not switched here: a good release that a later pass (or phase 2) activates.
             await _run(ctx, Step.RECORD, shell.write_manifest(paths, release, done.to_json()))
             if not switch_to_it:
-                return await _built(ctx, deployment_id, release, started, done.completed_at)
+                return await _built(ctx, deployment_id, release, started, done)
             return await _superseded(ctx, deployment_id, release, started, done.completed_at)
         # A stop request must not interrupt a switch half-way through the bookkeeping:
         # the switch and reload finish, then the cancellation is honoured.
@@ -340,10 +297,6 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
         except asyncio.CancelledError:
             await finishing
             raise
-        live_since = time.monotonic()
-        checked = await check_health(ctx, release)
-        if checked is not None and not checked.ok:
-            return await _unhealthy(ctx, deployment_id, release, previous, checked.detail, base, started, live_since)
     except asyncio.CancelledError:
         if claimed and stage != Step.SWITCH:
             await _abort(ctx, deployment_id, release, stage, started)
@@ -386,7 +339,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
         site.domain, active_deployment_id=deployment_id, active_release=release,
         active_commit=commit, last_deployment_sha=commit, last_deployed_at=done.completed_at,
     )
-    return Outcome(True, warning=warning)
+    return Outcome(True, warning=warning, manifest=done.to_json())
 
 
 async def relink(ctx: SiteContext, release: str, entries: tuple[str, ...]) -> None:
@@ -406,31 +359,6 @@ async def mark_failed(ctx: SiteContext, release: str, manifest_json: str, messag
     row = ctx.store.by_release(ctx.site.domain, release, ctx.server)
     if row is not None:
         ctx.store.update_deployment(row["id"], status=DeployStatus.FAILED, message=message)
-
-
-async def _unhealthy(ctx: SiteContext, deployment_id: int, release: str, previous: str | None, reason: str,
-                     base: Manifest, started: float, live_since: float) -> Outcome:
-    """The new release failed its health check: back to `previous`, and the release is a failed
-    deployment (its manifest says so, so the failure is remembered without a database)."""
-    message = f"health check failed after switch: {reason}"
-    if previous is not None:
-        await switch_back(ctx, release, previous, reason)
-        message += f"; it was live {time.monotonic() - live_since:.1f} s, {previous} serves again"
-    else:
-        message += "; there is no previous release to return to, so it stays live"
-    failed = Manifest(**{**base.__dict__, "status": DeployStatus.FAILED, "completed_at": utcnow(),
-                         "message": message[:500]})
-    note = f"==> {message}"
-    await _send(ctx, shell.record_failure(ctx.paths, release, failed.to_json(), note))
-    text = await _fetch_log(ctx, release)
-    local = _save_local_log(ctx, deployment_id, text)
-    ctx.store.update_deployment(
-        deployment_id, status=DeployStatus.FAILED, message=message, completed_at=failed.completed_at,
-        duration_ms=int((time.monotonic() - started) * 1000), local_log=str(local))
-    if previous is None:
-        ctx.store.update_site(ctx.site.domain, active_deployment_id=deployment_id, active_release=release,
-                              active_commit=base.commit)
-    return Outcome(False, message, rolled_back_to=previous)
 
 
 async def _finish(ctx: SiteContext, release: str, done: Manifest, lease: Lease | None) -> tuple[str, str]:
@@ -475,13 +403,13 @@ async def _abort(ctx: SiteContext, deployment_id: int, release: str, stage: Step
                           message=f"deploy of {release} {message}; it is built again at the next start")
 
 
-async def _built(ctx: SiteContext, deployment_id: int, release: str, started: float, completed: str) -> Outcome:
-    """Phase 1 done: a successful build, not (yet) live."""
+async def _built(ctx: SiteContext, deployment_id: int, release: str, started: float, done: Manifest) -> Outcome:
+    """Built and recorded a success, not (yet) live: the switch is the executor's."""
     text = await _fetch_log(ctx, release)
     local = _save_local_log(ctx, deployment_id, text)
-    ctx.store.update_deployment(deployment_id, status=DeployStatus.SUCCESS, completed_at=completed,
+    ctx.store.update_deployment(deployment_id, status=DeployStatus.SUCCESS, completed_at=done.completed_at,
                                 local_log=str(local), duration_ms=int((time.monotonic() - started) * 1000))
-    return Outcome(True)
+    return Outcome(True, manifest=done.to_json())
 
 
 async def _superseded(ctx: SiteContext, deployment_id: int, release: str, started: float, completed: str) -> Outcome:
@@ -499,4 +427,4 @@ async def _fetch_log(ctx: SiteContext, release: str) -> str:
     return result.stdout
 
 
-__all__ = ["MANIFEST_NAME", "Outcome", "SiteContext", "activate", "deploy", "provision", "prune", "switch"]
+__all__ = ["MANIFEST_NAME", "Outcome", "SiteContext", "deploy", "provision", "prune", "switch"]

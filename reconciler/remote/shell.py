@@ -960,6 +960,8 @@ def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = ()
                 " 2>/dev/null"
                 f" | R={quote(head.ref)} awk -F '\t' '$2 == ENVIRON[\"R\"] {{ print $1 }}')\n")
             checks += f' && [ "$h" = {quote(head.commit)} ]'
+        # The planner's rule (core/rollout.py): a release whose run-once step is owed never goes live.
+        checks += f" && ! grep -qF -- {quote(_json_pair('once', 'pending'))} {manifest} 2>/dev/null"
         then += (f"  if [ -d {quote(paths.release(activate))} ] && [ ! -L {quote(paths.release(activate))} ]"
                   f"{checks}"
                   f" && [ \"$(readlink -- {quote(paths.site_link)})\" != {quote(paths.link_target(activate))} ]; then\n"

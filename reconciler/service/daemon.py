@@ -95,7 +95,7 @@ class Daemon:
         try:
             reached = await self.reconciler.refresh_upstream()
         except ReconcilerError as exc:
-            self.reconciler.fetch_problem = str(exc)
+            self.reconciler.desired.fetch_problem = str(exc)
             reached = False
         if self.reconciler.fetch_problem != was:
             if reached:
@@ -201,8 +201,8 @@ class Daemon:
             by_server: dict[str, list[SiteDeclaration]] = defaultdict(list)
             for domain in sorted(ready):
                 site = mine.sites[domain]
-                if site.as_fleet:
-                    self._spawn(self._many_round(site, decls.commit))  # two phases over its servers
+                if len(site.targets) > 1:
+                    self._spawn(self._many_round(site, decls.commit))  # probed by the executor, all at once
                 else:
                     by_server[site.server].append(site)
             for server, sites in by_server.items():
@@ -282,7 +282,7 @@ class Daemon:
             self._publish_status()
 
     async def _many_round(self, site: SiteDeclaration, decl_commit: str | None) -> None:
-        """A site on many servers: one round of build everywhere / switch everywhere."""
+        """A site on many servers: one rollout over all of them (the executor probes them at once)."""
         started = asyncio.get_running_loop().time()
         outcome: SiteOutcome | None = None
         try:

@@ -48,7 +48,7 @@ def test_the_deploy_script_is_never_in_a_command_line(tmp_path: Path, locked: bo
                 outcome = (await reconciler.run_pass())[0]
                 return outcome.sync == "Synced"
             site = reconciler.load().sites[DOMAIN]
-            ctx = reconciler._context(site, None)
+            ctx = reconciler.bench.context(site, None)
             commit = (tmp_path / "app").joinpath(".git", "refs", "heads", "main").read_text().strip()
             result = await apply.deploy(ctx, "01012025-000000", commit)
             return result.ok
