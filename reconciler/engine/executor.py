@@ -303,8 +303,8 @@ async def _carry_out(bench: Workbench, run: _Run, rollout: Rollout, contexts: Ma
     if by_lock is not None:
         # Switched by the lock command: what follows a switch follows it, as for any switch.
         (server,) = contexts
-        failed = await after_switch(bench, run, contexts, by_lock.release, by_lock.why, {server: before}, {},
-                                    time.monotonic(), built=False)
+        failed = await _switch(bench, run, contexts, by_lock.release, by_lock.why, {server: before},
+                               carried={server: None}, started=time.monotonic(), built=False)
         if failed is not None:
             return failed
     health, message = rollout.health, rollout.message
@@ -328,7 +328,11 @@ async def _carry_out(bench: Workbench, run: _Run, rollout: Rollout, contexts: Ma
         if failed is not None:
             return failed
     if rollout.switch is not None:
-        done = await _switch(bench, run, rollout, contexts, fused, started)
+        switch = rollout.switch
+        # A fused build's finish switched (and reloaded: its warning is the build step's note).
+        carried = {server: run.applied[-1].note for server in switch.servers} if fused else {}
+        done = await _switch(bench, run, contexts, switch.release, switch.reason, switch.previous, carried=carried,
+                             started=started, built=rollout.build is not None)
         if done is not None:
             return done
         health, message = _after_message(run, rollout)
@@ -454,44 +458,38 @@ async def _run_once(bench: Workbench, run: _Run, rollout: Rollout, ctx: apply.Si
     return None
 
 
-async def _switch(bench: Workbench, run: _Run, rollout: Rollout, contexts: Mapping[str, apply.SiteContext],
-                  fused: bool, started: float) -> SiteOutcome | None:
-    """The one place a rollout's release goes live: on every server not on it, all or nothing (a
-    switch that fails on one server after others switched switches those back). On a fused
-    build the build's finishing command switched already. Then `after_switch`. None when all
-    went well."""
-    switch = rollout.switch
-    assert switch is not None
-    moving = list(switch.servers)
-    warnings: dict[str, str] = {}
-    if fused:
-        (server,) = moving
-        warnings[server] = run.applied[-1].note  # the finish reloaded too
-    else:
+async def _switch(bench: Workbench, run: _Run, contexts: Mapping[str, apply.SiteContext], release: str,
+                  why: SwitchReason, previous: Mapping[str, str | None], *, carried: Mapping[str, str | None],
+                  started: float, built: bool) -> SiteOutcome | None:
+    """The one place a release goes live: on every server in `previous` (each one's release
+    before), all or nothing (a switch that fails on one server after others switched switches
+    those back), then `after_switch`. `carried`: the servers where a neighbouring command already
+    switched (a fused build's finish, which reloaded too: its warning; a lock command, which did
+    not reload: None), so no second switch is sent. None when all went well."""
+    moving = [server for server in previous if server not in carried]
+    reloaded = {server: warning for server, warning in carried.items() if warning is not None}
+    if moving:
         ctx = contexts[moving[0]]
         if ctx.still_desired is not None and not ctx.still_desired():
-            message = "a newer declaration landed; not switched"
-            return run.outcome(Sync.OUT_OF_SYNC, rollout.health, message)
+            return run.outcome(Sync.OUT_OF_SYNC, run.health(), "a newer declaration landed; not switched")
         for server in moving:
-            contexts[server].step(f"switch to {switch.release}")
-        results = await asyncio.gather(*(apply.switch(contexts[s], switch.release) for s in moving),
-                                       return_exceptions=True)
+            contexts[server].step(f"switch to {release}")
+        results = await asyncio.gather(*(apply.switch(contexts[s], release) for s in moving), return_exceptions=True)
         broken = [(s, r) for s, r in zip(moving, results, strict=True) if isinstance(r, BaseException)]
         if broken:
             if not run.many:
                 raise broken[0][1]
             undone = []
             for server, result in zip(moving, results, strict=True):
-                if not isinstance(result, BaseException) and switch.previous.get(server) is not None:
-                    await apply.switch(contexts[server], switch.previous[server] or "")
+                if not isinstance(result, BaseException) and previous.get(server) is not None:
+                    await apply.switch(contexts[server], previous[server] or "")
                     undone.append(server)
             reasons = "; ".join(f"{s}: {r}" for s, r in broken)
             for server, result in broken:
-                run.board[server] = (switch.previous.get(server), f"switch to {switch.release} failed: {result}")
+                run.board[server] = (previous.get(server), f"switch to {release} failed: {result}")
             back = f"; switched back on {', '.join(undone)}" if undone else ""
-            return run.outcome(Sync.FAILED, Health.DEGRADED, f"switch to {switch.release} failed on {reasons}{back}")
-    return await after_switch(bench, run, contexts, switch.release, switch.reason, dict(switch.previous), warnings,
-                              started, built=rollout.build is not None)
+            return run.outcome(Sync.FAILED, Health.DEGRADED, f"switch to {release} failed on {reasons}{back}")
+    return await after_switch(bench, run, contexts, release, why, dict(previous), reloaded, started, built=built)
 
 
 async def after_switch(bench: Workbench, run: _Run, contexts: Mapping[str, apply.SiteContext], release: str,
