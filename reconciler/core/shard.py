@@ -7,7 +7,7 @@ application controller by cluster, the unit is the server, so one instance holds
 server's sites and still probes each server once per pass.
 
 A site on many servers (`servers = [...]`) is owned, whole, by the shard of its first server:
-its two phases (build everywhere, then switch everywhere) must run in one process, and the first
+its one rollout (build everywhere, then switch everywhere) must run in one process, and the first
 server is already the one that decides (`script_once` runs there). Should an edit of the list move
 a site to another instance mid-deploy, the per-site lock on each server keeps the two apart.
 

@@ -198,7 +198,7 @@ def _git_host_silent(b: Blast) -> None:
 
 
 def _script_once_fails(b: Blast) -> None:
-    """A's run-once step (migrations) fails: A is deployed as a fleet of one (two phases)."""
+    """A's run-once step (migrations) fails: A is deployed as a fleet of one, by the one executor."""
     b.lab.declare(A, script_once="echo 'SQLSTATE: no such table'; exit 4")
 
 
