@@ -153,6 +153,11 @@ def test_a_failing_script_once_never_goes_live_and_stays_failed(rig: Bench) -> N
     assert all(rig.live(s) is None for s in rig.servers)
     again = rig.converge(site)  # the review's blocker: the next pass switched without it
     assert again.sync == Sync.FAILED and all(rig.live(s) is None for s in rig.servers), again
+    # Its output is in the deployment's log (`logs`, history) on the first server's row.
+    rows = [r for r in rig.store.deployments(DOMAIN) if r["server"] == rig.servers[0]]
+    assert rows and rows[0]["status"] == "failed" and "script_once failed" in rows[0]["message"], rows
+    text = Path(rows[0]["local_log"]).read_text()
+    assert "==> script_once" in text and "script_once failed: exit 3" in text, text
 
 
 def test_script_once_runs_once_per_release_on_the_first_server(rig: Bench) -> None:

@@ -353,6 +353,20 @@ async def record_once_done(ctx: SiteContext, release: str, manifest_json: str) -
     await _run(ctx, Step.RECORD, shell.record_manifest(ctx.paths, release, manifest_json, "==> script_once done"))
 
 
+async def keep_log(ctx: SiteContext, release: str) -> None:
+    """Copy the release's log from the server again (it grew after the build: `script_once`'s
+    output), so `logs` and history show it; best effort: the server keeps the original."""
+    row = ctx.store.by_release(ctx.site.domain, release, ctx.server)
+    if row is None:
+        return
+    try:
+        text = await _fetch_log(ctx, release)
+    except TransportError:
+        return
+    local = _save_local_log(ctx, row["id"], text)
+    ctx.store.update_deployment(row["id"], local_log=str(local))
+
+
 async def mark_failed(ctx: SiteContext, release: str, manifest_json: str, message: str) -> None:
     """Record an existing release as failed, on the server (its manifest) and in the store."""
     await _run(ctx, Step.RECORD, shell.record_failure(ctx.paths, release, manifest_json, f"==> {message}"))

@@ -450,11 +450,13 @@ async def _run_once(bench: Workbench, run: _Run, rollout: Rollout, ctx: apply.Si
         message = f"script_once failed: {why}; this release never goes live (retry builds it again)"
         failed = dataclasses.replace(manifest, status=DeployStatus.FAILED, completed_at=utcnow(), message=message)
         await apply.mark_failed(ctx, once.release, failed.to_json(), message)
+        await apply.keep_log(ctx, once.release)  # its output, for `logs` and history
         run.board[once.server] = (run.facts[once.server].active_release,
                                   f"script_once of {once.release} failed: {why}")
         return run.outcome(Sync.FAILED, rollout.health,
                            f"script_once failed on {once.server}: {why}; no server switched")
     await apply.record_once_done(ctx, once.release, dataclasses.replace(manifest, once=ONCE_DONE).to_json())
+    await apply.keep_log(ctx, once.release)
     return None
 
 
