@@ -23,6 +23,7 @@ from reconciler.core.layout import parse_release
 from reconciler.core.reasons import RequestKind
 from reconciler.core.status import DeployStatus
 from reconciler.engine import pinning
+from reconciler.engine.adoption import adopt
 from reconciler.engine.converge import LAST_VERIFIED, Reconciler
 from reconciler.engine.upstream import Upstream
 from reconciler.errors import NoRollbackTarget, NotApplicable, PinConflict, PushRejected, UnknownSite
@@ -166,7 +167,7 @@ async def retry(reconciler: Reconciler, domain: str, by: str) -> int:
     a package mirror down, a migration lock). Returns how many failures were forgotten."""
     site = _of_this_shard(reconciler, await declared(reconciler, domain))
     store = reconciler.store
-    store.adopt(domain, await site_facts(reconciler, site), server=site.server)  # every failed release has a row
+    adopt(store, domain, await site_facts(reconciler, site), server=site.server)  # every failed release has a row
     forgiven = store.forgive(domain)
     if not forgiven:
         raise NotApplicable(f"{domain}: nothing to retry (no remembered failure); "
@@ -183,7 +184,7 @@ async def redeploy(reconciler: Reconciler, domain: str, by: str) -> None:
         raise NotApplicable(f"{domain}: pinned to {site.pin}, so there is nothing to build; unpin it first")
     store = reconciler.store
     facts = await site_facts(reconciler, site)
-    store.adopt(domain, facts, server=site.server)
+    adopt(store, domain, facts, server=site.server)
     store.forgive(domain)
     # Fresh means named after every release there is now (new names always sort after them).
     existing = [(moment, name) for name in (*facts.releases, *facts.not_dirs)

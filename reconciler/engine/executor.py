@@ -37,6 +37,7 @@ from reconciler.core.reasons import RequestKind, SwitchReason
 from reconciler.core.rollout import Rollout, plan_rollout
 from reconciler.core.status import UNFINISHED, DeployStatus, Health, Step, Sync
 from reconciler.engine import apply, record
+from reconciler.engine.adoption import adopt
 from reconciler.engine.outcome import RELOAD_RETRY, Applied, SiteOutcome, outcome_of
 from reconciler.engine.record import Board, label
 from reconciler.engine.store import Snapshot, utcnow
@@ -141,7 +142,7 @@ async def _converge(bench: Workbench, run: _Run, facts: Mapping[str, SiteFacts] 
     if not dry_run:
         moved = False
         for server, seen in run.facts.items():  # servers are the truth: a lost or older database is rebuilt
-            moved = store.adopt(site.domain, seen, server=server, rows=rows) or moved
+            moved = adopt(store, site.domain, seen, server=server, rows=rows) or moved
         if moved:
             snap = run.snapshot = None  # the rows moved: read them afresh
             rows = None
@@ -261,7 +262,7 @@ async def _locked(bench: Workbench, run: _Run, head: BranchHead | None,
                     raise _NotSwitched()
                 head = BranchHead(shortcut.head.commit)  # verified by the lock command, under the lock
             for server, seen in run.facts.items():
-                store.adopt(site.domain, seen, locked=True, server=server)
+                adopt(store, site.domain, seen, locked=True, server=server)
             rollout = run.rollout = plan_rollout(
                 site, run.facts, head,
                 {s: record.failure_memory(store, site.domain, f, s) for s, f in run.facts.items()}, bench.clock(),

@@ -11,6 +11,7 @@ from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import SiteFacts
 from reconciler.core.plan import prune_candidates
 from reconciler.engine import apply
+from reconciler.engine.adoption import adopt
 from reconciler.engine.desired import DesiredState
 from reconciler.engine.outcome import outcome_of
 from reconciler.engine.workbench import Workbench
@@ -69,7 +70,7 @@ async def _prune_site(bench: Workbench, site: SiteDeclaration, keep: int | None,
     async with bench.site_lock(ctx, "prune") as facts:
         if (why := _refusal(facts)) is not None:
             return PruneResult(site.domain, [], False, why)
-        bench.store.adopt(site.domain, facts, locked=True, server=server)
+        adopt(bench.store, site.domain, facts, locked=True, server=server)
         names = candidates(facts)
         if names:
             await apply.prune(ctx, tuple(names))

@@ -20,10 +20,8 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from reconciler.core.facts import SiteFacts
-from reconciler.core.layout import parse_release
 from reconciler.core.reasons import RequestKind, SwitchReason
-from reconciler.core.status import FINAL, UNFINISHED, DeployStatus
+from reconciler.core.status import UNFINISHED, DeployStatus
 
 migrations = Migrations("reconciler")
 
@@ -316,7 +314,7 @@ class Store:
         self.db["deployments"].update(deployment_id, values)  # type: ignore[union-attr]
 
     @staticmethod
-    def _where(domain: str, server: str | None, more: str = "") -> tuple[str, list[Any]]:
+    def scope(domain: str, server: str | None, more: str = "") -> tuple[str, list[Any]]:
         """A site's rows, of one server when `server` is given (None: every server's)."""
         clause, args = "site = ?", [domain]
         if server is not None:
@@ -325,7 +323,7 @@ class Store:
 
     def unfinished(self, domain: str, server: str | None = None) -> bool:
         """Rows of this site still pending/updating (in a one-shot CLI run: left by a dead run)."""
-        where, args = self._where(domain, server, "status in ('pending', 'updating')")
+        where, args = self.scope(domain, server, "status in ('pending', 'updating')")
         return bool(self.db.execute(f"select 1 from deployments where {where} limit 1", args).fetchone())
 
     def mark_interrupted(self) -> list[int]:
@@ -354,7 +352,7 @@ class Store:
         row = self.by_release(domain, release, server)
         if row is None:
             return
-        taken = {r["release"] for r in self.db["deployments"].rows_where(*self._where(domain, server))}
+        taken = {r["release"] for r in self.db["deployments"].rows_where(*self.scope(domain, server))}
         n = 1
         while f"{release}#{n}" in taken:
             n += 1
@@ -370,13 +368,13 @@ class Store:
             "site = ?", [domain], order_by="started_at desc, id desc"))
 
     def by_release(self, domain: str, release: str, server: str | None = None) -> dict[str, Any] | None:
-        where, args = self._where(domain, server, "release = ?")
+        where, args = self.scope(domain, server, "release = ?")
         rows = list(self.db["deployments"].rows_where(where, [*args, release]))
         return rows[0] if rows else None
 
     def failures(self, domain: str, server: str | None = None) -> Iterator[tuple[str, str, str]]:
         """(commit, build key, message) of every non-transient failed deployment not forgiven."""
-        where, args = self._where(domain, server, "status = 'failed' and coalesce(transient, 0) = 0 "
+        where, args = self.scope(domain, server, "status = 'failed' and coalesce(transient, 0) = 0 "
                                                   "and coalesce(forgiven, 0) = 0")
         for row in self.db["deployments"].rows_where(where, args):
             if row["commit_sha"] and row["build_key"]:
@@ -385,7 +383,7 @@ class Store:
     def forgiven(self, domain: str, server: str | None = None) -> set[str]:
         """Releases whose failure an operator forgave (`retry`): their manifests on the server no
         longer count as remembered failures."""
-        where, args = self._where(domain, server, "coalesce(forgiven, 0) = 1")
+        where, args = self.scope(domain, server, "coalesce(forgiven, 0) = 1")
         return {row["release"] for row in self.db["deployments"].rows_where(where, args, select="release")}
 
     def forgive(self, domain: str) -> int:
@@ -429,74 +427,3 @@ class Store:
             for row in self.db.query(f"select * from deployments where site in ({marks})", chunk):
                 deployments[row["site"]].append(row)
         return Snapshot(sites, requests, deployments)
-
-    def adopt(self, domain: str, facts: SiteFacts, *, locked: bool = False, server: str | None = None,
-              rows: list[dict[str, Any]] | None = None) -> bool:
-        """Bring the deployment rows in line with what the server holds (servers are the truth).
-
-        With `locked` (we hold the site's lock, so nobody else is building it) rows still
-        `pending`/`updating` belong to a dead process: they take the release's final status
-        from its manifest, or become failed (interrupted). True when it wrote anything (a
-        caller holding a snapshot of these rows must read again)."""
-        before = self.db.conn.total_changes
-        paths = facts.paths
-        if rows is None or locked:
-            where, args = self._where(domain, server)
-            rows = list(self.db["deployments"].rows_where(where, args))
-        else:
-            rows = [dict(r) for r in rows if server is None or r.get("server") == server]
-        known = {row["release"]: row for row in rows}
-        if locked:
-            for name, dead in known.items():
-                if dead["status"] not in UNFINISHED:
-                    continue
-                found = facts.releases.get(name)
-                final = found.manifest.status if found and found.manifest else None
-                if final in FINAL:
-                    self.update_deployment(dead["id"], status=final)
-                    dead["status"] = final
-                else:
-                    self.update_deployment(dead["id"], status=DeployStatus.FAILED, transient=1, completed_at=utcnow(),
-                                           message="interrupted: the reconciler stopped during this deployment")
-                    dead["status"] = DeployStatus.FAILED
-        with self.db.atomic():
-            for name, release in facts.releases.items():
-                row = known.get(name)
-                manifest = release.manifest
-                status = release.status if release.status in (*FINAL, DeployStatus.UPDATING) else DeployStatus.FAILED
-                if row is None:
-                    self.db["deployments"].insert({  # type: ignore[union-attr]
-                        "site": domain, "server": server, "release": name, "status": status,
-                        "commit_sha": release.commit,
-                        "branch": manifest.branch if manifest else None,
-                        "repository": manifest.repository if manifest else None,
-                        "build_key": manifest.build_key if manifest else None,
-                        "deployment_path": paths.release(name),
-                        "log_file_path": paths.log(name),
-                        "declarations_commit": manifest.declarations_commit if manifest else None,
-                        "started_at": (manifest.started_at if manifest else "") or _release_time(name),
-                        "completed_at": manifest.completed_at if manifest else None,
-                        "message": manifest.message if manifest else "adopted from the server",
-                        "commit_author": manifest.author if manifest else None,
-                        "commit_subject": manifest.subject if manifest else None,
-                        "transient": 0,
-                    })
-                    continue
-                # Only a final manifest status (success/failed) overrides a row: an `updating`
-                # manifest may be a dead build that the row already records as interrupted.
-                final = manifest.status if manifest and manifest.status in FINAL else None
-                if row["deployment_path"] is None or (final and row["status"] != final
-                                                      and row["status"] not in UNFINISHED):
-                    self.update_deployment(row["id"], deployment_path=paths.release(name),
-                                           status=final or row["status"])
-            if facts.provisioned:
-                for name, row in known.items():
-                    if name not in facts.releases and row["deployment_path"] is not None \
-                            and row["status"] not in (DeployStatus.PENDING,):
-                        self.update_deployment(row["id"], deployment_path=None)
-        return self.db.conn.total_changes != before
-
-
-def _release_time(name: str) -> str:
-    moment = parse_release(name)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else ""
