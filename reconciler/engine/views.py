@@ -165,8 +165,14 @@ def in_step(view: dict[str, Any]) -> str:
     servers = view.get("servers") or []
     if len(servers) <= 1:
         return f"{int(view['sync'] == Sync.SYNCED)}/1 synced"
-    good = sum(1 for s in servers if s["active_release"] == view["active_release"] and not s["message"])
+    good = sum(1 for s in servers if server_in_step(s, view["active_release"]))
     return f"{good}/{len(servers)} synced"
+
+
+def server_in_step(server: dict[str, Any], live: str | None) -> bool:
+    """A server of a site on many (a `site_servers` row, a status view's `servers` entry) serves
+    the site's live release `live` with nothing to report."""
+    return bool(server["active_release"] == live and not server["message"])
 
 
 def _contradictions(view: dict[str, Any], pin: str | None, row: dict[str, Any]) -> None:
