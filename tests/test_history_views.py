@@ -170,7 +170,10 @@ def test_a_site_on_one_server_shows_what_it_always_did_with_its_one_server(rows:
     first = rows.build("web-1", R1, "success", trigger="first deploy")
     failed = rows.build("web-1", R2, "failed", B, trigger="app commit", message="deploy script failed (exit 3)",
                         exit_status=3, at="2026-12-06T12:01:00Z")
-    rows.site(["web-1"], {"web-1": R1})
+    rows.site(["web-1"], {"web-1": R1}, sync="Synced")
+    # Its status is its own row, as its pass wrote it (nothing derived: here, nothing written).
+    view = rows.status()
+    assert (view["desired_commit"], view["last_deployed_at"], view["observed_at"]) == (None, None, None), view
     # Two identical switches on one server are two events (never merged).
     rows.store.record_activation(DOMAIN, R1, R2, "2026-12-06T12:02:00Z", SwitchReason.DRIFT, "")
     rows.store.record_activation(DOMAIN, R1, R2, "2026-12-06T12:02:01Z", SwitchReason.DRIFT, "")
@@ -212,10 +215,3 @@ def test_status_of_a_site_on_many_servers_says_when_observed_deployed_and_what_i
     rows.site(["web-1", "web-2"], {"web-1": R1, "web-2": R1}, sync="OutOfSync", pinned=R1)
     view = rows.status()
     assert (view["desired_commit"], view["last_deployed_at"]) == (A, "2026-12-06T12:09:00Z")
-
-
-def test_status_of_a_site_on_one_server_is_its_row(rows: Rows) -> None:
-    rows.build("web-1", R1, "success")
-    rows.site(["web-1"], {"web-1": R1}, sync="Synced", desired_commit=None, last_deployed_at=None)
-    view = rows.status()
-    assert (view["desired_commit"], view["last_deployed_at"], view["observed_at"]) == (None, None, None)
