@@ -215,3 +215,14 @@ def test_status_of_a_site_on_many_servers_says_when_observed_deployed_and_what_i
     rows.site(["web-1", "web-2"], {"web-1": R1, "web-2": R1}, sync="OutOfSync", pinned=R1)
     view = rows.status()
     assert (view["desired_commit"], view["last_deployed_at"]) == (A, "2026-12-06T12:09:00Z")
+
+
+def test_servers_are_shown_in_their_declared_order_whatever_order_a_pass_wrote_them(rows: Rows) -> None:
+    two = rows.build("web-2", R1, "failed", message="deploy script failed (exit 3)")  # web-2's row first
+    one = rows.build("web-1", R1, "success")
+    rows.store.update_site(DOMAIN, server="web-1, web-2", sync="Failed")
+    rows.store.set_site_servers(DOMAIN, {"web-2": (None, "build of R1 failed"), "web-1": (None, "")})
+    (entry,) = rows.history()
+    assert [(s["server"], s["id"]) for s in entry["servers"]] == [("web-1", one), ("web-2", two)]
+    assert entry["id"] == one, "the entry stands for its first declared server's build"
+    assert [s["server"] for s in rows.status()["servers"]] == ["web-1", "web-2"]

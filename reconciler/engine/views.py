@@ -72,7 +72,7 @@ def declared_views(store: StateReads, sites: dict[str, Declared] | None,
         row = rows.get(domain, {})
         entry = sites.get(domain) if sites is not None else None
         valid = entry if entry is not None and entry.invalid is None else None
-        many = store.site_servers(domain)
+        many = in_order(store.site_servers(domain), entry.shown_server if entry is not None else row.get("server"))
         view: dict[str, Any] = {
             "domain": domain,
             "server": entry.shown_server if entry is not None else row.get("server") or "",
@@ -109,6 +109,13 @@ def declared_views(store: StateReads, sites: dict[str, Declared] | None,
             _contradictions(view, valid.pin, row)
         views.append(view)
     return views
+
+
+def in_order(many: list[dict[str, Any]], label: str | None) -> list[dict[str, Any]]:
+    """A site's per-server rows (`site_servers`, kept in the order a pass happened to write them)
+    in the order its servers are declared: `label` lists them ("web-1, web-2")."""
+    declared = (label or "").split(", ")
+    return sorted(many, key=lambda r: declared.index(r["server"]) if r["server"] in declared else len(declared))
 
 
 def _servers_of(many: list[dict[str, Any]], row: dict[str, Any], declared: Declared | None) -> list[dict[str, Any]]:
@@ -192,11 +199,12 @@ def history_views(store: StateReads, domain: str) -> list[dict[str, Any]]:
     `servers` (one element on a site of one server). A site on many servers has a row per server
     of each release (the builds are per server); its entry is what they say together."""
     site = store.site(domain) or {}
-    many = store.site_servers(domain)
-    # The site's servers in their declared order, and the release live on each.
+    many = in_order(store.site_servers(domain), site.get("server"))
+    # The site's servers in their declared order (its row's label lists them), and the release
+    # live on each (a site on many servers keeps each server's; else the site's).
     live: dict[str, str | None] = {r["server"]: r["active_release"] for r in many}
-    if not live and site.get("server"):
-        live = {server: site.get("active_release") for server in str(site["server"]).split(", ")}
+    for server in (n for n in str(site.get("server") or "").split(", ") if n):
+        live.setdefault(server, site.get("active_release"))  # one just added has no row of its own yet
     switched = _switches(store.activations(domain), merge=len(live) > 1)
     releases: dict[str, list[dict[str, Any]]] = {}
     for row in store.deployments(domain):  # newest first: a release takes the place of its newest row
