@@ -154,8 +154,9 @@ def test_status_shows_every_server_and_history_names_it(fleet: Fleet) -> None:
                                {"server": fleet.b.destination, "active_release": live, "message": ""}]
     rc, out, _ = fleet.cli("status")
     assert rc == 0 and "2/2 synced" in out, out
-    rows = json.loads(fleet.cli("history", DOMAIN, "--json")[1])
-    assert sorted(row["server"] for row in rows) == sorted([fleet.a.destination, fleet.b.destination])
+    # One entry for the release (issue 21 item 7), naming each server's build of it.
+    (row,) = json.loads(fleet.cli("history", DOMAIN, "--json")[1])
+    assert [s["server"] for s in row["servers"]] == [fleet.a.destination, fleet.b.destination], row
     out = fleet.cli("status", DOMAIN)[1]
     assert f"{fleet.b.destination}: {live}" in out, out
 

@@ -59,11 +59,21 @@ def site_detail(view: dict[str, Any], deployments: list[dict[str, Any]], color: 
         lines += ["", "  last deployments:"]
         rows = [[str(d["id"]), d["release"], d["status"], (d["commit_sha"] or "-")[:12], d.get("ref") or "-",
                  d["started_at"] or "-",
-                 "active" if d["is_active"] else ("pruned" if d["deployment_path"] is None else "")]
+                 "; ".join(x for x in ("active" if d["is_active"] else ("pruned" if d["deployment_path"] is None
+                                                                         else ""), _unlike(d)) if x)]
                 for d in deployments]
         lines += ["    " + line for line in table(["ID", "RELEASE", "STATUS", "COMMIT", "REF", "STARTED", ""], rows,
                                                    color).splitlines()]
     return "\n".join(lines)
+
+
+def _unlike(release: dict[str, Any]) -> str:
+    """The servers of a release on many whose result is not a success, when the servers do not
+    agree: "web-2 failed"."""
+    servers = release.get("servers") or []
+    if len({s["status"] for s in servers}) < 2:
+        return ""
+    return ", ".join(f"{s['server']} {s['status']}" for s in servers if s["status"] != "success")
 
 
 def _short(text: str, width: int) -> str:
@@ -76,21 +86,42 @@ def _cause(trigger: str, by: str) -> str:
 
 def history_table(views: list[dict[str, Any]], color: bool = False) -> str:
     """`history D`: deployments and, as their own rows, the switches back to a release without a
-    build (activations), newest first; each says what it was, why, and who asked."""
-    events: list[tuple[str, list[str]]] = []
+    build (activations), newest first; each says what it was, why, and who asked. A release of a
+    site on many servers is one row, followed by a row per server with that server's result (its
+    ID is the one `logs D ID` shows)."""
+    events: list[tuple[str, list[list[str]]]] = []
     for v in views:
         why = v["message"] if v["status"] == "failed" else ""
-        events.append((v["started_at"] or "", [
+        lines = [[
             str(v["id"]), v["release"], v["status"], (v["commit_sha"] or "-")[:12], v.get("ref") or "-",
             _short(v.get("commit_subject") or "-", 40), _cause(v.get("trigger") or "", v.get("requested_by") or ""),
-            v["started_at"] or "-", f"{v['duration_ms']} ms" if v["duration_ms"] is not None else "-",
+            v["started_at"] or "-", _duration(v["duration_ms"]),
             "; ".join(x for x in ("active" if v["is_active"] else ("pruned" if v["deployment_path"] is None else ""),
-                                  _short(why, 60)) if x)]))
+                                  _short(why, 60)) if x)]]
+        servers = v.get("servers") or []
+        if len(servers) > 1:
+            lines += [_server_line(v, s) for s in servers]
+        events.append((v["started_at"] or "", lines))
         for event in v.get("activations", []):
-            events.append((event["at"], [
+            events.append((event["at"], [[
                 "-", v["release"], "activated", (v["commit_sha"] or "-")[:12], v.get("ref") or "-",
                 f"from {event['previous'] or 'none'}", _cause(event["trigger"], event["requested_by"]),
-                event["at"], "-", ""]))
+                event["at"], "-", ""]]))
     events.sort(key=lambda e: e[0], reverse=True)
     return table(["ID", "RELEASE", "STATUS", "COMMIT", "REF", "SUBJECT", "TRIGGER", "STARTED", "DURATION", ""],
-                 [row for _, row in events], color)
+                 [line for _, lines in events for line in lines], color)
+
+
+def _server_line(release: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """One server's result under its release's row: only what may differ between servers."""
+    cause = _cause(result.get("trigger") or "", result.get("requested_by") or "")
+    why = result["message"] if result["status"] == "failed" else ""
+    return [str(result["id"]), f"  {result['server']}", result["status"], "", "", "",
+            "" if cause == _cause(release.get("trigger") or "", release.get("requested_by") or "") else cause,
+            result["started_at"] or "-", _duration(result["duration_ms"]),
+            "; ".join(x for x in ("active" if result["is_active"] else
+                                  ("pruned" if result["deployment_path"] is None else ""), _short(why, 60)) if x)]
+
+
+def _duration(ms: int | None) -> str:
+    return f"{ms} ms" if ms is not None else "-"

@@ -77,3 +77,12 @@ class StateReader:
     def deployment(self, deployment_id: int) -> dict[str, Any] | None:
         rows = self._all("select * from deployments where id = ?", deployment_id)
         return rows[0] if rows else None
+
+    def latest_deployment(self, domain: str) -> dict[str, Any] | None:
+        """The site's newest deployment row (any server), as Store.latest_deployment."""
+        rows = self._all("select * from deployments where site = ? order by started_at desc, id desc limit 1", domain)
+        return rows[0] if rows else None
+
+    def release_rows(self, domain: str, release: str) -> list[dict[str, Any]]:
+        """Every server's row of `release`, as Store.release_rows."""
+        return self._all("select * from deployments where site = ? and release = ? order by id", domain, release)

@@ -125,6 +125,8 @@ def m010_site_servers(db: sqlite_utils.Database) -> None:
 
 
 OBSERVED_EVERY = 10.0  # seconds: a server's observed_at is refreshed at most this often (few writes)
+# How a site on many servers says, per server, that its probe failed (engine/twophase's board).
+UNREACHABLE = "unreachable: "
 
 
 SNAPSHOT_CHUNK = 500  # domains per statement of a snapshot
@@ -241,7 +243,14 @@ class Store:
         return list(self.db["activations"].rows_where("site = ?", [domain], order_by="at desc, id desc"))
 
     def set_site_servers(self, domain: str, rows: dict[str, tuple[str | None, str]]) -> None:
-        """Each server's (live release, message) of a site on many servers; other rows go."""
+        """Each server's (live release, message) of a site on many servers; other rows go.
+
+        Every server here but one whose message says it was unreachable answered its probe this
+        pass: noted as observed (`status`'s "observed"), at most every OBSERVED_EVERY seconds, as a
+        one-server round notes its server. The many-server executor reports its probes only here."""
+        for server, (_, message) in rows.items():
+            if not message.startswith(UNREACHABLE):
+                self.observed(server)
         current = {r["server"]: (r["active_release"], r["message"] or "") for r in self.site_servers(domain)}
         if current == rows:
             return
@@ -366,6 +375,16 @@ class Store:
         """Newest first. Release names do not sort as text, so order by start time, then id."""
         return list(self.db["deployments"].rows_where(
             "site = ?", [domain], order_by="started_at desc, id desc"))
+
+    def latest_deployment(self, domain: str) -> dict[str, Any] | None:
+        """The site's newest deployment row, of any server (what a pass last set out to build)."""
+        rows = list(self.db["deployments"].rows_where("site = ?", [domain], order_by="started_at desc, id desc",
+                                                      limit=1))
+        return rows[0] if rows else None
+
+    def release_rows(self, domain: str, release: str) -> list[dict[str, Any]]:
+        """Every server's row of `release` (a site on many servers has one per server)."""
+        return list(self.db["deployments"].rows_where("site = ? and release = ?", [domain, release], order_by="id"))
 
     def by_release(self, domain: str, release: str, server: str | None = None) -> dict[str, Any] | None:
         where, args = self.scope(domain, server, "release = ?")

@@ -4,7 +4,7 @@ deployments) and from the daemon's pass statistics. Exposed at GET /metrics."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from reconciler.core.reasons import SwitchReason
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine.store import Store
+from reconciler.engine.views import server_in_step
 
 DEPLOY_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -56,21 +57,16 @@ def _histogram(name: str, doc: str, bounds: tuple[float, ...], counts: list[int]
 
 
 class ReconcilerCollector(Collector):
-    def __init__(self, store: Store, stats: PassStats, declared: Callable[[], dict[str, str]],
+    def __init__(self, store: Store, stats: PassStats, declared: Callable[[], Mapping[str, Sequence[str]]],
                  shard: Callable[[], tuple[str, int]] = lambda: ("1/1", 0)) -> None:
         self.store = store
         self.stats = stats
-        self.declared = declared  # domain -> server of every declared site this instance looks after
+        self.declared = declared  # domain -> servers of every declared site this instance looks after
         self.shard = shard  # this instance's shard ("i/n") and how many declared sites it skips
 
     def collect(self) -> Iterator[Metric]:
-        info = GaugeMetricFamily("reconciler_site_info", "Declared sites with their sync and health state.",
-                                 labels=["domain", "server", "sync", "health"])
-        rows = self.store.sites()
-        for domain, server in sorted(self.declared().items()):
-            row = rows.get(domain) or {}
-            info.add_metric([domain, server, row.get("sync") or Sync.UNKNOWN, row.get("health") or Health.UNKNOWN], 1)
-        yield info
+        declared = sorted(self.declared().items())
+        yield from self._sites(declared)
 
         shard, skipped = self.shard()
         owned = GaugeMetricFamily("reconciler_shard_info", "This instance's shard (i/n): it owns the servers "
@@ -82,13 +78,17 @@ class ReconcilerCollector(Collector):
         others.add_metric([], skipped)
         yield others
 
-        results = CounterMetricFamily("reconciler_deploys", "Deployments by result.", labels=["result"])
-        counts = {DeployStatus.SUCCESS: 0, DeployStatus.FAILED: 0}
+        results = CounterMetricFamily("reconciler_deploys", "Deployments by result and server (a site on many "
+                                      "servers builds each release on each).", labels=["result", "server"])
+        # Every declared server from the first scrape, at 0: a counter that appears later loses its first rise.
+        counts = {(result, server): 0 for _, servers in declared for server in servers
+                  for result in (DeployStatus.SUCCESS, DeployStatus.FAILED)}
         durations = [0] * len(DEPLOY_BUCKETS)
         total, seconds = 0, 0.0
-        for row in self.store.db.query(
-                "select status, duration_ms from deployments where status in ('success', 'failed')"):
-            counts[row["status"]] += 1
+        for row in self.store.db.query("select status, coalesce(server, '') as server, duration_ms from deployments "
+                                       "where status in ('success', 'failed')"):
+            key = (row["status"], row["server"])
+            counts[key] = counts.get(key, 0) + 1
             if row["duration_ms"] is not None:
                 value = row["duration_ms"] / 1000
                 total += 1
@@ -96,8 +96,8 @@ class ReconcilerCollector(Collector):
                 for i, bound in enumerate(DEPLOY_BUCKETS):
                     if value <= bound:
                         durations[i] += 1
-        for result, count in counts.items():
-            results.add_metric([result], count)
+        for (result, server), count in sorted(counts.items()):
+            results.add_metric([result, server], count)
         yield results
         yield _histogram("reconciler_deploy_duration_seconds", "Duration of deployments.", DEPLOY_BUCKETS,
                          durations, total, seconds)
@@ -115,6 +115,28 @@ class ReconcilerCollector(Collector):
                                  "Unix time of the last round that reached its server.")
         last.add_metric([], self.stats.last_success or 0.0)
         yield last
+
+
+    def _sites(self, declared: list[tuple[str, Sequence[str]]]) -> Iterator[Metric]:
+        """A series per server of each site: the site's state, and whether that server is in step."""
+        info = GaugeMetricFamily("reconciler_site_info", "Declared sites with their sync and health state, one "
+                                 "series per server of the site.", labels=["domain", "server", "sync", "health"])
+        in_step = GaugeMetricFamily("reconciler_site_server_in_step", "1 when the server serves the site's live "
+                                    "release with nothing to report (status: 2/2 synced), else 0.",
+                                    labels=["domain", "server"])
+        rows = self.store.sites()
+        for domain, servers in declared:
+            row = rows.get(domain) or {}
+            sync = row.get("sync") or Sync.UNKNOWN
+            each = {r["server"]: r for r in self.store.site_servers(domain)}  # a site on many servers
+            for server in servers:
+                info.add_metric([domain, server, sync, row.get("health") or Health.UNKNOWN], 1)
+                there = each.get(server)
+                ok = server_in_step(there, row.get("active_release")) if there is not None else \
+                    not each and sync == Sync.SYNCED
+                in_step.add_metric([domain, server], int(ok))
+        yield info
+        yield in_step
 
 
 def registry_for(collector: ReconcilerCollector) -> CollectorRegistry:

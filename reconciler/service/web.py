@@ -419,14 +419,14 @@ def build_app(ctx: WebContext) -> web.Application:
     guessing = throttle.middleware(throttles, lambda request: credential(request, ctx.settings()),
                                    lambda request: forwarded.client_address(request, ctx.settings().trusted_proxies))
 
-    def declared() -> dict[str, str]:
-        """The sites this instance looks after (its shard's), by domain: so summing the metrics
-        of every shard's instance counts each site once."""
+    def declared() -> dict[str, tuple[str, ...]]:
+        """The sites this instance looks after (its shard's) and their servers, by domain: so
+        summing the metrics of every shard's instance counts each site once."""
         decls = ctx.declarations()
         if decls is None:
             return {}
         mine, _ = split(decls, shard_of(ctx))
-        return {**{d: s.server for d, s in mine.invalid.items()}, **{d: s.server for d, s in mine.sites.items()}}
+        return {**{d: (s.server,) for d, s in mine.invalid.items()}, **{d: s.targets for d, s in mine.sites.items()}}
 
     def sharding() -> tuple[str, int]:
         decls = ctx.declarations()

@@ -288,7 +288,6 @@ def test_a_pinned_release_failing_its_health_check_is_degraded_and_the_pin_holds
     assert "health check" in view["message"], view
 
 
-@pytest.mark.parametrize("fleet", shapes(two="history has a row per server for each release"), indirect=True)
 def test_history_has_one_row_per_release_and_says_what_triggered_it(fleet: Fleet) -> None:
     first, second = _two_releases(fleet)
     rows = fleet.history()

@@ -12,6 +12,7 @@ STATUS_KEYS = SPEC_STATUS_KEYS | {"observed_at", "ref", "servers", "shard", "ski
 SPEC_HISTORY_KEYS = frozenset({"id", "release", "status", "commit_sha", "branch", "deployment_path",
                                "log_file_path", "started_at", "completed_at", "duration_ms", "is_active",
                                "can_rollback"})
-# SPEC's keys are kept; these are the compatible additions (issue 11: history explains itself).
+# SPEC's keys are kept; these are the compatible additions (issue 11: history explains itself; issue
+# 21: one entry per release, each server's result in `servers`, SPEC §8).
 HISTORY_KEYS = SPEC_HISTORY_KEYS | {"message", "exit_status", "trigger", "requested_by", "commit_author",
-                                   "commit_subject", "activations", "ref", "server"}
+                                   "commit_subject", "activations", "ref", "server", "servers"}
