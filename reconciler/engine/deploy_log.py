@@ -46,11 +46,13 @@ async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], tim
     from reconciler.remote import shell
 
     site = store.site(row["site"]) or {}
-    if not site.get("server") or not row.get("log_file_path") or not row.get("deployment_path"):
+    # The row's own server: a site on many servers has a row per server (its row says "web-1, web-2").
+    server = row.get("server") or site.get("server")
+    if not server or not row.get("log_file_path") or not row.get("deployment_path"):
         yield (row.get("message") or "") + "\n"
         return
     try:
-        transport = pool.get(site["server"])
+        transport = pool.get(server)
     except ReconcilerError as exc:  # e.g. server "local" without allow_local
         yield f"\n[{exc}]\n"
         return

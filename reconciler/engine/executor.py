@@ -136,6 +136,10 @@ async def _converge(bench: Workbench, run: _Run, facts: Mapping[str, SiteFacts] 
             run.applied.clear()
     if facts is None:
         facts, head = await _probe_all(bench, run)
+        if not dry_run:
+            for server in facts:  # `status` says how old each server's facts are, as after a round
+                with contextlib.suppress(Exception):
+                    store.observed(server, bench.clock())
     run.facts = dict(facts)
     snap = run.snapshot
     rows = snap.deployments.get(site.domain) if snap is not None else None
@@ -532,6 +536,12 @@ async def after_switch(bench: Workbench, run: _Run, contexts: Mapping[str, apply
         store.record_activation(site.domain, release, previous[first], now, cause, by)
         log.info("%s: activated release %s (was %s; %s%s)", site.domain, release, previous[first] or "none", cause,
                  f", asked by {by}" if by else "")
+    if built:
+        # The build's rows say it was built; the site's row says it is live now, and since when.
+        row = store.by_release(site.domain, release, first)
+        store.update_site(site.domain, active_deployment_id=row["id"] if row else None, active_release=release,
+                          active_commit=row["commit_sha"] if row else None, last_deployed_at=utcnow(),
+                          last_deployment_sha=row["commit_sha"] if row else None)
     note = message if health == Health.DEGRADED else ""
     if built and run.applied and isinstance(run.applied[-1].action, Deploy):
         run.applied[-1] = dataclasses.replace(run.applied[-1], note=note)
