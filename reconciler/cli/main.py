@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from reconciler.core.declarations import Declarations
     from reconciler.engine.converge import Reconciler
     from reconciler.engine.outcome import SiteOutcome
+    from reconciler.engine.rows import DeploymentRow
     from reconciler.engine.state_reader import StateReader
     from reconciler.engine.store import Store
     from reconciler.engine.views import Declared
@@ -514,7 +515,7 @@ def cmd_logs(invocation: Invocation, args: argparse.Namespace) -> int:
             print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
             return 1
         rows = store.deployments(args.domain)
-        row: dict[str, Any] | None = rows[0] if rows and args.id is None else None
+        row: DeploymentRow | None = rows[0] if rows and args.id is None else None
         if args.id is not None:
             row = store.deployment(args.id)
             if row is not None and row["site"] != args.domain:
@@ -540,7 +541,7 @@ def cmd_logs(invocation: Invocation, args: argparse.Namespace) -> int:
     return asyncio.run(_stream_log(invocation.settings, row, args.follow, shown))
 
 
-async def _stream_log(settings: Settings, row: dict[str, Any], follow: bool, shown: Callable[[str], str]) -> int:
+async def _stream_log(settings: Settings, row: DeploymentRow, follow: bool, shown: Callable[[str], str]) -> int:
     from reconciler.engine.converge import ssh_options
     from reconciler.engine.deploy_log import follow_log
     from reconciler.remote.transport.pool import TransportPool

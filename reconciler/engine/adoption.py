@@ -4,6 +4,7 @@ history that was already pruned (an existing BrokeForge fleet is adopted the sam
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reconciler.core.facts import SiteFacts
@@ -13,7 +14,7 @@ from reconciler.engine.store import Store, utcnow
 
 
 def adopt(store: Store, domain: str, facts: SiteFacts, *, locked: bool = False, server: str | None = None,
-          rows: list[dict[str, Any]] | None = None) -> bool:
+          rows: Sequence[Mapping[str, Any]] | None = None) -> bool:
     """Bring the deployment rows in line with what the server holds (servers are the truth).
 
     With `locked` (we hold the site's lock, so nobody else is building it) rows still
@@ -22,12 +23,13 @@ def adopt(store: Store, domain: str, facts: SiteFacts, *, locked: bool = False, 
     caller holding a snapshot of these rows must read again)."""
     before = store.db.conn.total_changes
     paths = facts.paths
+    mine: list[dict[str, Any]]  # copies: the dead rows below are updated in place
     if rows is None or locked:
         where, args = store.scope(domain, server)
-        rows = list(store.db["deployments"].rows_where(where, args))
+        mine = list(store.db["deployments"].rows_where(where, args))
     else:
-        rows = [dict(r) for r in rows if server is None or r.get("server") == server]
-    known = {row["release"]: row for row in rows}
+        mine = [dict(r) for r in rows if server is None or r.get("server") == server]
+    known = {row["release"]: row for row in mine}
     if locked:
         for name, dead in known.items():
             if dead["status"] not in UNFINISHED:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import codecs
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,7 @@ FINAL = (DeployStatus.SUCCESS, DeployStatus.FAILED)
 FOLLOW_EVERY = 1.0
 
 
-def finished_copy(row: dict[str, Any], follow: bool) -> Path | None:
+def finished_copy(row: Mapping[str, Any], follow: bool) -> Path | None:
     """The local copy that is the whole answer: the deployment is over (or nobody follows) and
     its log was kept here. `logs` reads it without an event loop or a transport; this module
     imports the shell seam only when it must read the server's log, so that stays quick."""
@@ -31,7 +31,7 @@ def finished_copy(row: dict[str, Any], follow: bool) -> Path | None:
     return None
 
 
-async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], timeout: float,
+async def follow_log(store: Store, pool: TransportPool, row: Mapping[str, Any], timeout: float,
                      follow: bool = True, gone: Callable[[], bool] | None = None,
                      idle: bool = False) -> AsyncGenerator[str, None]:
     """Without `follow`, what there is now; with it, until the deployment ends, or until `gone()`
@@ -45,7 +45,7 @@ async def follow_log(store: Store, pool: TransportPool, row: dict[str, Any], tim
 
     from reconciler.remote import shell
 
-    site = store.site(row["site"]) or {}
+    site: Mapping[str, Any] = store.site(row["site"]) or {}
     # The row's own server: a site on many servers has a row per server (its row says "web-1, web-2").
     server = row.get("server") or site.get("server")
     if not server or not row.get("log_file_path") or not row.get("deployment_path"):

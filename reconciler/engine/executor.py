@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,7 @@ from reconciler.engine import apply, record
 from reconciler.engine.adoption import adopt
 from reconciler.engine.outcome import RELOAD_RETRY, Applied, SiteOutcome, outcome_of
 from reconciler.engine.record import Board, label
+from reconciler.engine.rows import RequestRow
 from reconciler.engine.store import Snapshot, utcnow
 from reconciler.engine.workbench import Workbench, group_key
 from reconciler.errors import LayoutConflict, LockNotReleased, PermanentError, StepFailed
@@ -249,7 +250,8 @@ async def _locked(bench: Workbench, run: _Run, head: BranchHead | None,
         if request is not None:  # history says who asked for this build, and why
             ctx.trigger, ctx.requested_by = RequestKind(request["kind"]), request["by"]
     building = run.rollout is None or run.rollout.build is not None
-    before = (store.site(site.domain) or {}).get("active_release")  # what was live, for a lock command's switch
+    known = store.site(site.domain)
+    before = known["active_release"] if known is not None else None  # what was live, for a lock command's switch
     outcome: SiteOutcome | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -605,7 +607,7 @@ def _activation_cause(bench: Workbench, run: _Run, why: SwitchReason) -> tuple[S
     """Why a release is switched to without a build, and who asked, for history: a pin is a
     rollback (asked by the author of the declarations commit applied), the pin's removal an
     unpin, a live link that is not the one we set is drift corrected; else a roll-forward."""
-    row = bench.store.site(run.site.domain) or {}
+    row: Mapping[str, Any] = bench.store.site(run.site.domain) or {}
     if why == SwitchReason.ROLLBACK:
         return SwitchReason.ROLLBACK, record.author(bench.settings.local_repo, run.decl_commit)
     if row.get("pinned"):
@@ -681,16 +683,16 @@ def _fill_board(run: _Run, outcome: SiteOutcome) -> None:
 def _reload_owed(bench: Workbench, domain: str, snapshot: Snapshot | None) -> tuple[str, str] | None:
     if snapshot is None:
         return bench.store.reload_owed(domain)
-    row = snapshot.sites.get(domain) or {}
+    row: Mapping[str, Any] = snapshot.sites.get(domain) or {}
     release = row.get("reload_owed")
     return (release, row.get("reload_owed_reason") or "reload failed") if release else None
 
 
-def _unfinished(rows: list[dict[str, Any]], server: str) -> bool:
+def _unfinished(rows: Sequence[Mapping[str, Any]], server: str) -> bool:
     return any(r["status"] in UNFINISHED and r.get("server") == server for r in rows)
 
 
-def _fresh_after(request: dict[str, Any] | None) -> datetime | None:
+def _fresh_after(request: RequestRow | None) -> datetime | None:
     """For a pending `redeploy`: the time of the newest release when it was asked (builds named
     up to it do not satisfy the head). None: no request, or there was no release at all."""
     if request is None or request["kind"] != RequestKind.REDEPLOY or not request.get("after"):
@@ -710,10 +712,10 @@ def unpin_shortcut(bench: Workbench, site: SiteDeclaration) -> Shortcut | None:
     rows = [r for r in bench.store.deployments(site.domain)
             if r.get("server") in (None, site.server) and r["status"] == DeployStatus.SUCCESS
             and r.get("build_key") == site.build_key and r.get("deployment_path")
-            and parse_release(r["release"]) is not None and r.get("commit_sha")]
+            and parse_release(r["release"]) is not None and r["commit_sha"]]
     if not rows:
         return None
     newest = max(rows, key=lambda r: parse_release(r["release"]) or datetime.min.replace(tzinfo=UTC))
     seconds = shell.head_bounds(bench.settings.command_timeout, bench.settings.git_timeout)[0]
     return Shortcut(newest["release"], SwitchReason.ROLL_FORWARD,
-                    shell.HeadCheck(key[0], key[1], newest["commit_sha"], site.build_key, seconds))
+                    shell.HeadCheck(key[0], key[1], newest["commit_sha"] or "", site.build_key, seconds))

@@ -8,7 +8,7 @@ Writes here never fail a site: a store that fails is logged, and the outcome sti
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reconciler.core.declarations import SiteDeclaration
@@ -31,7 +31,7 @@ def label(site: SiteDeclaration) -> str:
 
 
 def failure_memory(store: Store, domain: str, facts: SiteFacts, server: str | None = None,
-                   rows: list[dict[str, Any]] | None = None) -> FailureMemory:
+                   rows: Sequence[Mapping[str, Any]] | None = None) -> FailureMemory:
     """Failures remembered in the store and in failed manifests on the server, less those an
     operator forgave (`retry`). `rows`: the site's deployment rows already read (a snapshot)."""
     failed: dict[tuple[str, str], str] = {}
@@ -133,7 +133,7 @@ def _write(store: Store, site: SiteDeclaration, outcome: SiteOutcome, decl_commi
     values.update(active_release=active, active_deployment_id=row["id"] if row else None,
                   active_commit=row["commit_sha"] if row else None)
     if row is not None and row["status"] == DeployStatus.SUCCESS:
-        had = current if current is not None else store.site(site.domain) or {}
+        had: Mapping[str, Any] = current if current is not None else store.site(site.domain) or {}
         if not had.get("last_deployed_at"):
             values.update(last_deployed_at=row["completed_at"] or row["started_at"],
                           last_deployment_sha=row["commit_sha"])

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from reconciler.engine.rows import ActivationRow, DeploymentRow, SiteRow, SiteServerRow
 
 # The migrations (engine.store) whose tables and columns the views read. A database missing one
 # is read through Store instead (which applies it). Newer migrations do not matter here.
@@ -53,36 +56,40 @@ class StateReader:
     def _all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         return list(self.db.execute(sql, args))
 
-    def site(self, domain: str) -> dict[str, Any] | None:
+    def site(self, domain: str) -> SiteRow | None:
         rows = self._all("select * from sites where domain = ?", domain)
-        return rows[0] if rows else None
+        return cast("SiteRow", rows[0]) if rows else None
 
-    def sites(self) -> dict[str, dict[str, Any]]:
-        return {row["domain"]: row for row in self._all("select * from sites")}
+    def sites(self) -> dict[str, SiteRow]:
+        return {row["domain"]: cast("SiteRow", row) for row in self._all("select * from sites")}
 
     def observations(self) -> dict[str, str]:
         return {row["name"]: row["observed_at"] for row in self._all("select * from servers")}
 
-    def site_servers(self, domain: str) -> list[dict[str, Any]]:
-        return self._all("select * from site_servers where site = ? order by rowid", domain)
+    def site_servers(self, domain: str) -> list[SiteServerRow]:
+        return cast("list[SiteServerRow]", self._all(
+            "select * from site_servers where site = ? order by rowid", domain))
 
-    def activations(self, domain: str) -> list[dict[str, Any]]:
+    def activations(self, domain: str) -> list[ActivationRow]:
         """Newest first."""
-        return self._all("select * from activations where site = ? order by at desc, id desc", domain)
+        return cast("list[ActivationRow]", self._all(
+            "select * from activations where site = ? order by at desc, id desc", domain))
 
-    def deployments(self, domain: str) -> list[dict[str, Any]]:
+    def deployments(self, domain: str) -> list[DeploymentRow]:
         """Newest first, as Store.deployments (release names do not sort as text)."""
-        return self._all("select * from deployments where site = ? order by started_at desc, id desc", domain)
+        return cast("list[DeploymentRow]", self._all(
+            "select * from deployments where site = ? order by started_at desc, id desc", domain))
 
-    def deployment(self, deployment_id: int) -> dict[str, Any] | None:
+    def deployment(self, deployment_id: int) -> DeploymentRow | None:
         rows = self._all("select * from deployments where id = ?", deployment_id)
-        return rows[0] if rows else None
+        return cast("DeploymentRow", rows[0]) if rows else None
 
-    def latest_deployment(self, domain: str) -> dict[str, Any] | None:
+    def latest_deployment(self, domain: str) -> DeploymentRow | None:
         """The site's newest deployment row (any server), as Store.latest_deployment."""
         rows = self._all("select * from deployments where site = ? order by started_at desc, id desc limit 1", domain)
-        return rows[0] if rows else None
+        return cast("DeploymentRow", rows[0]) if rows else None
 
-    def release_rows(self, domain: str, release: str) -> list[dict[str, Any]]:
+    def release_rows(self, domain: str, release: str) -> list[DeploymentRow]:
         """Every server's row of `release`, as Store.release_rows."""
-        return self._all("select * from deployments where site = ? and release = ? order by id", domain, release)
+        return cast("list[DeploymentRow]", self._all(
+            "select * from deployments where site = ? and release = ? order by id", domain, release))

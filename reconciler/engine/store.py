@@ -15,13 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from reconciler.core.reasons import RequestKind, SwitchReason
 from reconciler.core.status import UNFINISHED, DeployStatus
+from reconciler.engine.rows import ActivationRow, DeploymentRow, RequestRow, SiteRow, SiteServerRow
 
 migrations = Migrations("reconciler")
 
@@ -136,9 +137,9 @@ SNAPSHOT_CHUNK = 500  # domains per statement of a snapshot
 class Snapshot:
     """Rows of a round's sites, read at once (Store.snapshot)."""
 
-    sites: dict[str, dict[str, Any]]
-    requests: dict[str, dict[str, Any]]
-    deployments: dict[str, list[dict[str, Any]]]
+    sites: dict[str, SiteRow]
+    requests: dict[str, RequestRow]
+    deployments: dict[str, list[DeploymentRow]]
 
 
 @contextmanager
@@ -206,14 +207,14 @@ class Store:
 
     # -- sites -------------------------------------------------------------------------------
 
-    def site(self, domain: str) -> dict[str, Any] | None:
+    def site(self, domain: str) -> SiteRow | None:
         rows = list(self.db["sites"].rows_where("domain = ?", [domain]))
-        return rows[0] if rows else None
+        return cast(SiteRow, rows[0]) if rows else None
 
-    def sites(self) -> dict[str, dict[str, Any]]:
-        return {row["domain"]: row for row in self.db["sites"].rows}
+    def sites(self) -> dict[str, SiteRow]:
+        return {row["domain"]: cast(SiteRow, row) for row in self.db["sites"].rows}
 
-    def update_site(self, domain: str, current: dict[str, Any] | None = None, /, **values: Any) -> None:
+    def update_site(self, domain: str, current: SiteRow | None = None, /, **values: Any) -> None:
         """Upsert; writes only when something changed, so no-op passes do not write. `current`:
         the row as the caller already read it (a round's snapshot), else it is read now."""
         current = current if current is not None else self.site(domain)
@@ -238,9 +239,10 @@ class Store:
         self.db["activations"].insert({"site": domain, "release": release, "previous": previous, "at": at,  # type: ignore[union-attr]
                                        "trigger": shown, "requested_by": requested_by})
 
-    def activations(self, domain: str) -> list[dict[str, Any]]:
+    def activations(self, domain: str) -> list[ActivationRow]:
         """Newest first."""
-        return list(self.db["activations"].rows_where("site = ?", [domain], order_by="at desc, id desc"))
+        return cast(list[ActivationRow], list(self.db["activations"].rows_where("site = ?", [domain],
+                                                                                 order_by="at desc, id desc")))
 
     def set_site_servers(self, domain: str, rows: dict[str, tuple[str | None, str]]) -> None:
         """Each server's (live release, message) of a site on many servers; other rows go.
@@ -261,10 +263,11 @@ class Store:
                 self.db["site_servers"].insert({"site": domain, "server": server,  # type: ignore[union-attr]
                                                 "active_release": active, "message": message})
 
-    def site_servers(self, domain: str) -> list[dict[str, Any]]:
+    def site_servers(self, domain: str) -> list[SiteServerRow]:
         if domain not in self._with_servers():
             return []  # most sites: no query (a no-op pass asks for every site)
-        return list(self.db["site_servers"].rows_where("site = ?", [domain], order_by="rowid"))
+        return cast(list[SiteServerRow], list(self.db["site_servers"].rows_where("site = ?", [domain],
+                                                                                 order_by="rowid")))
 
     def _with_servers(self) -> set[str]:
         """The sites that have per-server rows, read once per Store and kept in step by the writers."""
@@ -298,9 +301,9 @@ class Store:
         return {row["name"]: row["observed_at"] for row in self.db["servers"].rows}
 
     def reload_owed(self, domain: str) -> tuple[str, str] | None:
-        row = self.site(domain) or {}
-        release = row.get("reload_owed")
-        return (release, row.get("reload_owed_reason") or "reload failed") if release else None
+        row = self.site(domain)
+        release = row["reload_owed"] if row is not None else None
+        return (release, row["reload_owed_reason"] or "reload failed") if row is not None and release else None
 
     def owe_reload(self, domain: str, release: str | None, reason: str = "") -> None:
         """Remember that `release`'s reload failed (None: the live release's reload is settled)."""
@@ -367,29 +370,30 @@ class Store:
             n += 1
         self.update_deployment(row["id"], release=f"{release}#{n}", deployment_path=None)
 
-    def deployment(self, deployment_id: int) -> dict[str, Any] | None:
+    def deployment(self, deployment_id: int) -> DeploymentRow | None:
         rows = list(self.db["deployments"].rows_where("id = ?", [deployment_id]))
-        return rows[0] if rows else None
+        return cast(DeploymentRow, rows[0]) if rows else None
 
-    def deployments(self, domain: str) -> list[dict[str, Any]]:
+    def deployments(self, domain: str) -> list[DeploymentRow]:
         """Newest first. Release names do not sort as text, so order by start time, then id."""
-        return list(self.db["deployments"].rows_where(
-            "site = ?", [domain], order_by="started_at desc, id desc"))
+        return cast(list[DeploymentRow], list(self.db["deployments"].rows_where(
+            "site = ?", [domain], order_by="started_at desc, id desc")))
 
-    def latest_deployment(self, domain: str) -> dict[str, Any] | None:
+    def latest_deployment(self, domain: str) -> DeploymentRow | None:
         """The site's newest deployment row, of any server (what a pass last set out to build)."""
         rows = list(self.db["deployments"].rows_where("site = ?", [domain], order_by="started_at desc, id desc",
                                                       limit=1))
-        return rows[0] if rows else None
+        return cast(DeploymentRow, rows[0]) if rows else None
 
-    def release_rows(self, domain: str, release: str) -> list[dict[str, Any]]:
+    def release_rows(self, domain: str, release: str) -> list[DeploymentRow]:
         """Every server's row of `release` (a site on many servers has one per server)."""
-        return list(self.db["deployments"].rows_where("site = ? and release = ?", [domain, release], order_by="id"))
+        return cast(list[DeploymentRow], list(self.db["deployments"].rows_where(
+            "site = ? and release = ?", [domain, release], order_by="id")))
 
-    def by_release(self, domain: str, release: str, server: str | None = None) -> dict[str, Any] | None:
+    def by_release(self, domain: str, release: str, server: str | None = None) -> DeploymentRow | None:
         where, args = self.scope(domain, server, "release = ?")
         rows = list(self.db["deployments"].rows_where(where, [*args, release]))
-        return rows[0] if rows else None
+        return cast(DeploymentRow, rows[0]) if rows else None
 
     def failures(self, domain: str, server: str | None = None) -> Iterator[tuple[str, str, str]]:
         """(commit, build key, message) of every non-transient failed deployment not forgiven."""
@@ -418,9 +422,9 @@ class Store:
         self.db["requests"].upsert({"site": domain, "kind": kind, "by": by, "at": utcnow(),  # type: ignore[union-attr]
                                     "after": after}, pk="site")
 
-    def pending_request(self, domain: str) -> dict[str, Any] | None:
+    def pending_request(self, domain: str) -> RequestRow | None:
         rows = list(self.db["requests"].rows_where("site = ?", [domain]))
-        return rows[0] if rows else None
+        return cast(RequestRow, rows[0]) if rows else None
 
     def clear_request(self, domain: str, at: str) -> None:
         """Drop the site's request made at `at` (a newer one, made meanwhile, stays)."""
@@ -431,18 +435,18 @@ class Store:
         their rows in sites, requests and deployments. A round of sites with nothing to do works
         from it; anything that changes a site reads afresh under the site's lock."""
         wanted = sorted(set(domains))
-        sites: dict[str, dict[str, Any]] = {}
-        requests: dict[str, dict[str, Any]] = {}
-        deployments: dict[str, list[dict[str, Any]]] = {d: [] for d in wanted}
+        sites: dict[str, SiteRow] = {}
+        requests: dict[str, RequestRow] = {}
+        deployments: dict[str, list[DeploymentRow]] = {d: [] for d in wanted}
         # Only this round's rows (a server's share of the fleet, not every site's: issue 15), in
         # chunks that stay far below SQLite's limit on bound parameters.
         for start in range(0, len(wanted), SNAPSHOT_CHUNK):
             chunk = wanted[start:start + SNAPSHOT_CHUNK]
             marks = ",".join("?" * len(chunk))
-            sites.update((r["domain"], r) for r in self.db.query(f"select * from sites where domain in ({marks})",
-                                                                 chunk))
-            requests.update((r["site"], r) for r in self.db.query(f"select * from requests where site in ({marks})",
-                                                                  chunk))
+            for site in self.db.query(f"select * from sites where domain in ({marks})", chunk):
+                sites[site["domain"]] = cast(SiteRow, site)
+            for request in self.db.query(f"select * from requests where site in ({marks})", chunk):
+                requests[request["site"]] = cast(RequestRow, request)
             for row in self.db.query(f"select * from deployments where site in ({marks})", chunk):
-                deployments[row["site"]].append(row)
+                deployments[row["site"]].append(cast(DeploymentRow, row))
         return Snapshot(sites, requests, deployments)

@@ -8,9 +8,10 @@ from `Declared` summaries the CLI may have remembered (`engine.memo`), so they s
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from reconciler.core.layout import parse_release
 from reconciler.core.reasons import DeployReason
@@ -20,19 +21,23 @@ from reconciler.core.status import DeployStatus, Health, Sync
 
 if TYPE_CHECKING:
     from reconciler.core.declarations import Declarations
+    from reconciler.engine.rows import ActivationRow, DeploymentRow, SiteRow, SiteServerRow
+
+
+R = TypeVar("R", bound=Mapping[str, Any])  # a row of any table, handed back as it came
 
 
 class StateReads(Protocol):
     """The queries the views make: `engine.store.Store` and `engine.state_reader.StateReader`."""
 
-    def site(self, domain: str) -> dict[str, Any] | None: ...
-    def sites(self) -> dict[str, dict[str, Any]]: ...
+    def site(self, domain: str) -> SiteRow | None: ...
+    def sites(self) -> dict[str, SiteRow]: ...
     def observations(self) -> dict[str, str]: ...
-    def site_servers(self, domain: str) -> list[dict[str, Any]]: ...
-    def activations(self, domain: str) -> list[dict[str, Any]]: ...
-    def deployments(self, domain: str) -> list[dict[str, Any]]: ...
-    def latest_deployment(self, domain: str) -> dict[str, Any] | None: ...
-    def release_rows(self, domain: str, release: str) -> list[dict[str, Any]]: ...
+    def site_servers(self, domain: str) -> list[SiteServerRow]: ...
+    def activations(self, domain: str) -> list[ActivationRow]: ...
+    def deployments(self, domain: str) -> list[DeploymentRow]: ...
+    def latest_deployment(self, domain: str) -> DeploymentRow | None: ...
+    def release_rows(self, domain: str, release: str) -> list[DeploymentRow]: ...
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def declared_views(store: StateReads, sites: dict[str, Declared] | None,
     domains = sorted(sites) if sites is not None else sorted(rows)
     views = []
     for domain in domains:
-        row = rows.get(domain, {})
+        row: Mapping[str, Any] = rows.get(domain) or {}
         entry = sites.get(domain) if sites is not None else None
         valid = entry if entry is not None and entry.invalid is None else None
         many = in_order(store.site_servers(domain), entry.shown_server if entry is not None else row.get("server"))
@@ -111,14 +116,15 @@ def declared_views(store: StateReads, sites: dict[str, Declared] | None,
     return views
 
 
-def in_order(many: list[dict[str, Any]], label: str | None) -> list[dict[str, Any]]:
+def in_order(many: Sequence[R], label: str | None) -> list[R]:
     """A site's per-server rows (`site_servers`, kept in the order a pass happened to write them)
     in the order its servers are declared: `label` lists them ("web-1, web-2")."""
     declared = (label or "").split(", ")
     return sorted(many, key=lambda r: declared.index(r["server"]) if r["server"] in declared else len(declared))
 
 
-def _servers_of(many: list[dict[str, Any]], row: dict[str, Any], declared: Declared | None) -> list[dict[str, Any]]:
+def _servers_of(many: Sequence[Mapping[str, Any]], row: Mapping[str, Any], declared: Declared | None
+                ) -> list[dict[str, Any]]:
     if many:
         return [{"server": r["server"], "active_release": r["active_release"], "message": r["message"] or ""}
                 for r in many]
@@ -128,7 +134,7 @@ def _servers_of(many: list[dict[str, Any]], row: dict[str, Any], declared: Decla
              "message": "" if in_step else row.get("message") or ""}]
 
 
-def _many_servers(store: StateReads, view: dict[str, Any], row: dict[str, Any], many: list[dict[str, Any]],
+def _many_servers(store: StateReads, view: dict[str, Any], row: Mapping[str, Any], many: Sequence[Mapping[str, Any]],
                   observed: dict[str, str]) -> None:
     """What a site on many servers does not keep in its own row, read from the rows it does
     keep (as one server's pass writes them): when its servers were observed, when the live
@@ -176,13 +182,13 @@ def in_step(view: dict[str, Any]) -> str:
     return f"{good}/{len(servers)} synced"
 
 
-def server_in_step(server: dict[str, Any], live: str | None) -> bool:
+def server_in_step(server: Mapping[str, Any], live: str | None) -> bool:
     """A server of a site on many (a `site_servers` row, a status view's `servers` entry) serves
     the site's live release `live` with nothing to report."""
     return bool(server["active_release"] == live and not server["message"])
 
 
-def _contradictions(view: dict[str, Any], pin: str | None, row: dict[str, Any]) -> None:
+def _contradictions(view: dict[str, Any], pin: str | None, row: Mapping[str, Any]) -> None:
     """A stored `Synced` that the declarations applied now contradict (a pin committed, or removed,
     with no pass since: a CLI rollback without a daemon) is shown as OutOfSync, saying why."""
     active, recorded = row.get("active_release"), row.get("pinned")
@@ -198,7 +204,7 @@ def history_views(store: StateReads, domain: str) -> list[dict[str, Any]]:
     """`history --json`: one entry per release, newest first, with each server's result in
     `servers` (one element on a site of one server). A site on many servers has a row per server
     of each release (the builds are per server); its entry is what they say together."""
-    site = store.site(domain) or {}
+    site: Mapping[str, Any] = store.site(domain) or {}
     many = in_order(store.site_servers(domain), site.get("server"))
     # The site's servers in their declared order (its row's label lists them), and the release
     # live on each (a site on many servers keeps each server's; else the site's).
@@ -206,7 +212,7 @@ def history_views(store: StateReads, domain: str) -> list[dict[str, Any]]:
     for server in (n for n in str(site.get("server") or "").split(", ") if n):
         live.setdefault(server, site.get("active_release"))  # one just added has no row of its own yet
     switched = _switches(store.activations(domain), merge=len(live) > 1)
-    releases: dict[str, list[dict[str, Any]]] = {}
+    releases: dict[str, list[DeploymentRow]] = {}
     for row in store.deployments(domain):  # newest first: a release takes the place of its newest row
         releases.setdefault(row["release"], []).append(row)
     entries = [_entry(group, site, live, switched.get(release, [])) for release, group in releases.items()]
@@ -214,12 +220,12 @@ def history_views(store: StateReads, domain: str) -> list[dict[str, Any]]:
     return entries
 
 
-def _entry(group: list[dict[str, Any]], site: dict[str, Any], live: dict[str, str | None],
+def _entry(group: list[DeploymentRow], site: Mapping[str, Any], live: dict[str, str | None],
            switched: list[dict[str, Any]]) -> dict[str, Any]:
     """One release's entry from its rows (one per server that built it)."""
     order = list(live)
-    group = sorted(group, key=lambda r: (order.index(r["server"]) if r.get("server") in order else len(order),
-                                         r["id"]))
+    group = sorted(group, key=lambda r: (order.index(r["server"]) if r["server"] is not None and r["server"] in order
+                                         else len(order), r["id"]))
     head = group[0]  # the first listed server's row: its id, paths and commit stand for the release
     first = min(group, key=lambda r: (r["started_at"] or "", r["id"]))  # the attempt that started it
     active_id = site.get("active_deployment_id")
@@ -240,7 +246,7 @@ def _entry(group: list[dict[str, Any]], site: dict[str, Any], live: dict[str, st
         "deployment_path": head["deployment_path"] if all(r["deployment_path"] for r in group) else None,
         "log_file_path": head["log_file_path"],
         "started_at": first["started_at"],
-        "completed_at": max(done) if all(done) else None,
+        "completed_at": max(d for d in done if d is not None) if all(done) else None,
         # The builds run in parallel: the release took as long as its slowest server.
         "duration_ms": max(durations) if durations else None,
         "is_active": is_active,
@@ -275,7 +281,7 @@ def _entry(group: list[dict[str, Any]], site: dict[str, Any], live: dict[str, st
     }
 
 
-def _status(group: list[dict[str, Any]]) -> str:
+def _status(group: Sequence[DeploymentRow]) -> str:
     """A release's status on all its servers: success only when it succeeded on every one,
     failed when it failed on any, else the step it is at (it is still being built somewhere)."""
     statuses = {r["status"] for r in group}
@@ -287,7 +293,7 @@ def _status(group: list[dict[str, Any]]) -> str:
     return str(group[0]["status"])
 
 
-def _said(shown: list[dict[str, Any]], group: list[dict[str, Any]]) -> str:
+def _said(shown: Sequence[DeploymentRow], group: Sequence[DeploymentRow]) -> str:
     """The message of `shown` rows (the failed ones, else all): on one server its own; on many
     the same words once when every server said them, else each server's, named."""
     if len(group) == 1:
@@ -298,7 +304,7 @@ def _said(shown: list[dict[str, Any]], group: list[dict[str, Any]]) -> str:
     return "; ".join(f"{server}: {message}" for server, message in said)
 
 
-def _pinnable_everywhere(group: list[dict[str, Any]], live: dict[str, str | None]) -> bool:
+def _pinnable_everywhere(group: Sequence[DeploymentRow], live: dict[str, str | None]) -> bool:
     """SPEC's `can_rollback` on every server of the site: what `engine.actions.rollback_target`
     accepts on each server's facts, asked of the rows (a successful build of a release name,
     still on the server, not live there). A server of the site without a row of the release
@@ -338,12 +344,12 @@ def _name_generic_causes(entries: list[dict[str, Any]]) -> None:
 MERGED_WITHIN = 60  # seconds: one rollout's switches of its servers, one after another
 
 
-def _switches(events: list[dict[str, Any]], merge: bool) -> dict[str, list[dict[str, Any]]]:
+def _switches(events: Sequence[Mapping[str, Any]], merge: bool) -> dict[str, list[dict[str, Any]]]:
     """Activations by release, newest first. With `merge` (a site on many servers) one switch
     recorded once per server (the same release, previous release, cause and asker, moments
     apart: an automatic rollback switches each server back) is one event."""
     switched: dict[str, list[dict[str, Any]]] = {}
-    last: dict[str, Any] | None = None
+    last: Mapping[str, Any] | None = None
     for event in events:
         shown = {"at": event["at"], "previous": event["previous"], "trigger": event["trigger"] or "",
                  "requested_by": event["requested_by"] or ""}
@@ -354,7 +360,7 @@ def _switches(events: list[dict[str, Any]], merge: bool) -> dict[str, list[dict[
     return switched
 
 
-def _same_switch(newer: dict[str, Any], older: dict[str, Any]) -> bool:
+def _same_switch(newer: Mapping[str, Any], older: Mapping[str, Any]) -> bool:
     keys = ("release", "previous", "trigger", "requested_by")
     if any(newer[k] != older[k] for k in keys):
         return False

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import signal
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +210,8 @@ class Daemon:
 
     def _was_pinned(self, domain: str) -> bool:
         try:
-            return bool((self.reconciler.store.site(domain) or {}).get("pinned"))
+            row = self.reconciler.store.site(domain)
+            return bool(row is not None and row["pinned"])
         except Exception:
             log.exception("%s: could not read whether it was pinned", domain)
             return False
@@ -323,7 +324,7 @@ class Daemon:
         notes = self.notifications
         if not notes.targets:
             return
-        row = self.store.site(site.domain) or {}
+        row: Mapping[str, Any] = self.store.site(site.domain) or {}
         live, commit = row.get("active_release"), row.get("active_commit")
         live_id = row.get("active_deployment_id")
         scene = announce.Scene(site.domain, site.server, outcome.sync, outcome.health, outcome.message, live, commit,
@@ -383,7 +384,8 @@ class Daemon:
         declared = set(self.decls.sites) | set(self.decls.invalid) if self.decls else set(rows)
         skipped = self.reconciler.skipped
         for domain in declared - skipped.keys():
-            counts[(rows.get(domain) or {}).get("sync") or Sync.UNKNOWN] += 1
+            found = rows.get(domain)
+            counts[(found["sync"] if found is not None else None) or Sync.UNKNOWN] += 1
         order = list(Sync)
         text = ", ".join(f"{counts[k]} {k.lower()}" for k in order if counts[k]) or "no sites"
         shard = self.reconciler.shard

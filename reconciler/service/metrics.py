@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -126,7 +127,7 @@ class ReconcilerCollector(Collector):
                                     labels=["domain", "server"])
         rows = self.store.sites()
         for domain, servers in declared:
-            row = rows.get(domain) or {}
+            row: Mapping[str, Any] = rows.get(domain) or {}
             sync = row.get("sync") or Sync.UNKNOWN
             each = {r["server"]: r for r in self.store.site_servers(domain)}  # a site on many servers
             for server in servers:
