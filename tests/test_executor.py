@@ -168,6 +168,9 @@ def test_script_once_runs_once_per_release_on_the_first_server(rig: Bench) -> No
     assert marker.read_text() == "ran\n"
     assert rig.on(rig.servers[0]).count("ran >>") == 1
     assert all(rig.on(s).count("ran >>") == 0 for s in rig.servers[1:])
+    # Recorded in the store as on the first server's manifest; the others never owed it.
+    once = {r["server"]: r["once"] for r in rig.store.deployments(DOMAIN)}
+    assert once == {rig.servers[0]: "done", **{s: None for s in rig.servers[1:]}}, once
 
 
 def test_a_failed_health_check_switches_every_server_back_with_one_history_entry(rig: Bench) -> None:

@@ -64,6 +64,7 @@ def adopt(store: Store, domain: str, facts: SiteFacts, *, locked: bool = False, 
                     "commit_author": manifest.author if manifest else None,
                     "commit_subject": manifest.subject if manifest else None,
                     "transient": 0,
+                    "once": (manifest.once or None) if manifest else None,
                 })
                 continue
             # Only a final manifest status (success/failed) overrides a row: an `updating`

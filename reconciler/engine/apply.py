@@ -24,7 +24,7 @@ from pathlib import Path
 from reconciler.core import wire
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.layout import MANIFEST_NAME, SitePaths
-from reconciler.core.manifest import Manifest
+from reconciler.core.manifest import ONCE_DONE, Manifest
 from reconciler.core.reasons import DeployReason, DeployTrigger, RequestKind
 from reconciler.core.status import DeployStatus, Step, Sync
 from reconciler.engine.store import Store, utcnow
@@ -219,6 +219,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
         deployment_script=site.script, deployment_path=paths.release(release),
         log_file_path=paths.log(release), declarations_commit=ctx.declarations_commit,
         started_at=base.started_at, transient=0, trigger=trigger, requested_by=ctx.requested_by,
+        once=once or None,
     )
     store.update_site(site.domain, server=site.server, base_path=site.base_path, sync=Sync.PROGRESSING,
                       message=f"deploying {commit[:12]} as {release}")
@@ -351,6 +352,9 @@ async def record_once_done(ctx: SiteContext, release: str, manifest_json: str) -
     """The run-once step succeeded: the release's manifest says so (`once: done`), so it may go
     live and be rolled back to."""
     await _run(ctx, Step.RECORD, shell.record_manifest(ctx.paths, release, manifest_json, "==> script_once done"))
+    row = ctx.store.by_release(ctx.site.domain, release, ctx.server)
+    if row is not None:
+        ctx.store.update_deployment(row["id"], once=ONCE_DONE)
 
 
 async def keep_log(ctx: SiteContext, release: str) -> None:

@@ -404,9 +404,10 @@ async def _build(bench: Workbench, run: _Run, rollout: Rollout, contexts: Mappin
             bench.store.mark_cleaned(site.domain, build.release, server)
         # (An earlier attempt's row goes to history as `<name>#<n>`: Store.start_deployment.)
         last = fused and not rollout.prune.get(server)  # nothing else under the lock: the finish releases it
+        # The run-once step is the first server's: only its manifest (and row) owes it.
+        owes = site.script_once is not None and server == site.targets[0]
         return await apply.deploy(ctx, build.release, build.commit, build.reason, seen.active_release,
-                                  switch_to_it=fused, release_lock=last,
-                                  once=ONCE_PENDING if site.script_once else "")
+                                  switch_to_it=fused, release_lock=last, once=ONCE_PENDING if owes else "")
 
     results = await asyncio.gather(*(one(s) for s in build.servers), return_exceptions=True)
     outcomes: list[apply.Outcome] = []

@@ -53,6 +53,7 @@ class DeploymentRow(TypedDict):
     forgiven: int | None
     commit_author: str | None
     commit_subject: str | None
+    once: str | None  # script_once of the release: "pending" | "done" (its first server's row), else None
 
 
 class ActivationRow(TypedDict):

@@ -1,8 +1,10 @@
 """The state database: SQLite through sqlite-utils, one connection owned by one thread.
 
-It holds the BrokeForge records (sites, deployments) plus what `status` shows. The servers
-are the truth: `adopt` rebuilds deployment rows from release manifests, so a deleted
-database costs nothing but history that was already pruned.
+It holds the BrokeForge records (sites, deployments) plus what `status` shows: the site
+tables here, the deployment rows in `engine/deployment_rows.py` (a gateway Store extends), the
+schema in `engine/schema.py`. Rows cross this boundary as typed records (`engine/rows.py`). The
+servers are the truth: `engine/adoption.py` rebuilds deployment rows from release manifests, so
+a deleted database costs nothing but history that was already pruned.
 """
 
 from __future__ import annotations
@@ -18,112 +20,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import sqlite_utils
-from sqlite_utils.migrations import Migrations
 
-from reconciler.core.reasons import RequestKind, SwitchReason
-from reconciler.core.status import UNFINISHED, DeployStatus
+from reconciler.core.reasons import SwitchReason
+from reconciler.engine.deployment_rows import DeploymentRows
+from reconciler.engine.deployment_rows import utcnow as utcnow  # where the engine has always found it
 from reconciler.engine.rows import ActivationRow, DeploymentRow, RequestRow, SiteRow, SiteServerRow
-
-migrations = Migrations("reconciler")
-
-
-@migrations()
-def m001_initial(db: sqlite_utils.Database) -> None:
-    db["sites"].create(  # type: ignore[union-attr]
-        {
-            "domain": str, "server": str, "base_path": str,
-            "sync": str, "health": str, "message": str, "pinned": str,
-            "active_release": str, "active_commit": str, "desired_commit": str,
-            "active_deployment_id": int, "last_deployment_sha": str, "last_deployed_at": str,
-            "declarations_commit": str, "updated_at": str,
-        },
-        pk="domain",
-    )
-    db["deployments"].create(  # type: ignore[union-attr]
-        {
-            "id": int, "site": str, "release": str, "status": str,
-            "commit_sha": str, "branch": str, "repository": str, "build_key": str,
-            "deployment_script": str, "deployment_path": str, "log_file_path": str,
-            "local_log": str, "declarations_commit": str,
-            "started_at": str, "completed_at": str, "duration_ms": int,
-            "message": str, "exit_status": int,
-            # 1 when the failure was transient (lost connection, interrupted): not remembered.
-            "transient": int,
-        },
-        pk="id",
-        not_null={"site", "status"},
-    )
-    db["deployments"].create_index(["site", "release"], unique=True)  # type: ignore[union-attr]
-
-
-@migrations()
-def m002_meta(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
-
-
-@migrations()
-def m003_requests(db: sqlite_utils.Database) -> None:
-    # What started a deployment and who asked (history explains itself), failures an operator
-    # forgave with `retry`, and the one pending imperative request per site (retry/redeploy).
-    deployments = db["deployments"]
-    deployments.add_column("trigger", str)  # type: ignore[union-attr]
-    deployments.add_column("requested_by", str)  # type: ignore[union-attr]
-    deployments.add_column("forgiven", int)  # type: ignore[union-attr]
-    db["requests"].create({"site": str, "kind": str, "by": str, "at": str}, pk="site")  # type: ignore[union-attr]
-
-
-@migrations()
-def m004_commit_info(db: sqlite_utils.Database) -> None:
-    deployments = db["deployments"]
-    deployments.add_column("commit_author", str)  # type: ignore[union-attr]
-    deployments.add_column("commit_subject", str)  # type: ignore[union-attr]
-
-
-@migrations()
-def m005_reload_owed(db: sqlite_utils.Database) -> None:
-    # The live release whose reload failed after its switch, and why: retried until it succeeds.
-    db["sites"].add_column("reload_owed", str)  # type: ignore[union-attr]
-    db["sites"].add_column("reload_owed_reason", str)  # type: ignore[union-attr]
-
-
-@migrations()
-def m006_servers(db: sqlite_utils.Database) -> None:
-    # When each server was last probed successfully: `status` says how old its facts are.
-    db["servers"].create({"name": str, "observed_at": str}, pk="name")  # type: ignore[union-attr]
-
-
-@migrations()
-def m007_activations(db: sqlite_utils.Database) -> None:
-    # Switches without a build (rollback, unpin, drift correction): events in history.
-    db["activations"].create({"id": int, "site": str, "release": str, "previous": str, "at": str,  # type: ignore[union-attr]
-                              "trigger": str, "requested_by": str}, pk="id")
-    db["activations"].create_index(["site"])  # type: ignore[union-attr]
-
-
-@migrations()
-def m008_request_after(db: sqlite_utils.Database) -> None:
-    # A redeploy names the newest release that existed when it was asked: builds named after it
-    # are fresh (release names always sort after every existing one; clocks need not agree).
-    db["requests"].add_column("after", str)  # type: ignore[union-attr]
-
-
-@migrations()
-def m009_deployment_server(db: sqlite_utils.Database) -> None:
-    # A site on many servers has a release of one name on each: deployments are per server.
-    db["deployments"].add_column("server", str)  # type: ignore[union-attr]
-    db.execute("update deployments set server = (select server from sites where sites.domain = deployments.site)")
-    for index in db["deployments"].indexes:  # type: ignore[union-attr]
-        if index.unique and index.columns == ["site", "release"]:
-            db.execute(f"drop index [{index.name}]")
-    db["deployments"].create_index(["site", "server", "release"], unique=True)  # type: ignore[union-attr]
-
-
-@migrations()
-def m010_site_servers(db: sqlite_utils.Database) -> None:
-    # A site on many servers: each server's own live release and why it is not in step.
-    db["site_servers"].create({"site": str, "server": str, "active_release": str, "message": str},  # type: ignore[union-attr]
-                              pk=("site", "server"))
-
+from reconciler.engine.schema import migrations
 
 OBSERVED_EVERY = 10.0  # seconds: a server's observed_at is refreshed at most this often (few writes)
 # How a site on many servers says, per server, that its probe failed (engine/twophase's board).
@@ -154,11 +56,7 @@ def _opening(path: Path) -> Iterator[None]:
         os.close(fd)  # closing drops the lock
 
 
-def utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class Store:
+class Store(DeploymentRows):
     """The SQLite state database: sites, deployments and a small key/value table. One
     connection, owned by the thread that made it. The servers are the truth: `adopt` rebuilds
     what a pass needs from their facts when the database is new or behind."""
@@ -308,127 +206,6 @@ class Store:
     def owe_reload(self, domain: str, release: str | None, reason: str = "") -> None:
         """Remember that `release`'s reload failed (None: the live release's reload is settled)."""
         self.update_site(domain, reload_owed=release, reload_owed_reason=reason if release else None)
-
-    # -- deployments -------------------------------------------------------------------------
-
-    def start_deployment(self, **values: Any) -> int:
-        # A release built again under a name an earlier attempt had (a site on many servers keeps
-        # one name everywhere; a run stopped before its directory was made leaves only its row):
-        # that attempt stays in history as `<release>#<n>`, never a second row of one name.
-        self.retire(values["site"], values["release"], values["server"])
-        table = self.db["deployments"]
-        table.insert(values)  # type: ignore[union-attr]
-        last = table.last_pk  # type: ignore[union-attr]
-        assert last is not None
-        return int(last)
-
-    def update_deployment(self, deployment_id: int, **values: Any) -> None:
-        self.db["deployments"].update(deployment_id, values)  # type: ignore[union-attr]
-
-    @staticmethod
-    def scope(domain: str, server: str | None, more: str = "") -> tuple[str, list[Any]]:
-        """A site's rows, of one server when `server` is given (None: every server's)."""
-        clause, args = "site = ?", [domain]
-        if server is not None:
-            clause, args = clause + " and server = ?", [domain, server]
-        return (clause + (" and " + more if more else "")), args
-
-    def unfinished(self, domain: str, server: str | None = None) -> bool:
-        """Rows of this site still pending/updating (in a one-shot CLI run: left by a dead run)."""
-        where, args = self.scope(domain, server, "status in ('pending', 'updating')")
-        return bool(self.db.execute(f"select 1 from deployments where {where} limit 1", args).fetchone())
-
-    def mark_interrupted(self) -> list[int]:
-        """At daemon start: deployments a dead process left pending/updating become failed,
-        transient (so they are retried), with the reason recorded."""
-        ids = [row["id"] for row in self.db["deployments"].rows_where("status in ('pending', 'updating')")]
-        for deployment_id in ids:
-            self.update_deployment(deployment_id, status=DeployStatus.FAILED, transient=1, completed_at=utcnow(),
-                                   message="interrupted: the reconciler stopped during this deployment")
-        return ids
-
-    def mark_cleaned(self, domain: str, release: str, server: str | None = None) -> None:
-        """A half-built release was removed: its deployment is over, and it failed."""
-        row = self.by_release(domain, release, server)
-        if row is None:
-            return
-        values: dict[str, Any] = {"deployment_path": None}
-        if row["status"] in UNFINISHED:
-            values.update(status=DeployStatus.FAILED, transient=1, completed_at=utcnow(),
-                          message="interrupted: the reconciler stopped during this deployment")
-        self.update_deployment(row["id"], **values)
-
-    def retire(self, domain: str, release: str, server: str) -> None:
-        """A release of `server` is built again under the same name (a site on many servers keeps
-        one name everywhere): the earlier attempt's row stays in history as `<release>#<n>`."""
-        row = self.by_release(domain, release, server)
-        if row is None:
-            return
-        taken = {r["release"] for r in self.db["deployments"].rows_where(*self.scope(domain, server))}
-        n = 1
-        while f"{release}#{n}" in taken:
-            n += 1
-        self.update_deployment(row["id"], release=f"{release}#{n}", deployment_path=None)
-
-    def deployment(self, deployment_id: int) -> DeploymentRow | None:
-        rows = list(self.db["deployments"].rows_where("id = ?", [deployment_id]))
-        return cast(DeploymentRow, rows[0]) if rows else None
-
-    def deployments(self, domain: str) -> list[DeploymentRow]:
-        """Newest first. Release names do not sort as text, so order by start time, then id."""
-        return cast(list[DeploymentRow], list(self.db["deployments"].rows_where(
-            "site = ?", [domain], order_by="started_at desc, id desc")))
-
-    def latest_deployment(self, domain: str) -> DeploymentRow | None:
-        """The site's newest deployment row, of any server (what a pass last set out to build)."""
-        rows = list(self.db["deployments"].rows_where("site = ?", [domain], order_by="started_at desc, id desc",
-                                                      limit=1))
-        return cast(DeploymentRow, rows[0]) if rows else None
-
-    def release_rows(self, domain: str, release: str) -> list[DeploymentRow]:
-        """Every server's row of `release` (a site on many servers has one per server)."""
-        return cast(list[DeploymentRow], list(self.db["deployments"].rows_where(
-            "site = ? and release = ?", [domain, release], order_by="id")))
-
-    def by_release(self, domain: str, release: str, server: str | None = None) -> DeploymentRow | None:
-        where, args = self.scope(domain, server, "release = ?")
-        rows = list(self.db["deployments"].rows_where(where, [*args, release]))
-        return cast(DeploymentRow, rows[0]) if rows else None
-
-    def failures(self, domain: str, server: str | None = None) -> Iterator[tuple[str, str, str]]:
-        """(commit, build key, message) of every non-transient failed deployment not forgiven."""
-        where, args = self.scope(domain, server, "status = 'failed' and coalesce(transient, 0) = 0 "
-                                                  "and coalesce(forgiven, 0) = 0")
-        for row in self.db["deployments"].rows_where(where, args):
-            if row["commit_sha"] and row["build_key"]:
-                yield row["commit_sha"], row["build_key"], row["message"] or "deployment failed"
-
-    def forgiven(self, domain: str, server: str | None = None) -> set[str]:
-        """Releases whose failure an operator forgave (`retry`): their manifests on the server no
-        longer count as remembered failures."""
-        where, args = self.scope(domain, server, "coalesce(forgiven, 0) = 1")
-        return {row["release"] for row in self.db["deployments"].rows_where(where, args, select="release")}
-
-    def forgive(self, domain: str) -> int:
-        """Forget every remembered failure of the site; returns how many were forgiven."""
-        cursor = self.db.execute(
-            "update deployments set forgiven = 1 where site = ? and status = 'failed' and coalesce(forgiven, 0) = 0",
-            [domain])
-        return int(cursor.rowcount)
-
-    # -- imperative requests (retry, redeploy) ---------------------------------------------
-
-    def request(self, domain: str, kind: RequestKind, by: str, after: str | None = None) -> None:
-        self.db["requests"].upsert({"site": domain, "kind": kind, "by": by, "at": utcnow(),  # type: ignore[union-attr]
-                                    "after": after}, pk="site")
-
-    def pending_request(self, domain: str) -> RequestRow | None:
-        rows = list(self.db["requests"].rows_where("site = ?", [domain]))
-        return cast(RequestRow, rows[0]) if rows else None
-
-    def clear_request(self, domain: str, at: str) -> None:
-        """Drop the site's request made at `at` (a newer one, made meanwhile, stays)."""
-        self.db.execute("delete from requests where site = ? and at = ?", [domain, at])
 
     def snapshot(self, domains: list[str]) -> Snapshot:
         """What a round needs of `domains`, read in three statements instead of a dozen per site:
