@@ -200,7 +200,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
     (engine/executor.py), on every server at once; `once` is the manifest's run-once state
     (`Manifest.once`: "pending" for a site with `script_once`). With `switch_to_it` (a fleet of
     one with no run-once step) the finishing command switches and reloads too; what follows a
-    switch (health check, switch back, history) is still the executor's `after_switch`. With
+    switch (health check, switch back, history) is still `switching.after_switch`. With
     `release_lock` (nothing follows under the site's lock) the finishing command releases it.
 
     Round trips (issue 15): the claim rides in the tied build command (clone, shared links), so a

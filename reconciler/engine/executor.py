@@ -8,9 +8,10 @@ A site on one server is a fleet of one, through the same steps. Two steps are ca
 neighbouring command when that saves a round trip, never written twice: on a fleet of one with
 no run-once step, the build's finishing command also switches (`apply.deploy(switch_to_it=)`);
 a pin or unpin that just landed is switched by the lock command itself (`held(activate=)`).
-Either way `_switch` is where a switch is decided and done, and `after_switch` (reload, health,
-switch-back, history) is what follows every switch: deploys, pins, unpins, redeploys, drift
-corrections and automatic rollbacks alike.
+Either way `switching.switch` is where a switch is decided and done, and `after_switch` (reload,
+health, switch-back, history) is what follows every switch: deploys, pins, unpins, redeploys,
+drift corrections and automatic rollbacks alike. The steps themselves are `engine/steps.py`'s
+(prepare, build, run once, prune) and `engine/switching.py`'s; this module is their order.
 
 Every exception met while working on a site becomes that site's outcome (`outcome.outcome_of`):
 nothing one site does reaches another.
@@ -24,26 +25,25 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import BranchHead, SiteFacts
 from reconciler.core.layout import parse_release
-from reconciler.core.manifest import ONCE_DONE, ONCE_PENDING, Manifest
-from reconciler.core.plan import Activate, Clean, Deploy, Provision, Prune, Relink, Reload, health_of
+from reconciler.core.plan import Activate, Clean, Deploy, Relink
 from reconciler.core.reasons import RequestKind, SwitchReason
 from reconciler.core.rollout import Rollout, plan_rollout
 from reconciler.core.status import UNFINISHED, DeployStatus, Health, Step, Sync
-from reconciler.engine import apply, record
+from reconciler.engine import apply, record, steps, switching
 from reconciler.engine.adoption import adopt
-from reconciler.engine.outcome import RELOAD_RETRY, Applied, SiteOutcome, outcome_of
-from reconciler.engine.record import Board, label
+from reconciler.engine.outcome import SiteOutcome, outcome_of
 from reconciler.engine.rows import RequestRow
-from reconciler.engine.store import Snapshot, utcnow
+from reconciler.engine.site_run import SiteRun
+from reconciler.engine.store import Snapshot
 from reconciler.engine.workbench import Workbench, group_key
-from reconciler.errors import LayoutConflict, LockNotReleased, PermanentError, StepFailed
+from reconciler.errors import LayoutConflict, LockNotReleased, StepFailed
 from reconciler.remote import lock, shell
 from reconciler.remote.health import HealthResult
 
@@ -65,39 +65,6 @@ class _NotSwitched(Exception):
     """An unpin's lock command found the branch head elsewhere: the site is probed instead."""
 
 
-@dataclass
-class _Run:
-    """What is known about one site while it converges, so an error at any point can still be
-    recorded with the facts and rollout of the moment and the steps already done."""
-
-    site: SiteDeclaration
-    decl_commit: str | None
-    facts: dict[str, SiteFacts] = field(default_factory=dict)
-    rollout: Rollout | None = None
-    applied: list[Applied] = field(default_factory=list)
-    board: Board = field(default_factory=dict)
-    snapshot: Snapshot | None = None
-    checked: Mapping[str, HealthResult] = field(default_factory=dict)  # the live release's health, this poll
-
-    @property
-    def where(self) -> str:
-        return label(self.site)
-
-    @property
-    def many(self) -> bool:
-        return len(self.site.targets) > 1
-
-    def on(self, server: str, text: str) -> str:
-        """A server's own words, prefixed with its name when the site has more than one."""
-        return f"{server}: {text}" if self.many else text
-
-    def outcome(self, sync: Sync, health: Health, message: str = "", **more: Any) -> SiteOutcome:
-        return SiteOutcome(self.site.domain, self.where, sync, health, message, self.applied, **more)
-
-    def health(self) -> Health:
-        return health_of(next(iter(self.facts.values()))) if self.facts else Health.UNKNOWN
-
-
 async def converge_site(bench: Workbench, site: SiteDeclaration, decl_commit: str | None, notice: str = "", *,
                         facts: Mapping[str, SiteFacts] | None = None, head: BranchHead | None = None,
                         dry_run: bool = False, still_desired: Callable[[SiteDeclaration], bool] | None = None,
@@ -107,7 +74,7 @@ async def converge_site(bench: Workbench, site: SiteDeclaration, decl_commit: st
     them every server of the site is probed here. `checked`: the round's health checks of the
     live release. `still_desired` is asked right before a switch. Never raises (but for
     cancellation); the outcome is recorded unless `dry_run`."""
-    run = _Run(site, decl_commit, snapshot=snapshot)
+    run = SiteRun(site, decl_commit, snapshot=snapshot)
     try:
         outcome = await _converge(bench, run, facts, head, dry_run, still_desired, checked, shortcut)
         if run.checked and not outcome.switched:
@@ -125,7 +92,7 @@ async def converge_site(bench: Workbench, site: SiteDeclaration, decl_commit: st
     return outcome
 
 
-async def _converge(bench: Workbench, run: _Run, facts: Mapping[str, SiteFacts] | None, head: BranchHead | None,
+async def _converge(bench: Workbench, run: SiteRun, facts: Mapping[str, SiteFacts] | None, head: BranchHead | None,
                     dry_run: bool, still_desired: Callable[[SiteDeclaration], bool] | None,
                     checked: Mapping[str, HealthResult] | None, shortcut: Shortcut | None) -> SiteOutcome:
     site, store = run.site, bench.store
@@ -173,7 +140,7 @@ async def _converge(bench: Workbench, run: _Run, facts: Mapping[str, SiteFacts] 
         if checked is None and rollout.sync == Sync.SYNCED and site.health is not None \
                 and rollout.desired_release is not None:
             # Probed here (not by a server round): the live release's health checks are run here too.
-            run.checked = await _check(bench, run, list(run.facts), rollout.desired_release)
+            run.checked = await switching.check(bench, run, list(run.facts), rollout.desired_release)
         return run.outcome(rollout.sync, rollout.health, rollout.message)
     purpose = "; ".join(a.describe() for s in rollout.servers for a in rollout.actions(s))[:200] or "reconcile"
     # Only remote work takes a slot of the global limit: a site with nothing to do never
@@ -182,7 +149,7 @@ async def _converge(bench: Workbench, run: _Run, facts: Mapping[str, SiteFacts] 
         return await _locked(bench, run, head, still_desired, purpose)
 
 
-async def _probe_all(bench: Workbench, run: _Run) -> tuple[dict[str, SiteFacts], BranchHead | None]:
+async def _probe_all(bench: Workbench, run: SiteRun) -> tuple[dict[str, SiteFacts], BranchHead | None]:
     """Every server of the site, at once. One that cannot be reached makes the whole site Unknown:
     nothing switches anywhere until every server answers (take a dead server out of `servers`)."""
     site = run.site
@@ -215,7 +182,7 @@ class _Unreachable(Exception):
         self.outcome = outcome
 
 
-def _planned(bench: Workbench, run: _Run, rollout: Rollout) -> SiteOutcome:
+def _planned(bench: Workbench, run: SiteRun, rollout: Rollout) -> SiteOutcome:
     """A dry run: what would be done, and a change someone else is making said so."""
     for seen in run.facts.values():
         owner = lock.Owner.from_text(seen.lock or "") if seen.lock else None
@@ -237,7 +204,7 @@ def _planned(bench: Workbench, run: _Run, rollout: Rollout) -> SiteOutcome:
     return run.outcome(rollout.sync, rollout.health, message, planned=planned)
 
 
-async def _locked(bench: Workbench, run: _Run, head: BranchHead | None,
+async def _locked(bench: Workbench, run: SiteRun, head: BranchHead | None,
                   still_desired: Callable[[SiteDeclaration], bool] | None, purpose: str,
                   shortcut: Shortcut | None = None) -> SiteOutcome:
     """Take every server's lock, in one order (two reconcilers after the same site never each
@@ -304,18 +271,18 @@ def _switched_by_lock(contexts: Mapping[str, apply.SiteContext], shortcut: Short
     return shortcut
 
 
-async def _carry_out(bench: Workbench, run: _Run, rollout: Rollout, contexts: Mapping[str, apply.SiteContext],
+async def _carry_out(bench: Workbench, run: SiteRun, rollout: Rollout, contexts: Mapping[str, apply.SiteContext],
                      by_lock: Shortcut | None, before: str | None) -> SiteOutcome:
     site, store = run.site, bench.store
     if by_lock is not None:
         # Switched by the lock command: what follows a switch follows it, as for any switch.
         (server,) = contexts
-        failed = await _switch(bench, run, contexts, by_lock.release, by_lock.why, {server: before},
-                               carried={server: None}, started=time.monotonic(), built=False)
+        failed = await switching.switch(bench, run, contexts, by_lock.release, by_lock.why, {server: before},
+                                        carried={server: None}, started=time.monotonic(), built=False)
         if failed is not None:
             return failed
     health, message = rollout.health, rollout.message
-    warnings = await _prepare(bench, run, rollout, contexts)
+    warnings = await steps.prepare(bench, run, rollout, contexts)
     if warnings is not None:
         health, message = record.reloaded(store, site.domain, rollout.desired_release or "", warnings)
     if rollout.halted:
@@ -326,29 +293,30 @@ async def _carry_out(bench: Workbench, run: _Run, rollout: Rollout, contexts: Ma
     built: dict[str, str] = {}
     started = time.monotonic()
     if rollout.build is not None:
-        result = await _build(bench, run, rollout, contexts, fused)
+        result = await steps.build(bench, run, rollout, contexts, fused)
         if isinstance(result, SiteOutcome):
             return result
         built = result
     if rollout.once is not None:
-        failed = await _run_once(bench, run, rollout, contexts[rollout.once.server], built.get(rollout.once.server))
+        once = rollout.once.server
+        failed = await steps.run_once(bench, run, rollout, contexts[once], built.get(once))
         if failed is not None:
             return failed
     if rollout.switch is not None:
         switch = rollout.switch
         # A fused build's finish switched (and reloaded: its warning is the build step's note).
         carried = {server: run.applied[-1].note for server in switch.servers} if fused else {}
-        done = await _switch(bench, run, contexts, switch.release, switch.reason, switch.previous, carried=carried,
-                             started=started, built=rollout.build is not None)
+        done = await switching.switch(bench, run, contexts, switch.release, switch.reason, switch.previous,
+                                      carried=carried, started=started, built=rollout.build is not None)
         if done is not None:
             return done
         health, message = _after_message(run, rollout)
     elif by_lock is not None:
         health, message = _after_message(run, rollout)
-    return await _prune(bench, run, rollout, contexts, run.outcome(Sync.SYNCED, health, message))
+    return await steps.prune(bench, run, rollout, contexts, run.outcome(Sync.SYNCED, health, message))
 
 
-def _after_message(run: _Run, rollout: Rollout) -> tuple[Health, str]:
+def _after_message(run: SiteRun, rollout: Rollout) -> tuple[Health, str]:
     """The site's health and message once a switch and what follows it are done: Healthy, unless
     the reload failed or a pin fails its health check (`after_switch` noted why)."""
     for applied in reversed(run.applied):
@@ -357,306 +325,7 @@ def _after_message(run: _Run, rollout: Rollout) -> tuple[Health, str]:
     return Health.HEALTHY, ""
 
 
-async def _prepare(bench: Workbench, run: _Run, rollout: Rollout, contexts: Mapping[str, apply.SiteContext]
-                   ) -> list[str] | None:
-    """Each server's preparation. Returns the owed reload's warnings when one was retried."""
-    site, store = run.site, bench.store
-    reloads: list[str] | None = None
-    for server, work in rollout.prepare.items():
-        ctx = contexts[server]
-        for action in work:
-            ctx.step(action.describe())
-            if isinstance(action, Provision):
-                if rollout.build is None or server not in rollout.build.servers:
-                    await apply.provision(ctx)  # a build's claim makes the layout in its own command
-            elif isinstance(action, Clean):
-                await apply.prune(ctx, action.releases)
-                for name in action.releases:
-                    store.mark_cleaned(site.domain, name, server)
-            elif isinstance(action, Relink):
-                log.warning("%s: drift%s: shared %s of the live release %s %s gone or replaced; relinking",
-                            site.domain, f" on {server}" if run.many else "", ", ".join(action.entries),
-                            action.release, "is" if len(action.entries) == 1 else "are")
-                await apply.relink(ctx, action.release, action.entries)
-            elif isinstance(action, Reload):
-                reloads = reloads if reloads is not None else []
-                if warning := await apply.reload(ctx, action.release):
-                    reloads.append(run.on(server, warning))
-            run.applied.append(Applied(action))
-    return reloads
-
-
-async def _build(bench: Workbench, run: _Run, rollout: Rollout, contexts: Mapping[str, apply.SiteContext],
-                 fused: bool) -> dict[str, str] | SiteOutcome:
-    """The build on every server that lacks it, at once, under one name. `fused` (a fleet of one
-    with no run-once step): the build's finishing command also switches, the switch step then
-    only follows it. Returns each server's built manifest (JSON), or the outcome that ends the
-    rollout (a failed or superseded build)."""
-    build = rollout.build
-    assert build is not None
-    site = run.site
-
-    async def one(server: str) -> apply.Outcome:
-        ctx = contexts[server]
-        seen = run.facts[server]
-        if build.release in seen.releases:  # a failed or half-built one of that name: its place is needed
-            await apply.prune(ctx, (build.release,))
-            bench.store.mark_cleaned(site.domain, build.release, server)
-        # (An earlier attempt's row goes to history as `<name>#<n>`: Store.start_deployment.)
-        last = fused and not rollout.prune.get(server)  # nothing else under the lock: the finish releases it
-        # The run-once step is the first server's: only its manifest (and row) owes it.
-        owes = site.script_once is not None and server == site.targets[0]
-        return await apply.deploy(ctx, build.release, build.commit, build.reason, seen.active_release,
-                                  switch_to_it=fused, release_lock=last, once=ONCE_PENDING if owes else "")
-
-    results = await asyncio.gather(*(one(s) for s in build.servers), return_exceptions=True)
-    outcomes: list[apply.Outcome] = []
-    for result in results:
-        # A server that went away mid-build is a temporary problem for the whole rollout (its row
-        # says interrupted, nothing is remembered as failed): the outcome's retry policy decides.
-        if isinstance(result, BaseException):
-            raise result
-        outcomes.append(result)
-    failures = [(server, r.message) for server, r in zip(build.servers, outcomes, strict=True) if not r.ok]
-    deploy = Deploy(build.release, build.commit, build.reason)
-    if failures:
-        for server, why in failures:
-            run.board[server] = (run.facts[server].active_release, f"build of {build.release} failed: {why}")
-        run.applied += [Applied(deploy, failed=True, note=why) for _, why in failures]
-        if not run.many:
-            return run.outcome(Sync.FAILED, run.health(), failures[0][1])
-        return run.outcome(Sync.FAILED, rollout.health, f"build of {build.release} failed on "
-                           + "; ".join(f"{s}: {why}" for s, why in failures) + "; no server switched")
-    if any(r.superseded for r in outcomes):
-        run.applied.append(Applied(deploy, superseded=True, note=outcomes[0].message))
-        return run.outcome(Sync.OUT_OF_SYNC, run.health(), outcomes[0].message)
-    if fused:
-        run.applied.append(Applied(deploy, note=outcomes[0].warning))
-    return {server: r.manifest for server, r in zip(build.servers, outcomes, strict=True)}
-
-
-async def _run_once(bench: Workbench, run: _Run, rollout: Rollout, ctx: apply.SiteContext,
-                    built: str | None) -> SiteOutcome | None:
-    """`script_once` on the first server, in the release, before any switch, under its lock; then
-    the manifest records it done, or the release failed (remembered like a failed build: no hot
-    loop, until a change or `retry`). None when it succeeded."""
-    once = rollout.once
-    assert once is not None and run.site.script_once is not None
-    manifest = Manifest.from_json(built) if built else None
-    if manifest is None:
-        found = run.facts[once.server].releases.get(once.release)
-        manifest = found.manifest if found is not None else None
-    if manifest is None or manifest.status != DeployStatus.SUCCESS:
-        return run.outcome(Sync.FAILED, rollout.health, run.on(once.server, f"release {once.release} is not a "
-                           "successful build there any more") + "; no server switched")
-    ctx.step(f"script_once {once.release}")
-    try:
-        await apply.run_step(ctx, shell.run_once(ctx.paths, once.release, run.site.script_once),
-                             bench.settings.deploy_timeout)
-    except StepFailed as exc:
-        why = f"exit {exc.exit_status}"
-        message = f"script_once failed: {why}; this release never goes live (retry builds it again)"
-        failed = dataclasses.replace(manifest, status=DeployStatus.FAILED, completed_at=utcnow(), message=message)
-        await apply.mark_failed(ctx, once.release, failed.to_json(), message)
-        await apply.keep_log(ctx, once.release)  # its output, for `logs` and history
-        run.board[once.server] = (run.facts[once.server].active_release,
-                                  f"script_once of {once.release} failed: {why}")
-        return run.outcome(Sync.FAILED, rollout.health,
-                           f"script_once failed on {once.server}: {why}; no server switched")
-    await apply.record_once_done(ctx, once.release, dataclasses.replace(manifest, once=ONCE_DONE).to_json())
-    await apply.keep_log(ctx, once.release)
-    return None
-
-
-async def _switch(bench: Workbench, run: _Run, contexts: Mapping[str, apply.SiteContext], release: str,
-                  why: SwitchReason, previous: Mapping[str, str | None], *, carried: Mapping[str, str | None],
-                  started: float, built: bool) -> SiteOutcome | None:
-    """The one place a release goes live: on every server in `previous` (each one's release
-    before), all or nothing (a switch that fails on one server after others switched switches
-    those back), then `after_switch`. `carried`: the servers where a neighbouring command already
-    switched (a fused build's finish, which reloaded too: its warning; a lock command, which did
-    not reload: None), so no second switch is sent. None when all went well."""
-    moving = [server for server in previous if server not in carried]
-    reloaded = {server: warning for server, warning in carried.items() if warning is not None}
-    if moving:
-        ctx = contexts[moving[0]]
-        if ctx.still_desired is not None and not ctx.still_desired():
-            return run.outcome(Sync.OUT_OF_SYNC, run.health(), "a newer declaration landed; not switched")
-        for server in moving:
-            contexts[server].step(f"switch to {release}")
-        results = await asyncio.gather(*(apply.switch(contexts[s], release) for s in moving), return_exceptions=True)
-        broken = [(s, r) for s, r in zip(moving, results, strict=True) if isinstance(r, BaseException)]
-        if broken:
-            if not run.many:
-                raise broken[0][1]
-            undone = []
-            for server, result in zip(moving, results, strict=True):
-                if not isinstance(result, BaseException) and previous.get(server) is not None:
-                    await apply.switch(contexts[server], previous[server] or "")
-                    undone.append(server)
-            reasons = "; ".join(f"{s}: {r}" for s, r in broken)
-            for server, result in broken:
-                run.board[server] = (previous.get(server), f"switch to {release} failed: {result}")
-            back = f"; switched back on {', '.join(undone)}" if undone else ""
-            return run.outcome(Sync.FAILED, Health.DEGRADED, f"switch to {release} failed on {reasons}{back}")
-    return await after_switch(bench, run, contexts, release, why, dict(previous), reloaded, started, built=built)
-
-
-async def after_switch(bench: Workbench, run: _Run, contexts: Mapping[str, apply.SiteContext], release: str,
-                       why: SwitchReason, previous: dict[str, str | None], reloaded: dict[str, str],
-                       live_since: float, *, built: bool) -> SiteOutcome | None:
-    """What follows every switch: the reload (where the switching command did not reload), the
-    health check, the switch back everywhere when it fails (a pin is the operator's: reported,
-    never switched away from), and history. `previous`: each switched server's release before;
-    `reloaded`: servers already reloaded, with their warning. None when all went well; the
-    warnings are in the applied step's note."""
-    site, store = run.site, bench.store
-    servers = list(previous)
-    missing = [s for s in servers if s not in reloaded]
-    for server, warning in zip(missing, await asyncio.gather(*(apply.reload(contexts[s], release) for s in missing)),
-                               strict=True):
-        reloaded[server] = warning
-    health, message = record.reloaded(store, site.domain, release,
-                                      [run.on(s, w) for s, w in reloaded.items() if w])
-    checked = await _check(bench, run, servers, release, contexts) if site.health is not None else {}
-    failing = [(s, r.detail) for s, r in checked.items() if not r.ok]
-    first = servers[0]
-    if failing and why != SwitchReason.ROLLBACK:
-        return await _switch_back(bench, run, contexts, release, previous, failing, live_since)
-    if failing:
-        # As for any activation of a pin: reported, never switched away from.
-        health = Health.DEGRADED
-        message = "; ".join(m for m in (message, *(run.on(s, f"pinned release {release} fails its health check: "
-                                                            f"{d}; the pin holds") for s, d in failing)) if m)
-    if not built:
-        # One history entry for the rollout (a build's own rows say it was built and went live):
-        # why it switched without a build, and who asked.
-        cause, by = _activation_cause(bench, run, why)
-        now = utcnow()
-        row = store.by_release(site.domain, release, first)
-        store.update_site(site.domain, active_deployment_id=row["id"] if row else None, active_release=release,
-                          active_commit=row["commit_sha"] if row else None, last_deployed_at=now)
-        store.record_activation(site.domain, release, previous[first], now, cause, by)
-        log.info("%s: activated release %s (was %s; %s%s)", site.domain, release, previous[first] or "none", cause,
-                 f", asked by {by}" if by else "")
-    if built:
-        # The build's rows say it was built; the site's row says it is live now, and since when.
-        row = store.by_release(site.domain, release, first)
-        store.update_site(site.domain, active_deployment_id=row["id"] if row else None, active_release=release,
-                          active_commit=row["commit_sha"] if row else None, last_deployed_at=utcnow(),
-                          last_deployment_sha=row["commit_sha"] if row else None)
-    note = message if health == Health.DEGRADED else ""
-    if built and run.applied and isinstance(run.applied[-1].action, Deploy):
-        run.applied[-1] = dataclasses.replace(run.applied[-1], note=note)
-    elif built:
-        commit = run.rollout.build.commit if run.rollout is not None and run.rollout.build is not None else ""
-        run.applied.append(Applied(Deploy(release, commit), note=note))
-    else:
-        run.applied.append(Applied(Activate(release, why), note=note))
-    return None
-
-
-async def _switch_back(bench: Workbench, run: _Run, contexts: Mapping[str, apply.SiteContext], release: str,
-                       previous: dict[str, str | None], failing: list[tuple[str, str]], live_since: float
-                       ) -> SiteOutcome:
-    """A health check failed after the switch on some server: every server that switched goes back
-    to its previous release, and `release` is a failed build everywhere (remembered: no hot loop)."""
-    site, store = run.site, bench.store
-    reasons = "; ".join(run.on(s, d) for s, d in failing)
-    message = f"health check failed after switch on {reasons}" if run.many else \
-        f"health check failed after switch: {reasons}"
-    back = [s for s, p in previous.items() if p is not None]
-    for server in back:
-        await apply.switch(contexts[server], previous[server] or "")
-        await apply.reload(contexts[server], previous[server] or "")
-    if back:
-        was = previous[back[0]] or ""
-        row = store.by_release(site.domain, was, back[0])
-        now = utcnow()
-        store.update_site(site.domain, active_deployment_id=row["id"] if row else None, active_release=was,
-                          active_commit=row["commit_sha"] if row else None, last_deployed_at=now)
-        store.record_activation(site.domain, was, release, now, SwitchReason.AUTO_ROLLBACK, "")
-        log.warning("%s: %s failed its health check after the switch (%s); switched back to %s", site.domain,
-                    release, reasons, was)
-        first = previous[back[0]]
-        message += (f"; it was live {time.monotonic() - live_since:.1f} s, "
-                    + (f"{first} serves again" if not run.many else "switched back on every server"))
-    else:
-        message += "; there is no previous release to return to, so it stays live"
-    for server, seen in run.facts.items():
-        if server not in previous:
-            continue
-        row = store.by_release(site.domain, release, server)
-        found = seen.releases.get(release)
-        manifest = found.manifest if found is not None and found.manifest is not None else (
-            Manifest(row["commit_sha"], row["branch"] or "", row["repository"] or site.repository, row["build_key"],
-                     DeployStatus.FAILED, row["started_at"] or "", "", row["declarations_commit"] or "")
-            if row is not None and row["commit_sha"] and row["build_key"] else None)
-        if manifest is not None:
-            failed = dataclasses.replace(manifest, status=DeployStatus.FAILED, completed_at=utcnow(),
-                                         message=message[:500])
-            await apply.mark_failed(contexts[server], release, failed.to_json(), message)
-        run.board[server] = (previous[server] or release, message)
-    commit = run.rollout.build.commit if run.rollout is not None and run.rollout.build is not None else ""
-    run.applied.append(Applied(Deploy(release, commit), failed=True, note=message))
-    if back:
-        run.applied.append(Applied(Activate(previous[back[0]] or "", SwitchReason.AUTO_ROLLBACK)))
-    return run.outcome(Sync.FAILED, Health.HEALTHY if back else Health.DEGRADED, message)
-
-
-def _activation_cause(bench: Workbench, run: _Run, why: SwitchReason) -> tuple[SwitchReason, str]:
-    """Why a release is switched to without a build, and who asked, for history: a pin is a
-    rollback (asked by the author of the declarations commit applied), the pin's removal an
-    unpin, a live link that is not the one we set is drift corrected; else a roll-forward."""
-    row: Mapping[str, Any] = bench.store.site(run.site.domain) or {}
-    if why == SwitchReason.ROLLBACK:
-        return SwitchReason.ROLLBACK, record.author(bench.settings.local_repo, run.decl_commit)
-    if row.get("pinned"):
-        return SwitchReason.UNPIN, record.author(bench.settings.local_repo, run.decl_commit)
-    seen = next(iter(run.facts.values()), None)
-    if row.get("active_release") and seen is not None and row.get("active_release") != seen.active_release:
-        return SwitchReason.DRIFT, ""
-    return (SwitchReason.ROLL_FORWARD if why == SwitchReason.DEPLOY else why), ""
-
-
-async def _prune(bench: Workbench, run: _Run, rollout: Rollout, contexts: Mapping[str, apply.SiteContext],
-                 outcome: SiteOutcome) -> SiteOutcome:
-    """Prune each server alike, once the rollout succeeded; the last command releases the lock."""
-    for server, names in rollout.prune.items():
-        ctx = contexts[server]
-        ctx.step(Prune(names).describe())
-        try:
-            await apply.prune(ctx, names, release_lock=True)
-        except PermanentError as exc:
-            # The new release is live; old ones that would not go only cost disk.
-            run.applied.append(Applied(Prune(names), failed=True, note=str(exc)))
-            outcome.health = Health.DEGRADED
-            outcome.message = "; ".join(m for m in (outcome.message, run.on(server, str(exc))) if m)
-            continue
-        run.applied.append(Applied(Prune(names)))
-    if bench.store.reload_owed(run.site.domain) is not None:
-        # A failed reload is retried with backoff (the daemon doubles the wait), not forgotten.
-        outcome.retry_after, outcome.backoff = RELOAD_RETRY, True
-    return outcome
-
-
-async def _check(bench: Workbench, run: _Run, servers: list[str], release: str,
-                 contexts: Mapping[str, apply.SiteContext] | None = None) -> dict[str, HealthResult]:
-    """The `[health]` check of `release` on `servers`, at once."""
-    given = contexts or {s: bench.context(run.site, run.decl_commit, s) for s in servers}
-    results = await asyncio.gather(*(apply.check_health(given[s], release) for s in servers), return_exceptions=True)
-    found: dict[str, HealthResult] = {}
-    for server, result in zip(servers, results, strict=True):
-        if isinstance(result, BaseException):
-            if not isinstance(result, Exception):
-                raise result
-            found[server] = HealthResult(False, f"the health check could not run: {result}")
-        elif result is not None:
-            found[server] = result
-    return found
-
-
-def _report_health(run: _Run, outcome: SiteOutcome, checked: Mapping[str, HealthResult]) -> None:
+def _report_health(run: SiteRun, outcome: SiteOutcome, checked: Mapping[str, HealthResult]) -> None:
     """The live release's health check, run this poll, as the site's health (never a switch: a
     flapping backend must not cause a storm of rollbacks)."""
     failing = [(s, r.detail) for s, r in checked.items() if not r.ok]
@@ -669,7 +338,7 @@ def _report_health(run: _Run, outcome: SiteOutcome, checked: Mapping[str, Health
     outcome.message = "; ".join(m for m in (outcome.message, f"{note} (nothing switches between deploys)") if m)
 
 
-def _fill_board(run: _Run, outcome: SiteOutcome) -> None:
+def _fill_board(run: SiteRun, outcome: SiteOutcome) -> None:
     """Each server's live release and why it is not in step, for `status` of a many-server site."""
     if not run.many or not run.facts:
         return
