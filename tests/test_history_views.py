@@ -132,6 +132,19 @@ def test_rollback_is_offered_only_where_every_server_has_the_release(rows: Rows)
     assert [e["can_rollback"] for e in rows.history()] == [False, False, False]
 
 
+@pytest.mark.parametrize("servers", [["web-1"], ["web-1", "web-2"]], ids=["one", "two"])
+def test_no_rollback_to_a_release_whose_script_once_never_succeeded(rows: Rows, servers: list[str]) -> None:
+    """The store records the run-once state as the first server's manifest does (deployments.once):
+    a release still `pending` (the step failed or the reconciler died in it) is never offered."""
+    for release, commit in ((R1, A), (R2, B), (R3, C)):
+        for server in servers:
+            ids = rows.build(server, release, "success", commit)
+            if server == servers[0]:
+                rows.store.update_deployment(ids, once="pending" if release == R2 else "done")
+    rows.site(servers, {server: R3 for server in servers})
+    assert [(e["release"], e["can_rollback"]) for e in rows.history()] == [(R3, False), (R2, False), (R1, True)]
+
+
 def test_a_generic_deploy_trigger_is_named_and_an_operators_stays(rows: Rows) -> None:
     for n, (release, commit, trigger) in enumerate([(R1, A, "deploy"), (R2, B, "deploy"), (R3, B, "deploy")]):
         for server in ("web-1", "web-2"):

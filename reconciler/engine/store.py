@@ -129,13 +129,11 @@ class Store(DeploymentRows):
         return domains
 
     def record_activation(self, domain: str, release: str, previous: str | None, at: str, trigger: SwitchReason,
-                          requested_by: str, server: str | None = None) -> None:
-        """A switch without a build, for history. `server`: the one of a site's many servers it
-        happened on, written into the trigger text ("deploy (web-1)") as before: activations
-        have no server column yet."""
-        shown = f"{trigger} ({server})" if server else str(trigger)
+                          requested_by: str) -> None:
+        """A switch without a build, for history: one row per switch of the site, however many
+        servers it switched (engine/switching.py)."""
         self.db["activations"].insert({"site": domain, "release": release, "previous": previous, "at": at,  # type: ignore[union-attr]
-                                       "trigger": shown, "requested_by": requested_by})
+                                       "trigger": str(trigger), "requested_by": requested_by})
 
     def activations(self, domain: str) -> list[ActivationRow]:
         """Newest first."""

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from reconciler.engine.rows import ActivationRow, DeploymentRow, SiteRow, SiteServerRow
 
 
+# core.manifest.ONCE_PENDING, written out: importing the manifest module costs `status` 0.1 s.
+ONCE_PENDING = "pending"
 R = TypeVar("R", bound=Mapping[str, Any])  # a row of any table, handed back as it came
 
 
@@ -308,13 +310,14 @@ def _pinnable_everywhere(group: Sequence[DeploymentRow], live: dict[str, str | N
     """SPEC's `can_rollback` on every server of the site: what `engine.actions.rollback_target`
     accepts on each server's facts, asked of the rows (a successful build of a release name,
     still on the server, not live there). A server of the site without a row of the release
-    lacks it. (The action reads fresh facts and refuses what the rows could not know.)
-    tests/properties/test_history_rollback.py holds this to the action's rule."""
+    lacks it, and so does a release whose `script_once` never succeeded (`once` pending: a database
+    from before m011 has no such column). (The action reads fresh facts and refuses what the rows
+    could not know.) tests/properties/test_history_rollback.py holds this to the action's rule."""
     servers = live or {r.get("server") or "": None for r in group}  # no declared servers known: its own
     rows = {r.get("server") or "": r for r in group}
     return all((row := rows.get(server)) is not None and row["status"] == DeployStatus.SUCCESS
                and row["deployment_path"] is not None and parse_release(row["release"]) is not None
-               and row["release"] != on for server, on in servers.items())
+               and row.get("once") != ONCE_PENDING and row["release"] != on for server, on in servers.items())
 
 
 def _name_generic_causes(entries: list[dict[str, Any]]) -> None:
