@@ -5,7 +5,7 @@ release's deployment.log and to the store. The site symlink is only ever replace
 renaming a new link over it (`switch`), for deploy and rollback alike, and nothing is
 switched unless every step before it succeeded.
 
-Every remote command is built by `remote.shell`: this module holds no shell text. It picks
+Every remote command is built by a wire protocol (`remote/protocol/`): this module holds no shell text. It picks
 the commands, sends them with their stdin, and reads their named exit codes.
 """
 
@@ -30,8 +30,9 @@ from reconciler.core.status import DeployStatus, Step, Sync
 from reconciler.engine.store import Store, utcnow
 from reconciler.errors import LayoutConflict, StepFailed, TransportError
 from reconciler.faults import checkpoint
-from reconciler.remote import health, shell
+from reconciler.remote import health
 from reconciler.remote.lock import Lease
+from reconciler.remote.protocol import finishing, locking, seam, site_steps
 from reconciler.remote.transport import Result, Transport
 
 log = logging.getLogger(__name__)
@@ -89,20 +90,20 @@ class Outcome:
     manifest: str = ""  # the built release's manifest (JSON), as written on the server
 
 
-async def _send(ctx: SiteContext, command: shell.Command, timeout: float | None = None,
+async def _send(ctx: SiteContext, command: seam.Command, timeout: float | None = None,
                 tied: bool = False, long: bool = False) -> Result:
-    """Run one command built by `remote.shell`, with its stdin. A `long` step (the build, a
+    """Run one command built by a wire protocol (`remote/protocol/`), with its stdin. A `long` step (the build, a
     script: up to `deploy_timeout`) under the site's lock refreshes the lock itself while it
     runs (`Lease.beat`, remote/lock.py): a legitimate deploy's lock never looks stale."""
     seconds = timeout or ctx.command_timeout
     if not long or ctx.lease is None:
         return await ctx.transport.run(command.text, stdin=command.stdin, timeout=seconds, tied=tied)
     with ctx.lease.beat(seconds) as beat:
-        command = shell.beating(command, beat)
+        command = locking.beating(command, beat)
         return await ctx.transport.run(command.text, stdin=command.stdin, timeout=seconds, tied=tied)
 
 
-async def _run(ctx: SiteContext, step: Step, command: shell.Command, timeout: float | None = None,
+async def _run(ctx: SiteContext, step: Step, command: seam.Command, timeout: float | None = None,
                tied: bool = False, long: bool = False) -> Result:
     """`_send`, and a non-zero exit (a command that could not even start included) is that
     step's failure."""
@@ -112,20 +113,20 @@ async def _run(ctx: SiteContext, step: Step, command: shell.Command, timeout: fl
     return result
 
 
-async def run_step(ctx: SiteContext, command: shell.Command, timeout: float) -> None:
+async def run_step(ctx: SiteContext, command: seam.Command, timeout: float) -> None:
     """Run one command of a deploy outside `deploy` (a site's `script_once`); StepFailed on failure."""
     await _run(ctx, Step.SCRIPT, command, timeout=timeout, long=True)
 
 
 async def provision(ctx: SiteContext) -> None:
-    await _run(ctx, Step.PROVISION, shell.provision(ctx.paths))
+    await _run(ctx, Step.PROVISION, site_steps.provision(ctx.paths))
 
 
 async def switch(ctx: SiteContext, release: str) -> None:
     try:
-        await _run(ctx, Step.SWITCH, shell.switch(ctx.paths, release))
+        await _run(ctx, Step.SWITCH, site_steps.switch(ctx.paths, release))
     except StepFailed as exc:
-        if exc.exit_status == shell.EXIT_NOT_A_SYMLINK:
+        if exc.exit_status == seam.EXIT_NOT_A_SYMLINK:
             raise LayoutConflict(f"{ctx.paths.site_link} is not a symlink; refusing to replace it") from exc
         raise
 
@@ -136,7 +137,7 @@ async def reload(ctx: SiteContext, release: str) -> str:
     command = ctx.site.reload_command
     if not command:
         return ""
-    result = await _send(ctx, shell.reload(ctx.paths, release, command))
+    result = await _send(ctx, site_steps.reload(ctx.paths, release, command))
     return "" if result.ok else f"reload command failed (exit {result.exit_status})"
 
 
@@ -147,9 +148,9 @@ async def prune(ctx: SiteContext, releases: tuple[str, ...], release_lock: bool 
         return
     checkpoint("prune")
     lease = ctx.lease if release_lock else None
-    command = shell.remove_releases(ctx.paths, releases, lease.owner_json if lease is not None else None)
+    command = site_steps.remove_releases(ctx.paths, releases, lease.owner_json if lease is not None else None)
     result = await _send(ctx, command)
-    if lease is not None and result.exit_status in (0, shell.EXIT_LOCK_KEPT):
+    if lease is not None and result.exit_status in (0, seam.EXIT_LOCK_KEPT):
         lease.done(result.exit_status, result.tail(2))
     elif not result.ok:
         raise StepFailed(Step.PRUNE, result.exit_status, result.tail(), result.tail(3).replace("\n", " | "))
@@ -239,10 +240,10 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
         # The script travels now and waits in the release for its step: on stdin of the claim, or
         # already in the lock (staged when it was taken), so the claim can ride in the build.
         in_lock = script is not None and lease is not None and lease.script_staged
-        claim = shell.claim_release(paths, release, base.to_json(), header, script, site.shared,
+        claim = site_steps.claim_release(paths, release, base.to_json(), header, script, site.shared,
                                     script_in_lock=in_lock)
         # The script itself never rides in a command line (other users may read those on the server).
-        batched = shell.claim_fits(claim) and (script is None or in_lock)
+        batched = site_steps.claim_fits(claim) and (script is None or in_lock)
         if not batched:
             await _run(ctx, Step.CLAIM, claim)
         # From here a stop removes the release (`_abort`): a claim in flight is as good as made.
@@ -254,14 +255,14 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
         # A branch site's release is on its branch; a tag or commit site's is detached at the commit.
         on_branch = ref.name if ref.kind == "branch" else None
         # Claim (when it fits), clone and shared links: one round trip, no answer needed in between.
-        built = await _send(ctx, shell.build_release(paths, site.repository, on_branch, commit, release,
+        built = await _send(ctx, site_steps.build_release(paths, site.repository, on_branch, commit, release,
                                                      claim if batched else None),
                             timeout=ctx.deploy_timeout, tied=True, long=True)
         if not built.ok:
             failed_step = Step.CLONE
-            if batched and built.exit_status == shell.EXIT_CLAIM:
+            if batched and built.exit_status == seam.EXIT_CLAIM:
                 failed_step, claimed = Step.CLAIM, False  # the directory is not ours: never removed
-            elif built.exit_status == shell.EXIT_SHARED:
+            elif built.exit_status == seam.EXIT_SHARED:
                 failed_step = Step.SHARED
             raise StepFailed(failed_step, built.exit_status, built.tail(), built.tail(3).replace("\n", " | "))
         checkpoint("after-build")
@@ -274,14 +275,14 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
         if script is not None:
             env = {"RECONCILER_DOMAIN": site.domain, "RECONCILER_RELEASE": release,
                    "RECONCILER_COMMIT": commit, "RECONCILER_BRANCH": site.branch or ""}
-            await _run(ctx, Step.SCRIPT, shell.run_script(paths, release, env, trace=site.trace),
+            await _run(ctx, Step.SCRIPT, site_steps.run_script(paths, release, env, trace=site.trace),
                        timeout=ctx.deploy_timeout, tied=True, long=True)
         stage = Step.RECORD
         done = Manifest(**{**base.__dict__, "status": DeployStatus.SUCCESS, "completed_at": utcnow()})
         checkpoint("before-switch")
         if not switch_to_it or (ctx.still_desired is not None and not ctx.still_desired()):
             # Built, but not switched here: a good release that a later pass (or phase 2) activates.
-            await _run(ctx, Step.RECORD, shell.write_manifest(paths, release, done.to_json()))
+            await _run(ctx, Step.RECORD, site_steps.write_manifest(paths, release, done.to_json()))
             if not switch_to_it:
                 return await _built(ctx, deployment_id, release, started, done)
             return await _superseded(ctx, deployment_id, release, started, done.completed_at)
@@ -314,7 +315,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
             failed = Manifest(**{**base.__dict__, "status": DeployStatus.FAILED, "completed_at": utcnow(),
                                  "message": message[:500]})
             note = f"==> failed: {message}"
-            await _send(ctx, shell.record_failure(paths, release, failed.to_json(), note))
+            await _send(ctx, site_steps.record_failure(paths, release, failed.to_json(), note))
             text += note + "\n"
         local = _save_local_log(ctx, deployment_id, text or message + "\n")
         store.update_deployment(
@@ -345,13 +346,13 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
 
 async def relink(ctx: SiteContext, release: str, entries: tuple[str, ...]) -> None:
     """Put back shared links of the live release that are gone or were replaced (drift)."""
-    await _run(ctx, Step.SHARED, shell.link_shared(ctx.paths, release, entries))
+    await _run(ctx, Step.SHARED, site_steps.link_shared(ctx.paths, release, entries))
 
 
 async def record_once_done(ctx: SiteContext, release: str, manifest_json: str) -> None:
     """The run-once step succeeded: the release's manifest says so (`once: done`), so it may go
     live and be rolled back to."""
-    await _run(ctx, Step.RECORD, shell.record_manifest(ctx.paths, release, manifest_json, "==> script_once done"))
+    await _run(ctx, Step.RECORD, site_steps.record_manifest(ctx.paths, release, manifest_json, "==> script_once done"))
     row = ctx.store.by_release(ctx.site.domain, release, ctx.server)
     if row is not None:
         ctx.store.update_deployment(row["id"], once=ONCE_DONE)
@@ -373,7 +374,7 @@ async def keep_log(ctx: SiteContext, release: str) -> None:
 
 async def mark_failed(ctx: SiteContext, release: str, manifest_json: str, message: str) -> None:
     """Record an existing release as failed, on the server (its manifest) and in the store."""
-    await _run(ctx, Step.RECORD, shell.record_failure(ctx.paths, release, manifest_json, f"==> {message}"))
+    await _run(ctx, Step.RECORD, site_steps.record_failure(ctx.paths, release, manifest_json, f"==> {message}"))
     row = ctx.store.by_release(ctx.site.domain, release, ctx.server)
     if row is not None:
         ctx.store.update_deployment(row["id"], status=DeployStatus.FAILED, message=message)
@@ -381,19 +382,19 @@ async def mark_failed(ctx: SiteContext, release: str, manifest_json: str, messag
 
 async def _finish(ctx: SiteContext, release: str, done: Manifest, lease: Lease | None) -> tuple[str, str]:
     """Record the release's success, switch to it, reload and read its log, in one round trip
-    (shell.finish_release), releasing the lock too when `lease` says so. Returns the reload's
+    (finishing.finish_release), releasing the lock too when `lease` says so. Returns the reload's
     warning ("" when all went well) and the log."""
-    command = shell.finish_release(ctx.paths, release, done.to_json(), ctx.site.reload_command or None,
+    command = finishing.finish_release(ctx.paths, release, done.to_json(), ctx.site.reload_command or None,
                                    lease.owner_json if lease is not None else None, LOCAL_LOG_BYTES)
     result = await _send(ctx, command)
-    if result.exit_status == shell.EXIT_RECORD:
+    if result.exit_status == seam.EXIT_RECORD:
         raise StepFailed(Step.RECORD, result.exit_status, result.tail(), result.tail(3).replace("\n", " | "))
-    if result.exit_status == shell.EXIT_NOT_A_SYMLINK:
+    if result.exit_status == seam.EXIT_NOT_A_SYMLINK:
         raise LayoutConflict(f"{ctx.paths.site_link} is not a symlink; refusing to replace it")
     if not result.ok:
         raise StepFailed(Step.SWITCH, result.exit_status, result.tail(), result.tail(3).replace("\n", " | "))
     try:
-        report = wire.finish_report(result.stdout, shell.FINISH_MARK)
+        report = wire.finish_report(result.stdout, finishing.FINISH_MARK)
     except wire.WireError as exc:
         # Switched (exit 0), but the report is unreadable: the lock is released the usual way.
         log.warning("%s: %s", ctx.site.domain, exc)
@@ -413,7 +414,7 @@ async def _abort(ctx: SiteContext, deployment_id: int, release: str, stage: Step
         text = await asyncio.wait_for(asyncio.shield(_fetch_log(ctx, release)), 10)
     local = _save_local_log(ctx, deployment_id, text + f"==> {message}\n")
     with contextlib.suppress(TransportError, TimeoutError, OSError):
-        await asyncio.wait_for(asyncio.shield(_send(ctx, shell.remove_releases(ctx.paths, [release]), 10)), 15)
+        await asyncio.wait_for(asyncio.shield(_send(ctx, site_steps.remove_releases(ctx.paths, [release]), 10)), 15)
     ctx.store.update_deployment(
         deployment_id, status=DeployStatus.FAILED, transient=1, completed_at=utcnow(), deployment_path=None,
         message=message, local_log=str(local), duration_ms=int((time.monotonic() - started) * 1000))
@@ -441,7 +442,7 @@ async def _superseded(ctx: SiteContext, deployment_id: int, release: str, starte
 
 
 async def _fetch_log(ctx: SiteContext, release: str) -> str:
-    result = await _send(ctx, shell.tail_log(ctx.paths.log(release), LOCAL_LOG_BYTES))
+    result = await _send(ctx, site_steps.tail_log(ctx.paths.log(release), LOCAL_LOG_BYTES))
     return result.stdout
 
 

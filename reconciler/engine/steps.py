@@ -20,7 +20,7 @@ from reconciler.engine.site_run import SiteRun
 from reconciler.engine.store import utcnow
 from reconciler.engine.workbench import Workbench
 from reconciler.errors import PermanentError, StepFailed
-from reconciler.remote import shell
+from reconciler.remote.protocol import site_steps
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ async def run_once(bench: Workbench, run: SiteRun, rollout: Rollout, ctx: apply.
                            "successful build there any more") + "; no server switched")
     ctx.step(f"script_once {once.release}")
     try:
-        await apply.run_step(ctx, shell.run_once(ctx.paths, once.release, run.site.script_once),
+        await apply.run_step(ctx, site_steps.run_once(ctx.paths, once.release, run.site.script_once),
                              bench.settings.deploy_timeout)
     except StepFailed as exc:
         why = f"exit {exc.exit_status}"

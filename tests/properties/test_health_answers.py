@@ -29,7 +29,7 @@ from reconciler.remote.health import (
     frame,
     parse_results,
 )
-from reconciler.remote.shell import HEALTH_END, HEALTHY, UNHEALTHY
+from reconciler.remote.protocol.checking import HEALTH_END, HEALTHY, UNHEALTHY
 from reconciler.remote.transport.local import LocalTransport
 from tests.properties.strategies import FAST, nasty_text
 
