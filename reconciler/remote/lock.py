@@ -192,10 +192,7 @@ class Lease:
     def done(self, unlock_exit: int, result_tail: str = "") -> None:
         """The command that released the lock exited `unlock_exit` for that part."""
         self.released = True
-        if unlock_exit == seam.EXIT_LOCK_KEPT:
-            self.problem = f"could not remove its lock: {wire.display(result_tail)}; the site stays locked"
-        elif unlock_exit != 0:
-            self.problem = f"could not release the lock (exit {unlock_exit})"
+        self.problem = release_problem(unlock_exit, result_tail, self.lock_path)
 
 
 def _alive(pid: int) -> bool:
@@ -364,9 +361,15 @@ async def _release(transport: Transport, paths: SitePaths, owner: Owner, timeout
     except TemporaryError as exc:
         # A lock we could not release goes stale in time (deploy timeout) and is taken over.
         return f"could not release the lock: {exc}"
-    if result.exit_status == seam.EXIT_LOCK_KEPT:
-        return f"could not remove its lock {paths.lock}: {wire.display(result.tail(2))}; the site stays locked"
-    return "" if result.ok else f"could not release the lock (exit {result.exit_status})"
+    return release_problem(result.exit_status, result.tail(2), paths.lock)
+
+
+def release_problem(unlock_exit: int, tail: str, lock_path: str) -> str:
+    """What the release part of a command (`lock_release`, or a last step's `release_if_ours`)
+    said by its exit: "" when the lock is gone (or was not ours), else why it is still there."""
+    if unlock_exit == seam.EXIT_LOCK_KEPT:
+        return f"could not remove its lock {lock_path}: {wire.display(tail)}; the site stays locked"
+    return "" if unlock_exit == 0 else f"could not release the lock (exit {unlock_exit})"
 
 
 async def unlock(transport: Transport, paths: SitePaths, timeout: float) -> str | None:

@@ -11,8 +11,8 @@ from reconciler.core.facts import ProbeSite
 from reconciler.core.layout import SitePaths
 from reconciler.remote.protocol.gitenv import GIT_PREAMBLE
 from reconciler.remote.protocol.probing import DEFAULT_GIT_TIMEOUT, FIND_TIMEOUT, probe_script
-from reconciler.remote.protocol.seam import EXIT_LOCK_KEPT, Command, json_pair, one_line, quote
-from reconciler.remote.protocol.site_steps import OWNER_FILE, OWNER_READ_BYTES, SCRIPT_NAME, switch
+from reconciler.remote.protocol.seam import Command, json_pair, one_line, quote
+from reconciler.remote.protocol.site_steps import OWNER_FILE, OWNER_READ_BYTES, SCRIPT_NAME, release_if_ours, switch
 
 # --- the per-site lock (remote/lock.py): deployments/{domain}/.reconciler-lock/owner -----------
 
@@ -174,11 +174,9 @@ def lock_refresh(paths: SitePaths, owner_json: str) -> Command:
 
 def lock_release(paths: SitePaths, owner_json: str) -> Command:
     """Remove the lock, only if its owner file still holds `owner_json` (only the owner releases).
-    Exits 0 when the lock is gone or was not ours, EXIT_LOCK_KEPT when it is ours and stays."""
-    lock = quote(paths.lock)
-    return Command(f"[ \"$(cat {lock}/{quote(OWNER_FILE)} 2>/dev/null)\" = {quote(owner_json)} ] || exit 0\n"
-                   f"rm -rf -- {lock} && exit 0\n"
-                   f"exit {EXIT_LOCK_KEPT}")
+    Exits 0 when the lock is gone or was not ours, EXIT_LOCK_KEPT when it is ours and stays: the
+    one release rule, as the last step under a lock (a finish, a prune) carries it too."""
+    return Command(f"ur=0\n{release_if_ours(paths, owner_json, 'ur')}\nexit $ur\n")
 
 
 def _takeover(paths: SitePaths) -> str:
