@@ -6,7 +6,7 @@
 
 A site on one server is a fleet of one, through the same steps. Two steps are carried by a
 neighbouring command when that saves a round trip, never written twice: on a fleet of one with
-no run-once step, the build's finishing command also switches (`apply.deploy(switch_to_it=)`);
+no run-once step, the build's finishing command also switches (`building.deploy(switch_to_it=)`);
 a pin or unpin that just landed is switched by the lock command itself (`held(activate=)`).
 Either way `switching.switch` is where a switch is decided and done, and `after_switch` (reload,
 health, switch-back, history) is what follows every switch: deploys, pins, unpins, redeploys,

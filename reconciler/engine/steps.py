@@ -14,7 +14,7 @@ from reconciler.core.manifest import ONCE_DONE, ONCE_PENDING, Manifest
 from reconciler.core.plan import Clean, Deploy, Provision, Prune, Relink, Reload
 from reconciler.core.rollout import Rollout
 from reconciler.core.status import DeployStatus, Health, Sync
-from reconciler.engine import apply
+from reconciler.engine import apply, building
 from reconciler.engine.outcome import RELOAD_RETRY, Applied, SiteOutcome
 from reconciler.engine.site_run import SiteRun
 from reconciler.engine.store import utcnow
@@ -74,7 +74,7 @@ async def build(bench: Workbench, run: SiteRun, rollout: Rollout, contexts: Mapp
         last = fused and not rollout.prune.get(server)  # nothing else under the lock: the finish releases it
         # The run-once step is the first server's: only its manifest (and row) owes it.
         owes = site.script_once is not None and server == site.targets[0]
-        return await apply.deploy(ctx, build.release, build.commit, build.reason, seen.active_release,
+        return await building.deploy(ctx, build.release, build.commit, build.reason, seen.active_release,
                                   switch_to_it=fused, release_lock=last, once=ONCE_PENDING if owes else "")
 
     results = await asyncio.gather(*(one(s) for s in build.servers), return_exceptions=True)
