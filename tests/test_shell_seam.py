@@ -112,7 +112,7 @@ def test_only_the_seam_writes_shell_text() -> None:
 def test_the_seam_check_catches_what_it_should() -> None:
     """The check itself: each kind of violation is found (so an empty list above means something)."""
     sample = ast.parse(
-        "import shlex\nfrom reconciler.remote.shell import quote\n"
+        "import shlex\nfrom reconciler.remote.protocol.seam import quote\n"
         "x = quote('a')\ny = shlex.quote('b')\nz = f\"rm -rf -- {x}\"\nw = 'git clone -- a b'\n"
         "if r.exit_status == 3:\n    pass\n"
     )
