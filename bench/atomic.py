@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from reconciler.core.layout import SitePaths
-from reconciler.remote.shell import switch
+from reconciler.remote.protocol.site_steps import switch
 
 DOMAIN = "bench.example.com"
 

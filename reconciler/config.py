@@ -122,7 +122,7 @@ class Settings(BaseModel):
     command_timeout: float = 120.0
     deploy_timeout: float = 1800.0
     # Seconds one `git ls-remote` of a probe may take: a git host that does not answer is its
-    # sites' error, not the server's (remote/shell.py head_bounds). None: a quarter of
+    # sites' error, not the server's (remote/protocol/probing.py head_bounds). None: a quarter of
     # command_timeout, at most 20. At most half of command_timeout.
     git_timeout: float | None = None
     connect_timeout: float = 15.0

@@ -1,7 +1,7 @@
 """SPEC section 3: the site symlink is replaced only by an atomic rename, so at no instant does
 `{base}/{domain}` (and the document root `{base}/{domain}/public`) fail to resolve.
 
-The real `shell.switch` command runs 1000 times under /bin/sh, alternating between two real releases,
+The real `site_steps.switch` command runs 1000 times under /bin/sh, alternating between two real releases,
 while ANOTHER PROCESS resolves `{base}/{domain}/public` in a tight loop. A control run with a
 non-atomic switch (unlink, then symlink) proves the resolver does catch a missing link.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.layout import SitePaths
-from reconciler.remote import shell
+from reconciler.remote.protocol import seam, site_steps
 
 DOMAIN = "shop.example.com"
 RELEASES = ("01082025-091245", "31072025-143022")
@@ -53,7 +53,7 @@ RESOLVER = textwrap.dedent("""
 
 
 def switch_command(paths: SitePaths, release: str) -> str:
-    command = shell.switch(paths, release)
+    command = site_steps.switch(paths, release)
     assert command.stdin is None  # the whole switch is in the command text
     return command.text
 
@@ -152,17 +152,17 @@ def test_switch_exit_codes_are_named(tmp_path: Path) -> None:
     """The codes Python reads (apply.switch) are the ones the command exits with."""
     base = tmp_path / "srv"
     paths = _make_releases(base)
-    assert _switch_status(paths, "02082025-000000").returncode == shell.EXIT_RELEASE_MISSING
+    assert _switch_status(paths, "02082025-000000").returncode == seam.EXIT_RELEASE_MISSING
     (base / DOMAIN).mkdir()  # a real directory where the site link belongs
     (base / DOMAIN / "keep.txt").write_text("operator data\n")
     result = _switch_status(paths, RELEASES[0])
-    assert result.returncode == shell.EXIT_NOT_A_SYMLINK, result
+    assert result.returncode == seam.EXIT_NOT_A_SYMLINK, result
     assert "not a symlink" in result.stderr
     assert (base / DOMAIN / "keep.txt").read_text() == "operator data\n"
     (base / DOMAIN / "keep.txt").unlink()
     (base / DOMAIN).rmdir()
     (base / DOMAIN).write_text("a file\n")  # a regular file is refused the same way
-    assert _switch_status(paths, RELEASES[0]).returncode == shell.EXIT_NOT_A_SYMLINK
+    assert _switch_status(paths, RELEASES[0]).returncode == seam.EXIT_NOT_A_SYMLINK
     assert (base / DOMAIN).read_text() == "a file\n"
     assert sorted(p.name for p in base.iterdir()) == ["deployments", DOMAIN]  # no temporary link left
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from reconciler.core.declaration_files import parse_site
 from reconciler.core.declarations import (
     DEFAULT_SHARED,
     MAX_FILE_BYTES,
     InvalidSite,
     SiteDeclaration,
-    parse_site,
     printable,
 )
 from reconciler.engine.source import load, load_directory

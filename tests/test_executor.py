@@ -21,7 +21,7 @@ from reconciler.engine import executor
 from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
 from reconciler.engine.workbench import Workbench
-from reconciler.remote import shell
+from reconciler.remote.protocol import locking
 from tests.sshd import mount_namespace_problem
 from tests.support import app_commit, make_app_repo, make_decl_repo, settings_for, site_declaration
 from tests.support.recording import RecordingPool, RecordingTransport
@@ -92,7 +92,7 @@ def test_a_deploy_takes_each_server_lock_once_and_goes_live_everywhere(rig: Benc
     assert len(names) == 1 and None not in names, names
     for server in rig.servers:
         sent = rig.on(server).sent
-        assert rig.on(server).count(shell.LOCK_ACQUIRED) == 1, [s.command[:60] for s in sent]
+        assert rig.on(server).count(locking.LOCK_ACQUIRED) == 1, [s.command[:60] for s in sent]
         if len(rig.servers) == 1:
             # A fleet of one: besides the probe, the lock, the build, the script, the finish (record,
             # switch, reload, unlock).
@@ -141,9 +141,9 @@ def test_a_pin_that_just_landed_is_switched_as_the_lock_is_taken(rig: Bench) -> 
     assert len([a for a in rig.activations() if a["release"] == first]) == 1
     sent = rig.on(rig.servers[0]).sent
     if len(rig.servers) == 1:
-        assert len(sent) <= 2 and shell.LOCK_ACQUIRED in sent[0].command, [s.command[:80] for s in sent]
+        assert len(sent) <= 2 and locking.LOCK_ACQUIRED in sent[0].command, [s.command[:80] for s in sent]
     else:
-        assert all(rig.on(s).count(shell.LOCK_ACQUIRED) == 1 for s in rig.servers)
+        assert all(rig.on(s).count(locking.LOCK_ACQUIRED) == 1 for s in rig.servers)
 
 
 def test_a_failing_script_once_never_goes_live_and_stays_failed(rig: Bench) -> None:

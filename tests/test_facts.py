@@ -1,4 +1,4 @@
-"""shell.probe / parse_probe against REAL directories and git repositories on this machine.
+"""probing.probe / parse_probe against REAL directories and git repositories on this machine.
 
 A fake server layout is built in tmp_path, the probe runs through `/bin/sh -c` (and through the
 local transport), and the parsed facts are checked. Base paths and repositories full of shell
@@ -26,9 +26,9 @@ from reconciler.core.plan import FailureMemory, Plan
 from reconciler.core.rollout import plan_site
 from reconciler.core.status import Health, Sync
 from reconciler.errors import SiteLocked
-from reconciler.remote import shell
 from reconciler.remote.lock import Identity, Owner, held
 from reconciler.remote.probe import frame, gather, parse_probe
+from reconciler.remote.protocol import probing, seam
 from reconciler.remote.transport.local import LocalTransport
 from tests.sshd import SshServer
 from tests.support import app_commit, git, make_app_repo
@@ -127,9 +127,9 @@ SITE_NAMES = ["shop.example.com", "dangling.example.com", "dir.example.com", "fi
               "new.example.com", "locked.example.com", "foreign.example.com"]
 
 
-def run_probe(command: shell.Command, cwd: Path) -> bytes:
+def run_probe(command: seam.Command, cwd: Path) -> bytes:
     """The probe's raw output: bytes, as a server sends them (parse_probe decodes with replace)."""
-    result = subprocess.run(shell.local_argv(command.text), input=(command.stdin or "").encode(), cwd=cwd,
+    result = subprocess.run(seam.local_argv(command.text), input=(command.stdin or "").encode(), cwd=cwd,
                             capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -148,7 +148,7 @@ def test_probe_round_trip_on_real_directories(tmp_path: Path, base_name: str) ->
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     sites = [ProbeSite(name, str(base)) for name in SITE_NAMES]
-    output = run_probe(shell.probe(sites, []), cwd)
+    output = run_probe(probing.probe(sites, []), cwd)
     facts = parse_probe(output, sites, [])
     no_pwned(tmp_path, cwd)
 
@@ -222,7 +222,7 @@ def test_probe_absolute_link_target(tmp_path: Path) -> None:
     release(deployments, R_OK, manifest(HEAD, "success"))
     os.symlink(str(deployments / R_OK), base / DOMAIN)
     sites = [ProbeSite(DOMAIN, str(base))]
-    facts = parse_probe(run_probe(shell.probe(sites, []), tmp_path), sites, [])
+    facts = parse_probe(run_probe(probing.probe(sites, []), tmp_path), sites, [])
     site = facts.sites[DOMAIN]
     assert site.link_target == str(deployments / R_OK)
     assert site.active_release == R_OK
@@ -236,7 +236,7 @@ def test_probe_link_to_a_release_shaped_file_is_not_active(tmp_path: Path) -> No
     (deployments / R_FILE).write_text("x\n")
     os.symlink(f"deployments/{DOMAIN}/{R_FILE}", base / DOMAIN)
     sites = [ProbeSite(DOMAIN, str(base))]
-    facts = parse_probe(run_probe(shell.probe(sites, []), tmp_path), sites, [])
+    facts = parse_probe(run_probe(probing.probe(sites, []), tmp_path), sites, [])
     site = facts.sites[DOMAIN]
     assert not site.dangling  # it resolves, to a file
     assert site.not_dirs == [R_FILE]
@@ -249,7 +249,7 @@ def test_probe_sites_on_different_base_paths(tmp_path: Path) -> None:
     release(one / "deployments" / "a.example.com", R_OK, manifest(HEAD, "success"))
     release(two / "deployments" / "b.example.com", R_NEWER, manifest(OLD, "failed"))
     sites = [ProbeSite("a.example.com", str(one)), ProbeSite("b.example.com", str(two))]
-    facts = parse_probe(run_probe(shell.probe(sites, []), tmp_path), sites, [])
+    facts = parse_probe(run_probe(probing.probe(sites, []), tmp_path), sites, [])
     assert set(facts.sites["a.example.com"].releases) == {R_OK}
     assert set(facts.sites["b.example.com"].releases) == {R_NEWER}
     assert facts.sites["b.example.com"].releases[R_NEWER].status == "failed"
@@ -257,7 +257,7 @@ def test_probe_sites_on_different_base_paths(tmp_path: Path) -> None:
 
 def test_probe_of_an_empty_machine(tmp_path: Path) -> None:
     sites = [ProbeSite(DOMAIN, str(tmp_path / "does" / "not" / "exist"))]
-    facts = parse_probe(run_probe(shell.probe(sites, []), tmp_path), sites, [])
+    facts = parse_probe(run_probe(probing.probe(sites, []), tmp_path), sites, [])
     site = facts.sites[DOMAIN]
     assert (site.path_kind, site.provisioned, site.releases, site.not_dirs) == ("missing", False, {}, [])
 
@@ -281,7 +281,7 @@ def test_heads_resolved_with_git_ls_remote(tmp_path: Path, app: Path) -> None:
              (missing_repo, MAIN), (str(app), MAIN)]  # duplicates are probed once
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    command = shell.probe([], heads)
+    command = probing.probe([], heads)
     assert command.stdin is not None
     assert len([line for line in command.stdin.splitlines() if line.startswith("probe_head ")]) == 4  # duplicate merged
     facts = parse_probe(run_probe(command, cwd), [], heads)
@@ -305,15 +305,15 @@ def test_head_is_the_exact_branch_not_a_suffix_match(tmp_path: Path, app: Path) 
     git(app, "checkout", "-q", "main")
     assert decoy_sha != main_sha
     heads = [(str(app), MAIN)]
-    facts = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads)
+    facts = parse_probe(run_probe(probing.probe([], heads), tmp_path), [], heads)
     assert facts.heads[(str(app), MAIN)] == BranchHead(main_sha)
 
 
 def test_heads_follow_new_commits(tmp_path: Path, app: Path) -> None:
     heads = [(str(app), MAIN)]
-    first = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads).heads[heads[0]]
+    first = parse_probe(run_probe(probing.probe([], heads), tmp_path), [], heads).heads[heads[0]]
     second_sha = app_commit(app, "v2")
-    second = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads).heads[heads[0]]
+    second = parse_probe(run_probe(probing.probe([], heads), tmp_path), [], heads).heads[heads[0]]
     assert first.sha is not None and second == BranchHead(second_sha) and first.sha != second_sha
 
 
@@ -321,7 +321,7 @@ def test_heads_of_a_bare_repository(tmp_path: Path, app: Path) -> None:
     bare = tmp_path / "app.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(app), str(bare)], check=True)
     heads = [(str(bare), MAIN), (f"file://{bare}", MAIN)]
-    facts = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads)
+    facts = parse_probe(run_probe(probing.probe([], heads), tmp_path), [], heads)
     sha = git(app, "rev-parse", "HEAD")
     assert facts.heads[(str(bare), MAIN)] == BranchHead(sha)
     assert facts.heads[(f"file://{bare}", MAIN)] == BranchHead(sha)
@@ -339,7 +339,7 @@ def test_many_heads_parallel(tmp_path: Path) -> None:
         git(repo, "commit", "-q", "-m", str(index))
         repos.append((str(repo), git(repo, "rev-parse", "HEAD")))
     heads = [(path, MAIN) for path, _ in repos]
-    facts = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads)
+    facts = parse_probe(run_probe(probing.probe([], heads), tmp_path), [], heads)
     assert {key: head.sha for key, head in facts.heads.items()} == {(path, MAIN): sha for path, sha in repos}
 
 
@@ -362,7 +362,7 @@ def test_tag_heads_are_the_commits_the_tags_name(tmp_path: Path, app: Path) -> N
     assert git(app, "rev-parse", "refs/tags/v1") != first, "an annotated tag is an object of its own"
     heads = [(str(app), "refs/tags/v1"), (str(app), "refs/tags/light"), (str(app), "refs/tags/outer"),
              (str(app), "refs/tags/nope"), (str(app), "refs/heads/v1")]
-    facts = parse_probe(run_probe(shell.probe([], heads), tmp_path), [], heads)
+    facts = parse_probe(run_probe(probing.probe([], heads), tmp_path), [], heads)
     no_pwned(tmp_path)
     assert facts.heads[(str(app), "refs/tags/v1")] == BranchHead(first)
     assert facts.heads[(str(app), "refs/tags/light")] == BranchHead(first)
@@ -556,7 +556,7 @@ VICTIM_SITES = ["a.example.com", "z.example.com", "b.example.com"]
 
 def _probe_sites(base: Path, cwd: Path) -> ServerFacts:
     sites = [ProbeSite(name, str(base)) for name in VICTIM_SITES]
-    return parse_probe(run_probe(shell.probe(sites, []), cwd), sites, [])
+    return parse_probe(run_probe(probing.probe(sites, []), cwd), sites, [])
 
 
 def test_m6_a_symlink_target_cannot_forge_another_sites_records(tmp_path: Path) -> None:
@@ -600,7 +600,7 @@ def test_m4_a_symlink_target_with_a_heads_record_does_not_crash_the_probe(tmp_pa
     os.symlink("x\n@heads 0 0\n|" + "f" * 40 + "\trefs/heads/main", base / "b.example.com")
     sites = [ProbeSite(name, str(base)) for name in VICTIM_SITES]
     heads = [(str(app), MAIN)]
-    facts = parse_probe(run_probe(shell.probe(sites, heads), tmp_path), sites, heads)
+    facts = parse_probe(run_probe(probing.probe(sites, heads), tmp_path), sites, heads)
     assert facts.heads[(str(app), MAIN)] == BranchHead(git(app, "rev-parse", "HEAD"))
     assert facts.sites["a.example.com"].active_release == R_NEWER
     for name in ("z.example.com", "b.example.com"):
@@ -649,7 +649,7 @@ def test_manifests_with_nul_bytes_newlines_and_bad_utf8_stay_in_their_release(tm
     (deployments / names[2] / MANIFEST_NAME).write_bytes(good.to_json().encode() + b"\n\0@end\0")
     (deployments / names[3] / MANIFEST_NAME).write_bytes(b"\0" + good.to_json().encode())
     sites = [ProbeSite(DOMAIN, str(base)), ProbeSite("a.example.com", str(base))]
-    facts = parse_probe(run_probe(shell.probe(sites, []), tmp_path), sites, [])
+    facts = parse_probe(run_probe(probing.probe(sites, []), tmp_path), sites, [])
     site = facts.sites[DOMAIN]
     assert set(site.releases) == set(names)
     assert site.releases[names[0]].corrupt and site.releases[names[1]].corrupt
@@ -726,7 +726,7 @@ def test_the_framing_for_shells_that_keep_nul_bytes_reads_the_same(tmp_path: Pat
     (deployments / R_CORRUPT / MANIFEST_NAME).write_bytes(b'{"commit"\0: "abc", "status": ')
     sites = [ProbeSite(name, str(base)) for name in SITE_NAMES]
     heads = [(str(app), MAIN), (str(app), "refs/heads/nope")]
-    command = shell.probe(sites, heads)
+    command = probing.probe(sites, heads)
     check = 'if [ "${#nul}" -eq 2 ]; then'
     assert command.stdin is not None and command.stdin.count(check) == 1
     normal = parse_probe(run_probe(command, tmp_path), sites, heads)
@@ -741,9 +741,9 @@ def test_unlinked_shared_entries_are_read_only_for_entries_the_site_has() -> Non
     """Issue 12 item 3: `@unlinked` names a shared entry of the live release that is no symlink;
     a name the site does not share is a problem of that site only, never another site's fact."""
     sites = [ProbeSite("a.example.com", "/srv", (".env", "storage")), ProbeSite("b.example.com", "/srv", (".env",))]
-    output = "".join([frame(shell.Tag.SITE, "a.example.com"), frame(shell.Tag.UNLINKED, ".env"),
-                      frame(shell.Tag.UNLINKED, "/etc/passwd"), frame(shell.Tag.SITE, "b.example.com"),
-                      frame(shell.Tag.UNLINKED, ".env"), frame(shell.Tag.END)])
+    output = "".join([frame(probing.Tag.SITE, "a.example.com"), frame(probing.Tag.UNLINKED, ".env"),
+                      frame(probing.Tag.UNLINKED, "/etc/passwd"), frame(probing.Tag.SITE, "b.example.com"),
+                      frame(probing.Tag.UNLINKED, ".env"), frame(probing.Tag.END)])
     facts = parse_probe(output, sites, [])
     a, b = facts.sites["a.example.com"], facts.sites["b.example.com"]
     assert a.unlinked == [".env"] and a.problem is not None and "/etc/passwd" in a.problem

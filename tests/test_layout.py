@@ -20,7 +20,7 @@ from reconciler.core.layout import (
     shared_link_target,
     sort_releases,
 )
-from reconciler.remote.shell import quote
+from reconciler.remote.protocol.seam import quote
 
 
 def utc(*args: int) -> datetime:

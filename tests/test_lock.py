@@ -31,7 +31,8 @@ import pytest
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.layout import MANIFEST_NAME, SitePaths
 from reconciler.core.manifest import Manifest
-from reconciler.remote import lock, shell
+from reconciler.remote import lock
+from reconciler.remote.protocol import locking
 from reconciler.remote.transport import Transport
 from reconciler.remote.transport.local import LocalTransport
 from tests import support
@@ -527,10 +528,10 @@ def test_a_held_lock_with_a_script_sent_along_keeps_the_connection(server: Serve
         async with lock.held(transport, paths, identity("a", os.getpid()), "deploy", stale_after=600, timeout=30):
             firsts = []
             for _ in range(5):
-                result = await transport.run(shell.lock_acquire(paths, '{"run":"b"}', (), script).text,
+                result = await transport.run(locking.lock_acquire(paths, '{"run":"b"}', (), script).text,
                                              stdin=script, timeout=30)
                 firsts.append(result.stdout.partition("\n")[0].split(" ")[0])
             await transport.run("true", timeout=30)  # the connection is still there
             return firsts
 
-    assert server.run(body) == [shell.LOCK_HELD] * 5
+    assert server.run(body) == [locking.LOCK_HELD] * 5

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.core.declarations import InvalidSite, SiteDeclaration, parse_site
+from reconciler.core.declaration_files import parse_site
+from reconciler.core.declarations import InvalidSite, SiteDeclaration
 from reconciler.core.manifest import Manifest
 from tests.sshd import SshServer
 from tests.support import MANIFEST_NAME, World, app_commit, git, neutral_world, toml_value, write_site

@@ -1,4 +1,5 @@
-"""ONE shell seam (reconciler/remote/shell.py): nothing else assembles shell text, and what it
+"""ONE shell seam (reconciler/remote/protocol/: the seam's quoting and the wire protocols built with
+it): nothing else assembles shell text, and what it
 builds keeps every value data, whatever the value.
 
 1. The seam, enforced on the AST of every module under reconciler/.
@@ -28,15 +29,15 @@ from reconciler.core import wire
 from reconciler.core.declarations import MAX_FILE_BYTES
 from reconciler.core.facts import ProbeSite
 from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, shared_link_target
-from reconciler.remote import shell
 from reconciler.remote.probe import parse_probe
+from reconciler.remote.protocol import finishing, locking, probing, seam, site_steps
 from reconciler.remote.transport.local import LocalTransport
 from tests.support import git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
-SEAM = "remote/shell.py"
+SEAM = "remote/protocol/"  # the seam (seam.py) and the protocols written with it
 
-# Shell text that only the seam may write: the commands moved into shell.py (the deploy steps,
+# Shell text that only the seam may write: the commands moved into remote/protocol/ (the deploy steps,
 # the probe, the lock), how a command is started, and the plumbing around them.
 SHELL_TEXT = re.compile(
     r"\brm -r?f\b|\bmv -[fT]\b|\bln -s\b|\bmkdir (-p )?--|\bgit (clone|checkout|fetch|branch|ls-remote) --"
@@ -93,7 +94,7 @@ def _violations(name: str, tree: ast.Module) -> list[str]:
             if match := SHELL_TEXT.search(node.value):
                 found.append(f"{where}: shell text {match.group(0)!r} in {node.value[:60]!r}")
         elif isinstance(node, ast.Compare) and name.startswith("engine/"):
-            # Exit codes are named in shell.py (EXIT_*); only "ok" (0) may be written as a number.
+            # Exit codes are named in protocol/seam.py (EXIT_*); only "ok" (0) may be written as a number.
             sides = [node.left, *node.comparators]
             if any(isinstance(s, ast.Attribute) and s.attr in ("exit_status", "returncode") for s in sides) and any(
                     isinstance(s, ast.Constant) and isinstance(s.value, int) and s.value != 0 for s in sides):
@@ -103,15 +104,15 @@ def _violations(name: str, tree: ast.Module) -> list[str]:
 
 def test_only_the_seam_writes_shell_text() -> None:
     modules = _modules()
-    assert any(name == SEAM for name, _ in modules)
-    problems = [v for name, tree in modules if name != SEAM for v in _violations(name, tree)]
-    assert problems == [], "shell text outside reconciler/remote/shell.py:\n" + "\n".join(problems)
+    assert any(name.startswith(SEAM) for name, _ in modules)
+    problems = [v for name, tree in modules if not name.startswith(SEAM) for v in _violations(name, tree)]
+    assert problems == [], "shell text outside reconciler/remote/protocol/:\n" + "\n".join(problems)
 
 
 def test_the_seam_check_catches_what_it_should() -> None:
     """The check itself: each kind of violation is found (so an empty list above means something)."""
     sample = ast.parse(
-        "import shlex\nfrom reconciler.remote.shell import quote\n"
+        "import shlex\nfrom reconciler.remote.protocol.seam import quote\n"
         "x = quote('a')\ny = shlex.quote('b')\nz = f\"rm -rf -- {x}\"\nw = 'git clone -- a b'\n"
         "if r.exit_status == 3:\n    pass\n"
     )
@@ -131,12 +132,12 @@ def test_the_seam_check_catches_what_it_should() -> None:
 # --- the builders, through a real /bin/sh ---------------------------------------------------------
 
 
-def _sh(command: shell.Command, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(shell.local_argv(command.text), input=command.stdin, cwd=cwd, capture_output=True,
+def _sh(command: seam.Command, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(seam.local_argv(command.text), input=command.stdin, cwd=cwd, capture_output=True,
                           text=True, timeout=60)
 
 
-def _ok(command: shell.Command, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _ok(command: seam.Command, cwd: Path) -> subprocess.CompletedProcess[str]:
     result = _sh(command, cwd)
     assert result.returncode == 0, (result.returncode, result.stderr, command.text)
     return result
@@ -146,7 +147,7 @@ def _ok(command: shell.Command, cwd: Path) -> subprocess.CompletedProcess[str]:
 def world(tmp_path: Path) -> Iterator[SitePaths]:
     """A hostile base path with the site provisioned; cwd of every command is tmp_path."""
     paths = SitePaths(str(tmp_path / HOSTILE), DOMAIN)
-    _ok(shell.provision(paths), tmp_path)
+    _ok(site_steps.provision(paths), tmp_path)
     assert Path(paths.shared).is_dir()
     yield paths
     assert not list(tmp_path.rglob("PWNED")), "a value ran as code"
@@ -155,7 +156,7 @@ def world(tmp_path: Path) -> Iterator[SitePaths]:
 
 def _claim(paths: SitePaths, tmp_path: Path, script: str | None = None, release: str = RELEASE) -> None:
     manifest = json.dumps({"commit": "c" * 40, "message": HOSTILE})
-    _ok(shell.claim_release(paths, release, manifest, f"==> {HOSTILE}", script), tmp_path)
+    _ok(site_steps.claim_release(paths, release, manifest, f"==> {HOSTILE}", script), tmp_path)
 
 
 def test_claim_writes_manifest_header_and_script_exactly_and_never_twice(world: SitePaths, tmp_path: Path) -> None:
@@ -164,40 +165,40 @@ def test_claim_writes_manifest_header_and_script_exactly_and_never_twice(world: 
     release = Path(world.release(RELEASE))
     assert json.loads((release / MANIFEST_NAME).read_text()) == {"commit": "c" * 40, "message": HOSTILE}
     assert (release / LOG_NAME).read_text() == f"==> {HOSTILE}\n"
-    staged = release / shell.SCRIPT_NAME
+    staged = release / site_steps.SCRIPT_NAME
     assert staged.read_text() == script
     assert staged.stat().st_mode & 0o077 == 0, "the script may hold secrets: owner-only"
-    assert sorted(p.name for p in release.iterdir()) == sorted([MANIFEST_NAME, LOG_NAME, shell.SCRIPT_NAME,
-                                                                shell.SHARED_NAME])
+    assert sorted(p.name for p in release.iterdir()) == sorted([MANIFEST_NAME, LOG_NAME, site_steps.SCRIPT_NAME,
+                                                                site_steps.SHARED_NAME])
     # A release directory is claimed with a plain mkdir: a second claim fails and changes nothing.
     before = (release / MANIFEST_NAME).read_text()
-    assert _sh(shell.claim_release(world, RELEASE, "{}", "x", None), tmp_path).returncode != 0
+    assert _sh(site_steps.claim_release(world, RELEASE, "{}", "x", None), tmp_path).returncode != 0
     assert (release / MANIFEST_NAME).read_text() == before
 
 
 def test_claim_without_a_script_stages_nothing(world: SitePaths, tmp_path: Path) -> None:
     _claim(world, tmp_path)
-    assert not (Path(world.release(RELEASE)) / shell.SCRIPT_NAME).exists()
+    assert not (Path(world.release(RELEASE)) / site_steps.SCRIPT_NAME).exists()
 
 
 def test_single_line_values_must_be_single_lines(world: SitePaths) -> None:
     with pytest.raises(ValueError):
-        shell.claim_release(world, RELEASE, "{}", "two\nlines", None)
+        site_steps.claim_release(world, RELEASE, "{}", "two\nlines", None)
     with pytest.raises(ValueError):
-        shell.write_manifest(world, RELEASE, "{\n}")
+        site_steps.write_manifest(world, RELEASE, "{\n}")
 
 
 def test_manifest_rewrite_and_failure_record(world: SitePaths, tmp_path: Path) -> None:
     _claim(world, tmp_path)
     release = Path(world.release(RELEASE))
-    _ok(shell.write_manifest(world, RELEASE, '{"status":"success","x":"it\'s $(touch PWNED)"}'), tmp_path)
+    _ok(site_steps.write_manifest(world, RELEASE, '{"status":"success","x":"it\'s $(touch PWNED)"}'), tmp_path)
     assert json.loads((release / MANIFEST_NAME).read_text())["x"] == "it's $(touch PWNED)"
     note = "==> failed: it's `touch PWNED`\nsecond line $(touch PWNED)\n" + "'" * 200_000
-    _ok(shell.record_failure(world, RELEASE, '{"status":"failed"}', note), tmp_path)
+    _ok(site_steps.record_failure(world, RELEASE, '{"status":"failed"}', note), tmp_path)
     assert json.loads((release / MANIFEST_NAME).read_text()) == {"status": "failed"}
     assert (release / LOG_NAME).read_text() == f"==> {HOSTILE}\n" + note + "\n"
     left = sorted(p.name for p in release.iterdir())
-    assert left == sorted([MANIFEST_NAME, LOG_NAME, shell.SHARED_NAME]), "no temp file left"
+    assert left == sorted([MANIFEST_NAME, LOG_NAME, site_steps.SHARED_NAME]), "no temp file left"
 
 
 def test_link_shared_with_hostile_entries(world: SitePaths, tmp_path: Path) -> None:
@@ -205,7 +206,7 @@ def test_link_shared_with_hostile_entries(world: SitePaths, tmp_path: Path) -> N
     release = Path(world.release(RELEASE))
     (release / "storage" / "logs").mkdir(parents=True)  # the repository ships storage/: it seeds shared
     (release / "storage" / "logs" / "seed").write_text("from the repository\n")
-    _ok(shell.link_shared(world, RELEASE, HOSTILE_ENTRIES), tmp_path)
+    _ok(site_steps.link_shared(world, RELEASE, HOSTILE_ENTRIES), tmp_path)
     shared = Path(world.shared)
     for entry in HOSTILE_ENTRIES:
         link = release / entry
@@ -217,7 +218,7 @@ def test_link_shared_with_hostile_entries(world: SitePaths, tmp_path: Path) -> N
     # Linking again (the next release) keeps the shared data.
     (shared / ".env").write_text("APP_KEY=secret\n")
     _claim(world, tmp_path, release="02082025-091245")
-    _ok(shell.link_shared(world, "02082025-091245", HOSTILE_ENTRIES), tmp_path)
+    _ok(site_steps.link_shared(world, "02082025-091245", HOSTILE_ENTRIES), tmp_path)
     assert (Path(world.release("02082025-091245")) / ".env").read_text() == "APP_KEY=secret\n"
 
 
@@ -229,7 +230,7 @@ def test_run_script_reads_nothing_on_stdin_and_leaves_no_file(world: SitePaths, 
     )
     _claim(world, tmp_path, script)
     env = {"RECONCILER_DOMAIN": DOMAIN, "RECONCILER_BRANCH": "feat/$(touch PWNED);x|y&z'q\""}
-    _ok(shell.run_script(world, RELEASE, env), tmp_path)
+    _ok(site_steps.run_script(world, RELEASE, env), tmp_path)
     release = Path(world.release(RELEASE))
     log = (release / LOG_NAME).read_text()
     assert "==> script\n" in log
@@ -237,39 +238,39 @@ def test_run_script_reads_nothing_on_stdin_and_leaves_no_file(world: SitePaths, 
     assert "env:feat/$(touch PWNED);x|y&z'q\"|shop.example.com\n" in log
     assert "+ echo $(touch PWNED)" in log, "sh -x traces the script into the log"
     assert (release / "out.txt").read_text() == "$(touch PWNED)\n"
-    assert not (release / shell.SCRIPT_NAME).exists()
+    assert not (release / site_steps.SCRIPT_NAME).exists()
 
 
 def test_run_script_failure_keeps_its_exit_status(world: SitePaths, tmp_path: Path) -> None:
     _claim(world, tmp_path, "true\nexit 7\necho never\n")
-    result = _sh(shell.run_script(world, RELEASE, {}), tmp_path)
+    result = _sh(site_steps.run_script(world, RELEASE, {}), tmp_path)
     assert result.returncode == 7
     assert "never" not in (Path(world.release(RELEASE)) / LOG_NAME).read_text()
-    assert not (Path(world.release(RELEASE)) / shell.SCRIPT_NAME).exists()
+    assert not (Path(world.release(RELEASE)) / site_steps.SCRIPT_NAME).exists()
     _claim(world, tmp_path, "false\necho never\n", release="02082025-091245")  # sh -e stops at the first failure
-    assert _sh(shell.run_script(world, "02082025-091245", {}), tmp_path).returncode == 1
+    assert _sh(site_steps.run_script(world, "02082025-091245", {}), tmp_path).returncode == 1
 
 
 def test_reload_runs_long_code_from_stdin(world: SitePaths, tmp_path: Path) -> None:
     _claim(world, tmp_path)
     code = ": " + "''" * 30_000 + "\nprintf 'reloaded [%s]\\n' \"$(cat)\"\n"
-    _ok(shell.reload(world, RELEASE, code), tmp_path)
+    _ok(site_steps.reload(world, RELEASE, code), tmp_path)
     release = Path(world.release(RELEASE))
     assert (release / LOG_NAME).read_text().endswith("==> reload\nreloaded []\n")
-    assert not (release / shell.RELOAD_NAME).exists()
-    assert _sh(shell.reload(world, RELEASE, "false\ntrue\n"), tmp_path).returncode == 1
+    assert not (release / site_steps.RELOAD_NAME).exists()
+    assert _sh(site_steps.reload(world, RELEASE, "false\ntrue\n"), tmp_path).returncode == 1
 
 
 def test_remove_releases_only_removes_releases(world: SitePaths, tmp_path: Path) -> None:
     for name in ("01082025-091245", "02082025-091245", "03082025-091245"):
         _claim(world, tmp_path, release=name)
-    _ok(shell.remove_releases(world, ["01082025-091245", "03082025-091245"]), tmp_path)
+    _ok(site_steps.remove_releases(world, ["01082025-091245", "03082025-091245"]), tmp_path)
     left = sorted(p.name for p in Path(world.deployments).iterdir())
     assert left == ["02082025-091245", "shared"]
-    _ok(shell.remove_releases(world, ["01082025-091245"]), tmp_path)  # already gone: fine
+    _ok(site_steps.remove_releases(world, ["01082025-091245"]), tmp_path)  # already gone: fine
     for bad in ("shared", ".repo", "..", "-rf", "01082025-091245/..", "*"):
         with pytest.raises(ValueError):
-            shell.remove_releases(world, [bad])
+            site_steps.remove_releases(world, [bad])
 
 
 def test_log_readers_return_exact_bytes(world: SitePaths, tmp_path: Path) -> None:
@@ -277,8 +278,8 @@ def test_log_readers_return_exact_bytes(world: SitePaths, tmp_path: Path) -> Non
     log = Path(world.log(RELEASE))
     raw = b"abc\xff\xfe\n\xc3" + "ünï ✓\n".encode() * 10
     log.write_bytes(raw)
-    assert _ok(shell.tail_log(str(log), 5), tmp_path).stdout == raw[-5:].decode(errors="replace")
-    out = subprocess.run(shell.local_argv(shell.read_log_base64(str(log), 3).text), capture_output=True,
+    assert _ok(site_steps.tail_log(str(log), 5), tmp_path).stdout == raw[-5:].decode(errors="replace")
+    out = subprocess.run(seam.local_argv(site_steps.read_log_base64(str(log), 3).text), capture_output=True,
                          check=True).stdout
     assert base64.b64decode(out) == raw[3:]
 
@@ -289,7 +290,7 @@ def test_clone_with_a_hostile_repository_path_and_branch(world: SitePaths, tmp_p
     git(app, "checkout", "-q", "-b", branch)
     commit = git(app, "rev-parse", "HEAD")
     _claim(world, tmp_path)
-    _ok(shell.clone(world, str(app), branch, commit, RELEASE), tmp_path)
+    _ok(site_steps.clone(world, str(app), branch, commit, RELEASE), tmp_path)
     release = Path(world.release(RELEASE))
     assert git(release, "rev-parse", "HEAD") == commit
     assert git(release, "rev-parse", "--abbrev-ref", "HEAD") == branch
@@ -299,16 +300,16 @@ def test_clone_with_a_hostile_repository_path_and_branch(world: SitePaths, tmp_p
 
 
 def test_probe_framing_is_one_vocabulary(world: SitePaths, tmp_path: Path) -> None:
-    """The writer (shell.probe) and the reader (probe.parse_probe) share RECORD_END and Tag:
+    """The writer (probing.probe) and the reader (probe.parse_probe) share RECORD_END and Tag:
     every tag is printed by the script, and the reader knows each as bare or valued."""
-    assert set(shell.Tag) == shell.VALUE_TAGS | shell.BARE_TAGS and not shell.VALUE_TAGS & shell.BARE_TAGS
-    command = shell.probe([ProbeSite(DOMAIN, world.base_path)], [("/nowhere", "main")])
+    assert set(probing.Tag) == probing.VALUE_TAGS | probing.BARE_TAGS and not probing.VALUE_TAGS & probing.BARE_TAGS
+    command = probing.probe([ProbeSite(DOMAIN, world.base_path)], [("/nowhere", "main")])
     assert command.stdin is not None
-    for tag in shell.Tag:
+    for tag in probing.Tag:
         assert tag in command.stdin, tag
     assert len(command.text.encode()) < 200, "the script travels on stdin, not in argv"
     out = _ok(command, tmp_path).stdout
-    assert out.endswith(f"{shell.Tag.END}{shell.RECORD_END}")
+    assert out.endswith(f"{probing.Tag.END}{probing.RECORD_END}")
     facts = parse_probe(out, [ProbeSite(DOMAIN, world.base_path)], [("/nowhere", "main")])
     assert facts.sites[DOMAIN].provisioned and facts.sites[DOMAIN].shared
     assert facts.heads[("/nowhere", "main")].sha is None
@@ -317,36 +318,36 @@ def test_probe_framing_is_one_vocabulary(world: SitePaths, tmp_path: Path) -> No
 def test_lock_commands_with_a_hostile_base_path(world: SitePaths, tmp_path: Path) -> None:
     lock_dir = Path(world.lock)
     mine, theirs = json.dumps({"run": "mine", "x": HOSTILE}), json.dumps({"run": "theirs"})
-    acquired = _ok(shell.lock_acquire(world, mine), tmp_path).stdout
+    acquired = _ok(locking.lock_acquire(world, mine), tmp_path).stdout
     first, _, probed = acquired.partition("\n")
-    assert first == shell.LOCK_ACQUIRED
-    assert (lock_dir / shell.OWNER_FILE).read_text() == mine + "\n"
+    assert first == locking.LOCK_ACQUIRED
+    assert (lock_dir / site_steps.OWNER_FILE).read_text() == mine + "\n"
     site = parse_probe(probed, [ProbeSite(DOMAIN, world.base_path)], []).sites[DOMAIN]
     assert site.lock == mine and site.provisioned, "probed under the lock: our own owner"
     # Held: the time, the lock dir's age and the owner's first bytes; nothing changes.
-    held = _ok(shell.lock_acquire(world, theirs), tmp_path).stdout.split("\n")
-    assert re.fullmatch(re.escape(shell.LOCK_HELD) + r" [0-9]+ [0-9]+", held[0]) and held[1] == mine
-    _ok(shell.lock_release(world, theirs), tmp_path)  # not the owner: the lock stays
-    assert (lock_dir / shell.OWNER_FILE).read_text() == mine + "\n"
-    _ok(shell.lock_release(world, mine), tmp_path)
+    held = _ok(locking.lock_acquire(world, theirs), tmp_path).stdout.split("\n")
+    assert re.fullmatch(re.escape(locking.LOCK_HELD) + r" [0-9]+ [0-9]+", held[0]) and held[1] == mine
+    _ok(locking.lock_release(world, theirs), tmp_path)  # not the owner: the lock stays
+    assert (lock_dir / site_steps.OWNER_FILE).read_text() == mine + "\n"
+    _ok(locking.lock_release(world, mine), tmp_path)
     assert not lock_dir.exists()
     # Takeover and unlock remove it whoever holds it; unlock prints the owner first.
-    _ok(shell.lock_acquire(world, theirs), tmp_path)
-    _ok(shell.lock_takeover(world), tmp_path)
+    _ok(locking.lock_acquire(world, theirs), tmp_path)
+    _ok(locking.lock_takeover(world), tmp_path)
     assert not lock_dir.exists() and sorted(p.name for p in Path(world.deployments).iterdir()) == ["shared"]
-    _ok(shell.lock_acquire(world, theirs), tmp_path)
-    assert _ok(shell.unlock(world), tmp_path).stdout == theirs + "\n\n"
+    _ok(locking.lock_acquire(world, theirs), tmp_path)
+    assert _ok(locking.unlock(world), tmp_path).stdout == theirs + "\n\n"
     assert not lock_dir.exists()
-    assert _ok(shell.unlock(world), tmp_path).stdout == "\n"  # nothing to remove: fine
+    assert _ok(locking.unlock(world), tmp_path).stdout == "\n"  # nothing to remove: fine
     with pytest.raises(ValueError):
-        shell.lock_acquire(world, "two\nlines")
+        locking.lock_acquire(world, "two\nlines")
 
 
 def test_staged_stdin_reaches_the_command_and_the_file_is_gone(tmp_path: Path) -> None:
     data = "line 'one' $(touch PWNED)\n" * 5000
-    staged = _ok(shell.Command(shell.STAGE_STDIN.text, data), tmp_path).stdout.rstrip("\n")
+    staged = _ok(seam.Command(seam.STAGE_STDIN.text, data), tmp_path).stdout.rstrip("\n")
     assert Path(staged).read_text() == data
-    out = _ok(shell.Command(shell.from_staged(staged, "cat; echo end")), tmp_path).stdout
+    out = _ok(seam.Command(seam.from_staged(staged, "cat; echo end")), tmp_path).stdout
     assert out == data + "end\n"
     assert not Path(staged).exists()
     assert not list(tmp_path.rglob("PWNED"))
@@ -360,15 +361,15 @@ BIG_SCRIPT = ": " + "''" * 30_000 + "\ntouch script-ran\n"   # a no-op of 60 000
 def test_the_old_argv_path_could_not_even_start() -> None:
     """Before: the script went into argv, quoted. 60 000 quotes become 300 000 bytes, over the
     kernel's limit for one argument, so the command never started (E2BIG)."""
-    old = f"sh -e -x -c {shell.quote(BIG_SCRIPT)}"
-    assert len(old) > shell.MAX_ARG_BYTES and shell.too_long(old)
+    old = f"sh -e -x -c {seam.quote(BIG_SCRIPT)}"
+    assert len(old) > seam.MAX_ARG_BYTES and seam.too_long(old)
     with pytest.raises(OSError) as info:
-        subprocess.run(shell.local_argv(old), capture_output=True, check=False)
+        subprocess.run(seam.local_argv(old), capture_output=True, check=False)
     assert info.value.errno == errno.E2BIG
     # The local transport used to call that a TransportError (temporary: retried forever, a
     # clone every retry). Now it is the command's own failure, as sh reports one that cannot run.
     result = asyncio.run(LocalTransport().run(old, timeout=30))
-    assert result.exit_status == shell.EXIT_CANNOT_RUN
+    assert result.exit_status == seam.EXIT_CANNOT_RUN
     assert "Argument list too long" in result.stderr
 
 
@@ -382,7 +383,7 @@ def test_a_60kb_script_of_quotes_deploys(tmp_path: Path) -> None:
     assert (outcome.sync, outcome.health) == ("Synced", "Healthy"), outcome.message
     live = (base / DOMAIN).resolve()
     assert (live / "script-ran").is_file()
-    assert not (live / shell.SCRIPT_NAME).exists()
+    assert not (live / site_steps.SCRIPT_NAME).exists()
 
 
 def test_one_build_command_claims_clones_and_links_with_hostile_values(world: SitePaths, tmp_path: Path) -> None:
@@ -394,22 +395,22 @@ def test_one_build_command_claims_clones_and_links_with_hostile_values(world: Si
     commit = git(app, "rev-parse", "HEAD")
     script = "echo '$(touch PWNED)' \"`touch PWNED`\"\n"
     owner = json.dumps({"run": HOSTILE})
-    assert _ok(shell.lock_acquire(world, owner, script=script), tmp_path).stdout.startswith(shell.LOCK_ACQUIRED)
+    assert _ok(locking.lock_acquire(world, owner, script=script), tmp_path).stdout.startswith(locking.LOCK_ACQUIRED)
     manifest = json.dumps({"commit": commit, "message": HOSTILE})
-    claim = shell.claim_release(world, RELEASE, manifest, f"==> {HOSTILE}", script, HOSTILE_ENTRIES,
+    claim = site_steps.claim_release(world, RELEASE, manifest, f"==> {HOSTILE}", script, HOSTILE_ENTRIES,
                                 script_in_lock=True)
-    assert shell.claim_fits(claim) and claim.stdin is not None and script not in claim.stdin
-    _ok(shell.build_release(world, str(app), branch, commit, RELEASE, claim), tmp_path)
+    assert site_steps.claim_fits(claim) and claim.stdin is not None and script not in claim.stdin
+    _ok(site_steps.build_release(world, str(app), branch, commit, RELEASE, claim), tmp_path)
     release = Path(world.release(RELEASE))
     assert git(release, "rev-parse", "HEAD") == commit
     assert json.loads((release / MANIFEST_NAME).read_text()) == {"commit": commit, "message": HOSTILE}
-    assert (release / shell.SCRIPT_NAME).read_text() == script
-    assert not (release / shell.SHARED_NAME).exists() and not (Path(world.lock) / shell.SCRIPT_NAME).exists()
+    assert (release / site_steps.SCRIPT_NAME).read_text() == script
+    assert not (release / site_steps.SHARED_NAME).exists() and not (Path(world.lock) / site_steps.SCRIPT_NAME).exists()
     for entry in HOSTILE_ENTRIES:
         assert (release / entry).is_symlink(), entry
     # The same release name again: the claim's plain mkdir fails, and the build says it was the claim.
-    again = _sh(shell.build_release(world, str(app), branch, commit, RELEASE, claim), tmp_path)
-    assert again.returncode == shell.EXIT_CLAIM
+    again = _sh(site_steps.build_release(world, str(app), branch, commit, RELEASE, claim), tmp_path)
+    assert again.returncode == seam.EXIT_CLAIM
     assert json.loads((release / MANIFEST_NAME).read_text())["commit"] == commit
 
 
@@ -420,29 +421,29 @@ def test_build_reports_a_shared_entry_it_refuses(world: SitePaths, tmp_path: Pat
     git(app, "add", "-A")
     git(app, "commit", "-q", "-m", "a symlink")
     commit = git(app, "rev-parse", "HEAD")
-    claim = shell.claim_release(world, RELEASE, "{}", "==> x", None, ["linked/x"])
-    done = _sh(shell.build_release(world, str(app), "main", commit, RELEASE, claim), tmp_path)
-    assert done.returncode == shell.EXIT_SHARED and "symlink" in done.stderr, done
+    claim = site_steps.claim_release(world, RELEASE, "{}", "==> x", None, ["linked/x"])
+    done = _sh(site_steps.build_release(world, str(app), "main", commit, RELEASE, claim), tmp_path)
+    assert done.returncode == seam.EXIT_SHARED and "symlink" in done.stderr, done
 
 
 def test_finish_records_switches_reloads_unlocks_and_reports(world: SitePaths, tmp_path: Path) -> None:
     owner = json.dumps({"run": HOSTILE})
-    _ok(shell.lock_acquire(world, owner), tmp_path)
+    _ok(locking.lock_acquire(world, owner), tmp_path)
     _claim(world, tmp_path)
     reload_code = "echo reloading '$(touch PWNED)'\n: " + "''" * 2000 + "\nexit 3"
-    done = _ok(shell.finish_release(world, RELEASE, json.dumps({"status": "success"}), reload_code, owner, 4096),
+    done = _ok(finishing.finish_release(world, RELEASE, json.dumps({"status": "success"}), reload_code, owner, 4096),
                tmp_path)
-    report = wire.finish_report(done.stdout, shell.FINISH_MARK)
+    report = wire.finish_report(done.stdout, finishing.FINISH_MARK)
     assert (report.reload_exit, report.unlock_exit) == (3, 0)
     assert report.log.startswith(f"==> {HOSTILE}\n") and "==> reload\nreloading $(touch PWNED)" in report.log
     assert json.loads(Path(world.manifest(RELEASE)).read_text()) == {"status": "success"}
     assert os.readlink(world.site_link) == world.link_target(RELEASE)
-    assert not Path(world.lock).exists() and not (Path(world.release(RELEASE)) / shell.RELOAD_NAME).exists()
+    assert not Path(world.lock).exists() and not (Path(world.release(RELEASE)) / site_steps.RELOAD_NAME).exists()
     # Someone else's lock is never released; a real directory at the site path is never replaced.
-    _ok(shell.lock_acquire(world, json.dumps({"run": "theirs"})), tmp_path)
-    again = _ok(shell.finish_release(world, RELEASE, "{}", None, owner, 10), tmp_path)
-    assert wire.finish_report(again.stdout, shell.FINISH_MARK).unlock_exit == 0 and Path(world.lock).exists()
+    _ok(locking.lock_acquire(world, json.dumps({"run": "theirs"})), tmp_path)
+    again = _ok(finishing.finish_release(world, RELEASE, "{}", None, owner, 10), tmp_path)
+    assert wire.finish_report(again.stdout, finishing.FINISH_MARK).unlock_exit == 0 and Path(world.lock).exists()
     os.remove(world.site_link)
     os.mkdir(world.site_link)
-    refused = _sh(shell.finish_release(world, RELEASE, "{}", None, None, 10), tmp_path)
-    assert refused.returncode == shell.EXIT_NOT_A_SYMLINK
+    refused = _sh(finishing.finish_release(world, RELEASE, "{}", None, None, 10), tmp_path)
+    assert refused.returncode == seam.EXIT_NOT_A_SYMLINK

@@ -357,25 +357,25 @@ def test_ssh_a_command_too_long_to_start_is_a_failure_not_a_lost_server(sshd_ses
     """Quoted twice over SSH, 10 000 quotes are ~170 KB: sshd could not exec it (E2BIG), and a
     bigger one would make it drop the connection, which looked like an unreachable server and
     was retried forever. It is the command's own, permanent failure; the connection stays."""
-    from reconciler.remote import shell
+    from reconciler.remote.protocol import seam
 
     async def body(t: Transport) -> list[Result]:
-        return [await t.run(f"printf %s {shell.quote(chr(39) * n)} | wc -c", timeout=TIMEOUT)
+        return [await t.run(f"printf %s {seam.quote(chr(39) * n)} | wc -c", timeout=TIMEOUT)
                 for n in (5_000, 10_000, 100_000)] + [await t.run("echo still here", timeout=TIMEOUT)]
 
     small, big, huge, after = _with(SshTransport(sshd_session.destination, _options(sshd_session)), body)
     assert (small.exit_status, small.stdout.strip()) == (0, "5000")
     for result in (big, huge):
-        assert result.exit_status == shell.EXIT_CANNOT_RUN, result
+        assert result.exit_status == seam.EXIT_CANNOT_RUN, result
         assert "too long" in result.stderr
     assert after == Result(0, "still here\n", "")
 
 
 def test_local_a_command_too_long_to_start_is_a_failure_not_a_transport_error() -> None:
-    from reconciler.remote import shell
+    from reconciler.remote.protocol import seam
 
-    result = _run(LocalTransport(), "printf %s " + shell.quote("'" * 60_000))
-    assert result.exit_status == shell.EXIT_CANNOT_RUN
+    result = _run(LocalTransport(), "printf %s " + seam.quote("'" * 60_000))
+    assert result.exit_status == seam.EXIT_CANNOT_RUN
     assert "Argument list too long" in result.stderr
     assert _run(LocalTransport(), "echo fine") == Result(0, "fine\n", "")
 
@@ -384,7 +384,7 @@ def test_ssh_a_60kb_script_deploys(sshd_session: SshServer, tmp_path: Path) -> N
     """Defect 8 over SSH: a valid 60 KB script of quotes. Quoted into argv twice it would have
     been ~1 MB; it now travels on stdin (claim step) and runs from a file in the release."""
     from reconciler.core.declarations import MAX_FILE_BYTES
-    from reconciler.remote import shell
+    from reconciler.remote.protocol import site_steps
     from tests.support import make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 
     domain = "big.example.com"
@@ -401,5 +401,5 @@ def test_ssh_a_60kb_script_deploys(sshd_session: SshServer, tmp_path: Path) -> N
     assert (outcome.sync, outcome.health) == ("Synced", "Healthy"), outcome.message
     live = (base / domain).resolve()
     assert (live / "script-ran").read_text() == "ran []\n", "the script ran, with nothing on its stdin"
-    assert not (live / shell.SCRIPT_NAME).exists()
+    assert not (live / site_steps.SCRIPT_NAME).exists()
     assert "+ :" in (live / "deployment.log").read_text()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from reconciler.core.layout import SitePaths
-from reconciler.remote import shell
+from reconciler.remote.protocol import site_steps
 from reconciler.remote.transport.base import Result
 from reconciler.remote.transport.options import SshOptions
 from reconciler.remote.transport.ssh import SshTransport
@@ -72,7 +72,7 @@ def test_a_site_switched_on_one_server_reads_through_site_on_disk(sshd_pair: Ser
     a, b = sshd_pair.servers
     paths = SitePaths(sshd_pair.base_path, DOMAIN)
     _ok(sshd_pair, a, f"mkdir -p {paths.release(RELEASE)}/public")
-    _ok(sshd_pair, a, shell.switch(paths, RELEASE).text)
+    _ok(sshd_pair, a, site_steps.switch(paths, RELEASE).text)
 
     assert sshd_pair.site(a, DOMAIN).active() == RELEASE
     assert sshd_pair.site(a, DOMAIN).releases() == [RELEASE]

@@ -18,7 +18,7 @@ import pytest
 from reconciler.config import NOTIFY_EVENTS, NotifyEvent, NotifyTarget, validate_settings
 from reconciler.core.plan import Activate, Deploy
 from reconciler.core.reasons import DeployReason, RequestKind, SwitchReason
-from reconciler.engine import apply, switching
+from reconciler.engine import apply, building, switching
 from reconciler.engine.store import Store
 from reconciler.errors import ConfigError
 from reconciler.service import announce, webhooks
@@ -85,7 +85,7 @@ def test_an_unknown_notify_event_is_a_config_error_naming_the_known_ones(tmp_pat
     (Store.record_activation, "trigger", SwitchReason),
     (Store.request, "kind", RequestKind),
     (switching.after_switch, "why", SwitchReason),
-    (apply.deploy, "reason", DeployReason | None),
+    (building.deploy, "reason", DeployReason | None),
 ])
 def test_the_edges_take_the_enum_not_str(function: typing.Callable[..., object], parameter: str,
                                          expected: object) -> None:

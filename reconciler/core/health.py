@@ -1,7 +1,7 @@
 """Health checks: what a site's `[health]` table asks, validated like every other key. Pure.
 (`remote/health.py` runs checks and is the one strict reader of their answers.)
 
-A check runs ON the server (remote/shell.py `health`), so it reaches private networks and the
+A check runs ON the server (remote/protocol/checking.py `health`), so it reaches private networks and the
 site's own web server: either `url`, fetched with curl and the site's domain as the Host header,
 or `command`, run in the live release (code by design, like `script`). It is tried `retries + 1`
 times, `interval` seconds apart, after waiting `grace` seconds.

@@ -162,7 +162,7 @@ def commit_info(text: str) -> CommitInfo:
 
 @dataclass(frozen=True)
 class FinishReport:
-    """What a deploy's finish command (remote.shell.finish_release) reports after its switch."""
+    """What a deploy's finish command (remote.protocol.finishing.finish_release) reports after its switch."""
 
     log: str          # the release log's tail
     reload_exit: int  # 0: the reload command ran fine (or there is none)
@@ -184,7 +184,7 @@ def finish_report(text: str, mark: str) -> FinishReport:
 
 
 def switched(line: str, mark: str) -> int | None:
-    """Parse the lock command's `mark <exit>` line (remote.shell.lock_acquire with `activate`):
+    """Parse the lock command's `mark <exit>` line (remote.protocol.locking.lock_acquire with `activate`):
     the switch's exit status, or None for `mark -` (not tried). WireError for anything else."""
     value = line[len(mark) + 1:] if line.startswith(mark + " ") else None
     if value == "-":

@@ -43,7 +43,7 @@ async def follow_log(store: Store, pool: TransportPool, row: Mapping[str, Any], 
         return
     import asyncio  # the server's copy: only now the event loop's module and the shell seam
 
-    from reconciler.remote import shell
+    from reconciler.remote.protocol import site_steps
 
     site: Mapping[str, Any] = store.site(row["site"]) or {}
     # The row's own server: a site on many servers has a row per server (its row says "web-1, web-2").
@@ -65,7 +65,7 @@ async def follow_log(store: Store, pool: TransportPool, row: Mapping[str, Any], 
             return
         current = store.deployment(row["id"]) or row
         try:
-            command = shell.read_log_base64(row["log_file_path"], offset)
+            command = site_steps.read_log_base64(row["log_file_path"], offset)
             result = await transport.run(command.text, stdin=command.stdin, timeout=timeout)
         except TransportError as exc:
             yield f"\n[{exc}]\n"

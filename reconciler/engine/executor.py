@@ -6,7 +6,7 @@
 
 A site on one server is a fleet of one, through the same steps. Two steps are carried by a
 neighbouring command when that saves a round trip, never written twice: on a fleet of one with
-no run-once step, the build's finishing command also switches (`apply.deploy(switch_to_it=)`);
+no run-once step, the build's finishing command also switches (`building.deploy(switch_to_it=)`);
 a pin or unpin that just landed is switched by the lock command itself (`held(activate=)`).
 Either way `switching.switch` is where a switch is decided and done, and `after_switch` (reload,
 health, switch-back, history) is what follows every switch: deploys, pins, unpins, redeploys,
@@ -44,8 +44,9 @@ from reconciler.engine.site_run import SiteRun
 from reconciler.engine.store import Snapshot
 from reconciler.engine.workbench import Workbench, group_key
 from reconciler.errors import LayoutConflict, LockNotReleased, StepFailed
-from reconciler.remote import lock, shell
+from reconciler.remote import lock
 from reconciler.remote.health import HealthResult
+from reconciler.remote.protocol import locking, probing, seam
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Shortcut:
 
     release: str
     why: SwitchReason
-    head: shell.HeadCheck | None = None
+    head: locking.HeadCheck | None = None
 
 
 class _NotSwitched(Exception):
@@ -264,7 +265,7 @@ def _switched_by_lock(contexts: Mapping[str, apply.SiteContext], shortcut: Short
     status = ctx.lease.switched if ctx.lease is not None else None
     if status is None:
         return None
-    if status == shell.EXIT_NOT_A_SYMLINK:
+    if status == seam.EXIT_NOT_A_SYMLINK:
         raise LayoutConflict(f"{ctx.paths.site_link} is not a symlink; refusing to replace it")
     if status != 0:
         raise StepFailed(Step.SWITCH, status, "", f"the switch to {shortcut.release} failed (exit {status})")
@@ -386,6 +387,6 @@ def unpin_shortcut(bench: Workbench, site: SiteDeclaration) -> Shortcut | None:
     if not rows:
         return None
     newest = max(rows, key=lambda r: parse_release(r["release"]) or datetime.min.replace(tzinfo=UTC))
-    seconds = shell.head_bounds(bench.settings.command_timeout, bench.settings.git_timeout)[0]
+    seconds = probing.head_bounds(bench.settings.command_timeout, bench.settings.git_timeout)[0]
     return Shortcut(newest["release"], SwitchReason.ROLL_FORWARD,
-                    shell.HeadCheck(key[0], key[1], newest["commit_sha"] or "", site.build_key, seconds))
+                    locking.HeadCheck(key[0], key[1], newest["commit_sha"] or "", site.build_key, seconds))

@@ -26,7 +26,8 @@ import pygit2
 import tomlkit
 
 from reconciler.config import Settings
-from reconciler.core.declarations import SITES_DIR, InvalidSite, parse_site
+from reconciler.core.declaration_files import parse_site
+from reconciler.core.declarations import SITES_DIR, InvalidSite
 from reconciler.engine import trust
 from reconciler.engine.source import branch_tip, open_repository
 from reconciler.errors import DeclarationError, PinConflict, SigningError

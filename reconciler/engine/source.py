@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.core.declarations import SITES_DIR, Declarations, Parsed, assemble, collect, parse_file
+from reconciler.core.declaration_files import Parsed, assemble, collect, parse_file
+from reconciler.core.declarations import SITES_DIR, Declarations
 from reconciler.errors import DeclarationError
 
 # Bounds on one commit's sites.d/ (each file is also capped, core.declarations.MAX_FILE_BYTES):

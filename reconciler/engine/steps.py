@@ -14,13 +14,13 @@ from reconciler.core.manifest import ONCE_DONE, ONCE_PENDING, Manifest
 from reconciler.core.plan import Clean, Deploy, Provision, Prune, Relink, Reload
 from reconciler.core.rollout import Rollout
 from reconciler.core.status import DeployStatus, Health, Sync
-from reconciler.engine import apply
+from reconciler.engine import apply, building
 from reconciler.engine.outcome import RELOAD_RETRY, Applied, SiteOutcome
 from reconciler.engine.site_run import SiteRun
 from reconciler.engine.store import utcnow
 from reconciler.engine.workbench import Workbench
 from reconciler.errors import PermanentError, StepFailed
-from reconciler.remote import shell
+from reconciler.remote.protocol import site_steps
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ async def build(bench: Workbench, run: SiteRun, rollout: Rollout, contexts: Mapp
         last = fused and not rollout.prune.get(server)  # nothing else under the lock: the finish releases it
         # The run-once step is the first server's: only its manifest (and row) owes it.
         owes = site.script_once is not None and server == site.targets[0]
-        return await apply.deploy(ctx, build.release, build.commit, build.reason, seen.active_release,
+        return await building.deploy(ctx, build.release, build.commit, build.reason, seen.active_release,
                                   switch_to_it=fused, release_lock=last, once=ONCE_PENDING if owes else "")
 
     results = await asyncio.gather(*(one(s) for s in build.servers), return_exceptions=True)
@@ -119,7 +119,7 @@ async def run_once(bench: Workbench, run: SiteRun, rollout: Rollout, ctx: apply.
                            "successful build there any more") + "; no server switched")
     ctx.step(f"script_once {once.release}")
     try:
-        await apply.run_step(ctx, shell.run_once(ctx.paths, once.release, run.site.script_once),
+        await apply.run_step(ctx, site_steps.run_once(ctx.paths, once.release, run.site.script_once),
                              bench.settings.deploy_timeout)
     except StepFailed as exc:
         why = f"exit {exc.exit_status}"

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from reconciler.config import Settings
 from reconciler.errors import ConfigError, DeclarationError, PushRejected, RepoUnreachable
-from reconciler.remote import shell
+from reconciler.remote.protocol import seam
 
 TOKEN_ENV = "RECONCILER_REPO_TOKEN"
 FETCH_TIMEOUT = 120.0
@@ -63,7 +63,7 @@ class Upstream:
             ssh += ["-o", f"UserKnownHostsFile={settings.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
         if settings.ssh_config is not None:
             ssh += ["-F", str(settings.ssh_config)]
-        env["GIT_SSH_COMMAND"] = shell.command_line(ssh)  # git runs it with sh
+        env["GIT_SSH_COMMAND"] = seam.command_line(ssh)  # git runs it with sh
         if self._token is not None:
             pair = base64.b64encode(f"{settings.repo_token_user}:{self._token}".encode()).decode()
             env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",

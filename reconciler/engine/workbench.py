@@ -22,8 +22,9 @@ from reconciler.core.facts import ProbeSite, ServerFacts, SiteFacts
 from reconciler.engine import apply
 from reconciler.engine.fairness import FairLimiter
 from reconciler.engine.store import Store
-from reconciler.remote import lock, shell
+from reconciler.remote import lock
 from reconciler.remote.probe import gather
+from reconciler.remote.protocol import locking
 from reconciler.remote.transport.options import SshOptions
 from reconciler.remote.transport.pool import TransportPool
 
@@ -98,7 +99,7 @@ class Workbench:
                                  target=server if server != site.server else "")
 
     def site_lock(self, ctx: apply.SiteContext, purpose: str, *, stage_script: bool = False,
-                  activate: str | None = None, head: shell.HeadCheck | None = None
+                  activate: str | None = None, head: locking.HeadCheck | None = None
                   ) -> AbstractAsyncContextManager[SiteFacts]:
         """The site's lock on the context's server, as `ctx.lease` (the last command under it may
         release it). With `stage_script`, the deploy script rides along, for a build; with

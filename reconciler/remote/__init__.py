@@ -1,6 +1,6 @@
-"""Everything that speaks POSIX sh to a server: the shell seam (`shell`), the transports,
-the probe and its strict reader, the site lock and the remote command builders.
+"""Everything that speaks POSIX sh to a server: the wire protocols and the shell seam they are
+written with (`protocol`), the transports, the probe and its strict reader, the site lock, the
+health checks.
 
-Only `remote.transport` opens connections; only `remote.shell` and the command builders
-beside it assemble shell text.
+Only `remote.transport` opens connections; only `remote.protocol` assembles shell text.
 """

@@ -1,9 +1,9 @@
 """Running health checks on a server and reading their answers.
 
-One command per server runs every check asked of it at once (remote/shell.py `health`): after a
+One command per server runs every check asked of it at once (remote/protocol/checking.py `health`): after a
 switch that is one site, at a poll every live site of the server with a `[health]` table. The
 answers are server data, read here and nowhere else, framed like the probe's records (the
-markers and the end byte are remote/shell.py's, shared with the writer): one record per check,
+markers and the end byte are remote/protocol/checking.py's, shared with the writer): one record per check,
 `HEALTHY|UNHEALTHY <index> <detail>` ended by a NUL byte, the detail printable ASCII that the
 server side already sanitised and bounded. Only HEALTH_END separates records, so no character a
 check prints (a newline, U+2028, U+0085, the FS byte 0x1c) can start another check's answer; the
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from reconciler.core import wire
 from reconciler.core.health import HealthCheck
-from reconciler.remote import shell
-from reconciler.remote.shell import HEALTH_END, HEALTHY, MAX_HEALTH_DETAIL, UNHEALTHY
+from reconciler.remote.protocol import checking
+from reconciler.remote.protocol.checking import HEALTH_END, HEALTHY, MAX_HEALTH_DETAIL, UNHEALTHY
 from reconciler.remote.transport import Transport
 
 _DETAIL_RE = re.compile(rf"[\x20-\x7e]{{0,{MAX_HEALTH_DETAIL}}}")
@@ -92,7 +92,7 @@ async def run(transport: Transport, probes: list[Probe]) -> list[HealthResult]:
     run at all makes every probe unhealthy with the reason (raises only TransportError)."""
     if not probes:
         return []
-    command = shell.health([(p.release_dir, p.host, p.check) for p in probes])
+    command = checking.health([(p.release_dir, p.host, p.check) for p in probes])
     deadline = max(p.check.deadline for p in probes) + SLACK
     result = await transport.run(command.text, stdin=command.stdin, timeout=deadline)
     if not result.ok and not result.stdout:

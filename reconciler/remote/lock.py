@@ -14,7 +14,7 @@ but legitimate deploy still ran, and a second reconciler deleted the release und
 The lock dir's mtime is the heartbeat, refreshed from two places:
 
 * The long steps (the build, the deploy script, `script_once`: up to `deploy_timeout` each)
-  refresh it from inside their own command on the server (`shell.beating`): a background loop
+  refresh it from inside their own command on the server (`locking.beating`): a background loop
   that touches the lock every interval while that command's shell lives. It costs no round trip,
   so a fast deploy sends the same commands as before, and it proves what matters to a taker: a
   process on the server is still building in the release. It also outlives its reconciler when
@@ -25,7 +25,7 @@ The lock dir's mtime is the heartbeat, refreshed from two places:
   ever. Its shell's PID is in the lock, so a restarted run of the same instance sees that a
   command of its dead predecessor still runs (`lock_acquire`'s LOCK_BEATING) and waits too.
 * Between and around them (the finish, a health check, a many-server build waiting for its
-  other servers), a task of `held` sends `shell.lock_refresh` an interval after the lock was
+  other servers), a task of `held` sends `locking.lock_refresh` an interval after the lock was
   last known fresh (taken, a long step's end, a refresh), never while a long step beats: only a
   stretch of an interval without one costs a command (a fast deploy sends what it always did),
   and the session cap of a connection full of long builds never delays a refresh the builds
@@ -42,7 +42,7 @@ and its refresh may take up to `command_timeout`); `stale_bound` leaves two more
 When the owner dies (reconciler killed), its task stops with it and its tied commands with
 their connection, so the heartbeat stops and the lock goes stale.
 
-The commands are built by `remote.shell` (lock_acquire, lock_release, lock_takeover, unlock);
+The commands are built by `remote/protocol/locking.py` (lock_acquire, lock_release, lock_takeover, unlock);
 this module holds the protocol: who we are, who owns a lock, when it is stale.
 """
 
@@ -66,18 +66,18 @@ from reconciler.core.facts import ProbeSite, SiteFacts
 from reconciler.core.layout import SitePaths
 from reconciler.core.plan import Takeover
 from reconciler.errors import LockNotReleased, SiteLocked, TemporaryError
-from reconciler.remote import shell
 from reconciler.remote.probe import parse_probe
+from reconciler.remote.protocol import locking, seam, site_steps
 from reconciler.remote.transport import Result, Transport
 
 log = logging.getLogger("reconciler")
 
-OWNER_FILE = shell.OWNER_FILE  # in the lock directory: the owner's JSON, one line
+OWNER_FILE = site_steps.OWNER_FILE  # in the lock directory: the owner's JSON, one line
 MAX_OWNER_TEXT = 1024  # characters of one owner field; ours are a few dozen
 MAX_PID = 2**22        # PID_MAX_LIMIT on Linux
 MAX_SINCE = 2.0**53    # seconds since the epoch: any real time, and exact as a float
 # ASCII digits: "²".isdigit() is True
-_HELD_RE = re.compile(re.escape(shell.LOCK_HELD) + r" ([0-9]{1,20}) ([0-9]{1,20})")
+_HELD_RE = re.compile(re.escape(locking.LOCK_HELD) + r" ([0-9]{1,20}) ([0-9]{1,20})")
 
 # The heartbeat: an interval of a quarter command timeout (whole seconds: POSIX `sleep`), and a
 # lock is stale after STALE_BEATS intervals and one command timeout (see the module's text).
@@ -153,11 +153,11 @@ class Owner:
 @dataclass
 class Lease:
     """Our hold on a site's lock, filled in by `held`, so that the last command sent under the
-    lock can release it on its way (shell.finish_release, remove_releases): one round trip less
+    lock can release it on its way (finishing.finish_release, remove_releases): one round trip less
     per change (issue 15). `held` then only reports what that command said."""
 
     owner_json: str = ""
-    script_staged: bool = False  # the deploy script waits in the lock (shell.lock_acquire)
+    script_staged: bool = False  # the deploy script waits in the lock (locking.lock_acquire)
     released: bool = False
     problem: str = ""  # released was asked, and the lock stayed: why
     # `held(activate=...)`: the switch's exit status when the lock command switched (0: done),
@@ -174,15 +174,15 @@ class Lease:
     touched: float = 0.0  # when the lock was last known fresh (time.monotonic())
 
     @contextmanager
-    def beat(self, timeout: float) -> Iterator[shell.Beat | None]:
+    def beat(self, timeout: float) -> Iterator[locking.Beat | None]:
         """For a long step of `timeout` seconds under the lock: the heartbeat its command carries
-        (`shell.beating`; None without a heartbeat), and the task of `held` stays quiet meanwhile."""
+        (`locking.beating`; None without a heartbeat), and the task of `held` stays quiet meanwhile."""
         if not self.heartbeat or self.released:
             yield None
             return
         self.beating += 1
         try:
-            yield shell.Beat(self.lock_path, self.owner_json, self.heartbeat, int(timeout) + 1)
+            yield locking.Beat(self.lock_path, self.owner_json, self.heartbeat, int(timeout) + 1)
         finally:
             self.beating -= 1
             # The step touched the lock as it ended (its EXIT trap), or at most an interval
@@ -192,10 +192,7 @@ class Lease:
     def done(self, unlock_exit: int, result_tail: str = "") -> None:
         """The command that released the lock exited `unlock_exit` for that part."""
         self.released = True
-        if unlock_exit == shell.EXIT_LOCK_KEPT:
-            self.problem = f"could not remove its lock: {wire.display(result_tail)}; the site stays locked"
-        elif unlock_exit != 0:
-            self.problem = f"could not release the lock (exit {unlock_exit})"
+        self.problem = release_problem(unlock_exit, result_tail, self.lock_path)
 
 
 def _alive(pid: int) -> bool:
@@ -229,14 +226,14 @@ def is_stale(owner: Owner | None, age: float, me: Identity, stale_after: float, 
     return left_by_dead_run(owner, me) and not beating
 
 
-async def _send(transport: Transport, command: shell.Command, timeout: float) -> Result:
+async def _send(transport: Transport, command: seam.Command, timeout: float) -> Result:
     return await transport.run(command.text, stdin=command.stdin, timeout=timeout)
 
 
 def _beating(text: str) -> bool:
     """The held answer's last line (after the owner's text, which cannot shadow it) says a
     command that heartbeats the lock still runs."""
-    return text.rstrip("\n").rpartition("\n")[2] == f"{shell.LOCK_BEATING} 1"
+    return text.rstrip("\n").rpartition("\n")[2] == f"{locking.LOCK_BEATING} 1"
 
 
 def _lock_age(line: str) -> float:
@@ -253,13 +250,13 @@ def _lock_age(line: str) -> float:
 async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: str, *,
                stale_after: float, timeout: float, shared: tuple[str, ...] = (),
                lease: Lease | None = None, script: str | None = None,
-               activate: str | None = None, head: shell.HeadCheck | None = None,
+               activate: str | None = None, head: locking.HeadCheck | None = None,
                heartbeat: int = 0) -> AsyncIterator[SiteFacts]:
     """Hold the site's lock; yields the site's facts probed right after acquiring it (with the
     live release's `shared` links checked). With a `lease`, a command under the lock may
     release it (`Lease.done`); with a `script`, the deploy script is staged in the lock; with
     `activate` (and a lease), the lock command switches to that release when it can
-    (`shell.lock_acquire`; with `head`, only while it is the branch head's build), and
+    (`locking.lock_acquire`; with `head`, only while it is the branch head's build), and
     `lease.switched` says how that went. With a `heartbeat` (seconds), the lock is kept fresh
     while it is held (the module's text); `lease.takeover` says whether it was taken over."""
     owner = Owner(me.instance, me.run, me.host, me.pid, purpose, time.time())
@@ -270,12 +267,12 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
     lease.script_staged = script is not None
     lease.takeover, lease.lock_path, lease.heartbeat, lease.beating = None, paths.lock, heartbeat, 0
     for attempt in (1, 2):
-        result = await _send(transport, shell.lock_acquire(paths, owner.to_json(), shared, script,
+        result = await _send(transport, locking.lock_acquire(paths, owner.to_json(), shared, script,
                                                            activate if given is not None else None, head), timeout)
         if not result.ok:
             raise TemporaryError(f"{transport.name}: cannot take the lock of {paths.domain}: {result.tail(3)}")
         first, _, rest = result.stdout.partition("\n")
-        if first == shell.LOCK_ACQUIRED:
+        if first == locking.LOCK_ACQUIRED:
             break
         current = Owner.from_text(rest.partition("\n")[0])
         age, beating = _lock_age(first), _beating(rest)
@@ -284,7 +281,7 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
                         current.describe() if current else "an unknown owner", age)
             gone = current is not None and left_by_dead_run(current, me) and not beating
             lease.takeover = Takeover(age, stale_after, gone)
-            await _send(transport, shell.lock_takeover(paths), timeout)
+            await _send(transport, locking.lock_takeover(paths), timeout)
             continue
         holder = current.describe() if current else "another reconciler"
         still = "; a command of it still runs on the server" if beating else ""
@@ -296,7 +293,7 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         if activate is not None and given is not None:
             line, _, rest = rest.partition("\n")
             try:
-                lease.switched = wire.switched(line, shell.SWITCHED)
+                lease.switched = wire.switched(line, locking.SWITCHED)
             except wire.WireError as exc:
                 raise TemporaryError(f"{transport.name}: the lock command about {paths.domain}: {exc}") from exc
         facts = parse_probe(rest, [site], []).sites[paths.domain]
@@ -328,11 +325,11 @@ async def _refresh(transport: Transport, paths: SitePaths, lease: Lease, timeout
             return
         lease.touched = time.monotonic()
         try:
-            result = await _send(transport, shell.lock_refresh(paths, lease.owner_json), timeout)
+            result = await _send(transport, locking.lock_refresh(paths, lease.owner_json), timeout)
         except TemporaryError as exc:
             log.info("%s: could not refresh the lock: %s", paths.domain, exc)
             continue
-        if result.exit_status == shell.EXIT_LOCK_LOST and not lease.released:
+        if result.exit_status == locking.EXIT_LOCK_LOST and not lease.released:
             log.warning("%s: the lock is no longer ours (taken over, or removed by hand)", paths.domain)
             return
 
@@ -360,17 +357,23 @@ async def _release_unless_released(transport: Transport, paths: SitePaths, owner
 async def _release(transport: Transport, paths: SitePaths, owner: Owner, timeout: float) -> str:
     """Release our lock; returns why it is still there, or "" when it is gone (or not ours)."""
     try:
-        result = await _send(transport, shell.lock_release(paths, owner.to_json()), timeout)
+        result = await _send(transport, locking.lock_release(paths, owner.to_json()), timeout)
     except TemporaryError as exc:
         # A lock we could not release goes stale in time (deploy timeout) and is taken over.
         return f"could not release the lock: {exc}"
-    if result.exit_status == shell.EXIT_LOCK_KEPT:
-        return f"could not remove its lock {paths.lock}: {wire.display(result.tail(2))}; the site stays locked"
-    return "" if result.ok else f"could not release the lock (exit {result.exit_status})"
+    return release_problem(result.exit_status, result.tail(2), paths.lock)
+
+
+def release_problem(unlock_exit: int, tail: str, lock_path: str) -> str:
+    """What the release part of a command (`lock_release`, or a last step's `release_if_ours`)
+    said by its exit: "" when the lock is gone (or was not ours), else why it is still there."""
+    if unlock_exit == seam.EXIT_LOCK_KEPT:
+        return f"could not remove its lock {lock_path}: {wire.display(tail)}; the site stays locked"
+    return "" if unlock_exit == 0 else f"could not release the lock (exit {unlock_exit})"
 
 
 async def unlock(transport: Transport, paths: SitePaths, timeout: float) -> str | None:
     """`reconciler unlock D`: remove the lock whoever holds it. Returns the owner it had."""
-    result = await _send(transport, shell.unlock(paths), timeout)
+    result = await _send(transport, locking.unlock(paths), timeout)
     owner = Owner.from_text(result.stdout.strip())
     return owner.describe() if owner else (wire.display(result.stdout.strip()) or None)

@@ -1,6 +1,6 @@
 """The probe: ONE remote command per server that gathers the facts of every site on it.
 
-The command is built by `remote.shell.probe` (its script travels on stdin), which also defines
+The command is built by `remote.protocol.probing.probe` (its script travels on stdin), which also defines
 the framing shared with the strict reader here (RECORD_END, Tag): writer and reader use the same
 constants. This module reads: `parse_probe`, and `gather` (send, then read).
 
@@ -9,7 +9,7 @@ in the way), the release directories with their manifests, the shared dir and th
 and resolves every (repository, ref) head (a branch's head, or the commit a tag names) with
 `git ls-remote` run in parallel on the server, which reaches the repositories exactly as
 deploys will. Cost grows with servers,
-not with sites. Each ls-remote has its own time bound, well within the probe's (shell.head_bounds):
+not with sites. Each ls-remote has its own time bound, well within the probe's (probing.head_bounds):
 a git host that does not answer is the error of that head's sites (`@stalled`), never a timeout
 of the whole probe, which would be the server's, every site on it Unknown.
 
@@ -62,8 +62,8 @@ from reconciler.core.facts import BranchHead, ProbeSite, ReleaseFacts, ServerFac
 from reconciler.core.layout import MANIFEST_NAME, SitePaths, is_release
 from reconciler.core.manifest import Manifest
 from reconciler.errors import TransportError
-from reconciler.remote import shell
-from reconciler.remote.shell import RECORD_END, Tag
+from reconciler.remote.protocol import probing
+from reconciler.remote.protocol.probing import RECORD_END, Tag
 from reconciler.remote.transport import Transport
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -136,7 +136,7 @@ class _Reader:
     def __init__(self, sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> None:
         self.wanted = {site.domain: site for site in sites}
         self.by_link = {SitePaths(site.base_path, site.domain).site_link: site.domain for site in self.wanted.values()}
-        self.head_keys = shell.head_order(heads)
+        self.head_keys = probing.head_order(heads)
         self.facts = ServerFacts()
         self.site: SiteFacts | None = None
         self.release: ReleaseFacts | None = None
@@ -205,7 +205,7 @@ class _Reader:
             elif value not in site.unlinked:
                 site.unlinked.append(value)
         elif tag == Tag.NOTDIR:
-            if shell.RELEASE_GLOB_RE.fullmatch(value):
+            if probing.RELEASE_GLOB_RE.fullmatch(value):
                 site.not_dirs.append(value)
         elif tag == Tag.RELEASE:
             # The shell glob only matches the shape; a name must also be a real date/time.
@@ -252,7 +252,7 @@ def parse_probe(output: str | bytes, sites: Iterable[ProbeSite], heads: Iterable
     reader = _Reader(sites, heads)
     for number, record in enumerate(records):
         tag, space, value = record.partition(" ")
-        if not (tag in shell.VALUE_TAGS if space else tag in shell.BARE_TAGS) or tag == Tag.END:
+        if not (tag in probing.VALUE_TAGS if space else tag in probing.BARE_TAGS) or tag == Tag.END:
             raise _broken(f"record {number} is {wire.display(record, 60)!r}")
         reader.record(tag, value)
     for site in sites:
@@ -265,8 +265,8 @@ async def gather(
     git_timeout: float | None = None,
 ) -> ServerFacts:
     """Probe `sites` and resolve `heads` on one server, in one command that may take `timeout`;
-    each head within `git_timeout` (shell.head_bounds)."""
-    command = shell.probe(sites, heads, timeout, git_timeout)
+    each head within `git_timeout` (probing.head_bounds)."""
+    command = probing.probe(sites, heads, timeout, git_timeout)
     result = await transport.run(command.text, stdin=command.stdin, timeout=timeout)
     if not result.ok:
         raise TransportError(f"{transport.name}: probe failed (exit {result.exit_status}): {result.tail(5)}")

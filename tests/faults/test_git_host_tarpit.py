@@ -24,7 +24,7 @@ import pytest
 
 from reconciler.config import Settings
 from reconciler.core.layout import SitePaths
-from reconciler.remote import shell
+from reconciler.remote.protocol import locking, site_steps
 from tests.sshd import SshServer
 from tests.support import World, app_commit, git, make_app_repo
 from tests.support.tarpit import Tarpit
@@ -162,15 +162,15 @@ def test_an_unpins_head_check_in_the_lock_command_has_the_same_bound(tarpit: Tar
     probes as usual, where the head is that site's error. Before, it ran unbounded and the lock
     command hit the server's command timeout (a transport error for the server)."""
     paths = SitePaths(str(tmp_path / "srv"), TARPIT_SITE)
-    subprocess.run(["sh", "-c", shell.provision(paths).text], check=True, cwd=tmp_path)
+    subprocess.run(["sh", "-c", site_steps.provision(paths).text], check=True, cwd=tmp_path)
     release = "06122026-120000"
     Path(paths.release(release)).mkdir()
     Path(paths.manifest(release)).write_text('{"status":"success","commit":"' + "a" * 40 + '","build_key":"k"}\n')
-    head = shell.HeadCheck(tarpit.url("http", "a.git"), "refs/heads/main", "a" * 40, "k", seconds=2)
-    command = shell.lock_acquire(paths, '{"run":"unpin"}', activate=release, head=head)
+    head = locking.HeadCheck(tarpit.url("http", "a.git"), "refs/heads/main", "a" * 40, "k", seconds=2)
+    command = locking.lock_acquire(paths, '{"run":"unpin"}', activate=release, head=head)
     done = subprocess.run(["sh", "-c", command.text], cwd=tmp_path, capture_output=True, text=True,
                           timeout=COMMAND_TIMEOUT * 2)  # unbounded, it would hang until killed here
     lines = done.stdout.split("\n")
-    assert done.returncode == 0 and lines[0] == shell.LOCK_ACQUIRED, (done.returncode, done.stdout, done.stderr)
-    assert lines[1] == f"{shell.SWITCHED} -", done.stdout
+    assert done.returncode == 0 and lines[0] == locking.LOCK_ACQUIRED, (done.returncode, done.stdout, done.stderr)
+    assert lines[1] == f"{locking.SWITCHED} -", done.stdout
     assert not Path(paths.site_link).is_symlink(), "switched without the head check"

@@ -48,7 +48,8 @@ from reconciler.core.status import Sync
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.store import Store
 from reconciler.errors import SiteLocked
-from reconciler.remote import lock, shell
+from reconciler.remote import lock
+from reconciler.remote.protocol import locking, seam
 from reconciler.remote.transport import Transport
 from reconciler.remote.transport.local import LocalTransport
 from reconciler.remote.transport.ssh import SshOptions, SshTransport
@@ -379,10 +380,10 @@ def test_a_dead_runs_lock_waits_while_its_command_still_runs_on_the_server(
     crashed = lock.Owner(ME.instance, "an-earlier-run", "gone.example.net", 999, "deploy", time.time()).to_json()
     Path(paths.lock).mkdir()
     (Path(paths.lock) / lock.OWNER_FILE).write_text(crashed + "\n")
-    step = shell.beating(shell.Command("sleep 4"), shell.Beat(paths.lock, crashed, 1, 60))
-    orphan = subprocess.Popen([shell.SH, "-c", step.text])
+    step = locking.beating(seam.Command("sleep 4"), locking.Beat(paths.lock, crashed, 1, 60))
+    orphan = subprocess.Popen([seam.SH, "-c", step.text])
     try:
-        wait_until(lambda: (Path(paths.lock) / shell.BEAT_FILE).exists(), 10, "the step's heartbeat")
+        wait_until(lambda: (Path(paths.lock) / locking.BEAT_FILE).exists(), 10, "the step's heartbeat")
 
         async def refused(transport: Transport) -> str:
             with pytest.raises(SiteLocked) as caught:
@@ -416,20 +417,20 @@ def _state(pid: int) -> str:
 
 
 def test_a_long_step_heartbeats_the_lock_and_stops_with_its_command(tmp_path: Path) -> None:
-    """`shell.beating`: the lock dir is touched while the step runs and the lock is ours, the
+    """`locking.beating`: the lock dir is touched while the step runs and the lock is ours, the
     step's exit status and output are its own, and nothing is left behind (the loop ends with
     the command: a local command's output would not end while a child held its pipe)."""
     paths = SitePaths(str(tmp_path / "srv"), DOMAIN)
     Path(paths.lock).mkdir(parents=True)
     mine = '{"run":"mine"}'
     (Path(paths.lock) / lock.OWNER_FILE).write_text(mine + "\n")
-    beat = shell.Beat(paths.lock, mine, 1, 60)
+    beat = locking.Beat(paths.lock, mine, 1, 60)
 
     def mtime() -> float:
         return Path(paths.lock).stat().st_mtime
 
     os.utime(paths.lock, (0, 0))
-    done = subprocess.run([shell.SH, "-c", shell.beating(shell.Command("sleep 2.5; echo out; exit 7"), beat).text],
+    done = subprocess.run([seam.SH, "-c", locking.beating(seam.Command("sleep 2.5; echo out; exit 7"), beat).text],
                           capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout) == (7, "out\n")
     assert mtime() > 0, "the lock was not refreshed while the step ran"
@@ -438,8 +439,8 @@ def test_a_long_step_heartbeats_the_lock_and_stops_with_its_command(tmp_path: Pa
     assert mtime() == 0, "the heartbeat outlived its command"
 
     # A lock that is no longer ours is left alone.
-    theirs = shell.Beat(paths.lock, '{"run":"theirs"}', 1, 60)
-    subprocess.run([shell.SH, "-c", shell.beating(shell.Command("sleep 2.5"), theirs).text], timeout=30, check=True)
+    theirs = locking.Beat(paths.lock, '{"run":"theirs"}', 1, 60)
+    subprocess.run([seam.SH, "-c", locking.beating(seam.Command("sleep 2.5"), theirs).text], timeout=30, check=True)
     assert mtime() == 0
 
 

@@ -52,7 +52,7 @@ def _events(hostile: str) -> list[dict[str, Any]]:
     live = {"id": 7, "release": "31072025-143022", "commit_sha": "a" * 40, "status": "success",
             "commit_subject": hostile, "commit_author": f"{hostile} <mallory@evil.example>", "duration_ms": 4000,
             "trigger": "redeploy", "requested_by": hostile}
-    # The build's last traced line (apply._failing_line) and a health detail: server output.
+    # The build's last traced line (building._failing_line) and a health detail: server output.
     broken = {**live, "id": 9, "release": "01082025-091245", "commit_sha": "b" * 40, "status": "failed",
               "exit_status": 1, "trigger": "app commit", "message": f"deploy script failed (exit 1) at: echo {hostile}"}
     deployed = Scene(SHOP, "web-1", "Synced", "Healthy", "", live["release"], live["commit_sha"], live=live,

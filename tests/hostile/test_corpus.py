@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.core.declarations import InvalidSite, parse_site
+from reconciler.core.declaration_files import parse_site
+from reconciler.core.declarations import InvalidSite
 from reconciler.core.layout import shared_link_target
 from tests.hostile.corpus import (
     BATCHES,

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from reconciler.cli.main import main as cli
 from reconciler.cli.nginx import nginx_server_block
-from reconciler.core.declarations import InvalidSite, SiteDeclaration, parse_site
+from reconciler.core.declaration_files import parse_site
+from reconciler.core.declarations import InvalidSite, SiteDeclaration
 from reconciler.errors import ReconcilerError
 from tests.support import make_decl_repo, site_declaration, write_site
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.engine import apply
+from reconciler.engine import building
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.store import Store
 from tests.support import make_app_repo, make_decl_repo, write_site
@@ -50,7 +50,7 @@ def test_the_deploy_script_is_never_in_a_command_line(tmp_path: Path, locked: bo
             site = reconciler.load().sites[DOMAIN]
             ctx = reconciler.bench.context(site, None)
             commit = (tmp_path / "app").joinpath(".git", "refs", "heads", "main").read_text().strip()
-            result = await apply.deploy(ctx, "01012025-000000", commit)
+            result = await building.deploy(ctx, "01012025-000000", commit)
             return result.ok
         finally:
             await reconciler.close()

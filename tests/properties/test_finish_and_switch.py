@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.core import wire
-from reconciler.remote import shell
+from reconciler.remote.protocol import finishing, locking
 from tests.properties.strategies import FAST, nasty_text
 
-MARK = shell.FINISH_MARK
+MARK = finishing.FINISH_MARK
 forged = st.lists(st.one_of(nasty_text, st.sampled_from([f"\n{MARK} 0 0\n", f"{MARK} 9 9", f"\n{MARK} ", "\n"])),
                   max_size=8).map("".join)
 statuses = st.integers(min_value=0, max_value=255)
@@ -42,14 +42,17 @@ def test_our_last_line_decides_whatever_the_log_forges(log: str, reload_exit: in
     assert (report.log, report.reload_exit, report.unlock_exit) == (log, reload_exit, unlock_exit)
 
 
+SWITCHED = locking.SWITCHED
+
+
 @FAST
-@given(st.one_of(nasty_text, st.sampled_from([f"{shell.SWITCHED} -", f"{shell.SWITCHED} 0", f"{shell.SWITCHED} 256",
-                                               f"{shell.SWITCHED}  0", f"{shell.SWITCHED} \u0663", shell.SWITCHED]),
-                 statuses.map(lambda n: f"{shell.SWITCHED} {n}")))
+@given(st.one_of(nasty_text, st.sampled_from([f"{SWITCHED} -", f"{SWITCHED} 0", f"{SWITCHED} 256",
+                                               f"{SWITCHED}  0", f"{SWITCHED} \u0663", SWITCHED]),
+                 statuses.map(lambda n: f"{locking.SWITCHED} {n}")))
 def test_any_switched_line_is_a_status_none_or_a_wire_error(line: str) -> None:
     try:
-        status = wire.switched(line, shell.SWITCHED)
+        status = wire.switched(line, locking.SWITCHED)
     except wire.WireError:
         return
-    assert (status is None and line == f"{shell.SWITCHED} -") or (
-        status is not None and 0 <= status <= 255 and line == f"{shell.SWITCHED} {status}")
+    assert (status is None and line == f"{locking.SWITCHED} -") or (
+        status is not None and 0 <= status <= 255 and line == f"{locking.SWITCHED} {status}")

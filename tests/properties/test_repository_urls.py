@@ -8,7 +8,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.core.declarations import InvalidSite, SiteDeclaration, parse_site
+from reconciler.core.declaration_files import parse_site
+from reconciler.core.declarations import InvalidSite, SiteDeclaration
 from tests.properties.strategies import FAST
 from tests.support import toml_value
 

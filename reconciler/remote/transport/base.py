@@ -26,7 +26,7 @@ class Transport(ABC):
     command does not finish within `timeout`; a non-zero exit is returned, not raised.
     So is a command that cannot start because it is too long for one argument (E2BIG):
     `shell.EXIT_CANNOT_RUN`, a failure of that command, since retrying cannot shorten it.
-    `command` is shell text built by `remote.shell`; long values belong in `stdin`."""
+    `command` is shell text built by `remote.protocol`; long values belong in `stdin`."""
 
     name: str
 

@@ -9,7 +9,7 @@ import os
 import signal
 
 from reconciler.errors import TransportError
-from reconciler.remote import shell
+from reconciler.remote.protocol import seam
 from reconciler.remote.transport.base import Result, Transport
 
 
@@ -22,7 +22,7 @@ class LocalTransport(Transport):
         # A session of its own so a timeout kills the whole command tree, like a dropped SSH channel.
         try:
             process = await asyncio.create_subprocess_exec(
-                *shell.local_argv(command),
+                *seam.local_argv(command),
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -32,7 +32,7 @@ class LocalTransport(Transport):
             if exc.errno == errno.E2BIG:
                 # Too long for one argument: the same command fails the same way every time, so
                 # it is this step's failure (as sh reports it), not a machine to wait for.
-                return Result(shell.EXIT_CANNOT_RUN, "", f"local: cannot run a command: {exc}\n")
+                return Result(seam.EXIT_CANNOT_RUN, "", f"local: cannot run a command: {exc}\n")
             # EAGAIN, ENOMEM...: the machine is short of something for now; retried with backoff.
             raise TransportError(f"local: cannot run a command: {exc}") from exc
         try:

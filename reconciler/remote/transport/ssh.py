@@ -13,7 +13,7 @@ from typing import Any
 import asyncssh
 
 from reconciler.errors import TransportError
-from reconciler.remote import shell
+from reconciler.remote.protocol import seam
 from reconciler.remote.transport.base import Result, Transport
 from reconciler.remote.transport.options import SshOptions
 
@@ -110,20 +110,20 @@ class SshTransport(Transport):
             # A tied command runs on a terminal, which would mangle stdin and never end it:
             # stage stdin in a temp file first (one more round trip), read it from there.
             started = asyncio.get_running_loop().time()
-            staged = await self.run(shell.STAGE_STDIN.text, stdin=stdin, timeout=timeout)
+            staged = await self.run(seam.STAGE_STDIN.text, stdin=stdin, timeout=timeout)
             if not staged.ok:
                 return staged
-            command = shell.from_staged(staged.stdout.rstrip("\n"), command)
+            command = seam.from_staged(staged.stdout.rstrip("\n"), command)
             stdin, timeout = None, max(1.0, timeout - (asyncio.get_running_loop().time() - started))
         self._round_trips += 1
-        remote = shell.remote_line(command)
-        if shell.too_long(remote):
+        remote = seam.remote_line(command)
+        if seam.too_long(remote):
             # sshd would fail to exec it (E2BIG), or drop the whole connection for an oversized
             # packet, which would look like a lost server and be retried forever. It is this
             # command's failure: report it as sh reports a command that cannot run.
-            return Result(shell.EXIT_CANNOT_RUN, "",
+            return Result(seam.EXIT_CANNOT_RUN, "",
                           f"{self.name}: command of {len(remote.encode())} bytes is too long for one "
-                          f"argument ({shell.MAX_ARG_BYTES} bytes); not sent\n")
+                          f"argument ({seam.MAX_ARG_BYTES} bytes); not sent\n")
         conn = await self._connection()
         try:
             async with self._sessions:
