@@ -32,10 +32,11 @@ from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
 from reconciler.engine.views import declared
 from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.service.http.app import serve
+from reconciler.service.http.context import WebContext
 from reconciler.service.metrics import PassStats
 from reconciler.service.queue import BACKOFF_CAP, SiteQueue
 from reconciler.service.systemd import Notifier
-from reconciler.service.web import WebContext, serve
 from reconciler.service.webhooks import Notifications
 
 log = logging.getLogger(__name__)
