@@ -204,11 +204,7 @@ class Daemon:
                 if outcome.domain not in settled:  # a failed probe's outcomes come at the end
                     settle(outcome)
         finally:
-            self.stats.observe(asyncio.get_running_loop().time() - started, reached)
-            self.queue.done(site.domain for site in sites)
-            if self.queue.pending:
-                self.wake.set()
-            self._publish_status()
+            self._round_over(started, reached, [site.domain for site in sites])
 
     async def _many_round(self, site: SiteDeclaration, decl_commit: str | None) -> None:
         """A site on many servers: one rollout over all of them (the executor probes them at once)."""
@@ -218,12 +214,15 @@ class Daemon:
             outcome = await self.reconciler.converge_many(site, decl_commit)
             self._settle(site, outcome)
         finally:
-            self.stats.observe(asyncio.get_running_loop().time() - started, outcome is not None
-                               and outcome.sync != Sync.UNKNOWN)
-            self.queue.done([site.domain])
-            if self.queue.pending:
-                self.wake.set()
-            self._publish_status()
+            self._round_over(started, outcome is not None and outcome.sync != Sync.UNKNOWN, [site.domain])
+
+    def _round_over(self, started: float, reached: bool, domains: list[str]) -> None:
+        """A round ended, however: count it, free its sites, and go on if more is asked for."""
+        self.stats.observe(asyncio.get_running_loop().time() - started, reached)
+        self.queue.done(domains)
+        if self.queue.pending:
+            self.wake.set()
+        self._publish_status()
 
     def _settle(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
         """Schedule what the outcome asks for: a retry (after a lock wait, or with backoff),
