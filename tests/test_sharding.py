@@ -31,8 +31,9 @@ from reconciler.core.shard import shard_of
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
+from reconciler.service.http.app import build_app
+from reconciler.service.http.context import WebContext
 from reconciler.service.metrics import PassStats
-from reconciler.service.web import WebContext, build_app
 from tests.sshd import ServerPair, SshServer
 from tests.support import (
     STATUS_KEYS,

@@ -1,4 +1,4 @@
-"""service/throttle.py, the limiter of failed authentications, and service/forwarded.py, which
+"""service/http/throttle.py, the limiter of failed authentications, and service/http/forwarded.py, which
 says who the client is behind a trusted proxy: pure units on an injected clock and on requests
 made in memory (the daemon end to end: tests/hostile/test_api_guessing.py)."""
 
@@ -18,10 +18,11 @@ from reconciler.engine.converge import ssh_options
 from reconciler.engine.store import Store
 from reconciler.errors import ConfigError
 from reconciler.remote.transport.pool import TransportPool
-from reconciler.service import forwarded
+from reconciler.service.http import forwarded
+from reconciler.service.http.app import serve
+from reconciler.service.http.context import WebContext
+from reconciler.service.http.throttle import MIN_TOKEN, Throttle, client_key, weak_token
 from reconciler.service.metrics import PassStats
-from reconciler.service.throttle import MIN_TOKEN, Throttle, client_key, weak_token
-from reconciler.service.web import WebContext, serve
 from tests.support import free_port
 
 

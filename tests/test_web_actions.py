@@ -41,8 +41,10 @@ from reconciler.engine import trust
 from reconciler.engine.converge import Reconciler, ssh_options
 from reconciler.engine.store import Store
 from reconciler.remote.transport.pool import TransportPool
+from reconciler.service.http.app import build_app
+from reconciler.service.http.context import WebContext
+from reconciler.service.http.security import SESSION_COOKIE
 from reconciler.service.metrics import PassStats
-from reconciler.service.web import SESSION_COOKIE, WebContext, build_app
 from tests.support import World, app_commit, free_port, git, site_file
 
 DOMAIN = "shop.example.com"
@@ -240,7 +242,7 @@ def test_an_unknown_site_is_404_for_every_action(world: World, apps: list[App],
     deploy(world)
     app = serve(apps, world.settings())
     tip = world.tip()
-    caplog.set_level(logging.INFO, logger="reconciler.service.web")
+    caplog.set_level(logging.INFO, logger="reconciler.service.http.actions")
     for action in ACTIONS:
         status, body = app.act(action, NOPE)
         assert status == 404 and f"{NOPE}: no such site declared" in body["error"], (action, status, body)

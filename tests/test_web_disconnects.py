@@ -42,9 +42,10 @@ from reconciler.engine import deploy_log
 from reconciler.engine.converge import Reconciler, ssh_options
 from reconciler.engine.store import Store
 from reconciler.remote.transport.pool import TransportPool
-from reconciler.service import web
+from reconciler.service.http import read_api as web
+from reconciler.service.http.app import build_app
+from reconciler.service.http.context import WebContext
 from reconciler.service.metrics import PassStats
-from reconciler.service.web import WebContext, build_app
 from tests.support import Daemons, World, free_port
 
 DOMAIN = "shop.example.com"

@@ -15,43 +15,32 @@ import contextlib
 import logging
 import signal
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Mapping
-from pathlib import Path
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from watchfiles import Change, awatch
 
-from reconciler.config import NotifyEvent, Settings, load_settings
+from reconciler.config import Settings, load_settings
 from reconciler.core.declarations import Declarations, SiteDeclaration
 from reconciler.core.status import Health, Sync
-from reconciler.engine import source
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.memo import Memo
 from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
 from reconciler.engine.views import declared
 from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.service import announce, news
+from reconciler.service.http.app import serve
+from reconciler.service.http.context import WebContext
 from reconciler.service.metrics import PassStats
 from reconciler.service.queue import BACKOFF_CAP, SiteQueue
 from reconciler.service.systemd import Notifier
-from reconciler.service.web import WebContext, serve
+from reconciler.service.watch import DeclarationsWatch
 from reconciler.service.webhooks import Notifications
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 30.0
-WATCH_RETRY = 30.0
-
-
-def _ref_event(change: Change, path: str) -> bool:
-    """Only ref updates matter; the event is a prompt to re-resolve the branch, nothing more."""
-    name = Path(path).name
-    return not name.endswith(".lock") and "/objects/" not in path and "/logs/" not in path
-
-
-def _top_level_event(change: Change, path: str) -> bool:
-    return Path(path).name in ("packed-refs", "HEAD")
 
 
 class Daemon:
@@ -74,7 +63,8 @@ class Daemon:
         self.tasks: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
-        self.fetch_now = asyncio.Event()
+        self.watcher = DeclarationsWatch(lambda: self.settings, self.reconciler, self.stopping,
+                                         self.declarations_moved, self.request)
         self.scheduler: AsyncIOScheduler | None = None
         self.stats = PassStats()
         self.reconciler.on_health_check = self.stats.observe_health
@@ -86,41 +76,6 @@ class Daemon:
         """Ask for a pass: of `domains`, or of every site when None."""
         self.queue.request(domains)
         self.wake.set()
-
-    async def fetch_declarations(self) -> bool:
-        """Declarations on a Git host: fetch them into the mirror (the ref watcher then sees what
-        moved). An unreachable host leaves the last fetched commit in force; when that changes,
-        every site is looked at again so each status says so (or stops saying so)."""
-        was = self.reconciler.fetch_problem
-        try:
-            reached = await self.reconciler.refresh_upstream()
-        except ReconcilerError as exc:
-            self.reconciler.desired.fetch_problem = str(exc)
-            reached = False
-        if self.reconciler.fetch_problem != was:
-            if reached:
-                log.info("declarations: %s reachable again", self.settings.repo_url)
-            else:
-                log.warning("declarations: %s", self.reconciler.fetch_problem)
-            self.request()
-        return reached
-
-    async def _fetch_loop(self) -> None:
-        """Fetch every `repo_interval`, at once when a webhook asks (`fetch_soon`), backing off
-        (doubling to BACKOFF_CAP) while the Git host is unreachable."""
-        delay = self.settings.repo_interval
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.fetch_now.wait(), delay)
-            self.fetch_now.clear()
-            if self.stopping.is_set():
-                return
-            reached = await self.fetch_declarations()
-            delay = self.settings.repo_interval if reached else min(max(delay * 2, 5.0), BACKOFF_CAP)
-
-    def fetch_soon(self) -> None:
-        """A push webhook for the declarations repository: fetch now."""
-        self.fetch_now.set()
 
     async def declarations_moved(self) -> None:
         """A ref changed: re-resolve the branch and queue the sites whose declaration changed."""
@@ -141,33 +96,6 @@ class Daemon:
         log.info("declarations at %s: %d site(s) changed", (new.commit or "")[:12], len(changed))
         self.queue.hurry(changed)
         self.wake.set()
-
-    async def watch(self) -> None:
-        """Watch the declarations repository's refs. The watcher never dies: if it fails (the
-        repository vanished, inotify ran out), the interval poll carries on and it restarts."""
-        while not self.stopping.is_set():
-            try:
-                await self._watch_once()
-                return
-            except Exception:
-                log.exception("watching %s failed; the interval poll continues, retrying in %.0fs",
-                              self.settings.local_repo, WATCH_RETRY)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), WATCH_RETRY)
-
-    async def _watch_once(self) -> None:
-        repo = source.open_repository(self.settings.local_repo)
-        git_dir = Path(repo.path)
-        refs = git_dir / "refs"
-
-        async def one(path: Path, recursive: bool, accept: Callable[[Change, str], bool]) -> None:
-            async for _ in awatch(path, watch_filter=accept, recursive=recursive, debounce=200, step=30,
-                                  stop_event=self.stopping):
-                await self.declarations_moved()
-
-        # watchfiles' default filter drops everything under .git: watch refs/ recursively and
-        # the git dir itself flat (packed-refs), with filters of our own.
-        await asyncio.gather(one(refs, True, _ref_event), one(git_dir, False, _top_level_event))
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -276,11 +204,7 @@ class Daemon:
                 if outcome.domain not in settled:  # a failed probe's outcomes come at the end
                     settle(outcome)
         finally:
-            self.stats.observe(asyncio.get_running_loop().time() - started, reached)
-            self.queue.done(site.domain for site in sites)
-            if self.queue.pending:
-                self.wake.set()
-            self._publish_status()
+            self._round_over(started, reached, [site.domain for site in sites])
 
     async def _many_round(self, site: SiteDeclaration, decl_commit: str | None) -> None:
         """A site on many servers: one rollout over all of them (the executor probes them at once)."""
@@ -290,12 +214,15 @@ class Daemon:
             outcome = await self.reconciler.converge_many(site, decl_commit)
             self._settle(site, outcome)
         finally:
-            self.stats.observe(asyncio.get_running_loop().time() - started, outcome is not None
-                               and outcome.sync != Sync.UNKNOWN)
-            self.queue.done([site.domain])
-            if self.queue.pending:
-                self.wake.set()
-            self._publish_status()
+            self._round_over(started, outcome is not None and outcome.sync != Sync.UNKNOWN, [site.domain])
+
+    def _round_over(self, started: float, reached: bool, domains: list[str]) -> None:
+        """A round ended, however: count it, free its sites, and go on if more is asked for."""
+        self.stats.observe(asyncio.get_running_loop().time() - started, reached)
+        self.queue.done(domains)
+        if self.queue.pending:
+            self.wake.set()
+        self._publish_status()
 
     def _settle(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
         """Schedule what the outcome asks for: a retry (after a lock wait, or with backoff),
@@ -319,38 +246,18 @@ class Daemon:
             log.exception("%s: could not settle the outcome", site.domain)
 
     def _notify(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
-        from reconciler.service import announce  # what the events say; webhooks.py delivers them
-
+        """Send the events the round causes (service/news.py decides which)."""
         notes = self.notifications
         if not notes.targets:
             return
         row: Mapping[str, Any] = self.store.site(site.domain) or {}
-        live, commit = row.get("active_release"), row.get("active_commit")
-        live_id = row.get("active_deployment_id")
-        scene = announce.Scene(site.domain, site.server, outcome.sync, outcome.health, outcome.message, live, commit,
-                               live=self.store.deployment(live_id) if live_id is not None else None,
-                               previous=notes.remember_live(site.domain, live, commit),
-                               endpoint=announce.endpoint(self.settings.listen, self.settings.http_hosts))
-        if outcome.deployed:
-            notes.emit(NotifyEvent.DEPLOYED, site.domain, once_key=str(commit),
-                       **announce.fields(NotifyEvent.DEPLOYED, scene))
-        if outcome.rolled_back:
-            notes.emit(NotifyEvent.ROLLED_BACK, site.domain, **announce.fields(NotifyEvent.ROLLED_BACK, scene))
-        if outcome.sync == Sync.FAILED:
-            # Keyed like the failure memory, so the follow-up passes' longer message is not news.
-            desired = row.get("desired_commit")
-            key = f"{desired}/{site.build_key}" if desired else outcome.message
-            failed = announce.failed_build(self.store.deployments(site.domain), outcome.applied, desired,
-                                           site.build_key)
-            notes.emit(NotifyEvent.FAILED, site.domain, once_key=key,
-                       **announce.fields(NotifyEvent.FAILED, scene, failed, desired))
-        else:
-            notes.forget(NotifyEvent.FAILED, site.domain)
-        if outcome.health == Health.DEGRADED:
-            notes.emit(NotifyEvent.DEGRADED, site.domain, once_key="degraded",
-                       **announce.fields(NotifyEvent.DEGRADED, scene))
-        else:
-            notes.forget(NotifyEvent.DEGRADED, site.domain)
+        live, commit, live_id = row.get("active_release"), row.get("active_commit"), row.get("active_deployment_id")
+        known = news.Known(site.server, site.build_key, row,
+                           live=self.store.deployment(live_id) if live_id is not None else None,
+                           previous=notes.remember_live(site.domain, live, commit),
+                           history=self.store.deployments(site.domain) if news.needs_history(outcome) else (),
+                           endpoint=announce.endpoint(self.settings.listen, self.settings.http_hosts))
+        notes.take(site.domain, news.news(outcome, known))
 
     def _still_desired(self, site: SiteDeclaration) -> bool:
         try:
@@ -451,18 +358,18 @@ class Daemon:
         if interrupted:
             log.warning("marked %d deployment(s) left by a stopped process as failed (interrupted)", len(interrupted))
         if self.settings.repo_url is not None:
-            await self.fetch_declarations()  # the mirror first: the watcher and the first pass read it
+            await self.watcher.fetch_declarations()  # the mirror first: the watcher and the first pass read it
         self._schedule()
         self.request()
         background = [asyncio.create_task(self.dispatch()), asyncio.create_task(self._watchdog())]
         if self.settings.repo_url is not None:
-            background.append(asyncio.create_task(self._fetch_loop()))
-        watcher = asyncio.create_task(self.watch())
+            background.append(asyncio.create_task(self.watcher.fetch_loop()))
+        watching = asyncio.create_task(self.watcher.watch())
         runner = None
         if self.settings.listen:
             runner = await serve(WebContext(lambda: self.settings, self.store, self.reconciler.pool, self.stats,
                                             lambda: self.decls, self.request, self.stopping, self.reconciler,
-                                            self.fetch_soon))
+                                            self.watcher.fetch_soon))
         log.info("reconciler running: repo %s, branch %s, every %.0fs%s", self.settings.repo,
                  self.settings.branch, self.settings.interval,
                  "" if self.reconciler.shard.whole else f", shard {self.reconciler.shard}")
@@ -478,9 +385,9 @@ class Daemon:
                                                 "it is looked at again at the next start")
         if settled:
             log.info("settled %d site(s) left in progress: %s", len(settled), ", ".join(settled))
-        for task in [*background, watcher]:
+        for task in [*background, watching]:
             task.cancel()
-        await asyncio.gather(*background, watcher, return_exceptions=True)
+        await asyncio.gather(*background, watching, return_exceptions=True)
         if runner is not None:
             await runner.cleanup()
         await self.notifications.close()

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +69,7 @@ import aiohttp
 
 from reconciler.config import NotifyEvent, NotifyTarget
 from reconciler.service import announce
+from reconciler.service.news import Forget, Notice
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,14 @@ class Notifications:
                 task = asyncio.create_task(self._deliver(number, target, payload))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    def take(self, domain: str, notices: Iterable[Notice]) -> None:
+        """Act on what a round of `domain` caused (service/news.py): send, or forget."""
+        for notice in notices:
+            if isinstance(notice, Forget):
+                self.forget(notice.event, domain)
+            else:
+                self.emit(notice.event, domain, once_key=notice.once_key, **notice.fields)
 
     def forget(self, event: NotifyEvent, domain: str) -> None:
         """State changed back: the next `event` for `domain` is news again."""

@@ -4,7 +4,7 @@ proxy (Info I1).
 The review guessed "Spring2026" through POST /api/session at about 2,400 tries a second from
 one keep-alive connection (3,200 a second with the bearer header on /api/sites), and the
 daemon's log recorded none of the 6,000 failures. Now failed authentications are throttled per
-client address, one allowance per secret (service/throttle.py): after FREE failures a client's
+client address, one allowance per secret (service/http/throttle.py): after FREE failures a client's
 attempts are answered 429 with Retry-After, unchecked (the right token gets the same 429, so
 there is nothing to learn), for exponentially longer; every counted failure is logged with the
 client's address and the number of attempts refused since the one before. Another address is
@@ -41,14 +41,16 @@ from reconciler.config import Settings
 from reconciler.engine.converge import ssh_options
 from reconciler.engine.store import Store
 from reconciler.remote.transport.pool import TransportPool
+from reconciler.service.http.app import build_app
+from reconciler.service.http.context import WebContext
+from reconciler.service.http.security import SESSION_COOKIE
 from reconciler.service.metrics import PassStats
-from reconciler.service.web import SESSION_COOKIE, WebContext, build_app
 from tests.support import Daemons, World, free_port
 
 DOMAIN = "shop.example.com"
 TOKEN = "a-long-random-api-token-for-tests"
 SECRET = "a-long-random-webhook-secret-for-tests"
-FREE = 30       # reconciler.service.throttle.FREE: failures a client makes before it waits
+FREE = 30       # reconciler.service.http.throttle.FREE: failures a client makes before it waits
 SLACK = 8       # more checked failures than FREE + 1 would need 1 + 2 + ... + 64 s of waits to pass
 ATTEMPTS = 300  # a guesser's budget in each test: far more than FREE + SLACK
 

@@ -40,17 +40,10 @@ from reconciler.config import Settings
 from reconciler.engine.converge import ssh_options
 from reconciler.engine.store import Store
 from reconciler.remote.transport.pool import TransportPool
+from reconciler.service.http.app import SESSIONS, build_app
+from reconciler.service.http.context import WebContext
+from reconciler.service.http.security import SESSION_COOKIE, SESSION_TTL, Sessions, host_allowed, listen_authorities
 from reconciler.service.metrics import PassStats
-from reconciler.service.web import (
-    SESSION_COOKIE,
-    SESSION_TTL,
-    SESSIONS,
-    Sessions,
-    WebContext,
-    build_app,
-    host_allowed,
-    listen_authorities,
-)
 from tests.support import Daemons, World, free_port
 from tests.support.process import ROOT, check_code_under_test, code_under_test
 

@@ -29,8 +29,9 @@ from reconciler.engine import pinning
 from reconciler.engine.converge import ssh_options
 from reconciler.engine.store import Store
 from reconciler.remote.transport.pool import TransportPool
+from reconciler.service.http.app import build_app
+from reconciler.service.http.context import WebContext
 from reconciler.service.metrics import PassStats
-from reconciler.service.web import WebContext, build_app
 from tests.support import Daemons, World, app_commit, free_port, git
 
 DOMAIN = "shop.example.com"

@@ -37,8 +37,10 @@ from reconciler.config import Settings
 from reconciler.engine.converge import ssh_options
 from reconciler.engine.store import Store
 from reconciler.remote.transport.pool import TransportPool
+from reconciler.service.http.app import build_app
+from reconciler.service.http.context import WebContext
+from reconciler.service.http.hooks import MAX_DELIVERIES, REPLAY_WINDOW, Deliveries
 from reconciler.service.metrics import PassStats
-from reconciler.service.web import MAX_DELIVERIES, REPLAY_WINDOW, Deliveries, WebContext, build_app
 from tests.support import Daemons, World, app_commit, free_port, git
 from tests.support.process import ROOT, check_code_under_test, code_under_test
 

@@ -1,4 +1,4 @@
-"""`X-Forwarded-For` is untrusted HTTP input (service/forwarded.py): whatever a client or proxy
+"""`X-Forwarded-For` is untrusted HTTP input (service/http/forwarded.py): whatever a client or proxy
 writes there gives the peer or a real IP address, never an exception, and a peer that is not a
 trusted proxy is the client whatever it writes (it cannot choose its throttle allowance)."""
 
@@ -9,7 +9,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.service.forwarded import client_from, networks
+from reconciler.service.http.forwarded import client_from, networks
 
 TRUSTED = networks(["127.0.0.1", "10.0.0.0/8", "::1"])
 hops = st.one_of(st.ip_addresses().map(str), st.text(max_size=40),

@@ -1,4 +1,4 @@
-"""Property tests of the HTTP endpoint's parsers of client input (reconciler.service.web): any
+"""Property tests of the HTTP endpoint's parsers of client input (reconciler.service.http): any
 path segment or header value gives a typed answer, never an exception, and only the exact
 secret or signature is accepted."""
 
@@ -10,7 +10,8 @@ import hmac
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.service.web import MAX_ID, deployment_id, verify_webhook
+from reconciler.service.http.hooks import verify_webhook
+from reconciler.service.http.read_api import MAX_ID, deployment_id
 from tests.properties.strategies import FAST, nasty_text
 
 SECRET = "s3cret-webhook"

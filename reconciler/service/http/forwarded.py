@@ -7,7 +7,7 @@ the right: each proxy appends the address it saw, so the entries on the left are
 client wrote and prove nothing. A request arrived over TLS when our own socket is TLS, or when a
 trusted proxy says so in `X-Forwarded-Proto` (its first value: the scheme the client used). From
 any other peer both headers are ignored: a client cannot choose its address (and with it its
-allowance of failed authentications, service/throttle.py) or its scheme.
+allowance of failed authentications, service/http/throttle.py) or its scheme.
 
 nginx sends neither by default: `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`
 and `proxy_set_header X-Forwarded-Proto $scheme;`. Caddy, Traefik and HAProxy (`option
