@@ -5,6 +5,7 @@ The slow ways (sqlite-utils, pygit2, pydantic) are imported only when taken."""
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,9 +54,17 @@ def declared(invocation: Invocation, looks: Looks) -> dict[str, Declared] | None
     return sites
 
 
-def known(invocation: Invocation, looks: Looks, store: StateReader | Store, domain: str) -> bool:
-    """A site recorded in the state database or declared."""
-    if store.site(domain) is not None:
-        return True
-    sites = declared(invocation, looks)
-    return sites is not None and domain in sites
+def open_site_state(invocation: Invocation, domain: str) -> StateReader | Store | None:
+    """`open_state` for a command about one site (`history D`, `logs D`): None, said on stderr,
+    when the site is neither recorded in the state database nor declared."""
+    looks = invocation.looks()
+    store = open_state(invocation, looks)
+    try:
+        if store.site(domain) is not None or domain in (declared(invocation, looks) or {}):
+            return store
+    except BaseException:
+        store.close()
+        raise
+    store.close()
+    print(f"reconciler: {domain}: unknown site", file=sys.stderr)
+    return None

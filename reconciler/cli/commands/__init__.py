@@ -2,8 +2,8 @@
 and the module that runs it (`reconciler.cli.commands.<name>`, whose `handle` is an
 `invocation.Handler`). The table is data: `--help` and parsing read it without importing any
 command module, and `main` imports only the module of the command that runs, so `status`,
-`history` and `logs` load none of what the commands that act need (issue 15; pip's
-`commands_dict` does the same).
+`history` and `logs` load none of what the commands that act need (pip's `commands_dict` does
+the same).
 
 Names, flags and exit statuses are a contract (SPEC section 5): change them only with it.
 """

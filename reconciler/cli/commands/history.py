@@ -7,18 +7,16 @@ import json
 import sys
 
 from reconciler.cli.invocation import Invocation
-from reconciler.cli.look import known, open_state
+from reconciler.cli.look import open_site_state
 from reconciler.cli.render import history_table, use_color
 from reconciler.engine.views import history_views
 
 
 def handle(invocation: Invocation, args: argparse.Namespace) -> int:
-    looks = invocation.looks()
-    store = open_state(invocation, looks)
+    store = open_site_state(invocation, args.domain)
+    if store is None:
+        return 1
     try:
-        if not known(invocation, looks, store, args.domain):
-            print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
-            return 1
         views = history_views(store, args.domain)
     finally:
         store.close()

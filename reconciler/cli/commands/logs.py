@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.cli.invocation import Invocation
-from reconciler.cli.look import known, open_state
+from reconciler.cli.look import open_site_state
 from reconciler.core.text import printable_lines
 from reconciler.engine.deploy_log import finished_copy
 from reconciler.engine.rows import DeploymentRow
@@ -21,12 +21,10 @@ def handle(invocation: Invocation, args: argparse.Namespace) -> int:
     printed: unless --raw, its control characters are shown escaped (`printable_lines`), on a
     terminal and when piped alike, since `logs | tail`, `| grep` and `| less -R` end on a
     terminal too; only a byte-exact copy (--raw) keeps them."""
-    looks = invocation.looks()
-    store = open_state(invocation, looks)
+    store = open_site_state(invocation, args.domain)
+    if store is None:
+        return 1
     try:
-        if not known(invocation, looks, store, args.domain):
-            print(f"reconciler: {args.domain}: unknown site", file=sys.stderr)
-            return 1
         rows = store.deployments(args.domain)
         row: DeploymentRow | None = rows[0] if rows and args.id is None else None
         if args.id is not None:

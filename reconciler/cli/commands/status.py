@@ -41,11 +41,11 @@ def handle(invocation: Invocation, args: argparse.Namespace) -> int:
             return code
     finally:
         store.close()
-    print(_table(views, shard, color))
+    _print_table(views, shard, color)
     return code
 
 
-def _table(views: list[dict[str, Any]], shard: Shard, color: bool) -> str:
+def _print_table(views: list[dict[str, Any]], shard: Shard, color: bool) -> None:
     rows = [[v["domain"], v["server"], in_step(v), v["sync"], v["health"], v["active_release"] or "-",
              (v["active_commit"] or "-")[:12], v["pinned"] or "-", v["last_deployed_at"] or "-",
              v["message"]] for v in views]
@@ -56,7 +56,7 @@ def _table(views: list[dict[str, Any]], shard: Shard, color: bool) -> str:
             row.insert(2, view["shard"])
         skipped = sum(1 for v in views if v["skipped"])
         print(f"shard {shard}: {len(views) - skipped} site(s) here, {skipped} skipped (other shards)")
-    return table(headers, rows, color=color)
+    print(table(headers, rows, color=color))
 
 
 def attention_code(views: list[dict[str, Any]]) -> int:
