@@ -100,7 +100,7 @@ def test_bash_completion_completes_commands(capsys: pytest.CaptureFixture[str], 
 
 
 def test_every_command_has_an_example_in_its_help(capsys: pytest.CaptureFixture[str]) -> None:
-    from reconciler.cli.main import _COMMANDS
+    from reconciler.cli.commands import COMMANDS as _COMMANDS
 
     for name in _COMMANDS:
         with pytest.raises(SystemExit):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -86,6 +87,16 @@ def test_the_remembered_answer_is_the_long_way_s(world: World) -> None:
     assert (code, json.loads(cold)) == (code2, json.loads(warm))
     assert json.loads(warm)[0]["sync"] == "Synced"
     assert _heavy(modules2) == []
+
+
+def test_the_long_way_loads_only_the_validators_and_git(world: World) -> None:
+    """With nothing remembered, status validates the config and the commit (pydantic) and reads
+    the commit (pygit2), and loads nothing else heavy: not the engine's pass (asyncio) nor
+    sqlite-utils while the state database is current."""
+    shutil.rmtree(world.state / MEMO_DIR, ignore_errors=True)
+    _, _, modules = _run(world, "status", "--json")
+    assert {m.split(".")[0] for m in _heavy(modules)} == {"pydantic", "pydantic_core", "pygit2"}
+    assert "reconciler.engine.converge" not in modules
 
 
 def test_a_new_declarations_commit_is_seen_at_once(world: World) -> None:

@@ -1,5 +1,7 @@
-"""The command line: argument parsing and dispatch (`main`), terminal rendering, live
-progress, bash completion, nginx snippets and the demo. Thin: each command calls the engine."""
+"""The command line: the parser and dispatch (`main`), the table of commands (`commands`, one
+module per command), what they open (`invocation`, `look`, `state`, `applied`, `acting`,
+`passes`, `follow`), terminal rendering, live progress, bash completion, nginx snippets and the
+demo. Thin: each command calls the engine."""
 
 from reconciler.cli.main import main
 

@@ -1,0 +1,106 @@
+"""The commands of the command line, as one table: each command's name, help, example, arguments
+and the module that runs it (`reconciler.cli.commands.<name>`, whose `handle` is an
+`invocation.Handler`). The table is data: `--help` and parsing read it without importing any
+command module, and `main` imports only the module of the command that runs, so `status`,
+`history` and `logs` load none of what the commands that act need (pip's `commands_dict` does
+the same).
+
+Names, flags and exit statuses are a contract (SPEC section 5): change them only with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+ATTENTION = 3  # `status --exit-code`: some site needs a person (documented in the README)
+
+
+class Argument(NamedTuple):
+    """One `add_argument` call: its flags or name, and its options."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def arg(*flags: str, **options: Any) -> Argument:
+    return Argument(flags, options)
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str  # imported only when the command runs
+    help: str
+    example: str
+    arguments: tuple[Argument, ...] = ()
+    aliases: tuple[str, ...] = ()
+    # Look-only commands validate the settings only when they must (engine.memo); every other
+    # command validates them before it runs, so a bad config exits 2 before anything happens.
+    looks_only: bool = False
+
+
+def _command(name: str, help: str, example: str, *arguments: Argument, aliases: tuple[str, ...] = (),
+             looks_only: bool = False) -> Command:
+    return Command(f"{__name__}.{name}", help, example, arguments, aliases, looks_only)
+
+
+_AUTHOR = arg("--author", help="'Name <email>' of who asks (default: your git identity)")
+_NO_WAIT = arg("--no-wait", action="store_true", help="only record the request; the daemon builds")
+
+# In the order `reconciler --help` lists them.
+COMMANDS: dict[str, Command] = {
+    "run": _command("run", "the daemon: reconcile continuously",
+                    "reconciler --config /etc/reconciler/reconciler.toml run"),
+    "reconcile": _command("reconcile", "one full pass now", "reconciler reconcile --site shop.example.com --dry-run",
+                          arg("--site", help="only this domain"),
+                          arg("--dry-run", action="store_true", help="print the plan, change nothing")),
+    "diff": _command("diff", "what the next pass would do per site; exit 1 when there is something to do",
+                     "reconciler diff", arg("--site", help="only this domain"), aliases=("plan",)),
+    "status": _command("status", "every declared site, or one in detail", "reconciler status shop.example.com",
+                       arg("--json", action="store_true"),
+                       arg("--exit-code", action="store_true",
+                           help=f"exit {ATTENTION} when a site is Failed, Invalid, Unknown, Degraded or Missing "
+                                "(monitoring)"),
+                       arg("domain", nargs="?"), looks_only=True),
+    "history": _command("history", "a site's deployments, newest first", "reconciler history shop.example.com --json",
+                        arg("domain"), arg("--json", action="store_true"), looks_only=True),
+    "logs": _command("logs", "the output of a deployment (default: latest)", "reconciler logs shop.example.com -f",
+                     arg("domain"), arg("id", nargs="?", type=int),
+                     arg("-f", "--follow", action="store_true", help="follow a running deployment's output"),
+                     arg("--raw", action="store_true",
+                         help="write the output's bytes as they are, terminal control sequences included (default: "
+                              "control characters but newline and tab are shown escaped, e.g. \\x1b)"),
+                     looks_only=True),
+    "prune": _command("prune", "remove old releases now", "reconciler prune --keep 5 --dry-run",
+                      arg("--keep", type=int), arg("--dry-run", action="store_true"), arg("--site")),
+    "rollback": _command("rollback", "commit a pin to an older release (default: the one before the active one)",
+                         "reconciler rollback shop.example.com 31072025-143022",
+                         arg("domain"), arg("release", nargs="?"), _AUTHOR),
+    "unpin": _command("unpin", "commit the removal of a site's pin", "reconciler unpin shop.example.com",
+                      arg("domain"), _AUTHOR),
+    "retry": _command("retry", "forget a site's remembered failure and build again (nothing committed)",
+                      "reconciler retry shop.example.com", arg("domain"), _NO_WAIT),
+    "redeploy": _command("redeploy", "build a site's current commit again as a fresh release (nothing committed)",
+                         "reconciler redeploy shop.example.com", arg("domain"), _NO_WAIT),
+    "accept": _command("accept", "with require_signed: accept a signed commit that does not descend from the last "
+                       "verified one (a deliberate reset or rewrite of the branch); logged",
+                       "reconciler accept 3f2a9c1", arg("commit", nargs="?", help="default: the branch tip")),
+    "unlock": _command("unlock", "remove a site's lock on its server (after checking nobody works on it)",
+                       "reconciler unlock shop.example.com", arg("domain")),
+    "validate": _command("validate", "check declarations without touching any server", "reconciler validate ~/sites",
+                         arg("path", nargs="?")),
+    "nginx": _command("nginx", "print an nginx server block for a site", "reconciler nginx shop.example.com",
+                      arg("domain")),
+    "completion": _command("completion", "print a shell completion script", "source <(reconciler completion bash)",
+                           arg("shell", choices=["bash"])),
+}
+
+
+def names() -> list[str]:
+    """Every word that names a command, aliases included (what bash completion offers)."""
+    return [word for name, command in COMMANDS.items() for word in (name, *command.aliases)]
+
+
+def canonical(word: str) -> str:
+    """The command a name or alias means."""
+    return next((name for name, command in COMMANDS.items() if word == name or word in command.aliases), word)

@@ -1,0 +1,17 @@
+"""`reconciler retry D [--no-wait]`: forget a site's remembered failure and build again."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+
+from reconciler.cli.acting import act
+from reconciler.cli.invocation import Invocation
+from reconciler.cli.passes import build_now
+from reconciler.engine import actions
+
+
+def handle(invocation: Invocation, args: argparse.Namespace) -> int:
+    forgiven = act(invocation, lambda r: actions.retry(r, args.domain, getpass.getuser()))
+    print(f"{args.domain}: forgot {forgiven} remembered failure{'s' if forgiven != 1 else ''}; building now")
+    return build_now(invocation, args)

@@ -1,0 +1,15 @@
+"""`reconciler rollback D [RELEASE]`: commit a pin to an older release."""
+
+from __future__ import annotations
+
+import argparse
+
+from reconciler.cli.acting import act
+from reconciler.cli.invocation import Invocation
+from reconciler.engine import actions
+
+
+def handle(invocation: Invocation, args: argparse.Namespace) -> int:
+    release, commit = act(invocation, lambda r: actions.rollback(r, args.domain, args.release, args.author))
+    print(f"{args.domain}: pinned to {release} (commit {commit[:12]})")
+    return 0

@@ -1,0 +1,13 @@
+"""`reconciler run`: the daemon."""
+
+from __future__ import annotations
+
+import argparse
+
+from reconciler.cli.invocation import Invocation
+from reconciler.service.daemon import run_daemon
+
+
+def handle(invocation: Invocation, args: argparse.Namespace) -> int:
+    # The daemon reads the config file again when it changes: it gets the file and the flags.
+    return run_daemon(invocation.settings, invocation.config, invocation.overrides)
