@@ -127,7 +127,7 @@ def main() -> int:
         os.environ.setdefault(key, value)
     root = (Path("state") / "demo").resolve()
     build_sandbox(root)
-    app, decl = root / "app", root / "declarations"
+    decl = root / "declarations"
     _git(decl, "commit", "-q", "--allow-empty", "-m", "an empty declarations repository")
     # The demo site lives on this machine (server = "local"): its script runs as you. A real
     # configuration refuses that unless it opts in, as this sandbox's does.
@@ -144,68 +144,8 @@ def main() -> int:
     threading.Thread(target=_relay, args=(daemon.stderr,), daemon=True).start()
     try:
         time.sleep(1.5)
-        _step("1. Commit a site declaration: the daemon provisions and deploys it")
-        before = _active(root)
-        _commit(decl, f"declare {DOMAIN}")
-        _wait_for_change(root, before, "live")
-        _reconciler(root, "status")
-        print(_site_says(root))
-
-        _step("2. A new commit on the app branch: deployed at the next poll")
-        (app / "public" / "index.php").write_text("<?php echo 'Hello from v2';\n")
-        before = _active(root)
-        _commit(app, "v2")
-        _wait_for_change(root, before, "new release live")
-        _reconciler(root, "history", DOMAIN)
-        print(_site_says(root))
-
-        _step("3. Roll back: `reconciler rollback` commits a pin; the daemon switches back, no rebuild")
-        before = _active(root)
-        _reconciler(root, "rollback", DOMAIN)
-        _wait_for_change(root, before, "rolled back")
-        _reconciler(root, "status")
-        print(_site_says(root))
-
-        _step("4. Unpin: back to the branch head, again without rebuilding")
-        before = _active(root)
-        _reconciler(root, "unpin", DOMAIN)
-        _wait_for_change(root, before, "rolled forward")
-        _reconciler(root, "status")
-        print(_site_says(root))
-
-        _step("5. Drift: someone points the site at the old release by hand")
-        before = _active(root)
-        releases = sorted(p.name for p in (root / "srv" / "deployments" / DOMAIN).iterdir() if p.name[0].isdigit())
-        old = next(name for name in releases if f"/{name}" not in (before or ""))
-        (root / "srv" / "drift").symlink_to(f"deployments/{DOMAIN}/{old}")
-        os.replace(root / "srv" / "drift", root / "srv" / DOMAIN)
-        print(f"   hand-made change: {_site_says(root)}")
-        drifted = _active(root)
-        _wait_for_change(root, drifted, "corrected by the next poll")
-        print(_site_says(root))
-
-        _step("6. A deploy fails: the script needs a package mirror that is down")
-        site_file = decl / "sites.d" / f"{DOMAIN}.toml"
-        mirror = root / "mirror-up"
-        site_file.write_text(site_file.read_text().replace(
-            'echo "composer install --no-dev (simulated)"\n',
-            f"test -e {mirror}  # is the package mirror up? (if not, the deploy fails)\n"
-            'echo "composer install --no-dev (simulated)"\n'))
-        _commit(decl, "composer needs the package mirror")
-        _wait_for_sync(root, "Failed")
-        _reconciler(root, "status")
-        print(f"   the old release keeps serving: {_site_says(root)}")
-        print("   the failure is remembered: the daemon does not retry it in a loop")
-
-        _step("7. The mirror is back: `reconciler retry` forgets the failure and builds now")
-        mirror.touch()
-        _reconciler(root, "retry", DOMAIN)
-        print(_site_says(root))
-
-        _step("8. `reconciler redeploy`: the same commit again as a fresh release (e.g. after a .env change)")
-        _reconciler(root, "redeploy", DOMAIN)
-        _reconciler(root, "history", DOMAIN)
-
+        for scene in (_declare_and_deploy, _rollback_and_unpin, _drift, _failure_retry_redeploy):
+            scene(root)
         if sys.stdin.isatty() and not os.environ.get("CI"):
             _step("The daemon keeps running. Press Ctrl-C to stop it.")
             print(f"Next, try in another terminal:\n"
@@ -220,6 +160,78 @@ def main() -> int:
             daemon.wait(timeout=60)
     print(f"\nDaemon stopped (exit {daemon.returncode}). The sandbox stays in {root}.")
     return 0 if daemon.returncode in (0, -signal.SIGINT) else 1
+
+
+def _declare_and_deploy(root: Path) -> None:
+    _step("1. Commit a site declaration: the daemon provisions and deploys it")
+    before = _active(root)
+    _commit(root / "declarations", f"declare {DOMAIN}")
+    _wait_for_change(root, before, "live")
+    _reconciler(root, "status")
+    print(_site_says(root))
+
+    _step("2. A new commit on the app branch: deployed at the next poll")
+    app = root / "app"
+    (app / "public" / "index.php").write_text("<?php echo 'Hello from v2';\n")
+    before = _active(root)
+    _commit(app, "v2")
+    _wait_for_change(root, before, "new release live")
+    _reconciler(root, "history", DOMAIN)
+    print(_site_says(root))
+
+
+def _rollback_and_unpin(root: Path) -> None:
+    _step("3. Roll back: `reconciler rollback` commits a pin; the daemon switches back, no rebuild")
+    before = _active(root)
+    _reconciler(root, "rollback", DOMAIN)
+    _wait_for_change(root, before, "rolled back")
+    _reconciler(root, "status")
+    print(_site_says(root))
+
+    _step("4. Unpin: back to the branch head, again without rebuilding")
+    before = _active(root)
+    _reconciler(root, "unpin", DOMAIN)
+    _wait_for_change(root, before, "rolled forward")
+    _reconciler(root, "status")
+    print(_site_says(root))
+
+
+def _drift(root: Path) -> None:
+    _step("5. Drift: someone points the site at the old release by hand")
+    before = _active(root)
+    releases = sorted(p.name for p in (root / "srv" / "deployments" / DOMAIN).iterdir() if p.name[0].isdigit())
+    old = next(name for name in releases if f"/{name}" not in (before or ""))
+    (root / "srv" / "drift").symlink_to(f"deployments/{DOMAIN}/{old}")
+    os.replace(root / "srv" / "drift", root / "srv" / DOMAIN)
+    print(f"   hand-made change: {_site_says(root)}")
+    drifted = _active(root)
+    _wait_for_change(root, drifted, "corrected by the next poll")
+    print(_site_says(root))
+
+
+def _failure_retry_redeploy(root: Path) -> None:
+    _step("6. A deploy fails: the script needs a package mirror that is down")
+    decl = root / "declarations"
+    site_file = decl / "sites.d" / f"{DOMAIN}.toml"
+    mirror = root / "mirror-up"
+    site_file.write_text(site_file.read_text().replace(
+        'echo "composer install --no-dev (simulated)"\n',
+        f"test -e {mirror}  # is the package mirror up? (if not, the deploy fails)\n"
+        'echo "composer install --no-dev (simulated)"\n'))
+    _commit(decl, "composer needs the package mirror")
+    _wait_for_sync(root, "Failed")
+    _reconciler(root, "status")
+    print(f"   the old release keeps serving: {_site_says(root)}")
+    print("   the failure is remembered: the daemon does not retry it in a loop")
+
+    _step("7. The mirror is back: `reconciler retry` forgets the failure and builds now")
+    mirror.touch()
+    _reconciler(root, "retry", DOMAIN)
+    print(_site_says(root))
+
+    _step("8. `reconciler redeploy`: the same commit again as a fresh release (e.g. after a .env change)")
+    _reconciler(root, "redeploy", DOMAIN)
+    _reconciler(root, "history", DOMAIN)
 
 
 if __name__ == "__main__":
