@@ -28,7 +28,7 @@ from reconciler.errors import LayoutConflict, StepFailed, TransportError
 from reconciler.faults import checkpoint
 from reconciler.remote import health
 from reconciler.remote.lock import Lease
-from reconciler.remote.protocol import locking, seam, site_steps
+from reconciler.remote.protocol import checking, locking, seam, site_steps
 from reconciler.remote.transport import Result, Transport
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def save_local_log(ctx: SiteContext, deployment_id: int, text: str) -> Path:
     return path
 
 
-async def check_health(ctx: SiteContext, release: str) -> health.HealthResult | None:
+async def check_health(ctx: SiteContext, release: str) -> checking.HealthResult | None:
     """Run the site's `[health]` check against `release` (live now); None without one."""
     check = ctx.site.health
     if check is None:

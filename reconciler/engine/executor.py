@@ -45,8 +45,8 @@ from reconciler.engine.store import Snapshot
 from reconciler.engine.workbench import Workbench, group_key
 from reconciler.errors import LayoutConflict, LockNotReleased, StepFailed
 from reconciler.remote import lock
-from reconciler.remote.health import HealthResult
 from reconciler.remote.protocol import locking, probing, seam
+from reconciler.remote.protocol.checking import HealthResult
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from reconciler.engine.record import record
 from reconciler.engine.store import Snapshot
 from reconciler.engine.workbench import Workbench
 from reconciler.remote import health as health_checks
-from reconciler.remote.health import HealthResult
+from reconciler.remote.protocol.checking import HealthResult
 
 log = logging.getLogger(__name__)
 

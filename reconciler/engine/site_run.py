@@ -16,7 +16,7 @@ from reconciler.core.status import Health, Sync
 from reconciler.engine.outcome import Applied, SiteOutcome
 from reconciler.engine.record import Board, label
 from reconciler.engine.store import Snapshot
-from reconciler.remote.health import HealthResult
+from reconciler.remote.protocol.checking import HealthResult
 
 
 @dataclass

@@ -20,7 +20,7 @@ from reconciler.engine.outcome import Applied, SiteOutcome
 from reconciler.engine.site_run import SiteRun
 from reconciler.engine.store import utcnow
 from reconciler.engine.workbench import Workbench
-from reconciler.remote.health import HealthResult
+from reconciler.remote.protocol.checking import HealthResult
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""remote.health.parse_results, the one reader of what a server's health command answered: any
+"""remote.protocol.checking.parse_results, the one reader of what a server's health command answered: any
 output gives exactly one typed result per check, each detail one bounded printable line, and no
 record can answer for a check it does not name (a forged or repeated answer makes that check fail).
 
@@ -20,16 +20,18 @@ from hypothesis import strategies as st
 
 from reconciler.core.health import HealthCheck
 from reconciler.remote import health
-from reconciler.remote.health import (
+from reconciler.remote.protocol.checking import (
     ANSWERED_TWICE,
+    HEALTH_END,
+    HEALTHY,
     MALFORMED,
     MAX_REASON,
     NO_ANSWER,
+    UNHEALTHY,
     HealthResult,
     frame,
     parse_results,
 )
-from reconciler.remote.protocol.checking import HEALTH_END, HEALTHY, UNHEALTHY
 from reconciler.remote.transport.local import LocalTransport
 from tests.properties.strategies import FAST, nasty_text
 
