@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core import wire
 from reconciler.core.declarations import MAX_FILE_BYTES
 from reconciler.core.facts import ProbeSite
 from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, shared_link_target
@@ -433,7 +432,7 @@ def test_finish_records_switches_reloads_unlocks_and_reports(world: SitePaths, t
     reload_code = "echo reloading '$(touch PWNED)'\n: " + "''" * 2000 + "\nexit 3"
     done = _ok(finishing.finish_release(world, RELEASE, json.dumps({"status": "success"}), reload_code, owner, 4096),
                tmp_path)
-    report = wire.finish_report(done.stdout, finishing.FINISH_MARK)
+    report = finishing.finish_report(done.stdout)
     assert (report.reload_exit, report.unlock_exit) == (3, 0)
     assert report.log.startswith(f"==> {HOSTILE}\n") and "==> reload\nreloading $(touch PWNED)" in report.log
     assert json.loads(Path(world.manifest(RELEASE)).read_text()) == {"status": "success"}
@@ -442,7 +441,7 @@ def test_finish_records_switches_reloads_unlocks_and_reports(world: SitePaths, t
     # Someone else's lock is never released; a real directory at the site path is never replaced.
     _ok(locking.lock_acquire(world, json.dumps({"run": "theirs"})), tmp_path)
     again = _ok(finishing.finish_release(world, RELEASE, "{}", None, owner, 10), tmp_path)
-    assert wire.finish_report(again.stdout, finishing.FINISH_MARK).unlock_exit == 0 and Path(world.lock).exists()
+    assert finishing.finish_report(again.stdout).unlock_exit == 0 and Path(world.lock).exists()
     os.remove(world.site_link)
     os.mkdir(world.site_link)
     refused = _sh(finishing.finish_release(world, RELEASE, "{}", None, None, 10), tmp_path)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core.declarations import printable
@@ -139,57 +138,3 @@ def decode_json_object(text: str, *, max_bytes: int = MAX_JSON_BYTES,
 
 
 MAX_COMMIT_TEXT = 200  # characters of a commit's author or subject kept for history and notifications
-
-
-@dataclass(frozen=True)
-class CommitInfo:
-    """Who wrote a commit and its subject line, as an app repository says (untrusted: escaped,
-    bounded). Empty when the server did not say."""
-
-    author: str = ""
-    subject: str = ""
-
-
-def commit_info(text: str) -> CommitInfo:
-    """Parse `git log -1 --format='%an <%ae>%x00%s%x00'` output. Never raises: this is news for
-    history and notifications, not a reason to fail a deploy, so anything else is an empty result."""
-    fields = text.split("\0")
-    if len(fields) != 3 or fields[2].strip():
-        return CommitInfo()
-    author, subject = (display(" ".join(f.split()), MAX_COMMIT_TEXT) for f in fields[:2])
-    return CommitInfo(author, subject)
-
-
-@dataclass(frozen=True)
-class FinishReport:
-    """What a deploy's finish command (remote.protocol.finishing.finish_release) reports after its switch."""
-
-    log: str          # the release log's tail
-    reload_exit: int  # 0: the reload command ran fine (or there is none)
-    unlock_exit: int  # 0: the lock is released (or was not asked to be); else it stays
-
-
-_FINISH_RE = re.compile(r"([0-9]{1,3}) ([0-9]{1,3})\n?")
-
-
-def finish_report(text: str, mark: str) -> FinishReport:
-    """Parse the finish command's output: the log tail, then a newline, `mark` and two exit
-    statuses on the last line. The log comes from the release (the app's script writes it), so
-    only the last mark counts: ours is printed after it. WireError for anything else."""
-    log, found, trailer = text.rpartition(f"\n{mark} ")
-    match = _FINISH_RE.fullmatch(trailer) if found else None
-    if match is None:
-        raise WireError(f"the finish command's report is missing or malformed: {display(text[-80:])!r}")
-    return FinishReport(log, int(match.group(1)), int(match.group(2)))
-
-
-def switched(line: str, mark: str) -> int | None:
-    """Parse the lock command's `mark <exit>` line (remote.protocol.locking.lock_acquire with `activate`):
-    the switch's exit status, or None for `mark -` (not tried). WireError for anything else."""
-    value = line[len(mark) + 1:] if line.startswith(mark + " ") else None
-    if value == "-":
-        return None
-    status = parse_uint(value, 255) if value is not None else None
-    if status is None:
-        raise WireError(f"not {mark} <exit>: {display(line, 80)!r}")
-    return status

@@ -157,7 +157,7 @@ async def _claim_and_build(attempt: _Attempt) -> None:
             failed_step = Step.SHARED
         raise StepFailed(failed_step, built.exit_status, built.tail(), built.tail(3).replace("\n", " | "))
     checkpoint("after-build")
-    info = wire.commit_info(built.stdout)
+    info = site_steps.commit_info(built.stdout)
     attempt.base = dataclasses.replace(attempt.base, author=info.author, subject=info.subject)
     ctx.store.update_deployment(attempt.deployment_id, commit_author=info.author, commit_subject=info.subject)
 
@@ -251,7 +251,7 @@ async def _finish(ctx: SiteContext, release: str, done: Manifest, lease: Lease |
     if not result.ok:
         raise StepFailed(Step.SWITCH, result.exit_status, result.tail(), result.tail(3).replace("\n", " | "))
     try:
-        report = wire.finish_report(result.stdout, finishing.FINISH_MARK)
+        report = finishing.finish_report(result.stdout)
     except wire.WireError as exc:
         # Switched (exit 0), but the report is unreadable: the lock is released the usual way.
         log.warning("%s: %s", ctx.site.domain, exc)

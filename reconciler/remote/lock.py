@@ -293,7 +293,7 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         if activate is not None and given is not None:
             line, _, rest = rest.partition("\n")
             try:
-                lease.switched = wire.switched(line, locking.SWITCHED)
+                lease.switched = locking.switched(line)
             except wire.WireError as exc:
                 raise TemporaryError(f"{transport.name}: the lock command about {paths.domain}: {exc}") from exc
         facts = parse_probe(rest, [site], []).sites[paths.domain]

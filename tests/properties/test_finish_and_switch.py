@@ -27,7 +27,7 @@ statuses = st.integers(min_value=0, max_value=255)
 @given(st.one_of(nasty_text, forged, st.binary().map(lambda b: b.decode("utf-8", "replace"))))
 def test_any_finish_output_is_a_report_or_a_wire_error(text: str) -> None:
     try:
-        report = wire.finish_report(text, MARK)
+        report = finishing.finish_report(text, MARK)
     except wire.WireError:
         return
     assert 0 <= report.reload_exit <= 999 and 0 <= report.unlock_exit <= 999
@@ -38,7 +38,7 @@ def test_any_finish_output_is_a_report_or_a_wire_error(text: str) -> None:
 @given(forged, statuses, statuses)
 def test_our_last_line_decides_whatever_the_log_forges(log: str, reload_exit: int, unlock_exit: int) -> None:
     # As the command prints it: the tail, a newline, then the mark and the two statuses.
-    report = wire.finish_report(f"{log}\n{MARK} {reload_exit} {unlock_exit}\n", MARK)
+    report = finishing.finish_report(f"{log}\n{MARK} {reload_exit} {unlock_exit}\n", MARK)
     assert (report.log, report.reload_exit, report.unlock_exit) == (log, reload_exit, unlock_exit)
 
 
@@ -51,7 +51,7 @@ SWITCHED = locking.SWITCHED
                  statuses.map(lambda n: f"{locking.SWITCHED} {n}")))
 def test_any_switched_line_is_a_status_none_or_a_wire_error(line: str) -> None:
     try:
-        status = wire.switched(line, locking.SWITCHED)
+        status = locking.switched(line, locking.SWITCHED)
     except wire.WireError:
         return
     assert (status is None and line == f"{locking.SWITCHED} -") or (

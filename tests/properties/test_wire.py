@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.core import wire
+from reconciler.remote.protocol import site_steps
 from tests.properties.strategies import FAST, nasty_text
 
 json_values = st.recursive(
@@ -130,7 +131,7 @@ def test_nesting_is_the_depth_json_has(value: Any) -> None:
 def test_commit_info_is_total_bounded_and_printable(text: str) -> None:
     """An app repository's author and subject: any output gives a CommitInfo, each field one
     printable line of bounded length (a hostile subject cannot forge history or drive a terminal)."""
-    info = wire.commit_info(text)
+    info = site_steps.commit_info(text)
     for value in (info.author, info.subject):
         assert len(value) <= wire.MAX_COMMIT_TEXT + 3
         assert "\n" not in value and "\x1b" not in value and "\0" not in value
@@ -139,7 +140,7 @@ def test_commit_info_is_total_bounded_and_printable(text: str) -> None:
 @FAST
 @given(st.text(max_size=300), st.text(max_size=300))
 def test_commit_info_reads_what_git_log_prints(author: str, subject: str) -> None:
-    info = wire.commit_info(f"{author}\0{subject}\0")
+    info = site_steps.commit_info(f"{author}\0{subject}\0")
     if "\0" not in author + subject:
         assert info.subject == wire.display(" ".join(subject.split()), wire.MAX_COMMIT_TEXT)
         assert info.author == wire.display(" ".join(author.split()), wire.MAX_COMMIT_TEXT)

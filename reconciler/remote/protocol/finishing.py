@@ -3,6 +3,10 @@ one command, and the report that command ends with (`FINISH_MARK`, read by core/
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
+from reconciler.core import wire
 from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths
 from reconciler.remote.protocol.seam import EXIT_RECORD, SH, Command, one_line, quote
 from reconciler.remote.protocol.site_steps import RELOAD_NAME, release_if_ours, switch
@@ -15,7 +19,7 @@ def finish_release(paths: SitePaths, release: str, manifest: str, reload_code: s
     """The end of a deploy in one round trip: record the release's success (its manifest,
     atomically), switch the site to it (`switch`), run the reload command, release the lock
     when `lock_owner` is ours (nothing else is left to do under it), and print the log's last
-    `log_bytes`, then one line `FINISH_MARK <reload exit> <unlock exit>` (core.wire.finish_report).
+    `log_bytes`, then one line `FINISH_MARK <reload exit> <unlock exit>` (`finish_report`, below).
 
     Exits EXIT_RECORD when the manifest could not be written (nothing switched), a `switch` exit
     code when the switch failed (the success is recorded: the next pass activates the release).
@@ -40,3 +44,28 @@ def finish_release(paths: SitePaths, release: str, manifest: str, reload_code: s
     lines += [f"tail -c {int(log_bytes)} -- {quote(LOG_NAME)}",
               f"printf '\\n{FINISH_MARK} %s %s\\n' \"$rr\" \"$ur\"", "exit 0"]
     return Command("\n".join(lines) + "\n", one_line(manifest, "a manifest") + (reload_code or ""))
+
+
+# --- the reader ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FinishReport:
+    """What a deploy's finish command (remote.protocol.finishing.finish_release) reports after its switch."""
+
+    log: str          # the release log's tail
+    reload_exit: int  # 0: the reload command ran fine (or there is none)
+    unlock_exit: int  # 0: the lock is released (or was not asked to be); else it stays
+
+
+_FINISH_RE = re.compile(r"([0-9]{1,3}) ([0-9]{1,3})\n?")
+
+
+def finish_report(text: str, mark: str = FINISH_MARK) -> FinishReport:
+    """Parse the finish command's output: the log tail, then a newline, `mark` and two exit
+    statuses on the last line. The log comes from the release (the app's script writes it), so
+    only the last mark counts: ours is printed after it. wire.WireError for anything else."""
+    log, found, trailer = text.rpartition(f"\n{mark} ")
+    match = _FINISH_RE.fullmatch(trailer) if found else None
+    if match is None:
+        raise wire.WireError(f"the finish command's report is missing or malformed: {wire.display(text[-80:])!r}")
+    return FinishReport(log, int(match.group(1)), int(match.group(2)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from reconciler.core import wire
 from reconciler.core.facts import ProbeSite
 from reconciler.core.layout import SitePaths
 from reconciler.remote.protocol.gitenv import GIT_PREAMBLE
@@ -192,3 +193,17 @@ def lock_takeover(paths: SitePaths) -> Command:
 def unlock(paths: SitePaths) -> Command:
     """Print the lock's owner file, then a newline, and remove the lock whoever holds it."""
     return Command(f"cat {quote(paths.lock)}/{quote(OWNER_FILE)} 2>/dev/null; echo; {_takeover(paths)}")
+
+
+# --- the reader of the lock command's switch line --------------------------------------------
+
+def switched(line: str, mark: str = SWITCHED) -> int | None:
+    """Parse the lock command's `mark <exit>` line (remote.protocol.locking.lock_acquire with `activate`):
+    the switch's exit status, or None for `mark -` (not tried). wire.WireError for anything else."""
+    value = line[len(mark) + 1:] if line.startswith(mark + " ") else None
+    if value == "-":
+        return None
+    status = wire.parse_uint(value, 255) if value is not None else None
+    if status is None:
+        raise wire.WireError(f"not {mark} <exit>: {wire.display(line, 80)!r}")
+    return status

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
+from reconciler.core import wire
 from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, is_release, shared_link_target
 from reconciler.remote.mirror import mirror_path
 from reconciler.remote.protocol.gitenv import GIT_PREAMBLE
@@ -175,7 +177,7 @@ def clone(paths: SitePaths, repository: str, branch: str | None, commit: str, re
         + checkout
         + f"}} >> {quote(LOG_NAME)} 2>&1 < /dev/null\n"
         f'test "$(git rev-parse HEAD)" = {quote(commit)}\n'
-        # Author and subject for history and notifications, on stdout (core.wire.commit_info).
+        # Author and subject for history and notifications, on stdout (`commit_info`, below).
         "git log -1 --format='%an <%ae>%x00%s%x00' HEAD | head -c 4096\n"
     )
 
@@ -371,3 +373,24 @@ def tail_log(path: str, max_bytes: int) -> Command:
 def read_log_base64(path: str, offset: int) -> Command:
     """A log from byte `offset` on, base64-encoded so the bytes arrive exact."""
     return Command(f"tail -c +{int(offset) + 1} -- {quote(path)} | base64")
+
+
+# --- the reader of the build command's commit line ----------------------------------------------
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """Who wrote a commit and its subject line, as an app repository says (untrusted: escaped,
+    bounded). Empty when the server did not say."""
+
+    author: str = ""
+    subject: str = ""
+
+
+def commit_info(text: str) -> CommitInfo:
+    """Parse `git log -1 --format='%an <%ae>%x00%s%x00'` output. Never raises: this is news for
+    history and notifications, not a reason to fail a deploy, so anything else is an empty result."""
+    fields = text.split("\0")
+    if len(fields) != 3 or fields[2].strip():
+        return CommitInfo()
+    author, subject = (wire.display(" ".join(f.split()), wire.MAX_COMMIT_TEXT) for f in fields[:2])
+    return CommitInfo(author, subject)
