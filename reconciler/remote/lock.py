@@ -52,7 +52,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import secrets
 import socket
 import time
@@ -77,7 +76,6 @@ MAX_OWNER_TEXT = 1024  # characters of one owner field; ours are a few dozen
 MAX_PID = 2**22        # PID_MAX_LIMIT on Linux
 MAX_SINCE = 2.0**53    # seconds since the epoch: any real time, and exact as a float
 # ASCII digits: "²".isdigit() is True
-_HELD_RE = re.compile(re.escape(locking.LOCK_HELD) + r" ([0-9]{1,20}) ([0-9]{1,20})")
 
 # The heartbeat: an interval of a quarter command timeout (whole seconds: POSIX `sleep`), and a
 # lock is stale after STALE_BEATS intervals and one command timeout (see the module's text).
@@ -230,22 +228,6 @@ async def _send(transport: Transport, command: seam.Command, timeout: float) -> 
     return await transport.run(command.text, stdin=command.stdin, timeout=timeout)
 
 
-def _beating(text: str) -> bool:
-    """The held answer's last line (after the owner's text, which cannot shadow it) says a
-    command that heartbeats the lock still runs."""
-    return text.rstrip("\n").rpartition("\n")[2] == f"{locking.LOCK_BEATING} 1"
-
-
-def _lock_age(line: str) -> float:
-    """Seconds since the lock dir's last heartbeat (its mtime), from `LOCK_HELD <now> <mtime>`;
-    0 when unknown."""
-    match = _HELD_RE.fullmatch(line)
-    if match is None:
-        return 0.0
-    now, mtime = int(match.group(1)), int(match.group(2))
-    return float(now - mtime) if mtime != 0 else 0.0
-
-
 @asynccontextmanager
 async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: str, *,
                stale_after: float, timeout: float, shared: tuple[str, ...] = (),
@@ -275,7 +257,7 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
         if first == locking.LOCK_ACQUIRED:
             break
         current = Owner.from_text(rest.partition("\n")[0])
-        age, beating = _lock_age(first), _beating(rest)
+        age, beating = locking.held_age(first), locking.still_beating(rest)
         if attempt == 1 and is_stale(current, age, me, stale_after, beating):
             log.warning("%s: taking over a stale lock held by %s, last refreshed %.0fs ago", paths.domain,
                         current.describe() if current else "an unknown owner", age)

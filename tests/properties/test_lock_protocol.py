@@ -41,9 +41,9 @@ def test_the_first_taker_holds_it_the_next_reads_its_owner_and_only_the_owner_re
         refused = _sh(locking.lock_acquire(paths, second.to_json()), root)
         head, _, rest = refused.stdout.partition("\n")
         assert refused.returncode == 0 and head.startswith(locking.LOCK_HELD), refused
-        assert 0 <= lock._lock_age(head) < 60
+        assert 0 <= locking.held_age(head) < 60
         assert lock.Owner.from_text(rest.partition("\n")[0]) == first
-        assert not lock._beating(rest)
+        assert not locking.still_beating(rest)
         # Another owner's release leaves the lock; the owner's removes it (exit 0 both times).
         assert _sh(locking.lock_release(paths, second.to_json()), root).returncode == 0
         assert Path(paths.lock).is_dir()

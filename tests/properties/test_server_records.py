@@ -13,6 +13,7 @@ from reconciler.core import wire
 from reconciler.core.manifest import ONCE_STATES, STATUSES, Manifest
 from reconciler.remote import lock
 from reconciler.remote.probe import branch_head
+from reconciler.remote.protocol import locking
 from tests.properties.strategies import FAST, nasty_text
 from tests.properties.test_wire import json_values
 
@@ -116,16 +117,16 @@ def test_an_owner_we_write_reads_back(owner: lock.Owner) -> None:
 @FAST
 @given(nasty_text)
 def test_the_held_line_never_raises(line: str) -> None:
-    age = lock._lock_age(line)
+    age = locking.held_age(line)
     assert isinstance(age, float)
 
 
 def test_the_held_line_takes_ascii_digits_only() -> None:
-    assert lock._lock_age("@@held 100 40") == 60.0
-    assert lock._lock_age("@@held 100 0") == 0.0  # stat failed
-    assert lock._lock_age("@@held \u00b2 0") == 0.0
-    assert lock._lock_age("@@held 1\u0663 1") == 0.0
-    assert lock._lock_age("@@held 100 40 junk") == 0.0
+    assert locking.held_age("@@held 100 40") == 60.0
+    assert locking.held_age("@@held 100 0") == 0.0  # stat failed
+    assert locking.held_age("@@held \u00b2 0") == 0.0
+    assert locking.held_age("@@held 1\u0663 1") == 0.0
+    assert locking.held_age("@@held 100 40 junk") == 0.0
 
 
 # --------------------------------------------------------------------------- ls-remote

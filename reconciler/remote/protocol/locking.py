@@ -4,6 +4,7 @@ refreshed by a heartbeat, released only by its owner (remote/lock.py reads what 
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -207,3 +208,24 @@ def switched(line: str, mark: str = SWITCHED) -> int | None:
     if status is None:
         raise wire.WireError(f"not {mark} <exit>: {wire.display(line, 80)!r}")
     return status
+
+
+# --- the reader of a refused taker's answer ----------------------------------------------------
+
+_HELD_RE = re.compile(re.escape(LOCK_HELD) + r" ([0-9]{1,20}) ([0-9]{1,20})")
+
+
+def still_beating(text: str) -> bool:
+    """The held answer's last line (after the owner's text, which cannot shadow it) says a
+    command that heartbeats the lock still runs."""
+    return text.rstrip("\n").rpartition("\n")[2] == f"{LOCK_BEATING} 1"
+
+
+def held_age(line: str) -> float:
+    """Seconds since the lock dir's last heartbeat (its mtime), from `LOCK_HELD <now> <mtime>`;
+    0 when unknown."""
+    match = _HELD_RE.fullmatch(line)
+    if match is None:
+        return 0.0
+    now, mtime = int(match.group(1)), int(match.group(2))
+    return float(now - mtime) if mtime != 0 else 0.0
