@@ -181,19 +181,16 @@ def _declare_and_deploy(root: Path) -> None:
 
 
 def _rollback_and_unpin(root: Path) -> None:
-    _step("3. Roll back: `reconciler rollback` commits a pin; the daemon switches back, no rebuild")
-    before = _active(root)
-    _reconciler(root, "rollback", DOMAIN)
-    _wait_for_change(root, before, "rolled back")
-    _reconciler(root, "status")
-    print(_site_says(root))
-
-    _step("4. Unpin: back to the branch head, again without rebuilding")
-    before = _active(root)
-    _reconciler(root, "unpin", DOMAIN)
-    _wait_for_change(root, before, "rolled forward")
-    _reconciler(root, "status")
-    print(_site_says(root))
+    for title, command, seen in (
+            ("3. Roll back: `reconciler rollback` commits a pin; the daemon switches back, no rebuild", "rollback",
+             "rolled back"),
+            ("4. Unpin: back to the branch head, again without rebuilding", "unpin", "rolled forward")):
+        _step(title)
+        before = _active(root)
+        _reconciler(root, command, DOMAIN)
+        _wait_for_change(root, before, seen)
+        _reconciler(root, "status")
+        print(_site_says(root))
 
 
 def _drift(root: Path) -> None:
