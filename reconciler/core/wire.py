@@ -82,10 +82,13 @@ def as_str(value: object, limit: int = MAX_JSON_BYTES) -> str | None:
 
 
 def display(text: str, limit: int = MAX_TEXT) -> str:
-    """A server string made safe to print: control characters escaped, length bounded."""
-    if len(text) > limit:
-        return printable(text[:limit]) + "..."
-    return printable(text)
+    """A server string made safe to print: control characters escaped, length bounded: at most
+    `limit` characters and "..." as shown, escapes included (an escape is up to ten characters for
+    one, so bounding the input alone let a run of astral characters print ten times the limit)."""
+    shown = printable(text[:limit + 1])
+    if len(text) <= limit and len(shown) <= limit:
+        return shown
+    return shown[:limit] + "..."
 
 
 def nesting(text: str) -> int:
