@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from bench import use_git_identity
-from tests.sshd import SshServer, start_sshd
 from tests.support import app_commit, make_app_repo, make_decl_repo, write_site
+from tests.support.sshd import SshServer, start_sshd
 
 RUNS = int(os.environ.get("BENCH_CLI_RUNS", "15"))
 TARGET_MS = 200.0

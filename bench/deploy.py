@@ -12,7 +12,7 @@ every clone, fetch and ls-remote really transfers over SSH (GIT_SSH_COMMAND carr
 (b) baseline, the seed's way: a fresh `git clone` of the repository for the release (the clone
     alone: no probe, no script, no switch, so the baseline is flattering to the seed);
 (c) first deploy (no mirror yet) vs a bare `git clone` of the same repository.
-SSH sessions get the test sshd's own home (tests/sshd.py), so no rc file of this machine runs.
+SSH sessions get the test sshd's own home (tests/support/sshd.py), so no rc file of this machine runs.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from reconciler.config import Settings
 from reconciler.core.layout import sort_releases
 from reconciler.engine.converge import Reconciler, SiteOutcome
 from reconciler.engine.store import Store
-from tests.sshd import SshServer, start_sshd
 from tests.support import make_decl_repo, write_site
+from tests.support.sshd import SshServer, start_sshd
 
 DOMAIN = "deploy.example.com"
 MIB = 1 << 20

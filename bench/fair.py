@@ -30,9 +30,9 @@ from reconciler.config import Settings
 from reconciler.engine.converge import Reconciler, SlotKey
 from reconciler.engine.store import Store
 from reconciler.remote.transport.ssh import MAX_SESSIONS
-from tests.sshd import SshServer, start_sshd
 from tests.support import make_app_repo, make_decl_repo, toml_value
 from tests.support.repos import git
+from tests.support.sshd import SshServer, start_sshd
 
 
 class FifoLimiter:

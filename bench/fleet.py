@@ -1,6 +1,6 @@
 """fleet: many real sshd servers and converged site layouts, fast enough to set up on 2 cores.
 
-Servers: `start_fleet(tmp, count)` starts `count` OpenSSH sshds (tests/sshd.py's SshServer), each
+Servers: `start_fleet(tmp, count)` starts `count` OpenSSH sshds (tests/support/sshd.py's SshServer), each
 its own process on 127.0.0.1, several at once: a start is two ssh-keygens and a wait for the
 socket, mostly waiting. They share one client key and one known_hosts file, as an operator's
 config does (`Fleet.ssh`: Settings keywords).
@@ -37,8 +37,8 @@ from reconciler.core.layout import SitePaths, is_release
 from reconciler.engine.converge import Reconciler, SiteOutcome
 from reconciler.engine.store import Store
 from reconciler.remote.mirror import MIRROR_NAME
-from tests.sshd import SshServer, _descendants
 from tests.support import git, make_decl_repo, toml_value, write_site
+from tests.support.sshd import SshServer, _descendants
 
 TEMPLATE = "template.bench.example.com"
 TEMPLATE_DECL, TEMPLATE_STATE = "decl-template", "state-template"  # under the bench's tmp: see deploy_template

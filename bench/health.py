@@ -24,8 +24,8 @@ from pathlib import Path
 from reconciler.core.health import HealthCheck
 from reconciler.remote.health import Probe, run
 from reconciler.remote.transport.local import LocalTransport
-from tests.sshd import start_sshd
 from tests.support import app_commit, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
+from tests.support.sshd import start_sshd
 from tests.support.webapp import SiteServer
 
 DOMAIN = "health.example.com"

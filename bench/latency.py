@@ -34,8 +34,8 @@ from bench import use_git_identity
 from bench.fleet import sessions_started, start_fleet
 from reconciler.remote.transport.options import SshOptions
 from reconciler.remote.transport.ssh import SshTransport
-from tests.sshd import start_sshd
 from tests.support import app_commit, free_port, git, make_app_repo, make_decl_repo, write_site
+from tests.support.sshd import start_sshd
 
 DOMAIN = "latency.example.com"
 

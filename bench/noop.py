@@ -14,7 +14,7 @@ second connection).
 
 Baselines, same run: a bare `ssh true` (new OpenSSH connection), one `true` on the reconciler's
 warm connection, and the probe of a single site. Every SSH command pays the login shell's rc
-files: the test sshd gives sessions a home of their own with an empty .bashrc (tests/sshd.py), as
+files: the test sshd gives sessions a home of their own with an empty .bashrc (tests/support/sshd.py), as
 a plain server; what this machine's own ~/.bashrc would add is measured and printed beside it.
 """
 
@@ -49,8 +49,8 @@ from reconciler.core.facts import ProbeSite
 from reconciler.engine.converge import Reconciler, SiteOutcome
 from reconciler.engine.store import OBSERVED_EVERY, Store
 from reconciler.remote.probe import gather
-from tests.sshd import SshServer
 from tests.support import make_app_repo, make_decl_repo
+from tests.support.sshd import SshServer
 
 SCRIPT = "true\n"
 FLEET = ((5000, 50),)  # (sites, servers) rows measured beside the counts x server_counts grid
@@ -173,7 +173,7 @@ def _median_run(command: list[str], samples: int, timeout: float | None = None) 
 
 def rc_cost(rc: Path, samples: int = 5) -> float | None:
     """Seconds that sourcing `rc` adds to a bash command; None when there is no such file or it
-    hangs (pyenv's rehash lock can stall a login for 60 s: tests/sshd.py)."""
+    hangs (pyenv's rehash lock can stall a login for 60 s: tests/support/sshd.py)."""
     if not rc.exists():
         return None
     try:

@@ -31,8 +31,8 @@ from reconciler.config import Settings
 from reconciler.core.shard import Shard, shard_of, split
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.store import Store
-from tests.sshd import SshServer, start_sshd
 from tests.support import make_app_repo, make_decl_repo, write_site
+from tests.support.sshd import SshServer, start_sshd
 
 SSHDS = 4
 ALIASES_PER_SSHD = 4

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from bench import use_git_identity
-from tests.sshd import mount_namespace_problem, start_sshd_pair
 from tests.support import app_commit, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
+from tests.support.sshd import mount_namespace_problem, start_sshd_pair
 
 DOMAIN = "skew.example.com"
 

@@ -3,9 +3,9 @@
 Markers (registered in pyproject.toml, `--strict-markers`), set AUTOMATICALLY at collection:
 
     ssh      the test uses a real OpenSSH sshd: the `sshd`, `sshd_session` or `sshd_pair` fixture
-             (tests/sshd.py), directly or through another fixture. A test that requests it at run time
+             (tests/support/sshd.py), directly or through another fixture. A test that requests it at run time
              (`request.getfixturevalue`) is invisible here: mark that parameter or test explicitly
-             (tests/test_lock.py's `server` fixture does).
+             (tests/remote/test_lock.py's `server` fixture does).
     daemon   the test starts the daemon: it uses the `daemons` fixture (directly or through a world
              fixture), or its body names `Launcher`, `start_daemon` or `Daemon`. Starting a daemon
              in a test without the marker fails (tests/support/process.py), so none slips through.
@@ -23,9 +23,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.sshd import sshd, sshd_pair, sshd_session  # noqa: F401
 from tests.support import process
 from tests.support.process import Daemons
+from tests.support.sshd import sshd, sshd_pair, sshd_session  # noqa: F401
 
 # Tests commit to real git repositories; a bare CI machine has no git identity.
 for _key, _value in {

@@ -4,7 +4,7 @@ dispatch to the one command that runs. Exit codes follow SPEC section 5.
 Imports are light here: `--help`, `status`, `history` and `logs` must answer at once,
 and pydantic, pygit2, sqlite-utils, asyncio and asyncssh each cost tens of milliseconds to
 import. A command's module, with whatever it needs, is imported only when that command runs.
-tests/test_cli_startup.py checks which modules the look-only commands load; bench/cli.py times
+tests/cli/test_startup.py checks which modules the look-only commands load; bench/cli.py times
 them.
 """
 

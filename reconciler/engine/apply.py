@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 LOCAL_LOG_BYTES = 1024 * 1024
 
 # How live progress words a step of a deploy: the short labels `reconcile` has always printed
-# (tests/test_progress.py). Any other step shows its Step value.
+# (tests/cli/test_progress.py). Any other step shows its Step value.
 _PROGRESS: dict[Step, str] = {Step.SHARED: "link shared", Step.SCRIPT: "script"}
 
 

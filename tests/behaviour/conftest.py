@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.sshd import ServerPair
 from tests.support.fleet import SHAPES, Fleet, shared_pair, wipe
+from tests.support.sshd import ServerPair
 
 
 @pytest.fixture(name="fleet_pair", scope="package")

@@ -6,7 +6,7 @@ server switches. On today's main a site on two servers has its first server's me
 two dashboard rows per release, the live release's twin offering a Rollback that answers 409.
 
 The real daemon (`reconciler run`, with `listen` and `api_token`), real sshds, Debian's Chromium
-driven by Playwright (tests/test_dashboard.py's `browser` fixture).
+driven by Playwright (tests/e2e/test_dashboard.py's `browser` fixture).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from tests.e2e.test_dashboard import browser  # noqa: F401  (the Chromium fixture, used by name)
 from tests.support.fleet import Fleet
 from tests.support.net import free_port
 from tests.support.process import DaemonProcess, Daemons, Launcher
 from tests.support.wait import wait_until
-from tests.test_dashboard import browser  # noqa: F401  (the Chromium fixture, used by name)
 
 pytestmark = pytest.mark.ssh  # the sshds come from a folder-wide fixture the root conftest does not see
 

@@ -1,6 +1,6 @@
-"""Support for the isolation tests (tests/test_isolation_defects.py) and the blast-radius matrix
+"""Support for the isolation tests (tests/faults/test_isolation.py) and the blast-radius matrix
 (tests/faults/test_blast_radius.py): a "lab" of real git repositories, real server layouts in tmp
-dirs (`server = "local"`, or the real sshd of tests/sshd.py) and the REAL reconciler driven as a
+dirs (`server = "local"`, or the real sshd of tests/support/sshd.py) and the REAL reconciler driven as a
 separate process (`python -m reconciler ...`), exactly as an operator runs it; the faults it
 plants and the checks of who was wrongly affected.
 
@@ -27,7 +27,6 @@ from typing import Any
 
 import pytest
 
-from tests.sshd import SshServer
 from tests.support import (
     DaemonProcess,
     Launcher,
@@ -40,6 +39,7 @@ from tests.support import (
     write_site,
 )
 from tests.support.process import check_code_under_test
+from tests.support.sshd import SshServer
 
 CLI_TIMEOUT = 120.0
 # What an operator must never see from `reconcile`/`status`: a crash, or a task that died unseen.

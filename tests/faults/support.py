@@ -22,7 +22,6 @@ from typing import Any
 
 from reconciler.core.layout import sort_releases
 from tests import support
-from tests.sshd import SshServer
 from tests.support import LOCK_NAME as LOCK_NAME  # this module's public names, kept
 from tests.support import (
     SiteOnDisk,
@@ -35,6 +34,7 @@ from tests.support import (
     write_config,
 )
 from tests.support import release_time as release_time
+from tests.support.sshd import SshServer
 
 DOMAIN = "shop.example.com"
 USER_FILE = "storage/app/user-upload.bin"  # user data under shared/

@@ -5,7 +5,7 @@ World of every case (tests/faults/blast_support.py, the REAL reconciler as a sep
 
     A  x-bad.blast.example    server "local", base path srv-1     the fault
     B  b-same.blast.example   server "local", base path srv-1     same server as A
-    C  c-other.blast.example  the real sshd (tests/sshd.py)       another server
+    C  c-other.blast.example  the real sshd (tests/support/sshd.py)       another server
 
 All three are live at v1 (a setup pass of the code under test); then the fault is planted on A,
 and A's app and B/C's app each get a new commit, so all three are due a deploy. A is probed after
@@ -54,9 +54,9 @@ from tests.faults.blast_support import (
     sibling_problems,
     site_problems,
 )
-from tests.sshd import SshServer
 from tests.support import MANIFEST_NAME, SiteOnDisk, app_commit, wait_until
 from tests.support.process import UNDER_TEST
+from tests.support.sshd import SshServer
 from tests.support.tarpit import Tarpit
 
 pytestmark = pytest.mark.ssh

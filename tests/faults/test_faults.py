@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from tests.faults.support import FaultTable, Fleet, World, make_bulky_app
-from tests.sshd import SshServer
 from tests.support import LinkSampler, app_commit, wait_until
+from tests.support.sshd import SshServer
 
 SIGKILLED = -9
 

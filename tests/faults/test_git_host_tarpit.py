@@ -9,7 +9,7 @@ one that meets a host gone silent.
 
 Real parts: a TCP tarpit on 127.0.0.1 that accepts every connection and never sends a byte (an
 HTTP git host that never answers, and an SSH one that never sends its banner); real git repos;
-the server is this machine (`local`) or the real sshd (tests/sshd.py), where the probe and git run
+the server is this machine (`local`) or the real sshd (tests/support/sshd.py), where the probe and git run
 in an SSH session. HOME is a short temp dir (git's SSH multiplexing socket lives there).
 """
 
@@ -25,8 +25,8 @@ import pytest
 from reconciler.config import Settings
 from reconciler.core.layout import SitePaths
 from reconciler.remote.protocol import locking, site_steps
-from tests.sshd import SshServer
 from tests.support import World, app_commit, git, make_app_repo
+from tests.support.sshd import SshServer
 from tests.support.tarpit import Tarpit
 
 TARPIT_SITE = "a.example.com"   # its repository is on the tarpit

@@ -9,7 +9,7 @@ it (remote/lock.py: from inside the long steps' own commands on the server, and 
 command timeouts.
 
 Real parts: the reconciler as a real process, a real sshd (one server, and two with a site on
-both: tests/sshd.py `sshd_pair`), real git behind a wrapper that slows the mirror's first clone,
+both: tests/support/sshd.py `sshd_pair`), real git behind a wrapper that slows the mirror's first clone,
 real scripts. The review's reproduction (appendix A.7) is scaled like the review's:
 `command_timeout = 1`, each long step within `deploy_timeout`, both together far beyond the old
 bound. Every wait is bounded polling; no assertion is about how fast anything is.
@@ -53,9 +53,9 @@ from reconciler.remote.protocol import locking, seam
 from reconciler.remote.transport import Transport
 from reconciler.remote.transport.local import LocalTransport
 from reconciler.remote.transport.ssh import SshOptions, SshTransport
-from tests.sshd import ServerPair, SshServer
 from tests.support import World, cli_in_process, site_declaration, wait_until, write_config, write_site
 from tests.support.process import reconciler_process
+from tests.support.sshd import ServerPair, SshServer
 
 DOMAIN = "l.example.com"
 DEPLOY_TIMEOUT = 10.0

@@ -42,8 +42,8 @@ from tests.hostile.corpus import (
     declaration,
     key_line,
 )
-from tests.sshd import SshServer
 from tests.support import ROOT, World, git, make_app_repo, make_decl_repo, run_reconciler, write_config
+from tests.support.sshd import SshServer
 
 GOOD = "good.example.com"
 GOOD_SSH = "good-ssh.example.com"

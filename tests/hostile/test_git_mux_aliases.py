@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.sshd import SshServer
 from tests.support import app_commit, git, make_app_repo, make_decl_repo, write_site
 from tests.support.config import reconcile, settings_for
+from tests.support.sshd import SshServer
 
 SITES = {"a": "a.example.com", "b": "b.example.com"}
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.sshd import SshServer
 from tests.support import World
+from tests.support.sshd import SshServer
 
 SITES = ("a.example.com", "b.example.com", "c.example.com")
 

@@ -1,4 +1,4 @@
-"""Host keys against a hostile ssh_config, over a real OpenSSH sshd (tests/sshd.py).
+"""Host keys against a hostile ssh_config, over a real OpenSSH sshd (tests/support/sshd.py).
 
 Threat model: a server cannot make the reconciler trust an unverified host key. Whoever answers
 on the server's address (a server that is not the declared one, a man in the middle) offers a
@@ -24,7 +24,7 @@ import pytest
 from reconciler.errors import TransportError
 from reconciler.remote.transport.base import Result
 from reconciler.remote.transport.ssh import SshOptions, SshTransport
-from tests.sshd import SshServer
+from tests.support.sshd import SshServer
 
 TIMEOUT = 20.0
 

@@ -33,9 +33,9 @@ from reconciler.errors import PermanentError
 from reconciler.remote.transport.local import LocalTransport
 from reconciler.remote.transport.options import SshOptions
 from reconciler.remote.transport.pool import TransportPool
-from tests.sshd import SshServer
 from tests.support import Daemons, World, app_commit, run_reconciler
 from tests.support.process import ROOT, check_code_under_test, code_under_test
+from tests.support.sshd import SshServer
 
 LOCAL = "local.example.com"   # server = "local": its script would steal the key
 REMOTE = "ssh.example.com"    # on the test sshd: must converge in the same pass

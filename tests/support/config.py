@@ -10,7 +10,7 @@ from typing import Any
 from reconciler.config import Settings
 from reconciler.engine.converge import Reconciler, SiteOutcome
 from reconciler.engine.store import Store
-from tests.sshd import SshServer
+from tests.support.sshd import SshServer
 
 
 def write_config(path: Path, *, repo: Path | str | None = None, state: Path | str | None = None,

@@ -2,7 +2,7 @@
 
 A single-server site (`server = ...`) and a many-server site (`servers = [...]`) must behave the
 same; the behaviour suite (tests/behaviour/) runs each scenario with a `Fleet` of one and of two
-servers. The servers are a `ServerPair` (tests/sshd.py): each sshd in its own mount namespace
+servers. The servers are a `ServerPair` (tests/support/sshd.py): each sshd in its own mount namespace
 with its own directory at the same base_path, so two servers really are two filesystems. The one-
 server fleet uses the pair's first sshd alone, so both shapes see the same machinery.
 
@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.sshd import ServerPair, SshServer, mount_namespace_problem, start_sshd_pair
 from tests.support.config import write_config
 from tests.support.disk import SiteOnDisk
 from tests.support.repos import app_commit, git, make_app_repo, make_decl_repo, write_site
+from tests.support.sshd import ServerPair, SshServer, mount_namespace_problem, start_sshd_pair
 from tests.support.world import CliRun, cli_in_process
 
 DOMAIN = "shop.example.com"

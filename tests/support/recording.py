@@ -1,6 +1,6 @@
 """Servers on this host for fast executor tests: a transport that runs each command with /bin/sh
 in a private mount namespace where the server's own directory is bind-mounted at the sites' base
-path (as tests/sshd.py does for an sshd, without the sshd), and records every command it sends.
+path (as tests/support/sshd.py does for an sshd, without the sshd), and records every command it sends.
 
 Real commands on real files (git clones, manifests, symlinks), no SSH: a rollout over two such
 servers takes a second, and the commands each one received say how many round trips it cost.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.remote.transport.base import Result, Transport
-from tests.sshd import _unshare_command
+from tests.support.sshd import _unshare_command
 
 
 @dataclass

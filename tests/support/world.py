@@ -23,11 +23,11 @@ import pytest
 from reconciler.cli.main import main as cli_main
 from reconciler.config import Settings
 from reconciler.engine.converge import SiteOutcome
-from tests.sshd import SshServer
 from tests.support.config import reconcile, settings_for, write_config
 from tests.support.disk import SiteOnDisk
 from tests.support.process import DaemonProcess, Daemons, Launcher, run_reconciler
 from tests.support.repos import git, make_app_repo, make_decl_repo, write_site
+from tests.support.sshd import SshServer
 from tests.support.wait import wait_until
 
 DOMAIN = "shop.example.com"

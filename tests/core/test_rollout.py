@@ -1,0 +1,205 @@
+"""The rollout planner (core/rollout.py) for a fleet of one and a fleet of two: one table of cases,
+each planned for one server and for two. The bugs of issue 21 (the reviews reproduced them on
+two real sshds) are cases here: a release whose `script_once` failed or never ran is never
+switched to, a retried build elsewhere still owes the first server's run-once step, a `redeploy`
+builds everywhere, drifted shared links and an owed reload are put right on every server, what a
+dead run left is cleaned, a pin switches only where it is a good build everywhere.
+
+The one-server rules are tested through `plan_site` in tests/core/test_plan.py (a view of the same
+rollout); these cases are about what a rollout of N servers decides."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from reconciler.core.declarations import SiteDeclaration
+from reconciler.core.facts import BranchHead, ReleaseFacts, SiteFacts
+from reconciler.core.layout import parse_release
+from reconciler.core.manifest import ONCE_DONE, ONCE_PENDING, Manifest
+from reconciler.core.plan import Clean, FailureMemory, Provision, Relink, Reload
+from reconciler.core.reasons import DeployReason, SwitchReason
+from reconciler.core.rollout import Build, RunOnce, plan_rollout
+from reconciler.core.status import Health, Sync
+from tests.core.test_plan import BASE, DOMAIN, HEAD, KEY, NOW, NOW_NAME, OLD, R3, R4, REPO, declare, ok, server
+from tests.support import site_declaration
+
+SHAPES = {"one": ("web-1",), "two": ("web-1", "web-2")}
+
+
+def fleet(servers: tuple[str, ...], **fields: Any) -> SiteDeclaration:
+    return site_declaration(domain=DOMAIN, base_path=BASE, repository=REPO, servers=list(servers), **fields)
+
+
+def once(name: str, state: str, commit: str = HEAD) -> ReleaseFacts:
+    return ReleaseFacts(name, Manifest(commit, "main", REPO, KEY, "success", once=state))
+
+
+def failed_once(name: str) -> ReleaseFacts:
+    return ReleaseFacts(name, Manifest(HEAD, "main", REPO, KEY, "failed", message="script_once failed: exit 3"))
+
+
+@dataclass
+class Case:
+    id: str
+    site: dict[str, Any]
+    first: Callable[[], SiteFacts]                 # the first server's facts
+    rest: Callable[[], SiteFacts] | None = None   # every other server's (default: as the first)
+    sync: Sync = Sync.OUT_OF_SYNC
+    build_on: tuple[str, ...] | None = None        # "first" / "rest" / "all"
+    release: str | None = None
+    once: bool = False
+    switch_on: tuple[str, ...] | None = None
+    reason: SwitchReason | None = None
+    prepare: dict[str, tuple[type, ...]] = field(default_factory=dict)  # "first"/"rest" -> action types
+    halted: bool = False
+    memory_first: bool = False                     # the first server remembers HEAD's build failed
+    fresh_after: str | None = None
+    reload_owed: tuple[str, str] | None = None
+    health: Health | None = None
+
+
+SCRIPT_ONCE = {"script_once": "php artisan migrate --force\n"}
+
+CASES = [
+    Case("first deploy builds everywhere, runs once, switches everywhere", SCRIPT_ONCE,
+         lambda: server(provisioned=False, shared=False), build_on=("all",), release=NOW_NAME, once=True,
+         switch_on=("all",), reason=SwitchReason.DEPLOY, prepare={"first": (Provision,), "rest": (Provision,)}),
+    Case("a site without script_once has no run-once step", {}, lambda: server(ok(R3, OLD), active=R3),
+         build_on=("all",), release=NOW_NAME, switch_on=("all",), reason=SwitchReason.DEPLOY),
+    # Review blocker: a failing script_once said "no server switched", and the next poll switched
+    # every server to that release without it.
+    Case("a release whose script_once failed is never switched to", SCRIPT_ONCE,
+         lambda: server(ok(R3, OLD), failed_once(R4), active=R3),
+         rest=lambda: server(ok(R3, OLD), once(R4, ""), active=R3), sync=Sync.FAILED, halted=True,
+         memory_first=True),
+    # Review blocker: after a build failed on one server and was retried, script_once never ran.
+    Case("a build retried elsewhere still owes the first server's run-once step", SCRIPT_ONCE,
+         lambda: server(ok(R3, OLD), once(R4, ONCE_PENDING), active=R3),
+         rest=lambda: server(ok(R3, OLD), active=R3), build_on=("rest",), release=R4, once=True,
+         switch_on=("all",), reason=SwitchReason.DEPLOY),
+    Case("a release whose run-once step never ran: run it, then switch", SCRIPT_ONCE,
+         lambda: server(ok(R3, OLD), once(R4, ONCE_PENDING), active=R3), release=R4, once=True,
+         switch_on=("all",), reason=SwitchReason.DEPLOY),
+    Case("a release whose script_once failed, alone: never switched to", SCRIPT_ONCE,
+         lambda: server(ok(R3, OLD), failed_once(R4), active=R3), sync=Sync.FAILED, halted=True,
+         memory_first=True),
+    Case("a release built before, its run-once step still owed: run, then switch", SCRIPT_ONCE,
+         lambda: server(ok(R3, OLD), once(R4, ONCE_PENDING), active=R3),
+         rest=lambda: server(ok(R3, OLD), once(R4, ""), active=R3), release=R4, once=True, switch_on=("all",),
+         reason=SwitchReason.DEPLOY),
+    Case("run once done: the release only switches", SCRIPT_ONCE,
+         lambda: server(ok(R3, OLD), once(R4, ONCE_DONE), active=R3),
+         rest=lambda: server(ok(R3, OLD), once(R4, ""), active=R3), release=R4, switch_on=("all",),
+         reason=SwitchReason.ROLL_FORWARD),
+    # Review: `redeploy` on a `servers = [...]` site built nothing and reported success.
+    Case("redeploy builds a fresh release everywhere", {}, lambda: server(ok(R4), active=R4),
+         build_on=("all",), release=NOW_NAME, switch_on=("all",), reason=SwitchReason.DEPLOY, fresh_after=R4),
+    # Review: a deleted shared .env link was never put back.
+    Case("a deleted shared link is relinked where it is gone", {}, lambda: _unlinked(server(ok(R4), active=R4)),
+         rest=lambda: server(ok(R4), active=R4), release=R4, prepare={"first": (Relink,)}),
+    # Review: a failed reload was never retried.
+    Case("an owed reload is retried on every server", {"reload": "sudo systemctl reload php-fpm"},
+         lambda: server(ok(R4), active=R4), sync=Sync.SYNCED, release=R4,
+         prepare={"first": (Reload,), "rest": (Reload,)}, reload_owed=(R4, "exit 1"), health=Health.DEGRADED),
+    Case("a half-built release a dead run left is cleaned", {}, lambda: _updating(server(ok(R4), active=R4)),
+         rest=lambda: server(ok(R4), active=R4), sync=Sync.SYNCED, release=R4, prepare={"first": (Clean,)}),
+    Case("a pin switches every server that is not on it", {"pin": R3}, lambda: server(ok(R3, OLD), ok(R4), active=R4),
+         release=R3, switch_on=("all",), reason=SwitchReason.ROLLBACK),
+    Case("a pin missing on a server switches nothing anywhere", {"pin": R3},
+         lambda: server(ok(R3, OLD), ok(R4), active=R4), rest=lambda: server(ok(R4), active=R4), halted=True,
+         release=R3, health=Health.DEGRADED),
+    Case("a pinned release that owes its run-once step is not switched to", {**SCRIPT_ONCE, "pin": R3},
+         lambda: server(once(R3, ONCE_PENDING, OLD), ok(R4), active=R4),
+         rest=lambda: server(ok(R3, OLD), ok(R4), active=R4),
+         halted=True, release=R3, health=Health.DEGRADED),
+    Case("servers that disagree meet on the build they all have", {},
+         lambda: server(ok(R3, OLD), ok(R4), active=R4), rest=lambda: server(ok(R3, OLD), ok(R4), active=R3),
+         release=R4, switch_on=("rest",), reason=SwitchReason.ROLL_FORWARD),
+    Case("a remembered failure is not retried", {}, lambda: server(ok(R3, OLD), active=R3), sync=Sync.FAILED,
+         halted=True, memory_first=True),
+]
+
+
+def _unlinked(facts: SiteFacts) -> SiteFacts:
+    facts.unlinked = [".env"]
+    return facts
+
+
+def _updating(facts: SiteFacts) -> SiteFacts:
+    facts.releases["31072025-150000"] = ReleaseFacts("31072025-150000", Manifest(HEAD, "main", REPO, KEY, "updating"))
+    return facts
+
+
+def _servers(case: Case, shape: str, which: tuple[str, ...] | None) -> tuple[str, ...]:
+    servers = SHAPES[shape]
+    if which is None:
+        return ()
+    if "all" in which:
+        return servers
+    return tuple(s for s in servers if ("first" if s == servers[0] else "rest") in which)
+
+
+def _shaped() -> list[Any]:
+    """Every case for one server and for two; a case about servers that differ only for two."""
+    return [pytest.param(case, shape, id=f"{case.id}[{shape}]") for case in CASES for shape in SHAPES
+            if shape == "two" or case.rest is None]
+
+
+@pytest.mark.parametrize(("case", "shape"), _shaped())
+def test_rollout(case: Case, shape: str) -> None:
+    servers = SHAPES[shape]
+    site = declare(**case.site) if shape == "one" else fleet(servers, **case.site)
+    facts = {s: (case.first() if s == servers[0] or case.rest is None else case.rest()) for s in servers}
+    memory = {s: FailureMemory({(HEAD, KEY): "script exited 1"} if case.memory_first and s == servers[0] else {})
+              for s in servers}
+    fresh = parse_release(case.fresh_after) if case.fresh_after else None
+    rollout = plan_rollout(site, facts, BranchHead(HEAD), memory, NOW, clean_interrupted=True, fresh_after=fresh,
+                           reload_owed=case.reload_owed)
+    assert rollout.halted == case.halted, rollout
+    assert rollout.sync == case.sync, rollout
+    if case.health is not None:
+        assert rollout.health == case.health
+    if case.release is not None:
+        assert rollout.desired_release == case.release
+    build_on = _servers(case, shape, case.build_on)
+    assert (rollout.build.servers if rollout.build else ()) == build_on, rollout.build
+    if rollout.build is not None:
+        assert rollout.build == Build(case.release or "", HEAD, rollout.build.reason, build_on)
+        assert rollout.build.reason in DeployReason
+    assert rollout.once == (RunOnce(rollout.desired_release or "", servers[0]) if case.once else None)
+    switch_on = _servers(case, shape, case.switch_on)
+    assert (rollout.switch.servers if rollout.switch else ()) == switch_on, rollout.switch
+    if rollout.switch is not None:
+        assert rollout.switch.reason == case.reason
+        assert set(rollout.switch.previous) == set(switch_on)
+    for s in servers:
+        which = "first" if s == servers[0] else "rest"
+        assert tuple(type(a) for a in rollout.prepare.get(s, ())) == case.prepare.get(which, ()), (s, rollout.prepare)
+    if case.halted:
+        assert not (rollout.build or rollout.once or rollout.switch), "a halted rollout moves nothing"
+
+
+def test_a_fleet_of_one_is_the_same_rollout_as_its_plan() -> None:
+    """`plan_site` is the one-server view of `plan_rollout`, not a second planner."""
+    from reconciler.core.rollout import plan_site
+
+    site = declare()
+    facts = server(ok(R3, OLD), active=R3)
+    rollout = plan_rollout(site, {"web-1": facts}, BranchHead(HEAD), {"web-1": FailureMemory()}, NOW)
+    assert plan_site(site, facts, BranchHead(HEAD), FailureMemory(), NOW) == rollout.plan("web-1")
+    assert dataclasses.replace(rollout).servers == ("web-1",)
+
+
+def test_messages_name_the_server_only_when_there_are_many() -> None:
+    facts = SiteFacts(DOMAIN, BASE)
+    facts.note_problem("manifest too large")
+    one = plan_rollout(declare(), {"web-1": facts}, BranchHead(HEAD), {"web-1": FailureMemory()}, NOW)
+    two = plan_rollout(fleet(("web-1", "web-2")), {"web-1": server(), "web-2": facts}, BranchHead(HEAD),
+                       {"web-1": FailureMemory(), "web-2": FailureMemory()}, NOW)
+    assert (one.sync, one.message) == (Sync.UNKNOWN, "manifest too large")
+    assert (two.sync, two.message) == (Sync.UNKNOWN, "web-2: manifest too large")

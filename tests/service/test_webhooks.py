@@ -1,0 +1,318 @@
+"""`[[notify]]` delivery in every form, to a LOCAL sink only: an aiohttp server on 127.0.0.1,
+started by the test on a thread of its own, records every request.
+
+* plain http(s) URLs get the JSON event (every field, `text` among them);
+* apprise URLs get the one-line `text`: `json://127.0.0.1:PORT/path` (apprise's generic JSON)
+  and `mmost://127.0.0.1:PORT/TOKEN` (Mattermost's incoming webhook, POST /hooks/TOKEN with
+  {"text": ...}), a chat service whose host apprise lets us choose. Slack and Discord URLs have
+  no host to point elsewhere, so they are only checked for loading (tests/service/test_announce.py).
+
+Unit tests drive reconciler.service.webhooks.Notifications with a tiny first retry delay; one
+end-to-end test runs the REAL daemon (local transport) through a deploy and a failed build.
+No traffic leaves 127.0.0.1; every wait is bounded polling; nothing asserts on durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from reconciler.config import NotifyTarget
+from reconciler.service import webhooks
+from reconciler.service.announce import FIELDS, Scene, fields
+from reconciler.service.webhooks import ATTEMPTS, Notifications
+from tests.support import Daemons, World, app_commit, free_port, git, wait_until
+
+SHOP = "shop.example.com"
+TOKEN = "tok3n0nlyinthepath"  # a Mattermost webhook token: it must never reach a log line
+PROMPT = 20.0
+
+
+@dataclass
+class Hit:
+    path: str
+    content_type: str
+    body: Any
+    answered: int
+
+
+@dataclass
+class Sink:
+    """Requests received on 127.0.0.1; `script[path]` lists the statuses to answer (then 200)."""
+
+    port: int = 0
+    hits: list[Hit] = field(default_factory=list)
+    script: dict[str, list[int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def at(self, path: str, delivered: bool = True) -> list[Hit]:
+        with self.lock:
+            return [h for h in self.hits if h.path == path and (not delivered or h.answered < 300)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        with self.lock:
+            statuses = self.script.get(request.path) or []
+            status = statuses.pop(0) if statuses else 200
+            self.hits.append(Hit(request.path, request.content_type, body, status))
+        return web.Response(status=status, text="ok" if status < 300 else "no")
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    recorder = Sink()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    runner: list[web.AppRunner] = []
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", recorder.handle)
+        runner.append(web.AppRunner(app, access_log=None))
+        loop.run_until_complete(runner[0].setup())
+        site = web.TCPSite(runner[0], "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        recorder.port = runner[0].addresses[0][1]
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner[0].cleanup())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10), "the sink did not start"
+    try:
+        yield recorder
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """apprise speaks through requests, which honours proxy variables: 127.0.0.1 stays direct."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+
+
+async def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}", pytrace=False)
+        await asyncio.sleep(0.01)
+    return value
+
+
+LIVE = {"id": 7, "release": "31072025-143022", "commit_sha": "a" * 40, "status": "success",
+        "commit_subject": "Old checkout", "commit_author": "Jane Doe <jane@example.com>", "duration_ms": 4000}
+BROKEN = {"id": 9, "release": "01082025-091245", "commit_sha": "b" * 40, "status": "failed",
+          "commit_subject": "Break the checkout", "commit_author": "Max Mustermann <max@example.com>",
+          "duration_ms": 2500, "exit_status": 3, "trigger": "app commit",
+          "message": "deploy script failed (exit 3) at: php artisan migrate"}
+SCENE = Scene(SHOP, "web-1", "Failed", "Healthy", "deploy script failed (exit 3)", LIVE["release"],
+              LIVE["commit_sha"], live=LIVE, endpoint="http://127.0.0.1:9180")
+
+
+def _emit_failed(notes: Notifications) -> None:
+    notes.emit("failed", SHOP, once_key="b/k1", **fields("failed", SCENE, BROKEN, BROKEN["commit_sha"]))
+
+
+# --- the forms ---------------------------------------------------------------------------------
+
+
+def test_every_form_carries_the_one_line_summary(sink: Sink) -> None:
+    targets = [NotifyTarget(url=f"{sink.root}/plain"),
+               NotifyTarget(url=f"json://127.0.0.1:{sink.port}/apprise-json"),
+               NotifyTarget(url=f"mmost://127.0.0.1:{sink.port}/{TOKEN}")]
+
+    async def main() -> None:
+        notes = Notifications(targets, first_delay=0.01)
+        try:
+            _emit_failed(notes)
+            await _until(lambda: all(sink.at(p) for p in ("/plain", "/apprise-json", f"/hooks/{TOKEN}")), 20,
+                         "a delivery at every target")
+        finally:
+            await notes.close()
+
+    asyncio.run(main())
+    plain = sink.at("/plain")[0]
+    assert plain.content_type == "application/json"
+    assert list(plain.body) == list(FIELDS)
+    text = plain.body["text"]
+    # The failed build in release/commit, the live one apart: never the live release with the failed commit.
+    assert (plain.body["release"], plain.body["commit"]) == (BROKEN["release"], BROKEN["commit_sha"])
+    assert (plain.body["live_release"], plain.body["live_commit"]) == (LIVE["release"], LIVE["commit_sha"])
+    assert text == (f'{SHOP} FAILED on web-1: {BROKEN["release"]} ({"b" * 12}) "Break the checkout" by Max '
+                    "Mustermann, after 2.5 s (app commit): deploy script failed (exit 3) at: php artisan migrate. "
+                    f'Live: {LIVE["release"]} ({"a" * 12}). Dashboard: http://127.0.0.1:9180/')
+
+    generic = sink.at("/apprise-json")[0]
+    assert generic.content_type == "application/json"
+    assert generic.body["message"] == text and generic.body["type"] == "failure", generic.body
+
+    chat = sink.at(f"/hooks/{TOKEN}")[0]
+    assert chat.body["text"] == text, chat.body
+    assert chat.body["username"] == "reconciler"
+    assert len(sink.hits) == 3, sink.hits
+
+
+def test_the_notify_type_follows_the_event(sink: Sink) -> None:
+    async def main() -> None:
+        notes = Notifications([NotifyTarget(url=f"json://127.0.0.1:{sink.port}/kinds")], first_delay=0.01)
+        try:
+            for event in ("deployed", "rolled_back", "degraded"):
+                notes.emit(event, SHOP, **fields(event, SCENE))
+            await _until(lambda: len(sink.at("/kinds")) >= 3, 20, "three deliveries")
+        finally:
+            await notes.close()
+
+    asyncio.run(main())
+    kinds = {h.body["message"].split(" ")[1]: h.body["type"] for h in sink.at("/kinds")}
+    assert kinds == {"deployed": "success", "rolled": "info", "DEGRADED": "warning"}, kinds
+
+
+def test_apprise_deliveries_are_retried_with_backoff(sink: Sink) -> None:
+    sink.script[f"/hooks/{TOKEN}"] = [500, 503]
+
+    async def main() -> None:
+        notes = Notifications([NotifyTarget(url=f"mmost://127.0.0.1:{sink.port}/{TOKEN}")], first_delay=0.01)
+        try:
+            _emit_failed(notes)
+            await _until(lambda: sink.at(f"/hooks/{TOKEN}"), 20, "the delivery")
+            await asyncio.sleep(0.3)  # room for a (wrong) further attempt
+        finally:
+            await notes.close()
+
+    asyncio.run(main())
+    attempts = sink.at(f"/hooks/{TOKEN}", delivered=False)
+    assert [h.answered for h in attempts] == [500, 503, 200]
+    assert all(h.body == attempts[0].body for h in attempts)
+
+
+def test_logs_name_targets_without_their_secrets(sink: Sink) -> None:
+    refused = free_port()  # nothing listens there
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger(webhooks.__name__)
+    handler = Keep(logging.WARNING)
+    logger.addHandler(handler)
+    targets = [NotifyTarget(url=f"mmost://127.0.0.1:{refused}/{TOKEN}"),
+               NotifyTarget(url=f"http://user:pw-{TOKEN}@127.0.0.1:{refused}/hooks/{TOKEN}?key={TOKEN}")]
+
+    async def main() -> None:
+        notes = Notifications(targets, first_delay=0.01)
+        try:
+            _emit_failed(notes)
+            await _until(lambda: len(records) >= 2, 30, "both targets giving up")
+        finally:
+            await notes.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        logger.removeHandler(handler)
+    lines = sorted(r.getMessage() for r in records)
+    assert all(TOKEN not in line for line in lines), lines
+    assert lines[0].startswith(f"notify #1 (mmost://): giving up on failed for {SHOP} after {ATTEMPTS} attempts"), lines
+    assert lines[1].startswith(f"notify #2 (http://127.0.0.1:{refused}): giving up"), lines
+
+
+def test_chat_deliveries_never_take_asyncios_default_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """apprise blocks; the declarations loader runs on asyncio's default executor. However many
+    chat deliveries hang, a to_thread call still gets a thread at once."""
+    gate = threading.Event()
+    threads: set[str] = set()
+
+    def hanging(url: str, text: str, event: str) -> bool:
+        threads.add(threading.current_thread().name)
+        gate.wait(30)
+        return True
+
+    monkeypatch.setattr(webhooks, "send_chat", hanging)
+
+    async def main() -> str:
+        notes = Notifications([NotifyTarget(url="json://127.0.0.1:9/never")], first_delay=0.01)
+        try:
+            for number in range(64):
+                notes.emit("rolled_back", f"site{number}.example.com", release="01082025-091245")
+            await _until(lambda: threads, 10, "a delivery under way")
+            answer = await asyncio.wait_for(asyncio.to_thread(lambda: "a thread was free"), 10)
+        finally:
+            gate.set()
+            await notes.close()
+        return answer
+
+    assert asyncio.run(main()) == "a thread was free"
+    assert threads and all(name.startswith("notify") for name in threads), threads
+
+
+# --- end to end: the daemon --------------------------------------------------------------------
+
+
+def test_daemon_failed_event_names_the_failed_build_in_every_form(tmp_path: Path, sink: Sink,
+                                                                  daemons: Daemons) -> None:
+    world = World.create(tmp_path, daemons=daemons, domain=SHOP, interval=1)
+    app = world.app
+    world.declare(SHOP, script="test ! -e broken\n")
+    with world.config.open("a") as handle:
+        handle.write(f'\n[[notify]]\nurl = "{sink.root}/plain"\n'
+                     f'\n[[notify]]\nurl = "json://127.0.0.1:{sink.port}/apprise-json"\n'
+                     f'\n[[notify]]\nurl = "mmost://127.0.0.1:{sink.port}/{TOKEN}"\n')
+    run = world.launcher
+    daemon = run.start()
+
+    def events(name: str) -> Callable[[], list[Any]]:
+        def check() -> list[Any]:
+            assert daemon.alive(), "the daemon exited"
+            return [h.body for h in sink.at("/plain") if h.body["event"] == name]
+        return check
+
+    good = git(app, "rev-parse", "HEAD")
+    deployed = wait_until(events("deployed"), PROMPT, "`deployed` at the plain webhook",
+                          run.diagnostics)[0]
+    live = world.active(SHOP)
+    assert (deployed["release"], deployed["commit"], deployed["commit_subject"]) == (live, good, "v1")
+
+    bad = app_commit(app, "break the build", files={"broken": "yes\n"})
+    failed = wait_until(events("failed"), PROMPT, "`failed` at the plain webhook", run.diagnostics)[0]
+    row = next(h for h in run.history(SHOP) if h["status"] == "failed")
+    assert (failed["release"], failed["commit"], failed["deployment_id"]) == (row["release"], bad, row["id"])
+    assert failed["commit_subject"] == "break the build" and failed["exit_status"] == 1, failed
+    assert (failed["live_release"], failed["live_commit"]) == (live, good), "the live release, untouched"
+    assert world.active(SHOP) == live and failed["release"] != live
+    text = failed["text"]
+    assert text.startswith(f'{SHOP} FAILED on local: {row["release"]} ({bad[:12]}) "break the build" by '
+                           f"{os.environ['GIT_AUTHOR_NAME']}, after "), text
+    assert text.endswith(f"Live: {live} ({good[:12]})"), text
+
+    generic = wait_until(lambda: [h.body for h in sink.at("/apprise-json") if h.body["message"] == text], PROMPT,
+                         "the same line at json://", run.diagnostics)[0]
+    assert generic["type"] == "failure"
+    wait_until(lambda: [h for h in sink.at(f"/hooks/{TOKEN}") if h.body["text"] == text], PROMPT,
+               "the same line at mmost://", run.diagnostics)
+    assert TOKEN not in daemon.tail()
