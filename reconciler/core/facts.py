@@ -1,6 +1,6 @@
 """Facts: what one server holds for every declared site on it, as plain data.
 
-`remote.probe` gathers them with one command per server and parses its output strictly;
+`remote.probe` gathers them with one command per server and `remote.protocol.probing` parses its output strictly;
 the planner reads them. Pure: no I/O.
 
 A datum of a site that cannot be trusted (a manifest too large or too deep to read, say) is

@@ -198,7 +198,7 @@ class _Planner:
         site = self.site
         for server, facts in self.facts.items():
             if facts.problem is not None:
-                # Server data of this site could not be trusted (remote.probe said why): touch nothing.
+                # Server data of this site could not be trusted (the probe reader said why): touch nothing.
                 return self.verdict(Sync.UNKNOWN, self.where(server, facts.problem), Health.UNKNOWN)
         for server, facts in self.facts.items():
             if facts.path_kind in ("dir", "file"):

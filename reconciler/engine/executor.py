@@ -45,7 +45,7 @@ from reconciler.engine.store import Snapshot
 from reconciler.engine.workbench import Workbench, group_key
 from reconciler.errors import LayoutConflict, LockNotReleased, StepFailed
 from reconciler.remote import lock
-from reconciler.remote.protocol import locking, probing, seam
+from reconciler.remote.protocol import heads, locking, seam
 from reconciler.remote.protocol.checking import HealthResult
 
 log = logging.getLogger(__name__)
@@ -387,6 +387,6 @@ def unpin_shortcut(bench: Workbench, site: SiteDeclaration) -> Shortcut | None:
     if not rows:
         return None
     newest = max(rows, key=lambda r: parse_release(r["release"]) or datetime.min.replace(tzinfo=UTC))
-    seconds = probing.head_bounds(bench.settings.command_timeout, bench.settings.git_timeout)[0]
+    seconds = heads.head_bounds(bench.settings.command_timeout, bench.settings.git_timeout)[0]
     return Shortcut(newest["release"], SwitchReason.ROLL_FORWARD,
                     locking.HeadCheck(key[0], key[1], newest["commit_sha"] or "", site.build_key, seconds))

@@ -65,8 +65,8 @@ from reconciler.core.facts import ProbeSite, SiteFacts
 from reconciler.core.layout import SitePaths
 from reconciler.core.plan import Takeover
 from reconciler.errors import LockNotReleased, SiteLocked, TemporaryError
-from reconciler.remote.probe import parse_probe
 from reconciler.remote.protocol import locking, seam, site_steps
+from reconciler.remote.protocol.probing import parse_probe
 from reconciler.remote.transport import Result, Transport
 
 log = logging.getLogger("reconciler")

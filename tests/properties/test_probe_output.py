@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from reconciler.core.facts import BranchHead, ProbeSite, ServerFacts, SiteFacts
 from reconciler.core.manifest import Manifest
 from reconciler.errors import TransportError
-from reconciler.remote.probe import branch_head, parse_probe
+from reconciler.remote.protocol.heads import branch_head
+from reconciler.remote.protocol.probing import parse_probe
 from tests.properties.strategies import FAST, NASTY, first_line, nasty_text, shell_value
 
 BASE = "/srv"

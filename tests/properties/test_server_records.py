@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from reconciler.core import wire
 from reconciler.core.manifest import ONCE_STATES, STATUSES, Manifest
 from reconciler.remote import lock
-from reconciler.remote.probe import branch_head
+from reconciler.remote.protocol.heads import branch_head
 from reconciler.remote.protocol import locking
 from tests.properties.strategies import FAST, nasty_text
 from tests.properties.test_wire import json_values

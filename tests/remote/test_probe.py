@@ -27,7 +27,8 @@ from reconciler.core.rollout import plan_site
 from reconciler.core.status import Health, Sync
 from reconciler.errors import SiteLocked
 from reconciler.remote.lock import Identity, Owner, held
-from reconciler.remote.probe import frame, gather, parse_probe
+from reconciler.remote.probe import gather
+from reconciler.remote.protocol.probing import frame, parse_probe
 from reconciler.remote.protocol import probing, seam
 from reconciler.remote.transport.local import LocalTransport
 from tests.support import app_commit, git, make_app_repo
@@ -779,7 +780,7 @@ def test_batched_link_reads_give_the_same_facts_as_one_readlink_per_site(tmp_pat
     (bindir / "find").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     one_by_one = asyncio.run(gather(LocalTransport(), sites, [], timeout=30))
-    # `$(readlink)` drops the newlines a target ends with (remote/probe.py); find reads it exactly,
+    # `$(readlink)` drops the newlines a target ends with (protocol/probing.py); find reads it exactly,
     # and a target with a line break is no plain path of ours.
     assert batched.sites["c.example.com"].link_target is None
     assert one_by_one.sites["c.example.com"].link_target == "trailing"

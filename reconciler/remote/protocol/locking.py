@@ -12,7 +12,8 @@ from reconciler.core import wire
 from reconciler.core.facts import ProbeSite
 from reconciler.core.layout import SitePaths
 from reconciler.remote.protocol.gitenv import GIT_PREAMBLE
-from reconciler.remote.protocol.probing import DEFAULT_GIT_TIMEOUT, FIND_TIMEOUT, probe_script
+from reconciler.remote.protocol.heads import DEFAULT_GIT_TIMEOUT, FIND_TIMEOUT
+from reconciler.remote.protocol.probing import probe_script
 from reconciler.remote.protocol.seam import Command, json_pair, one_line, quote
 from reconciler.remote.protocol.site_steps import OWNER_FILE, OWNER_READ_BYTES, SCRIPT_NAME, release_if_ours, switch
 

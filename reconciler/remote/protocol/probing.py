@@ -1,26 +1,77 @@
-"""The probe: ONE command per server that prints the facts of every site on it (the writer of
-the records remote/probe.py reads, with the framing both share)."""
+"""The probe: ONE remote command per server that gathers the facts of every site on it.
+
+Both sides of the wire are here: `probe` builds the command (its script travels on stdin) and
+`parse_probe` is the strict reader of what it prints, sharing the framing (RECORD_END, Tag).
+remote/probe.py sends it (`gather`); the git heads' bounds and answers are protocol/heads.py.
+
+The probe reports, per site, the site path (symlink target, or a directory/file that is in the
+way), the release directories with their manifests, the shared dir and the lock, and resolves
+every (repository, ref) head (a branch's head, or the commit a tag names) with `git ls-remote`
+run in parallel on the server, which reaches the repositories exactly as deploys will. Cost
+grows with servers, not with sites. Each ls-remote has its own time bound, well within the probe's (heads.head_bounds):
+a git host that does not answer is the error of that head's sites (`@stalled`), never a timeout
+of the whole probe, which would be the server's, every site on it Unknown.
+
+Framing. Everything the probe prints is a sequence of records, each `@tag` or `@tag value`
+followed by a NUL byte, and the last record is `@end`. Values come from the server (a symlink
+target, the first line of a manifest or of the lock owner, a release's HEAD, ls-remote output)
+and are untrusted, so the separator must be a byte no value can contain:
+
+- Every value is printed from a shell variable with `printf '%s\\0'`. A variable of dash,
+  bash, busybox ash, ksh or mksh is a C string: it cannot hold a NUL (`read` and `$(...)`
+  drop NUL bytes), so a value can never end its record early or start another one, whatever
+  newlines, U+2028, U+0085 or `@site` text it carries. Symlink targets and ref names cannot
+  hold a NUL in the first place.
+- A shell that does keep NUL bytes in variables (zsh) is detected once per probe (one
+  subshell), and every value is then passed through `tr -d '\\000'` instead: slower, still sound.
+- This costs no process per value on the usual shells: the release loop reads a manifest with
+  the shell's own `read` and prints it with the `printf` builtin, as before (one subshell per
+  probe for the NUL check; ls-remote's exact-ref filter is one awk instead of head and sed).
+  Encoding every value (base64, od) would have cost a process per release; NUL framing makes
+  that unnecessary.
+- Site links are read by one GNU `find -printf` per probe (`@at <link path>`, then `@link
+  <target>`, exact). Without GNU find (BusyBox), `$(readlink ...)` per site, which drops
+  newlines a symlink target ends with: a target `R<newline>` then reads as `R`, which only the
+  deploy user can plant (and they can edit R itself): it cannot reach another site or break a
+  record. An `@at` path that is no probed site's link selects no site.
+- Absence of the final `@end` (the command died, output cut short), a record with an unknown
+  tag or a malformed value of our own making (an index, an exit status, a head's bound) means
+  the output as a whole cannot be trusted: `parse_probe` raises TransportError for the server.
+  Nothing a site's data holds can cause that.
+
+Decoding: the output is decoded as UTF-8 with errors="replace" (the transports do so), which
+never merges a NUL byte into a replacement character, so splitting the text on NUL is splitting
+the bytes on NUL. Inside a record every field is validated (`core.wire`): a release name must be
+a real `ddMMYYYY-HHMMSS`, a sha 40 or 64 lower-case hex digits, ls-remote lines are split on
+`\\n` and `\\t` only and the ref compared exactly with `refs/heads/<branch>` or
+`refs/tags/<tag>` (or that ref with `^{}`, an annotated tag's peeled line); manifests go through
+the bounded JSON decoder. A datum that fails is that site's problem (`SiteFacts.problem`) or,
+for a merely unparseable manifest, a corrupt release, never an exception and never another
+site's fact.
+"""
 
 from __future__ import annotations
 
 import fnmatch
-import math
+import functools
 import re
 from collections.abc import Iterable
 from enum import StrEnum
 
-from reconciler.core.facts import ProbeSite
-from reconciler.core.layout import SitePaths
+from reconciler.core import wire
+from reconciler.core.facts import BranchHead, ProbeSite, ReleaseFacts, ServerFacts, SiteFacts
+from reconciler.core.layout import MANIFEST_NAME, SitePaths, is_release
+from reconciler.core.manifest import Manifest
+from reconciler.errors import TransportError
+from reconciler.remote.protocol import heads as git_heads
 from reconciler.remote.protocol.gitenv import GIT_PREAMBLE
 from reconciler.remote.protocol.seam import RUN_BUFFERED, Command, quote
 from reconciler.remote.protocol.site_steps import OWNER_FILE
 
-# --- the probe: ONE command per server that prints the facts of every site on it ---------------
+# --- the writer ---------------------------------------------------------------------------------
 #
-# This is the probe's writer; remote/probe.py is its one reader and takes the framing from here
-# (RECORD_END, Tag, VALUE_TAGS, BARE_TAGS, RELEASE_GLOB), so the two cannot drift. A record is
-# `@tag` or `@tag value`, then RECORD_END; the last record is Tag.END. Why a NUL byte, and how a
-# shell that keeps NUL bytes in variables (zsh) is handled: see remote/probe.py.
+# The writer (`probe`) and the reader (`parse_probe`, below) share the framing (RECORD_END, Tag,
+# VALUE_TAGS, BARE_TAGS, RELEASE_GLOB), so the two cannot drift. Why a NUL byte: the docstring.
 
 RECORD_END = "\0"
 
@@ -58,19 +109,6 @@ if any(not re.fullmatch(r"@[a-z]+", tag) for tag in Tag):  # printed in printf f
 RELEASE_GLOB = "[0-9]" * 8 + "-" + "[0-9]" * 6
 RELEASE_GLOB_RE = re.compile(fnmatch.translate(RELEASE_GLOB))
 
-# At most this many `git ls-remote` in flight: a git host's sshd drops a burst (MaxStartups).
-HEADS_AT_ONCE = 8
-# One git host that does not answer must not stall its server's probe (security review 2, N3): the
-# probe is one command, and a timeout of it is the server's, so every site on it would be Unknown.
-# So each `git ls-remote` gets its own bound (`head_bounds`), well under the probe's, run by
-# coreutils/BusyBox `timeout` (SIGKILL GIT_KILL_AFTER seconds after SIGTERM): a ref whose host did
-# not answer is that ref's error (Tag.STALLED). And all of them get a budget, half the probe's
-# time: a batch of HEADS_AT_ONCE that cannot have its full bound any more is not started (its
-# refs are "not asked"), so however many hosts do not answer, the sites' part of the probe runs.
-# Without `timeout` on the server, ls-remote runs unbounded but for ssh's and curl's own bounds
-# (GIT_PREAMBLE).
-GIT_KILL_AFTER = 2
-DEFAULT_GIT_TIMEOUT = 20  # at most: a quarter of the probe's timeout (command_timeout) when that is less
 LINKS_AT_ONCE = 500  # site links per `find` (argv stays far below ARG_MAX)
 
 # RECORD_END as printf (`\0`) and tr (`\000`) write it.
@@ -100,7 +138,7 @@ _LOCK_DIR = _under(_TEMPLATE.lock, _TEMPLATE.deployments)
 _MANIFEST = _under(_TEMPLATE.manifest(RELEASE_GLOB), _TEMPLATE.release(RELEASE_GLOB))
 
 _PROBE_FUNCTIONS = GIT_PREAMBLE + "export LC_ALL=C\n" + rf"""
-# Records: `@tag value` then a NUL byte (see remote/probe.py). A variable cannot hold a NUL in
+# Records: `@tag value` then a NUL byte (see parse_probe). A variable cannot hold a NUL in
 # POSIX shells; one that can (zsh) strips them with tr.
 {{ nul=$(printf 'a{_END_PRINTF}b'); }} 2>/dev/null
 if [ "${{#nul}}" -eq 2 ]; then
@@ -114,7 +152,7 @@ probe_site() {{
   if [ -L "$link" ]; then
     # GNU find reads every site's link in one process after this (`links`, issue 15: a readlink
     # per site was most of a probe's time); elsewhere one process per link, as before. `$(...)`
-    # drops newlines a target may end with (see remote/probe.py).
+    # drops newlines a target may end with (see parse_probe).
     [ -n "$batch" ] || emit {Tag.LINK} "$(readlink "$link")"
     [ -e "$link" ] || printf '{Tag.DANGLING}{_END_PRINTF}'
   elif [ -d "$link" ]; then printf '{Tag.PATH} dir{_END_PRINTF}'
@@ -149,12 +187,12 @@ probe_site() {{
 }}
 # The targets of the given site links, `@at <path>` then `@link <target>` each: one process for
 # them all. Only symlinks are listed; a path that vanished meanwhile is left out (probe_site saw
-# it; remote/probe.py treats a site link without its @link as gone).
+# it; parse_probe treats a site link without its @link as gone).
 links() {{ find "$@" -maxdepth 0 -type l -printf '{Tag.AT} %p{_END_PRINTF}{Tag.LINK} %l{_END_PRINTF}' 2>/dev/null; }}
 probe_head() {{
   # $2 is a full ref (refs/heads/B or refs/tags/T). An annotated tag is an object of its own;
   # ls-remote names the commit it points at on a second line, `<ref>^{{}}`, listed only when
-  # asked for by name (remote/probe.py prefers it). $4: the seconds it may take (0: not asked).
+  # asked for by name (parse_probe prefers it). $4: the seconds it may take (0: not asked).
   if [ "$4" -eq 0 ]; then emit "{Tag.STALLED} $3" 0; return; fi
   if [ -n "$gto" ]; then out=$($gto "$4" git ls-remote -- "$1" "$2" "$2^{{}}" 2>&1); rc=$?
   else out=$(git ls-remote -- "$1" "$2" "$2^{{}}" 2>&1); rc=$?; fi
@@ -174,41 +212,17 @@ probe_head() {{
 """
 
 
-def head_order(heads: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The (repository, full ref) heads a probe resolves, each once: `@heads <i> ...` is the i-th."""
-    return sorted(set(heads))
-
-
-def head_bounds(timeout: float, git_timeout: float | None = None) -> tuple[int, int]:
-    """(seconds one `git ls-remote` may take, seconds all of them may take) in a probe that may
-    take `timeout`: `git_timeout`, by default a quarter of `timeout` and at most
-    DEFAULT_GIT_TIMEOUT, within a budget of half of `timeout` (whole seconds, at least 1)."""
-    budget = max(1, math.floor(timeout / 2))
-    each = git_timeout if git_timeout is not None else min(DEFAULT_GIT_TIMEOUT, timeout / 4)
-    return min(budget, max(1, math.ceil(each))), budget
-
-
-# How `probe_head` bounds a command: `timeout` with a kill-after where it takes one, else plain.
-FIND_TIMEOUT = (
-    "gto=\n"
-    "if command -v timeout >/dev/null 2>&1; then\n"
-    f"  if timeout -k 1 9 true 2>/dev/null; then gto='timeout -k {GIT_KILL_AFTER}'\n"
-    "  elif timeout 9 true 2>/dev/null; then gto=timeout; fi\n"
-    "fi\n"
-)
-
-
 def probe_script(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]],
-                  bounds: tuple[int, int] = (DEFAULT_GIT_TIMEOUT, 2 * DEFAULT_GIT_TIMEOUT)) -> str:
+                  bounds: tuple[int, int] = (git_heads.DEFAULT_GIT_TIMEOUT, 2 * git_heads.DEFAULT_GIT_TIMEOUT)) -> str:
     """The probe's script up to its end record, without an exit (the lock embeds it). All
     values are quoted. `bounds`: `head_bounds`."""
     lines = [_PROBE_FUNCTIONS, 'tmp=$(mktemp -d) || exit 1', "trap 'rm -rf \"$tmp\"' EXIT"]
     each, budget = (int(b) for b in bounds)
-    ordered = head_order(heads)
+    ordered = git_heads.head_order(heads)
     if ordered:
-        lines += [FIND_TIMEOUT, f"gt={each}; gend=$(($(date +%s) + {budget}))"]
+        lines += [git_heads.FIND_TIMEOUT, f"gt={each}; gend=$(($(date +%s) + {budget}))"]
     for index, (repository, ref) in enumerate(ordered):
-        if index and index % HEADS_AT_ONCE == 0:
+        if index and index % git_heads.HEADS_AT_ONCE == 0:
             # The next batch only with its full bound left in the budget; else it is not asked.
             lines += ["wait", f"[ $((gend - $(date +%s))) -ge {each} ] || gt=0"]
         # stderr stays out of the records: git's own messages are captured inside probe_head.
@@ -232,4 +246,156 @@ def probe(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]], timeout:
     (`refs/heads/<branch>` or `refs/tags/<tag>`), resolved with `git ls-remote` in parallel,
     each within `head_bounds(timeout, git_timeout)`; `timeout` is the probe's own.
     stdin: the script (any length)."""
-    return Command(RUN_BUFFERED, probe_script(sites, heads, head_bounds(timeout, git_timeout)) + "exit 0\n")
+    return Command(RUN_BUFFERED, probe_script(sites, heads, git_heads.head_bounds(timeout, git_timeout)) + "exit 0\n")
+
+
+# --- the reader ---------------------------------------------------------------------------------
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_LINK = 4096  # PATH_MAX: a longer symlink target is not one of ours
+
+
+def frame(tag: str, value: str | None = None) -> str:
+    """One record as the probe's shell prints it (for tests and tools that build output)."""
+    return f"{tag}{RECORD_END}" if value is None else f"{tag} {value.replace(RECORD_END, '')}{RECORD_END}"
+
+
+def _broken(why: str) -> TransportError:
+    return TransportError(f"probe output cannot be trusted: {why}")
+
+
+def _plain_path(target: str) -> str | None:
+    """A symlink target that may name one of our releases: a plain path, no control characters."""
+    if not target or len(target) > MAX_LINK or _CONTROL_RE.search(target):
+        return None
+    return target
+
+
+class _Reader:
+    """Applies the records of one probe output to ServerFacts, one record at a time."""
+
+    def __init__(self, sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> None:
+        self.wanted = {site.domain: site for site in sites}
+        self.by_link = {SitePaths(site.base_path, site.domain).site_link: site.domain for site in self.wanted.values()}
+        self.head_keys = git_heads.head_order(heads)
+        self.facts = ServerFacts()
+        self.site: SiteFacts | None = None
+        self.release: ReleaseFacts | None = None
+
+    def record(self, tag: str, value: str) -> None:
+        if tag == Tag.HEADS:
+            self.site = self.release = None
+            self.heads(value)
+        elif tag == Tag.STALLED:
+            self.site = self.release = None
+            self.stalled(value)
+        elif tag == Tag.AT:
+            # The batched link reads: the site whose link this is (probed above), else none.
+            self.site = self.facts.sites.get(self.by_link.get(value, ""))
+            self.release = None
+        elif tag == Tag.SITE:
+            known = self.wanted.get(value)
+            self.site = SiteFacts(value, known.base_path) if known else None
+            if self.site is not None:
+                self.facts.sites[value] = self.site
+            self.release = None
+        elif self.site is not None:
+            self.site_record(self.site, tag, value)
+
+    def heads(self, value: str) -> None:
+        index_text, _, rest = value.partition(" ")
+        rc_text, _, text = rest.partition(" ")
+        index = wire.parse_uint(index_text, len(self.head_keys) - 1) if self.head_keys else None
+        rc = wire.parse_uint(rc_text, 255)
+        if index is None or rc is None:
+            raise _broken(f"a branch head record names head {wire.display(index_text, 20)!r}, "
+                          f"exit status {wire.display(rc_text, 20)!r}")
+        key = self.head_keys[index]
+        self.facts.heads[key] = git_heads.branch_head(key, rc, text)
+
+    def stalled(self, value: str) -> None:
+        """`<index> <seconds>`: that head's git host did not answer in time (0: not asked)."""
+        index_text, _, seconds_text = value.partition(" ")
+        index = wire.parse_uint(index_text, len(self.head_keys) - 1) if self.head_keys else None
+        seconds = wire.parse_uint(seconds_text, git_heads.MAX_GIT_SECONDS)
+        if index is None or seconds is None:
+            raise _broken(f"a stalled head record names head {wire.display(index_text, 20)!r}, "
+                          f"seconds {wire.display(seconds_text, 20)!r}")
+        self.facts.heads[self.head_keys[index]] = BranchHead(None, git_heads.unanswered(seconds))
+
+    def site_record(self, site: SiteFacts, tag: str, value: str) -> None:
+        if tag == Tag.LINK:
+            # Not a plain path: no release of ours is active (Degraded), nothing else follows.
+            site.link_target, site.path_kind = _plain_path(value), "symlink"
+        elif tag == Tag.DANGLING:
+            site.dangling = True
+        elif tag == Tag.PATH:
+            if value not in ("dir", "file"):
+                raise _broken(f"path kind {wire.display(value, 20)!r}")
+            site.path_kind = value
+        elif tag == Tag.PROVISIONED:
+            site.provisioned = True
+        elif tag == Tag.SHARED:
+            site.shared = True
+        elif tag == Tag.LOCK:
+            site.lock = value.strip()
+        elif tag == Tag.UNLINKED:
+            wanted = self.wanted.get(site.domain)
+            if wanted is None or value not in wanted.shared:
+                site.note_problem(f"the probe reports shared entry {wire.display(value, 80)!r}, not one of the site's")
+            elif value not in site.unlinked:
+                site.unlinked.append(value)
+        elif tag == Tag.NOTDIR:
+            if RELEASE_GLOB_RE.fullmatch(value):
+                site.not_dirs.append(value)
+        elif tag == Tag.RELEASE:
+            # The shell glob only matches the shape; a name must also be a real date/time.
+            self.release = site.releases.setdefault(value, ReleaseFacts(value)) if is_release(value) else None
+        elif tag == Tag.MANIFEST and self.release is not None:
+            self.manifest(site, self.release, value)
+        elif tag == Tag.HEAD and self.release is not None:
+            self.release.head = wire.as_sha(value)
+
+    @staticmethod
+    def manifest(site: SiteFacts, release: ReleaseFacts, text: str) -> None:
+        try:
+            release.manifest, release.corrupt = _parsed_manifest(text), False
+        except wire.WireLimit as exc:
+            # Nothing we write looks like this: someone shaped it. The site waits for a human.
+            release.manifest, release.corrupt = None, True
+            site.note_problem(f"malformed manifest deployments/{site.domain}/{release.name}/{MANIFEST_NAME}: {exc}")
+        except wire.WireError:
+            # Unparseable (cut short, emptied, edited by hand): the release is corrupt, as before.
+            release.manifest, release.corrupt = None, True
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed_manifest(text: str) -> Manifest:
+    """Manifest.parse, remembered by the manifest's text: a server's manifests rarely change,
+    and every poll reads them all again (parsing each one every pass was per-site CPU).
+    Manifests are frozen, so one parsed value can serve every pass; a text that does not parse
+    raises each time (not cached)."""
+    return Manifest.parse(text)
+
+
+def parse_probe(output: str | bytes, sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> ServerFacts:
+    """The facts in a probe's output. Never raises for anything a site's data holds; raises
+    TransportError only when the output as a whole is not the probe's framing (cut short)."""
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
+    records = text.split(RECORD_END)
+    if records[-1] != "":
+        raise _broken("the output does not end with a complete record (cut short?)")
+    records.pop()
+    if not records or records[-1] != Tag.END:
+        raise _broken("the output does not end with the probe's end record (cut short?)")
+    records.pop()
+    sites = list(sites)
+    reader = _Reader(sites, heads)
+    for number, record in enumerate(records):
+        tag, space, value = record.partition(" ")
+        if not (tag in VALUE_TAGS if space else tag in BARE_TAGS) or tag == Tag.END:
+            raise _broken(f"record {number} is {wire.display(record, 60)!r}")
+        reader.record(tag, value)
+    for site in sites:
+        reader.facts.sites.setdefault(site.domain, SiteFacts(site.domain, site.base_path))
+    return reader.facts

@@ -28,7 +28,7 @@ import pytest
 from reconciler.core.declarations import MAX_FILE_BYTES
 from reconciler.core.facts import ProbeSite
 from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, shared_link_target
-from reconciler.remote.probe import parse_probe
+from reconciler.remote.protocol.probing import parse_probe
 from reconciler.remote.protocol import finishing, locking, probing, seam, site_steps
 from reconciler.remote.transport.local import LocalTransport
 from tests.support import git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
@@ -299,7 +299,7 @@ def test_clone_with_a_hostile_repository_path_and_branch(world: SitePaths, tmp_p
 
 
 def test_probe_framing_is_one_vocabulary(world: SitePaths, tmp_path: Path) -> None:
-    """The writer (probing.probe) and the reader (probe.parse_probe) share RECORD_END and Tag:
+    """The writer (probing.probe) and the reader (probing.parse_probe) share RECORD_END and Tag:
     every tag is printed by the script, and the reader knows each as bare or valued."""
     assert set(probing.Tag) == probing.VALUE_TAGS | probing.BARE_TAGS and not probing.VALUE_TAGS & probing.BARE_TAGS
     command = probing.probe([ProbeSite(DOMAIN, world.base_path)], [("/nowhere", "main")])
