@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from reconciler.core import wire
 from reconciler.core.manifest import ONCE_STATES, STATUSES, Manifest
 from reconciler.remote import lock
-from reconciler.remote.protocol.heads import branch_head
 from reconciler.remote.protocol import locking
+from reconciler.remote.protocol.heads import branch_head
 from tests.properties.strategies import FAST, nasty_text
 from tests.properties.test_wire import json_values
 

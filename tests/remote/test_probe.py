@@ -28,8 +28,8 @@ from reconciler.core.status import Health, Sync
 from reconciler.errors import SiteLocked
 from reconciler.remote.lock import Identity, Owner, held
 from reconciler.remote.probe import gather
-from reconciler.remote.protocol.probing import frame, parse_probe
 from reconciler.remote.protocol import probing, seam
+from reconciler.remote.protocol.probing import frame, parse_probe
 from reconciler.remote.transport.local import LocalTransport
 from tests.support import app_commit, git, make_app_repo
 from tests.support.sshd import SshServer

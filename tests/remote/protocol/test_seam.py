@@ -28,8 +28,8 @@ import pytest
 from reconciler.core.declarations import MAX_FILE_BYTES
 from reconciler.core.facts import ProbeSite
 from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, shared_link_target
-from reconciler.remote.protocol.probing import parse_probe
 from reconciler.remote.protocol import finishing, locking, probing, seam, site_steps
+from reconciler.remote.protocol.probing import parse_probe
 from reconciler.remote.transport.local import LocalTransport
 from tests.support import git, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
 
