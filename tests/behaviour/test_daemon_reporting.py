@@ -1,4 +1,4 @@
-"""What the daemon's HTTP endpoint shows of a site (issue 21 item 7), on one server and on two:
+"""What the daemon's HTTP endpoint shows of a site, on one server and on two:
 `/metrics` has a series per server of the site (not only its first server's), and the dashboard
 shows a release once, with a badge per server saying its result (a click shows that server's
 output), and a Rollback button only where the action takes it: clicking it is accepted and every

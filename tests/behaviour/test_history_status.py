@@ -1,4 +1,4 @@
-"""What `history` and `status` say of a site (issue 21 item 7), for a site on one server and on two.
+"""What `history` and `status` say of a site, for a site on one server and on two.
 
 A release is one history entry whatever the number of servers, with each server's result nested
 in `servers`; Rollback (`can_rollback`) is offered only for a release the rollback action takes on

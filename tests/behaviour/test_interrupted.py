@@ -1,4 +1,4 @@
-"""SIGTERM mid-build (issue 21 item 8), for a site on one server and on two: the daemon stops,
+"""SIGTERM mid-build, for a site on one server and on two: the daemon stops,
 no server switches to the half-built release, and nothing half-built is left once the next pass
 has run. The real daemon process (`reconciler run`), real sshds."""
 

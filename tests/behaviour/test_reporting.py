@@ -1,4 +1,4 @@
-"""What the operator is told (issue 21 item 7), for a site on one server and on two: a `failed`
+"""What the operator is told, for a site on one server and on two: a `failed`
 notification names the server whose build failed. The real daemon (`reconciler run`) posts to a
 webhook receiver on 127.0.0.1; real sshds."""
 

@@ -1,8 +1,8 @@
-"""Behaviour scenarios (issue 21 item 8): every one for a site on one server and on two.
+"""Behaviour scenarios: every one for a site on one server and on two.
 
 A single-server site and a `servers = [...]` site are one design to the operator: each scenario
-asserts the same behaviour for both shapes. Where today's code is wrong for a shape (the bugs
-issue 21 lists), the scenario still asserts the right behaviour and that shape is a strict xfail
+asserts the same behaviour for both shapes. Where today's code is wrong for a shape (a known
+bug of that shape), the scenario still asserts the right behaviour and that shape is a strict xfail
 naming the bug (`shapes(one=..., two=...)`): the day the redesign fixes it, the marker must go.
 
 Real sshds (each server its own filesystem), real git, the CLI in this process. Flag files under

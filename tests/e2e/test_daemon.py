@@ -190,8 +190,8 @@ def test_daemon_deploys_rolls_back_forward_polls_and_corrects_drift_over_ssh(ssh
         "last_deployed_at": status["last_deployed_at"], "message": "",
         "observed_at": status["observed_at"],  # beyond SPEC's keys: when the server was last probed
         "servers": [{"server": w.server.destination, "active_release": third, "message": ""}],
-        "ref": "branch main",  # and what the site deploys from (issue 13)
-        "shard": "1/1", "skipped": False,  # and that this (unsharded) instance owns it (issue 15)
+        "ref": "branch main",  # and what the site deploys from
+        "shard": "1/1", "skipped": False,  # and that this (unsharded) instance owns it
     }
     assert status["observed_at"], status
     history = w.run.history(DOMAIN)
@@ -392,7 +392,7 @@ def test_sigterm_during_deploy_script_exits_cleanly_and_never_switches(ssh_world
     assert row["deployment_path"] is None, row
     history = {h["release"]: h for h in w.run.history(DOMAIN)}
     assert history[good]["is_active"] and history[good]["status"] == "success", history
-    # Issue 11 item 3: the shutdown settled the site's row (not "Progressing ... deploying" until
+    # The shutdown settled the site's row (not "Progressing ... deploying" until
     # the next start) and kept the partial output of the aborted build.
     view = w.run.status()[DOMAIN]
     assert view["sync"] == "OutOfSync" and "aborted during deploy script" in view["message"], view

@@ -10,7 +10,7 @@ without a reload, a deployment's output streams into the log panel, a Rollback c
 older release, which the daemon then switches to on disk, and signing out ends the session on
 the server too. Without the cookie or the token, the API answers 401.
 
-The operator actions (issue 11): a site whose build fails (its script checks a marker file) shows
+The operator actions: a site whose build fails (its script checks a marker file) shows
 the failed row's reason and a Retry button; once the cause is fixed, Retry makes it live;
 Redeploy builds a fresh release; Rollback pins an older one and Unpin lets it follow its branch
 again, each switch shown as an activation line; every row says its trigger and who asked; a

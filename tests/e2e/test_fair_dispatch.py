@@ -1,4 +1,4 @@
-"""Fair dispatch (issue 15): when many servers' sites all need a deploy at once, the global
+"""Fair dispatch: when many servers' sites all need a deploy at once, the global
 `concurrency` is shared between the servers instead of going to whichever server's probe
 answered first (engine/fairness.py).
 

@@ -1,4 +1,4 @@
-"""Health that means something (issue 12), over a real sshd with a real web server.
+"""A health check that rolls a bad release back, over a real sshd with a real web server.
 
 The site's `[health]` check runs on the server after every switch: a commit that makes the app
 answer 500 (or fail a health `command`) is live only for the check's tries, then the previous

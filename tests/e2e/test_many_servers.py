@@ -1,4 +1,4 @@
-"""One site on many servers (issue 14): build everywhere, switch everywhere, or switch nowhere.
+"""One site on many servers: build everywhere, switch everywhere, or switch nowhere.
 
 Two real sshds, each in its own mount namespace with its own directory at the same base_path
 (tests/support/sshd.py `sshd_pair`), so the servers really are separate. The CLI runs in this process.
@@ -154,7 +154,7 @@ def test_status_shows_every_server_and_history_names_it(fleet: Fleet) -> None:
                                {"server": fleet.b.destination, "active_release": live, "message": ""}]
     rc, out, _ = fleet.cli("status")
     assert rc == 0 and "2/2 synced" in out, out
-    # One entry for the release (issue 21 item 7), naming each server's build of it.
+    # History has one entry for the release, naming each server's build of it.
     (row,) = json.loads(fleet.cli("history", DOMAIN, "--json")[1])
     assert [s["server"] for s in row["servers"]] == [fleet.a.destination, fleet.b.destination], row
     out = fleet.cli("status", DOMAIN)[1]
@@ -180,7 +180,7 @@ def test_adding_a_server_builds_the_live_release_there_and_removing_one_leaves_i
 
 
 def test_a_health_check_failing_on_one_server_switches_every_server_back(fleet: Fleet) -> None:
-    """Issue 14 item 7 with issue 12: the check runs on every server; a failure on any one rolls
+    """The health check runs on every server; a failure on any one rolls
     back all of them, and the release is a failed build everywhere (no hot loop)."""
     check = {"command": f"test ! -e {fleet.pair.base_path}/sick", "retries": 0}
     fleet.declare(script="echo built\n", health=check)

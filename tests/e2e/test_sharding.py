@@ -1,4 +1,4 @@
-"""Sharding (issue 15 item 5): `shard = "i/n"` instances split a fleet by server, over real SSH.
+"""Sharding: `shard = "i/n"` instances split a fleet by server, over real SSH.
 
 Two real sshds, each with its own filesystem at one base_path (tests/support/sshd.py `sshd_pair`), reached
 through four ssh_config Host aliases (web-4 and web-1 are server A, web-7 and web-2 server B): the

@@ -1,4 +1,4 @@
-"""Acceptance tests of the core issue, over a REAL OpenSSH sshd on 127.0.0.1.
+"""Acceptance tests of the core deploy behaviour, over a REAL OpenSSH sshd on 127.0.0.1.
 
 Each test declares sites whose `server` is the sshd destination, runs real passes and the
 real CLI, and checks the SPEC (sections 3-6) on the "server" (a tmp dir reached over SSH):
@@ -152,8 +152,8 @@ def test_first_declaration_provisions_and_deploys_over_ssh(env: Env) -> None:
         "message": "",
         "observed_at": status["observed_at"],  # beyond SPEC's keys: when the server was last probed
         "servers": [{"server": env.server.destination, "active_release": release, "message": ""}],
-        "ref": "branch main",  # and what the site deploys from (issue 13)
-        "shard": "1/1", "skipped": False,  # and that this (unsharded) instance owns it (issue 15)
+        "ref": "branch main",  # and what the site deploys from
+        "shard": "1/1", "skipped": False,  # and that this (unsharded) instance owns it
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", status["last_deployed_at"] or ""), status
 
@@ -448,7 +448,7 @@ def test_hostile_declarations_are_invalid_and_never_run(env: Env) -> None:
 def test_valid_but_hostile_values_are_quoted_never_code(env: Env) -> None:
     """Values that pass validation yet are full of shell syntax reach the server as data."""
     assert _canaries() == []
-    # base_path is a plain path since security review M7 ([A-Za-z0-9._/-]); dashes and dots are what is left.
+    # base_path is a plain path ([A-Za-z0-9._/-]); dashes and dots are what is left.
     weird_base = env.tmp / "-srv--rf" / "..x"
     env.declare("weird.example.com", base_path=str(weird_base), script="echo weird\n")
     env.declare("branchy.example.com", branch="main$(touch${IFS}CANARY)")

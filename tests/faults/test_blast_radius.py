@@ -1,4 +1,4 @@
-"""The blast-radius matrix (issue 9, acceptance): for each step of a reconcile, a fault or a
+"""The blast-radius matrix: for each step of a reconcile, a fault or a
 malformed datum on site A must stay A's problem.
 
 World of every case (tests/faults/blast_support.py, the REAL reconciler as a separate process):
@@ -190,7 +190,7 @@ _TARPITS: list[Tarpit] = []  # alive for the module: a case's daemon mode probes
 
 
 def _git_host_silent(b: Blast) -> None:
-    """A's repository moves to a git host that accepts and never answers (security review 2, N3):
+    """A's repository moves to a git host that accepts and never answers:
     every ls-remote of A's head waits for it, within its own bound (git_timeout)."""
     pit = Tarpit()
     _TARPITS.append(pit)

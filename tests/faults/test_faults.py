@@ -180,7 +180,7 @@ KILL_CASES = [
     KillCase("after-build", "old"),
     KillCase("clone:0.05", "old", bulky=True),
     KillCase("script:0.3", "old", script=SLOW_SCRIPT),
-    # The finish command records the success and switches at once (issue 15: one round trip):
+    # The finish command records the success and switches at once (one round trip):
     # killed before it, the build was never recorded good, so the recovery builds it again.
     KillCase("before-switch", "old"),
     KillCase("after-switch", "new", interrupted_status="success"),

@@ -1,4 +1,4 @@
-"""One site's git host that never answers cannot stall its server's probe (security review 2, N3).
+"""One site's git host that never answers cannot stall its server's probe.
 
 The probe is one command per server, and its timeout is the server's: every site on it would go
 Unknown. So each `git ls-remote` in it has its own bound (`git_timeout`, here derived from a small

@@ -1,5 +1,5 @@
-"""Regression tests for the reproduced defects of issue 9 ("no site, server or input can stop
-another"), one test (or one parametrized family) per defect, items 1-8.
+"""Regression tests proving that no site, server or input can stop another: one test (or one
+parametrized family) per reproduced defect.
 
 Each test builds real git repositories and a real server layout (`server = "local"` in a tmp dir,
 or the real OpenSSH sshd of tests/support/sshd.py), plants the fault a user or an attacker could plant,
@@ -165,7 +165,7 @@ class ServerFile:
 
 
 # A lock dir whose owner cannot be read is the state between mkdir and writing the owner: the
-# site is locked (Progressing, a temporary state the issue allows) until it goes stale.
+# site is locked (Progressing, an allowed temporary state) until it goes stale.
 SERVER_FILES: dict[str, ServerFile] = {
     "manifest-200k-brackets": ServerFile(_manifest_bomb, ("manifest", MANIFEST_NAME, "01012020-000000")),
     "lock-owner-200k-brackets": ServerFile(_owner_bomb, ("owner", "lock"), ("Unknown", "Failed", "Progressing")),

@@ -1,4 +1,4 @@
-"""The site lock's heartbeat (security review 2, N5; issue 20): a live lock is never "stale".
+"""The site lock's heartbeat: a live lock is never "stale".
 
 Before, a lock was stale `deploy_timeout + 2 x command_timeout` after its `mkdir`, while a deploy
 gives its build and its script `deploy_timeout` EACH: a second reconciler (an operator's CLI
@@ -10,7 +10,7 @@ command timeouts.
 
 Real parts: the reconciler as a real process, a real sshd (one server, and two with a site on
 both: tests/support/sshd.py `sshd_pair`), real git behind a wrapper that slows the mirror's first clone,
-real scripts. The review's reproduction (appendix A.7) is scaled like the review's:
+real scripts. The takeover is reproduced at a small scale:
 `command_timeout = 1`, each long step within `deploy_timeout`, both together far beyond the old
 bound. Every wait is bounded polling; no assertion is about how fast anything is.
 """
@@ -149,12 +149,12 @@ def past_the_old_bound(paths: SitePaths, *more: SitePaths) -> float:
     return min(sinces)
 
 
-# --- 1. the review's scenario: a second reconcile during a long, legitimate deploy ---------------
+# --- 1. the takeover scenario: a second reconcile during a long, legitimate deploy ---------------
 
 
 def test_a_second_reconcile_during_a_long_deploy_does_not_take_its_lock_over(
         server: SshServer | None, tmp_path: Path) -> None:
-    """Appendix A.7 of the review: the first deploy's clone and script each stay within
+    """The takeover scenario: the first deploy's clone and script each stay within
     `deploy_timeout`, together beyond the old bound. A second `reconcile` (same config, as an
     operator would run it) started past that bound must find the site locked (Progressing),
     leave the running deploy's release alone, and the first deploy must succeed."""
@@ -239,7 +239,7 @@ def test_a_second_reconcile_during_a_two_server_build_does_not_take_a_lock_over(
 
 def test_long_steps_heartbeat_without_a_command_of_their_own(server: SshServer | None, tmp_path: Path) -> None:
     """A deploy whose build and script each last several heartbeat intervals sends what a deploy
-    always sent (issue 15: the lock, the build, the script, the finish; the pass's probe before
+    always sent (the lock, the build, the script, the finish; the pass's probe before
     them): the long steps refresh the lock from inside their own commands, and the holder's task
     only speaks up after an interval with no step running, which this deploy never has."""
     world = World.create(tmp_path, server, deploy_timeout=DEPLOY_TIMEOUT, command_timeout=COMMAND_TIMEOUT)

@@ -1,7 +1,7 @@
-"""Online guessing of `api_token` (security review 2, N9) and the session cookie behind a TLS
-proxy (Info I1).
+"""Online guessing of `api_token` is throttled, and the session cookie is Secure behind a TLS
+proxy.
 
-The review guessed "Spring2026" through POST /api/session at about 2,400 tries a second from
+A reproduction guessed "Spring2026" through POST /api/session at about 2,400 tries a second from
 one keep-alive connection (3,200 a second with the bearer header on /api/sites), and the
 daemon's log recorded none of the 6,000 failures. Now failed authentications are throttled per
 client address, one allowance per secret (service/http/throttle.py): after FREE failures a client's
@@ -128,7 +128,7 @@ def test_guessing_the_token_is_throttled_per_address_and_logged(tmp_path: Path, 
     world.wait(answering, "the daemon's HTTP endpoint")
     guesser, bearer, forger = Client(port, "127.0.0.1"), Client(port, "127.0.0.3"), Client(port, "127.0.0.4")
     try:
-        # POST /api/session, the review's way in (appendix A.5).
+        # POST /api/session, the way in the guessing took.
         statuses, headers = hammer(lambda n: guesser.sign_in(f"guess{n}"))
         retry_after = assert_throttled(statuses, headers)
         # While it waits, the right token is no different from a wrong one: nothing to learn.

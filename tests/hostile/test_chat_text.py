@@ -1,4 +1,4 @@
-"""Chat text is neutral (security review 2, N7): what others wrote cannot ping or hide a link.
+"""Chat text is neutral: what others wrote cannot ping or hide a link.
 
 A notification's one-line `text` quotes a commit's subject and author (whoever can push to an
 app repository), the failing line of a build's output and a health check's detail (the

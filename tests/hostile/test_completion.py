@@ -1,4 +1,4 @@
-"""Bash completion treats site names as data (security review H2).
+"""Bash completion treats site names as data.
 
 Site names reach the completion script from `reconciler status --json`, which lists invalid
 declarations under their file-name stem, so any committer to the declarations branch picks

@@ -446,7 +446,7 @@ def test_valid_metacharacter_values_deploy_as_data(world: ValidWorld) -> None:
     git(world.app, "checkout", "-q", "main")
     weird_app = world.root / "app;$(touch${IFS}CANARY_valid-repo)`touch${IFS}CANARY_valid-repo`'\"|&>*~"
     git(world.root, "clone", "-q", str(world.app), str(weird_app))
-    # base_path is a plain path ([A-Za-z0-9._/-], security review M7): shell metacharacters in it are
+    # base_path is a plain path ([A-Za-z0-9._/-]): shell metacharacters in it are
     # Invalid (tests/hostile/test_nginx.py), but leading dashes and dots still must reach the server as data.
     bases = {
         "base-dash.example.com": world.root / "-rf--x",

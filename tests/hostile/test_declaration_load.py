@@ -1,6 +1,6 @@
-"""Declarations that are large or many cannot stall the daemon or a pass (issue 10 item 8,
-security review L3): the daemon parses off its event loop, and one commit's sites.d/ is bounded
-in file count and total size; past a bound the commit is refused as a whole, nothing changes.
+"""Declarations that are large or many cannot stall the daemon or a pass: the daemon parses off
+its event loop, and one commit's sites.d/ is bounded in file count and total size; past a bound
+the commit is refused as a whole, nothing changes.
 
 Threat model: a declarations committer cannot make the reconciler unresponsive."""
 
@@ -77,7 +77,7 @@ def test_the_daemon_parses_off_its_event_loop(tmp_path: Path, monkeypatch: pytes
 
 
 def test_a_commit_that_changes_one_file_parses_one_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Security review round 2, I3: every commit, a rollback pin included, re-parsed every file
+    """Before, every commit, a rollback pin included, re-parsed every file
     before it applied (about 65 us a file: a third of a second at 5,000 sites, a minute at the
     size bound). Now the last commit's results are reused by blob: the pin parses its one file,
     and the result is exactly what a fresh parse gives (bounds included)."""

@@ -1,4 +1,4 @@
-"""Files a deploy makes on a server do not take the server's umask (issue 10 item 8): with umask
+"""Files a deploy makes on a server do not take the server's umask: with umask
 000 a release, its manifest and .git/config came out 0666. Every remote command now runs under
 umask 022, and what may hold secrets is owner-only: deployment.log (it holds `sh -x` traces of
 the script, expanded values included) and a dot-file shared entry created empty, like .env.
@@ -41,7 +41,7 @@ def test_a_server_umask_of_000_leaves_no_world_writable_file(tmp_path: Path) -> 
                          ids=["0644", "0666-umask-000", "0755-umask-000"])
 def test_a_shared_file_seeded_from_the_repository_is_owner_only(tmp_path: Path, committed: int,
                                                                  server_umask: int) -> None:
-    """Security review 2, N11: a shared `file` entry seeded from the repository's copy kept that
+    """A shared `file` entry seeded from the repository's copy used to keep that
     copy's mode (`cp -a`), so an app that ships `.env` seeded shared/.env 0644, where the
     operators then put the production secrets. Seeding never widens access: a seeded file is
     owner-only, a seeded directory loses group and world write."""

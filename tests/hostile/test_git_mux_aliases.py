@@ -1,4 +1,4 @@
-"""Git's SSH multiplexing never mixes credentials (security review 2, N4).
+"""Git's SSH multiplexing never mixes credentials.
 
 GitHub's documented setup for several private repositories on one server is one deploy key per
 repository, each behind an ssh_config alias of the same host (`Host gh-a / HostName github.com /
@@ -11,7 +11,7 @@ And the socket directory (~/.ssh/reconciler-mux) is used only when it is a real 
 ours that nobody else can write: a symlink (even to a directory of ours) or a group/world-writable
 directory means git connects without multiplexing, and nothing is created there.
 
-Real parts (appendix A.3 of the review): the git host is a real sshd whose authorized_keys gives
+Real parts: the git host is a real sshd whose authorized_keys gives
 each deploy key a forced command that serves only its own repository and logs which key asked for
 what; the deploy user's ssh_config has the aliases gh-a and gh-b (same HostName, own IdentityFile);
 the sites are `local`, so only git talks SSH. HOME is a short temp dir (a socket path must fit in

@@ -1,4 +1,4 @@
-"""One site's health output cannot answer for the server's other sites (security review 2, N6).
+"""One site's health output cannot answer for the server's other sites.
 
 At every poll, the health checks of all live sites on a server run in one command, and each
 check's answer comes back in that command's output. A check's own output (an app's

@@ -1,4 +1,4 @@
-"""A `[health] url` is fetched as written: one request per try (security review 2, I5).
+"""A `[health] url` is fetched as written: one request per try.
 
 curl expands `{a,b}` and `[1-100000]` in a URL into many requests unless told not to
 (`--globoff`): a declaration's URL then costs the site's web server that many requests per try,

@@ -7,8 +7,8 @@ before anything runs, and the refusal names the host and the offered fingerprint
 
 asyncssh takes an ssh_config's `UserKnownHostsFile none` as "accept any host key". The transport
 used to look for it with the host name alone, so a block that matches on what that look-up left
-out (`Match user`, the `Match final` re-read) turned verification off for the real connection
-(security review M2). Every case here holds the key in no known_hosts file: not in the
+out (`Match user`, the `Match final` re-read) turned verification off for the real connection.
+Every case here holds the key in no known_hosts file: not in the
 reconciler's config (none is set), not in the ssh_config, not in ~/.ssh/known_hosts (HOME is
 an empty directory).
 """

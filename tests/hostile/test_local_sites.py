@@ -1,5 +1,4 @@
-"""A committer to the declarations branch cannot borrow the reconciler's own keys (security
-issue item 7).
+"""A committer to the declarations branch cannot borrow the reconciler's own keys.
 
 A site with `server = "local"` runs its script as the reconciler user on the reconciler's host:
 it could read `identity_file` (and with it ssh to servers no declaration names), `api_token`

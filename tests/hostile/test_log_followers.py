@@ -1,5 +1,5 @@
-"""Log streams whose client went away (security review: "15 killed curl clients -> 150 remote
-commands in 10 s").
+"""Log streams whose client went away stop their remote reads (before, 15 killed curl clients
+meant 150 remote commands in 10 s).
 
 `GET /api/sites/D/deployments/N/log` follows a running deployment's log with one remote
 `tail -c +OFFSET deployment.log | base64` a second. The old handler wrote only when new bytes

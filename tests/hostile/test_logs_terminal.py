@@ -1,4 +1,4 @@
-"""`reconciler logs` is safe on a terminal (security review 2, N10).
+"""`reconciler logs` is safe on a terminal.
 
 A deployment's log is what the app's scripts printed: whoever pushes to the app repository
 chooses it. Before the fix `reconciler logs` wrote it to the terminal as it was, so a build that

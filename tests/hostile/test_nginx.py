@@ -1,4 +1,4 @@
-"""nginx config injection through declaration values (security review M7).
+"""Declaration values cannot inject nginx configuration.
 
 `base_path = "/srv/www;location /leak/{alias /etc/;}#"` used to validate, and `reconciler nginx D`
 pasted it into `root ...;`, adding a location that served /etc. Two layers now: the validator

@@ -1,4 +1,4 @@
-"""Pins are only ever signed on verified ground (security review round 2, N1; issue 20).
+"""Pins are only ever signed on verified ground.
 
 Threat model: someone who can push to the declarations branch but not sign gets nothing applied.
 Before this change a routine `rollback` or `unpin` of ANY site, from the CLI or the HTTP API,

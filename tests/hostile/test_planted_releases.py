@@ -1,5 +1,4 @@
-"""A release name planted on the server that leaves no later name (issue 20, security review 2
-Info I2).
+"""A release name planted on the server that leaves no later name stops only its own site.
 
 New releases are named after every existing one, so the newest is always the newest
 (core/layout.py `next_release_name`). A directory named `31129999-235959`, the last time a

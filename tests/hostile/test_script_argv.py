@@ -1,4 +1,4 @@
-"""The deploy script never travels in a command line (issue 15 batched a deploy's commands; the
+"""The deploy script never travels in a command line (a deploy's commands are batched; the
 claim's small data rides in the build command's argv, base64, which other users of a server can
 read in its process list). The script goes on stdin: staged in the lock when it is taken, or
 on the claim's stdin when there is no lock to stage it in. Real git repos, the local transport

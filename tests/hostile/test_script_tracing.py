@@ -1,4 +1,4 @@
-"""A site can keep its secrets out of deploy logs: `trace = false` (security review, issue 10 item 8).
+"""A site can keep its secrets out of deploy logs: `trace = false`.
 
 The deploy script runs with `sh -x` by default, so each command lands in deployment.log with
 its variables expanded: a script that sources the shared `.env` writes `DB_PASSWORD=...` there,

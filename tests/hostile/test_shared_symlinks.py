@@ -1,4 +1,4 @@
-"""Shared entries never follow symlinks an app repository ships (security review M3, M3b).
+"""Shared entries never follow symlinks an app repository ships.
 
 Threat model: an app committer cannot make a deploy touch files outside its release and shared
 dir. A committer to an app repository (no `script`, so per the README no way to run code at

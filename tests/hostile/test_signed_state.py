@@ -1,22 +1,23 @@
-"""`require_signed` cannot be downgraded or bypassed (security review M1, M1b, M1c).
+"""`require_signed` cannot be downgraded or bypassed.
 
 Threat model: someone who can push to the declarations branch but not sign cannot get anything
-applied. Three ways around it that worked before this change, each with the attack as the review
-ran it:
+applied. Three ways around it that worked before this change, each tested by running the
+attack itself:
 
-* M1: reset the branch to an older commit that IS validly signed (a known-vulnerable build): it
+* Downgrade: reset the branch to an older commit that IS validly signed (a known-vulnerable build): it
   was verified and applied. Now only descendants of the last verified commit apply; anything else
   needs `reconciler accept`, which is logged and recorded with who ran it.
-* M1b: with only `allowed_signers` configured, a GPG signature by any key in the daemon user's
+* Default keyring: with only `allowed_signers` configured, a GPG signature by any key in the daemon user's
   default keyring passed (git verify-commit accepts trust "undefined"). Now GnuPG sees only
   `gpg_home` (or an empty keyring), and a key there counts only at `gpg_min_trust` or above.
-* M1c: `rollback`/`unpin` wrote unsigned commits that were never applied while the command said
+* Unsigned pins: `rollback`/`unpin` wrote unsigned commits that were never applied while the command said
   it worked. Now they sign with `signing_key` (and check the result verifies) or refuse, exit 1,
   with nothing committed.
 
 Real git repositories, real ssh-keygen and gpg, `server = "local"`, the CLI in this process.
-Against the code before this change (e49cf4c, run with an equivalent config): M1 redeployed
-OLD-VULNERABLE-BUILD, M1b applied the stranger's commit, M1c exited 0 with an unsigned pin.
+Against the code before this change (e49cf4c, run with an equivalent config): the downgrade redeployed
+OLD-VULNERABLE-BUILD, the default keyring applied the stranger's commit, rollback/unpin exited 0 with
+an unsigned pin.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _status(config: Path) -> dict[str, Any]:
     return views[0]
 
 
-def test_m1_an_older_signed_commit_is_not_applied_without_an_explicit_accept(world: tuple[Decl, Path]) -> None:
+def test_an_older_signed_commit_is_not_applied_without_an_explicit_accept(world: tuple[Decl, Path]) -> None:
     decl, tmp = world
     key = ssh_key(tmp / "key")
     config = _config(tmp, allowed_signers=_signers(tmp / "allowed_signers", key))
@@ -158,7 +159,7 @@ def _gpg_key(home: Path) -> str:
     return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
 
 
-def test_m1b_gpg_trusts_only_the_configured_keyring_at_the_minimum_trust(
+def test_gpg_trusts_only_the_configured_keyring_at_the_minimum_trust(
         world: tuple[Decl, Path], gnupg: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     decl, tmp = world
     # The daemon user's own default keyring holds a stranger's key (here: $HOME/.gnupg).
@@ -188,7 +189,7 @@ def test_m1b_gpg_trusts_only_the_configured_keyring_at_the_minimum_trust(
     assert trust.verify(decl.repo, commit, configured) is None
 
 
-def test_m1c_rollback_and_unpin_sign_their_commit_or_refuse(world: tuple[Decl, Path]) -> None:
+def test_rollback_and_unpin_sign_their_commit_or_refuse(world: tuple[Decl, Path]) -> None:
     decl, tmp = world
     ops, pinner, stranger = ssh_key(tmp / "ops"), ssh_key(tmp / "pinner"), ssh_key(tmp / "stranger")
     signers = _signers(tmp / "allowed_signers", ops, pinner)

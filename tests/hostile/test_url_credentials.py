@@ -1,4 +1,4 @@
-"""Credentials never sit in a repository URL we show or store (issue 20, security review 2 N8).
+"""Credentials never sit in a repository URL we show or store.
 
 A token or password in a URL leaks: to every local user through the argv of git and ssh (`ps`),
 through a clone's 0644 `.git/config` and the release manifest, and to whoever reads status, the

@@ -1,4 +1,4 @@
-"""Who may read and write through the daemon's HTTP endpoint (security review: reads, DNS
+"""Who may read and write through the daemon's HTTP endpoint (reads, DNS
 rebinding, dashboard sessions).
 
 * Reads used to be open when `listen` was a loopback address: any local user (`nobody`) read

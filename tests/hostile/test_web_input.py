@@ -1,4 +1,4 @@
-"""Hostile input to the daemon's HTTP API (security review L5) and secret rotation on SIGHUP (L1).
+"""Hostile input to the daemon's HTTP API, and secret rotation on SIGHUP.
 
 Most tests drive the real aiohttp application in this process (`build_app` behind aiohttp's
 TestServer, over a real socket); the SIGHUP test runs the real daemon process and signals it.
@@ -108,7 +108,7 @@ def two_releases(world: World) -> tuple[str, str]:
     return old, new
 
 
-# --- L5: tokens and signatures that are not ASCII ---------------------------------------------------
+# --- hostile input: tokens and signatures that are not ASCII ----------------------------------------
 
 
 def test_non_ascii_bearer_token_is_401_not_500(world: World) -> None:
@@ -162,7 +162,7 @@ def test_non_ascii_webhook_signature_is_401_not_500(world: World) -> None:
     against_app(settings, scenario)
 
 
-# --- L5: deployment ids -------------------------------------------------------------------------------
+# --- hostile input: deployment ids --------------------------------------------------------------------
 
 
 def test_deployment_ids_that_are_not_sqlite_integers_are_404_not_500(world: World) -> None:
@@ -198,7 +198,7 @@ def test_deployment_ids_that_are_not_sqlite_integers_are_404_not_500(world: Worl
     against_app(settings, scenario)
 
 
-# --- L5: a concurrent pin commit ----------------------------------------------------------------------
+# --- hostile input: a concurrent pin commit -----------------------------------------------------------
 
 
 def race_the_pin(monkeypatch: pytest.MonkeyPatch, repo: Path, pin: str) -> list[str]:
@@ -264,7 +264,7 @@ def test_concurrent_pin_commit_exits_1_in_the_cli(world: World, monkeypatch: pyt
     assert winner and world.tip() == winner[0]
 
 
-# --- L1: SIGHUP rotates the token and the webhook secret --------------------------------------------------
+# --- rotation: SIGHUP rotates the token and the webhook secret --------------------------------------------
 
 
 @pytest.fixture

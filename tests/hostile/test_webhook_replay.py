@@ -1,4 +1,4 @@
-"""Replayed webhook deliveries, and GitLab's clear-text token (security review, webhooks).
+"""Replayed webhook deliveries, and GitLab's clear-text token.
 
 A forge signs the body of a push delivery, and nothing else: whoever captured one (a proxy log,
 a misdirected hook, the forge's own delivery log) could send it again and again, and each copy

@@ -1,4 +1,4 @@
-"""`make test` on a fresh machine (issue 11 item 14): `.ci/deps` names every missing system part
+"""`make test` on a fresh machine: `.ci/deps` names every missing system part
 and the exact install line when it cannot install them itself, and never fails the run for it."""
 
 from __future__ import annotations

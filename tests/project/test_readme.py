@@ -1,4 +1,4 @@
-"""The README's declaration key reference lists every key a site file may hold (issue 11 item 13):
+"""The README's declaration key reference lists every key a site file may hold:
 a key added to the model without documentation fails here."""
 
 from __future__ import annotations

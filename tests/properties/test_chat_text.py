@@ -1,5 +1,5 @@
 """announce.summary: whatever a commit subject, an author, a build line or a health detail holds,
-the one-line `text` has no live chat markup (security review 2, N7; payloads per service in
+the one-line `text` has no live chat markup (payloads per service in
 tests/hostile/test_chat_text.py)."""
 
 from __future__ import annotations

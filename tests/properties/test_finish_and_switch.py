@@ -1,4 +1,4 @@
-"""The readers of two answers issue 15's batched commands send back (core.wire): a deploy's
+"""The readers of two answers a deploy's batched commands send back (core.wire): a deploy's
 finish (the release log's tail, then `@@finish <reload exit> <unlock exit>`) and an activating
 lock command's `@@switched <exit>` line. The log is the app's: any text, any forged marks.
 

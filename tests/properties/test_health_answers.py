@@ -2,7 +2,7 @@
 output gives exactly one typed result per check, each detail one bounded printable line, and no
 record can answer for a check it does not name (a forged or repeated answer makes that check fail).
 
-And the framing end to end (security review 2, N6): the real health command (remote/protocol/checking.py,
+And the framing end to end: the real health command (remote/protocol/checking.py,
 run by /bin/sh through the local transport), whatever ONE check prints (any bytes: our end byte,
 newlines, U+2028, U+0085, \\x1c, forged `@@unhealthy 1 ...` records), leaves every OTHER check's
 parsed answer exactly what it is without that output.

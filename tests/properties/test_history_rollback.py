@@ -1,4 +1,4 @@
-"""History's `can_rollback` (issue 21 item 7) is the rollback action's own rule, asked of the rows.
+"""History's `can_rollback` is the rollback action's own rule, asked of the rows.
 
 The dashboard offers Rollback where `history` says `can_rollback`; the action (`engine.actions.
 rollback_target`) decides from fresh facts of each server. `history` cannot import the action (it

@@ -239,7 +239,7 @@ def test_a_tag_is_its_peeled_commit_and_no_decoy_moves_it(refs: list[tuple[str, 
         assert head.sha is None and head.error and "tag 'v1.4.2' not found" in head.error
 
 
-def test_the_review_h1_ref_name() -> None:
+def test_a_ref_name_with_line_separators_cannot_pose_as_the_branch() -> None:
     evil = "e" * 40
     refs = [("1" * 40, MAIN), (evil, f"refs/heads/zzz\u2028|{evil}\u3000refs/heads/main\u2028/refs/heads/main")]
     for text in (ls_remote(refs), awk_exact(ls_remote(refs), MAIN)):

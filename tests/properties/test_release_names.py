@@ -1,4 +1,4 @@
-"""Release names read from a server (issue 20, security review 2 Info I2): any string of the
+"""Release names read from a server: any string of the
 ddMMYYYY-HHMMSS shape, real date or not, is a release time or not one (`parse_release`), and a
 next name is computed after any of them or refused with a typed error (`next_release_name`),
 never another exception (an OverflowError after `31129999-235959` printed a traceback)."""

@@ -1,4 +1,4 @@
-"""A site's `repository` URL with credentials (issue 20, security review 2 N8): over any transport
+"""A site's `repository` URL with credentials: over any transport
 but SSH any user information is refused (a bare token is a valid GitHub user name), over SSH only
 a password (`user:password@`, plain or percent-encoded); and the refusal never depends on (so
 never quotes) the secret it refuses."""

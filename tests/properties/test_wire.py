@@ -60,7 +60,7 @@ def test_bombs_are_refused_before_json_loads(count: int, unit: str) -> None:
 
 
 @pytest.mark.parametrize("text", ["[" * 200_000, "[" * 60_000, "{" * 33 + "}" * 33])
-def test_the_review_bombs(text: str) -> None:
+def test_deep_and_unclosed_nesting_bombs_are_refused_over_the_limit(text: str) -> None:
     with pytest.raises(wire.WireLimit):
         wire.decode_json_object(text)
 

@@ -1,4 +1,4 @@
-"""A site on one real sshd or on two, driven alike (issue 21 item 8): the behaviour suite's world.
+"""A site on one real sshd or on two, driven alike: the behaviour suite's world.
 
 A single-server site (`server = ...`) and a many-server site (`servers = [...]`) must behave the
 same; the behaviour suite (tests/behaviour/) runs each scenario with a `Fleet` of one and of two
@@ -184,7 +184,7 @@ class Fleet:
 
 def shapes(one: str | None = None, two: str | None = None) -> list[Any]:
     """Both shapes for `@pytest.mark.parametrize("fleet", shapes(...), indirect=True)`; a reason
-    given for a shape marks that shape a known bug (issue 21): strict xfail, so the day the
+    given for a shape marks that shape a known bug: strict xfail, so the day the
     bug is fixed the test fails until the marker goes."""
     reasons = {"one": one, "two": two}
     return [pytest.param(shape, id=shape, marks=[pytest.mark.xfail(strict=True, reason=f"issue 21: {why}")])

@@ -1,5 +1,5 @@
 """A git host that never answers: a TCP listener on 127.0.0.1 that accepts and stays silent
-(security review 2, N3; used by tests/faults/test_git_host_tarpit.py and the blast-radius matrix)."""
+(used by tests/faults/test_git_host_tarpit.py and the blast-radius matrix)."""
 
 from __future__ import annotations
 
