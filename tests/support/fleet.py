@@ -187,5 +187,5 @@ def shapes(one: str | None = None, two: str | None = None) -> list[Any]:
     given for a shape marks that shape a known bug: strict xfail, so the day the
     bug is fixed the test fails until the marker goes."""
     reasons = {"one": one, "two": two}
-    return [pytest.param(shape, id=shape, marks=[pytest.mark.xfail(strict=True, reason=f"issue 21: {why}")])
+    return [pytest.param(shape, id=shape, marks=[pytest.mark.xfail(strict=True, reason=f"known bug: {why}")])
             if (why := reasons[shape]) else pytest.param(shape, id=shape) for shape in SHAPES]
