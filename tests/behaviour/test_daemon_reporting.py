@@ -11,7 +11,6 @@ driven by Playwright (tests/e2e/test_dashboard.py's `browser` fixture).
 
 from __future__ import annotations
 
-import urllib.request
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from tests.e2e.test_dashboard import browser  # noqa: F401  (the Chromium fixture, used by name)
+from tests.support.client import call
 from tests.support.fleet import Fleet
 from tests.support.net import free_port
 from tests.support.process import DaemonProcess, Daemons, Launcher
@@ -31,9 +31,9 @@ PAGE_MS = 30_000  # Playwright's bound for the page to show what a pass did
 
 
 def _get(root: str, path: str) -> tuple[int, str]:
-    request = urllib.request.Request(root + path, headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status, response.read().decode()
+    answer = call(root + path, token=TOKEN, timeout=10)
+    assert answer.status == 200, answer
+    return answer.status, answer.text
 
 
 def _serve(fleet: Fleet, launcher: Launcher) -> tuple[str, DaemonProcess]:

@@ -98,6 +98,16 @@ class World(support.World):
         view: dict[str, Any] = self.wait(matches, f"status of {domain} to be {expected}", timeout)
         return view
 
+    def daemon_serving_first_release(self) -> tuple[SiteOnDisk, str, Any, str]:
+        """(site, commit, daemon, release): the daemon started on the default site with a script
+        that succeeds, once that first release is live and status says Synced."""
+        site, commit = self.site(), self.head()
+        self.declare(script="echo ok\n")
+        daemon = self.run.start()
+        good = self.wait_live(site, commit)
+        self.wait_status(DOMAIN, sync="Synced", active_release=good)
+        return site, commit, daemon, good
+
     def deployment_row(self, domain: str, release: str) -> dict[str, Any]:
         """The deployment's row straight from the state database (history --json has no message)."""
         with contextlib.closing(sqlite3.connect(self.state / "reconciler.db", timeout=10)) as db:
@@ -206,12 +216,7 @@ def test_daemon_deploys_rolls_back_forward_polls_and_corrects_drift_over_ssh(ssh
 
 def test_kill_9_during_deploy_script_keeps_old_release_and_recovers(ssh_world: World) -> None:
     w = ssh_world
-    site = w.site()
-    commit = w.head()
-    w.declare(script="echo ok\n")
-    daemon = w.run.start()
-    good = w.wait_live(site, commit)
-    w.wait_status(DOMAIN, sync="Synced", active_release=good)
+    site, commit, daemon, good = w.daemon_serving_first_release()
 
     slow, marker = w.slow_script("kill9", second_run_exits=True)
     with LinkSampler(site.link) as sampler:
@@ -368,12 +373,7 @@ def test_daemon_speaks_sd_notify(local_world: World, short_dir: Path) -> None:
 
 def test_sigterm_during_deploy_script_exits_cleanly_and_never_switches(ssh_world: World) -> None:
     w = ssh_world
-    site = w.site()
-    commit = w.head()
-    w.declare(script="echo ok\n")
-    daemon = w.run.start()
-    good = w.wait_live(site, commit)
-    w.wait_status(DOMAIN, sync="Synced", active_release=good)
+    site, _, daemon, good = w.daemon_serving_first_release()
 
     # The script hangs far longer than the shutdown grace period: waiting for it is wrong.
     slow, marker = w.slow_script("sigterm")

@@ -21,10 +21,7 @@ and closing the page leaves no traceback in the daemon's log.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from typing import Any
 import pytest
 
 from tests.support import Daemons, World, app_commit, free_port, git
+from tests.support.client import call
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -45,14 +43,20 @@ DEPLOY_MS = 60_000  # bound for a deploy (clone, script) to show up in the page,
 def _request(url: str, *, body: dict[str, Any] | None = None,
              headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """(status, decoded JSON body) of a GET, or a POST when `body` is given; HTTP errors included."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read() or b"null")
+    answer = call(url, json_body=body, headers=headers, timeout=10)
+    return answer.status, answer.json()
+
+
+def _serving(world: World, root: str) -> Any:
+    """The daemon started, once its HTTP endpoint answers an authorised request."""
+    daemon = world.start_daemon()
+
+    def answering() -> bool:
+        assert daemon.alive(), "the daemon exited"
+        return _request(root + "/api/sites", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+    world.wait(answering, f"the daemon's HTTP endpoint on {root}")
+    return daemon
 
 
 @pytest.fixture
@@ -81,13 +85,7 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, d
     app = world.app
     world.declare(DOMAIN, script=f"echo {MARKER} $(git rev-parse --short HEAD)\n")
     site = world.on_disk(DOMAIN)
-    daemon = world.start_daemon()
-
-    def answering() -> bool:
-        assert daemon.alive(), "the daemon exited"
-        return _request(root + "/api/sites", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
-
-    world.wait(answering, f"the daemon's HTTP endpoint on {root}")
+    _serving(world, root)
     status, body = _request(root + "/api/sites")  # no cookie, no token
     assert status == 401 and "error" in body, (status, body)
 
@@ -226,13 +224,7 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     world.declare(DOMAIN, script=f"test -e {mirror} || {{ echo 'the package mirror is down'; exit 3; }}\n"
                                  f"echo {MARKER} $(git rev-parse --short HEAD)\n")
     site = world.on_disk(DOMAIN)
-    daemon = world.start_daemon()
-
-    def answering() -> bool:
-        assert daemon.alive(), "the daemon exited"
-        return _request(root + "/api/sites", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
-
-    world.wait(answering, f"the daemon's HTTP endpoint on {root}")
+    daemon = _serving(world, root)
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(DEPLOY_MS)
     js_errors: list[str] = []

@@ -15,18 +15,16 @@ import os
 import signal
 import socket
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.config import NotifyTarget
 from reconciler.service.announce import FIELDS
 from reconciler.service.webhooks import ATTEMPTS, Notifications
-from tests.support import Daemons, World, app_commit, free_port, git, make_app_repo, wait_until
+from tests.support import Daemons, World, app_commit, client, free_port, git, make_app_repo, wait_until
 from tests.support.receiver import Post, Receiver, receiving
 
 SHOP = "shop.example.com"
@@ -120,12 +118,7 @@ def test_daemon_notifies_once_per_event(tmp_path: Path, receiver: Receiver, sile
 
     # Several later passes change nothing: no new notification of anything.
     def passes() -> float:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
-                                         headers={"Authorization": f"Bearer {TOKEN}"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            text = response.read().decode()
-        return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
-                    if s.name == "reconciler_pass_duration_seconds_count")
+        return client.passes(f"http://127.0.0.1:{port}", TOKEN)
 
     seen = passes()
     wait_until(lambda: passes() >= seen + 3, 30, "three more passes", run.diagnostics)

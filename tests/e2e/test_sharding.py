@@ -17,7 +17,6 @@ import asyncio
 import json
 import socket
 import sqlite3
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from tests.support import (
     write_config,
     write_site,
 )
+from tests.support.client import call
 from tests.support.process import Daemons
 from tests.support.sshd import ServerPair, SshServer
 
@@ -351,10 +351,9 @@ def test_metrics_and_the_api_say_the_shard_and_count_the_skipped(tmp_path: Path)
         await SockSite(runner, listener).start()
         try:
             def get(path: str) -> tuple[str, str]:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
-                                                 headers={"Authorization": "Bearer t0ken"})
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    return response.read().decode(), response.headers.get("X-Reconciler-Shard", "")
+                answer = call(f"http://127.0.0.1:{port}{path}", token="t0ken", timeout=10)
+                assert answer.status == 200, answer
+                return answer.text, answer.headers.get("X-Reconciler-Shard", "")
 
             metrics, _ = await asyncio.to_thread(get, "/metrics")
             sites, header = await asyncio.to_thread(get, "/api/sites")

@@ -89,6 +89,16 @@ class Env(support.World):
         assert release is not None, f"{self.link(domain or DOMAIN)} does not exist"
         return release
 
+    def two_releases(self) -> tuple[str, str, str, str]:
+        """(first commit, second commit, their releases): the site deployed, then an app commit deployed."""
+        self.declare(script="echo ok\n")
+        self.converge()
+        first = self.head()
+        second = app_commit(self.app, "v2")
+        self.converge()
+        old, new = self.releases()
+        return first, second, old, new
+
     def served(self, domain: str = DOMAIN) -> str:
         return (self.link(domain) / "public" / "index.php").read_text()
 
@@ -202,12 +212,7 @@ def test_new_app_commit_deploys_a_new_release(env: Env) -> None:
 
 
 def test_pin_rolls_back_and_unpin_rolls_forward_without_rebuild(env: Env) -> None:
-    env.declare(script="echo ok\n")
-    env.converge()
-    old_commit = env.head()
-    new_commit = app_commit(env.app, "v2")
-    env.converge()
-    old, new = env.releases()
+    old_commit, new_commit, old, new = env.two_releases()
     rows = len(env.history())
     assert rows == 2
 
@@ -467,12 +472,7 @@ def test_valid_but_hostile_values_are_quoted_never_code(env: Env) -> None:
 
 
 def test_deleted_database_is_rebuilt_from_the_server_without_deploying(env: Env) -> None:
-    env.declare(script="echo ok\n")
-    env.converge()
-    first_commit = env.head()
-    second_commit = app_commit(env.app, "v2")
-    env.converge()
-    old, new = env.releases()
+    first_commit, second_commit, old, new = env.two_releases()
     before = env.history()
 
     shutil.rmtree(env.state)  # reconciler.db, its WAL and the logs dir

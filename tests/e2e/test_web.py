@@ -48,6 +48,7 @@ from tests.support import (
     wait_until,
     write_site,
 )
+from tests.support.client import call
 
 SHOP = "shop.example.com"
 BLOG = "blog.example.com"
@@ -61,21 +62,8 @@ DEPLOY_TIMEOUT = 30.0  # bound for one local deploy (clone, script) to show up
 def http_request(url: str, *, data: bytes | None = None, json_body: Any = None,
                  headers: dict[str, str] | None = None, method: str | None = None) -> tuple[int, Any]:
     """(status, body decoded as JSON when it is JSON, else text); HTTP errors are answers too."""
-    if json_body is not None:
-        data = json.dumps(json_body).encode()
-        headers = {"Content-Type": "application/json", **(headers or {})}
-    request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            status, raw = exc.code, exc.read()
-    text = raw.decode(errors="replace")
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
+    answer = call(url, data=data, json_body=json_body, headers=headers, method=method)
+    return answer.status, answer.body
 
 
 class EventStream:

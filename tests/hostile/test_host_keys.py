@@ -15,7 +15,6 @@ an empty directory).
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 from reconciler.errors import TransportError
 from reconciler.remote.transport.base import Result
 from reconciler.remote.transport.ssh import SshOptions, SshTransport
+from tests.support.remote import run_once
 from tests.support.sshd import SshServer
 
 TIMEOUT = 20.0
@@ -50,14 +50,7 @@ def empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _run(server: str, config: Path, identity: Path, command: str) -> Result:
     transport = SshTransport(server, SshOptions(identity_file=identity, ssh_config=config, connect_timeout=10.0))
-
-    async def go() -> Result:
-        try:
-            return await transport.run(command, timeout=TIMEOUT)
-        finally:
-            await transport.close()
-
-    return asyncio.run(go())
+    return run_once(transport, command, TIMEOUT)
 
 
 def _refused(sshd: SshServer, config_text: str, tmp_path: Path, server: str | None = None) -> str:

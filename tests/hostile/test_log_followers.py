@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import shutil
 import socket
 import struct
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +34,7 @@ from reconciler.engine import deploy_log
 from reconciler.engine.deploy_log import follow_log
 from reconciler.remote.transport.base import Result
 from tests.support import Daemons, World, free_port
+from tests.support.client import call
 from tests.support.process import ROOT, check_code_under_test, code_under_test
 
 DOMAIN = "shop.example.com"
@@ -151,9 +150,9 @@ def test_dropped_log_clients_stop_the_remote_reads(tmp_path: Path, daemons: Daem
 
 def api(port: int, path: str) -> Any:
     """A read of the daemon's API with the token (these tests are not about authentication)."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(request, timeout=15) as response:
-        return json.loads(response.read())
+    answer = call(f"http://127.0.0.1:{port}{path}", token=TOKEN)
+    assert answer.status == 200, answer
+    return answer.json()
 
 
 # --- follow_log itself ---------------------------------------------------------------------------------

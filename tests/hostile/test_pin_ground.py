@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from tests.support import (
     wait_until,
     write_config,
 )
+from tests.support.client import call
 from tests.support.repos import ssh_key
 
 A, B = "a.example.com", "b.example.com"
@@ -148,14 +147,8 @@ def test_a_signed_tip_on_top_of_the_verified_one_is_verified_ground(world: World
 
 
 def _post(port: int, path: str, body: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST",
-                                     data=json.dumps(body or {}).encode(),
-                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    answer = call(f"http://127.0.0.1:{port}{path}", json_body=body or {}, token=TOKEN, timeout=60)
+    return answer.status, answer.json()
 
 
 @pytest.mark.daemon

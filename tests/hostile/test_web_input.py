@@ -14,8 +14,6 @@ import hmac
 import itertools
 import json
 import signal
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from reconciler.service.http.app import build_app
 from reconciler.service.http.context import WebContext
 from reconciler.service.metrics import PassStats
 from tests.support import Daemons, World, app_commit, free_port, git
+from tests.support.client import call
 
 DOMAIN = "shop.example.com"
 TOKEN = "api-token-for-tests"
@@ -86,13 +85,7 @@ async def raw_request(client: TestClient[Any, Any], head: bytes, body: bytes = b
 
 
 def http_status(url: str, data: bytes, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code
+    return call(url, data=data, headers=headers, method="POST").status
 
 
 def sign(body: bytes, secret: str = SECRET) -> str:

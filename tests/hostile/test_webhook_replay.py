@@ -22,8 +22,6 @@ import hmac
 import json
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,7 +29,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.config import Settings
 from reconciler.engine.converge import ssh_options
@@ -41,7 +38,8 @@ from reconciler.service.http.app import build_app
 from reconciler.service.http.context import WebContext
 from reconciler.service.http.hooks import MAX_DELIVERIES, REPLAY_WINDOW, Deliveries
 from reconciler.service.metrics import PassStats
-from tests.support import Daemons, World, app_commit, free_port, git
+from tests.support import Daemons, World, app_commit, client, free_port, git
+from tests.support.client import call
 from tests.support.process import ROOT, check_code_under_test, code_under_test
 
 DOMAIN = "shop.example.com"
@@ -67,14 +65,8 @@ def push(after: str, repository: str = REPOSITORY) -> bytes:
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            status, raw = exc.code, exc.read()
-    return status, json.loads(raw or b"null")
+    answer = call(url, data=body, headers=headers, method="POST")
+    return answer.status, answer.json()
 
 
 # --- the daemon ----------------------------------------------------------------------------------------
@@ -96,11 +88,7 @@ def test_a_replayed_delivery_triggers_no_poll(tmp_path: Path, daemons: Daemons) 
     daemon = world.start_daemon()
 
     def passes() -> float:
-        request = urllib.request.Request(root + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
-        with urllib.request.urlopen(request, timeout=15) as response:
-            text = response.read().decode()
-        return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
-                    if s.name == "reconciler_pass_duration_seconds_count")
+        return client.passes(root, TOKEN)
 
     def settled() -> float | None:
         assert daemon.alive(), daemon.tail()

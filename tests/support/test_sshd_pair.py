@@ -6,7 +6,6 @@ reaches both, and stopping the pair leaves no process behind."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import time
@@ -17,6 +16,7 @@ from reconciler.remote.protocol import site_steps
 from reconciler.remote.transport.base import Result
 from reconciler.remote.transport.options import SshOptions
 from reconciler.remote.transport.ssh import SshTransport
+from tests.support.remote import run_once
 from tests.support.sshd import ServerPair, SshServer, _descendants
 
 DOMAIN = "multi.example.com"
@@ -29,14 +29,7 @@ def _run(pair: ServerPair, server: SshServer, command: str) -> Result:
     as one reconciler config would reach every server."""
     transport = SshTransport(server.destination, SshOptions(identity_file=pair.identity_file,
                                                             known_hosts=pair.known_hosts, connect_timeout=10.0))
-
-    async def go() -> Result:
-        try:
-            return await transport.run(command, timeout=TIMEOUT)
-        finally:
-            await transport.close()
-
-    return asyncio.run(go())
+    return run_once(transport, command, TIMEOUT)
 
 
 def _ok(pair: ServerPair, server: SshServer, command: str) -> str:
