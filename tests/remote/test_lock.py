@@ -1,9 +1,10 @@
-"""The per-site lock on the server (reconciler/lock.py, DESIGN lesson 5), with real parts only.
+"""The per-site lock on the server (remote/lock.py, DESIGN lesson 5), with real parts only.
 
 1. `lock.held` over LocalTransport and over a real OpenSSH sshd: acquire/release, a second
    holder refused with the holder named, stale takeover (by age, by a crashed earlier run of
-   this instance, by a missing owner file after a minute), release only of our own token, and
-   facts probed under the lock.
+   this instance, by a missing owner file after a minute), release only of our own token, facts
+   probed under the lock, and hostile owner files refused without a crash or raw terminal text.
+   (The lock commands' text and their readers alone: tests/remote/protocol/test_locking.py.)
 2. `reconciler unlock D`.
 3. A pass while another reconciler holds the site: Progressing, nothing deployed, then deployed.
 4. Two real daemons (two state dirs, so two identities) on the same server and base path under
@@ -565,8 +566,8 @@ def test_two_daemons_never_build_a_site_at_once_and_both_converge(tmp_path: Path
 
 
 def test_a_held_lock_with_a_script_sent_along_keeps_the_connection(server: Server, tmp_path: Path) -> None:
-    """Issue 15 sends the deploy script with the lock command. When the lock is held the command
-    still reads it: a command that exits with its stdin unread races the client's write, and
+    """The deploy script travels with the lock command. When the lock is held the command still
+    reads it: a command that exits with its stdin unread races the client's write, and
     asyncssh then took what sshd sent next for a broken connection (every session on it lost;
     seen under load in test_sharding's overlap, "Channel not open for sending"). The race itself
     is timing; this checks the held answer and that the connection survives a large script."""
