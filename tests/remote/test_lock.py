@@ -568,7 +568,7 @@ def test_two_daemons_never_build_a_site_at_once_and_both_converge(tmp_path: Path
 def test_a_held_lock_with_a_script_sent_along_keeps_the_connection(server: Server, tmp_path: Path) -> None:
     """The deploy script travels with the lock command. When the lock is held the command still
     reads it: a command that exits with its stdin unread races the client's write, and
-    asyncssh then took what sshd sent next for a broken connection (every session on it lost;
+    asyncssh then takes what sshd sends next for a broken connection (every session on it lost;
     seen under load in test_sharding's overlap, "Channel not open for sending"). The race itself
     is timing; this checks the held answer and that the connection survives a large script."""
     paths = SitePaths(str(tmp_path / "srv"), "held.example.com")

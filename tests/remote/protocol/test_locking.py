@@ -8,6 +8,7 @@ tests/faults/test_lock_heartbeat.py's. Here: one example of each command and eac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -104,14 +105,24 @@ def test_a_held_answer_says_beating_while_the_holders_command_runs(paths: SitePa
     try:
         wait_until(started.exists, 10, "the beating command started")
         beat_pid = (Path(paths.lock) / locking.BEAT_FILE).read_text().strip()
-        assert beat_pid.isdigit()
+        assert beat_pid == str(process.pid), "the PID of the command's own shell"
         assert locking.still_beating(sh(locking.lock_acquire(paths, MINE)).stdout)
-    finally:
+        # Its shell is killed (no EXIT trap runs, the PID stays in the lock) and not reaped yet: a
+        # zombie is no running command.
         os.killpg(process.pid, signal.SIGKILL)
+        wait_until(lambda: _state(process.pid) == "Z", 10, "the killed shell is a zombie")
+        assert (Path(paths.lock) / locking.BEAT_FILE).read_text().strip() == beat_pid
+        assert not locking.still_beating(sh(locking.lock_acquire(paths, MINE)).stdout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    # Its shell is gone (killed: no EXIT trap ran, the PID is still in the lock): not beating.
-    assert (Path(paths.lock) / locking.BEAT_FILE).read_text().strip() == beat_pid
-    assert not locking.still_beating(sh(locking.lock_acquire(paths, MINE)).stdout)
+    assert not locking.still_beating(sh(locking.lock_acquire(paths, MINE)).stdout), "gone altogether"
+
+
+def _state(pid: int) -> str:
+    """The process's state letter in /proc (Linux): R, S, Z..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 # --- keeping and letting go ---------------------------------------------------------------------------

@@ -369,7 +369,7 @@ def test_the_framing_for_shells_that_keep_nul_bytes_reads_the_same(tmp_path: Pat
 
 def test_batched_link_reads_give_the_same_facts_as_one_readlink_per_site(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """GNU find reads every site link of a probe in one process (issue 15); a server without it
+    """GNU find reads every site link of a probe in one process; a server without it
     (BusyBox: no -printf) reads one link per site. Both must give the same facts, for ordinary and
     hostile link targets alike."""
     from reconciler.remote.transport.local import LocalTransport

@@ -57,9 +57,9 @@ def test_stdin_is_passed_through_and_without_it_the_command_reads_eof() -> None:
 
 def test_a_timeout_kills_the_command_tree(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
-    # The child does not hold our pipes: only killing the whole tree ends it before 30 s.
+    # The child does not hold our pipes and outlives its shell: only killing the whole tree ends it.
     with pytest.raises(TransportError, match="timed out"):
-        _run(LocalTransport(), f"sleep 30 >/dev/null 2>&1 & echo $! > {pid_file}; wait", timeout=1)
+        _run(LocalTransport(), f"sleep 300 >/dev/null 2>&1 & echo $! > {pid_file}; sleep 20", timeout=1)
     pid = int(pid_file.read_text())
     try:
         assert _wait_gone(pid), f"background child {pid} survived the timeout"
@@ -82,7 +82,7 @@ def test_a_cancelled_command_is_killed_with_its_children(tmp_path: Path) -> None
 
     async def cancel_midway() -> None:
         task = asyncio.create_task(LocalTransport().run(
-            f"sleep 30 >/dev/null 2>&1 & echo $! > {pid_file}; wait", timeout=60))
+            f"sleep 300 >/dev/null 2>&1 & echo $! > {pid_file}; sleep 20", timeout=60))
         while not pid_file.exists() or not pid_file.read_text().strip():
             await asyncio.sleep(0.02)
         task.cancel()
