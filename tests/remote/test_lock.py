@@ -1,9 +1,10 @@
-"""The per-site lock on the server (reconciler/lock.py, DESIGN lesson 5), with real parts only.
+"""The per-site lock on the server (remote/lock.py, DESIGN lesson 5), with real parts only.
 
 1. `lock.held` over LocalTransport and over a real OpenSSH sshd: acquire/release, a second
    holder refused with the holder named, stale takeover (by age, by a crashed earlier run of
-   this instance, by a missing owner file after a minute), release only of our own token, and
-   facts probed under the lock.
+   this instance, by a missing owner file after a minute), release only of our own token, facts
+   probed under the lock, and hostile owner files refused without a crash or raw terminal text.
+   (The lock commands' text and their readers alone: tests/remote/protocol/test_locking.py.)
 2. `reconciler unlock D`.
 3. A pass while another reconciler holds the site: Progressing, nothing deployed, then deployed.
 4. Two real daemons (two state dirs, so two identities) on the same server and base path under
@@ -19,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -323,6 +325,55 @@ def test_facts_yielded_under_the_lock_are_the_server_at_acquisition(server: Serv
     assert json.loads(second.lock)["run"] == "second-run"
 
 
+@pytest.mark.parametrize("owner", [
+    "[" * 200_000,
+    "[" * 1024,  # what `head -c 1024` leaves of it
+    json.dumps({"instance": "me-instance", "run": "old-run", "host": socket.gethostname(), "pid": 2**70,
+                "purpose": "x", "since": 1.0}),
+    json.dumps({"instance": "me-instance", "run": "old-run", "host": socket.gethostname(), "pid": 1,
+                "purpose": "x", "since": 10**400}),
+    '{"instance": "me-instance", "run": "old-run", "host": "h", "pid": 1, "since": NaN}',
+], ids=["bomb", "bomb-1k", "pid-2**70", "since-10**400", "since-NaN"])
+def test_a_hostile_owner_file_leaves_the_site_locked_and_is_no_crash(tmp_path: Path, owner: str) -> None:
+    """An owner file that is no owner of ours (a JSON bomb, numbers out of range) is a fresh lock
+    of an unknown holder: refused, not taken over, and no exception of the reader escapes."""
+    paths = SitePaths(str(tmp_path / "srv"), DOMAIN)
+    Path(paths.lock).mkdir(parents=True)
+    Path(paths.lock, "owner").write_text(owner + "\n")
+    me = lock.Identity("me-instance", "new-run", socket.gethostname(), os.getpid())
+
+    async def go() -> None:
+        async with lock.held(LocalTransport(), paths, me, "test", stale_after=300, timeout=30):
+            pass
+
+    with pytest.raises(lock.SiteLocked, match="locked by another reconciler"):
+        asyncio.run(go())
+    assert Path(paths.lock, "owner").read_text() == owner + "\n"  # not taken over: a fresh, unknown owner
+
+
+def test_a_lock_owner_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    """A foreign owner's host and purpose reach the refusal message escaped: no control
+    character of theirs gets to an operator's terminal raw."""
+    paths = SitePaths(str(tmp_path / "srv"), DOMAIN)
+    Path(paths.lock).mkdir(parents=True)
+    hostile = {"instance": "other", "run": "r", "pid": 42, "since": 1.0,
+               "host": "\u001b]0;PWNED-TITLE\u0007\u001b[2J\u001b[1;32mall sites Synced\u001b[8m",
+               "purpose": "deploy\nreconcile: everything is fine\u202e"}
+    Path(paths.lock, "owner").write_text(json.dumps(hostile) + "\n")
+    me = lock.Identity("me-instance", "run", "me-host", os.getpid())
+
+    async def go() -> None:
+        async with lock.held(LocalTransport(), paths, me, "test", stale_after=300, timeout=30):
+            pass
+
+    with pytest.raises(lock.SiteLocked) as caught:
+        asyncio.run(go())
+    message = str(caught.value)
+    assert not any(not ch.isprintable() for ch in message), repr(message)
+    assert "\\x1b]0;PWNED-TITLE\\x07" in message and "pid 42" in message
+
+
+
 # --- 2 and 3. the CLI and a pass against a held lock -------------------------------------------------
 
 
@@ -515,9 +566,9 @@ def test_two_daemons_never_build_a_site_at_once_and_both_converge(tmp_path: Path
 
 
 def test_a_held_lock_with_a_script_sent_along_keeps_the_connection(server: Server, tmp_path: Path) -> None:
-    """Issue 15 sends the deploy script with the lock command. When the lock is held the command
-    still reads it: a command that exits with its stdin unread races the client's write, and
-    asyncssh then took what sshd sent next for a broken connection (every session on it lost;
+    """The deploy script travels with the lock command. When the lock is held the command still
+    reads it: a command that exits with its stdin unread races the client's write, and
+    asyncssh then takes what sshd sends next for a broken connection (every session on it lost;
     seen under load in test_sharding's overlap, "Channel not open for sending"). The race itself
     is timing; this checks the held answer and that the connection survives a large script."""
     paths = SitePaths(str(tmp_path / "srv"), "held.example.com")

@@ -1,4 +1,4 @@
-"""A deploy reaches the app's git host over as few SSH connections as git allows (issue 15).
+"""A deploy reaches the app's git host over as few SSH connections as git allows.
 
 Real parts: the git host is a real OpenSSH sshd on 127.0.0.1 whose authorized_keys runs every
 session through a wrapper that logs `$SSH_CONNECTION` (the client's port tells connections apart)

@@ -23,6 +23,7 @@ def test_heads_are_asked_once_each_in_one_fixed_order() -> None:
     (40.0, None, (10, 20)),    # a short probe: a quarter of it each
     (120.0, 90.0, (60, 60)),   # a setting above the budget is held to the budget
     (120.0, 0.2, (1, 60)),     # whole seconds, at least one
+    (40.0, 7.2, (8, 20)),      # an explicit bound, rounded up
     (1.0, None, (1, 1)),
 ])
 def test_each_ls_remote_and_all_of_them_have_a_bound_within_the_probes(

@@ -5,9 +5,8 @@ builds keeps every value data, whatever the value.
 1. The seam, enforced on the AST of every module under reconciler/.
 2. Every builder run through a real /bin/sh in a tmp dir with hostile values (spaces, `$(...)`,
    backticks, quotes, `;|&`, leading `-`); a canary file named PWNED must never appear.
-3. Defect 8 (security review L7): a valid 60 KB script of quotes used to go into argv, blow up
-   past the kernel's 128 KiB argument limit (E2BIG) and be retried forever. It now travels on
-   stdin and simply runs.
+3. A valid 60 KB script of quotes travels on stdin and simply runs: quoted into argv it would
+   blow up past the kernel's 128 KiB argument limit (E2BIG) and be retried forever.
 """
 
 from __future__ import annotations
@@ -352,7 +351,7 @@ def test_staged_stdin_reaches_the_command_and_the_file_is_gone(tmp_path: Path) -
     assert not list(tmp_path.rglob("PWNED"))
 
 
-# --- defect 8: a valid 60 KB script of quotes -----------------------------------------------------
+# --- a valid 60 KB script of quotes ----------------------------------------------------------------
 
 BIG_SCRIPT = ": " + "''" * 30_000 + "\ntouch script-ran\n"   # a no-op of 60 000 quotes, then a marker
 

@@ -1,14 +1,13 @@
-"""The transports against real processes: SshTransport over a real OpenSSH sshd on 127.0.0.1,
-LocalTransport with /bin/sh, and the pool that hands them out. No mocks."""
+"""SshTransport against a real OpenSSH sshd on 127.0.0.1: exit status and streams, POSIX sh,
+ssh_config aliases, concurrency above MaxSessions, timeouts, host keys always verified, a server
+that goes away and comes back, tied commands, and values too long for one argument. No mocks.
+(LocalTransport: test_local.py; the pool that hands them out: test_pool.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -17,8 +16,6 @@ import pytest
 
 from reconciler.errors import TransportError
 from reconciler.remote.transport.base import Result, Transport
-from reconciler.remote.transport.local import LocalTransport
-from reconciler.remote.transport.pool import TransportPool
 from reconciler.remote.transport.ssh import SshOptions, SshTransport
 from tests.support.sshd import SshServer
 
@@ -57,25 +54,6 @@ def _other_host_key(tmp: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)], check=True)
     key_type, key_b64 = Path(f"{key}.pub").read_text().split()[:2]
     return f"{key_type} {key_b64}"
-
-
-def _gone(pid: int) -> bool:
-    """True when `pid` has exited (no such process, or a zombie waiting to be reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def _wait_gone(pid: int) -> bool:
-    # SIGKILL is delivered asynchronously; give the kernel a moment to finish the process.
-    deadline = time.monotonic() + 5
-    while not _gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # --- SshTransport: running commands ---------------------------------------------------------------------
@@ -256,58 +234,6 @@ def test_ssh_unreachable_server_raises_transport_error(sshd: SshServer) -> None:
     assert f"127.0.0.1:{sshd.port}" in str(info.value)
 
 
-# --- TransportPool --------------------------------------------------------------------------------------
-
-
-def test_pool_gives_one_transport_per_server(sshd_session: SshServer) -> None:
-    pool = TransportPool(_options(sshd_session), allow_local=True)  # "local" needs the opt-in
-    local = pool.get("local")
-    assert isinstance(local, LocalTransport)
-    assert pool.get("local") is local
-    ssh = pool.get(sshd_session.destination)
-    assert isinstance(ssh, SshTransport)
-    assert pool.get(sshd_session.destination) is ssh
-    other = pool.get(f"{sshd_session.user}@localhost:{sshd_session.port}")
-    assert other is not ssh and isinstance(other, SshTransport)
-
-    async def body() -> tuple[Result, Result]:
-        try:
-            return (await local.run("echo local", timeout=TIMEOUT), await ssh.run("echo remote", timeout=TIMEOUT))
-        finally:
-            await pool.close()
-
-    assert asyncio.run(body()) == (Result(0, "local\n", ""), Result(0, "remote\n", ""))
-    # After close the pool starts afresh.
-    assert pool.get("local") is not local
-
-
-# --- LocalTransport -------------------------------------------------------------------------------------
-
-
-def test_local_exit_status_stdout_stderr() -> None:
-    assert _run(LocalTransport(), "echo out; echo err >&2; exit 7") == Result(7, "out\n", "err\n")
-    assert _run(LocalTransport(), 'echo "$0"').stdout == "/bin/sh\n"
-
-
-def test_local_stdin_is_passed_through() -> None:
-    data = "line one\nline 'two' $x\n" * 50
-    assert _run(LocalTransport(), "cat", stdin=data) == Result(0, data, "")
-    assert _run(LocalTransport(), "cat; echo eof", timeout=10) == Result(0, "eof\n", "")
-
-
-def test_local_timeout_kills_the_command_tree(tmp_path: Path) -> None:
-    pid_file = tmp_path / "child.pid"
-    # The child does not hold our pipes: only killing the whole tree ends it before 30 s.
-    with pytest.raises(TransportError, match="timed out"):
-        _run(LocalTransport(), f"sleep 30 >/dev/null 2>&1 & echo $! > {pid_file}; wait", timeout=1)
-    pid = int(pid_file.read_text())
-    try:
-        assert _wait_gone(pid), f"background child {pid} survived the timeout"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 def test_a_tied_command_dies_with_its_connection(sshd: SshServer, tmp_path: Path) -> None:
     """Deploy steps run tied: when the reconciler's connection drops (it was killed), sshd hangs
     up the session and the step stops, instead of building on behind its back."""
@@ -371,18 +297,9 @@ def test_ssh_a_command_too_long_to_start_is_a_failure_not_a_lost_server(sshd_ses
     assert after == Result(0, "still here\n", "")
 
 
-def test_local_a_command_too_long_to_start_is_a_failure_not_a_transport_error() -> None:
-    from reconciler.remote.protocol import seam
-
-    result = _run(LocalTransport(), "printf %s " + seam.quote("'" * 60_000))
-    assert result.exit_status == seam.EXIT_CANNOT_RUN
-    assert "Argument list too long" in result.stderr
-    assert _run(LocalTransport(), "echo fine") == Result(0, "fine\n", "")
-
-
 def test_ssh_a_60kb_script_deploys(sshd_session: SshServer, tmp_path: Path) -> None:
-    """Defect 8 over SSH: a valid 60 KB script of quotes. Quoted into argv twice it would have
-    been ~1 MB; it now travels on stdin (claim step) and runs from a file in the release."""
+    """A valid 60 KB script of quotes deploys over SSH: quoted into argv twice it would be ~1 MB;
+    it travels on stdin (claim step) and runs from a file in the release."""
     from reconciler.core.declarations import MAX_FILE_BYTES
     from reconciler.remote.protocol import site_steps
     from tests.support import make_app_repo, make_decl_repo, reconcile, settings_for, write_site
