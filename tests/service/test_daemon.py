@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import Settings
+from reconciler.core.shard import Shard
 from reconciler.core.status import Health, Sync
 from reconciler.engine.outcome import SiteOutcome
 from reconciler.service.daemon import Daemon
@@ -87,6 +88,26 @@ def test_a_moved_branch_hurries_only_the_sites_whose_declaration_changed(world: 
             await closed(daemon)
 
     asyncio.run(go())
+
+
+def test_a_moved_branch_hurries_none_of_another_shards_sites(tmp_path: Path) -> None:
+    world = World.create(tmp_path)
+    shard = Shard.parse("1/2")
+    servers = [f"web-{n}" for n in range(1, 20)]
+    ours = next(server for server in servers if shard.owns([server]))
+    theirs = next(server for server in servers if not shard.owns([server]))
+    world.declare(DOMAIN, server=ours, base=Path("/srv"))
+    world.declare(OTHER, server=theirs, base=Path("/srv"))
+
+    async def go() -> set[str]:
+        daemon = daemon_for(world.settings(shard="1/2"))
+        try:
+            await daemon.declarations_moved()  # the first read: every site of ours is news
+            return daemon.queue.take_hurried({DOMAIN, OTHER})
+        finally:
+            await closed(daemon)
+
+    assert asyncio.run(go()) == {DOMAIN}
 
 
 def test_an_unreadable_branch_hurries_nothing_and_says_why(world: World, caplog: pytest.LogCaptureFixture) -> None:

@@ -73,6 +73,7 @@ def test_host_is_checked_before_the_throttle_and_the_throttle_before_authenticat
         # Then the throttle: the right token gets the waiting client's 429, unchecked.
         response = await client.get("/api/sites", headers=BEARER)
         assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+        assert (await client.get("/api/sites", headers={"Authorization": "Bearer wrong"})).status == 429
         # What tries no secret passes the throttle to authentication: a session, the page.
         assert (await client.get("/api/sites", headers=cookie)).status == 200
         assert (await client.get("/api/sites")).status == 401

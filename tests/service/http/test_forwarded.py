@@ -68,6 +68,7 @@ def test_networks_reads_addresses_and_networks_and_names_a_bad_entry() -> None:
 def test_forwarded_for_values_from_several_headers_are_one_chain_read_from_the_right() -> None:
     trusted = forwarded.networks(["127.0.0.1", "10.0.0.0/8"])
     # Two X-Forwarded-For headers: the later one was appended by the nearer proxy.
+    assert forwarded.client_from("127.0.0.1", ["192.0.2.66", "198.51.100.7, 10.0.0.1"], trusted) == "198.51.100.7"
     assert forwarded.client_from("127.0.0.1", ["198.51.100.7", "10.0.0.2, 10.0.0.1"], trusted) == "198.51.100.7"
     assert forwarded.client_from("127.0.0.1", [], trusted) == "127.0.0.1", "no header: the proxy itself"
 

@@ -62,16 +62,17 @@ def test_another_token_ends_every_session_and_the_old_one_revives_none() -> None
     assert not any(sessions.valid(value, TOKEN) for value in made)
 
 
-def test_expired_sessions_make_room_before_the_oldest_live_one_goes() -> None:
+def test_expired_sessions_are_forgotten_when_a_session_is_made() -> None:
     clock = Clock()
-    sessions = Sessions(ttl=10.0, limit=2, clock=clock)
-    stale = sessions.create(TOKEN)
+    sessions = Sessions(ttl=10.0, limit=3, clock=clock)
+    stale = [sessions.create(TOKEN), sessions.create(TOKEN)]
     clock.now = 5.0
     live = sessions.create(TOKEN)
-    clock.now = 12.0  # `stale` is over, `live` has 3 s left
+    clock.now = 12.0  # both `stale` are over, `live` has 3 s left
     newest = sessions.create(TOKEN)
-    assert len(sessions) == 2 and sessions.valid(live, TOKEN) and sessions.valid(newest, TOKEN)
-    assert not sessions.valid(stale, TOKEN)
+    assert len(sessions) == 2, "the memory holds live sessions only"
+    assert sessions.valid(live, TOKEN) and sessions.valid(newest, TOKEN)
+    assert not any(sessions.valid(value, TOKEN) for value in stale)
 
 
 def test_a_cookie_value_with_undecodable_bytes_is_no_session() -> None:
