@@ -1,6 +1,6 @@
-"""Issue 12 item 5: `reconciler_health_check_seconds` (every health-check command the daemon ran)
-and `reconciler_auto_rollbacks_total{domain}` (switches back after a failed check, from the real
-state database's history)."""
+"""service/metrics.py exports `reconciler_health_check_seconds` (every health-check command the
+daemon ran) and `reconciler_auto_rollbacks_total{domain}` (switches back after a failed check,
+from the real state database's history)."""
 
 from __future__ import annotations
 

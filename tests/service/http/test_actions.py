@@ -1,4 +1,4 @@
-"""The operator actions over HTTP (issue 11): POST /api/sites/{domain}/rollback, /unpin, /retry
+"""The operator actions over HTTP: POST /api/sites/{domain}/rollback, /unpin, /retry
 and /redeploy go through `engine.actions`, exactly like the CLI.
 
 Before, the API's rollback checked eligibility in the database only: a release removed from
@@ -388,8 +388,8 @@ def test_rollback_under_require_signed_needs_a_signing_key(world: World, apps: l
 
 
 def test_the_api_tokens_configured_name_is_who_asked(world: World, apps: list[App]) -> None:
-    """Issue 13 item 2: a pin made through the API is authored by the API token's configured
-    name (`api_token_name`); the committer stays the reconciler."""
+    """A pin made through the API is authored by the API token's configured name
+    (`api_token_name`); the committer stays the reconciler."""
     world.declare(script="echo ok\n")
     first = deploy(world)
     deploy(world, "v2")

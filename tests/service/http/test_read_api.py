@@ -1,4 +1,4 @@
-"""A client that leaves an event stream is the normal end of that stream (issue 11 item 11).
+"""A client that leaves an event stream is the normal end of that stream.
 
 In the operator trial every closed dashboard tab logged a full traceback in the daemon's log
 ("Error handling request", then aiohttp's ClientConnectionResetError "Cannot write to closing

@@ -1,24 +1,19 @@
-"""service/http/throttle.py, the limiter of failed authentications, and service/http/forwarded.py, which
-says who the client is behind a trusted proxy: pure units on an injected clock and on requests
-made in memory (the daemon end to end: tests/hostile/test_api_guessing.py)."""
+"""service/http/throttle.py, the limiter of failed authentications: pure units on an injected clock,
+and the warning the endpoint logs at start for a weak token (the daemon end to end:
+tests/hostile/test_api_guessing.py; who the client is behind a proxy: test_forwarded.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
-from aiohttp.test_utils import make_mocked_request
 
-from reconciler.config import Settings, validate_settings
+from reconciler.config import Settings
 from reconciler.engine.converge import ssh_options
 from reconciler.engine.store import Store
-from reconciler.errors import ConfigError
 from reconciler.remote.transport.pool import TransportPool
-from reconciler.service.http import forwarded
 from reconciler.service.http.app import serve
 from reconciler.service.http.context import WebContext
 from reconciler.service.http.throttle import MIN_TOKEN, Throttle, client_key, weak_token
@@ -129,45 +124,3 @@ def test_weak_tokens_are_named_when_the_endpoint_starts(tmp_path: Path, caplog: 
             "http: api_token has 9 characters: use at least 16 random ones (e.g. `openssl rand -hex 32`), "
             "or it can be guessed"]
         assert asyncio.run(start("x" * 32)) == []
-
-
-# --- forwarded ------------------------------------------------------------------------------------
-
-
-def request(peer: str, headers: dict[str, str] | None = None, secure: bool = False) -> Any:
-    transport = mock.Mock()
-    transport.get_extra_info.side_effect = lambda name, default=None: {"peername": (peer, 51234)}.get(name, default)
-    return make_mocked_request("POST", "/api/session", headers=headers or {}, transport=transport,
-                               sslcontext=ssl.create_default_context() if secure else None)
-
-
-def test_the_peer_is_the_client_unless_it_is_a_trusted_proxy() -> None:
-    spoofed = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"}
-    assert forwarded.client_address(request("203.0.113.9", spoofed), []) == "203.0.113.9"
-    assert forwarded.client_address(request("203.0.113.9", spoofed), ["127.0.0.1"]) == "203.0.113.9"
-    assert not forwarded.over_tls(request("203.0.113.9", spoofed), ["127.0.0.1"])
-    assert forwarded.client_address(request("127.0.0.1", spoofed), ["127.0.0.1"]) == "198.51.100.7"
-    assert forwarded.over_tls(request("127.0.0.1", spoofed), ["127.0.0.0/8"])
-    assert forwarded.over_tls(request("203.0.113.9", secure=True), [])
-
-
-def test_the_client_is_the_nearest_untrusted_forwarded_address() -> None:
-    trusted = ["127.0.0.1", "10.0.0.0/8"]
-    # The client wrote the first entry itself; our proxies appended the others.
-    headers = {"X-Forwarded-For": "192.0.2.66, 198.51.100.7, 10.1.2.3"}
-    assert forwarded.client_address(request("127.0.0.1", headers), trusted) == "198.51.100.7"
-    assert forwarded.client_address(request("127.0.0.1", {"X-Forwarded-For": "10.1.2.3"}), trusted) == "127.0.0.1"
-    assert forwarded.client_address(request("127.0.0.1", {"X-Forwarded-For": "junk, 10.1.2.3"}), trusted) \
-        == "127.0.0.1"
-    assert forwarded.client_address(request("::1", {"X-Forwarded-For": "[2001:db8::5]:443"}), ["::1"]) \
-        == "2001:db8::5"
-    assert forwarded.client_address(request("127.0.0.1", {"X-Forwarded-For": "203.0.113.9:5555"}), trusted) \
-        == "203.0.113.9"
-    assert not forwarded.over_tls(request("127.0.0.1", {"X-Forwarded-Proto": "http, https"}), trusted)
-
-
-def test_trusted_proxies_are_addresses_or_networks() -> None:
-    assert Settings(trusted_proxies=["127.0.0.1", "10.0.0.0/8", "::1"]).trusted_proxies
-    with pytest.raises(ConfigError, match=r"trusted_proxies: .*'proxy\.example\.com' is not an IP address"):
-        validate_settings({"trusted_proxies": ["proxy.example.com"]}, None)
-    assert Settings(cookie_secure=True).cookie_secure and not Settings().cookie_secure
