@@ -1,0 +1,20 @@
+"""`reconciler history D [--json]`: a site's deployments, newest first; an unknown site is an
+error, a declared site never reconciled has an empty history."""
+
+from __future__ import annotations
+
+import json
+
+from tests.support.cli_world import DOMAIN, CliWorld
+
+
+def test_history_exit_codes(world: CliWorld) -> None:
+    world.declare()
+    rc, out, err = world.cli("history", "nope.example.com")
+    assert rc == 1, (out, err)
+    # Declared but never reconciled: known, just empty.
+    rc, out, err = world.cli("history", DOMAIN, "--json")
+    assert rc == 0 and json.loads(out) == [], (out, err)
+    world.ok("reconcile")
+    (row,) = world.history()
+    assert row["status"] == "success" and row["is_active"]
