@@ -1,6 +1,7 @@
 """Which settings a run of the command line gets (cli.invocation): the config file named by
 --config, else $RECONCILER_CONFIG, else ./reconciler.toml, else defaults; flags beat the file;
-relative paths in a file resolve against its directory."""
+relative paths in a file resolve against its directory, and a flag not given leaves the file's
+value. The file is read at once, validated only when a command first asks for the settings."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.cli.invocation import Invocation
+from reconciler.errors import ConfigError
 from tests.support import write_config
 from tests.support.cli_world import DOMAIN, CliWorld
 
@@ -101,3 +104,19 @@ def test_defaults_repo_is_cwd_and_state_is_dot_state(world: CliWorld) -> None:
     assert rc == 0, (out, err)
     assert (world.decl / "state" / "reconciler.db").is_file()
     assert len(world.releases()) == 1
+
+
+def test_the_settings_are_validated_on_first_use_only(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "reconciler.toml", concurrency=0)
+    invocation = Invocation(str(config), {"repo": None, "state_dir": None, "shard": None})
+    assert invocation.path == config and invocation.raw["concurrency"] == 0
+    with pytest.raises(ConfigError, match=str(config)):
+        invocation.settings  # noqa: B018 - the property validates
+
+
+def test_an_absent_flag_leaves_the_file_s_value(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "conf" / "reconciler.toml", state="from-file")
+    invocation = Invocation(str(config), {"repo": None, "state_dir": None, "shard": "2/3"})
+    assert invocation.settings.state_dir == tmp_path / "conf" / "from-file"
+    assert invocation.settings.shard == "2/3"
+    assert invocation.looks().state_dir == str(tmp_path / "conf" / "from-file")
