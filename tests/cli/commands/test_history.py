@@ -18,3 +18,12 @@ def test_history_exit_codes(world: CliWorld) -> None:
     world.ok("reconcile")
     (row,) = world.history()
     assert row["status"] == "success" and row["is_active"]
+
+
+def test_history_prints_a_table_newest_first_with_the_active_release_marked(world: CliWorld) -> None:
+    commits = world.deploy_n(2)
+    header, *rows = world.ok("history", DOMAIN).splitlines()
+    assert header.split()[:4] == ["ID", "RELEASE", "STATUS", "COMMIT"]
+    assert [row.split()[3] for row in rows] == [c[:12] for c in reversed(commits)]
+    assert rows[0].rstrip().endswith("active") and not rows[1].rstrip().endswith("active")
+    assert "\033[" not in header + "".join(rows), "no colour when piped"
