@@ -51,3 +51,11 @@ def test_prune_site_touches_only_that_site(world: CliWorld) -> None:
     world.ok("prune", "--keep", "1", "--site", DOMAIN)
     assert len(world.releases()) == 1
     assert world.releases(OTHER) == others
+
+
+def test_keep_below_1_is_a_usage_error_and_removes_nothing(world: CliWorld) -> None:
+    world.deploy_n(2)
+    releases = world.releases()
+    rc, out, err = world.cli("prune", "--keep", "0")
+    assert rc == 2 and "--keep must be at least 1" in err, (out, err)
+    assert world.releases() == releases
