@@ -1,5 +1,5 @@
-"""Live progress of `reconcile` (plain lines when piped, a redrawn line on a terminal) and
-`logs -f` following a running deployment as it is written."""
+"""Live progress of `reconcile` (cli.progress): plain lines when piped, a redrawn line on a
+terminal."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 import os
 import pty
 import subprocess
-import time
 from pathlib import Path
 
 from reconciler.cli.progress import Progress
@@ -62,30 +61,3 @@ def test_terminal_progress_redraws_one_line_with_elapsed_time() -> None:
     assert "\r\033[K" in seen
     assert "a.example.com: clone" in seen and "b.example.com: script" in seen
     assert seen.count("\r\033[K") >= 3, "the line is redrawn while the steps run"
-
-
-def test_logs_follow_streams_a_running_deployment(tmp_path: Path) -> None:
-    app = make_app_repo(tmp_path / "app")
-    decl = make_decl_repo(tmp_path / "decl")
-    gate = tmp_path / "gate"
-    write_site(decl, DOMAIN, server="local", base_path=str(tmp_path / "srv"), repository=str(app),
-               script=f"echo first-line\nwhile [ ! -e {gate} ]; do sleep 0.1; done\necho second-line\n")
-    deploy = _cli(tmp_path, "reconcile")
-    log = next(iter((tmp_path / "srv" / "deployments" / DOMAIN).glob("*/deployment.log")), None)
-    deadline = time.monotonic() + 30
-    while (log is None or "first-line" not in log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        log = next(iter((tmp_path / "srv" / "deployments" / DOMAIN).glob("*/deployment.log")), None)
-    follower = _cli(tmp_path, "logs", DOMAIN, "-f")
-    assert follower.stdout is not None
-    first = ""
-    while "first-line" not in first and time.monotonic() < deadline:
-        first += follower.stdout.readline()
-    assert "first-line" in first, "the running deployment's output is shown before it ends"
-    assert follower.poll() is None, "-f keeps following while the deployment runs"
-    gate.write_text("")
-    rest, _ = follower.communicate(timeout=30)
-    assert "second-line" in rest
-    assert follower.returncode == 0
-    deploy.communicate(timeout=30)
-    assert deploy.returncode == 0

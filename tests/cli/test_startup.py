@@ -1,4 +1,4 @@
-"""The operator's look-only commands start at once (issue 15 item 6): `status`, `history`, `logs`
+"""The operator's look-only commands start at once: `status`, `history`, `logs`
 and `--help` load none of the heavy libraries, checked by which modules a real process imported
 (never by wall time; bench/cli.py times them). And what they skip changes nothing they print:
 the remembered settings and declarations (engine.memo) give the same answer as the long way, a
