@@ -32,7 +32,6 @@ PAGE_MS = 30_000  # Playwright's bound for the page to show what a pass did
 
 def _get(root: str, path: str) -> tuple[int, str]:
     answer = call(root + path, token=TOKEN, timeout=10)
-    assert answer.status == 200, answer
     return answer.status, answer.text
 
 
