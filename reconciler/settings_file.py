@@ -34,7 +34,7 @@ def is_url(value: str) -> bool:
     return "://" in value or bool(_SCP_LIKE.fullmatch(value))
 
 
-# Credentials in a repository URL leak (security review 2, N8): every git and ssh given the URL
+# Credentials in a repository URL leak: every git and ssh given the URL
 # shows it in its argv to any local user (`ps`), a clone keeps it in .git/config (0644), the release
 # manifest records it, and status messages, the dashboard and notifications print it. So no
 # repository URL may hold one; the credential goes where nothing prints it (an SSH key, a

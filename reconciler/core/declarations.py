@@ -156,7 +156,7 @@ class SiteDeclaration(BaseModel):
     # Checked on the server after every switch (a failure switches back) and at every poll
     # (reported, never acted on): see core.health.
     health: HealthCheck | None = None
-    # One site on many servers (issue 14): instead of `server`, every server it is deployed to,
+    # One site on many servers: instead of `server`, every server it is deployed to,
     # first one first. `server` then names the first of them (it is what single-server code,
     # tables and grouping read); `targets` is the whole list either way.
     servers: list[str] | None = None

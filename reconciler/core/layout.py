@@ -28,7 +28,7 @@ MANIFEST_NAME = ".reconciler-release.json"
 def parse_release(name: str) -> datetime | None:
     """The UTC time a release name encodes, or None when it is not a release name. Cached: a
     pass asks about the same few names per site many times, and strptime dominated a no-op
-    pass's CPU (issue 15); the answer for a name never changes."""
+    pass's CPU; the answer for a name never changes."""
     if not _RELEASE_RE.fullmatch(name):
         return None
     try:

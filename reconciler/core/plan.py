@@ -139,7 +139,7 @@ class Takeover:
 def owner_may_live(takeover: Takeover | None) -> bool:
     """Whether the previous owner of the lock we hold may still be writing the site's releases,
     so that its `updating` release may be a build still under way, not an interrupted one
-    (security review 2, N5: a second reconciler deleted a running deploy's release).
+    (a second reconciler deleted a running deploy's release).
 
     A lock found free was released by its owner (or by an operator's `unlock`): no. Taken over
     from a run known gone: no. Otherwise the owner stopped refreshing the lock; that makes the

@@ -60,7 +60,7 @@ async def deploy(ctx: SiteContext, release: str, commit: str, reason: DeployReas
     reloads too. With `release_lock` (nothing follows under the site's lock) the finishing
     command releases it.
 
-    Round trips (issue 15): the claim rides in the tied build command (clone, shared links), so a
+    Round trips: the claim rides in the tied build command (clone, shared links), so a
     deploy is the lock, the build, the script, and the finish (record, switch, reload, log,
     unlock); a prune after it is one more, which releases the lock instead."""
     attempt = _begin(ctx, release, commit, reason, previous, once)

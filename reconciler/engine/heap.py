@@ -1,4 +1,4 @@
-"""The cyclic garbage collector and the long-lived heap of a fleet's declarations (issue 15).
+"""The cyclic garbage collector and the long-lived heap of a fleet's declarations.
 
 Parsed declarations are tens of thousands of objects that live until the next declarations
 commit, and the cyclic collector walks every one of them at each full collection: about 35 ms in

@@ -168,7 +168,7 @@ async def _check_live(bench: Workbench, server: str, sites: list[SiteDeclaration
 
 
 def _snapshot(bench: Workbench, domains: list[str]) -> Snapshot | None:
-    """The round's rows at once (issue 15: a no-op pass read a dozen rows per site). None: read
+    """The round's rows at once (a no-op pass read a dozen rows per site). None: read
     per site as before, should the snapshot itself fail."""
     try:
         return bench.store.snapshot(domains)

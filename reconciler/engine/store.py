@@ -188,7 +188,7 @@ class Store(DeploymentRows):
                 return
         # Plain SQL: sqlite-utils' first upsert on a connection creates and drops a throwaway
         # table to learn whether SQLite has ON CONFLICT, a write into the state database on
-        # every CLI run and daemon start (issue 15: no-op passes write nothing else).
+        # every CLI run and daemon start (no-op passes write nothing else).
         self.db.execute("insert into servers (name, observed_at) values (?, ?) "
                         "on conflict (name) do update set observed_at = excluded.observed_at",
                         [server, moment.strftime("%Y-%m-%dT%H:%M:%SZ")])
@@ -213,7 +213,7 @@ class Store(DeploymentRows):
         sites: dict[str, SiteRow] = {}
         requests: dict[str, RequestRow] = {}
         deployments: dict[str, list[DeploymentRow]] = {d: [] for d in wanted}
-        # Only this round's rows (a server's share of the fleet, not every site's: issue 15), in
+        # Only this round's rows (a server's share of the fleet, not every site's), in
         # chunks that stay far below SQLite's limit on bound parameters.
         for start in range(0, len(wanted), SNAPSHOT_CHUNK):
             chunk = wanted[start:start + SNAPSHOT_CHUNK]

@@ -9,7 +9,7 @@ command of that run still heartbeats it on the server. Acquiring also probes the
 the same command, so the plan is re-made from facts no other reconciler can change while we
 hold the lock.
 
-The heartbeat (security review 2, N5: a lock measured from its `mkdir` was "stale" while a long
+The heartbeat (a lock measured from its `mkdir` was "stale" while a long
 but legitimate deploy still ran, and a second reconciler deleted the release under its script).
 The lock dir's mtime is the heartbeat, refreshed from two places:
 
@@ -152,7 +152,7 @@ class Owner:
 class Lease:
     """Our hold on a site's lock, filled in by `held`, so that the last command sent under the
     lock can release it on its way (finishing.finish_release, remove_releases): one round trip less
-    per change (issue 15). `held` then only reports what that command said."""
+    per change. `held` then only reports what that command said."""
 
     owner_json: str = ""
     script_staged: bool = False  # the deploy script waits in the lock (locking.lock_acquire)

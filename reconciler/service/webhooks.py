@@ -44,8 +44,8 @@ apply):
                            @ followed by U+200B, `](` split by it, < > shown as U+2039/U+203A); the fields
                            above are as written
 
-Until issue 11 a `failed` event's `release` was the live release while `commit` was the failed
-one; now both name the failed build and the live one is in live_release/live_commit.
+A `failed` event's `release` and `commit` both name the failed build; the live one is in
+live_release/live_commit.
 
 Delivery runs in background tasks, retried ATTEMPTS times with a doubling delay, and never
 blocks a deploy. `deployed` is sent once per (site, commit); the others once per change of

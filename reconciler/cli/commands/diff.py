@@ -8,6 +8,7 @@ import sys
 from reconciler.cli.invocation import Invocation
 from reconciler.cli.passes import one_pass, skipped
 from reconciler.core.plan import SYNCED
+from reconciler.core.text import printable
 
 
 def handle(invocation: Invocation, args: argparse.Namespace) -> int:
@@ -21,14 +22,15 @@ def handle(invocation: Invocation, args: argparse.Namespace) -> int:
         print(f"reconciler: {args.site}: no such site declared", file=sys.stderr)
         return 1
     pending = False
+    # A message can carry a server's or a script's output: printed escaped, like every other view.
     for o in outcomes:
         if o.actions:
             pending = True
             print(f"{o.domain} ({o.server}):")
             for action in o.actions:
-                print(f"  + {action}")
+                print(f"  + {printable(str(action))}")
         elif o.sync != SYNCED:
-            print(f"{o.domain} ({o.server}): {o.sync} - {o.message}")
+            print(f"{o.domain} ({o.server}): {o.sync} - {printable(o.message)}")
         else:
             print(f"{o.domain} ({o.server}): up to date")
     # Nonzero whenever the fleet is not simply in step: work pending, or a site Failed/Invalid/

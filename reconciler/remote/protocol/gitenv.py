@@ -5,7 +5,7 @@ git starts with)."""
 from __future__ import annotations
 
 # Git must never stop to ask a question: no terminal prompt, no interactive ssh. Nor wait for ever
-# on a git host that does not answer (security review 2, N3): ssh gives up on a connection, the
+# on a git host that does not answer: ssh gives up on a connection, the
 # handshake included, after GIT_CONNECT_SECONDS, and on one that stopped answering its keepalives
 # after GIT_STALL_SECONDS; git's HTTP (curl) aborts a transfer that moved less than 1 byte/s for
 # GIT_STALL_SECONDS (a git host sends keepalives every 5 s while it prepares a pack, so only a
@@ -15,7 +15,7 @@ from __future__ import annotations
 # `git ls-remote` has its own, shorter bound on top (`probe_head`). The server's own
 # GIT_HTTP_LOW_SPEED_* and `-o` options given in its GIT_SSH_COMMAND win.
 #
-# And it reaches a git host over one SSH connection, not one per git command (issue 15): an SSH
+# And it reaches a git host over one SSH connection, not one per git command: an SSH
 # login costs a key exchange and the host's session setup (~0.2 s to 127.0.0.1 here, a WAN round
 # trip or more elsewhere), and a pass's probe (`ls-remote`) is followed by a deploy's fetch. So an
 # OpenSSH `GIT_SSH_COMMAND` (ours, or the server's own when it is a plain `ssh ...` line; a
@@ -25,7 +25,7 @@ from __future__ import annotations
 # checks the head, then probes), it adds them once (`reconciler_git`).
 #
 # One connection carries one set of credentials, so the socket is named after everything that
-# decides how ssh connects (security review 2, N4): the SHA-256 of `ssh -G` for this very call
+# decides how ssh connects: the SHA-256 of `ssh -G` for this very call
 # (git's ssh command without our options, and git's arguments but the last, the remote command),
 # which is the configuration ssh resolves: HostName, Port, User, IdentityFile, ProxyJump, ... .
 # OpenSSH's `%C` hashes only host, port and user, so two ssh_config aliases of one git host with

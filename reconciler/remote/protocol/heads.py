@@ -13,7 +13,7 @@ from reconciler.core.facts import BranchHead
 
 # At most this many `git ls-remote` in flight: a git host's sshd drops a burst (MaxStartups).
 HEADS_AT_ONCE = 8
-# One git host that does not answer must not stall its server's probe (security review 2, N3): the
+# One git host that does not answer must not stall its server's probe: the
 # probe is one command, and a timeout of it is the server's, so every site on it would be Unknown.
 # So each `git ls-remote` gets its own bound (`head_bounds`), well under the probe's, run by
 # coreutils/BusyBox `timeout` (SIGKILL GIT_KILL_AFTER seconds after SIGTERM): a ref whose host did

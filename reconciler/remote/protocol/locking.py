@@ -55,7 +55,7 @@ def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = ()
     With `script` (stdin), stage the deploy script in the lock for a claim (`claim_release`
     `script_in_lock`): the build that follows is tied and takes no stdin.
 
-    With `activate` (a pin that just landed: issue 15, one round trip from commit to live), switch
+    With `activate` (a pin that just landed: one round trip from commit to live), switch
     the site to that release under the lock, before the probe, when the release is a directory
     whose manifest records success (our own compact JSON: `"status":"success"` cannot occur inside
     a JSON string) and the site does not point at it yet; a line `SWITCHED <exit>` (or

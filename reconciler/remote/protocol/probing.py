@@ -150,7 +150,7 @@ probe_site() {{
   d={_sh_path(_TEMPLATE.deployments)}; link={_sh_path(_TEMPLATE.site_link)}
   emit {Tag.SITE} "$1"
   if [ -L "$link" ]; then
-    # GNU find reads every site's link in one process after this (`links`, issue 15: a readlink
+    # GNU find reads every site's link in one process after this (`links`: a readlink
     # per site was most of a probe's time); elsewhere one process per link, as before. `$(...)`
     # drops newlines a target may end with (see parse_probe).
     [ -n "$batch" ] || emit {Tag.LINK} "$(readlink "$link")"

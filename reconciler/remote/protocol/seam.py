@@ -109,7 +109,7 @@ RUN_FROM_STDIN = 'f=$(mktemp) || exit 1; cat > "$f"; sh "$f" < /dev/null; rc=$?;
 
 # The probe prints a record at a time, and sshd sends what a read of the pipe returns: a few
 # hundred bytes per SSH packet, and every packet costs the reconciler a decryption and a MAC
-# check (the largest item of a no-op pass's CPU at fleet size, issue 15). Written to a file
+# check (the largest item of a no-op pass's CPU at fleet size). Written to a file
 # first, the output leaves in one `cat`, in full packets.
 RUN_BUFFERED = ('f=$(mktemp) && o=$(mktemp) || exit 1; cat > "$f"; sh "$f" < /dev/null > "$o"; rc=$?; '
                  'cat -- "$o"; rm -f -- "$f" "$o"; exit $rc')

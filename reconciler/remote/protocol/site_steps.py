@@ -184,10 +184,10 @@ def clone(paths: SitePaths, repository: str, branch: str | None, commit: str, re
 
 # Fixed text: every value arrives on stdin: the release dir, the shared dir, then three lines per
 # entry (kind, entry, link target). Paths hold no line breaks: the validator refuses control
-# characters. An app repository controls what the release holds, symlinks included (security
-# review M3): no directory between the release and an entry may be a symlink, the entry's parent
+# characters. An app repository controls what the release holds, symlinks included: no
+# directory between the release and an entry may be a symlink, the entry's parent
 # must resolve inside the release, and seeding never copies a symlink. Seeding never widens access
-# either (review 2 N11): `cp -a` keeps the repository's modes, but a shared file is where secrets
+# either: `cp -a` keeps the repository's modes, but a shared file is where secrets
 # go (.env), so a seeded file is owner-only (go-rwx), and a seeded directory loses group/world write.
 _LINK_SHARED_BODY = """IFS= read -r R <&3; IFS= read -r S <&3
 P=$(cd -P -- "$R" && pwd -P)
@@ -254,7 +254,7 @@ def _shared_lines(paths: SitePaths, release: str, shared: Iterable[str]) -> list
 def build_release(paths: SitePaths, repository: str, branch: str | None, commit: str, release: str,
                   claim: Command | None = None) -> Command:
     """[`claim`,] `clone`, then link the shared entries the claim staged (`link_shared`), in one
-    tied command: a deploy's steps that need no answer in between are one round trip (issue 15).
+    tied command: a deploy's steps that need no answer in between are one round trip.
     The claim's stdin arrives in argv, base64 (`claim_fits` says when it may). A failed claim
     exits EXIT_CLAIM, a failure to link EXIT_SHARED, with the reason on stderr; any other failure
     is the clone's. stdout: the commit's author and subject, as `clone` prints them.

@@ -25,7 +25,7 @@ class Transport(ABC):
     """A server. `run` raises TransportError when the server cannot be reached or the
     command does not finish within `timeout`; a non-zero exit is returned, not raised.
     So is a command that cannot start because it is too long for one argument (E2BIG):
-    `shell.EXIT_CANNOT_RUN`, a failure of that command, since retrying cannot shorten it.
+    `seam.EXIT_CANNOT_RUN`, a failure of that command, since retrying cannot shorten it.
     `command` is shell text built by `remote.protocol`; long values belong in `stdin`."""
 
     name: str

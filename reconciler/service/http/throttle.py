@@ -1,5 +1,5 @@
 """Failed authentications slow their client down: online guessing of `api_token` (and of
-`webhook_secret`) gets thirty tries, then exponentially longer waits (security review 2, N9).
+`webhook_secret`) gets thirty tries, then exponentially longer waits.
 
 One `Throttle` per secret, so a forge sending a stale webhook secret never locks the API out.
 Per client address: a client is an IPv4 address, or an IPv6 /64 (one host's share of a

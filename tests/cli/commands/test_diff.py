@@ -42,3 +42,15 @@ def test_diff_site_shows_only_that_site(world: CliWorld) -> None:
     rc, out, err = world.cli("diff", "--site", OTHER)
     assert rc == 1, (out, err)
     assert f"{OTHER} (local):" in out and DOMAIN not in out
+
+
+def test_a_failed_sites_message_is_printed_escaped_never_as_terminal_control(world: CliWorld) -> None:
+    # The failure message names the failing command as the shell traced it, values expanded: a
+    # value (here made by the script; it could come from the app repository) must not drive the
+    # operator's terminal through `diff` (an OSC sequence sets the window title).
+    world.declare(script="x=$(awk 'BEGIN { printf \"%c]0;owned%c\", 27, 7 }')\nfalse \"$x\"\n")
+    assert world.cli("reconcile").rc == 1
+    rc, out, err = world.cli("diff")
+    assert rc == 1 and f"{DOMAIN} (local): Failed - " in out, (out, err)
+    assert "\x1b" not in out and "\x07" not in out, out
+    assert "\\x1b]0;owned\\x07" in out, out  # shown, escaped
