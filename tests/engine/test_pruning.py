@@ -7,6 +7,7 @@ Recording servers (tests/support/engine_rig.py), a real declarations repository 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,14 +25,21 @@ RELEASES = ("06122026-100000", "06122026-110000", "06122026-120000", "06122026-1
 
 
 def _declare_and_build(rig: Rig, domain: str, releases: tuple[str, ...] = RELEASES) -> None:
+    """One real build per server, copied under the other names (as a server holds them), the newest live."""
     where = {"server": rig.servers[0]} if len(rig.servers) == 1 else {"servers": list(rig.servers)}
     write_site(rig.decl, domain, base_path=str(rig.base), repository=str(rig.app), **where)
     site = rig.site(domain)
     commit = git(rig.app, "rev-parse", "HEAD")
     for server in rig.servers:
-        ctx = rig.context(site, server)
-        for release in releases:
-            assert asyncio.run(building.deploy(ctx, release, commit)).ok
+        assert asyncio.run(building.deploy(rig.context(site, server), releases[0], commit)).ok
+        root = rig.on(server).root
+        for release in releases[1:]:
+            shutil.copytree(root / "deployments" / domain / releases[0], root / "deployments" / domain / release,
+                            symlinks=True)
+        link = root / domain
+        target = str(link.readlink())
+        link.unlink()
+        link.symlink_to(target.replace(releases[0], releases[-1]))
 
 
 @pytest.fixture
