@@ -34,6 +34,7 @@ def test_a_context_on_the_first_server_has_no_target_and_progress_names_the_site
     assert (first.target, first.server, first.transport) == ("", "web-1", rig.on("web-1"))
     assert (second.target, second.server, second.transport) == ("web-2", "web-2", rig.on("web-2"))
     assert first.declarations_commit == "c" * 40
+    assert rig.bench.context(site, None, "web-1").target == "", "the first server, named, is still the site's own"
     second.step("prune 1 release")
     assert told == [(DOMAIN, "prune 1 release")]
 
