@@ -1,4 +1,4 @@
-"""`reconciler retry D` and `reconciler redeploy D` (issue 11 item 2): imperative actions that change
+"""`reconciler retry D` and `reconciler redeploy D`: imperative actions that change
 what the reconciler remembers or asks of the next pass, never the declarations.
 
 A failure is remembered per (commit, script+shared), so a transient cause (a package mirror down)
@@ -7,7 +7,7 @@ build satisfies the head forever, so a `.env` change never reached a running rel
 builds the same commit again as a fresh release. Both are recorded in history with who asked.
 Sites on "local", the CLI in this process, real git and a real state database.
 
-Rollback is refused when it would do nothing or could not work (issue 11 item 1), decided from
+Rollback is refused when it would do nothing or could not work, decided from
 fresh server facts, not from the database: pinning the active release would freeze the site
 without moving it, and a release removed from the server (by hand or by another reconciler's
 prune) cannot be switched to even though history still lists it. Both exit 1, name the reason,
@@ -109,7 +109,7 @@ def test_redeploy_of_a_pinned_site_and_of_an_unknown_site_is_refused(world: Worl
 
 
 def test_a_deploy_start_is_logged_with_its_trigger(world: World, caplog: pytest.LogCaptureFixture) -> None:
-    """Issue 11 item 10: the daemon's log says when a deploy starts, and why."""
+    """The daemon's log says when a deploy starts, and why."""
     world.declare(script="echo built\n")
     with caplog.at_level("INFO", logger="reconciler"):
         assert world.run_cli("reconcile").rc == 0

@@ -1,4 +1,4 @@
-"""`tag` and `commit` instead of `branch` (issue 13 item 3), with real git repositories.
+"""A site may follow a `tag` or a `commit` instead of a `branch`, with real git repositories.
 
 A tag site deploys exactly the commit its tag names (an annotated tag's commit, not the tag
 object), follows the tag when it is moved (`git tag -f`) and says so in history and the log; a

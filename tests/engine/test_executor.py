@@ -202,20 +202,3 @@ def test_an_owed_reload_is_retried_on_every_server(rig: Bench) -> None:
     assert rig.store.reload_owed(DOMAIN) is None
     assert all(rig.on(s).count(f"test -e {flag}") == 1 for s in rig.servers)
 
-
-def test_a_builds_log_is_read_from_the_server_that_built_it(rig: Bench) -> None:
-    """`logs` of a deployment without its local copy reads that deployment's own server (a site
-    on many servers has a row per server; its site row names them all)."""
-    from reconciler.engine.deploy_log import follow_log
-
-    rig.converge(rig.site(script="echo built\n"))
-    last = rig.servers[-1]
-    row = next(r for r in rig.store.deployments(DOMAIN) if r["server"] == last)
-    log = rig.on(last).root / "deployments" / DOMAIN / row["release"] / "deployment.log"
-    log.write_text(log.read_text() + f"only on {last}\n")
-    row = {**row, "local_log": None}
-
-    async def read() -> str:
-        return "".join([chunk async for chunk in follow_log(rig.store, rig.pool, row, 10, follow=False)])  # type: ignore[arg-type]
-
-    assert f"only on {last}" in asyncio.run(read())

@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconciler.core.declarations import SiteDeclaration
-from reconciler.engine.converge import Reconciler, group_key
 from reconciler.engine.fairness import FairLimiter
-from reconciler.engine.store import Store
-from reconciler.remote.transport.ssh import MAX_SESSIONS
-from tests.support import settings_for
-from tests.support.repos import site_declaration
 
 
 async def settle() -> None:
@@ -246,24 +239,3 @@ def test_bad_limits_are_refused() -> None:
     with pytest.raises(RuntimeError, match="holds no slot"):
         FairLimiter[str](1).release("a")
 
-
-def test_the_reconciler_shares_its_limit_by_server_within_the_ssh_session_cap(tmp_path: Path) -> None:
-    """Keys: a site's server, a many-server site's set of servers. Caps: an SSH server's session
-    cap (so a slot never waits for a session), none for this host; SIGHUP's new concurrency
-    reaches the limiter in place (slots held stay counted)."""
-    settings = settings_for(tmp_path / "decl", tmp_path / "state", concurrency=3)
-    reconciler = Reconciler(settings, Store(settings.db_path))
-    try:
-        limiter = reconciler._limit
-        assert group_key(site_declaration(server="web-1")) == "web-1"
-        many = SiteDeclaration.model_validate({"domain": "shop.example.com", "servers": ["web-2", "deploy@web-1:2222"],
-                                               "repository": "git@github.com:acme/shop.git"})
-        assert group_key(many) == ("deploy@web-1:2222", "web-2")
-        assert limiter.cap("web-1") == MAX_SESSIONS
-        assert limiter.cap(("local", "web-1")) == MAX_SESSIONS
-        assert limiter.cap("local") is None
-        assert limiter.concurrency == 3
-        reconciler.reconfigure(settings.model_copy(update={"concurrency": 5}))
-        assert reconciler._limit is limiter and limiter.concurrency == 5
-    finally:
-        reconciler.store.close()

@@ -1,4 +1,4 @@
-"""History explains itself (issue 11 item 7): every deployment says why it failed (message, exit
+"""History explains itself: every deployment says why it failed (message, exit
 status), what was built (commit subject and author), what started it (first deploy, app commit,
 declaration, retry, redeploy) and who asked; switches without a build (rollback, unpin, drift
 corrected) are events in history too, and count as the site's latest change. Sites on "local",

@@ -1,4 +1,4 @@
-"""`status` and `diff` never contradict themselves (issue 11 item 3).
+"""`status` and `diff` never contradict themselves.
 
 - A CLI rollback with no daemon commits a pin; until a pass applies it, `status` used to say
   `Synced` while PINNED and ACTIVE disagreed. Now such a site is OutOfSync, saying why; the same

@@ -1,4 +1,4 @@
-"""A failed reload is not forgotten (issue 11 item 4): after a switch whose reload fails (php-fpm
+"""A failed reload is not forgotten: after a switch whose reload fails (php-fpm
 without sudo, say) the site stays Degraded, with the reason, and every pass retries the reload
 until it succeeds; only then is it Healthy. The daemon retries it with backoff (outcome
 `retry_after`). Sites on "local", the CLI in this process."""

@@ -1,4 +1,4 @@
-"""Declarations on a Git host (issue 13 items 1, 2): `repo` is a URL, the reconciler keeps its
+"""Declarations on a Git host: `repo` is a URL, the reconciler keeps its
 own mirror, fetches it, and writes rollback/unpin back by pushing.
 
 Real remotes started by the tests: a bare repository served over the test sshd (git over SSH,
@@ -242,7 +242,7 @@ def test_the_daemon_follows_the_git_host(ssh_remote: tuple[Remote, Path], tmp_pa
 
 def test_a_push_webhook_for_the_declarations_fetches_at_once(ssh_remote: tuple[Remote, Path], tmp_path: Path,
                                                               daemons: Daemons) -> None:
-    """Issue 13 item 4: a delivery naming the declarations repository (in any of its URL forms)
+    """A delivery naming the declarations repository (in any of its URL forms)
     makes the daemon fetch now, instead of at the next repo_interval (here far away)."""
     remote, config = ssh_remote
     port = free_port()

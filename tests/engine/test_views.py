@@ -1,4 +1,4 @@
-"""What `history` and `status` make of the state database's rows (engine/views.py), issue 21 item 7:
+"""What `history` and `status` make of the state database's rows (engine/views.py):
 a site on many servers has a deployment row per server of each release, and its history shows one
 entry per release with each server's result nested (`servers`), its status from all of them, who
 or what triggered it, one activation per switch of all its servers, and Rollback only where every
