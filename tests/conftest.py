@@ -18,8 +18,10 @@ daemon, no browser), and `pytest -m ssh` only the SSH ones. Shared helpers live 
 from __future__ import annotations
 
 import os
+import tempfile
 import types
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +90,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if os.environ.get("RECONCILER_NO_SKIP") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped, but RECONCILER_NO_SKIP forbids skips: {report.longrepr}"
+
+
+@pytest.fixture(name="short_dir")
+def short_dir_fixture(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path, unless it is too long for a unix socket path (sun_path holds 108 bytes)."""
+    if len(str(tmp_path / "notify.sock")) < 100:
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(prefix="rcn-") as short:
+        yield Path(short)

@@ -12,26 +12,20 @@ The last tests are unit tests of the systemd glue: reconciler.service.journal an
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import signal
 import socket
 import sqlite3
-import sys
-import tempfile
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconciler.service import journal as logs
 from reconciler.service.daemon import SHUTDOWN_GRACE
-from reconciler.service.systemd import Notifier
 from tests import support
 from tests.support import Daemons, Launcher, LinkSampler, SiteOnDisk, app_commit
 from tests.support.sshd import SshServer
@@ -333,16 +327,6 @@ class NotifyListener:
         self.sock.close()
 
 
-@pytest.fixture(name="short_dir")
-def short_dir_fixture(tmp_path: Path) -> Iterator[Path]:
-    """tmp_path, unless it is too long for a unix socket path (sun_path holds 108 bytes)."""
-    if len(str(tmp_path / "notify.sock")) < 100:
-        yield tmp_path
-        return
-    with tempfile.TemporaryDirectory(prefix="rcn-") as short:
-        yield Path(short)
-
-
 def test_daemon_speaks_sd_notify(local_world: World, short_dir: Path) -> None:
     w = local_world
     w.declare(server="local", script="echo ok\n")
@@ -405,69 +389,6 @@ def test_sigterm_during_deploy_script_exits_cleanly_and_never_switches(ssh_world
 # --- 6. journal-aware logging ---------------------------------------------------------------------------
 
 
-@pytest.fixture(name="reconciler_logger")
-def reconciler_logger_fixture() -> Iterator[logging.Logger]:
-    """logs.setup() reconfigures the `reconciler` logger; give other tests theirs back."""
-    logger = logging.getLogger("reconciler")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield logger
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-
-
-def _log_through_setup(path: Path, monkeypatch: pytest.MonkeyPatch, journal: Callable[[os.stat_result], str] | None,
-                       ) -> list[str]:
-    with open(path, "w") as stream:
-        monkeypatch.setattr(sys, "stderr", stream)
-        if journal is None:
-            monkeypatch.delenv("JOURNAL_STREAM", raising=False)
-        else:
-            monkeypatch.setenv("JOURNAL_STREAM", journal(os.fstat(stream.fileno())))
-        logger = logs.setup()
-        logger.info("deployed %s", "shop.example.com")
-        logger.warning("careful")
-        logger.error("broken")
-        for handler in logger.handlers:
-            handler.flush()
-    return path.read_text().splitlines()
-
-
-def test_logs_carry_syslog_prefixes_when_stderr_is_the_journal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reconciler_logger: logging.Logger
-) -> None:
-    lines = _log_through_setup(tmp_path / "journal", monkeypatch, lambda st: f"{st.st_dev}:{st.st_ino}")
-    assert len(lines) == 3, lines
-    info, warning, error = lines
-    assert info.startswith("<6>") and "deployed shop.example.com" in info, info
-    assert warning.startswith("<4>") and "careful" in warning, warning
-    assert error.startswith("<3>") and "broken" in error, error
-    assert not any(TIMESTAMP_RE.search(line) for line in lines), lines
-
-
-@pytest.mark.parametrize(
-    "journal",
-    [
-        None,
-        lambda st: f"{st.st_dev}:{st.st_ino + 1}",  # the journal is some other stream (stderr redirected)
-        lambda st: f"{st.st_dev + 1}:{st.st_ino}",
-        lambda st: "garbage",
-        lambda st: "",
-    ],
-    ids=["unset", "other-inode", "other-device", "garbage", "empty"],
-)
-def test_logs_are_timestamped_when_stderr_is_not_the_journal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reconciler_logger: logging.Logger,
-    journal: Callable[[os.stat_result], str] | None,
-) -> None:
-    lines = _log_through_setup(tmp_path / "plain", monkeypatch, journal)
-    assert len(lines) == 3, lines
-    assert not any(re.match(r"<\d>", line) for line in lines), lines
-    assert "deployed shop.example.com" in lines[0] and "careful" in lines[1] and "broken" in lines[2], lines
-    # Not the journal: nothing else dates the lines, so each starts with a UTC time and its level.
-    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (INFO|WARNING|ERROR) ")
-    assert all(stamp.match(line) for line in lines), lines
-    assert lines[1].split()[1] == "WARNING" and lines[2].split()[1] == "ERROR", lines
-
-
 def test_daemon_stderr_under_the_journal_has_priority_prefixes(local_world: World) -> None:
     w = local_world
     w.declare(server="local", script="echo ok\n")
@@ -482,58 +403,3 @@ def test_daemon_stderr_under_the_journal_has_priority_prefixes(local_world: Worl
     assert lines, "the daemon logged nothing"
     assert all(re.match(r"<[0-7]>", line) for line in lines), lines
     assert not any(TIMESTAMP_RE.search(line) for line in lines), lines
-
-
-# --- 7. reconciler.service.systemd.Notifier against a real datagram socket ---------------------------------------
-
-
-def _receive(listener: socket.socket) -> str:
-    return listener.recv(65536).decode()
-
-
-@pytest.mark.parametrize("kind", ["path", "abstract"])
-def test_notifier_sends_each_message_as_one_datagram(short_dir: Path, kind: str) -> None:
-    address = str(short_dir / "n.sock") if kind == "path" else f"@reconciler-test-{uuid.uuid4().hex}"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
-        listener.bind("\0" + address[1:] if address.startswith("@") else address)
-        listener.settimeout(5)
-        notifier = Notifier({"NOTIFY_SOCKET": address})
-        assert notifier.enabled
-        notifier.ready("first pass scheduled")
-        assert _receive(listener).split("\n") == ["READY=1", "STATUS=first pass scheduled"]
-        notifier.status("2 synced, 1 failed")
-        assert _receive(listener) == "STATUS=2 synced, 1 failed"
-        notifier.watchdog()
-        assert _receive(listener) == "WATCHDOG=1"
-        notifier.stopping()
-        assert "STOPPING=1" in _receive(listener).split("\n")
-
-
-def test_notifier_is_a_no_op_outside_systemd_and_survives_a_dead_socket(short_dir: Path) -> None:
-    quiet = Notifier({})
-    assert not quiet.enabled and quiet.watchdog_interval is None
-    quiet.ready("x")
-    quiet.watchdog()
-    # The socket path exists in the environment but nobody listens (systemd went away).
-    gone = Notifier({"NOTIFY_SOCKET": str(short_dir / "nobody.sock")})
-    gone.ready("x")
-    gone.status("y")
-    gone.stopping()
-    Notifier({"NOTIFY_SOCKET": f"@reconciler-test-{uuid.uuid4().hex}"}).watchdog()
-
-
-@pytest.mark.parametrize(
-    ("environ", "expected"),
-    [
-        ({"WATCHDOG_USEC": "1000000"}, 0.5),
-        ({"WATCHDOG_USEC": "30000000"}, 15.0),
-        ({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid())}, 0.5),
-        ({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}, None),  # meant for another process
-        ({"WATCHDOG_USEC": "0"}, None),
-        ({"WATCHDOG_USEC": "soon"}, None),
-        ({}, None),
-    ],
-)
-def test_notifier_watchdog_interval_is_half_of_watchdog_usec(environ: dict[str, str], expected: float | None) -> None:
-    notifier = Notifier({"NOTIFY_SOCKET": "@reconciler-test", **environ})
-    assert notifier.watchdog_interval == expected

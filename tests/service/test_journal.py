@@ -1,22 +1,26 @@
 """service/journal.py, the daemon's logging: when stderr IS the journal (JOURNAL_STREAM names its
 device and inode), for every level's syslog priority, that `setup` owns the `reconciler` logger
 (one handler however often it runs, nothing passed up to the root logger) and that timestamps
-elsewhere are UTC whatever the local zone. The daemon's own lines under the journal, and the
-<6>/<4>/<3> prefixes of `setup` against a file, are proven in tests/e2e/test_daemon.py."""
+elsewhere are UTC whatever the local zone; the <6>/<4>/<3> prefixes under the journal and the
+timestamps elsewhere, against a real file. The daemon's own lines under the journal are proven in
+tests/e2e/test_daemon.py."""
 
 from __future__ import annotations
 
 import io
 import logging
 import os
+import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from reconciler.service import journal
+
+TIMESTAMP_RE = re.compile(r"\d{4}-\d\d-\d\d|\d\d:\d\d:\d\d")
 
 
 @pytest.fixture(name="reconciler_logger")
@@ -92,3 +96,45 @@ def test_timestamps_outside_the_journal_are_utc_whatever_the_local_zone(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def _log_through_setup(path: Path, monkeypatch: pytest.MonkeyPatch, stream_id: Callable[[os.stat_result], str] | None,
+                       ) -> list[str]:
+    with open(path, "w") as stream:
+        monkeypatch.setattr(sys, "stderr", stream)
+        if stream_id is None:
+            monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+        else:
+            monkeypatch.setenv("JOURNAL_STREAM", stream_id(os.fstat(stream.fileno())))
+        logger = journal.setup()
+        logger.info("deployed %s", "shop.example.com")
+        logger.warning("careful")
+        logger.error("broken")
+        for handler in logger.handlers:
+            handler.flush()
+    return path.read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    "stream_id",
+    [
+        None,
+        lambda st: f"{st.st_dev}:{st.st_ino + 1}",  # the journal is some other stream (stderr redirected)
+        lambda st: f"{st.st_dev + 1}:{st.st_ino}",
+        lambda st: "garbage",
+        lambda st: "",
+    ],
+    ids=["unset", "other-inode", "other-device", "garbage", "empty"],
+)
+def test_logs_are_timestamped_when_stderr_is_not_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reconciler_logger: logging.Logger,
+    stream_id: Callable[[os.stat_result], str] | None,
+) -> None:
+    lines = _log_through_setup(tmp_path / "plain", monkeypatch, stream_id)
+    assert len(lines) == 3, lines
+    assert not any(re.match(r"<\d>", line) for line in lines), lines
+    assert "deployed shop.example.com" in lines[0] and "careful" in lines[1] and "broken" in lines[2], lines
+    # Not the journal: nothing else dates the lines, so each starts with a UTC time and its level.
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (INFO|WARNING|ERROR) ")
+    assert all(stamp.match(line) for line in lines), lines
+    assert lines[1].split()[1] == "WARNING" and lines[2].split()[1] == "ERROR", lines
