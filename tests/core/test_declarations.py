@@ -862,7 +862,7 @@ def test_load_directory_oversized_file(tmp_path: Path) -> None:
     assert decls.invalid["big.example.com"].errors[0].startswith("sites.d/big.example.com.toml:1: ")
 
 
-# --- one site on many servers (issue 14) -------------------------------------------------------
+# --- one site on many servers -------------------------------------------------------------------
 
 
 def test_servers_list_names_every_target_and_fills_server() -> None:
