@@ -369,7 +369,7 @@ CONTROL_1 = "\x01"
         ("base_path", "/srv/./www", ""),
         ("base_path", "/srv/www" + CONTROL_1, ""),
         ("base_path", "/srv/www\n", ""),
-        # a plain path: it is pasted into generated nginx config (security review M7)
+        # a plain path: it is pasted into generated nginx config, so no spaces, semicolons or braces
         ("base_path", "/srv/a b", "may only contain"),
         ("base_path", "/srv/www;location /leak/{alias /etc/;}#", "may only contain"),
         ("base_path", "/srv/$(id)", "may only contain"),
@@ -432,7 +432,7 @@ SERVERS_VALID = [
 ]
 
 SERVERS_INVALID = [
-    # the three repros of security review M4(a): each crashed every pass before
+    # destinations that once crashed every pass in the resolver or connect(): now invalid
     ("a..b", "empty label"),  # idna: label empty
     ("a" * 64, "longer than 63"),  # idna: label too long
     ("127.0.0.1:99999", "1-65535"),  # OverflowError in connect()
