@@ -100,4 +100,4 @@ def test_load_settings_reads_the_file_applies_flags_and_returns_frozen_settings(
     assert settings.interval == 30.0 and settings.concurrency == 5
     assert settings.listen == "127.0.0.1:9180" and settings.state_dir == Path("state")
     with pytest.raises(ValidationError):
-        settings.concurrency = 1  # type: ignore[misc]
+        settings.concurrency = 1

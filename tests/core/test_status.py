@@ -4,6 +4,8 @@ fails here; members compare equal to those strings, so stored rows need no migra
 
 from __future__ import annotations
 
+import json
+
 from reconciler.core.status import FINAL, UNFINISHED, DeployStatus, Health, Step, Sync
 
 
@@ -17,7 +19,10 @@ def test_the_values_are_the_contracts_strings() -> None:
 
 
 def test_members_are_their_strings_and_read_back_from_them() -> None:
-    assert Sync.OUT_OF_SYNC == "OutOfSync" and f"{Health.DEGRADED}" == "Degraded"
+    stored: str = Sync.OUT_OF_SYNC
+    assert stored == "OutOfSync" and f"{Health.DEGRADED}" == "Degraded"
+    assert json.dumps({"sync": Sync.FAILED, "status": DeployStatus.PENDING}) == \
+        '{"sync": "Failed", "status": "pending"}'
     assert DeployStatus("failed") is DeployStatus.FAILED and Step("deploy script") is Step.SCRIPT
 
 
