@@ -202,25 +202,6 @@ def test_assemble_takes_results_already_parsed() -> None:
 declare = partial(write_site, **BASE)
 
 
-def test_load_only_committed_tip_counts(tmp_path: Path) -> None:
-    repo = make_decl_repo(tmp_path / "decl")
-    declare(repo, "shop.example.com", keep=5)
-    declare(repo, "shop.example.com", commit=False, keep=7)  # uncommitted edit
-    declare(repo, "new.example.com", commit=False)  # uncommitted new file
-    (repo / "sites.d" / "staged.example.com.toml").write_text(render(BASE))
-    git(repo, "add", "sites.d/staged.example.com.toml")  # staged but not committed
-    decls = load(repo, "main")
-    assert decls.commit == git(repo, "rev-parse", "HEAD")
-    assert set(decls.sites) == {"shop.example.com"}
-    assert decls.sites["shop.example.com"].keep == 5
-    assert decls.invalid == {}
-    # load_directory reads the work tree instead
-    on_disk = load_directory(repo)
-    assert on_disk.commit is None
-    assert set(on_disk.sites) == {"shop.example.com", "new.example.com", "staged.example.com"}
-    assert on_disk.sites["shop.example.com"].keep == 7
-
-
 def test_load_reads_the_named_branch(tmp_path: Path) -> None:
     repo = make_decl_repo(tmp_path / "decl")
     declare(repo, "shop.example.com", keep=5)
@@ -350,14 +331,6 @@ def test_load_missing_branch(tmp_path: Path, branch: str) -> None:
     repo = make_decl_repo(tmp_path / "decl")
     with pytest.raises(DeclarationError):
         load(repo, branch)
-
-
-def test_load_empty_repository(tmp_path: Path) -> None:
-    repo = tmp_path / "empty"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    with pytest.raises(DeclarationError):
-        load(repo, "main")
 
 
 def test_load_not_a_repository(tmp_path: Path) -> None:
