@@ -1,12 +1,10 @@
 """Table-driven tests of reconciler.core.declarations: every rule of SPEC §2, valid and invalid,
-the `file:line: key: message` error format, and loading from real git repositories."""
+each error naming its key and line. (How a file becomes a site or its errors, and how a commit's
+files are gathered, is tests/core/test_declaration_files.py.)"""
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,74 +13,12 @@ import pytest
 from reconciler.core.declaration_files import parse_site
 from reconciler.core.declarations import (
     DEFAULT_SHARED,
-    MAX_FILE_BYTES,
     InvalidSite,
     SiteDeclaration,
     printable,
 )
-from reconciler.engine.source import load, load_directory
-from reconciler.errors import DeclarationError
 from reconciler.remote.transport.ssh import parse_destination
-from tests.support import git, make_decl_repo, toml_value, write_site
-
-DOMAIN = "shop.example.com"
-FILE = f"sites.d/{DOMAIN}.toml"
-BASE = {"server": "local", "repository": "/srv/git/shop.git"}
-ERROR_RE = re.compile(
-    r"^(?P<file>sites\.d/[^:]+\.toml):(?P<line>[0-9]+): (?P<key>[A-Za-z_][A-Za-z0-9_]*): (?P<msg>.+)$", re.DOTALL
-)
-
-
-def toml(value: Any) -> str:
-    """A TOML value on one line; strings as basic strings with every control character escaped."""
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", escaped) + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(toml(item) for item in value) + "]"
-    return toml_value(value)
-
-
-def render(fields: dict[str, Any]) -> str:
-    """One `key = value` line per field, in order (so line numbers are predictable)."""
-    return "".join(f"{key} = {toml(value)}\n" for key, value in fields.items())
-
-
-def parse(text: str, domain: str = DOMAIN) -> SiteDeclaration | InvalidSite:
-    return parse_site(f"sites.d/{domain}.toml", text.encode())
-
-
-def parse_fields(domain: str = DOMAIN, **overrides: Any) -> SiteDeclaration | InvalidSite:
-    return parse(render({**BASE, **overrides}), domain)
-
-
-def line_of(text: str, key: str) -> int:
-    """The 1-based line where `key = ` starts, computed independently of the module."""
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.startswith(f"{key} ="):
-            return number
-    raise AssertionError(f"{key} not in {text!r}")
-
-
-def errors_of(result: SiteDeclaration | InvalidSite) -> list[re.Match[str]]:
-    assert isinstance(result, InvalidSite), f"expected invalid, got {result!r}"
-    assert result.errors, "an invalid site carries at least one error"
-    matches = []
-    for error in result.errors:
-        match = ERROR_RE.match(error)
-        assert match, f"not 'sites.d/<file>:LINE: key: message': {error!r}"
-        matches.append(match)
-    return matches
-
-
-def assert_invalid(result: SiteDeclaration | InvalidSite, key: str, line: int, fragment: str = "") -> None:
-    matches = errors_of(result)
-    found = [m for m in matches if m["key"] == key]
-    assert found, f"no error for {key!r} in {result.errors!r}"  # type: ignore[union-attr]
-    assert found[0]["file"] == FILE or found[0]["file"].startswith("sites.d/")
-    assert int(found[0]["line"]) == line, result.errors  # type: ignore[union-attr]
-    assert fragment.lower() in found[0]["msg"].lower(), result.errors  # type: ignore[union-attr]
-
+from tests.support.site_text import BASE, DOMAIN, FILE, assert_invalid, errors_of, line_of, parse, parse_fields, render
 
 # --------------------------------------------------------------------------- defaults
 
@@ -369,7 +305,7 @@ CONTROL_1 = "\x01"
         ("base_path", "/srv/./www", ""),
         ("base_path", "/srv/www" + CONTROL_1, ""),
         ("base_path", "/srv/www\n", ""),
-        # a plain path: it is pasted into generated nginx config (security review M7)
+        # a plain path: it is pasted into generated nginx config, so no spaces, semicolons or braces
         ("base_path", "/srv/a b", "may only contain"),
         ("base_path", "/srv/www;location /leak/{alias /etc/;}#", "may only contain"),
         ("base_path", "/srv/$(id)", "may only contain"),
@@ -432,7 +368,7 @@ SERVERS_VALID = [
 ]
 
 SERVERS_INVALID = [
-    # the three repros of security review M4(a): each crashed every pass before
+    # destinations that once crashed every pass in the resolver or connect(): now invalid
     ("a..b", "empty label"),  # idna: label empty
     ("a" * 64, "longer than 63"),  # idna: label too long
     ("127.0.0.1:99999", "1-65535"),  # OverflowError in connect()
@@ -573,296 +509,7 @@ def test_path_like_file_name_is_invalid() -> None:
     assert_invalid(result, "domain", 1)
 
 
-# --------------------------------------------------------------------------- error format, lines
-
-
-def test_line_numbers_with_comments_and_blank_lines() -> None:
-    text = """# shop.example.com
-
-server     = "local"          # line 3
-
-# the app
-repository = "/srv/git/shop.git"
-branch     = "-evil"          # line 7
-
-
-keep       = 0                # line 10
-shared     = ["../up"]        # line 11
-colour     = "blue"           # line 12
-"""
-    result = parse(text)
-    assert isinstance(result, InvalidSite)
-    got = {(m["key"], int(m["line"])) for m in errors_of(result)}
-    assert got == {("branch", 7), ("keep", 10), ("shared", 11), ("colour", 12)}
-
-
-def test_every_error_is_reported() -> None:
-    text = render({**BASE, "keep": 0, "branch": "a..b", "pin": "bad", "php": "x"})
-    result = parse(text)
-    keys = sorted(m["key"] for m in errors_of(result))
-    assert keys == ["branch", "keep", "php", "pin"]
-    for match in errors_of(result):
-        assert int(match["line"]) == line_of(text, match["key"])
-
-
-@pytest.mark.parametrize(
-    ("text", "key", "line"),
-    [
-        ('server = "local"\nrepository = "/r"\n\n[deploy]\nscript = "x"\n', "deploy", 4),  # unknown table
-        ('server = "local"\nrepository = "/r"\n\ndeploy.script = "x"\n', "deploy", 4),  # dotted key
-        ('server = "local"\nrepository = "/r"\n"keep" = 0\n', "keep", 3),  # quoted key
-        ('  server = "local"\n  repository = "/r"\n  keep = 0\n', "keep", 3),  # indented
-    ],
-)
-def test_line_numbers_of_unusual_keys(text: str, key: str, line: int) -> None:
-    assert_invalid(parse(text), key, line)
-
-
-@pytest.mark.parametrize(
-    ("text", "line"),
-    [
-        ('server = \n', 1),
-        ('server = "local"\nrepository = "/r"\nkeep = = 3\n', 3),
-        ('server = "local"\nrepository = "/r\n', 2),  # unterminated string
-        ('server = "local"\nserver = "web-1"\nrepository = "/r"\n', 2),  # duplicate key
-        ('server = "local"\nrepository = "/r"\n\n\nshared = ["a" "b"]\n', 5),
-        ('[[[\n', 1),
-    ],
-)
-def test_toml_syntax_errors(text: str, line: int) -> None:
-    result = parse(text)
-    assert isinstance(result, InvalidSite), result
-    assert len(result.errors) == 1
-    assert result.errors[0].startswith(f"{FILE}:{line}: "), result.errors
-
-
-def test_not_utf8() -> None:
-    result = parse_site(FILE, b'server = "local"\nrepository = "/r\xff"\n')
-    assert isinstance(result, InvalidSite)
-    assert result.errors[0].startswith(f"{FILE}:2: "), "the line holding the bad byte"
-
-
-@pytest.mark.parametrize(("size", "valid"), [(MAX_FILE_BYTES, True), (MAX_FILE_BYTES + 1, False),
-                                              (10 * MAX_FILE_BYTES, False)])
-def test_file_size_limit(size: int, valid: bool) -> None:
-    assert MAX_FILE_BYTES == 64 * 1024
-    head = render(BASE).encode()
-    data = head + b"#" * (size - len(head) - 1) + b"\n"
-    assert len(data) == size
-    result = parse_site(FILE, data)
-    assert isinstance(result, SiteDeclaration) is valid
-    if not valid:
-        assert isinstance(result, InvalidSite)
-        assert result.errors[0].startswith(f"{FILE}:1: ")
-        assert "larger" in result.errors[0]
-
-
-# --------------------------------------------------------------------------- load() from git
-
-
-# declare(repo, domain, commit=True, **fields): sites.d/<domain>.toml of BASE plus `fields`.
-declare = partial(write_site, **BASE)
-
-
-def test_load_only_committed_tip_counts(tmp_path: Path) -> None:
-    repo = make_decl_repo(tmp_path / "decl")
-    declare(repo, "shop.example.com", keep=5)
-    declare(repo, "shop.example.com", commit=False, keep=7)  # uncommitted edit
-    declare(repo, "new.example.com", commit=False)  # uncommitted new file
-    (repo / "sites.d" / "staged.example.com.toml").write_text(render(BASE))
-    git(repo, "add", "sites.d/staged.example.com.toml")  # staged but not committed
-    decls = load(repo, "main")
-    assert decls.commit == git(repo, "rev-parse", "HEAD")
-    assert set(decls.sites) == {"shop.example.com"}
-    assert decls.sites["shop.example.com"].keep == 5
-    assert decls.invalid == {}
-    # load_directory reads the work tree instead
-    on_disk = load_directory(repo)
-    assert on_disk.commit is None
-    assert set(on_disk.sites) == {"shop.example.com", "new.example.com", "staged.example.com"}
-    assert on_disk.sites["shop.example.com"].keep == 7
-
-
-def test_load_reads_the_named_branch(tmp_path: Path) -> None:
-    repo = make_decl_repo(tmp_path / "decl")
-    declare(repo, "shop.example.com", keep=5)
-    git(repo, "checkout", "-q", "-b", "prod")
-    declare(repo, "shop.example.com", keep=9)
-    declare(repo, "prod.example.com")
-    git(repo, "checkout", "-q", "main")  # the work tree is on main; prod is still read from its commit
-    main, prod = load(repo, "main"), load(repo, "prod")
-    assert set(main.sites) == {"shop.example.com"}
-    assert main.sites["shop.example.com"].keep == 5
-    assert set(prod.sites) == {"shop.example.com", "prod.example.com"}
-    assert prod.sites["shop.example.com"].keep == 9
-    assert prod.commit == git(repo, "rev-parse", "prod")
-
-
-def test_load_bare_repository(tmp_path: Path) -> None:
-    repo = make_decl_repo(tmp_path / "decl")
-    declare(repo, "shop.example.com", branch="feature/x")
-    declare(repo, "bad.example.com", keep=0)
-    bare = tmp_path / "sites.git"
-    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
-    assert not (bare / "sites.d").exists()
-    decls = load(bare, "main")
-    assert decls.commit == git(repo, "rev-parse", "HEAD")
-    assert set(decls.sites) == {"shop.example.com"}
-    assert decls.sites["shop.example.com"].branch == "feature/x"
-    assert set(decls.invalid) == {"bad.example.com"}
-
-
-def test_load_after_gc_packed_refs(tmp_path: Path) -> None:
-    repo = make_decl_repo(tmp_path / "decl")
-    declare(repo, "shop.example.com")
-    git(repo, "pack-refs", "--all")
-    git(repo, "gc", "-q")
-    assert set(load(repo, "main").sites) == {"shop.example.com"}
-
-
-def test_load_symlink_in_sites_d_is_invalid(tmp_path: Path) -> None:
-    repo = make_decl_repo(tmp_path / "decl")
-    declare(repo, "shop.example.com")
-    os.symlink("shop.example.com.toml", repo / "sites.d" / "alias.example.com.toml")
-    os.symlink("/etc/passwd", repo / "sites.d" / "passwd.example.com.toml")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "symlinks")
-    for decls in (load(repo, "main"), load_directory(repo)):
-        assert set(decls.sites) == {"shop.example.com"}
-        assert set(decls.invalid) == {"alias.example.com", "passwd.example.com"}
-        for domain in ("alias.example.com", "passwd.example.com"):
-            invalid = decls.invalid[domain]
-            assert invalid.file == f"sites.d/{domain}.toml"
-            assert invalid.errors[0].startswith(f"sites.d/{domain}.toml:1: ")
-            assert "symlink" in invalid.message
-            assert "root:" not in invalid.message  # the target is never read
-
-
-def test_load_ignores_non_toml_and_subdirectories(tmp_path: Path) -> None:
-    repo = make_decl_repo(tmp_path / "decl")
-    declare(repo, "shop.example.com")
-    sites = repo / "sites.d"
-    (sites / "README.md").write_text("not a site\n")
-    (sites / "old.example.com.toml.bak").write_text("garbage = [\n")
-    (sites / "notes.txt").write_text("keep = 0\n")
-    (sites / "archive").mkdir()
-    (sites / "archive" / "archived.example.com.toml").write_text(render(BASE))
-    (repo / "other.example.com.toml").write_text(render(BASE))  # outside sites.d
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "clutter")
-    for decls in (load(repo, "main"), load_directory(repo)):
-        assert set(decls.sites) == {"shop.example.com"}
-        assert decls.invalid == {}
-        assert decls.errors == []
-
-
-def test_invalid_site_does_not_stop_valid_ones(tmp_path: Path) -> None:
-    repo = make_decl_repo(tmp_path / "decl")
-    declare(repo, "a.example.com")
-    declare(repo, "b.example.com", keep=0)
-    write_site(repo, "c.example.com", raw='server = "local"\nrepository = \n')  # TOML error
-    declare(repo, "d.example.com", colour="blue")
-    write_site(repo, "Upper.example.com", raw=render(BASE))
-    declare(repo, "z.example.com", server="web-2")
-    decls = load(repo, "main")
-    assert set(decls.sites) == {"a.example.com", "z.example.com"}
-    assert set(decls.invalid) == {"b.example.com", "c.example.com", "d.example.com", "Upper.example.com"}
-    assert decls.sites["z.example.com"].server == "web-2"
-    assert len(decls.errors) == 4
-    for error in decls.errors:
-        assert error.startswith("sites.d/")
-    assert any(e.startswith("sites.d/b.example.com.toml:3: keep: ") for e in decls.errors)
-    assert any(e.startswith("sites.d/d.example.com.toml:3: colour: unknown key") for e in decls.errors)
-    assert any(e.startswith("sites.d/c.example.com.toml:2: ") for e in decls.errors)
-
-
-def test_load_executable_file(tmp_path: Path) -> None:
-    repo = make_decl_repo(tmp_path / "decl")
-    file = declare(repo, "shop.example.com", commit=False)
-    file.chmod(0o755)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "exec")
-    assert set(load(repo, "main").sites) == {"shop.example.com"}
-
-
-def test_load_without_sites_d(tmp_path: Path) -> None:
-    repo = tmp_path / "decl"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "README").write_text("x\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
-    decls = load(repo, "main")
-    assert decls.commit == git(repo, "rev-parse", "HEAD")
-    assert decls.sites == {}
-    assert decls.invalid == {}
-
-
-def test_load_removed_site_disappears(tmp_path: Path) -> None:
-    repo = make_decl_repo(tmp_path / "decl")
-    declare(repo, "a.example.com")
-    declare(repo, "b.example.com")
-    git(repo, "rm", "-q", "sites.d/b.example.com.toml")
-    git(repo, "commit", "-q", "-m", "remove b")
-    assert set(load(repo, "main").sites) == {"a.example.com"}
-
-
-@pytest.mark.parametrize("branch", ["missing", "feature/none"])
-def test_load_missing_branch(tmp_path: Path, branch: str) -> None:
-    repo = make_decl_repo(tmp_path / "decl")
-    with pytest.raises(DeclarationError):
-        load(repo, branch)
-
-
-def test_load_empty_repository(tmp_path: Path) -> None:
-    repo = tmp_path / "empty"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    with pytest.raises(DeclarationError):
-        load(repo, "main")
-
-
-def test_load_not_a_repository(tmp_path: Path) -> None:
-    with pytest.raises(DeclarationError):
-        load(tmp_path / "nothing-here", "main")
-
-
-# --------------------------------------------------------------------------- load_directory
-
-
-def test_load_directory_accepts_sites_d_itself(tmp_path: Path) -> None:
-    sites = tmp_path / "sites.d"
-    sites.mkdir()
-    (sites / "shop.example.com.toml").write_text(render({**BASE, "keep": 3}))
-    (sites / "bad.example.com.toml").write_text(render({**BASE, "keep": "3"}))
-    (sites / "ignored.txt").write_text("x")
-    for path in (tmp_path, sites):
-        decls = load_directory(path)
-        assert decls.commit is None
-        assert set(decls.sites) == {"shop.example.com"}
-        assert decls.sites["shop.example.com"].keep == 3
-        assert set(decls.invalid) == {"bad.example.com"}
-        assert decls.invalid["bad.example.com"].errors[0].startswith("sites.d/bad.example.com.toml:3: keep: ")
-
-
-def test_load_directory_reports_a_directory_named_like_a_site(tmp_path: Path) -> None:
-    sites = tmp_path / "sites.d"
-    (sites / "dir.example.com.toml").mkdir(parents=True)
-    decls = load_directory(tmp_path)
-    assert decls.sites == {}
-    assert set(decls.invalid) == {"dir.example.com"}
-
-
-def test_load_directory_oversized_file(tmp_path: Path) -> None:
-    sites = tmp_path / "sites.d"
-    sites.mkdir()
-    (sites / "big.example.com.toml").write_bytes(render(BASE).encode() + b"#" * MAX_FILE_BYTES + b"\n")
-    decls = load_directory(tmp_path)
-    assert set(decls.invalid) == {"big.example.com"}
-    assert decls.invalid["big.example.com"].errors[0].startswith("sites.d/big.example.com.toml:1: ")
-
-
-# --- one site on many servers (issue 14) -------------------------------------------------------
+# --- one site on many servers -------------------------------------------------------------------
 
 
 def test_servers_list_names_every_target_and_fills_server() -> None:

@@ -250,7 +250,7 @@ CASES = [
     Case("head-unresolvable-nothing-on-server", nothing(),
          (), UNKNOWN, MISSING, head=BranchHead(None, "Could not resolve host: github.com"),
          message=("Could not resolve host",)),
-    # ---- a tag site (issue 13): the head is the commit the tag names, followed when it moves
+    # ---- a tag site: the head is the commit the tag names, followed when it moves
     Case("tag-first-deploy", nothing(),
          (Provision(), Deploy(NOW_NAME, HEAD)), OUT_OF_SYNC, MISSING, site=TAG_SITE, desired_commit=HEAD),
     Case("tag-built-and-active", server(tagged(R4), active=R4),
@@ -449,7 +449,7 @@ PRUNE_CASES = [
                  id="old-active-kept-and-newest-kept"),
     pytest.param(ordered(ok(R1), ok(R2), ok(R3), ok(R4), ok(R5)), 1, R5, R2, [R1, R3, R4], id="pin-kept"),
     pytest.param(ordered(ok(R1), ok(R2), ok(R3), ok(R4), ok(R5)), 2, R3, R1, [R2], id="active-and-pin-extra"),
-    # failed releases do not count towards keep (Capistrano #2120, Deployer #814)
+    # failed releases do not count towards keep (a bug Capistrano and Deployer both had)
     pytest.param(ordered(ok(R1), ok(R2), failed(R3), failed(R4), ok(R5)), 2, R5, None, [R1, R3, R4],
                  id="failed-do-not-count"),
     pytest.param(ordered(ok(R1), ok(R2), failed(R3), failed(R4), failed(R5)), 2, R2, None, [R3, R4],
@@ -526,7 +526,7 @@ def release_time_of(name: str) -> datetime:
 
 
 def test_the_newest_failed_releases_are_kept_for_their_logs() -> None:
-    """Issue 11 item 9: a successful deploy no longer deletes every failed release (and with it
+    """A successful deploy does not delete every failed release (and with it
     the log that says why it failed): the `keep_failed` newest stay, and never count towards keep."""
     releases = [failed(R1), failed(R2), ok(R3), failed(R4), ok(R5)]
     assert prune_candidates(releases, 1, R5, None) == [R1, R2, R3, R4]
@@ -538,7 +538,7 @@ def test_the_newest_failed_releases_are_kept_for_their_logs() -> None:
 
 
 def test_an_owed_reload_is_retried_while_its_release_is_live() -> None:
-    """Issue 11 item 4: Reload(live) while the live release's reload is owed; Synced but Degraded
+    """Reload(live) while the live release's reload is owed; Synced but Degraded
     with the reason. An activation or a deploy reloads anyway, so nothing extra then; a site
     without a reload command owes nothing."""
     site = declare(reload="sudo service php8.3-fpm reload")
@@ -554,7 +554,7 @@ def test_an_owed_reload_is_retried_while_its_release_is_live() -> None:
 
 
 def test_a_missing_shared_link_of_the_live_release_is_drift_put_back() -> None:
-    """Issue 12 item 3: the live release's shared links are desired state."""
+    """The live release's shared links are desired state: a missing one is drift, put back."""
     facts = server(ok(R5), active=R5)
     facts.unlinked = [".env", "storage"]
     plan = plan_site(SITE, facts, BranchHead(HEAD), FailureMemory(), NOW)

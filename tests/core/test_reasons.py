@@ -1,4 +1,4 @@
-"""The typed vocabularies at the edges (issue 21 item 6): notification events (config.NotifyEvent)
+"""The typed vocabularies at the edges: notification events (config.NotifyEvent)
 and the reasons history gives for a build or a switch (core.reasons).
 
 Their values are the contract's strings, written out here once more on purpose: renaming a member's

@@ -1,6 +1,6 @@
 """The rollout planner (core/rollout.py) for a fleet of one and a fleet of two: one table of cases,
-each planned for one server and for two. The bugs of issue 21 (the reviews reproduced them on
-two real sshds) are cases here: a release whose `script_once` failed or never ran is never
+each planned for one server and for two. Bugs that reviews reproduced on two real sshds are
+cases here: a release whose `script_once` failed or never ran is never
 switched to, a retried build elsewhere still owes the first server's run-once step, a `redeploy`
 builds everywhere, drifted shared links and an owed reload are put right on every server, what a
 dead run left is cleaned, a pin switches only where it is a good build everywhere.

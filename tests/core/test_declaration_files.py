@@ -1,0 +1,375 @@
+"""reconciler.core.declaration_files: how one `sites.d/*.toml` file's bytes become a site or that
+file's errors (`file:line: key: message`, with the line of each key; a file too large, not UTF-8,
+nested too deep or not TOML is refused whole), and how a commit's files are gathered into
+`Declarations`, directly and through the loaders of engine.source that read them from real git
+repositories and directories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from reconciler.core.declaration_files import assemble, collect, parse_file, parse_site
+from reconciler.core.declarations import MAX_ERRORS, MAX_FILE_BYTES, MAX_NESTING, InvalidSite, SiteDeclaration
+from reconciler.engine.source import load, load_directory
+from reconciler.errors import DeclarationError
+from tests.support import git, make_decl_repo, write_site
+from tests.support.site_text import BASE, FILE, assert_invalid, errors_of, line_of, parse, render
+
+# --------------------------------------------------------------------------- one file, refused whole
+
+
+def test_brackets_in_strings_and_comments_do_not_count_as_nesting() -> None:
+    inside = "[" * (MAX_NESTING + 5)
+    text = render(BASE) + f'script = "{inside}"  # {inside}\nshared = {"[" * MAX_NESTING}{"]" * MAX_NESTING}\n'
+    result = parse(text)
+    # Not refused for nesting: the only complaint is the shape of `shared` (lists of lists).
+    assert isinstance(result, InvalidSite)
+    assert [m["key"] for m in errors_of(result)] == ["shared"]
+
+
+def test_nesting_one_past_the_limit_is_refused_before_parsing() -> None:
+    deep = "[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1)
+    result = parse(render(BASE) + f"shared = {deep}\n")
+    assert isinstance(result, InvalidSite)
+    assert result.errors == (f"{FILE}:1: file: nested deeper than {MAX_NESTING} levels",)
+
+
+def test_an_absurdly_dotted_key_is_refused_naming_its_line_and_first_part() -> None:
+    key = ".".join(["deploy"] + ["x"] * (MAX_NESTING + 1))
+    result = parse(render(BASE) + f"{key} = 1\n")
+    assert isinstance(result, InvalidSite)
+    assert result.errors == (f"{FILE}:3: deploy: dotted key deeper than {MAX_NESTING} parts",)
+
+
+def test_errors_past_the_limit_are_summarised_in_one_line() -> None:
+    text = render(BASE) + "".join(f"unknown{n} = 1\n" for n in range(MAX_ERRORS + 7))
+    result = parse(text)
+    assert isinstance(result, InvalidSite)
+    assert len(result.errors) == MAX_ERRORS + 1
+    assert result.errors[MAX_ERRORS - 1].startswith(f"{FILE}:{MAX_ERRORS + 2}: unknown{MAX_ERRORS - 1}: ")
+    assert result.errors[-1] == f"{FILE}: ... and 7 more errors"
+
+
+def test_a_key_of_a_table_is_named_in_full_at_the_tables_line() -> None:
+    text = render(BASE) + '\n[health]\nurl = "http://localhost/"\ncolour = 1\n'
+    result = parse(text)
+    assert isinstance(result, InvalidSite)
+    assert result.errors == (f"{FILE}:4: health.colour: unknown key",)
+
+
+def test_a_control_character_in_a_file_name_is_escaped_in_every_message() -> None:
+    result = parse_site("sites.d/a\x1b[2Jb.example.com.toml", b"keep = = 1\n")
+    assert isinstance(result, InvalidSite)
+    assert "\x1b" not in result.file + result.message and "\\x1b" in result.message
+
+
+# --------------------------------------------------------------------------- error format, lines
+
+
+def test_line_numbers_with_comments_and_blank_lines() -> None:
+    text = """# shop.example.com
+
+server     = "local"          # line 3
+
+# the app
+repository = "/srv/git/shop.git"
+branch     = "-evil"          # line 7
+
+
+keep       = 0                # line 10
+shared     = ["../up"]        # line 11
+colour     = "blue"           # line 12
+"""
+    result = parse(text)
+    assert isinstance(result, InvalidSite)
+    got = {(m["key"], int(m["line"])) for m in errors_of(result)}
+    assert got == {("branch", 7), ("keep", 10), ("shared", 11), ("colour", 12)}
+
+
+def test_every_error_is_reported() -> None:
+    text = render({**BASE, "keep": 0, "branch": "a..b", "pin": "bad", "php": "x"})
+    result = parse(text)
+    keys = sorted(m["key"] for m in errors_of(result))
+    assert keys == ["branch", "keep", "php", "pin"]
+    for match in errors_of(result):
+        assert int(match["line"]) == line_of(text, match["key"])
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line"),
+    [
+        ('server = "local"\nrepository = "/r"\n\n[deploy]\nscript = "x"\n', "deploy", 4),  # unknown table
+        ('server = "local"\nrepository = "/r"\n\ndeploy.script = "x"\n', "deploy", 4),  # dotted key
+        ('server = "local"\nrepository = "/r"\n"keep" = 0\n', "keep", 3),  # quoted key
+        ('  server = "local"\n  repository = "/r"\n  keep = 0\n', "keep", 3),  # indented
+    ],
+)
+def test_line_numbers_of_unusual_keys(text: str, key: str, line: int) -> None:
+    assert_invalid(parse(text), key, line)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('server = \n', 1),
+        ('server = "local"\nrepository = "/r"\nkeep = = 3\n', 3),
+        ('server = "local"\nrepository = "/r\n', 2),  # unterminated string
+        ('server = "local"\nserver = "web-1"\nrepository = "/r"\n', 2),  # duplicate key
+        ('server = "local"\nrepository = "/r"\n\n\nshared = ["a" "b"]\n', 5),
+        ('[[[\n', 1),
+    ],
+)
+def test_toml_syntax_errors(text: str, line: int) -> None:
+    result = parse(text)
+    assert isinstance(result, InvalidSite), result
+    assert len(result.errors) == 1
+    assert result.errors[0].startswith(f"{FILE}:{line}: "), result.errors
+
+
+def test_not_utf8() -> None:
+    result = parse_site(FILE, b'server = "local"\nrepository = "/r\xff"\n')
+    assert isinstance(result, InvalidSite)
+    assert result.errors[0].startswith(f"{FILE}:2: "), "the line holding the bad byte"
+
+
+@pytest.mark.parametrize(("size", "valid"), [(MAX_FILE_BYTES, True), (MAX_FILE_BYTES + 1, False),
+                                              (10 * MAX_FILE_BYTES, False)])
+def test_file_size_limit(size: int, valid: bool) -> None:
+    assert MAX_FILE_BYTES == 64 * 1024
+    head = render(BASE).encode()
+    data = head + b"#" * (size - len(head) - 1) + b"\n"
+    assert len(data) == size
+    result = parse_site(FILE, data)
+    assert isinstance(result, SiteDeclaration) is valid
+    if not valid:
+        assert isinstance(result, InvalidSite)
+        assert result.errors[0].startswith(f"{FILE}:1: ")
+        assert "larger" in result.errors[0]
+
+
+# --------------------------------------------------------------------------- a commit's files gathered
+
+
+def test_a_path_that_is_not_a_regular_file_is_invalid_and_never_read() -> None:
+    found, line = parse_file("sites.d/alias.example.com.toml", None)
+    assert line == 0
+    assert isinstance(found, InvalidSite) and found.domain == "alias.example.com"
+    assert found.errors == ("sites.d/alias.example.com.toml:1: file: symlinks, directories and special files "
+                            "are not allowed",)
+
+
+def test_the_line_of_server_is_kept_only_for_a_site_on_the_local_host() -> None:
+    local = render({"repository": "/srv/git/shop.git", "keep": 3}) + '\n# why\nserver = "local"\n'
+    found, line = parse_file("sites.d/a.example.com.toml", local.encode())
+    assert isinstance(found, SiteDeclaration) and line == line_of(local, "server") == 5
+    remote = render({**BASE, "server": "web-1"}).encode()
+    assert parse_file("sites.d/a.example.com.toml", remote)[1] == 0
+    assert parse_file("sites.d/a.example.com.toml", b"keep = = 1\n")[1] == 0
+
+
+def test_collect_sorts_each_file_into_sites_or_invalid_whatever_the_order() -> None:
+    files = [
+        ("sites.d/z.example.com.toml", render({**BASE, "server": "web-2"}).encode()),
+        ("sites.d/b.example.com.toml", render({**BASE, "keep": 0}).encode()),
+        ("sites.d/a.example.com.toml", render(BASE).encode()),
+        ("sites.d/c.example.com.toml", None),
+    ]
+    decls = collect(files, "c0ffee")
+    assert decls.commit == "c0ffee"
+    assert list(decls.sites) == ["a.example.com", "z.example.com"]
+    assert list(decls.invalid) == ["b.example.com", "c.example.com"]
+    assert decls.local_lines == {"a.example.com": 1}
+    assert decls.errors[0].startswith("sites.d/b.example.com.toml:3: keep: ")
+    assert collect(reversed(files), "c0ffee") == decls
+
+
+def test_assemble_takes_results_already_parsed() -> None:
+    parsed = [(name, parse_file(name, render(BASE).encode())) for name in ("sites.d/b.example.com.toml",
+                                                                           "sites.d/a.example.com.toml")]
+    decls = assemble(parsed, None)
+    assert decls.commit is None and list(decls.sites) == ["a.example.com", "b.example.com"]
+
+
+# --------------------------------------------------------------------------- from git (engine.source)
+
+
+# declare(repo, domain, commit=True, **fields): sites.d/<domain>.toml of BASE plus `fields`.
+declare = partial(write_site, **BASE)
+
+
+def test_load_reads_the_named_branch(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "shop.example.com", keep=5)
+    git(repo, "checkout", "-q", "-b", "prod")
+    declare(repo, "shop.example.com", keep=9)
+    declare(repo, "prod.example.com")
+    git(repo, "checkout", "-q", "main")  # the work tree is on main; prod is still read from its commit
+    main, prod = load(repo, "main"), load(repo, "prod")
+    assert set(main.sites) == {"shop.example.com"}
+    assert main.sites["shop.example.com"].keep == 5
+    assert set(prod.sites) == {"shop.example.com", "prod.example.com"}
+    assert prod.sites["shop.example.com"].keep == 9
+    assert prod.commit == git(repo, "rev-parse", "prod")
+
+
+def test_load_bare_repository(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "shop.example.com", branch="feature/x")
+    declare(repo, "bad.example.com", keep=0)
+    bare = tmp_path / "sites.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+    assert not (bare / "sites.d").exists()
+    decls = load(bare, "main")
+    assert decls.commit == git(repo, "rev-parse", "HEAD")
+    assert set(decls.sites) == {"shop.example.com"}
+    assert decls.sites["shop.example.com"].branch == "feature/x"
+    assert set(decls.invalid) == {"bad.example.com"}
+
+
+def test_load_after_gc_packed_refs(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "shop.example.com")
+    git(repo, "pack-refs", "--all")
+    git(repo, "gc", "-q")
+    assert set(load(repo, "main").sites) == {"shop.example.com"}
+
+
+def test_load_symlink_in_sites_d_is_invalid(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "shop.example.com")
+    os.symlink("shop.example.com.toml", repo / "sites.d" / "alias.example.com.toml")
+    os.symlink("/etc/passwd", repo / "sites.d" / "passwd.example.com.toml")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "symlinks")
+    for decls in (load(repo, "main"), load_directory(repo)):
+        assert set(decls.sites) == {"shop.example.com"}
+        assert set(decls.invalid) == {"alias.example.com", "passwd.example.com"}
+        for domain in ("alias.example.com", "passwd.example.com"):
+            invalid = decls.invalid[domain]
+            assert invalid.file == f"sites.d/{domain}.toml"
+            assert invalid.errors[0].startswith(f"sites.d/{domain}.toml:1: ")
+            assert "symlink" in invalid.message
+            assert "root:" not in invalid.message  # the target is never read
+
+
+def test_load_ignores_non_toml_and_subdirectories(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "shop.example.com")
+    sites = repo / "sites.d"
+    (sites / "README.md").write_text("not a site\n")
+    (sites / "old.example.com.toml.bak").write_text("garbage = [\n")
+    (sites / "notes.txt").write_text("keep = 0\n")
+    (sites / "archive").mkdir()
+    (sites / "archive" / "archived.example.com.toml").write_text(render(BASE))
+    (repo / "other.example.com.toml").write_text(render(BASE))  # outside sites.d
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "clutter")
+    for decls in (load(repo, "main"), load_directory(repo)):
+        assert set(decls.sites) == {"shop.example.com"}
+        assert decls.invalid == {}
+        assert decls.errors == []
+
+
+def test_invalid_site_does_not_stop_valid_ones(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "a.example.com")
+    declare(repo, "b.example.com", keep=0)
+    write_site(repo, "c.example.com", raw='server = "local"\nrepository = \n')  # TOML error
+    declare(repo, "d.example.com", colour="blue")
+    write_site(repo, "Upper.example.com", raw=render(BASE))
+    declare(repo, "z.example.com", server="web-2")
+    decls = load(repo, "main")
+    assert set(decls.sites) == {"a.example.com", "z.example.com"}
+    assert set(decls.invalid) == {"b.example.com", "c.example.com", "d.example.com", "Upper.example.com"}
+    assert decls.sites["z.example.com"].server == "web-2"
+    assert len(decls.errors) == 4
+    for error in decls.errors:
+        assert error.startswith("sites.d/")
+    assert any(e.startswith("sites.d/b.example.com.toml:3: keep: ") for e in decls.errors)
+    assert any(e.startswith("sites.d/d.example.com.toml:3: colour: unknown key") for e in decls.errors)
+    assert any(e.startswith("sites.d/c.example.com.toml:2: ") for e in decls.errors)
+
+
+def test_load_executable_file(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    file = declare(repo, "shop.example.com", commit=False)
+    file.chmod(0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "exec")
+    assert set(load(repo, "main").sites) == {"shop.example.com"}
+
+
+def test_load_without_sites_d(tmp_path: Path) -> None:
+    repo = tmp_path / "decl"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README").write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "init")
+    decls = load(repo, "main")
+    assert decls.commit == git(repo, "rev-parse", "HEAD")
+    assert decls.sites == {}
+    assert decls.invalid == {}
+
+
+def test_load_removed_site_disappears(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "a.example.com")
+    declare(repo, "b.example.com")
+    git(repo, "rm", "-q", "sites.d/b.example.com.toml")
+    git(repo, "commit", "-q", "-m", "remove b")
+    assert set(load(repo, "main").sites) == {"a.example.com"}
+
+
+@pytest.mark.parametrize("branch", ["missing", "feature/none"])
+def test_load_missing_branch(tmp_path: Path, branch: str) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    with pytest.raises(DeclarationError):
+        load(repo, branch)
+
+
+def test_load_not_a_repository(tmp_path: Path) -> None:
+    with pytest.raises(DeclarationError):
+        load(tmp_path / "nothing-here", "main")
+
+
+# --------------------------------------------------------------------------- load_directory
+
+
+def test_load_directory_accepts_sites_d_itself(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.d"
+    sites.mkdir()
+    (sites / "shop.example.com.toml").write_text(render({**BASE, "keep": 3}))
+    (sites / "bad.example.com.toml").write_text(render({**BASE, "keep": "3"}))
+    (sites / "ignored.txt").write_text("x")
+    for path in (tmp_path, sites):
+        decls = load_directory(path)
+        assert decls.commit is None
+        assert set(decls.sites) == {"shop.example.com"}
+        assert decls.sites["shop.example.com"].keep == 3
+        assert set(decls.invalid) == {"bad.example.com"}
+        assert decls.invalid["bad.example.com"].errors[0].startswith("sites.d/bad.example.com.toml:3: keep: ")
+
+
+def test_load_directory_reports_a_directory_named_like_a_site(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.d"
+    (sites / "dir.example.com.toml").mkdir(parents=True)
+    decls = load_directory(tmp_path)
+    assert decls.sites == {}
+    assert set(decls.invalid) == {"dir.example.com"}
+
+
+def test_load_directory_oversized_file(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.d"
+    sites.mkdir()
+    (sites / "big.example.com.toml").write_bytes(render(BASE).encode() + b"#" * MAX_FILE_BYTES + b"\n")
+    decls = load_directory(tmp_path)
+    assert set(decls.invalid) == {"big.example.com"}
+    assert decls.invalid["big.example.com"].errors[0].startswith("sites.d/big.example.com.toml:1: ")
+
+
