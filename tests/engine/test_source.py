@@ -1,17 +1,25 @@
 """Desired state from git (engine/source.py): only committed content counts (not the work tree,
 not the index), a branch tip is re-resolved on every call, a directory inside another repository
 is not silently that repository, and commits are named, compared and described from real git
-repositories in tmp_path."""
+repositories in tmp_path. Loading sites.d (from a branch, a bare repository, packed refs, a plain
+directory): every file a site or an invalid entry, symlinks and executables refused, a missing
+branch or repository a declaration error."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from reconciler.core.declarations import MAX_FILE_BYTES
 from reconciler.engine import source
+from reconciler.engine.source import load, load_directory
 from reconciler.errors import DeclarationError
 from tests.support import git, make_decl_repo, site_file, write_site
+from tests.support.site_text import BASE, render
 
 DOMAIN = "shop.example.com"
 SITE = {"server": "web-1", "base_path": "/srv", "repository": "git@example.com:acme/shop.git"}
@@ -85,3 +93,182 @@ def test_a_commit_without_sites_is_empty_and_a_bad_id_is_refused(decl: Path) -> 
         source.load_commit(decl, "f" * 40)
     with pytest.raises(DeclarationError, match="not an object id"):
         source.load_commit(decl, "xyz")
+
+
+# --- loading sites.d from a repository or a directory ---------------------------------------------
+
+# declare(repo, domain, commit=True, **fields): sites.d/<domain>.toml of BASE plus `fields`.
+declare = partial(write_site, **BASE)
+
+
+def test_load_reads_the_named_branch(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "shop.example.com", keep=5)
+    git(repo, "checkout", "-q", "-b", "prod")
+    declare(repo, "shop.example.com", keep=9)
+    declare(repo, "prod.example.com")
+    git(repo, "checkout", "-q", "main")  # the work tree is on main; prod is still read from its commit
+    main, prod = load(repo, "main"), load(repo, "prod")
+    assert set(main.sites) == {"shop.example.com"}
+    assert main.sites["shop.example.com"].keep == 5
+    assert set(prod.sites) == {"shop.example.com", "prod.example.com"}
+    assert prod.sites["shop.example.com"].keep == 9
+    assert prod.commit == git(repo, "rev-parse", "prod")
+
+
+def test_load_bare_repository(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "shop.example.com", branch="feature/x")
+    declare(repo, "bad.example.com", keep=0)
+    bare = tmp_path / "sites.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+    assert not (bare / "sites.d").exists()
+    decls = load(bare, "main")
+    assert decls.commit == git(repo, "rev-parse", "HEAD")
+    assert set(decls.sites) == {"shop.example.com"}
+    assert decls.sites["shop.example.com"].branch == "feature/x"
+    assert set(decls.invalid) == {"bad.example.com"}
+
+
+def test_load_after_gc_packed_refs(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "shop.example.com")
+    git(repo, "pack-refs", "--all")
+    git(repo, "gc", "-q")
+    assert set(load(repo, "main").sites) == {"shop.example.com"}
+
+
+def test_load_symlink_in_sites_d_is_invalid(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "shop.example.com")
+    os.symlink("shop.example.com.toml", repo / "sites.d" / "alias.example.com.toml")
+    os.symlink("/etc/passwd", repo / "sites.d" / "passwd.example.com.toml")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "symlinks")
+    for decls in (load(repo, "main"), load_directory(repo)):
+        assert set(decls.sites) == {"shop.example.com"}
+        assert set(decls.invalid) == {"alias.example.com", "passwd.example.com"}
+        for domain in ("alias.example.com", "passwd.example.com"):
+            invalid = decls.invalid[domain]
+            assert invalid.file == f"sites.d/{domain}.toml"
+            assert invalid.errors[0].startswith(f"sites.d/{domain}.toml:1: ")
+            assert "symlink" in invalid.message
+            assert "root:" not in invalid.message  # the target is never read
+
+
+def test_load_ignores_non_toml_and_subdirectories(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "shop.example.com")
+    sites = repo / "sites.d"
+    (sites / "README.md").write_text("not a site\n")
+    (sites / "old.example.com.toml.bak").write_text("garbage = [\n")
+    (sites / "notes.txt").write_text("keep = 0\n")
+    (sites / "archive").mkdir()
+    (sites / "archive" / "archived.example.com.toml").write_text(render(BASE))
+    (repo / "other.example.com.toml").write_text(render(BASE))  # outside sites.d
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "clutter")
+    for decls in (load(repo, "main"), load_directory(repo)):
+        assert set(decls.sites) == {"shop.example.com"}
+        assert decls.invalid == {}
+        assert decls.errors == []
+
+
+def test_invalid_site_does_not_stop_valid_ones(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "a.example.com")
+    declare(repo, "b.example.com", keep=0)
+    write_site(repo, "c.example.com", raw='server = "local"\nrepository = \n')  # TOML error
+    declare(repo, "d.example.com", colour="blue")
+    write_site(repo, "Upper.example.com", raw=render(BASE))
+    declare(repo, "z.example.com", server="web-2")
+    decls = load(repo, "main")
+    assert set(decls.sites) == {"a.example.com", "z.example.com"}
+    assert set(decls.invalid) == {"b.example.com", "c.example.com", "d.example.com", "Upper.example.com"}
+    assert decls.sites["z.example.com"].server == "web-2"
+    assert len(decls.errors) == 4
+    for error in decls.errors:
+        assert error.startswith("sites.d/")
+    assert any(e.startswith("sites.d/b.example.com.toml:3: keep: ") for e in decls.errors)
+    assert any(e.startswith("sites.d/d.example.com.toml:3: colour: unknown key") for e in decls.errors)
+    assert any(e.startswith("sites.d/c.example.com.toml:2: ") for e in decls.errors)
+
+
+def test_load_executable_file(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    file = declare(repo, "shop.example.com", commit=False)
+    file.chmod(0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "exec")
+    assert set(load(repo, "main").sites) == {"shop.example.com"}
+
+
+def test_load_without_sites_d(tmp_path: Path) -> None:
+    repo = tmp_path / "decl"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README").write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "init")
+    decls = load(repo, "main")
+    assert decls.commit == git(repo, "rev-parse", "HEAD")
+    assert decls.sites == {}
+    assert decls.invalid == {}
+
+
+def test_load_removed_site_disappears(tmp_path: Path) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    declare(repo, "a.example.com")
+    declare(repo, "b.example.com")
+    git(repo, "rm", "-q", "sites.d/b.example.com.toml")
+    git(repo, "commit", "-q", "-m", "remove b")
+    assert set(load(repo, "main").sites) == {"a.example.com"}
+
+
+@pytest.mark.parametrize("branch", ["missing", "feature/none"])
+def test_load_missing_branch(tmp_path: Path, branch: str) -> None:
+    repo = make_decl_repo(tmp_path / "decl")
+    with pytest.raises(DeclarationError):
+        load(repo, branch)
+
+
+def test_load_not_a_repository(tmp_path: Path) -> None:
+    with pytest.raises(DeclarationError):
+        load(tmp_path / "nothing-here", "main")
+
+
+# --------------------------------------------------------------------------- load_directory
+
+
+def test_load_directory_accepts_sites_d_itself(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.d"
+    sites.mkdir()
+    (sites / "shop.example.com.toml").write_text(render({**BASE, "keep": 3}))
+    (sites / "bad.example.com.toml").write_text(render({**BASE, "keep": "3"}))
+    (sites / "ignored.txt").write_text("x")
+    for path in (tmp_path, sites):
+        decls = load_directory(path)
+        assert decls.commit is None
+        assert set(decls.sites) == {"shop.example.com"}
+        assert decls.sites["shop.example.com"].keep == 3
+        assert set(decls.invalid) == {"bad.example.com"}
+        assert decls.invalid["bad.example.com"].errors[0].startswith("sites.d/bad.example.com.toml:3: keep: ")
+
+
+def test_load_directory_reports_a_directory_named_like_a_site(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.d"
+    (sites / "dir.example.com.toml").mkdir(parents=True)
+    decls = load_directory(tmp_path)
+    assert decls.sites == {}
+    assert set(decls.invalid) == {"dir.example.com"}
+
+
+def test_load_directory_oversized_file(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.d"
+    sites.mkdir()
+    (sites / "big.example.com.toml").write_bytes(render(BASE).encode() + b"#" * MAX_FILE_BYTES + b"\n")
+    decls = load_directory(tmp_path)
+    assert set(decls.invalid) == {"big.example.com"}
+    assert decls.invalid["big.example.com"].errors[0].startswith("sites.d/big.example.com.toml:1: ")
+
+
