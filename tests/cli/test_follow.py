@@ -5,25 +5,13 @@ runs. Sites use `server = "local"`; the CLI runs in this process, or as real pro
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
-from tests.support import make_app_repo, make_decl_repo, reconciler_process, write_config, write_site
-from tests.support.cli_world import DOMAIN, CliWorld
+from tests.support import make_app_repo, make_decl_repo, write_site
+from tests.support.cli_world import DOMAIN, CliWorld, cli_process
 
 FOLLOWED = "progress.example.com"
-
-
-def _flags(tmp_path: Path) -> list[str]:
-    opt_in = tmp_path / "reconciler.toml"
-    if not opt_in.is_file():
-        write_config(opt_in, interval=None)  # allow_local = true: the sites are "local"
-    return ["--repo", str(tmp_path / "decl"), "--state-dir", str(tmp_path / "state"), "--config", str(opt_in)]
-
-
-def _cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    return reconciler_process(*_flags(tmp_path), *args, cwd=tmp_path)
 
 
 def test_logs_after_the_state_database_was_deleted_reads_the_server(world: CliWorld) -> None:
@@ -41,13 +29,13 @@ def test_logs_follow_streams_a_running_deployment(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     write_site(decl, FOLLOWED, server="local", base_path=str(tmp_path / "srv"), repository=str(app),
                script=f"echo first-line\nwhile [ ! -e {gate} ]; do sleep 0.1; done\necho second-line\n")
-    deploy = _cli(tmp_path, "reconcile")
+    deploy = cli_process(tmp_path, "reconcile")
     log = next(iter((tmp_path / "srv" / "deployments" / FOLLOWED).glob("*/deployment.log")), None)
     deadline = time.monotonic() + 30
     while (log is None or "first-line" not in log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.1)
         log = next(iter((tmp_path / "srv" / "deployments" / FOLLOWED).glob("*/deployment.log")), None)
-    follower = _cli(tmp_path, "logs", FOLLOWED, "-f")
+    follower = cli_process(tmp_path, "logs", FOLLOWED, "-f")
     assert follower.stdout is not None
     first = ""
     while "first-line" not in first and time.monotonic() < deadline:

@@ -6,31 +6,20 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
-import subprocess
 from pathlib import Path
 
 from reconciler.cli.progress import Progress
-from tests.support import make_app_repo, make_decl_repo, reconciler_process, write_config, write_site
+from tests.support import make_app_repo, make_decl_repo, write_site
+from tests.support.cli_world import cli_process
 
 DOMAIN = "progress.example.com"
-
-
-def _flags(tmp_path: Path) -> list[str]:
-    opt_in = tmp_path / "reconciler.toml"
-    if not opt_in.is_file():
-        write_config(opt_in, interval=None)  # allow_local = true: the sites are "local"
-    return ["--repo", str(tmp_path / "decl"), "--state-dir", str(tmp_path / "state"), "--config", str(opt_in)]
-
-
-def _cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    return reconciler_process(*_flags(tmp_path), *args, cwd=tmp_path)
 
 
 def test_piped_reconcile_prints_each_step(tmp_path: Path) -> None:
     app = make_app_repo(tmp_path / "app")
     decl = make_decl_repo(tmp_path / "decl")
     write_site(decl, DOMAIN, server="local", base_path=str(tmp_path / "srv"), repository=str(app))
-    out, err = _cli(tmp_path, "reconcile").communicate(timeout=60)
+    out, err = cli_process(tmp_path, "reconcile").communicate(timeout=60)
     steps = [line.split(": ", 1)[1] for line in err.splitlines() if line.startswith(f"{DOMAIN}: ")]
     assert steps[0] == "provision the layout"
     assert steps[1].startswith("deploy ")

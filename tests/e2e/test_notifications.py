@@ -3,27 +3,22 @@
 
 End to end against the REAL daemon process (local transport) with receivers on 127.0.0.1
 (http.server on a thread) recording every POST, plus two targets that never answer: one
-refuses connections, one accepts and then stays silent. Unit tests drive
-reconciler.service.webhooks.Notifications directly, with a tiny first retry delay, for the
-retry and filtering rules. Every wait is bounded polling; nothing asserts on durations.
+refuses connections, one accepts and then stays silent. The retry and filtering rules of
+reconciler.service.webhooks.Notifications are unit-tested in tests/service/test_webhooks.py.
+Every wait is bounded polling; nothing asserts on durations.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from reconciler.config import NotifyTarget
 from reconciler.service.announce import FIELDS
-from reconciler.service.webhooks import ATTEMPTS, Notifications
 from tests.support import Daemons, World, app_commit, client, free_port, git, make_app_repo, wait_until
 from tests.support.receiver import Post, Receiver, receiving
 
@@ -153,92 +148,6 @@ def test_daemon_notifies_once_per_event(tmp_path: Path, receiver: Receiver, sile
     failures = [p.body["message"] for p in receiver.at("/all", "failed", BROKEN)]
     assert len(failures) == 1, failures
     assert [p.body["event"] for p in receiver.at("/failed-only")] == ["failed"], receiver.at("/failed-only")
-
-
-# --- unit: Notifications -----------------------------------------------------------------------
-
-
-async def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}", pytrace=False)
-        await asyncio.sleep(0.01)
-    return value
-
-
-async def _settle(seconds: float = 0.3) -> None:
-    """Let any (wrong) further attempt happen: many times the retry delay used here."""
-    await asyncio.sleep(seconds)
-
-
-def test_retries_until_delivered(receiver: Receiver) -> None:
-    receiver.script["/hook"] = [500, 500]
-
-    async def main() -> None:
-        notes = Notifications([NotifyTarget(url=receiver.root + "/hook")], first_delay=0.01)
-        try:
-            notes.emit("deployed", SHOP, once_key="abc", release="01012025-000000", commit="abc")
-            await _until(lambda: receiver.at("/hook"), 10, "the delivery")
-            await _settle()
-        finally:
-            await notes.close()
-
-    asyncio.run(main())
-    attempts = receiver.at("/hook", delivered=False)
-    assert [p.answered for p in attempts] == [500, 500, 200]
-    assert all(p.body == attempts[0].body for p in attempts), "every attempt carries the same event"
-    body = attempts[0].body
-    assert (body["event"], body["domain"], body["release"], body["commit"]) == ("deployed", SHOP, "01012025-000000",
-                                                                               "abc")
-    assert body["at"].endswith("Z")
-
-
-def test_gives_up_after_the_last_attempt(receiver: Receiver) -> None:
-    receiver.script["/hook"] = [503] * (ATTEMPTS + 5)
-
-    async def main() -> None:
-        notes = Notifications([NotifyTarget(url=receiver.root + "/hook")], first_delay=0.01)
-        try:
-            notes.emit("failed", SHOP, once_key="boom", message="boom")
-            await _until(lambda: len(receiver.at("/hook", delivered=False)) >= ATTEMPTS, 10, "every attempt")
-            await _settle(1.0)
-        finally:
-            await notes.close()
-
-    asyncio.run(main())
-    assert len(receiver.at("/hook", delivered=False)) == ATTEMPTS
-    assert not receiver.at("/hook")
-
-
-def test_targets_get_only_their_events_once(receiver: Receiver) -> None:
-    async def main() -> None:
-        notes = Notifications([NotifyTarget(url=receiver.root + "/all"),
-                               NotifyTarget(url=receiver.root + "/failed", events=["failed"]),
-                               NotifyTarget(url="http://127.0.0.1:9/unreachable")], first_delay=0.01)
-        try:
-            notes.emit("deployed", SHOP, once_key="c1")
-            notes.emit("deployed", SHOP, once_key="c1")  # the same commit again: not news
-            notes.emit("deployed", BROKEN, once_key="c1")  # another site: news
-            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
-            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
-            await _until(lambda: len(receiver.at("/all")) >= 3 and receiver.at("/failed"), 10, "the deliveries")
-            notes.forget("failed", SHOP)  # it recovered; failing again is news again
-            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
-            notes.emit("rolled_back", SHOP, release="01012025-000000")
-            notes.emit("rolled_back", SHOP, release="01012025-000000")  # no once key: every rollback counts
-            await _until(lambda: len(receiver.at("/failed")) >= 2 and len(receiver.at("/all")) >= 6, 10,
-                         "the later deliveries")
-            await _settle()
-        finally:
-            await notes.close()
-
-    asyncio.run(main())
-    events = sorted((p.body["event"], p.body["domain"]) for p in receiver.at("/all"))
-    assert events == [("deployed", BROKEN), ("deployed", SHOP), ("failed", SHOP), ("failed", SHOP),
-                      ("rolled_back", SHOP), ("rolled_back", SHOP)]
-    assert [(p.body["event"], p.body["message"]) for p in receiver.at("/failed")] == [("failed", "exit 3")] * 2
-    assert len(receiver.posts) == 8, receiver.posts
 
 
 def test_sighup_applies_new_notify_targets(tmp_path: Path, receiver: Receiver, daemons: Daemons) -> None:

@@ -15,97 +15,33 @@ No traffic leaves 127.0.0.1; every wait is bounded polling; nothing asserts on d
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from reconciler.config import NotifyTarget
 from reconciler.service import webhooks
 from reconciler.service.announce import FIELDS, Scene, fields
 from reconciler.service.webhooks import ATTEMPTS, Notifications
 from tests.support import Daemons, World, app_commit, free_port, git, wait_until
+from tests.support.receiver import Receiver, receiving
 
 SHOP = "shop.example.com"
+OTHER_SITE = "broken.example.com"
 TOKEN = "tok3n0nlyinthepath"  # a Mattermost webhook token: it must never reach a log line
 PROMPT = 20.0
 
 
-@dataclass
-class Hit:
-    path: str
-    content_type: str
-    body: Any
-    answered: int
-
-
-@dataclass
-class Sink:
-    """Requests received on 127.0.0.1; `script[path]` lists the statuses to answer (then 200)."""
-
-    port: int = 0
-    hits: list[Hit] = field(default_factory=list)
-    script: dict[str, list[int]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def at(self, path: str, delivered: bool = True) -> list[Hit]:
-        with self.lock:
-            return [h for h in self.hits if h.path == path and (not delivered or h.answered < 300)]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode(errors="replace")
-        with self.lock:
-            statuses = self.script.get(request.path) or []
-            status = statuses.pop(0) if statuses else 200
-            self.hits.append(Hit(request.path, request.content_type, body, status))
-        return web.Response(status=status, text="ok" if status < 300 else "no")
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    recorder = Sink()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    runner: list[web.AppRunner] = []
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        app = web.Application()
-        app.router.add_route("POST", "/{tail:.*}", recorder.handle)
-        runner.append(web.AppRunner(app, access_log=None))
-        loop.run_until_complete(runner[0].setup())
-        site = web.TCPSite(runner[0], "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        recorder.port = runner[0].addresses[0][1]
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner[0].cleanup())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10), "the sink did not start"
-    try:
-        yield recorder
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+@pytest.fixture(name="sink")
+def sink_fixture() -> Iterator[Receiver]:
+    with receiving() as receiver:
+        yield receiver
 
 
 @pytest.fixture(autouse=True)
@@ -138,10 +74,87 @@ def _emit_failed(notes: Notifications) -> None:
     notes.emit("failed", SHOP, once_key="b/k1", **fields("failed", SCENE, BROKEN, BROKEN["commit_sha"]))
 
 
+# --- delivery: retries, giving up, each target its events once -----------------------------------
+
+
+async def _settle(seconds: float = 0.3) -> None:
+    """Let any (wrong) further attempt happen: many times the retry delay used here."""
+    await asyncio.sleep(seconds)
+
+
+def test_retries_until_delivered(sink: Receiver) -> None:
+    sink.script["/hook"] = [500, 500]
+
+    async def main() -> None:
+        notes = Notifications([NotifyTarget(url=sink.root + "/hook")], first_delay=0.01)
+        try:
+            notes.emit("deployed", SHOP, once_key="abc", release="01012025-000000", commit="abc")
+            await _until(lambda: sink.at("/hook"), 10, "the delivery")
+            await _settle()
+        finally:
+            await notes.close()
+
+    asyncio.run(main())
+    attempts = sink.at("/hook", delivered=False)
+    assert [p.answered for p in attempts] == [500, 500, 200]
+    assert all(p.body == attempts[0].body for p in attempts), "every attempt carries the same event"
+    body = attempts[0].body
+    assert (body["event"], body["domain"], body["release"], body["commit"]) == ("deployed", SHOP, "01012025-000000",
+                                                                               "abc")
+    assert body["at"].endswith("Z")
+
+
+def test_gives_up_after_the_last_attempt(sink: Receiver) -> None:
+    sink.script["/hook"] = [503] * (ATTEMPTS + 5)
+
+    async def main() -> None:
+        notes = Notifications([NotifyTarget(url=sink.root + "/hook")], first_delay=0.01)
+        try:
+            notes.emit("failed", SHOP, once_key="boom", message="boom")
+            await _until(lambda: len(sink.at("/hook", delivered=False)) >= ATTEMPTS, 10, "every attempt")
+            await _settle(1.0)
+        finally:
+            await notes.close()
+
+    asyncio.run(main())
+    assert len(sink.at("/hook", delivered=False)) == ATTEMPTS
+    assert not sink.at("/hook")
+
+
+def test_targets_get_only_their_events_once(sink: Receiver) -> None:
+    async def main() -> None:
+        notes = Notifications([NotifyTarget(url=sink.root + "/all"),
+                               NotifyTarget(url=sink.root + "/failed", events=["failed"]),
+                               NotifyTarget(url="http://127.0.0.1:9/unreachable")], first_delay=0.01)
+        try:
+            notes.emit("deployed", SHOP, once_key="c1")
+            notes.emit("deployed", SHOP, once_key="c1")  # the same commit again: not news
+            notes.emit("deployed", OTHER_SITE, once_key="c1")  # another site: news
+            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
+            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
+            await _until(lambda: len(sink.at("/all")) >= 3 and sink.at("/failed"), 10, "the deliveries")
+            notes.forget("failed", SHOP)  # it recovered; failing again is news again
+            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
+            notes.emit("rolled_back", SHOP, release="01012025-000000")
+            notes.emit("rolled_back", SHOP, release="01012025-000000")  # no once key: every rollback counts
+            await _until(lambda: len(sink.at("/failed")) >= 2 and len(sink.at("/all")) >= 6, 10,
+                         "the later deliveries")
+            await _settle()
+        finally:
+            await notes.close()
+
+    asyncio.run(main())
+    events = sorted((p.body["event"], p.body["domain"]) for p in sink.at("/all"))
+    assert events == [("deployed", OTHER_SITE), ("deployed", SHOP), ("failed", SHOP), ("failed", SHOP),
+                      ("rolled_back", SHOP), ("rolled_back", SHOP)]
+    assert [(p.body["event"], p.body["message"]) for p in sink.at("/failed")] == [("failed", "exit 3")] * 2
+    assert len(sink.posts) == 8, sink.posts
+
+
 # --- the forms ---------------------------------------------------------------------------------
 
 
-def test_every_form_carries_the_one_line_summary(sink: Sink) -> None:
+def test_every_form_carries_the_one_line_summary(sink: Receiver) -> None:
     targets = [NotifyTarget(url=f"{sink.root}/plain"),
                NotifyTarget(url=f"json://127.0.0.1:{sink.port}/apprise-json"),
                NotifyTarget(url=f"mmost://127.0.0.1:{sink.port}/{TOKEN}")]
@@ -174,10 +187,10 @@ def test_every_form_carries_the_one_line_summary(sink: Sink) -> None:
     chat = sink.at(f"/hooks/{TOKEN}")[0]
     assert chat.body["text"] == text, chat.body
     assert chat.body["username"] == "reconciler"
-    assert len(sink.hits) == 3, sink.hits
+    assert len(sink.posts) == 3, sink.posts
 
 
-def test_the_notify_type_follows_the_event(sink: Sink) -> None:
+def test_the_notify_type_follows_the_event(sink: Receiver) -> None:
     async def main() -> None:
         notes = Notifications([NotifyTarget(url=f"json://127.0.0.1:{sink.port}/kinds")], first_delay=0.01)
         try:
@@ -192,7 +205,7 @@ def test_the_notify_type_follows_the_event(sink: Sink) -> None:
     assert kinds == {"deployed": "success", "rolled": "info", "DEGRADED": "warning"}, kinds
 
 
-def test_apprise_deliveries_are_retried_with_backoff(sink: Sink) -> None:
+def test_apprise_deliveries_are_retried_with_backoff(sink: Receiver) -> None:
     sink.script[f"/hooks/{TOKEN}"] = [500, 503]
 
     async def main() -> None:
@@ -210,7 +223,7 @@ def test_apprise_deliveries_are_retried_with_backoff(sink: Sink) -> None:
     assert all(h.body == attempts[0].body for h in attempts)
 
 
-def test_logs_name_targets_without_their_secrets(sink: Sink) -> None:
+def test_logs_name_targets_without_their_secrets(sink: Receiver) -> None:
     refused = free_port()  # nothing listens there
     records: list[logging.LogRecord] = []
 
@@ -274,7 +287,7 @@ def test_chat_deliveries_never_take_asyncios_default_executor(monkeypatch: pytes
 # --- end to end: the daemon --------------------------------------------------------------------
 
 
-def test_daemon_failed_event_names_the_failed_build_in_every_form(tmp_path: Path, sink: Sink,
+def test_daemon_failed_event_names_the_failed_build_in_every_form(tmp_path: Path, sink: Receiver,
                                                                   daemons: Daemons) -> None:
     world = World.create(tmp_path, daemons=daemons, domain=SHOP, interval=1)
     app = world.app

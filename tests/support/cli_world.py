@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.support.config import write_config
+from tests.support.process import reconciler_process
 from tests.support.repos import app_commit, git
 from tests.support.world import CliRun, World, cli_in_process
 
@@ -88,3 +90,14 @@ def deployment_rows(state: Path) -> int:
         if "deployments" not in tables:
             return 0
         return int(conn.execute("select count(*) from deployments").fetchone()[0])
+
+
+def cli_process(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    """`reconciler ARGS` as a process of its own on tmp_path's decl/ and state/, sites on "local"
+    (a config that opts in is written once): for output that only a real process shows (a
+    redrawn line on a terminal, a follower that keeps reading)."""
+    opt_in = tmp_path / "reconciler.toml"
+    if not opt_in.is_file():
+        write_config(opt_in, interval=None)  # allow_local = true: the sites are "local"
+    flags = ["--repo", str(tmp_path / "decl"), "--state-dir", str(tmp_path / "state"), "--config", str(opt_in)]
+    return reconciler_process(*flags, *args, cwd=tmp_path)

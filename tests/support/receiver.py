@@ -1,5 +1,6 @@
 """A webhook receiver for notification tests: an HTTP server on 127.0.0.1 recording what is
-POSTed to it (JSON events), answering a scripted status per path."""
+POSTed to it (the body decoded as JSON when it is JSON, else as text, and its content type),
+answering a scripted status per path."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 class Post:
     path: str
     answered: int
-    body: dict[str, Any]
+    body: Any
+    content_type: str = ""
 
 
 @dataclass
@@ -33,18 +35,26 @@ class Receiver:
     def root(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def record(self, path: str, body: dict[str, Any]) -> int:
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def record(self, path: str, body: Any, content_type: str = "") -> int:
         with self.lock:
             statuses = self.script.get(path) or []
             status = statuses.pop(0) if statuses else 200
-            self.posts.append(Post(path, status, body))
+            self.posts.append(Post(path, status, body, content_type))
             return status
 
     def at(self, path: str, event: str | None = None, domain: str | None = None, delivered: bool = True) -> list[Post]:
         with self.lock:
-            return [p for p in self.posts if p.path == path and (event is None or p.body.get("event") == event)
-                    and (domain is None or p.body.get("domain") == domain) and (not delivered or p.answered < 300)]
+            return [p for p in self.posts if p.path == path and (event is None or _field(p.body, "event") == event)
+                    and (domain is None or _field(p.body, "domain") == domain) and (not delivered or p.answered < 300)]
 
+
+
+def _field(body: Any, name: str) -> Any:
+    return body.get(name) if isinstance(body, dict) else None
 
 
 @contextmanager
@@ -55,9 +65,14 @@ def receiving() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
-            assert self.headers.get("Content-Type", "").startswith("application/json")
-            status = holder[0].record(self.path, body)
+            raw = self.rfile.read(length)
+            body: Any
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode(errors="replace")
+            content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
+            status = holder[0].record(self.path, body, content_type)
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
