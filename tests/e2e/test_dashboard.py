@@ -59,6 +59,17 @@ def _serving(world: World, root: str) -> Any:
     return daemon
 
 
+def _page(browser: Any, root: str) -> tuple[Any, list[str], list[str]]:
+    """A new page, and the lists its JavaScript errors and its requests anywhere but `root` go to."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(DEPLOY_MS)
+    js_errors: list[str] = []
+    foreign: list[str] = []
+    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    page.on("request", lambda req: None if req.url.startswith(root + "/") else foreign.append(req.url))
+    return page, js_errors, foreign
+
+
 @pytest.fixture
 def browser() -> Iterator[Any]:
     if not CHROMIUM.is_file():
@@ -89,12 +100,7 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, d
     status, body = _request(root + "/api/sites")  # no cookie, no token
     assert status == 401 and "error" in body, (status, body)
 
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.set_default_timeout(DEPLOY_MS)
-    js_errors: list[str] = []
-    foreign: list[str] = []
-    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
-    page.on("request", lambda req: None if req.url.startswith(root + "/") else foreign.append(req.url))
+    page, js_errors, foreign = _page(browser, root)
 
     # Signed out, the page asks for the token and shows nothing else; a wrong token is refused.
     page.goto(root + "/")
@@ -225,12 +231,7 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
                                  f"echo {MARKER} $(git rev-parse --short HEAD)\n")
     site = world.on_disk(DOMAIN)
     daemon = _serving(world, root)
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.set_default_timeout(DEPLOY_MS)
-    js_errors: list[str] = []
-    foreign: list[str] = []
-    page.on("pageerror", lambda exc: js_errors.append(str(exc)))
-    page.on("request", lambda req: None if req.url.startswith(root + "/") else foreign.append(req.url))
+    page, js_errors, foreign = _page(browser, root)
     page.goto(f"{root}/#token={TOKEN}")
     notice = page.locator("#notice")
 

@@ -98,15 +98,20 @@ def _status(config: Path) -> dict[str, dict[str, Any]]:
     return {v["domain"]: v for v in json.loads(out)}
 
 
-def test_declarations_over_ssh_deploy_and_rollback_is_pushed_with_the_operator_as_author(
-        ssh_remote: tuple[Remote, Path], tmp_path: Path) -> None:
-    remote, config = ssh_remote
+def _deployed_twice(remote: Remote, config: Path, tmp_path: Path) -> str:
+    """The shop declared on the host and deployed, then an app commit deployed: its first release."""
     remote.push_site(DOMAIN, "declare the shop", **_site(tmp_path))
-    rc, out, err = _cli(config, "reconcile")
-    assert rc == 0, (out, err)
+    assert _cli(config, "reconcile")[0] == 0
     first = (tmp_path / "srv" / DOMAIN).readlink().name
     app_commit(tmp_path / "app", "v2")
     assert _cli(config, "reconcile")[0] == 0
+    return first
+
+
+def test_declarations_over_ssh_deploy_and_rollback_is_pushed_with_the_operator_as_author(
+        ssh_remote: tuple[Remote, Path], tmp_path: Path) -> None:
+    remote, config = ssh_remote
+    first = _deployed_twice(remote, config, tmp_path)
 
     rc, out, err = _cli(config, "rollback", DOMAIN, "--author", "Olga Ops <olga@example.com>")
     assert rc == 0, (out, err)
@@ -123,11 +128,7 @@ def test_declarations_over_ssh_deploy_and_rollback_is_pushed_with_the_operator_a
 def test_a_push_racing_the_rollback_is_kept_and_the_pin_rebased(
         ssh_remote: tuple[Remote, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     remote, config = ssh_remote
-    remote.push_site(DOMAIN, "declare the shop", **_site(tmp_path))
-    assert _cli(config, "reconcile")[0] == 0
-    first = (tmp_path / "srv" / DOMAIN).readlink().name
-    app_commit(tmp_path / "app", "v2")
-    assert _cli(config, "reconcile")[0] == 0
+    first = _deployed_twice(remote, config, tmp_path)
 
     # Between the reconciler's fetch and its push, another operator pushes an unrelated change.
     real_push = Upstream.push
@@ -150,11 +151,7 @@ def test_a_push_racing_the_rollback_is_kept_and_the_pin_rebased(
 def test_a_conflicting_pin_change_on_the_host_is_refused(
         ssh_remote: tuple[Remote, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     remote, config = ssh_remote
-    remote.push_site(DOMAIN, "declare the shop", **_site(tmp_path))
-    assert _cli(config, "reconcile")[0] == 0
-    first = (tmp_path / "srv" / DOMAIN).readlink().name
-    app_commit(tmp_path / "app", "v2")
-    assert _cli(config, "reconcile")[0] == 0
+    first = _deployed_twice(remote, config, tmp_path)
     real_push = Upstream.push
 
     def push(self: Upstream, commit: str, expected: str) -> None:
