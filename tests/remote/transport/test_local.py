@@ -55,17 +55,23 @@ def test_stdin_is_passed_through_and_without_it_the_command_reads_eof() -> None:
     assert _run(LocalTransport(), "cat; echo eof", timeout=10) == Result(0, "eof\n", "")
 
 
+def _assert_gone(pid_file: Path, after: str) -> None:
+    """The background child whose pid is in `pid_file` is gone (killed with its tree); it is
+    killed here if not, so a failing test leaves nothing behind."""
+    pid = int(pid_file.read_text())
+    try:
+        assert _wait_gone(pid), f"background child {pid} survived {after}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_a_timeout_kills_the_command_tree(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     # The child does not hold our pipes and outlives its shell: only killing the whole tree ends it.
     with pytest.raises(TransportError, match="timed out"):
         _run(LocalTransport(), f"sleep 300 >/dev/null 2>&1 & echo $! > {pid_file}; sleep 20", timeout=1)
-    pid = int(pid_file.read_text())
-    try:
-        assert _wait_gone(pid), f"background child {pid} survived the timeout"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    _assert_gone(pid_file, "the timeout")
 
 
 def test_a_command_too_long_to_start_is_a_failure_not_a_transport_error() -> None:
@@ -90,12 +96,7 @@ def test_a_cancelled_command_is_killed_with_its_children(tmp_path: Path) -> None
             await task
 
     asyncio.run(cancel_midway())
-    pid = int(pid_file.read_text())
-    try:
-        assert _wait_gone(pid), f"background child {pid} survived the cancellation"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    _assert_gone(pid_file, "the cancellation")
 
 
 def test_every_command_counts_as_a_round_trip_and_bytes_that_are_no_utf8_are_replaced() -> None:
