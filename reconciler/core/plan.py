@@ -96,13 +96,20 @@ Action = Provision | Clean | Deploy | Activate | Relink | Reload | Prune
 
 
 @dataclass(frozen=True)
-class Plan:
-    actions: tuple[Action, ...]
+class Verdict:
+    """What a site's planning concluded, whatever the shape of its work: a Plan (one server's
+    actions) and a Rollout (the fleet's steps) both are one."""
+
     sync: Sync
     health: Health
     message: str = ""
     desired_release: str | None = None
     desired_commit: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan(Verdict):
+    actions: tuple[Action, ...] = ()
 
     @property
     def changes(self) -> bool:

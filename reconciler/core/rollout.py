@@ -41,6 +41,7 @@ from reconciler.core.plan import (
     Relink,
     Reload,
     Takeover,
+    Verdict,
     health_of,
     interrupted_releases,
     prune_candidates,
@@ -81,14 +82,9 @@ class Switch:
     previous: Mapping[str, str | None] = field(default_factory=dict, compare=False)
 
 
-@dataclass(frozen=True)
-class Rollout:
+@dataclass(frozen=True, kw_only=True)
+class Rollout(Verdict):
     servers: tuple[str, ...]
-    sync: Sync
-    health: Health
-    message: str = ""
-    desired_release: str | None = None
-    desired_commit: str | None = None
     prepare: Mapping[str, tuple[Action, ...]] = field(default_factory=dict)
     build: Build | None = None
     once: RunOnce | None = None
@@ -119,8 +115,8 @@ class Rollout:
 
     def plan(self, server: str | None = None) -> Plan:
         """The rollout seen from one server (the first by default) as a Plan."""
-        return Plan(self.actions(server or self.servers[0]), self.sync, self.health, self.message,
-                    self.desired_release, self.desired_commit)
+        return Plan(self.sync, self.health, self.message, self.desired_release, self.desired_commit,
+                    actions=self.actions(server or self.servers[0]))
 
 
 def plan_rollout(
@@ -191,8 +187,8 @@ class _Planner:
 
     def verdict(self, sync: Sync, message: str, health: Health | None = None, release: str | None = None,
                 commit: str | None = None, prepare: Mapping[str, tuple[Action, ...]] | None = None) -> Rollout:
-        return Rollout(self.servers, sync, health or self.health(), message, release, commit, prepare or {},
-                       halted=True)
+        return Rollout(sync, health or self.health(), message, release, commit, servers=self.servers,
+                       prepare=prepare or {}, halted=True)
 
     def plan(self, head: BranchHead | None) -> Rollout:
         site = self.site
@@ -318,8 +314,8 @@ class _Planner:
         pending = build is not None or once is not None or switch is not None or \
             any(isinstance(a, Provision | Relink) for steps in work.values() for a in steps)
         message = f"reload of the live release failed ({owed[1]}); retrying" if retry_reload and owed else ""
-        return Rollout(self.servers, Sync.OUT_OF_SYNC if pending else Sync.SYNCED, health, message, target, commit,
-                       work, build, once, switch, prune)
+        return Rollout(Sync.OUT_OF_SYNC if pending else Sync.SYNCED, health, message, target, commit,
+                       servers=self.servers, prepare=work, build=build, once=once, switch=switch, prune=prune)
 
     def _prunable(self, server: str, target: str, build: Build | None) -> tuple[str, ...]:
         """Prune as if the rollout succeeded; the executor prunes only after a success (SPEC 4.5),

@@ -46,7 +46,7 @@ def _run(rig: Rig, **site: object) -> SiteRun:
 
 
 def _rollout(**more: object) -> Rollout:
-    return Rollout(SERVERS, Sync.OUT_OF_SYNC, Health.HEALTHY, **more)  # type: ignore[arg-type]
+    return Rollout(Sync.OUT_OF_SYNC, Health.HEALTHY, servers=SERVERS, **more)  # type: ignore[arg-type]
 
 
 def _manifest(rig: Rig, server: str, release: str) -> dict[str, object]:

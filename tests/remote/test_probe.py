@@ -319,7 +319,7 @@ def test_a_manifest_bomb_is_that_sites_problem_only(tmp_path: Path) -> None:
     declared = SiteDeclaration.model_validate({"domain": "z.example.com", "server": "local", "base_path": str(base),
                                                "repository": "/srv/git/z.git"})
     plan = plan_site(declared, z, BranchHead(OLD), FailureMemory(), datetime.now(UTC))
-    assert plan == Plan((), Sync.UNKNOWN, Health.UNKNOWN, z.problem)
+    assert plan == Plan(Sync.UNKNOWN, Health.UNKNOWN, z.problem, actions=())
     # Under the size limit but deeper than any manifest: refused unread as well.
     (base / "deployments" / "z.example.com" / bomb / MANIFEST_NAME).write_text("[" * 60_000)
     assert _probe_sites(base, tmp_path).sites["z.example.com"].problem == (
