@@ -255,5 +255,6 @@ def validate_settings(raw: dict[str, Any], path: Path | None) -> Settings:
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        # pydantic prefixes a validator's own message with "Value error, "; the message is ours.
+        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         raise ConfigError(f"{path or 'settings'}: " + "; ".join(lines)) from exc

@@ -59,6 +59,7 @@ def test_a_bad_setting_is_a_config_error_naming_the_file_and_key(tmp_path: Path,
         validate_settings(raw, path)
     message = str(caught.value)
     assert message.startswith(f"{path}: {key}: ") and says in message, message
+    assert "Value error" not in message, "pydantic's prefix is no part of our message"
 
 
 def test_every_mistake_is_reported_at_once_and_without_a_file_as_settings() -> None:

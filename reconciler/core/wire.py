@@ -73,7 +73,10 @@ def as_float(value: object, minimum: float, maximum: float) -> float | None:
         return None
     if not minimum <= value <= maximum:
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float, under an unbounded maximum
+        return None
 
 
 def as_str(value: object, limit: int = MAX_JSON_BYTES) -> str | None:

@@ -16,7 +16,7 @@ from reconciler.config import Settings
 from reconciler.core.declarations import Declarations, SiteDeclaration
 from reconciler.core.facts import ServerFacts
 from reconciler.core.shard import Shard
-from reconciler.engine import pruning, rounds
+from reconciler.engine import executor, pruning, rounds
 from reconciler.engine.desired import LAST_OVERRIDE, LAST_VERIFIED, DesiredState
 from reconciler.engine.fairness import FairLimiter
 from reconciler.engine.outcome import SiteOutcome
@@ -132,7 +132,7 @@ class Reconciler:
 
     async def converge_many(self, site: SiteDeclaration, decl_commit: str | None,
                             dry_run: bool = False) -> SiteOutcome:
-        return await rounds.converge_many(self.bench, self.desired.notice, site, decl_commit, dry_run)
+        return await executor.converge_site(self.bench, site, decl_commit, self.desired.notice, dry_run=dry_run)
 
     async def prune(self, only: str | None, keep: int | None, dry_run: bool) -> list[PruneResult]:
         return await pruning.prune(self.bench, self.desired, only, keep, dry_run)

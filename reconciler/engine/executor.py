@@ -311,13 +311,13 @@ async def _carry_out(bench: Workbench, run: SiteRun, rollout: Rollout, contexts:
                                       carried=carried, started=started, built=rollout.build is not None)
         if done is not None:
             return done
-        health, message = _after_message(run, rollout)
+        health, message = _after_message(run)
     elif by_lock is not None:
-        health, message = _after_message(run, rollout)
+        health, message = _after_message(run)
     return await steps.prune(bench, run, rollout, contexts, run.outcome(Sync.SYNCED, health, message))
 
 
-def _after_message(run: SiteRun, rollout: Rollout) -> tuple[Health, str]:
+def _after_message(run: SiteRun) -> tuple[Health, str]:
     """The site's health and message once a switch and what follows it are done: Healthy, unless
     the reload failed or a pin fails its health check (`after_switch` noted why)."""
     for applied in reversed(run.applied):

@@ -67,15 +67,10 @@ async def run_pass(bench: Workbench, desired: DesiredState, only: str | None = N
                                                     dry_run=dry_run) for server, sites in by_server.items()))
     for batch in rounds:
         outcomes.extend(batch.outcomes)
-    outcomes += await asyncio.gather(*(converge_many(bench, desired.notice, site, decls.commit, dry_run)
-                                       for site in many))
+    # A site on many servers: the executor probes all of them.
+    outcomes += await asyncio.gather(*(executor.converge_site(bench, site, decls.commit, desired.notice,
+                                                              dry_run=dry_run) for site in many))
     return sorted(outcomes, key=lambda o: o.domain)
-
-
-async def converge_many(bench: Workbench, notice: str, site: SiteDeclaration, decl_commit: str | None,
-                        dry_run: bool = False) -> SiteOutcome:
-    """A site on many servers: the executor probes all of them. Never raises."""
-    return await executor.converge_site(bench, site, decl_commit, notice, dry_run=dry_run)
 
 
 async def converge_server(bench: Workbench, notice: str, server: str, sites: list[SiteDeclaration],
@@ -86,8 +81,9 @@ async def converge_server(bench: Workbench, notice: str, server: str, sites: lis
     fails is every one of these sites' outcome (they share the server), a site's failure is
     its own. Sites in `eager` (a pin or unpin that just landed) skip the probe: their lock
     command probes too, and switches, one round trip less between the commit and the switch.
-    `on_outcome` (must not raise) is told each site's outcome as soon as it is known, so the
-    daemon frees a site without waiting for its server's slowest deploy."""
+    `on_outcome` (must not raise) is told each converged site's outcome as soon as it is known,
+    so the daemon frees a site without waiting for its server's slowest deploy; when the probe
+    fails, its sites' outcomes are only in the returned round."""
     hurry = [s for s in sites if s.domain in eager and not dry_run]
     rest = [s for s in sites if s not in hurry]
     # Started now, not at the gather below: a pin's lock command must not wait for the probe.

@@ -43,6 +43,7 @@ def test_numbers_come_back_within_bounds_as_the_type_asked_for() -> None:
     real = wire.as_float(3, 0.0, 5.0)
     assert real == 3.0 and type(real) is float
     assert wire.as_float(2**2000, 0.0, sys.float_info.max) is None  # compared exactly, never converted first
+    assert wire.as_float(2**2000, 0.0, float("inf")) is None  # beyond any float: no OverflowError either
     assert wire.as_float(-0.5, 0.0, 1.0) is None and wire.as_float(False, 0.0, 1.0) is None
 
 
