@@ -7,7 +7,7 @@ run git and deleting the mirror harms no release. The mirror is re-created when 
 changed or a fetch into it fails (a corrupt cache); a first deploy costs one clone, as before.
 `.repo` is not a release name, so pruning and probing never count it.
 
-The commands that refresh the mirror and clone from it are built by `shell.clone`.
+The commands that refresh the mirror and clone from it are built by `protocol.site_steps`.
 """
 
 from __future__ import annotations
