@@ -59,13 +59,16 @@ def requirements(sites: Iterable[SiteDeclaration]) -> list[Requirement]:
         found.append(Requirement(
             f"git access to {repository}", "each deploy fetches the app repository from the server, as the deploy user",
             Check(Kind.GIT_REMOTE, (repository,)), _git_fix(repository)))
+    # `php = "V"` reloads with sudo unless the site says its own `reload`; either way an FPM reload
+    # drops in-flight requests without process_control_timeout.
     for php in sorted({site.php for site in sites if site.php is not None and site.reload is None}):
         words = ("service", f"php{php}-fpm", "reload")
         found.append(Requirement(
             f"passwordless sudo for {' '.join(words)}", f'php = "{php}" reloads PHP-FPM after every switch, '
             "with sudo -n (nobody is there to type a password)", Check(Kind.SUDO, words),
-            f"add a sudoers line on the server (visudo -f /etc/sudoers.d/reconciler): "
+            f"install sudo and add a sudoers line on the server (visudo -f /etc/sudoers.d/reconciler): "
             f"DEPLOY_USER ALL=(root) NOPASSWD: /usr/sbin/service php{php}-fpm reload"))
+    for php in sorted({site.php for site in sites if site.php is not None}):
         conf = f"/etc/php/{php}/fpm/php-fpm.conf"
         found.append(Requirement(
             f"PHP-FPM {php} process_control_timeout", "without it a reload ends in-flight requests (HTTP 502)",

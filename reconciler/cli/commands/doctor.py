@@ -38,7 +38,8 @@ def handle(invocation: Invocation, args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
-async def _examine_all(invocation: Invocation, servers: dict[str, list[SiteDeclaration]]) -> dict[str, tuple[str, bool]]:
+async def _examine_all(invocation: Invocation,
+                       servers: dict[str, list[SiteDeclaration]]) -> dict[str, tuple[str, bool]]:
     settings = invocation.settings
     pool = TransportPool(ssh_options(settings), allow_local=settings.allow_local)
     try:

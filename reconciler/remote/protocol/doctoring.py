@@ -84,7 +84,8 @@ c_sudo() {{
 }}
 c_fpm() {{
   [ -r "$1" ] || {{ answer {MISSING} "no $1 here"; return; }}
-  v=$(sed -n 's/^[[:space:]]*process_control_timeout[[:space:]]*=[[:space:]]*\([^[:space:];]*\).*/\1/p' "$1" | tail -n 1)
+  s='[[:space:]]*'
+  v=$(sed -n "s/^${{s}}process_control_timeout$s=$s\\([^[:space:];]*\\).*/\\1/p" "$1" | tail -n 1)
   case $v in
     ""|0|0s|0m|0h|0d) answer {MISSING} "process_control_timeout is ${{v:-not set}} in $1" ;;
     *) answer {OK} "process_control_timeout = $v in $1" ;;
