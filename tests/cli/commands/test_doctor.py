@@ -59,9 +59,11 @@ def test_a_server_no_site_names_gets_the_basics(world: CliWorld) -> None:
 
 def test_doctor_usage_errors_exit_2(world: CliWorld) -> None:
     world.declare()
-    done = world.run_cli_process("doctor", "one", "two")
+    done = world.run_cli_process("doctor", "--no-such-flag")
     assert done.returncode == 2, done
-    assert "usage: reconciler doctor [-h] [server]" in done.stderr
+    assert "unrecognized arguments: --no-such-flag" in done.stderr
+    done = world.run_cli_process("doctor", "--help")
+    assert done.returncode == 0 and "usage: reconciler doctor [-h] [server]" in done.stdout, done
 
 
 def _restrict_sessions_path(server: SshServer, path: str) -> None:
