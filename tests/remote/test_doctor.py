@@ -16,6 +16,8 @@ from reconciler.core.declarations import SiteDeclaration
 from reconciler.remote.doctor import Finding, examine, explain, requirements
 from reconciler.remote.protocol.doctoring import Kind
 from reconciler.remote.transport.local import LocalTransport
+from reconciler.remote.transport.options import SshOptions
+from reconciler.remote.transport.ssh import SshTransport
 from tests.support import make_app_repo
 from tests.support.sshd import SshServer
 
@@ -87,3 +89,24 @@ def test_git_access_tells_a_missing_known_host_from_a_refused_key(sshd: SshServe
     shutil.copy(sshd.identity_file, key)
     shutil.copy(f"{sshd.identity_file}.pub", f"{key}.pub")
     assert check().ok
+
+
+def test_every_check_of_a_server_is_one_command(sshd: SshServer, tmp_path: Path) -> None:
+    """However many sites and repositories a server has, the doctor sends it one command."""
+    app = make_app_repo(tmp_path / "app")
+    sites = [site(f"s{n}.example.com", repository=str(app), base_path=str(tmp_path / f"b{n % 3}"), php="8.2")
+             for n in range(12)]
+    needs = requirements(sites)
+    transport = SshTransport(sshd.destination, SshOptions(identity_file=sshd.identity_file,
+                                                          known_hosts=sshd.known_hosts))
+
+    async def go() -> list[Finding]:
+        try:
+            return await examine(transport, needs, 60)
+        finally:
+            await transport.close()
+
+    findings = asyncio.run(go())
+    assert len(findings) == len(needs) == 3 + 1 + 1 + 1 + 3  # basics, one repo, sudo, fpm, three base paths
+    assert transport.round_trips == 1
+    assert [f.requirement.what for f in findings if not f.ok] == ["PHP-FPM 8.2 process_control_timeout"]
