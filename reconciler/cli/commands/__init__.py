@@ -87,6 +87,9 @@ COMMANDS: dict[str, Command] = {
                        "reconciler accept 3f2a9c1", arg("commit", nargs="?", help="default: the branch tip")),
     "unlock": _command("unlock", "remove a site's lock on its server (after checking nobody works on it)",
                        "reconciler unlock shop.example.com", arg("domain")),
+    "doctor": _command("doctor", "check what the servers (or SERVER) need for their declared sites and say "
+                       "what is missing, with the fix; exit 1 when something is", "reconciler doctor web-1",
+                       arg("server", nargs="?", help="only this server (declared or not: the basics are checked)")),
     "validate": _command("validate", "check declarations without touching any server", "reconciler validate ~/sites",
                          arg("path", nargs="?")),
     "nginx": _command("nginx", "print an nginx server block for a site", "reconciler nginx shop.example.com",

@@ -12,6 +12,7 @@ from reconciler.cli.commands import ATTENTION
 from reconciler.cli.invocation import Invocation
 from reconciler.cli.look import declared, open_state
 from reconciler.cli.render import site_detail, table, use_color
+from reconciler.cli.state import monitoring_blind
 from reconciler.core.shard import Shard
 from reconciler.core.status import Health, Sync
 from reconciler.engine.views import declared_views, history_views, in_step
@@ -21,6 +22,9 @@ HEADERS = ["SITE", "SERVER", "SERVERS", "SYNC", "HEALTH", "ACTIVE", "COMMIT", "P
 
 def handle(invocation: Invocation, args: argparse.Namespace) -> int:
     looks = invocation.looks()
+    if args.exit_code and (blind := monitoring_blind(invocation, looks.db_path)) is not None:
+        print(f"reconciler: status --exit-code: {blind}", file=sys.stderr)
+        return 2
     store = open_state(invocation, looks)
     shard = Shard.parse(looks.shard)
     try:

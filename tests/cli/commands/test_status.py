@@ -6,13 +6,14 @@ Missing, never for the reconciler at work. Sites use `server = "local"`."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler.cli.commands import ATTENTION
 from reconciler.cli.commands.status import HEADERS, attention_code
-from tests.support import app_commit
+from tests.support import app_commit, cli_in_process
 from tests.support.cli_world import DOMAIN, OTHER, CliWorld, tree
 
 
@@ -91,3 +92,29 @@ def test_the_table_lists_every_site_with_its_headers(world: CliWorld) -> None:
     assert sorted(row.split()[0] for row in rows) == sorted([DOMAIN, OTHER])
     mine = next(row for row in rows if row.startswith(DOMAIN))
     assert "Synced" in mine and "Healthy" in mine and "\033[" not in mine, "no colour when piped"
+
+
+def test_a_monitoring_check_without_the_service_s_state_alarms(world: CliWorld, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`status --exit-code` that cannot see the service's sites exits 2 (a configuration problem)
+    instead of 0 with an empty table: run with no config file at all, or with a config whose
+    state_dir holds no database. Plain `status` still shows what it can (exit 0)."""
+    world.declare(script="echo built\n")
+    # No config file: not --config, not $RECONCILER_CONFIG, no ./reconciler.toml.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("RECONCILER_CONFIG", raising=False)
+    rc, out, err = cli_in_process(["status", "--exit-code"])
+    assert (rc, out) == (2, ""), err
+    assert "no config file" in err and "--config /etc/reconciler/reconciler.toml" in err
+    assert cli_in_process(["status"]).rc == 0
+    # The service's config, but its state database is not there (never run, or the wrong host).
+    assert not world.state.exists()
+    rc, out, err = world.cli("status", "--exit-code")
+    assert (rc, out) == (2, ""), err
+    assert f"no state database at {world.state / 'reconciler.db'}" in err
+    assert world.cli("status").rc == 0
+    assert not world.state.exists()  # looking created nothing
+    world.ok("reconcile")
+    assert world.cli("status", "--exit-code").rc == 0
