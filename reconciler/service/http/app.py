@@ -36,6 +36,7 @@ def build_app(ctx: WebContext) -> web.Application:
     app.router.add_get("/", read.index)
     app.router.add_post("/api/session", guard.login)
     app.router.add_delete("/api/session", guard.logout)
+    app.router.add_get("/api/whoami", guard.whoami)
     app.router.add_get("/metrics", read.metrics)
     app.router.add_get("/api/sites", read.sites)
     app.router.add_get("/api/sites/{domain}/deployments", read.deployments)
