@@ -221,9 +221,9 @@ class Settings(BaseModel):
     allow_local: bool = False
     # The daemon's HTTP endpoint (opt-in): metrics, API, dashboard, webhooks.
     listen: str | None = None             # "127.0.0.1:9180"
-    api_token: str | None = None          # bearer token for every request but the page, sign-in and webhooks
-    # Named tokens: `[[api_token]]` tables in reconciler.toml (moved here by `_named_tokens`).
-    api_tokens: list[ApiToken] = []
+    # The bearer token for every request but the page, sign-in and webhooks: one (`api_token =
+    # "..."`, acting as `api_token_name`), or named ones (`[[api_token]]` tables: ApiToken).
+    api_token: str | list[ApiToken] | None = None
     webhook_secret: str | None = None     # HMAC secret of POST /hooks/git
     # GitLab sends the secret itself (X-Gitlab-Token), not a signature: accepted only when enabled.
     webhook_gitlab_token: bool = False
@@ -241,17 +241,9 @@ class Settings(BaseModel):
     # (core/shard.py). "1/1", the default, owns every server.
     shard: str = "1/1"
 
-    @model_validator(mode="before")
-    @classmethod
-    def _named_tokens(cls, data: Any) -> Any:
-        """`[[api_token]]` tables arrive as a list under `api_token` (TOML cannot have both forms)."""
-        if isinstance(data, dict) and isinstance(data.get("api_token"), list):
-            data = {**data, "api_token": None, "api_tokens": data["api_token"]}
-        return data
-
     @model_validator(mode="after")
     def _token_names(self) -> Settings:
-        names = [t.name for t in self.api_tokens] + ([self.api_token_name] if self.api_token else [])
+        names = [t.name for t in self.named_tokens]
         if duplicated := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"api_token names must differ: {', '.join(map(repr, duplicated))} is used twice")
         return self
@@ -326,6 +318,16 @@ class Settings(BaseModel):
             raise ValueError(f"a repository URL must not hold credentials, here {why}: give an HTTPS token "
                              "in repo_token_file (or $RECONCILER_REPO_TOKEN), an SSH key in repo_identity_file")
         return value
+
+    @property
+    def single_token(self) -> str | None:
+        """The one `api_token = "..."` (None: none, or named tokens instead)."""
+        return self.api_token if isinstance(self.api_token, str) else None
+
+    @property
+    def named_tokens(self) -> list[ApiToken]:
+        """The `[[api_token]]` entries ([]: none, or the one token instead)."""
+        return self.api_token if isinstance(self.api_token, list) else []
 
     @property
     def repo_url(self) -> str | None:

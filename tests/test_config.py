@@ -124,13 +124,14 @@ def test_named_api_tokens_are_read_from_api_token_tables(tmp_path: Path) -> None
     config.write_text(f'[[api_token]]\nname = "alice"\nsha256 = "{alice}"\n\n'
                       f'[[api_token]]\nname = "Bob Ops"\nfile = "{token_file}"\n')
     settings = load_settings(config)
-    assert [(t.name, t.digest()) for t in settings.api_tokens] == [
+    assert [(t.name, t.digest()) for t in settings.named_tokens] == [
         ("alice", hashlib.sha256(b"alice-token").digest()),
         ("Bob Ops", hashlib.sha256(b"bob-token-0123456789").digest())]
-    assert settings.api_token is None
+    assert settings.single_token is None
     single = tmp_path / "single.toml"
     single.write_text('api_token = "one-token"\n')
-    assert (load_settings(single).api_token, load_settings(single).api_token_name) == ("one-token", "api")
+    assert (load_settings(single).single_token, load_settings(single).named_tokens) == ("one-token", [])
+    assert load_settings(single).api_token_name == "api"
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
@@ -160,13 +161,12 @@ def test_a_bad_api_token_entry_is_a_config_error(entry: dict[str, Any], why: str
         validate_settings({"api_token": [entry]}, None)
 
 
-def test_token_names_must_differ_the_single_tokens_included() -> None:
-    entry = {"name": "api", "sha256": "ab" * 32}
-    with pytest.raises(ConfigError, match="'api' is used twice"):
-        validate_settings({"api_token_name": "api", "api_tokens": [entry], "api_token": "t" * 20}, None)
+def test_token_names_must_differ() -> None:
+    entry = {"name": "x", "sha256": "ab" * 32}
     with pytest.raises(ConfigError, match="'x' is used twice"):
-        validate_settings({"api_token": [{**entry, "name": "x"}, {**entry, "name": "x"}]}, None)
-    assert validate_settings({"api_token": [entry]}, None).api_tokens[0].name == "api"  # no single token
+        validate_settings({"api_token": [entry, {**entry, "sha256": "cd" * 32}]}, None)
+    with pytest.raises(ConfigError, match="is not a token name"):
+        validate_settings({"api_token": "t" * 20, "api_token_name": "a <b>"}, None)
 
 
 def test_a_token_file_that_became_unreadable_is_a_config_error_when_read(tmp_path: Path) -> None:
@@ -174,8 +174,8 @@ def test_a_token_file_that_became_unreadable_is_a_config_error_when_read(tmp_pat
     settings = validate_settings({"api_token": [{"name": "bob", "token_file": str(token_file)}]}, None)
     token_file.chmod(0o644)
     with pytest.raises(ConfigError, match="open to group or others"):
-        settings.api_tokens[0].digest()
+        settings.named_tokens[0].digest()
     token_file.chmod(0o600)
     token_file.write_text("\n")
     with pytest.raises(ConfigError, match="is empty"):
-        settings.api_tokens[0].digest()
+        settings.named_tokens[0].digest()

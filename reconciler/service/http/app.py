@@ -56,6 +56,6 @@ async def serve(ctx: WebContext) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, host.strip("[]"), int(port)).start()
     log.info("http: listening on %s", listen)
-    if (weak := throttle.weak_token(ctx.settings().api_token)) is not None:
+    if (weak := throttle.weak_token(ctx.settings().single_token)) is not None:
         log.warning("http: %s", weak)
     return runner

@@ -157,9 +157,9 @@ def configured_tokens(settings: Settings) -> dict[bytes, str]:
     `[[api_token]]` entries. An entry whose file cannot be read now is left out, and logged (by
     its name and path, never its content)."""
     tokens: dict[bytes, str] = {}
-    if settings.api_token:
-        tokens[token_digest(settings.api_token)] = settings.api_token_name
-    for entry in settings.api_tokens:
+    if settings.single_token:
+        tokens[token_digest(settings.single_token)] = settings.api_token_name
+    for entry in settings.named_tokens:
         try:
             tokens[entry.digest()] = entry.name
         except ConfigError as exc:

@@ -54,9 +54,10 @@ DOMAIN = "shop.example.com"
 NOPE = "nope.example.com"
 TOKEN = "api-token-for-tests"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
-# A named token (`[[api_token]]`, stored as its SHA-256): what a person signs in with.
+# Named tokens (`[[api_token]]`, stored as SHA-256s): the tests' own "api", and alice's.
 ALICE = "alice-token-for-tests"
-NAMED = [ApiToken(name="alice", sha256=hashlib.sha256(ALICE.encode()).hexdigest())]
+NAMED = [ApiToken(name="api", sha256=hashlib.sha256(TOKEN.encode()).hexdigest()),
+         ApiToken(name="alice", sha256=hashlib.sha256(ALICE.encode()).hexdigest())]
 ACTIONS = ("rollback", "unpin", "retry", "redeploy")
 
 
@@ -66,8 +67,9 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
-        self.settings = settings.model_copy(update={"api_token": TOKEN, "listen": f"127.0.0.1:{self.port}",
-                                                    "api_tokens": settings.api_tokens or NAMED})
+        # The single token unless the test names tokens.
+        self.settings = settings.model_copy(update={"api_token": settings.api_token or TOKEN,
+                                                    "listen": f"127.0.0.1:{self.port}"})
         self.woken: list[set[str]] = []
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -142,7 +144,7 @@ class App:
         rows: list[dict[str, Any]] = body
         return rows
 
-    def session(self, token: str = ALICE) -> dict[str, str]:
+    def session(self, token: str = TOKEN) -> dict[str, str]:
         """Sign in as the dashboard does: the headers of a same-origin request with the cookie."""
         request = urllib.request.Request(self.root + "/api/session", data=json.dumps({"token": token}).encode(),
                                          method="POST", headers={"Content-Type": "application/json"})
@@ -285,7 +287,7 @@ def test_unpin_and_the_refusals_of_a_pinned_site(world: World, apps: list[App]) 
     world.declare(script="echo ok\n")
     first = deploy(world)
     second = deploy(world, "v2")
-    app = serve(apps, world.settings())
+    app = serve(apps, world.settings(api_token=NAMED))
 
     status, body = app.act("unpin")
     assert status == 409 and "is not pinned" in body["error"], (status, body)
@@ -303,7 +305,7 @@ def test_unpin_and_the_refusals_of_a_pinned_site(world: World, apps: list[App]) 
     assert status == 409 and "nothing to retry" in body["error"], (status, body)
     assert world.tip() == tip
 
-    status, body = app.act("unpin", headers=app.session())
+    status, body = app.act("unpin", headers=app.session(ALICE))
     assert status == 200, (status, body)
     assert body == {"domain": DOMAIN, "action": "unpin", "requested_by": "alice", "commit": world.tip()}, body
     assert world.tip() != tip and pin_of(world) is None
@@ -323,7 +325,7 @@ def test_retry_and_redeploy_record_who_asked(world: World, apps: list[App]) -> N
     world.declare(script=f"test -e {marker} || {{ echo 'the package mirror is down'; exit 3; }}\n")
     world.reconcile_in_process()
     assert world.active() is None
-    app = serve(apps, world.settings())
+    app = serve(apps, world.settings(api_token=NAMED))
     [failed] = app.history()
     assert failed["status"] == "failed" and failed["exit_status"] == 3, failed
 
@@ -339,7 +341,7 @@ def test_retry_and_redeploy_record_who_asked(world: World, apps: list[App]) -> N
 
     # The cause fixed, retried from the dashboard: it goes live.
     marker.touch()
-    status, body = app.act("retry", headers=app.session())
+    status, body = app.act("retry", headers=app.session(ALICE))
     assert status == 200 and body["requested_by"] == "alice", (status, body)
     live = deploy(world)
     row = app.history()[0]
@@ -417,7 +419,7 @@ def test_each_named_token_acts_as_its_name(world: World, apps: list[App]) -> Non
     world.declare(script="echo ok\n")
     first = deploy(world)
     deploy(world, "v2")
-    app = serve(apps, world.settings(api_tokens=[*NAMED, ApiToken(name="Bob Ops", token_file=token_file)]))
+    app = serve(apps, world.settings(api_token=[*NAMED, ApiToken(name="Bob Ops", token_file=token_file)]))
 
     status, body = app.act("rollback", headers={"Authorization": "Bearer bob-token-from-a-file-0123"})
     assert status == 200 and body["requested_by"] == "Bob Ops", (status, body)

@@ -227,7 +227,8 @@ def test_whoami_names_the_token_a_request_acts_as(tmp_path: Path) -> None:
     """GET /api/whoami answers the name of the token used and how it was sent; unauthenticated
     it is 401 like every read. A sign-in answers the name too."""
     alice = "alice-token-0123456789"
-    named = [ApiToken(name="alice", sha256=hashlib.sha256(alice.encode()).hexdigest())]
+    named = [ApiToken(name="api", sha256=hashlib.sha256(TOKEN.encode()).hexdigest()),
+             ApiToken(name="alice", sha256=hashlib.sha256(alice.encode()).hexdigest())]
 
     async def scenario(client: TestClient[Any, Any], endpoint: Endpoint) -> None:
         assert (await client.get("/api/whoami")).status == 401
@@ -240,18 +241,19 @@ def test_whoami_names_the_token_a_request_acts_as(tmp_path: Path) -> None:
         cookie = {"Cookie": f"{SESSION_COOKIE}={response.cookies[SESSION_COOKIE].value}"}
         response = await client.get("/api/whoami", headers=cookie)
         assert (response.status, await response.json()) == (200, {"name": "alice", "via": "session"})
-        endpoint.update(api_tokens=[])  # alice's token removed (a SIGHUP): her session is over
+        endpoint.update(api_token=named[:1])  # alice's token removed (a SIGHUP): her session is over
         assert (await client.get("/api/whoami", headers=cookie)).status == 401
 
-    against_app(tmp_path, scenario, api_token=TOKEN, api_tokens=named)
+    against_app(tmp_path, scenario, api_token=named)
 
 
 def test_named_tokens_alone_open_the_api_and_no_token_is_logged(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    """Without the single `api_token`, named tokens are enough; a wrong one is refused (and
-    what was tried is never logged)."""
+    """Named tokens alone open the API; a wrong one is refused (and what was tried is never
+    logged)."""
     alice = "alice-token-0123456789"
-    named = [ApiToken(name="alice", sha256=hashlib.sha256(alice.encode()).hexdigest())]
+    named = [ApiToken(name="ci", sha256="ab" * 32),
+             ApiToken(name="alice", sha256=hashlib.sha256(alice.encode()).hexdigest())]
 
     async def scenario(client: TestClient[Any, Any], endpoint: Endpoint) -> None:
         assert (await client.get("/api/sites", headers={"Authorization": f"Bearer {alice}"})).status == 200
@@ -259,5 +261,5 @@ def test_named_tokens_alone_open_the_api_and_no_token_is_logged(tmp_path: Path,
         assert (await client.post("/api/session", json={"token": alice[:-1]})).status == 401
 
     with caplog.at_level("DEBUG"):
-        against_app(tmp_path, scenario, api_tokens=named)
+        against_app(tmp_path, scenario, api_token=named[1:])
     assert "failed authentication" in caplog.text and "alice-token" not in caplog.text
