@@ -311,6 +311,7 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     expect(dialog).to_contain_text(f"Redeploy {DOMAIN}, replacing release {first}?")
     expect(dialog).to_contain_text("On server local")
     expect(dialog).to_contain_text(head[:7])
+    page.screenshot(path=str(tmp_path / "dashboard-confirm.png"))
     dialog.locator("button[value=cancel]").click()
     expect(dialog).to_be_hidden()
     expect(notice).not_to_contain_text("Redeploy")
