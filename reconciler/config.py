@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
+import stat
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from reconciler.errors import ConfigError
 from reconciler.settings_file import DEFAULT_STATE_DIR, parse_shard, read_settings_file, url_credentials
@@ -96,6 +98,84 @@ class NotifyTarget(BaseModel):
         return f"{parts.scheme.lower()}://{host}{port}"
 
 
+# A token's name is who acts (history's `requested_by`, a pin commit's author name): one line a
+# person can read, nothing that breaks "Name <email>".
+TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,63}")
+
+
+class ApiToken(BaseModel):
+    """An `[[api_token]]` entry: a named token, so that what is done with it names who did it.
+    The token itself is never in reconciler.toml: either its SHA-256 (`sha256 = "<64 hex>"`,
+    e.g. `printf %s "$TOKEN" | sha256sum`) or a file holding it (`token_file`, owner-only, read
+    by the HTTP endpoint: a CLI user who may not read it still validates the config)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    name: str
+    sha256: str | None = None
+    token_file: Annotated[Path | None, Field(strict=False, validation_alias=AliasChoices("token_file", "file"))] = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not TOKEN_NAME.fullmatch(value) or value != value.strip():
+            raise ValueError(f"{value[:70]!r} is not a token name: 1-64 letters, digits, spaces and ._@+- "
+                             "(it names who acted, in history and in pin commits)")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("must be the 64 hex digits of the token's SHA-256 (printf %s TOKEN | sha256sum)")
+        return value.lower() if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiToken:
+        if (self.sha256 is None) == (self.token_file is None):
+            raise ValueError(f"api_token {self.name!r}: give exactly one of sha256 and token_file")
+        if self.token_file is not None and (problem := token_file_problem(self.token_file)) is not None:
+            raise ValueError(f"api_token {self.name!r}: {problem}")
+        return self
+
+    def digest(self) -> bytes:
+        """The SHA-256 of the token (read from `token_file` now). ConfigError when it cannot be."""
+        if self.sha256 is not None:
+            return bytes.fromhex(self.sha256)
+        assert self.token_file is not None
+        if (problem := token_file_problem(self.token_file)) is not None:
+            raise ConfigError(f"api_token {self.name!r}: {problem}")
+        try:
+            token = self.token_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"api_token {self.name!r}: cannot read {self.token_file}: {exc}") from exc
+        if not token:
+            raise ConfigError(f"api_token {self.name!r}: {self.token_file} is empty")
+        return token_digest(token)
+
+
+def token_digest(token: str) -> bytes:
+    """What a token is compared as: its SHA-256 (every token, configured or presented, the same way)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def token_file_problem(path: Path) -> str | None:
+    """Why `path` cannot hold a token, or None: it must be absolute, a regular file, and readable
+    by its owner only (a token other users can read is anyone's)."""
+    if not path.is_absolute():
+        return f"token_file {path} must be an absolute path"
+    try:
+        info = path.stat()
+    except OSError as exc:
+        return f"token_file {path}: {exc.strerror}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"token_file {path} is not a regular file"
+    if info.st_mode & 0o077:
+        return (f"token_file {path} is open to group or others (mode {stat.S_IMODE(info.st_mode):04o}): "
+                "chmod 600 it, owned by the reconciler's user")
+    return None
+
+
 class Settings(BaseModel):
     """The daemon's and CLI's settings (reconciler.toml, then flags). Immutable; SIGHUP builds
     a new one."""
@@ -109,7 +189,7 @@ class Settings(BaseModel):
     repo_token_file: Path | None = None      # HTTPS token for a repo URL (else $RECONCILER_REPO_TOKEN)
     repo_token_user: str = "x-access-token"  # the user name sent with the token (GitHub; GitLab: oauth2)
     repo_interval: float = 15.0              # seconds between fetches of a repo URL
-    # Who commits rollback/unpin pins made through the HTTP API (the commit's author).
+    # The name of the single `api_token`: who acts with it (history, a pin commit's author).
     api_token_name: str = "api"
     branch: str = "main"
     state_dir: Path = DEFAULT_STATE_DIR
@@ -141,7 +221,9 @@ class Settings(BaseModel):
     allow_local: bool = False
     # The daemon's HTTP endpoint (opt-in): metrics, API, dashboard, webhooks.
     listen: str | None = None             # "127.0.0.1:9180"
-    api_token: str | None = None          # bearer token for every request but the page, sign-in and webhooks
+    # The bearer token for every request but the page, sign-in and webhooks: one (`api_token =
+    # "..."`, acting as `api_token_name`), or named ones (`[[api_token]]` tables: ApiToken).
+    api_token: str | list[ApiToken] | None = None
     webhook_secret: str | None = None     # HMAC secret of POST /hooks/git
     # GitLab sends the secret itself (X-Gitlab-Token), not a signature: accepted only when enabled.
     webhook_gitlab_token: bool = False
@@ -158,6 +240,18 @@ class Settings(BaseModel):
     # Past one process: this instance owns only the servers that hash to shard i of n
     # (core/shard.py). "1/1", the default, owns every server.
     shard: str = "1/1"
+
+    @model_validator(mode="after")
+    def _token_names(self) -> Settings:
+        names = [t.name for t in self.named_tokens]
+        if duplicated := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"api_token names must differ: {', '.join(map(repr, duplicated))} is used twice")
+        return self
+
+    @field_validator("api_token_name")
+    @classmethod
+    def _token_name(cls, value: str) -> str:
+        return ApiToken._name(value)
 
     @field_validator("concurrency")
     @classmethod
@@ -224,6 +318,16 @@ class Settings(BaseModel):
             raise ValueError(f"a repository URL must not hold credentials, here {why}: give an HTTPS token "
                              "in repo_token_file (or $RECONCILER_REPO_TOKEN), an SSH key in repo_identity_file")
         return value
+
+    @property
+    def single_token(self) -> str | None:
+        """The one `api_token = "..."` (None: none, or named tokens instead)."""
+        return self.api_token if isinstance(self.api_token, str) else None
+
+    @property
+    def named_tokens(self) -> list[ApiToken]:
+        """The `[[api_token]]` entries ([]: none, or the one token instead)."""
+        return self.api_token if isinstance(self.api_token, list) else []
 
     @property
     def repo_url(self) -> str | None:

@@ -13,14 +13,18 @@ the server too. Without the cookie or the token, the API answers 401.
 The operator actions: a site whose build fails (its script checks a marker file) shows
 the failed row's reason and a Retry button; once the cause is fixed, Retry makes it live;
 Redeploy builds a fresh release; Rollback pins an older one and Unpin lets it follow its branch
-again, each switch shown as an activation line; every row says its trigger and who asked; a
-refused action shows the server's message; text from commits is shown as text, never markup;
-and closing the page leaves no traceback in the daemon's log.
+again, each switch shown as an activation line. Rollback, Unpin and Redeploy first ask for
+confirmation naming the site, the release and the servers; cancelled (the button, Escape),
+nothing is sent. The page header says who is signed in: the name of the token used (a named
+`[[api_token]]` read from an owner-only file), which every row's "who asked" and the pin commit's
+author carry; a refused action shows the server's message; text from commits is shown as text,
+never markup; and closing the page leaves no traceback in the daemon's log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +40,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DOMAIN = "shop.example.com"
 TOKEN = "secret-token"
+ANA = "ana-token-0123456789abcdef"
 MARKER = "dashboard-build-marker"
 DEPLOY_MS = 60_000  # bound for a deploy (clone, script) to show up in the page, in Playwright's milliseconds
 
@@ -57,6 +62,19 @@ def _serving(world: World, root: str) -> Any:
 
     world.wait(answering, f"the daemon's HTTP endpoint on {root}")
     return daemon
+
+
+def _confirm(page: Any, *says: str) -> None:
+    """The confirmation the dashboard asks before Rollback, Unpin and Redeploy: it says each of
+    `says` (the site, the release, the servers); confirmed."""
+    from playwright.sync_api import expect
+
+    dialog = page.locator("#confirm")
+    expect(dialog).to_be_visible()
+    for text in says:
+        expect(dialog).to_contain_text(text)
+    dialog.locator("button[value=confirm]").click()
+    expect(dialog).to_be_hidden()
 
 
 def _page(browser: Any, root: str) -> tuple[Any, list[str], list[str]]:
@@ -119,6 +137,7 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, d
     page.click("#login button[type=submit]")
     expect(page.locator("#signin")).to_be_hidden()
     expect(page.locator("#logout")).to_be_visible()
+    expect(page.locator("#who")).to_have_text("Signed in as api")  # the single api_token's name
     cookies = page.context.cookies()
     assert [c["name"] for c in cookies] == ["reconciler_session"], cookies
     session = cookies[0]
@@ -166,6 +185,7 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, d
     # Rollback on the session cookie: the older release gets pinned, then switched to by the daemon.
     older = page.locator(f'tr[data-release="{first}"]')
     older.locator('[data-action="rollback"]').click()
+    _confirm(page, f"Roll back {DOMAIN} to release {first}?", "On server local", f"replaces the live release {second}")
     expect(page.locator("#notice")).to_contain_text(f"to {first}")
     expect(page.locator("#notice")).to_contain_text("accepted")
     expect(older.locator(".badge-active")).to_have_count(1)
@@ -195,6 +215,7 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, d
     # old cookie value is refused wherever it comes from.
     page.click("#logout")
     expect(page.locator("#signin")).to_be_visible()
+    expect(page.locator("#who")).to_be_hidden()
     page.screenshot(path=str(tmp_path / "signed-out.png"), full_page=True)
     expect(page.locator("#sites-card")).to_be_hidden()
     assert page.evaluate("fetch('/api/sites').then((r) => r.status)") == 401
@@ -224,7 +245,15 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     mirror = tmp_path / "mirror-is-up"
     # No interval polls: every pass here is asked for (start, the buttons, pin commits), so nothing
     # changes the page between the test's steps behind its back.
-    world = World.create(tmp_path, daemons=daemons, interval=3600, listen=f"127.0.0.1:{port}", api_token=TOKEN)
+    world = World.create(tmp_path, daemons=daemons, interval=3600, listen=f"127.0.0.1:{port}")
+    # Named tokens: Ana's in an owner-only file (she signs in with it), and the test's own as a
+    # SHA-256 (its bearer reads are "ci").
+    ana_file = tmp_path / "ana.token"
+    ana_file.write_text(ANA + "\n")
+    ana_file.chmod(0o600)
+    world.config.write_text(world.config.read_text() +
+                            f'\n[[api_token]]\nname = "Ana"\ntoken_file = "{ana_file}"\n'
+                            f'\n[[api_token]]\nname = "ci"\nsha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"\n')
     subject = 'v2 <img src=x onerror="window.__injected = 1"> & <b>bold</b>'
     head = app_commit(world.app, subject)
     world.declare(DOMAIN, script=f"test -e {mirror} || {{ echo 'the package mirror is down'; exit 3; }}\n"
@@ -232,8 +261,9 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     site = world.on_disk(DOMAIN)
     daemon = _serving(world, root)
     page, js_errors, foreign = _page(browser, root)
-    page.goto(f"{root}/#token={TOKEN}")
+    page.goto(f"{root}/#token={ANA}")
     notice = page.locator("#notice")
+    expect(page.locator("#who")).to_have_text("Signed in as Ana")
 
     # The first build fails: the site is Failed, its row says why, and Retry is offered.
     row = page.locator(f'tr[data-domain="{DOMAIN}"]')
@@ -267,7 +297,7 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     live = deployments.first
     expect(live.locator(".badge-active")).to_have_count(1)
     expect(live.locator(".badge-status")).to_have_text("success")
-    expect(live.locator(".trigger")).to_have_text("retry (dashboard)")
+    expect(live.locator(".trigger")).to_have_text("retry (Ana)")
     expect(live.locator(".reason")).to_have_text("")
     expect(retry).to_have_count(0)
     first = live.get_attribute("data-release")
@@ -275,8 +305,21 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     world.wait(lambda: site.active() == first, f"{first} live on disk")
     expect(page.locator(f'tr[data-release="{first}"] .badge-active')).to_have_count(1)
 
-    # Redeploy: the same commit, a fresh release, switched to.
+    # Redeploy asks first, naming the live release and the server; cancelled, nothing happens.
     redeploy.click()
+    dialog = page.locator("#confirm")
+    expect(dialog).to_contain_text(f"Redeploy {DOMAIN}, replacing release {first}?")
+    expect(dialog).to_contain_text("On server local")
+    expect(dialog).to_contain_text(head[:7])
+    page.screenshot(path=str(tmp_path / "dashboard-confirm.png"))
+    dialog.locator("button[value=cancel]").click()
+    expect(dialog).to_be_hidden()
+    expect(notice).not_to_contain_text("Redeploy")
+    expect(redeploy).to_have_text("Redeploy")  # not busy: nothing was sent
+
+    # Confirmed: the same commit, a fresh release, switched to.
+    redeploy.click()
+    _confirm(page, f"Redeploy {DOMAIN}, replacing release {first}?", "On server local")
     expect(notice).to_contain_text(f"Redeploy of {DOMAIN} accepted")
     expect(deployments).to_have_count(3)
     newest = deployments.first
@@ -284,24 +327,33 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     second = newest.get_attribute("data-release")
     assert second is not None and second != first
     fresh = page.locator(f'tr[data-release="{second}"]')
-    expect(fresh.locator(".trigger")).to_have_text("redeploy (dashboard)")
+    expect(fresh.locator(".trigger")).to_have_text("redeploy (Ana)")
     expect(fresh.locator(".commit .mono")).to_have_text(head[:7])
     world.wait(lambda: site.active() == second, f"the redeployed {second} live on disk")
     assert site.commit_of(second) == site.commit_of(first) == head
 
     # Rollback pins the older release; then only Unpin is offered, and it follows the branch again.
     older = page.locator(f'tr[data-release="{first}"]')
+    tip = world.tip()
+    older.locator('[data-action="rollback"]').click()  # Escape cancels: nothing committed
+    expect(page.locator("#confirm")).to_contain_text(f"Roll back {DOMAIN} to release {first}?")
+    page.keyboard.press("Escape")
+    expect(page.locator("#confirm")).to_be_hidden()
+    assert world.tip() == tip
     older.locator('[data-action="rollback"]').click()
+    _confirm(page, f"Roll back {DOMAIN} to release {first}?", "On server local", f"replaces the live release {second}")
     expect(notice).to_contain_text(f"Rollback of {DOMAIN} to {first}")
     expect(row.locator(".pinned")).to_have_text(first)
     expect(older.locator(".badge-active")).to_have_count(1)
-    expect(detail.locator(f'tr.activation[data-activation-of="{first}"]')).to_contain_text("rollback (dashboard)")
+    expect(detail.locator(f'tr.activation[data-activation-of="{first}"]')).to_contain_text("rollback (Ana)")
+    assert git(world.decl, "log", "-1", "--format=%an|%cn", "main") == "Ana|reconciler"
     expect(detail.locator(f'tr.activation[data-activation-of="{first}"]')).to_contain_text(f"from {second}")
     world.wait(lambda: site.active() == first, f"the rollback to {first} on disk")
     expect(unpin).to_be_visible()
     expect(redeploy).to_have_count(0)
     tip = world.tip()
     unpin.click()
+    _confirm(page, f"Unpin {DOMAIN} from release {first}?", "On server local")
     expect(notice).to_contain_text(f"Unpin of {DOMAIN} accepted")
     expect(row.locator(".pinned")).to_have_text("\u2014")
     expect(redeploy).to_be_visible()
@@ -318,6 +370,7 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     tip = world.tip()
     shutil.rmtree(site.release(second))
     fresh.locator('[data-action="rollback"]').click()
+    _confirm(page, f"Roll back {DOMAIN} to release {second}?")
     expect(notice).to_contain_text("Rollback refused (409)")
     expect(notice).to_contain_text(f"release {second} is not on local")
     assert world.tip() == tip

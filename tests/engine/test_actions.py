@@ -15,12 +15,12 @@ and commit nothing; an unknown site is an error too."""
 
 from __future__ import annotations
 
-import getpass
 import shutil
 from pathlib import Path
 
 import pytest
 
+from reconciler.cli.person import person
 from tests.support import World, app_commit, git, neutral_world
 
 DOMAIN = "shop.example.com"
@@ -47,7 +47,7 @@ def test_retry_builds_again_after_a_transient_failure_and_says_who_asked(world: 
     assert world.tip() == tip, "retry must not commit"
     newest, failed = world.history_rows()[:2]
     assert newest["status"] == "success" and newest["is_active"]
-    assert newest["trigger"] == "retry" and newest["requested_by"] == getpass.getuser()
+    assert newest["trigger"] == "retry" and newest["requested_by"] == person()
     assert failed["status"] == "failed" and "exit 3" in failed["message"] and failed["exit_status"] == 3
 
     # Nothing remembered any more: retry says so and changes nothing.
@@ -77,7 +77,7 @@ def test_redeploy_builds_the_same_commit_as_a_fresh_release(world: World) -> Non
     assert second is not None and second != first
     newest, previous = world.history_rows()[:2]
     assert newest["release"] == second and newest["commit_sha"] == previous["commit_sha"]
-    assert newest["trigger"] == "redeploy" and newest["requested_by"] == getpass.getuser()
+    assert newest["trigger"] == "redeploy" and newest["requested_by"] == person()
     # History says what was built: the app commit's subject and author, read on the server.
     assert newest["commit_subject"] == git(world.app, "log", "-1", "--format=%s")
     assert newest["commit_author"] == git(world.app, "log", "-1", "--format=%an <%ae>")
@@ -117,7 +117,7 @@ def test_a_deploy_start_is_logged_with_its_trigger(world: World, caplog: pytest.
     starts = [r.getMessage() for r in caplog.records if "deploying" in r.getMessage()]
     assert len(starts) == 2, starts
     assert starts[0].startswith(f"{DOMAIN}: deploying ") and starts[0].endswith("(first deploy)")
-    assert starts[1].endswith(f"(redeploy, asked by {getpass.getuser()})"), starts[1]
+    assert starts[1].endswith(f"(redeploy, asked by {person()})"), starts[1]
 
 
 @pytest.fixture(name="two_releases")

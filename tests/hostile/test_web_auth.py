@@ -36,7 +36,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from reconciler.config import Settings
+from reconciler.config import Settings, token_digest
 from reconciler.engine.converge import ssh_options
 from reconciler.engine.store import Store
 from reconciler.remote.transport.pool import TransportPool
@@ -430,13 +430,14 @@ def test_sessions_are_bounded() -> None:
     """Only a valid token makes a session, and at most MAX_SESSIONS live (the oldest goes)."""
     now = [0.0]
     sessions = Sessions(ttl=100.0, limit=3, clock=lambda: now[0])
-    made = [sessions.create(TOKEN) for _ in range(4)]
+    tokens = {token_digest(TOKEN): "api"}
+    made = [sessions.create(tokens, token_digest(TOKEN)) for _ in range(4)]
     assert len(sessions) == 3
-    assert not sessions.valid(made[0], TOKEN)
-    assert all(sessions.valid(value, TOKEN) for value in made[1:])
+    assert not sessions.valid(made[0], tokens)
+    assert all(sessions.valid(value, tokens) for value in made[1:])
     now[0] = 100.0
-    assert not sessions.valid(made[1], TOKEN)
-    assert not sessions.valid(made[2], None) and len(sessions) == 0
+    assert not sessions.valid(made[1], tokens)
+    assert not sessions.valid(made[2], {}) and len(sessions) == 0
 
 
 # --- the in-process harness ------------------------------------------------------------------------------

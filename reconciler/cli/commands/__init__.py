@@ -44,7 +44,7 @@ def _command(name: str, help: str, example: str, *arguments: Argument, aliases: 
     return Command(f"{__name__}.{name}", help, example, arguments, aliases, looks_only)
 
 
-_AUTHOR = arg("--author", help="'Name <email>' of who asks (default: your git identity)")
+_AUTHOR = arg("--author", help="'Name <email>' of who asks (default: sudo's user, else your git identity)")
 _NO_WAIT = arg("--no-wait", action="store_true", help="only record the request; the daemon builds")
 
 # In the order `reconciler --help` lists them.

@@ -4,15 +4,15 @@ descend from the last verified one (recorded as an override, with who asked)."""
 from __future__ import annotations
 
 import argparse
-import getpass
 
 from reconciler.cli.invocation import Invocation
+from reconciler.cli.person import person
 from reconciler.cli.state import store
 from reconciler.engine.converge import Reconciler
 
 
 def handle(invocation: Invocation, args: argparse.Namespace) -> int:
-    by = getpass.getuser()
+    by = person()
     reconciler = Reconciler(invocation.settings, store(invocation))
     try:
         commit, previous = reconciler.accept(args.commit, by)

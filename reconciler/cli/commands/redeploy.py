@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 
 from reconciler.cli.acting import act
 from reconciler.cli.invocation import Invocation
 from reconciler.cli.passes import build_now
+from reconciler.cli.person import person
 from reconciler.engine import actions
 
 
 def handle(invocation: Invocation, args: argparse.Namespace) -> int:
-    act(invocation, lambda r: actions.redeploy(r, args.domain, getpass.getuser()))
+    act(invocation, lambda r: actions.redeploy(r, args.domain, person()))
     print(f"{args.domain}: a fresh build of the current commit is requested; building now")
     return build_now(invocation, args)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 
 from reconciler.cli.acting import act
 from reconciler.cli.invocation import Invocation
 from reconciler.cli.passes import build_now
+from reconciler.cli.person import person
 from reconciler.engine import actions
 
 
 def handle(invocation: Invocation, args: argparse.Namespace) -> int:
-    forgiven = act(invocation, lambda r: actions.retry(r, args.domain, getpass.getuser()))
+    forgiven = act(invocation, lambda r: actions.retry(r, args.domain, person()))
     print(f"{args.domain}: forgot {forgiven} remembered failure{'s' if forgiven != 1 else ''}; building now")
     return build_now(invocation, args)

@@ -4,8 +4,9 @@ the state database. One handler serves all four, from the table ACTIONS.
 
 They go through `engine.actions`, like the CLI, so they check the same facts (one probe of the
 site's server), refuse the same things with the same messages and sign pin commits under
-`require_signed` the same way. Who asked ("api" for the bearer token, "dashboard" for a
-session) is in history's `requested_by` (for a pin, as the pin commit's author name). Each
+`require_signed` the same way. Who asked (the name of the token used, as a bearer token or
+through a dashboard session: security.Caller) is in history's `requested_by` (for a pin, as the
+pin commit's author name). Each
 answers 200 with what was done and wakes the daemon for that site. Refusals, nothing done or
 committed: 404 for a site not declared (or invalid); 409 for everything the operator must change
 first (the release is already active, gone from the server or not a successful build, nothing
@@ -116,11 +117,14 @@ class Actions:
             return await self.act(name, request)
         return handle
 
-    def requester(self, request: web.Request) -> str:
-        """Who asked, for history's `requested_by`: the token's configured name (`api_token_name`,
-        default "api") for a script or tool with the bearer token, or "dashboard" for someone
-        signed in to the dashboard (the endpoint knows no user names: one token)."""
-        return "dashboard" if self.guard.authenticated(request) == "cookie" else self.ctx.settings().api_token_name
+    def requester(self, request: web.Request) -> tuple[str, str]:
+        """Who asked, for history's `requested_by`: the name of the token the request
+        authenticated with (an `[[api_token]]` entry's, or `api_token_name` for the single
+        token), whether sent as a bearer token or through a dashboard session; and how
+        ("the API" or "the dashboard"), for the log."""
+        caller = self.guard.authenticated(request)
+        assert caller is not None  # the guard's auth_check let the request through
+        return caller.name, "the dashboard" if caller.via == "session" else "the API"
 
     def operator(self) -> Reconciler:
         """The daemon's reconciler; an app built without one gets one per action, on the current
@@ -134,9 +138,9 @@ class Actions:
             release = await action.reads(request) if action.reads is not None else None
         except BadBody as exc:
             return refused(400, str(exc))
-        by = self.requester(request)
+        by, through = self.requester(request)
         # A pin commit's author is who asked, so the switch's history row says it as a retry's
-        # does ("rollback (dashboard)"); the committer is the reconciler.
+        # does ("rollback (alice)"); the committer is the reconciler.
         ask = Ask(domain, by, f"{by} <reconciler@{socket.gethostname()}>", release)
         try:
             result = await action.perform(self.operator(), ask)
@@ -148,7 +152,6 @@ class Actions:
             return refused(status, str(exc))
         # What was done; the daemon is woken for the site (it acts now, not at its next poll).
         self.ctx.request({domain})
-        by = self.requester(request)
         detail = ", ".join(f"{key} {str(value)[:12]}" for key, value in result.items())
-        log.info("%s: %s asked through the %s%s", domain, name, by, f" ({detail})" if detail else "")
+        log.info("%s: %s asked by %s through %s%s", domain, name, by, through, f" ({detail})" if detail else "")
         return web.json_response({"domain": domain, "action": name, "requested_by": by, **result})

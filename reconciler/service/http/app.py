@@ -36,6 +36,7 @@ def build_app(ctx: WebContext) -> web.Application:
     app.router.add_get("/", read.index)
     app.router.add_post("/api/session", guard.login)
     app.router.add_delete("/api/session", guard.logout)
+    app.router.add_get("/api/whoami", guard.whoami)
     app.router.add_get("/metrics", read.metrics)
     app.router.add_get("/api/sites", read.sites)
     app.router.add_get("/api/sites/{domain}/deployments", read.deployments)
@@ -55,6 +56,6 @@ async def serve(ctx: WebContext) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, host.strip("[]"), int(port)).start()
     log.info("http: listening on %s", listen)
-    if (weak := throttle.weak_token(ctx.settings().api_token)) is not None:
+    if (weak := throttle.weak_token(ctx.settings().single_token)) is not None:
         log.warning("http: %s", weak)
     return runner

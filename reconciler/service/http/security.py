@@ -13,10 +13,14 @@ restart.
   `/metrics` too: Prometheus sends a bearer token (`authorization` in a scrape config), and
   the metrics name every domain, server and deploy result, which is more than an anonymous
   scraper needs. Without `api_token` nothing is readable (403, saying to set it).
-* Authentication. `Authorization: Bearer <api_token>` (scripts, Prometheus), or the session
+* Authentication. `Authorization: Bearer <token>` (scripts, Prometheus), or the session
   cookie of the dashboard: POST /api/session with {"token": ...} sets `reconciler_session`
   (HttpOnly, SameSite=Strict, Path=/, 12 hours), a random id kept in this process's memory
-  only and bound to the token it was made with: once `api_token` changes, the session is dead.
+  only and bound to the token it was made with: once that token is gone, the session is dead.
+  A token is the single `api_token` (named `api_token_name`, "api") or one of the named
+  `[[api_token]]` entries (config.ApiToken: its SHA-256, or an owner-only file); the request
+  acts as that name (`Caller`), which history and pin commits record and GET /api/whoami
+  answers. Tokens are compared as SHA-256 digests, each in constant time, all of them always.
   DELETE /api/session signs out. A cookie-authenticated request that changes something
   (the actions, sign-out) must also carry no Origin or an Origin naming this endpoint (403
   otherwise): SameSite=Strict already keeps the cookie off cross-site requests, this is the
@@ -35,21 +39,26 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from reconciler.config import Settings
+from reconciler.config import Settings, token_digest
 from reconciler.core import wire
+from reconciler.errors import ConfigError
 from reconciler.service.http import forwarded, throttle
 from reconciler.service.http.context import WebContext, refused
-from reconciler.service.http.digests import digest, header_bytes, same
+from reconciler.service.http.digests import digest, header_bytes
 from reconciler.service.http.hooks import SIGNATURE_HEADERS, gitlab_token_only
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "reconciler_session"
 SESSION_TTL = 12 * 3600.0
@@ -59,61 +68,103 @@ MAX_SESSIONS = 1000  # only a valid token makes one; the oldest goes first beyon
 OPEN_PATHS = frozenset({"/", "/api/session", "/hooks/git"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-NO_TOKEN = ("api_token is not set: the HTTP API answers nothing until it is (set api_token in "
-            "reconciler.toml and reload with SIGHUP)")
+NO_TOKEN = ("no api_token is set (or none could be read: see the log): the HTTP API answers nothing until "
+            "one is (set api_token, or [[api_token]] entries, in reconciler.toml and reload with SIGHUP)")
 CROSS_ORIGIN = "cross-origin request refused: its Origin is not this endpoint"
 
 Handler = Callable[[web.Request], Any]
 
 
+# Every configured token, as the SHA-256 of the token -> its name (who acts with it).
+Tokens = Mapping[bytes, str]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request authenticates as: the name of its token, and how ("bearer" or "session")."""
+
+    name: str
+    via: str
+
+
 class Sessions:
     """Dashboard sessions, in memory: the SHA-256 of the cookie value -> (the SHA-256 of the
-    token it was made with, when it expires). A session is valid only while its token is the
-    current one: the first request that sees another token ends every session (so changing
-    the token back later revives none of them)."""
+    token it was made with, that token's name, when it expires). A session is valid only while
+    its token is configured under the same name: the first request that sees the tokens changed
+    ends the sessions of every token gone (so configuring it again later revives none of them)."""
 
     def __init__(self, ttl: float = SESSION_TTL, limit: int = MAX_SESSIONS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl, self.limit, self.clock = ttl, limit, clock
-        self._live: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
-        self._token = b""  # the digest of the token the sessions were made with
+        self._live: OrderedDict[bytes, tuple[bytes, str, float]] = OrderedDict()
+        self._tokens: dict[bytes, str] = {}  # the tokens last seen
 
     def __len__(self) -> int:
         return len(self._live)
 
-    def observe(self, token: str | None) -> bytes:
-        """The digest of `token`; every session ends if it is not the token they were made with."""
-        token_digest = digest(b"token", header_bytes(token)) if token else b""
-        if not hmac.compare_digest(token_digest, self._token):
-            self._live.clear()
-            self._token = token_digest
-        return token_digest
+    def observe(self, tokens: Tokens) -> None:
+        """The tokens configured now; the sessions of a token no longer among them end."""
+        if dict(tokens) != self._tokens:
+            self._tokens = dict(tokens)
+            for key, (made_with, name, _) in list(self._live.items()):
+                if self._tokens.get(made_with) != name:
+                    del self._live[key]
 
-    def create(self, token: str) -> str:
-        token_digest = self.observe(token)
+    def create(self, tokens: Tokens, made_with: bytes) -> str:
+        """A new session of the token whose SHA-256 is `made_with` (one of `tokens`)."""
+        self.observe(tokens)
         now = self.clock()
-        for key in [k for k, (_, expires) in self._live.items() if expires <= now]:
+        for key in [k for k, (_, _, expires) in self._live.items() if expires <= now]:
             del self._live[key]
         while len(self._live) >= self.limit:
             self._live.popitem(last=False)
         value = secrets.token_urlsafe(32)
-        self._live[digest(b"session", value.encode())] = (token_digest, now + self.ttl)
+        self._live[digest(b"session", value.encode())] = (made_with, self._tokens[made_with], now + self.ttl)
         return value
 
-    def valid(self, value: str, token: str | None) -> bool:
-        token_digest = self.observe(token)
+    def valid(self, value: str, tokens: Tokens) -> str | None:
+        """The name the session `value` acts as, or None (no such session, expired, or its
+        token is gone)."""
+        self.observe(tokens)
         key = digest(b"session", header_bytes(value))
         entry = self._live.get(key)
         if entry is None:
-            return False
-        made_with, expires = entry
-        if not token or expires <= self.clock() or not hmac.compare_digest(made_with, token_digest):
+            return None
+        made_with, name, expires = entry
+        if expires <= self.clock() or self._tokens.get(made_with) != name:
             del self._live[key]
-            return False
-        return True
+            return None
+        return name
 
     def drop(self, value: str) -> None:
         self._live.pop(digest(b"session", header_bytes(value)), None)
+
+
+def token_named(tokens: Tokens, given: str) -> tuple[bytes, str] | None:
+    """The configured token `given` is (its SHA-256 and name), or None. Every configured token
+    is compared, each in constant time, whichever matches: how long it takes says nothing about
+    which token, or how much of one, was right."""
+    given_digest = token_digest(given)
+    found: tuple[bytes, str] | None = None
+    for made_with, name in tokens.items():
+        if hmac.compare_digest(given_digest, made_with):
+            found = (made_with, name)
+    return found
+
+
+def configured_tokens(settings: Settings) -> dict[bytes, str]:
+    """Every token `settings` configure: the single `api_token` (named `api_token_name`) and the
+    `[[api_token]]` entries. An entry whose file cannot be read now is left out, and logged (by
+    its name and path, never its content)."""
+    tokens: dict[bytes, str] = {}
+    if settings.single_token:
+        tokens[token_digest(settings.single_token)] = settings.api_token_name
+    for entry in settings.named_tokens:
+        try:
+            tokens[entry.digest()] = entry.name
+        except ConfigError as exc:
+            log.error("http: %s; that token is refused until it is fixed (then SIGHUP)", exc)
+    return tokens
 
 
 def credential(request: web.Request, settings: Settings) -> str | None:
@@ -213,22 +264,32 @@ class Guard:
         self.ctx = ctx
         self.listening = listen_authorities(ctx.settings().listen)  # `listen` changes need a restart
         self.sessions = Sessions()
+        self._tokens: tuple[Settings, dict[bytes, str]] | None = None
         self.throttles = {"api_token": throttle.Throttle(), "webhook_secret": throttle.Throttle()}
         self.guessing = throttle.middleware(
             self.throttles, lambda request: credential(request, ctx.settings()),
             lambda request: forwarded.client_address(request, ctx.settings().trusted_proxies))
 
-    def authenticated(self, request: web.Request) -> str | None:
-        """How the request authenticates now: "bearer", "cookie" or None."""
-        token = self.ctx.settings().api_token
-        self.sessions.observe(token)  # a new token ends every session, whoever notices it first
-        if not token:
+    def tokens(self) -> dict[bytes, str]:
+        """The tokens of the current settings, read once per settings (a SIGHUP re-reads the
+        token files); the sessions of a token gone end."""
+        settings = self.ctx.settings()
+        if self._tokens is None or self._tokens[0] is not settings:
+            self._tokens = (settings, configured_tokens(settings))
+        self.sessions.observe(self._tokens[1])  # whoever notices a change first ends those sessions
+        return self._tokens[1]
+
+    def authenticated(self, request: web.Request) -> Caller | None:
+        """Who the request authenticates as now (a bearer token, else a session cookie), or None."""
+        tokens = self.tokens()
+        if not tokens:
             return None
-        if same(request.headers.get("Authorization", ""), f"Bearer {token}"):
-            return "bearer"
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and given and (found := token_named(tokens, given.strip())) is not None:
+            return Caller(found[1], "bearer")
         cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie and self.sessions.valid(cookie, token):
-            return "cookie"
+        if cookie and (name := self.sessions.valid(cookie, tokens)) is not None:
+            return Caller(name, "session")
         return None
 
     def same_origin(self, request: web.Request) -> bool:
@@ -257,22 +318,20 @@ class Guard:
     async def auth_check(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         # The page itself holds no data; what it loads is guarded like any other read.
         if request.path not in OPEN_PATHS:
-            if not self.ctx.settings().api_token:
-                self.sessions.observe(None)  # no token: no session either, then or later
+            if not self.tokens():  # no token: no session either, then or later
                 return refused(403, NO_TOKEN)
-            how = self.authenticated(request)
-            if how is None:
+            caller = self.authenticated(request)
+            if caller is None:
                 return refused(401, "authentication required: send Authorization: Bearer <api_token>, "
                                     "or sign in on the dashboard", **{"WWW-Authenticate": 'Bearer realm="reconciler"'})
-            if how == "cookie" and request.method not in SAFE_METHODS and not self.same_origin(request):
+            if caller.via == "session" and request.method not in SAFE_METHODS and not self.same_origin(request):
                 return refused(403, CROSS_ORIGIN)
         response: web.StreamResponse = await handler(request)
         return response
 
     async def login(self, request: web.Request) -> web.Response:
-        token = self.ctx.settings().api_token
-        self.sessions.observe(token)
-        if not token:
+        tokens = self.tokens()
+        if not tokens:
             return refused(403, NO_TOKEN)
         if not self.same_origin(request):
             return refused(403, CROSS_ORIGIN)
@@ -281,13 +340,20 @@ class Guard:
         except ValueError:
             return refused(400, 'the body must be JSON: {"token": "..."}')
         given = body.get("token") if isinstance(body, dict) else None
-        if not isinstance(given, str) or not same(given, token):
+        found = token_named(tokens, given) if isinstance(given, str) else None
+        if found is None:
             return refused(401, "wrong token")
-        response = web.json_response({"signed_in": True, "expires_in": int(SESSION_TTL)})
-        response.set_cookie(SESSION_COOKIE, self.sessions.create(token), max_age=int(SESSION_TTL), path="/",
+        response = web.json_response({"signed_in": True, "name": found[1], "expires_in": int(SESSION_TTL)})
+        response.set_cookie(SESSION_COOKIE, self.sessions.create(tokens, found[0]), max_age=int(SESSION_TTL), path="/",
                             httponly=True, samesite="Strict",
                             secure=cookie_secure(request, self.ctx.settings()) or None)
         return response
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        """GET /api/whoami: who this request acts as (the dashboard's header shows it)."""
+        caller = self.authenticated(request)
+        assert caller is not None  # auth_check let it through
+        return web.json_response({"name": caller.name, "via": caller.via})
 
     async def logout(self, request: web.Request) -> web.Response:
         if not self.same_origin(request):

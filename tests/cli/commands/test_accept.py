@@ -6,10 +6,10 @@ ssh-keygen signatures, the CLI in this process."""
 
 from __future__ import annotations
 
-import getpass
 import subprocess
 from pathlib import Path
 
+from reconciler.cli.person import person
 from reconciler.engine.converge import LAST_VERIFIED
 from reconciler.engine.store import Store
 from tests.support import cli_in_process, git, make_decl_repo, write_config, write_site
@@ -51,7 +51,7 @@ def test_accept_records_the_signed_tip_as_verified_and_says_who(tmp_path: Path) 
     rc, out, err = cli_in_process(["--config", str(config), "accept"])
     assert rc == 0, (out, err)
     assert out == (f"accepted {tip[:12]} as the verified declarations commit (was none); "
-                   f"recorded as an override by {getpass.getuser()}\n")
+                   f"recorded as an override by {person()}\n")
     assert _verified(tmp_path) == tip
 
 

@@ -10,8 +10,10 @@ refused action commits nothing, and under `require_signed` without a signing key
 refused with 409 (as README "Safety" says).
 
 Every action answers with what was done and wakes the daemon for the site, and history says
-who asked: "api" for the bearer token, "dashboard" for a session (retry and redeploy on the
-build they asked for; rollback and unpin as the pin commit's author, shown on the switch).
+who asked: the name of the token used ("api" for the single `api_token`, a `[[api_token]]`
+entry's name such as "alice"), sent as a bearer token or through a dashboard session (retry and
+redeploy on the build they asked for; rollback and unpin as the pin commit's author, shown on
+the switch).
 
 The real application runs on a real socket on 127.0.0.1 (its own thread and event loop, with
 the daemon's kind of context: one Reconciler on the app's store and transport pool); the
@@ -22,6 +24,7 @@ request's effect is seen in the next pass's history. Sites are on the local tran
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import shutil
@@ -36,7 +39,7 @@ from typing import Any
 import pytest
 from aiohttp.web import AppRunner, TCPSite
 
-from reconciler.config import Settings
+from reconciler.config import ApiToken, Settings
 from reconciler.engine import trust
 from reconciler.engine.converge import Reconciler, ssh_options
 from reconciler.engine.store import Store
@@ -51,6 +54,10 @@ DOMAIN = "shop.example.com"
 NOPE = "nope.example.com"
 TOKEN = "api-token-for-tests"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
+# Named tokens (`[[api_token]]`, stored as SHA-256s): the tests' own "api", and alice's.
+ALICE = "alice-token-for-tests"
+NAMED = [ApiToken(name="api", sha256=hashlib.sha256(TOKEN.encode()).hexdigest()),
+         ApiToken(name="alice", sha256=hashlib.sha256(ALICE.encode()).hexdigest())]
 ACTIONS = ("rollback", "unpin", "retry", "redeploy")
 
 
@@ -60,7 +67,9 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
-        self.settings = settings.model_copy(update={"api_token": TOKEN, "listen": f"127.0.0.1:{self.port}"})
+        # The single token unless the test names tokens.
+        self.settings = settings.model_copy(update={"api_token": settings.api_token or TOKEN,
+                                                    "listen": f"127.0.0.1:{self.port}"})
         self.woken: list[set[str]] = []
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -135,9 +144,9 @@ class App:
         rows: list[dict[str, Any]] = body
         return rows
 
-    def session(self) -> dict[str, str]:
+    def session(self, token: str = TOKEN) -> dict[str, str]:
         """Sign in as the dashboard does: the headers of a same-origin request with the cookie."""
-        request = urllib.request.Request(self.root + "/api/session", data=json.dumps({"token": TOKEN}).encode(),
+        request = urllib.request.Request(self.root + "/api/session", data=json.dumps({"token": token}).encode(),
                                          method="POST", headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=15) as response:
             cookie = response.headers["Set-Cookie"].split(";", 1)[0]
@@ -278,7 +287,7 @@ def test_unpin_and_the_refusals_of_a_pinned_site(world: World, apps: list[App]) 
     world.declare(script="echo ok\n")
     first = deploy(world)
     second = deploy(world, "v2")
-    app = serve(apps, world.settings())
+    app = serve(apps, world.settings(api_token=NAMED))
 
     status, body = app.act("unpin")
     assert status == 409 and "is not pinned" in body["error"], (status, body)
@@ -296,16 +305,16 @@ def test_unpin_and_the_refusals_of_a_pinned_site(world: World, apps: list[App]) 
     assert status == 409 and "nothing to retry" in body["error"], (status, body)
     assert world.tip() == tip
 
-    status, body = app.act("unpin", headers=app.session())
+    status, body = app.act("unpin", headers=app.session(ALICE))
     assert status == 200, (status, body)
-    assert body == {"domain": DOMAIN, "action": "unpin", "requested_by": "dashboard", "commit": world.tip()}, body
+    assert body == {"domain": DOMAIN, "action": "unpin", "requested_by": "alice", "commit": world.tip()}, body
     assert world.tip() != tip and pin_of(world) is None
     assert app.woken == [{DOMAIN}, {DOMAIN}]
-    assert git(world.decl, "log", "-1", "--format=%an", "main") == "dashboard"
+    assert git(world.decl, "log", "-1", "--format=%an", "main") == "alice"
     assert deploy(world) == second  # back on its branch, without a build
     assert len(world.releases()) == 2
     switch = next(row for row in app.history() if row["release"] == second)["activations"][0]
-    assert (switch["trigger"], switch["requested_by"].split(" <")[0]) == ("unpin", "dashboard"), switch
+    assert (switch["trigger"], switch["requested_by"].split(" <")[0]) == ("unpin", "alice"), switch
 
 
 # --- retry and redeploy: requests, with who asked -----------------------------------------------------------
@@ -316,7 +325,7 @@ def test_retry_and_redeploy_record_who_asked(world: World, apps: list[App]) -> N
     world.declare(script=f"test -e {marker} || {{ echo 'the package mirror is down'; exit 3; }}\n")
     world.reconcile_in_process()
     assert world.active() is None
-    app = serve(apps, world.settings())
+    app = serve(apps, world.settings(api_token=NAMED))
     [failed] = app.history()
     assert failed["status"] == "failed" and failed["exit_status"] == 3, failed
 
@@ -332,12 +341,12 @@ def test_retry_and_redeploy_record_who_asked(world: World, apps: list[App]) -> N
 
     # The cause fixed, retried from the dashboard: it goes live.
     marker.touch()
-    status, body = app.act("retry", headers=app.session())
-    assert status == 200 and body["requested_by"] == "dashboard", (status, body)
+    status, body = app.act("retry", headers=app.session(ALICE))
+    assert status == 200 and body["requested_by"] == "alice", (status, body)
     live = deploy(world)
     row = app.history()[0]
     assert (row["release"], row["status"], row["trigger"], row["requested_by"]) == (
-        live, "success", "retry", "dashboard"), row
+        live, "success", "retry", "alice"), row
 
     status, body = app.act("retry")
     assert status == 409 and "nothing to retry" in body["error"] and "redeploy" in body["error"], body
@@ -397,3 +406,34 @@ def test_the_api_tokens_configured_name_is_who_asked(world: World, apps: list[Ap
     status, body = app.act("rollback")
     assert status == 200 and body["release"] == first and body["requested_by"] == "deploy-bot", (status, body)
     assert git(world.decl, "log", "-1", "--format=%an|%cn", "main") == "deploy-bot|reconciler"
+
+
+def test_each_named_token_acts_as_its_name(world: World, apps: list[App]) -> None:
+    """Several people, several tokens: one kept as its SHA-256, one read from an owner-only
+    file. Each action, bearer or dashboard session, is recorded under the name of the token
+    that made it, in history and as the pin commit's author; the single `api_token` stays
+    valid, as "api"."""
+    token_file = world.tmp / "bob.token"
+    token_file.write_text("bob-token-from-a-file-0123\n")
+    token_file.chmod(0o600)
+    world.declare(script="echo ok\n")
+    first = deploy(world)
+    deploy(world, "v2")
+    app = serve(apps, world.settings(api_token=[*NAMED, ApiToken(name="Bob Ops", token_file=token_file)]))
+
+    status, body = app.act("rollback", headers={"Authorization": "Bearer bob-token-from-a-file-0123"})
+    assert status == 200 and body["requested_by"] == "Bob Ops", (status, body)
+    assert git(world.decl, "log", "-1", "--format=%an|%cn", "main") == "Bob Ops|reconciler"
+    assert deploy(world) == first
+    switch = next(row for row in app.history() if row["release"] == first)["activations"][0]
+    assert switch["requested_by"].split(" <")[0] == "Bob Ops", switch
+
+    status, body = app.act("unpin", headers={"Authorization": f"Bearer {ALICE}"})
+    assert status == 200 and body["requested_by"] == "alice", (status, body)
+    assert git(world.decl, "log", "-1", "--format=%an", "main") == "alice"
+    status, body = app.act("redeploy", headers=app.session("bob-token-from-a-file-0123"))
+    assert status == 200 and body["requested_by"] == "Bob Ops", (status, body)
+    status, body = app.act("redeploy", headers=app.session(TOKEN))
+    assert status == 200 and body["requested_by"] == "api", (status, body)
+    status, body = app.act("redeploy", headers={"Authorization": "Bearer bob-token-from-a-file-012"})
+    assert status == 401, (status, body)

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 
-from reconciler.config import Settings
+from reconciler.config import Settings, token_digest
 from reconciler.engine.converge import ssh_options
 from reconciler.engine.store import Store
 from reconciler.remote.transport.pool import TransportPool
@@ -35,7 +35,8 @@ def test_the_route_table(tmp_path: Path) -> None:
         routes = {(route.method, route.resource.canonical) for route in endpoint.app.router.routes()
                   if route.resource is not None and route.method != "HEAD"}
         assert routes == {
-            ("GET", "/"), ("POST", "/api/session"), ("DELETE", "/api/session"), ("GET", "/metrics"),
+            ("GET", "/"), ("POST", "/api/session"), ("DELETE", "/api/session"), ("GET", "/api/whoami"),
+            ("GET", "/metrics"),
             ("GET", "/api/sites"), ("GET", "/api/sites/{domain}/deployments"),
             ("GET", "/api/sites/{domain}/deployments/{id}/log"), ("GET", "/api/events"),
             *(("POST", f"/api/sites/{{domain}}/{name}") for name in ("rollback", "unpin", "retry", "redeploy")),
@@ -90,7 +91,7 @@ def test_each_app_has_its_own_memories(tmp_path: Path) -> None:
         ctx = WebContext(lambda: settings, store, TransportPool(ssh_options(settings)), PassStats(),
                          lambda: None, lambda domains: None, asyncio.Event())
         first, second = build_app(ctx), build_app(ctx)
-        first[SESSIONS].create(TOKEN)
+        first[SESSIONS].create({token_digest(TOKEN): "api"}, token_digest(TOKEN))
         assert len(first[SESSIONS]) == 1 and len(second[SESSIONS]) == 0
         assert first[THROTTLES]["api_token"] is not second[THROTTLES]["api_token"]
         assert set(first[THROTTLES]) == {"api_token", "webhook_secret"}

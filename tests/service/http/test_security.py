@@ -7,6 +7,7 @@ tests/hostile/test_web_auth.py and test_api_guessing.py."""
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from unittest import mock
 import pytest
 from aiohttp.test_utils import TestClient, make_mocked_request
 
-from reconciler.config import Settings
+from reconciler.config import ApiToken, Settings, token_digest
 from reconciler.service.http.app import SESSIONS
 from reconciler.service.http.security import (
     LOOPBACK_NAMES,
@@ -25,6 +26,7 @@ from reconciler.service.http.security import (
     credential,
     host_allowed,
     listen_authorities,
+    token_named,
 )
 from tests.support.inprocess_app import Endpoint, against_app
 
@@ -43,43 +45,70 @@ class Clock:
 # --- Sessions -----------------------------------------------------------------------------------------
 
 
+# The configured tokens as the endpoint holds them: SHA-256 -> name.
+KEY = token_digest(TOKEN)
+TOKENS = {KEY: "api"}
+
+
 def test_a_session_is_valid_for_its_token_until_signed_out() -> None:
     sessions = Sessions(clock=Clock())
-    first, second = sessions.create(TOKEN), sessions.create(TOKEN)
+    first, second = sessions.create(TOKENS, KEY), sessions.create(TOKENS, KEY)
     assert first != second and TOKEN not in first
-    assert sessions.valid(first, TOKEN) and sessions.valid(second, TOKEN)
+    assert sessions.valid(first, TOKENS) == sessions.valid(second, TOKENS) == "api"
     sessions.drop(first)
-    assert not sessions.valid(first, TOKEN) and sessions.valid(second, TOKEN), "sign-out ends that session only"
+    assert sessions.valid(first, TOKENS) is None and sessions.valid(second, TOKENS) == "api", \
+        "sign-out ends that session only"
     sessions.drop("never-made")  # nothing to end: no error
     assert len(sessions) == 1
 
 
 def test_another_token_ends_every_session_and_the_old_one_revives_none() -> None:
     sessions = Sessions(clock=Clock())
-    made = [sessions.create(TOKEN) for _ in range(3)]
-    sessions.observe("rotated-token")
+    made = [sessions.create(TOKENS, KEY) for _ in range(3)]
+    sessions.observe({token_digest("rotated-token"): "api"})
     assert len(sessions) == 0
-    assert not any(sessions.valid(value, TOKEN) for value in made)
+    assert not any(sessions.valid(value, TOKENS) for value in made)
+
+
+def test_a_session_lives_while_its_own_named_token_does() -> None:
+    """Sessions of other tokens survive a token added or removed; a session ends when its own
+    token is removed or renamed, and configuring it again revives none."""
+    alice, bob = token_digest("alice-token-0123456789"), token_digest("bob-token-0123456789")
+    both = {alice: "alice", bob: "bob"}
+    sessions = Sessions(clock=Clock())
+    of_alice, of_bob = sessions.create(both, alice), sessions.create(both, bob)
+    assert (sessions.valid(of_alice, both), sessions.valid(of_bob, both)) == ("alice", "bob")
+    assert sessions.valid(of_alice, {alice: "alice"}) == "alice" and len(sessions) == 1, "bob's ends, alice's not"
+    assert sessions.valid(of_bob, both) is None
+    assert sessions.valid(of_alice, {alice: "mallory"}) is None, "a renamed token is not who signed in"
+    assert sessions.valid(of_alice, both) is None
 
 
 def test_expired_sessions_are_forgotten_when_a_session_is_made() -> None:
     clock = Clock()
     sessions = Sessions(ttl=10.0, limit=3, clock=clock)
-    stale = [sessions.create(TOKEN), sessions.create(TOKEN)]
+    stale = [sessions.create(TOKENS, KEY), sessions.create(TOKENS, KEY)]
     clock.now = 5.0
-    live = sessions.create(TOKEN)
+    live = sessions.create(TOKENS, KEY)
     clock.now = 12.0  # both `stale` are over, `live` has 3 s left
-    newest = sessions.create(TOKEN)
+    newest = sessions.create(TOKENS, KEY)
     assert len(sessions) == 2, "the memory holds live sessions only"
-    assert sessions.valid(live, TOKEN) and sessions.valid(newest, TOKEN)
-    assert not any(sessions.valid(value, TOKEN) for value in stale)
+    assert sessions.valid(live, TOKENS) and sessions.valid(newest, TOKENS)
+    assert not any(sessions.valid(value, TOKENS) for value in stale)
 
 
 def test_a_cookie_value_with_undecodable_bytes_is_no_session() -> None:
     sessions = Sessions(clock=Clock())
-    sessions.create(TOKEN)
-    assert not sessions.valid(b"\xff\xfe".decode("utf-8", "surrogateescape"), TOKEN)
+    sessions.create(TOKENS, KEY)
+    assert sessions.valid(b"\xff\xfe".decode("utf-8", "surrogateescape"), TOKENS) is None
     assert len(sessions) == 1
+
+
+def test_a_token_is_found_among_many_by_its_digest() -> None:
+    tokens = {token_digest("alice-token"): "alice", token_digest("bob-token"): "bob"}
+    assert token_named(tokens, "bob-token") == (token_digest("bob-token"), "bob")
+    assert token_named(tokens, "bob-toke") is None and token_named(tokens, "") is None
+    assert token_named(tokens, b"\xff".decode("utf-8", "surrogateescape")) is None
 
 
 # --- which secret a request tries, when the cookie is Secure, the names of `listen` -----------------------
@@ -184,10 +213,53 @@ def test_sign_in_without_a_body_is_a_wrong_token_and_sign_out_without_a_cookie_i
         response = await client.post("/api/session")
         assert response.status == 401 and (await response.json()) == {"error": "wrong token"}
         response = await client.post("/api/session", json={"token": TOKEN})
-        assert response.status == 200 and await response.json() == {"signed_in": True, "expires_in": 43200}
+        assert response.status == 200
+        assert await response.json() == {"signed_in": True, "name": "api", "expires_in": 43200}
         assert endpoint.app is not None and len(endpoint.app[SESSIONS]) == 1
         response = await client.delete("/api/session")
         assert response.status == 200 and await response.json() == {"signed_in": False}
         assert len(endpoint.app[SESSIONS]) == 1, "no cookie: no session ended"
 
     against_app(tmp_path, scenario, api_token=TOKEN)
+
+
+def test_whoami_names_the_token_a_request_acts_as(tmp_path: Path) -> None:
+    """GET /api/whoami answers the name of the token used and how it was sent; unauthenticated
+    it is 401 like every read. A sign-in answers the name too."""
+    alice = "alice-token-0123456789"
+    named = [ApiToken(name="api", sha256=hashlib.sha256(TOKEN.encode()).hexdigest()),
+             ApiToken(name="alice", sha256=hashlib.sha256(alice.encode()).hexdigest())]
+
+    async def scenario(client: TestClient[Any, Any], endpoint: Endpoint) -> None:
+        assert (await client.get("/api/whoami")).status == 401
+        response = await client.get("/api/whoami", headers=BEARER)
+        assert (response.status, await response.json()) == (200, {"name": "api", "via": "bearer"})
+        response = await client.get("/api/whoami", headers={"Authorization": f"Bearer {alice}"})
+        assert (response.status, await response.json()) == (200, {"name": "alice", "via": "bearer"})
+        response = await client.post("/api/session", json={"token": alice})
+        assert response.status == 200 and (await response.json())["name"] == "alice"
+        cookie = {"Cookie": f"{SESSION_COOKIE}={response.cookies[SESSION_COOKIE].value}"}
+        response = await client.get("/api/whoami", headers=cookie)
+        assert (response.status, await response.json()) == (200, {"name": "alice", "via": "session"})
+        endpoint.update(api_token=named[:1])  # alice's token removed (a SIGHUP): her session is over
+        assert (await client.get("/api/whoami", headers=cookie)).status == 401
+
+    against_app(tmp_path, scenario, api_token=named)
+
+
+def test_named_tokens_alone_open_the_api_and_no_token_is_logged(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Named tokens alone open the API; a wrong one is refused (and what was tried is never
+    logged)."""
+    alice = "alice-token-0123456789"
+    named = [ApiToken(name="ci", sha256="ab" * 32),
+             ApiToken(name="alice", sha256=hashlib.sha256(alice.encode()).hexdigest())]
+
+    async def scenario(client: TestClient[Any, Any], endpoint: Endpoint) -> None:
+        assert (await client.get("/api/sites", headers={"Authorization": f"Bearer {alice}"})).status == 200
+        assert (await client.get("/api/sites", headers={"Authorization": f"Bearer {alice}x"})).status == 401
+        assert (await client.post("/api/session", json={"token": alice[:-1]})).status == 401
+
+    with caplog.at_level("DEBUG"):
+        against_app(tmp_path, scenario, api_token=named[1:])
+    assert "failed authentication" in caplog.text and "alice-token" not in caplog.text
