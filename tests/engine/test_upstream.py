@@ -32,8 +32,8 @@ from tests.support import (
     write_config,
 )
 from tests.support.githost import GitHttpHost
-from tests.support.receiver import receiving
 from tests.support.process import Daemons
+from tests.support.receiver import receiving
 from tests.support.sshd import SshServer
 
 DOMAIN = "shop.example.com"

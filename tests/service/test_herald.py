@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from reconciler.config import NotifyEvent, NotifyTarget, Settings
-from reconciler.core.status import Health, Sync
 from reconciler.core.plan import Deploy
+from reconciler.core.status import Health, Sync
 from reconciler.engine.outcome import Applied, SiteOutcome
 from reconciler.engine.store import Store
 from reconciler.service.herald import Herald
