@@ -29,6 +29,8 @@ class NotifyEvent(StrEnum):
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
     DEGRADED = "degraded"
+    UNREACHABLE = "unreachable"  # a server, an app's git host or the declarations repository: once per outage
+    RECOVERED = "recovered"      # reachable again; Degraded -> Healthy; Failed -> Synced
 
 
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = tuple(NotifyEvent)

@@ -16,12 +16,15 @@ from reconciler.core.plan import SYNCED
 from reconciler.core.text import printable
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.outcome import SiteOutcome
+from reconciler.service.herald import Herald
+from reconciler.service.webhooks import Notifications
 
 
 class PassResult(NamedTuple):
     outcomes: list[SiteOutcome]
     notice: str
     skipped: dict[str, str]  # sites of other shards: domain -> why
+    unreachable: str = ""    # why the declarations' Git host could not be fetched ("" when it could)
 
 
 def one_pass(invocation: Invocation, site: str | None, dry_run: bool, progress: Progress | None = None) -> PassResult:
@@ -33,15 +36,33 @@ async def _pass(invocation: Invocation, site: str | None, dry_run: bool, progres
                             progress=progress.step if progress else None)
     if progress is not None:
         progress.start()
+    notifications = Notifications([] if dry_run else list(invocation.settings.notify))
+    herald = Herald(lambda: invocation.settings, reconciler.store, notifications)
     try:
-        await reconciler.refresh_upstream()  # declarations on a Git host: what it has now
+        reached = await reconciler.refresh_upstream()  # declarations on a Git host: what it has now
+        if invocation.settings.repo_url is not None:
+            herald.declarations(reconciler.fetch_problem)
         outcomes = await reconciler.run_pass(site, dry_run=dry_run)
-        return PassResult(outcomes, reconciler.notice, reconciler.skipped)
+        announce(herald, reconciler, outcomes)
+        return PassResult(outcomes, reconciler.notice, reconciler.skipped,
+                          "" if reached else reconciler.fetch_problem)
     finally:
         if progress is not None:
             await progress.stop()
+        await notifications.drain()
         await reconciler.close()
         reconciler.store.close()
+
+
+def announce(herald: Herald, reconciler: Reconciler, outcomes: list[SiteOutcome]) -> None:
+    """`[[notify]]` for the work of a CLI pass, exactly as the daemon's (service/herald.py; the
+    state database makes each event go out once, whoever saw it first)."""
+    if not herald.notifications.targets:
+        return
+    sites = reconciler.load().sites
+    for outcome in outcomes:
+        if outcome.domain in sites:
+            herald.site(sites[outcome.domain], outcome)
 
 
 def live_progress() -> Progress:
@@ -64,6 +85,9 @@ def report(result: PassResult, settings: Settings, site: str | None, dry_run: bo
     outcomes, notice = result.outcomes, result.notice
     if notice:
         print(f"warning: {notice}")
+    if result.unreachable:
+        # An alarm, not a warning: nothing new can be applied until the Git host answers.
+        print(f"reconciler: {printable(result.unreachable)}", file=sys.stderr)
     if (code := skipped(result, settings, site)) is not None:
         return code
     if site and not outcomes:
@@ -76,7 +100,7 @@ def report(result: PassResult, settings: Settings, site: str | None, dry_run: bo
         print(printable(line))
         for action in o.actions:
             print(f"  {'would ' if dry_run else ''}{printable(action)}")
-    return 0 if all(o.sync == SYNCED for o in outcomes) else 1
+    return 0 if all(o.sync == SYNCED for o in outcomes) and not result.unreachable else 1
 
 
 def build_now(invocation: Invocation, args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from reconciler.core.declarations import Declarations, refuse_local
 from reconciler.core.shard import Shard, split
 from reconciler.engine import heap, source, trust, upstream
+from reconciler.engine.state_reader import FETCH_PROBLEM
 from reconciler.engine.workbench import Workbench
 from reconciler.errors import ConfigError, DeclarationError, RepoUnreachable
 
@@ -27,12 +28,25 @@ class DesiredState:
     def __init__(self, bench: Workbench) -> None:
         self.bench = bench
         self.notice = ""  # why the desired state is not the branch tip (unsigned tip), if it is not
-        self.fetch_problem = ""  # the declarations' Git host could not be reached (repo is a URL)
         self._parsed: Declarations | None = None
         self._blobs = source.BlobCache()  # the last commit's parse results by blob: a pin parses one file
         # Sites of other shards left alone by the last pass or prune (domain -> why).
         self.skipped: dict[str, str] = {}
         self._split: tuple[Any, ...] | None = None
+
+    @property
+    def fetch_problem(self) -> str:
+        """Why the declarations' Git host could not be reached at the last fetch, by this process
+        or another ("" when it could, or `repo` is a path): the first fetch that succeeds clears it
+        for every process at once."""
+        if self.bench.settings.repo_url is None:
+            return ""
+        return self.bench.store.meta(FETCH_PROBLEM) or ""
+
+    @fetch_problem.setter
+    def fetch_problem(self, problem: str) -> None:
+        if (self.bench.store.meta(FETCH_PROBLEM) or "") != problem:
+            self.bench.store.set_meta(FETCH_PROBLEM, problem)
 
     @property
     def shard(self) -> Shard:

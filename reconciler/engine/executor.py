@@ -43,7 +43,7 @@ from reconciler.engine.rows import RequestRow
 from reconciler.engine.site_run import SiteRun
 from reconciler.engine.store import Snapshot
 from reconciler.engine.workbench import Workbench, group_key
-from reconciler.errors import LayoutConflict, LockNotReleased, StepFailed
+from reconciler.errors import LayoutConflict, LockNotReleased, StepFailed, TransportError
 from reconciler.remote import lock
 from reconciler.remote.protocol import heads, locking, seam
 from reconciler.remote.protocol.checking import HealthResult
@@ -167,7 +167,8 @@ async def _probe_all(bench: Workbench, run: SiteRun) -> tuple[dict[str, SiteFact
             run.board[server] = (known.get(server), why)
         cause = down[0][1]
         outcome = outcome_of(cause, site.domain, run.where)
-        raise _Unreachable(dataclasses.replace(outcome, message=(
+        raise _Unreachable(dataclasses.replace(outcome, unreachable=tuple(s for s, e in down if isinstance(
+            e, TransportError)), message=(
             f"{names} unreachable ({outcome.message}); nothing switches on any server until every server "
             "answers (take a dead server out of `servers`)")))
     servers = [r for r in probed if not isinstance(r, BaseException)]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from reconciler.core.plan import Action, Activate, Deploy
 from reconciler.core.reasons import SwitchReason
 from reconciler.core.status import Health, Sync
-from reconciler.errors import LayoutConflict, PermanentError, SiteLocked, TemporaryError
+from reconciler.errors import LayoutConflict, PermanentError, SiteLocked, TemporaryError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class SiteOutcome:
     planned: list[Action] = field(default_factory=list)  # --dry-run: what would be done
     retry_after: float | None = None  # None: wait for a change (or the next poll)
     backoff: bool = False             # retry_after is the first step of an exponential backoff
+    unreachable: tuple[str, ...] = ()  # the servers that could not be reached (a TransportError)
 
     @property
     def actions(self) -> list[str]:
@@ -106,8 +107,9 @@ def outcome_of(exc: BaseException, domain: str, server: str, health: Health = He
         return SiteOutcome(domain, server, Sync.PROGRESSING, health, str(exc), done,
                            retry_after=exc.delay or LOCK_RETRY)
     if isinstance(exc, TemporaryError):
+        down = (server,) if isinstance(exc, TransportError) else ()
         return SiteOutcome(domain, server, Sync.UNKNOWN, Health.UNKNOWN, str(exc), done,
-                           retry_after=exc.delay or BACKOFF_START, backoff=True)
+                           retry_after=exc.delay or BACKOFF_START, backoff=True, unreachable=down)
     if isinstance(exc, LayoutConflict):
         return SiteOutcome(domain, server, Sync.FAILED, Health.DEGRADED, str(exc), done)
     if isinstance(exc, PermanentError):

@@ -112,3 +112,12 @@ def m011_once(db: sqlite_utils.Database) -> None:
     # A site with `script_once`: the release's run-once state ("pending" from the build, "done"
     # once it succeeded), as its first server's manifest says; null for every other row.
     db["deployments"].add_column("once", str)  # type: ignore[union-attr]
+
+
+@migrations()
+def m012_notices(db: sqlite_utils.Database) -> None:
+    # What `[[notify]]` already said, shared by the daemon and the CLI so an event goes out once:
+    # one row per (scope, event) (a site's domain, or "server NAME", "git URL", "declarations"),
+    # its once-key. Bounded: a row per site and event, and per cause while it is out.
+    db["notices"].create({"scope": str, "event": str, "key": str, "at": str},  # type: ignore[union-attr]
+                         pk=("scope", "event"))

@@ -26,6 +26,11 @@ class StaleSchema(Exception):
     """The database is missing a migration the readers rely on (an older reconciler wrote it)."""
 
 
+# Why the last fetch of the declarations' Git host failed ("" since one succeeded): written by
+# engine/desired.py in whichever process fetched, read by `status --exit-code` (an alarm).
+FETCH_PROBLEM = "declarations_fetch_problem"
+
+
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
 
@@ -55,6 +60,10 @@ class StateReader:
 
     def _all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         return list(self.db.execute(sql, args))
+
+    def meta(self, key: str) -> str | None:
+        rows = self._all("select value from meta where key = ?", key)
+        return str(rows[0]["value"]) if rows else None
 
     def site(self, domain: str) -> SiteRow | None:
         rows = self._all("select * from sites where domain = ?", domain)

@@ -145,7 +145,17 @@ def fields(event: NotifyEvent, scene: Scene, failed: Row | None = None,
     return values
 
 
-def payload(event: NotifyEvent, domain: str, at: str, **known: Any) -> dict[str, Any]:
+def cause_fields(server: str | None, message: str, endpoint: str | None = None) -> dict[str, Any]:
+    """The fields of an `unreachable` or `recovered` event about a cause, not a site (no domain):
+    a server (`server` named) or the declarations repository (`server` None); `message` says
+    what happened."""
+    values: dict[str, Any] = {"server": server, "message": message}
+    if endpoint is not None:
+        values["dashboard_url"] = endpoint + "/"
+    return values
+
+
+def payload(event: NotifyEvent, domain: str | None, at: str, **known: Any) -> dict[str, Any]:
     """The event as delivered: every key of FIELDS (None where unknown), in that order, `text`
     last. `reason` (the failed build's own message, more precise than the site's) only shapes
     `text`. Unknown keys, and an event that is not a NotifyEvent, are a programming error."""
@@ -181,12 +191,26 @@ def summary(body: Mapping[str, Any], reason: str | None = None) -> str:
             line = f"{domain} rolled back{server}: {moved}{about}"
         case NotifyEvent.DEGRADED:
             line = f"{domain} DEGRADED{server}: {why or 'degraded'}. Live: {live}"
+        case NotifyEvent.UNREACHABLE:
+            line = f"{_cause(body)} UNREACHABLE: {why or 'unreachable'}"
+        case NotifyEvent.RECOVERED if domain is None:
+            line = f"{_cause(body)} reachable again"
+        case NotifyEvent.RECOVERED:
+            was = f" (was {reason.upper()})" if reason else ""
+            line = f"{domain} recovered{server}: {body.get('sync')}/{body.get('health')}{was}. Live: {live}"
         case _:
             assert_never(event)
     if body.get("dashboard_url"):
         line += f". Dashboard: {body['dashboard_url']}"
     # Neutral first, then cut: cutting a tail off can only remove markup, never make it.
     return _clip(neutral(line), TEXT_MAX)
+
+
+def _cause(body: Mapping[str, Any]) -> str:
+    """What an event without a site is about: a server, or the declarations repository."""
+    if body.get("domain"):
+        return str(body["domain"])
+    return f"server {body['server']}" if body.get("server") else "declarations repository"
 
 
 def neutral(text: str) -> str:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import signal
 from collections import defaultdict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -29,7 +29,7 @@ from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.store import Store
 from reconciler.engine.views import declared
 from reconciler.errors import ConfigError, ReconcilerError
-from reconciler.service import announce, news
+from reconciler.service.herald import Herald
 from reconciler.service.http.app import serve
 from reconciler.service.http.context import WebContext
 from reconciler.service.metrics import PassStats
@@ -64,11 +64,12 @@ class Daemon:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.watcher = DeclarationsWatch(lambda: self.settings, self.reconciler, self.stopping,
-                                         self.declarations_moved, self.request)
+                                         self.declarations_moved, self.request, self._fetched)
         self.scheduler: AsyncIOScheduler | None = None
         self.stats = PassStats()
         self.reconciler.on_health_check = self.stats.observe_health
         self.notifications = Notifications(settings.notify)
+        self.herald = Herald(lambda: self.settings, self.store, self.notifications)
 
     # -- triggers ----------------------------------------------------------------------------
 
@@ -229,8 +230,7 @@ class Daemon:
         another round (superseded while building), or nothing until a change."""
         try:
             if outcome.retry_after is not None and outcome.backoff:
-                if outcome.applied:
-                    self._notify(site, outcome)  # work was done (a deploy whose reload failed): news
+                self._notify(site, outcome)  # an unreachable server, or work done (a reload failed): news
                 self._backoff(site, outcome)
                 return
             if outcome.retry_after is not None:
@@ -246,18 +246,18 @@ class Daemon:
             log.exception("%s: could not settle the outcome", site.domain)
 
     def _notify(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
-        """Send the events the round causes (service/news.py decides which)."""
-        notes = self.notifications
-        if not notes.targets:
-            return
-        row: Mapping[str, Any] = self.store.site(site.domain) or {}
-        live, commit, live_id = row.get("active_release"), row.get("active_commit"), row.get("active_deployment_id")
-        known = news.Known(site.server, site.build_key, row,
-                           live=self.store.deployment(live_id) if live_id is not None else None,
-                           previous=notes.remember_live(site.domain, live, commit),
-                           history=self.store.deployments(site.domain) if news.needs_history(outcome) else (),
-                           endpoint=announce.endpoint(self.settings.listen, self.settings.http_hosts))
-        notes.take(site.domain, news.news(outcome, known))
+        """Send the events the round causes (service/news.py decides which, herald.py once)."""
+        try:
+            self.herald.site(site, outcome)
+        except Exception:
+            log.exception("%s: could not send its notifications", site.domain)
+
+    def _fetched(self, problem: str) -> None:
+        """A fetch of the declarations repository ended: `problem` is why it failed, "" if not."""
+        try:
+            self.herald.declarations(problem)
+        except Exception:
+            log.exception("declarations: could not send the notifications of a fetch")
 
     def _still_desired(self, site: SiteDeclaration) -> bool:
         try:

@@ -1,17 +1,28 @@
 """Which `[[notify]]` events a site's round causes, as data: `news` is a pure function from the
-round's outcome, and what the daemon knew of the site, to notices: send this event (its fields,
-and the key that makes it once-only), or forget that one (it is news again next time).
+round's outcome, and what was known of the site, to notices: send this event (its fields, and
+the key that makes it once-only), or forget that one (it is news again next time; when the
+state it was about ended well, forgetting it is itself news: `recovered`). `declarations` is the
+same for a fetch of the declarations repository.
 
-Pure: no I/O, no clock, no store. The daemon reads the rows (`Known`), calls `news` and hands
-each notice to webhooks.Notifications, which deduplicates by the key and delivers;
-announce.py says what each event contains. The rules, in the order the notices come:
+Pure: no I/O, no clock, no store. service/herald.py reads the rows (`Known`), calls these for the
+daemon and the CLI alike, claims each notice in the state database (engine/notice_memory.py: once
+across processes) and hands it to webhooks.Notifications, which delivers; announce.py says what
+each event contains. The rules, in the order the notices come:
+
+* unreachable: a server of the site could not be reached (a TransportError); once per outage of
+  that server, whatever the number of its sites (scope "server NAME", no domain). Forgotten when
+  a round reaches it again, with `recovered` (the server, no domain).
 
 * deployed: the round deployed; once per live commit.
 * rolled_back: the round switched back (an operator's rollback or an automatic one); each time.
 * failed: while the site is Failed; once per (desired commit, build key), keyed like the
   failure memory so the follow-up passes' longer message is not news (once per message when no
-  commit is desired). Forgotten as soon as the site is not Failed.
-* degraded: while the site is Degraded; once. Forgotten as soon as it is not.
+  commit is desired). Forgotten as soon as the site is neither Failed nor Unknown (an outage in
+  between is no new failure); with `recovered` when it is Synced.
+* degraded: while the site is Degraded; once. Forgotten as soon as it is neither Degraded nor
+  Unknown; with `recovered` when it is Healthy.
+* declarations (`declarations`): the repository's Git host could not be fetched: `unreachable`
+  once per outage (scope "declarations"); the first fetch that succeeds: `recovered`.
 """
 
 from __future__ import annotations
@@ -39,22 +50,38 @@ class Known:
     previous: tuple[str | None, str | None] | None = None  # (release, commit) live at the last look
     history: Sequence[Row] = ()  # the site's deployments, newest first; read only when needs_history
     endpoint: str | None = None  # http://authority of the dashboard, for links
+    servers: tuple[str, ...] = ()  # every server of the site (its `server` when empty)
+
+
+DECLARATIONS = "declarations"  # the scope of the declarations repository's outage
+
+
+def server_scope(server: str) -> str:
+    """The scope of a server's outage: one for all its sites."""
+    return f"server {server}"
 
 
 @dataclass(frozen=True)
 class Send:
-    """Send `event` with `fields` (announce.FIELDS), unless one with the same `once_key` was sent."""
+    """Send `event` with `fields` (announce.FIELDS), unless one with the same `once_key` was sent
+    in its scope. `scope` None: the site's own (the event names the domain); else a cause's
+    (the event names no domain)."""
 
     event: NotifyEvent
     fields: dict[str, Any] = field(default_factory=dict)
     once_key: str = ""
+    scope: str | None = None
 
 
 @dataclass(frozen=True)
 class Forget:
-    """The site left the state `event` is about: the next `event` is news again."""
+    """The site (or the cause of `scope`) left the state `event` is about: the next `event` is
+    news again. `recovered`: the fields of the `recovered` event to send if `event` had been sent
+    (the state ended well), None to send nothing."""
 
     event: NotifyEvent
+    scope: str | None = None
+    recovered: dict[str, Any] | None = None
 
 
 Notice = Send | Forget
@@ -70,7 +97,7 @@ def news(outcome: SiteOutcome, known: Known) -> list[Notice]:
     live, commit = known.row.get("active_release"), known.row.get("active_commit")
     scene = announce.Scene(outcome.domain, known.server, outcome.sync, outcome.health, outcome.message, live,
                            commit, live=known.live, previous=known.previous, endpoint=known.endpoint)
-    notices: list[Notice] = []
+    notices: list[Notice] = reachability(outcome, known)
     if outcome.deployed:
         notices.append(Send(NotifyEvent.DEPLOYED, announce.fields(NotifyEvent.DEPLOYED, scene), str(commit)))
     if outcome.rolled_back:
@@ -80,10 +107,43 @@ def news(outcome: SiteOutcome, known: Known) -> list[Notice]:
         key = f"{desired}/{known.build_key}" if desired else outcome.message
         failed = announce.failed_build(known.history, outcome.applied, desired, known.build_key)
         notices.append(Send(NotifyEvent.FAILED, announce.fields(NotifyEvent.FAILED, scene, failed, desired), key))
-    else:
-        notices.append(Forget(NotifyEvent.FAILED))
+    elif outcome.sync != Sync.UNKNOWN:
+        well = outcome.sync == Sync.SYNCED
+        notices.append(Forget(NotifyEvent.FAILED, recovered=_recovered(scene, "failed") if well else None))
     if outcome.health == Health.DEGRADED:
         notices.append(Send(NotifyEvent.DEGRADED, announce.fields(NotifyEvent.DEGRADED, scene), "degraded"))
-    else:
-        notices.append(Forget(NotifyEvent.DEGRADED))
+    elif outcome.health != Health.UNKNOWN:
+        well = outcome.health == Health.HEALTHY
+        notices.append(Forget(NotifyEvent.DEGRADED, recovered=_recovered(scene, "degraded") if well else None))
     return notices
+
+
+def reachability(outcome: SiteOutcome, known: Known) -> list[Notice]:
+    """`unreachable` for each server of the site the round could not reach; a forget (with
+    `recovered`) for each it reached. A round that failed otherwise before reaching its
+    servers (a temporary error that is no connection problem) says nothing of them."""
+    down = set(outcome.unreachable)
+    reached = not outcome.backoff or bool(down)
+    notices: list[Notice] = []
+    for server in known.servers or (known.server,):
+        scope = server_scope(server)
+        if server in down:
+            fields = announce.cause_fields(server, outcome.message, known.endpoint)
+            notices.append(Send(NotifyEvent.UNREACHABLE, fields, "down", scope))
+        elif reached:
+            back = announce.cause_fields(server, "reachable again", known.endpoint)
+            notices.append(Forget(NotifyEvent.UNREACHABLE, scope, back))
+    return notices
+
+
+def declarations(problem: str, endpoint: str | None = None) -> list[Notice]:
+    """The notices of one fetch of the declarations repository: `problem` is why it failed,
+    "" when it succeeded."""
+    if problem:
+        return [Send(NotifyEvent.UNREACHABLE, announce.cause_fields(None, problem, endpoint), "down", DECLARATIONS)]
+    back = announce.cause_fields(None, "declarations repository reachable again", endpoint)
+    return [Forget(NotifyEvent.UNREACHABLE, DECLARATIONS, back)]
+
+
+def _recovered(scene: announce.Scene, was: str) -> dict[str, Any]:
+    return {**announce.fields(NotifyEvent.RECOVERED, scene), "reason": was}

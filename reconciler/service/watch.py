@@ -40,9 +40,10 @@ class DeclarationsWatch:
     a look at every site (the Git host became reachable, or stopped being)."""
 
     def __init__(self, settings: Callable[[], Settings], reconciler: Reconciler, stopping: asyncio.Event,
-                 moved: Callable[[], Awaitable[None]], request_all: Callable[[], None]) -> None:
+                 moved: Callable[[], Awaitable[None]], request_all: Callable[[], None],
+                 fetched: Callable[[str], None] = lambda problem: None) -> None:
         self.settings, self.reconciler, self.stopping = settings, reconciler, stopping
-        self.moved, self.request_all = moved, request_all
+        self.moved, self.request_all, self.fetched = moved, request_all, fetched
         self.fetch_now = asyncio.Event()
 
     async def fetch_declarations(self) -> bool:
@@ -55,6 +56,7 @@ class DeclarationsWatch:
         except ReconcilerError as exc:
             self.reconciler.desired.fetch_problem = str(exc)
             reached = False
+        self.fetched(self.reconciler.fetch_problem)  # notifications: once per outage, shared with the CLI
         if self.reconciler.fetch_problem != was:
             if reached:
                 log.info("declarations: %s reachable again", self.settings().repo_url)
@@ -65,7 +67,8 @@ class DeclarationsWatch:
 
     async def fetch_loop(self) -> None:
         """Fetch every `repo_interval`, at once when a webhook asks (`fetch_soon`), backing off
-        (doubling to BACKOFF_CAP) while the Git host is unreachable."""
+        (doubling, but never beyond `repo_interval`) while the Git host is unreachable: a host
+        that is back is fetched, and every status cleared, within one `repo_interval`."""
         delay = self.settings().repo_interval
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
@@ -74,7 +77,8 @@ class DeclarationsWatch:
             if self.stopping.is_set():
                 return
             reached = await self.fetch_declarations()
-            delay = self.settings().repo_interval if reached else min(max(delay * 2, 5.0), BACKOFF_CAP)
+            every = self.settings().repo_interval
+            delay = every if reached else min(max(delay * 2, 5.0), max(every, 5.0), BACKOFF_CAP)
 
     def fetch_soon(self) -> None:
         """A push webhook for the declarations repository: fetch now."""

@@ -1,4 +1,5 @@
-"""`[[notify]]`: delivers events (deployed, failed, rolled_back, degraded) to webhooks and chat.
+"""`[[notify]]`: delivers events (deployed, failed, rolled_back, degraded, unreachable,
+recovered) to webhooks and chat.
 
 Each `[[notify]]` entry's `url` decides the form (reconciler.config.NotifyTarget):
 
@@ -6,8 +7,8 @@ Each `[[notify]]` entry's `url` decides the form (reconciler.config.NotifyTarget
   for machines. Any 2xx answer means delivered.
 * any other scheme is an apprise URL (`slack://`, `discord://`, `workflow://` (MS Teams),
   `mmost://`, `rocket://`, `tgram://`, `mailto://`, `json://`, ... about a hundred services):
-  apprise sends the one-line `text` as the message (no title), typed success (deployed),
-  failure (failed), info (rolled_back) or warning (degraded), which the services show as a
+  apprise sends the one-line `text` as the message (no title), typed success (deployed,
+  recovered), failure (failed, unreachable), info (rolled_back) or warning (degraded), which the services show as a
   colour or an icon. `text` is neutral (announce.neutral): what a committer or a server wrote
   in it pings nobody and hides no link in any of them. That is done to the text, once, for
   every service: apprise has no way to send Discord's `allowed_mentions` (its `ping=` option
@@ -17,7 +18,9 @@ Each `[[notify]]` entry's `url` decides the form (reconciler.config.NotifyTarget
 The event object (announce.py builds it; every key always present, null where it does not
 apply):
 
-    event, domain, at      which event, of which site, when (UTC, "...Z")
+    event, domain, at      which event, of which site, when (UTC, "...Z"); domain is null
+                           for an `unreachable`/`recovered` of a server (server named) or of
+                           the declarations repository (server null too)
     server, sync, health,  the site after this round, as `status --json` shows it; message is
     message                the site's status message (for failed: why it failed)
     release, commit        what the event is about: deployed, the new release (now live);
@@ -48,18 +51,19 @@ A `failed` event's `release` and `commit` both name the failed build; the live o
 live_release/live_commit.
 
 Delivery runs in background tasks, retried ATTEMPTS times with a doubling delay, and never
-blocks a deploy. `deployed` is sent once per (site, commit); the others once per change of
-state. apprise sends with blocking I/O (requests): it runs on a small thread pool of its own,
-not on asyncio's default executor, which loads the declarations, so a chat service that never
-answers holds up nothing but its own deliveries. URLs carry tokens: logs name a target by its
-position and `NotifyTarget.shown` (scheme://host[:port] of a webhook, the scheme of an apprise URL).
+blocks a deploy. Which events are news, and only once across the daemon and the CLI, is
+decided before they get here (service/news.py, service/herald.py); a CLI run waits for its
+deliveries, DRAIN seconds at most (`drain`). apprise sends with blocking I/O (requests): it
+runs on a small thread pool of its own, not on asyncio's default executor, which loads the
+declarations, so a chat service that never answers holds up nothing but its own deliveries.
+URLs carry tokens: logs name a target by its position and `NotifyTarget.shown`
+(scheme://host[:port] of a webhook, the scheme of an apprise URL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -69,16 +73,17 @@ import aiohttp
 
 from reconciler.config import NotifyEvent, NotifyTarget
 from reconciler.service import announce
-from reconciler.service.news import Forget, Notice
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 5
 FIRST_DELAY = 1.0
 CHAT_THREADS = 4   # apprise deliveries at once; more wait for a thread, nothing else does
+DRAIN = 15.0       # seconds a CLI run waits for its deliveries before it exits
 # apprise's message type for each event (a colour or an icon in the chat service); every event has one.
 NOTIFY_TYPES: dict[NotifyEvent, str] = {NotifyEvent.DEPLOYED: "success", NotifyEvent.FAILED: "failure",
-                                        NotifyEvent.ROLLED_BACK: "info", NotifyEvent.DEGRADED: "warning"}
+                                        NotifyEvent.ROLLED_BACK: "info", NotifyEvent.DEGRADED: "warning",
+                                        NotifyEvent.UNREACHABLE: "failure", NotifyEvent.RECOVERED: "success"}
 
 
 def send_chat(url: str, text: str, event: NotifyEvent) -> bool:
@@ -94,8 +99,8 @@ def send_chat(url: str, text: str, event: NotifyEvent) -> bool:
 
 
 class Notifications:
-    """The daemon's outgoing `[[notify]]` deliveries: builds each event once (announce.payload)
-    and delivers it to every target that wants it, each in its own task."""
+    """The outgoing `[[notify]]` deliveries of a daemon or a CLI run: builds each event once
+    (announce.payload) and delivers it to every target that wants it, each in its own task."""
 
     def __init__(self, targets: list[NotifyTarget], first_delay: float = FIRST_DELAY) -> None:
         self.targets = targets
@@ -103,16 +108,10 @@ class Notifications:
         self._session: aiohttp.ClientSession | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sent: set[tuple[str, ...]] = set()
-        self._live: dict[str, tuple[str | None, str | None]] = {}
 
-    def emit(self, event: NotifyEvent, domain: str, once_key: str = "", **fields: Any) -> None:
-        """Queue `event` for every target that wants it; `once_key` deduplicates. `fields` are
-        announce.FIELDS (announce.fields builds them); the rest are null, `text` is made here."""
-        key = (event, domain, once_key)
-        if once_key and key in self._sent:
-            return
-        self._sent.add(key)
+    def emit(self, event: NotifyEvent, domain: str | None, **fields: Any) -> None:
+        """Queue `event` for every target that wants it. `fields` are announce.FIELDS
+        (announce.fields builds them); the rest are null, `text` is made here."""
         payload = announce.payload(event, domain, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **fields)
         for number, target in enumerate(self.targets, 1):
             if event in target.events:
@@ -120,25 +119,18 @@ class Notifications:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    def take(self, domain: str, notices: Iterable[Notice]) -> None:
-        """Act on what a round of `domain` caused (service/news.py): send, or forget."""
-        for notice in notices:
-            if isinstance(notice, Forget):
-                self.forget(notice.event, domain)
-            else:
-                self.emit(notice.event, domain, once_key=notice.once_key, **notice.fields)
+    def wanted(self, event: NotifyEvent) -> bool:
+        """Whether any target takes `event`."""
+        return any(event in target.events for target in self.targets)
 
-    def forget(self, event: NotifyEvent, domain: str) -> None:
-        """State changed back: the next `event` for `domain` is news again."""
-        self._sent = {k for k in self._sent if not (k[0] == event and k[1] == domain)}
-
-    def remember_live(self, domain: str, release: str | None,
-                      commit: str | None) -> tuple[str | None, str | None] | None:
-        """Note what `domain` serves now; return what it served at the previous look (None on
-        the first look, or when nothing was live then): an event's previous_release/_commit."""
-        before = self._live.get(domain)
-        self._live[domain] = (release, commit)
-        return before if before is not None and before != (None, None) else None
+    async def drain(self, timeout: float = DRAIN) -> None:
+        """A CLI run's end: wait for the deliveries under way (their retries too), `timeout`
+        seconds at most, then close."""
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
+            if pending:
+                log.warning("notify: %d delivery(ies) not finished after %.0fs; given up", len(pending), timeout)
+        await self.close()
 
     async def _deliver(self, number: int, target: NotifyTarget, payload: dict[str, Any]) -> None:
         delay = self.first_delay

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.service.announce import FIELDS
+from reconciler.service.announce import FIELDS, neutral
 from tests.support import Daemons, World, app_commit, client, free_port, git, make_app_repo, wait_until
 from tests.support.receiver import Post, Receiver, receiving
+from tests.support.sshd import SshServer
 
 SHOP = "shop.example.com"
 BROKEN = "broken.example.com"
@@ -166,3 +167,74 @@ def test_sighup_applies_new_notify_targets(tmp_path: Path, receiver: Receiver, d
     # the reload: what matters is that the next deploy's does.)
     wait_until(lambda: [p for p in receiver.at("/after-hup", "deployed", SHOP) if p.body["commit"] == new],
                PROMPT, "`deployed` of the new commit at the target added by SIGHUP", world.launcher.diagnostics)
+
+
+# --- on-call: outages and recoveries, and the CLI's own work ----------------------------------------
+
+
+def _notify_to(world: World, receiver: Receiver, path: str) -> None:
+    with world.config.open("a") as handle:
+        handle.write(f'\n[[notify]]\nurl = "{receiver.root}{path}"\n')
+
+
+def test_a_server_outage_is_one_unreachable_and_one_recovered(tmp_path: Path, receiver: Receiver, sshd: SshServer,
+                                                              daemons: Daemons) -> None:
+    """The daemon reports a stopped SSH server once (`unreachable`, naming the server, no site),
+    however many of its retries and CLI passes fail meanwhile, and once `recovered` when it is
+    back; a CLI pass that sees the same outage sends nothing more (one memory, the state
+    database)."""
+    world = World.create(tmp_path, sshd, daemons=daemons, domain=SHOP, interval=1)
+    world.declare(SHOP, script="echo shop\n")
+    _notify_to(world, receiver, "/oncall")
+    run = world.launcher
+    daemon = run.start()
+    wait_until(lambda: receiver.at("/oncall", "deployed", SHOP), PROMPT, "the first `deployed`", run.diagnostics)
+
+    sshd.stop()
+    down = wait_until(lambda: receiver.at("/oncall", "unreachable"), 60, "`unreachable`", run.diagnostics)[0]
+    assert down.body["server"] == sshd.destination and down.body["domain"] is None, down.body
+    assert down.body["text"].startswith(neutral(f"server {sshd.destination} UNREACHABLE: ")), down.body["text"]
+    # The CLI sees the outage too (and says so), while the daemon retries with backoff.
+    again = run.cli("reconcile")
+    assert again.returncode == 1 and "Unknown" in again.stdout, again.stdout + again.stderr
+    wait_until(lambda: "retrying in 10s" in (run.status()[SHOP]["message"] or ""), 60,
+               "the daemon's second retry of the unreachable server", run.diagnostics)
+    assert len(receiver.at("/oncall", "unreachable")) == 1, receiver.at("/oncall", "unreachable")
+
+    sshd.start()
+    up = wait_until(lambda: receiver.at("/oncall", "recovered"), 90, "`recovered`", run.diagnostics)[0]
+    assert up.body["server"] == sshd.destination and up.body["domain"] is None, up.body
+    # Later passes, the daemon's and the CLI's, reach the server: nothing more to say.
+    assert run.cli("reconcile").returncode == 0
+    seen = len(receiver.posts)
+    wait_until(lambda: run.status()[SHOP]["sync"] == "Synced", PROMPT, "Synced again", run.diagnostics)
+    assert [p.body["event"] for p in receiver.at("/oncall")][-2:] == ["unreachable", "recovered"], receiver.posts
+    assert len(receiver.at("/oncall", "recovered")) == 1 and len(receiver.posts) == seen
+    assert daemon.alive(), daemon.tail()
+
+
+def test_a_cli_retry_that_deploys_sends_deployed_and_recovered(tmp_path: Path, receiver: Receiver,
+                                                              sshd_session: SshServer) -> None:
+    """Without a daemon, the CLI's own work notifies as the daemon's would: a `reconcile` whose
+    build fails sends `failed`, a `retry` that then deploys sends `deployed` and `recovered`
+    (Failed -> Synced), each once."""
+    world = World.create(tmp_path, sshd_session, domain=SHOP)
+    gate = tmp_path / "gate"
+    world.declare(SHOP, script=f"test -f {gate} || exit 3\necho shop\n")
+    _notify_to(world, receiver, "/cli")
+    failing = world.run_cli_process("reconcile")
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    failed = wait_until(lambda: receiver.at("/cli", "failed", SHOP), PROMPT, "`failed` from the CLI")[0]
+    assert failed.body["exit_status"] == 3, failed.body
+
+    gate.touch()
+    retried = world.run_cli_process("retry", SHOP)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    # The CLI waited for its deliveries before it exited: they are there already.
+    deployed = receiver.at("/cli", "deployed", SHOP)
+    assert len(deployed) == 1 and deployed[0].body["trigger"] == "retry", receiver.posts
+    assert deployed[0].body["release"] == world.active(SHOP)
+    recovered = receiver.at("/cli", "recovered", SHOP)
+    assert len(recovered) == 1 and "was FAILED" in recovered[0].body["text"], receiver.posts
+    assert world.run_cli_process("reconcile").returncode == 0
+    assert [p.body["event"] for p in receiver.at("/cli")] == ["failed", "deployed", "recovered"]

@@ -33,6 +33,7 @@ from tests.support import (
 )
 from tests.support.githost import GitHttpHost
 from tests.support.process import Daemons
+from tests.support.receiver import receiving
 from tests.support.sshd import SshServer
 
 DOMAIN = "shop.example.com"
@@ -261,3 +262,36 @@ def test_a_push_webhook_for_the_declarations_fetches_at_once(ssh_remote: tuple[R
         assert response.status == 202 and json.loads(response.read())["declarations"] is True
     wait_until(lambda: link.readlink().name != first, 60, "the pushed change to go live after the webhook",
                launcher.diagnostics)
+
+
+def test_an_unreachable_declarations_host_is_an_alarm_until_the_first_fetch_that_succeeds(
+        ssh_remote: tuple[Remote, Path], tmp_path: Path, sshd: SshServer) -> None:
+    """While the declarations' Git host cannot be fetched, `reconcile` exits non-zero and says
+    so, `status --exit-code` alarms, and `[[notify]]` hears `unreachable` once; the first fetch
+    that succeeds clears all of it at once (and `recovered` is sent once)."""
+    remote, config = ssh_remote
+    with receiving() as receiver:
+        config.write_text(config.read_text() + f'\n[[notify]]\nurl = "{receiver.root}/oncall"\n')
+        remote.push_site(DOMAIN, "declare the shop", **_site(tmp_path))
+        assert _cli(config, "reconcile")[0] == 0
+        assert _cli(config, "status", "--exit-code")[0] == 0
+
+        sshd.stop()
+        for _ in range(2):
+            rc, out, err = _cli(config, "reconcile")
+            assert rc == 1 and "declarations repository" in err and "unreachable" in err, (out, err)
+        rc, out, err = _cli(config, "status", "--exit-code")
+        assert rc == 3 and "unreachable" in err, (out, err)
+        assert _cli(config, "status")[0] == 0  # an alarm only when asked for one
+        down = [p.body for p in receiver.at("/oncall", "unreachable")]
+        assert len(down) == 1 and down[0]["domain"] is None and down[0]["server"] is None, down
+        assert down[0]["text"].startswith("declarations repository UNREACHABLE: "), down[0]
+
+        sshd.start()
+        rc, out, err = _cli(config, "reconcile")
+        assert rc == 0 and "unreachable" not in out + err, (out, err)
+        assert _cli(config, "status", "--exit-code") == (0, _cli(config, "status")[1], "")
+        assert "unreachable" not in _status(config)[DOMAIN]["message"]
+        assert _cli(config, "reconcile")[0] == 0
+        assert [p.body["event"] for p in receiver.at("/oncall") if p.body["domain"] is None] == [
+            "unreachable", "recovered"]

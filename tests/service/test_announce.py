@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.config import NotifyTarget, load_settings
+from reconciler.config import NotifyEvent, NotifyTarget, load_settings
 from reconciler.core.plan import Activate, Deploy
 from reconciler.engine.outcome import Applied
 from reconciler.errors import ConfigError
@@ -200,3 +200,23 @@ def test_shown_keeps_only_scheme_host_and_port() -> None:
         "https://hooks.internal:8443"
     assert NotifyTarget(url="http://[::1]:9/x").shown == "http://[::1]:9"
     assert NotifyTarget(url="tgram://123456789:SECRET/42").shown == "tgram://"
+
+
+def test_outage_and_recovery_lines_name_their_cause() -> None:
+    """`unreachable` and `recovered` of a server or of the declarations repository name no site;
+    a site's `recovered` says what it recovered from and what is live."""
+    at = "2025-08-01T09:12:45Z"
+    down = payload(NotifyEvent.UNREACHABLE, None, at, **announce.cause_fields("web-1", "web-1: cannot connect"))
+    assert down["domain"] is None and down["server"] == "web-1" and list(down) == list(FIELDS)
+    assert down["text"] == "server web-1 UNREACHABLE: web-1: cannot connect"
+    up = payload(NotifyEvent.RECOVERED, None, at, **announce.cause_fields("web-1", "reachable again",
+                                                                          "http://127.0.0.1:9180"))
+    assert up["text"] == "server web-1 reachable again. Dashboard: http://127.0.0.1:9180/"
+    repo = payload(NotifyEvent.UNREACHABLE, None, at, **announce.cause_fields(None, "git fetch: refused @here"))
+    assert repo["text"] == "declarations repository UNREACHABLE: git fetch: refused @\u200bhere"
+    scene = Scene("shop.example.com", "web-1", "Synced", "Healthy", "", "01082025-091245", "b" * 40)
+    well = payload(NotifyEvent.RECOVERED, "shop.example.com", at, **fields(NotifyEvent.RECOVERED, scene),
+                   reason="failed")
+    assert well["text"] == ("shop.example.com recovered on web-1: Synced/Healthy (was FAILED). "
+                            f"Live: 01082025-091245 ({'b' * 12})")
+    assert (well["release"], well["live_release"]) == ("01082025-091245", "01082025-091245")

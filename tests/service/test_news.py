@@ -13,7 +13,7 @@ from reconciler.core.plan import Activate, Deploy
 from reconciler.core.reasons import SwitchReason
 from reconciler.core.status import Health, Sync
 from reconciler.engine.outcome import Applied, SiteOutcome
-from reconciler.service.news import Forget, Known, Notice, Send, needs_history, news
+from reconciler.service.news import DECLARATIONS, Forget, Known, Notice, Send, declarations, needs_history, news
 
 SHOP = "shop.example.com"
 OLD, NEW, BAD = "31072025-143022", "01082025-091245", "02082025-101010"
@@ -38,8 +38,18 @@ def outcome(sync: Sync = Sync.SYNCED, health: Health = Health.HEALTHY, *applied:
 
 
 def brief(notices: list[Notice]) -> list[tuple[str, str] | tuple[str, str, str]]:
+    """The site's own notices (a cause's, a server's, are `causes`)."""
     return [("forget", str(n.event)) if isinstance(n, Forget) else ("send", str(n.event), n.once_key)
-            for n in notices]
+            for n in notices if n.scope is None]
+
+
+def own(notices: list[Notice]) -> list[Notice]:
+    return [n for n in notices if n.scope is None]
+
+
+def causes(notices: list[Notice]) -> list[tuple[str, str, str | None]]:
+    return [("forget" if isinstance(n, Forget) else "send", str(n.event), n.scope)
+            for n in notices if n.scope is not None]
 
 
 CASES: dict[str, tuple[SiteOutcome, dict[str, Any], list[Any]]] = {
@@ -68,13 +78,17 @@ CASES: dict[str, tuple[SiteOutcome, dict[str, Any], list[Any]]] = {
         [("send", "failed", f"{BAD_SHA}/{KEY}"), ("forget", "degraded")]),
     "failed with no commit desired: keyed by the message": (
         outcome(Sync.FAILED, Health.UNKNOWN, message="the site path is a real directory"), NOTHING_WANTED,
-        [("send", "failed", "the site path is a real directory"), ("forget", "degraded")]),
+        [("send", "failed", "the site path is a real directory")]),
     "failed and degraded at once": (
         outcome(Sync.FAILED, Health.DEGRADED, message="x"), LIVE_OLD_WANTS_BAD,
         [("send", "failed", f"{BAD_SHA}/{KEY}"), ("send", "degraded", "degraded")]),
     "a site that has no row yet": (
         outcome(Sync.FAILED, Health.UNKNOWN, message="unreachable"), {},
-        [("send", "failed", "unreachable"), ("forget", "degraded")]),
+        [("send", "failed", "unreachable")]),
+    "Unknown (an outage) forgets nothing: the failure and the degradation outlast it": (
+        outcome(Sync.UNKNOWN, Health.UNKNOWN, message="web-1: cannot connect"), LIVE_NEW, []),
+    "OutOfSync and Missing forget, but nothing recovered": (
+        outcome(Sync.OUT_OF_SYNC, Health.MISSING), LIVE_NEW, [("forget", "failed"), ("forget", "degraded")]),
 }
 
 
@@ -82,6 +96,59 @@ CASES: dict[str, tuple[SiteOutcome, dict[str, Any], list[Any]]] = {
 def test_the_notices_of_a_round(case: str) -> None:
     the_outcome, row, expected = CASES[case]
     assert brief(news(the_outcome, Known("web-1", KEY, row))) == expected
+
+
+def test_a_recovery_is_a_forget_that_carries_recovered() -> None:
+    """Synced forgets `failed` with a `recovered` to send, Healthy forgets `degraded` with one; a
+    forget while the site is not yet well (OutOfSync, Missing) carries none."""
+    well = news(outcome(), Known("web-1", KEY, LIVE_NEW))
+    forgets = {n.event: n.recovered for n in well if isinstance(n, Forget) and n.scope is None}
+    assert forgets[NotifyEvent.FAILED] is not None and forgets[NotifyEvent.FAILED]["reason"] == "failed"
+    assert forgets[NotifyEvent.DEGRADED] is not None and forgets[NotifyEvent.DEGRADED]["reason"] == "degraded"
+    assert forgets[NotifyEvent.FAILED]["release"] == NEW and forgets[NotifyEvent.FAILED]["sync"] == "Synced"
+    not_yet = news(outcome(Sync.OUT_OF_SYNC, Health.MISSING), Known("web-1", KEY, LIVE_NEW))
+    assert all(n.recovered is None for n in not_yet if isinstance(n, Forget) and n.scope is None)
+
+
+def test_an_unreachable_server_is_news_of_the_server_not_of_the_site() -> None:
+    """A round that could not reach its server sends `unreachable` in the server's scope (keyed
+    once per outage, no domain); a round that reached it forgets it with `recovered`."""
+    down = SiteOutcome(SHOP, "web-1", Sync.UNKNOWN, Health.UNKNOWN, "web-1: cannot connect", retry_after=5.0,
+                       backoff=True, unreachable=("web-1",))
+    notices = news(down, Known("web-1", KEY, LIVE_NEW))
+    assert causes(notices) == [("send", "unreachable", "server web-1")]
+    sent = notices[0]
+    assert isinstance(sent, Send) and sent.once_key == "down"
+    assert sent.fields["server"] == "web-1" and sent.fields["message"] == "web-1: cannot connect"
+    back = news(outcome(), Known("web-1", KEY, LIVE_NEW))
+    assert causes(back) == [("forget", "unreachable", "server web-1")]
+    assert isinstance(back[0], Forget) and back[0].recovered is not None and back[0].recovered["server"] == "web-1"
+
+
+def test_a_site_on_many_servers_names_each_server_it_could_not_reach() -> None:
+    """One server down of two: `unreachable` for it, the other one was reached (a forget)."""
+    down = SiteOutcome(SHOP, "web-1", Sync.UNKNOWN, Health.UNKNOWN, "web-2 unreachable", retry_after=5.0,
+                       backoff=True, unreachable=("web-2",))
+    notices = news(down, Known("web-1", KEY, LIVE_NEW, servers=("web-1", "web-2")))
+    assert causes(notices) == [("forget", "unreachable", "server web-1"), ("send", "unreachable", "server web-2")]
+
+
+def test_another_temporary_error_says_nothing_of_the_server() -> None:
+    """A temporary error that is no connection problem (a bug, say) neither reports the server
+    down nor up."""
+    other = SiteOutcome(SHOP, "web-1", Sync.UNKNOWN, Health.UNKNOWN, "KeyError: x", retry_after=5.0, backoff=True)
+    assert causes(news(other, Known("web-1", KEY, LIVE_NEW))) == []
+
+
+def test_the_declarations_repository_down_and_back() -> None:
+    """A failed fetch is `unreachable` in the declarations' scope; a fetch that succeeds forgets it
+    with `recovered`. Neither names a domain or a server."""
+    down = declarations("declarations repository ssh://git@127.0.0.1/x unreachable: refused")
+    assert causes(down) == [("send", "unreachable", DECLARATIONS)]
+    assert isinstance(down[0], Send) and down[0].fields["server"] is None and "refused" in down[0].fields["message"]
+    up = declarations("")
+    assert causes(up) == [("forget", "unreachable", DECLARATIONS)]
+    assert isinstance(up[0], Forget) and up[0].recovered is not None
 
 
 def test_the_history_is_needed_only_for_a_failure() -> None:
@@ -94,7 +161,7 @@ def test_deployed_names_the_live_release_and_the_one_before() -> None:
     live = {"id": 8, "release": NEW, "commit_sha": NEW_SHA, "commit_subject": "v2", "commit_author": "Jane",
             "duration_ms": 1200}
     known = Known("web-1", KEY, LIVE_NEW, live=live, previous=(OLD, OLD_SHA), endpoint="http://127.0.0.1:9180")
-    sent = news(outcome(Sync.SYNCED, Health.HEALTHY, DEPLOY), known)[0]
+    sent = own(news(outcome(Sync.SYNCED, Health.HEALTHY, DEPLOY), known))[0]
     assert isinstance(sent, Send) and sent.event == NotifyEvent.DEPLOYED
     assert {k: sent.fields[k] for k in ("server", "release", "commit", "previous_release", "deployment_id")} == {
         "server": "web-1", "release": NEW, "commit": NEW_SHA, "previous_release": OLD, "deployment_id": 8}
@@ -106,7 +173,7 @@ def test_failed_names_the_failed_build_not_the_live_release() -> None:
                 "server": "web-2", "message": "exit 3"},
                {"id": 8, "release": OLD, "commit_sha": OLD_SHA, "status": "success", "build_key": KEY}]
     known = Known("web-1", KEY, LIVE_OLD_WANTS_BAD, history=history)
-    sent = news(outcome(Sync.FAILED, Health.HEALTHY, FAILED_DEPLOY, message="build failed"), known)[0]
+    sent = own(news(outcome(Sync.FAILED, Health.HEALTHY, FAILED_DEPLOY, message="build failed"), known))[0]
     assert isinstance(sent, Send) and sent.event == NotifyEvent.FAILED
     assert (sent.fields["release"], sent.fields["commit"], sent.fields["server"]) == (BAD, BAD_SHA, "web-2")
     assert (sent.fields["live_release"], sent.fields["live_commit"]) == (OLD, OLD_SHA)
@@ -114,7 +181,7 @@ def test_failed_names_the_failed_build_not_the_live_release() -> None:
 
 
 def test_failed_without_a_build_names_the_desired_commit() -> None:
-    sent = news(outcome(Sync.FAILED, Health.UNKNOWN, message="real directory"), Known("web-1", KEY,
-                                                                                        LIVE_OLD_WANTS_BAD))[0]
+    sent = own(news(outcome(Sync.FAILED, Health.UNKNOWN, message="real directory"),
+                    Known("web-1", KEY, LIVE_OLD_WANTS_BAD)))[0]
     assert isinstance(sent, Send)
     assert (sent.fields["release"], sent.fields["commit"]) == (None, BAD_SHA)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.config import NotifyTarget
+from reconciler.config import NotifyEvent, NotifyTarget
 from reconciler.service import webhooks
 from reconciler.service.announce import FIELDS, Scene, fields
 from reconciler.service.webhooks import ATTEMPTS, Notifications
@@ -71,7 +71,7 @@ SCENE = Scene(SHOP, "web-1", "Failed", "Healthy", "deploy script failed (exit 3)
 
 
 def _emit_failed(notes: Notifications) -> None:
-    notes.emit("failed", SHOP, once_key="b/k1", **fields("failed", SCENE, BROKEN, BROKEN["commit_sha"]))
+    notes.emit("failed", SHOP, **fields("failed", SCENE, BROKEN, BROKEN["commit_sha"]))
 
 
 # --- delivery: retries, giving up, each target its events once -----------------------------------
@@ -88,7 +88,7 @@ def test_retries_until_delivered(sink: Receiver) -> None:
     async def main() -> None:
         notes = Notifications([NotifyTarget(url=sink.root + "/hook")], first_delay=0.01)
         try:
-            notes.emit("deployed", SHOP, once_key="abc", release="01012025-000000", commit="abc")
+            notes.emit("deployed", SHOP, release="01012025-000000", commit="abc")
             await _until(lambda: sink.at("/hook"), 10, "the delivery")
             await _settle()
         finally:
@@ -110,7 +110,7 @@ def test_gives_up_after_the_last_attempt(sink: Receiver) -> None:
     async def main() -> None:
         notes = Notifications([NotifyTarget(url=sink.root + "/hook")], first_delay=0.01)
         try:
-            notes.emit("failed", SHOP, once_key="boom", message="boom")
+            notes.emit("failed", SHOP, message="boom")
             await _until(lambda: len(sink.at("/hook", delivered=False)) >= ATTEMPTS, 10, "every attempt")
             await _settle(1.0)
         finally:
@@ -121,34 +121,44 @@ def test_gives_up_after_the_last_attempt(sink: Receiver) -> None:
     assert not sink.at("/hook")
 
 
-def test_targets_get_only_their_events_once(sink: Receiver) -> None:
+def test_targets_get_only_their_events(sink: Receiver) -> None:
+    """Every event emitted goes to every target that wants it (once-only is decided before:
+    tests/service/test_herald.py); a target that cannot be reached holds up nobody."""
     async def main() -> None:
         notes = Notifications([NotifyTarget(url=sink.root + "/all"),
                                NotifyTarget(url=sink.root + "/failed", events=["failed"]),
                                NotifyTarget(url="http://127.0.0.1:9/unreachable")], first_delay=0.01)
         try:
-            notes.emit("deployed", SHOP, once_key="c1")
-            notes.emit("deployed", SHOP, once_key="c1")  # the same commit again: not news
-            notes.emit("deployed", OTHER_SITE, once_key="c1")  # another site: news
-            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
-            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
-            await _until(lambda: len(sink.at("/all")) >= 3 and sink.at("/failed"), 10, "the deliveries")
-            notes.forget("failed", SHOP)  # it recovered; failing again is news again
-            notes.emit("failed", SHOP, once_key="exit 3", message="exit 3")
+            assert notes.wanted(NotifyEvent.FAILED) and notes.wanted(NotifyEvent.UNREACHABLE)
+            notes.emit("deployed", SHOP)
+            notes.emit("deployed", OTHER_SITE)
+            notes.emit("failed", SHOP, message="exit 3")
             notes.emit("rolled_back", SHOP, release="01012025-000000")
-            notes.emit("rolled_back", SHOP, release="01012025-000000")  # no once key: every rollback counts
-            await _until(lambda: len(sink.at("/failed")) >= 2 and len(sink.at("/all")) >= 6, 10,
-                         "the later deliveries")
+            notes.emit("unreachable", None, server="web-1", message="web-1: cannot connect")
+            await _until(lambda: len(sink.at("/all")) >= 5 and sink.at("/failed"), 10, "the deliveries")
             await _settle()
         finally:
             await notes.close()
 
     asyncio.run(main())
-    events = sorted((p.body["event"], p.body["domain"]) for p in sink.at("/all"))
-    assert events == [("deployed", OTHER_SITE), ("deployed", SHOP), ("failed", SHOP), ("failed", SHOP),
-                      ("rolled_back", SHOP), ("rolled_back", SHOP)]
-    assert [(p.body["event"], p.body["message"]) for p in sink.at("/failed")] == [("failed", "exit 3")] * 2
-    assert len(sink.posts) == 8, sink.posts
+    events = sorted((p.body["event"], p.body["domain"] or "") for p in sink.at("/all"))
+    assert events == [("deployed", OTHER_SITE), ("deployed", SHOP), ("failed", SHOP), ("rolled_back", SHOP),
+                      ("unreachable", "")]
+    assert [(p.body["event"], p.body["message"]) for p in sink.at("/failed")] == [("failed", "exit 3")]
+    assert len(sink.posts) == 6, sink.posts
+
+
+def test_a_drain_waits_for_the_deliveries_under_way(sink: Receiver) -> None:
+    """A CLI run's end: `drain` returns once what was emitted is delivered, retries included."""
+    sink.script["/later"] = [503]
+
+    async def main() -> None:
+        notes = Notifications([NotifyTarget(url=sink.root + "/later")], first_delay=0.01)
+        notes.emit("deployed", SHOP)
+        await notes.drain(timeout=20)
+
+    asyncio.run(main())
+    assert len(sink.at("/later")) == 1 and len(sink.at("/later", delivered=False)) == 2
 
 
 # --- the forms ---------------------------------------------------------------------------------
@@ -196,13 +206,16 @@ def test_the_notify_type_follows_the_event(sink: Receiver) -> None:
         try:
             for event in ("deployed", "rolled_back", "degraded"):
                 notes.emit(event, SHOP, **fields(event, SCENE))
-            await _until(lambda: len(sink.at("/kinds")) >= 3, 20, "three deliveries")
+            notes.emit("unreachable", None, server="web-1", message="web-1: cannot connect")
+            notes.emit("recovered", None, server="web-2", message="reachable again")
+            await _until(lambda: len(sink.at("/kinds")) >= 5, 20, "five deliveries")
         finally:
             await notes.close()
 
     asyncio.run(main())
-    kinds = {h.body["message"].split(" ")[1]: h.body["type"] for h in sink.at("/kinds")}
-    assert kinds == {"deployed": "success", "rolled": "info", "DEGRADED": "warning"}, kinds
+    kinds = {" ".join(h.body["message"].split(" ")[1:3]): h.body["type"] for h in sink.at("/kinds")}
+    assert kinds == {"deployed on": "success", "rolled back": "info", "DEGRADED on": "warning",
+                     "web-1 UNREACHABLE:": "failure", "web-2 reachable": "success"}, kinds
 
 
 def test_apprise_deliveries_are_retried_with_backoff(sink: Receiver) -> None:

@@ -15,6 +15,8 @@ from reconciler.cli.render import site_detail, table, use_color
 from reconciler.cli.state import monitoring_blind
 from reconciler.core.shard import Shard
 from reconciler.core.status import Health, Sync
+from reconciler.core.text import printable
+from reconciler.engine.state_reader import FETCH_PROBLEM
 from reconciler.engine.views import declared_views, history_views, in_step
 
 HEADERS = ["SITE", "SERVER", "SERVERS", "SYNC", "HEALTH", "ACTIVE", "COMMIT", "PINNED", "LAST DEPLOY", "MESSAGE"]
@@ -36,6 +38,10 @@ def handle(invocation: Invocation, args: argparse.Namespace) -> int:
                 return 1
         # Another shard's sites are another instance's to alarm about.
         code = attention_code([v for v in views if not v["skipped"]]) if args.exit_code else 0
+        if unreachable := store.meta(FETCH_PROBLEM):
+            # Nothing new is applied until the Git host answers: an alarm of its own.
+            print(f"reconciler: {printable(unreachable)}", file=sys.stderr)
+            code = ATTENTION if args.exit_code else 0
         if args.json:
             print(json.dumps(views, indent=2))
             return code
