@@ -26,8 +26,9 @@ from reconciler.service import announce, webhooks
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def test_notify_events_are_the_contracts_four() -> None:
-    assert [e.value for e in NotifyEvent] == ["deployed", "failed", "rolled_back", "degraded"]
+def test_notify_events_are_the_contracts_four_and_reachability() -> None:
+    assert [e.value for e in NotifyEvent] == ["deployed", "failed", "rolled_back", "degraded", "unreachable",
+                                              "recovered"]
     assert tuple(NotifyEvent) == NOTIFY_EVENTS  # the default of `events`: all of them
 
 
@@ -40,7 +41,9 @@ def test_history_reasons_are_the_stored_strings() -> None:
 
 SENTENCES = {NotifyEvent.DEPLOYED: "shop.example.com deployed: ", NotifyEvent.FAILED: "shop.example.com FAILED: ",
              NotifyEvent.ROLLED_BACK: "shop.example.com rolled back: ",
-             NotifyEvent.DEGRADED: "shop.example.com DEGRADED: "}
+             NotifyEvent.DEGRADED: "shop.example.com DEGRADED: ",
+             NotifyEvent.UNREACHABLE: "shop.example.com UNREACHABLE: ",
+             NotifyEvent.RECOVERED: "shop.example.com recovered: "}
 
 
 @pytest.mark.parametrize("event", list(NotifyEvent))
@@ -78,7 +81,7 @@ def test_an_unknown_notify_event_is_a_config_error_naming_the_known_ones(tmp_pat
 
 @pytest.mark.parametrize(("function", "parameter", "expected"), [
     (webhooks.Notifications.emit, "event", NotifyEvent),
-    (webhooks.Notifications.forget, "event", NotifyEvent),
+    (webhooks.Notifications.wanted, "event", NotifyEvent),
     (webhooks.send_chat, "event", NotifyEvent),
     (announce.fields, "event", NotifyEvent),
     (announce.payload, "event", NotifyEvent),
