@@ -51,6 +51,8 @@ def test_a_repository_url_that_git_could_misread_is_refused(repo: str) -> None:
     ({"require_signed": "always"}, "require_signed", "'off' or 'head'"),
     ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
     ({"concurrency": "8"}, "concurrency", "valid integer"),  # strict: TOML's types, never coerced
+    ({"retention_days": 0}, "retention_days", "at least 1"),
+    ({"retention_days": 1.5}, "retention_days", "valid integer"),
 ])
 def test_a_bad_setting_is_a_config_error_naming_the_file_and_key(tmp_path: Path, raw: dict[str, Any], key: str,
                                                                    says: str) -> None:
@@ -102,3 +104,8 @@ def test_load_settings_reads_the_file_applies_flags_and_returns_frozen_settings(
     assert settings.listen == "127.0.0.1:9180" and settings.state_dir == Path("state")
     with pytest.raises(ValidationError):
         settings.concurrency = 1
+
+
+def test_history_is_kept_for_ever_unless_retention_days_is_set() -> None:
+    assert Settings().retention_days is None
+    assert Settings.model_validate({"retention_days": 90}).retention_days == 90
