@@ -128,9 +128,11 @@ def _write(store: Store, site: SiteDeclaration, outcome: SiteOutcome, decl_commi
         return
     values["desired_commit"] = rollout.desired_commit
     # What is live now: the desired release when we got there (even if a later step then
-    # failed), else what the probe saw.
+    # failed), else what the board says the first server serves (a release that failed its
+    # check with nothing to return to stays live), else what the probe saw.
+    on_board = board.get(first) if board else None
     active = live_after(outcome) or (rollout.desired_release if outcome.sync == Sync.SYNCED
-                                     else seen.active_release)
+                                     else on_board[0] if on_board is not None else seen.active_release)
     if snapshot is not None:
         row = next((r for r in snapshot.deployments.get(site.domain, [])
                     if r["release"] == active and r.get("server") == first), None) if active else None

@@ -1,7 +1,8 @@
 """Behaviour: `retry` of a release whose build succeeded and whose health check failed checks
 that release again, without a build: a first deploy (still live: nothing to return to) is checked
 again in place; a later one (switched back) is switched to and checked. One that fails again is
-remembered again, not checked every pass. For a site on one server and on two.
+remembered again, not checked every pass. A first deploy that failed its check is shown live
+where it stays live. For a site on one server and on two.
 
 Real sshds, real git, the CLI in this process; the flag file `sick` under base_path makes the
 health check fail on the server it is on.
@@ -87,3 +88,13 @@ def test_a_release_that_fails_its_health_check_again_is_remembered_again(fleet: 
     assert fleet.reconcile().rc == 1
     assert _failures_logged(fleet, release) == [2] * len(fleet.servers), "remembered: not switched to again"
     assert fleet.releases() == built
+
+
+def test_a_first_deploy_that_fails_its_health_check_is_shown_live_where_it_stays_live(fleet: Fleet) -> None:
+    _declare(fleet)
+    fleet.touch("sick", on=fleet.last)
+    assert fleet.reconcile().rc == 1
+    release = fleet.live_release()
+    view = fleet.status()
+    assert view["active_release"] == release, view
+    assert view["message"].endswith("there is no previous release to return to, so it stays live"), view
