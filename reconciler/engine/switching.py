@@ -110,6 +110,10 @@ async def after_switch(bench: Workbench, run: SiteRun, contexts: Mapping[str, ap
     elif built:
         commit = run.rollout.build.commit if run.rollout is not None and run.rollout.build is not None else ""
         run.applied.append(Applied(Deploy(release, commit), note=note))
+    elif why == SwitchReason.RETRY:
+        # The deploy that failed its check completes now: `deployed`, as if it had passed then.
+        row = store.by_release(site.domain, release, first)
+        run.applied.append(Applied(Deploy(release, (row["commit_sha"] or "") if row else ""), note=note))
     else:
         run.applied.append(Applied(Activate(release, why), note=note))
     return None
