@@ -239,6 +239,10 @@ class Settings(BaseModel):
     # The session cookie is always Secure (a TLS proxy in front that sends no X-Forwarded-Proto).
     cookie_secure: bool = False
     notify: list[NotifyTarget] = []
+    # History (deployment and activation rows) and deployment logs under state_dir/logs older
+    # than this many days are forgotten, but never those of a release still on a server nor a
+    # site's latest (engine/retention.py). None, the default: history is kept for ever.
+    retention_days: int | None = None
     # Past one process: this instance owns only the servers that hash to shard i of n
     # (core/shard.py). "1/1", the default, owns every server.
     shard: str = "1/1"
@@ -255,10 +259,10 @@ class Settings(BaseModel):
     def _token_name(cls, value: str) -> str:
         return ApiToken._name(value)
 
-    @field_validator("concurrency")
+    @field_validator("concurrency", "retention_days")
     @classmethod
-    def _positive(cls, value: int) -> int:
-        if value < 1:
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
             raise ValueError("must be at least 1")
         return value
 

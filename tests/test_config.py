@@ -52,6 +52,8 @@ def test_a_repository_url_that_git_could_misread_is_refused(repo: str) -> None:
     ({"require_signed": "always"}, "require_signed", "'off' or 'head'"),
     ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
     ({"concurrency": "8"}, "concurrency", "valid integer"),  # strict: TOML's types, never coerced
+    ({"retention_days": 0}, "retention_days", "at least 1"),
+    ({"retention_days": 1.5}, "retention_days", "valid integer"),
 ])
 def test_a_bad_setting_is_a_config_error_naming_the_file_and_key(tmp_path: Path, raw: dict[str, Any], key: str,
                                                                    says: str) -> None:
@@ -179,3 +181,8 @@ def test_a_token_file_that_became_unreadable_is_a_config_error_when_read(tmp_pat
     token_file.write_text("\n")
     with pytest.raises(ConfigError, match="is empty"):
         settings.named_tokens[0].digest()
+
+
+def test_history_is_kept_for_ever_unless_retention_days_is_set() -> None:
+    assert Settings().retention_days is None
+    assert Settings.model_validate({"retention_days": 90}).retention_days == 90

@@ -53,23 +53,68 @@ def _nesting(text: str) -> int:
     return deepest
 
 
-_KEY_LINE = re.compile(r"""^[ \t]*\[*[ \t]*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)""")
+_PART = r"""(?:"(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)"""
+_DOTTED = rf"{_PART}(?:[ \t]*\.[ \t]*{_PART})*"
+_TABLE_LINE = re.compile(rf"^[ \t]*\[\[?[ \t]*({_DOTTED})[ \t]*\]")
+_KEY_LINE = re.compile(rf"^[ \t]*({_DOTTED})[ \t]*=")
+_PARTS = re.compile(_PART)
+
+Lines = dict[tuple[str, ...], int]  # a key's path (("health", "retries")) -> the line it is set on
 
 
-def _key_lines(text: str) -> dict[str, int]:
-    """First line of each top-level key or table name, indexed once per file."""
-    lines: dict[str, int] = {}
+def _parts(dotted: str) -> tuple[str, ...] | None:
+    parts = []
+    for token in _PARTS.findall(dotted):
+        if token[0] == '"':
+            try:
+                token = tomllib.loads(f"k = {token}")["k"]
+            except tomllib.TOMLDecodeError:
+                return None
+        elif token[0] == "'":
+            token = token[1:-1]
+        parts.append(token)
+    return tuple(parts)
+
+
+def _key_lines(text: str) -> Lines:
+    """The first line of every key, by its full path: a key inside `[health]` is ("health",
+    "retries") at its own line, the table's name at its header's; a dotted key names each of its
+    prefixes too. Lines inside a multi-line string are its text, not keys."""
+    lines: Lines = {}
+    table: tuple[str, ...] = ()
+    open_quote = ""
     for number, line in enumerate(text.splitlines(), 1):
-        match = _KEY_LINE.match(line)
-        if match:
-            token = match.group(1)
-            if token[0] in "\"'":
-                try:
-                    token = tomllib.loads(f"k = {token}")["k"] if token[0] == '"' else token[1:-1]
-                except tomllib.TOMLDecodeError:
-                    continue
-            lines.setdefault(token, number)
+        if open_quote:
+            if line.count(open_quote) % 2:
+                open_quote = ""
+            continue
+        header = _TABLE_LINE.match(line)
+        key = None if header else _KEY_LINE.match(line)
+        if header is not None and (parts := _parts(header.group(1))) is not None:
+            table = parts
+            found = parts
+        elif key is not None and (parts := _parts(key.group(1))) is not None:
+            found = table + parts
+            value = line[key.end():]
+            # A value that opens a multi-line string not closed on this line: skip its lines.
+            quote = next((q for q in ('"""', "'''") if value.lstrip().startswith(q)), "")
+            if quote and value.count(quote) % 2:
+                open_quote = quote
+        else:
+            continue
+        for n in range(1, len(found) + 1):
+            lines.setdefault(found[:n], number)
     return lines
+
+
+def _line_of(lines: Lines, path: Iterable[str]) -> int:
+    """The line of the key at `path`, else of its nearest parent that has one (a key inside an
+    inline table is on its table's line), else 1."""
+    parts = tuple(path)
+    for n in range(len(parts), 0, -1):
+        if (found := lines.get(parts[:n])) is not None:
+            return found
+    return 1
 
 
 def _invalid(stem: str, filename: str, errors: list[str], server: str = "") -> InvalidSite:
@@ -112,7 +157,7 @@ def parse_site(filename: str, data: bytes) -> SiteDeclaration | InvalidSite:
     if problem := check_domain(stem):
         errors.append(f"{filename}:1: domain: file name {stem!r} is not a lower-case DNS name: {problem}")
     if "domain" in raw and raw["domain"] != stem:
-        errors.append(f"{filename}:{lines.get('domain', 1)}: domain: must equal the file name {stem!r}")
+        errors.append(f"{filename}:{_line_of(lines, ['domain'])}: domain: must equal the file name {stem!r}")
     try:
         site = SiteDeclaration.model_validate({**raw, "domain": stem})
     except ValidationError as exc:
@@ -123,9 +168,10 @@ def parse_site(filename: str, data: bytes) -> SiteDeclaration | InvalidSite:
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 message = "unknown key"
-            # A key of a table ([health]) is named in full: health.timeout.
-            name = ".".join(str(part) for part in err["loc"] if isinstance(part, str)) or key
-            errors.append(f"{filename}:{lines.get(key, 1)}: {printable(name) or 'file'}: {printable(message)}")
+            # A key of a table ([health]) is named in full, at its own line: health.timeout.
+            path = [part for part in err["loc"] if isinstance(part, str)]
+            name = ".".join(path) or key
+            errors.append(f"{filename}:{_line_of(lines, path)}: {printable(name) or 'file'}: {printable(message)}")
         return _invalid(stem, filename, errors, printable(str(server)))
     if errors:
         return _invalid(stem, filename, errors, printable(str(server)))
@@ -144,7 +190,7 @@ def parse_file(filename: str, data: bytes | None) -> Parsed:
                                             "allowed",)), 0
     parsed = parse_site(filename, data)
     # Rare: the file was decoded once already.
-    line = (_key_lines(data.decode("utf-8")).get("server", 1)
+    line = (_line_of(_key_lines(data.decode("utf-8")), ["server"])
             if isinstance(parsed, SiteDeclaration) and parsed.server == LOCAL_SERVER else 0)
     return parsed, line
 

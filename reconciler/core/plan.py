@@ -116,11 +116,19 @@ class Plan(Verdict):
         return bool(self.actions)
 
 
+# How the message of a release that failed its health check after its switch begins (its manifest
+# and row say so): its build succeeded, so a `retry` checks it again rather than building anew.
+HEALTH_FAILED = "health check failed after switch"
+
+
 @dataclass(frozen=True)
 class FailureMemory:
-    """Failed builds of a site, keyed by (commit, build key), with the message to show."""
+    """Failed builds of a site, keyed by (commit, build key), with the message to show.
+    `rechecks`: releases whose build succeeded and whose health check failed, forgiven by an
+    operator's `retry`: switched to (or, live, switched again) and checked, never rebuilt."""
 
     failed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    rechecks: frozenset[str] = frozenset()
 
     def get(self, commit: str, build_key: str) -> str | None:
         return self.failed.get((commit, build_key))

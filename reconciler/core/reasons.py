@@ -45,3 +45,6 @@ class SwitchReason(StrEnum):
     UNPIN = "unpin"  # history: the switch that followed a pin's removal
     DRIFT = "drift"  # history: a live link that was not the one we set, put back
     DEPLOY = "deploy"  # a site of many servers: the switch to a release just built on all of them
+    # An operator's `retry` of a release built but failed by its health check: switched to again
+    # (the same release when it stayed live) and checked, without a build.
+    RETRY = "retry"

@@ -243,13 +243,17 @@ class _Planner:
 
     def _towards(self, commit: str, prepare: dict[str, tuple[Action, ...]]) -> Rollout:
         site = self.site
-        built = {server: [r.name for r in facts.ordered() if _successful_build(r, commit, site.build_key)
+        built = {server: [r.name for r in facts.ordered() if (_successful_build(r, commit, site.build_key)
+                                                              or self._recheck(server, r, commit))
                           and (self.fresh_after is None or _built_after(r.name, self.fresh_after))]
                  for server, facts in self.facts.items()}
         first = self.servers[0]
         everywhere = [name for name in built[first] if all(name in names for names in built.values())]
         actives = {facts.active_release for facts in self.facts.values()}
         if len(actives) == 1 and (live := next(iter(actives))) is not None and live in everywhere:
+            if self._rechecked(live):
+                # Still live after its failed check (there was nothing to return to): checked again.
+                return self._settle(live, SwitchReason.RETRY, commit, prepare, again=True)
             return self._settle(live, SwitchReason.ROLL_FORWARD, commit, prepare)
         somewhere = sorted({name for names in built.values() for name in names}, key=_release_time)
         name = everywhere[-1] if everywhere else (somewhere[-1] if somewhere else None)
@@ -272,7 +276,7 @@ class _Planner:
         if not need and not once:
             reason = SwitchReason.ROLL_FORWARD if self.facts[first].active_release is not None \
                 else SwitchReason.ACTIVATE
-            return self._settle(name, reason, commit, prepare)
+            return self._settle(name, SwitchReason.RETRY if self._rechecked(name) else reason, commit, prepare)
         build = None
         if need:
             current = self.facts[first].releases.get(self.facts[first].active_release or "")
@@ -287,14 +291,26 @@ class _Planner:
         return "; ".join(f"{server}: {why} (commit {commit[:12]}; waiting for a new commit or declaration change)"
                          for server, why in failed) + "; no server switched"
 
+    def _recheck(self, server: str, release: ReleaseFacts, commit: str) -> bool:
+        """`release` on `server` was built from `commit` and failed only its health check, and an
+        operator's `retry` forgave it: it counts as built (checked again, never rebuilt)."""
+        manifest = release.manifest
+        return (release.name in self.memory.get(server, FailureMemory()).rechecks and manifest is not None
+                and manifest.commit == commit and manifest.build_key == self.site.build_key)
+
+    def _rechecked(self, name: str) -> bool:
+        """`name` is to be checked again on some server (its manifest there still says failed)."""
+        return any(name in self.memory.get(server, FailureMemory()).rechecks for server in self.servers)
+
     def _settle(self, target: str, reason: SwitchReason, commit: str | None, prepare: dict[str, tuple[Action, ...]],
-                build: Build | None = None, once: RunOnce | None = None) -> Rollout:
+                build: Build | None = None, once: RunOnce | None = None, *, again: bool = False) -> Rollout:
         """Every server ends on `target` (built first where `build` says, its run-once step run
         where `once` says): relink drifted shared entries where it is live, switch where it is
-        not, retry an owed reload, prune."""
+        not (everywhere when `again`: a live release checked again goes through the switch and
+        what follows it, with nothing to return to), retry an owed reload, prune."""
         site = self.site
         health = self.health()
-        moving = tuple(server for server, facts in self.facts.items() if facts.active_release != target)
+        moving = tuple(server for server, facts in self.facts.items() if again or facts.active_release != target)
         owed = self.reload_owed
         retry_reload = not moving and owed is not None and owed[0] == target and bool(site.reload_command)
         work = {}
@@ -309,7 +325,8 @@ class _Planner:
             health = Health.DEGRADED if health == Health.HEALTHY else health
         prune = {server: names for server in self.servers
                  if (names := self._prunable(server, target, build))}
-        switch = Switch(target, reason, moving, {s: self.facts[s].active_release for s in moving}) if moving else None
+        switch = Switch(target, reason, moving, {s: None if again else self.facts[s].active_release
+                                                 for s in moving}) if moving else None
         # The live release is the desired one while only housekeeping or an owed reload remains.
         pending = build is not None or once is not None or switch is not None or \
             any(isinstance(a, Provision | Relink) for steps in work.values() for a in steps)

@@ -20,5 +20,7 @@ def printable_lines(text: str) -> str:
     """Many lines (a build's output) for a terminal: `printable` between the newlines and tabs
     that lay them out, so every other control character shows as its escape: the ESC of CSI/OSC
     sequences (screen clears, window titles, OSC 52 clipboard writes) as `\\x1b`, BEL, CR, the
-    C1 controls. Line by line, so a long log that is mostly plain takes `printable`'s fast path."""
-    return "\n".join("\t".join(map(printable, line.split("\t"))) for line in text.split("\n"))
+    C1 controls. A CR that ends a line (CRLF output: Windows tools, composer, curl) is that
+    line's end, not shown; any other CR is. Line by line, so a long log that is mostly plain
+    takes `printable`'s fast path."""
+    return "\n".join("\t".join(map(printable, line.removesuffix("\r").split("\t"))) for line in text.split("\n"))

@@ -217,6 +217,15 @@ async def mark_failed(ctx: SiteContext, release: str, manifest_json: str, messag
         ctx.store.update_deployment(row["id"], status=DeployStatus.FAILED, message=message)
 
 
+async def mark_succeeded(ctx: SiteContext, release: str, manifest_json: str) -> None:
+    """Record an existing release as successful again (it failed only its health check, and
+    passed it when checked again), on the server (its manifest) and in the store."""
+    await run(ctx, Step.RECORD, site_steps.write_manifest(ctx.paths, release, manifest_json))
+    row = ctx.store.by_release(ctx.site.domain, release, ctx.server)
+    if row is not None:
+        ctx.store.update_deployment(row["id"], status=DeployStatus.SUCCESS, message="", forgiven=0)
+
+
 async def fetch_log(ctx: SiteContext, release: str) -> str:
     result = await send(ctx, site_steps.tail_log(ctx.paths.log(release), LOCAL_LOG_BYTES))
     return result.stdout

@@ -16,7 +16,7 @@ from reconciler.config import Settings
 from reconciler.core.declarations import Declarations, SiteDeclaration
 from reconciler.core.facts import ServerFacts
 from reconciler.core.shard import Shard
-from reconciler.engine import executor, pruning, rounds
+from reconciler.engine import executor, pruning, retention, rounds
 from reconciler.engine.desired import LAST_OVERRIDE, LAST_VERIFIED, DesiredState
 from reconciler.engine.fairness import FairLimiter
 from reconciler.engine.outcome import SiteOutcome
@@ -136,6 +136,13 @@ class Reconciler:
 
     async def prune(self, only: str | None, keep: int | None, dry_run: bool) -> list[PruneResult]:
         return await pruning.prune(self.bench, self.desired, only, keep, dry_run)
+
+    def expire_history(self, dry_run: bool = False) -> retention.Expired | None:
+        """Forget history and logs older than `retention_days` (None: the setting is off)."""
+        days = self.settings.retention_days
+        if days is None:
+            return None
+        return retention.expire(self.store, self.settings.log_dir, days, self.bench.clock(), dry_run)
 
     async def close(self) -> None:
         await self.bench.pool.close()

@@ -127,6 +127,11 @@ class DeploymentRows:
             [domain])
         return int(cursor.rowcount)
 
+    def unforgive(self, domain: str, release: str) -> None:
+        """`release` failed again after its failure was forgiven (its health check, checked
+        again): remembered once more, so it is not checked again every pass."""
+        self.db.execute("update deployments set forgiven = 0 where site = ? and release = ?", [domain, release])
+
     # -- imperative requests (retry, redeploy) ---------------------------------------------
 
     def request(self, domain: str, kind: RequestKind, by: str, after: str | None = None) -> None:

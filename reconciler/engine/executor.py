@@ -244,8 +244,10 @@ async def _locked(bench: Workbench, run: SiteRun, head: BranchHead | None,
                 clean_interrupted=True, fresh_after=_fresh_after(request), reload_owed=store.reload_owed(site.domain),
                 takeover={s: c.lease.takeover if c.lease is not None else None for s, c in contexts.items()})
             outcome = await _carry_out(bench, run, rollout, contexts, by_lock, before)
-            if request is not None and (rollout.build is not None or rollout.sync == Sync.SYNCED):
-                # Answered: the requested build ran (whatever its result), or nothing was left to do.
+            rechecked = rollout.switch is not None and rollout.switch.reason == SwitchReason.RETRY
+            if request is not None and (rollout.build is not None or rechecked or rollout.sync == Sync.SYNCED):
+                # Answered: the requested build ran (or the built release was checked again),
+                # whatever its result, or nothing was left to do.
                 store.clear_request(site.domain, request["at"])
     except LockNotReleased as exc:
         if outcome is None:

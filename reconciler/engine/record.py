@@ -13,7 +13,7 @@ from typing import Any
 
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import SiteFacts
-from reconciler.core.plan import Activate, Deploy, FailureMemory
+from reconciler.core.plan import HEALTH_FAILED, Activate, Deploy, FailureMemory
 from reconciler.core.rollout import Rollout
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import source
@@ -33,8 +33,10 @@ def label(site: SiteDeclaration) -> str:
 def failure_memory(store: Store, domain: str, facts: SiteFacts, server: str | None = None,
                    rows: Sequence[Mapping[str, Any]] | None = None) -> FailureMemory:
     """Failures remembered in the store and in failed manifests on the server, less those an
-    operator forgave (`retry`). `rows`: the site's deployment rows already read (a snapshot)."""
+    operator forgave (`retry`); those of them whose build succeeded and only the health check
+    failed are to be checked again. `rows`: the site's deployment rows already read (a snapshot)."""
     failed: dict[tuple[str, str], str] = {}
+    rechecks: set[str] = set()
     if rows is None:
         forgiven = store.forgiven(domain, server)
         remembered = list(store.failures(domain, server))
@@ -46,11 +48,15 @@ def failure_memory(store: Store, domain: str, facts: SiteFacts, server: str | No
                       and r["commit_sha"] and r["build_key"]]
     for release in facts.releases.values():
         manifest = release.manifest
-        if manifest is not None and manifest.status == DeployStatus.FAILED and release.name not in forgiven:
+        if manifest is None or manifest.status != DeployStatus.FAILED:
+            continue
+        if release.name not in forgiven:
             failed[(manifest.commit, manifest.build_key)] = manifest.message or "deployment failed"
+        elif manifest.message.startswith(HEALTH_FAILED):
+            rechecks.add(release.name)
     for commit, key, message in remembered:
         failed[(commit, key)] = message
-    return FailureMemory(failed)
+    return FailureMemory(failed, frozenset(rechecks))
 
 
 def reloaded(store: Store, domain: str, release: str, warnings: list[str]) -> tuple[Health, str]:
@@ -122,9 +128,11 @@ def _write(store: Store, site: SiteDeclaration, outcome: SiteOutcome, decl_commi
         return
     values["desired_commit"] = rollout.desired_commit
     # What is live now: the desired release when we got there (even if a later step then
-    # failed), else what the probe saw.
+    # failed), else what the board says the first server serves (a release that failed its
+    # check with nothing to return to stays live), else what the probe saw.
+    on_board = board.get(first) if board else None
     active = live_after(outcome) or (rollout.desired_release if outcome.sync == Sync.SYNCED
-                                     else seen.active_release)
+                                     else on_board[0] if on_board is not None else seen.active_release)
     if snapshot is not None:
         row = next((r for r in snapshot.deployments.get(site.domain, [])
                     if r["release"] == active and r.get("server") == first), None) if active else None

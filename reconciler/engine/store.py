@@ -140,6 +140,35 @@ class Store(DeploymentRows):
         return cast(list[ActivationRow], list(self.db["activations"].rows_where("site = ?", [domain],
                                                                                  order_by="at desc, id desc")))
 
+    def expired(self, before: str) -> tuple[list[DeploymentRow], list[int]]:
+        """History older than `before` (a utcnow() string) that retention may forget: deployment
+        rows finished before it whose release is gone from its server (`deployment_path` null),
+        and activations before it. Never a row still unfinished, of a release live anywhere, the
+        latest of its site on each server (what the site last set out to do, and the failure it
+        remembers), nor the latest activation of a site."""
+        rows = self.db.query(
+            "select * from (select *, row_number() over (partition by site, coalesce(server, '') "
+            "order by started_at desc, id desc) as newest from deployments) as d "
+            "where newest > 1 and deployment_path is null and status not in ('pending', 'updating') "
+            "and coalesce(completed_at, started_at, '') < ? "
+            "and id not in (select active_deployment_id from sites where active_deployment_id is not null) "
+            "and not exists (select 1 from sites s where s.domain = d.site and s.active_release = d.release) "
+            "and not exists (select 1 from site_servers v where v.site = d.site and v.active_release = d.release)",
+            [before])
+        deployments = [cast(DeploymentRow, {k: v for k, v in row.items() if k != "newest"}) for row in rows]
+        activations = [row["id"] for row in self.db.query(
+            "select id from (select id, at, row_number() over (partition by site order by at desc, id desc) "
+            "as newest from activations) where newest > 1 and at < ?", [before])]
+        return deployments, activations
+
+    def forget_history(self, deployments: list[int], activations: list[int]) -> None:
+        """Delete these deployment and activation rows (`expired` chose them), in one transaction."""
+        with self.db.atomic():
+            for table, ids in (("deployments", deployments), ("activations", activations)):
+                for start in range(0, len(ids), SNAPSHOT_CHUNK):
+                    chunk = ids[start:start + SNAPSHOT_CHUNK]
+                    self.db.execute(f"delete from {table} where id in ({','.join('?' * len(chunk))})", chunk)
+
     def set_site_servers(self, domain: str, rows: dict[str, tuple[str | None, str]]) -> None:
         """Each server's (live release, message) of a site on many servers; other rows go.
 

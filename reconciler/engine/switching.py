@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reconciler.core.manifest import Manifest
-from reconciler.core.plan import Activate, Deploy
+from reconciler.core.plan import HEALTH_FAILED, Activate, Deploy
 from reconciler.core.reasons import SwitchReason
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply, record
@@ -85,10 +85,12 @@ async def after_switch(bench: Workbench, run: SiteRun, contexts: Mapping[str, ap
         health = Health.DEGRADED
         message = "; ".join(m for m in (message, *(run.on(s, f"pinned release {release} fails its health check: "
                                                             f"{d}; the pin holds") for s, d in failing)) if m)
+    if why == SwitchReason.RETRY:
+        await _passed_again(run, contexts, release, servers)
     if not built:
         # One history entry for the rollout (a build's own rows say it was built and went live):
         # why it switched without a build, and who asked.
-        cause, by = _activation_cause(bench, run, why)
+        cause, by = _activation_cause(bench, run, why, contexts[first])
         now = utcnow()
         row = store.by_release(site.domain, release, first)
         store.update_site(site.domain, active_deployment_id=row["id"] if row else None, active_release=release,
@@ -108,9 +110,24 @@ async def after_switch(bench: Workbench, run: SiteRun, contexts: Mapping[str, ap
     elif built:
         commit = run.rollout.build.commit if run.rollout is not None and run.rollout.build is not None else ""
         run.applied.append(Applied(Deploy(release, commit), note=note))
+    elif why == SwitchReason.RETRY:
+        # The deploy that failed its check completes now: `deployed`, as if it had passed then.
+        row = store.by_release(site.domain, release, first)
+        run.applied.append(Applied(Deploy(release, (row["commit_sha"] or "") if row else ""), note=note))
     else:
         run.applied.append(Applied(Activate(release, why), note=note))
     return None
+
+
+async def _passed_again(run: SiteRun, contexts: Mapping[str, apply.SiteContext], release: str,
+                        servers: list[str]) -> None:
+    """A release that had failed only its health check passed it when checked again (`retry`):
+    a successful build again, on each server and in the store."""
+    for server in servers:
+        found = run.facts[server].releases.get(release) if server in run.facts else None
+        if found is not None and found.manifest is not None and found.manifest.status == DeployStatus.FAILED:
+            done = dataclasses.replace(found.manifest, status=DeployStatus.SUCCESS, message="", completed_at=utcnow())
+            await apply.mark_succeeded(contexts[server], release, done.to_json())
 
 
 async def _switch_back(bench: Workbench, run: SiteRun, contexts: Mapping[str, apply.SiteContext], release: str,
@@ -120,8 +137,7 @@ async def _switch_back(bench: Workbench, run: SiteRun, contexts: Mapping[str, ap
     to its previous release, and `release` is a failed build everywhere (remembered: no hot loop)."""
     site, store = run.site, bench.store
     reasons = "; ".join(run.on(s, d) for s, d in failing)
-    message = f"health check failed after switch on {reasons}" if run.many else \
-        f"health check failed after switch: {reasons}"
+    message = f"{HEALTH_FAILED} on {reasons}" if run.many else f"{HEALTH_FAILED}: {reasons}"
     back = [s for s, p in previous.items() if p is not None]
     for server in back:
         await apply.switch(contexts[server], previous[server] or "")
@@ -154,6 +170,7 @@ async def _switch_back(bench: Workbench, run: SiteRun, contexts: Mapping[str, ap
                                          message=message[:500])
             await apply.mark_failed(contexts[server], release, failed.to_json(), message)
         run.board[server] = (previous[server] or release, message)
+    store.unforgive(site.domain, release)  # a `retry` that checked it again: remembered again
     commit = run.rollout.build.commit if run.rollout is not None and run.rollout.build is not None else ""
     run.applied.append(Applied(Deploy(release, commit), failed=True, note=message))
     if back:
@@ -161,10 +178,14 @@ async def _switch_back(bench: Workbench, run: SiteRun, contexts: Mapping[str, ap
     return run.outcome(Sync.FAILED, Health.HEALTHY if back else Health.DEGRADED, message)
 
 
-def _activation_cause(bench: Workbench, run: SiteRun, why: SwitchReason) -> tuple[SwitchReason, str]:
+def _activation_cause(bench: Workbench, run: SiteRun, why: SwitchReason, ctx: apply.SiteContext
+                      ) -> tuple[SwitchReason, str]:
     """Why a release is switched to without a build, and who asked, for history: a pin is a
     rollback (asked by the author of the declarations commit applied), the pin's removal an
-    unpin, a live link that is not the one we set is drift corrected; else a roll-forward."""
+    unpin, a release checked again the `retry` of whoever asked, a live link that is not the one
+    we set is drift corrected; else a roll-forward."""
+    if why == SwitchReason.RETRY:
+        return SwitchReason.RETRY, ctx.requested_by or ""
     row: Mapping[str, Any] = bench.store.site(run.site.domain) or {}
     if why == SwitchReason.ROLLBACK:
         return SwitchReason.ROLLBACK, record.author(bench.settings.local_repo, run.decl_commit)

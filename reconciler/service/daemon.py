@@ -16,8 +16,10 @@ import logging
 import signal
 from collections import defaultdict
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from reconciler.config import Settings, load_settings
@@ -26,6 +28,7 @@ from reconciler.core.status import Health, Sync
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.memo import Memo
 from reconciler.engine.outcome import SiteOutcome
+from reconciler.engine.retention import RETENTION_EVERY
 from reconciler.engine.store import Store
 from reconciler.engine.views import declared
 from reconciler.errors import ConfigError, ReconcilerError
@@ -319,6 +322,19 @@ class Daemon:
         interval = self.settings.interval
         self.scheduler.add_job(self.request, "interval", seconds=interval, jitter=min(interval / 10, 30),
                                id="poll", replace_existing=True, coalesce=True, max_instances=1)
+        if self.settings.retention_days is None:
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job("retention")
+        else:  # now, then every few hours
+            self.scheduler.add_job(self._expire, "interval", seconds=RETENTION_EVERY, id="retention",
+                                   replace_existing=True, coalesce=True, max_instances=1,
+                                   next_run_time=datetime.now(UTC))
+
+    async def _expire(self) -> None:
+        try:
+            self.reconciler.expire_history()
+        except Exception:  # a failed clean-up is never the daemon's end
+            log.exception("retention: history not pruned")
 
     def reload(self) -> None:
         """SIGHUP: re-read the config file; new timeouts, interval, concurrency and `[[notify]]`

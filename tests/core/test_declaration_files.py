@@ -47,11 +47,26 @@ def test_errors_past_the_limit_are_summarised_in_one_line() -> None:
     assert result.errors[-1] == f"{FILE}: ... and 7 more errors"
 
 
-def test_a_key_of_a_table_is_named_in_full_at_the_tables_line() -> None:
+def test_a_key_of_a_table_is_named_in_full_at_its_own_line() -> None:
     text = render(BASE) + '\n[health]\nurl = "http://localhost/"\ncolour = 1\n'
     result = parse(text)
     assert isinstance(result, InvalidSite)
-    assert result.errors == (f"{FILE}:4: health.colour: unknown key",)
+    assert result.errors == (f"{FILE}:6: health.colour: unknown key",)
+
+
+def test_a_bad_value_inside_a_table_points_at_its_key_not_the_header() -> None:
+    text = ('server = "web-1"\nrepository = "/srv/git/blog.git"\nscript = """\ncomposer install\nretries = 1\n"""\n'
+            '[health]\nurl = "http://localhost/"\n# tries\nretries = "three"\n')
+    result = parse(text)
+    assert isinstance(result, InvalidSite)
+    assert len(result.errors) == 1 and result.errors[0].startswith(f"{FILE}:10: health.retries: "), result.errors
+
+
+def test_a_table_key_written_dotted_or_inline_points_at_its_line() -> None:
+    dotted = parse('server = "web-1"\nrepository = "/r"\n\nhealth.url = "http://localhost/"\nhealth.retries = "x"\n')
+    assert isinstance(dotted, InvalidSite) and dotted.errors[0].startswith(f"{FILE}:5: health.retries: "), dotted
+    inline = parse('server = "web-1"\nrepository = "/r"\nhealth = { url = "http://localhost/", retries = "x" }\n')
+    assert isinstance(inline, InvalidSite) and inline.errors[0].startswith(f"{FILE}:3: health.retries: "), inline
 
 
 def test_a_control_character_in_a_file_name_is_escaped_in_every_message() -> None:

@@ -36,7 +36,7 @@ def test_history_reasons_are_the_stored_strings() -> None:
     assert {r.value for r in DeployReason} == {"first deploy", "app commit", "tag moved", "declaration", "deploy"}
     assert {k.value for k in RequestKind} == {"retry", "redeploy"}
     assert {r.value for r in SwitchReason} == {"rollback", "roll-forward", "activate", "auto-rollback", "unpin",
-                                               "drift", "deploy"}
+                                               "drift", "deploy", "retry"}
 
 
 SENTENCES = {NotifyEvent.DEPLOYED: "shop.example.com deployed: ", NotifyEvent.FAILED: "shop.example.com FAILED: ",

@@ -25,7 +25,7 @@ from reconciler.core.plan import Clean, FailureMemory, Provision, Relink, Reload
 from reconciler.core.reasons import DeployReason, SwitchReason
 from reconciler.core.rollout import Build, RunOnce, plan_rollout
 from reconciler.core.status import Health, Sync
-from tests.core.test_plan import BASE, DOMAIN, HEAD, KEY, NOW, NOW_NAME, OLD, R3, R4, REPO, declare, ok, server
+from tests.core.test_plan import BASE, DOMAIN, HEAD, KEY, NOW, NOW_NAME, OLD, R3, R4, REPO, declare, failed, ok, server
 from tests.support import site_declaration
 
 SHAPES = {"one": ("web-1",), "two": ("web-1", "web-2")}
@@ -203,3 +203,30 @@ def test_messages_name_the_server_only_when_there_are_many() -> None:
                        {"web-1": FailureMemory(), "web-2": FailureMemory()}, NOW)
     assert (one.sync, one.message) == (Sync.UNKNOWN, "manifest too large")
     assert (two.sync, two.message) == (Sync.UNKNOWN, "web-2: manifest too large")
+
+
+def _sick(name: str) -> ReleaseFacts:
+    return ReleaseFacts(name, Manifest(HEAD, "main", REPO, KEY, "failed",
+                                       message="health check failed after switch: HTTP 500"))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_forgiven_health_failure_is_checked_again_never_rebuilt(shape: str) -> None:
+    """A release whose build succeeded and whose health check failed, once `retry` forgave it:
+    live (a first deploy) it is switched again on every server with nothing to return to;
+    switched back from, it is switched to; either way without a build."""
+    servers = SHAPES[shape]
+    site = fleet(servers)
+    forgiven = {s: FailureMemory(rechecks=frozenset({R4})) for s in servers}
+    live = plan_rollout(site, {s: server(_sick(R4), active=R4) for s in servers}, BranchHead(HEAD), forgiven, NOW)
+    assert live.build is None and live.switch is not None and live.switch.release == R4
+    assert live.switch.reason == SwitchReason.RETRY and live.switch.servers == servers
+    assert dict(live.switch.previous) == dict.fromkeys(servers)
+    back = plan_rollout(site, {s: server(ok(R3, OLD), _sick(R4), active=R3) for s in servers}, BranchHead(HEAD),
+                        forgiven, NOW)
+    assert back.build is None and back.switch is not None and back.switch.release == R4
+    assert dict(back.switch.previous) == dict.fromkeys(servers, R3)
+    # Not forgiven (no `retry`), or failed in its build: rebuilt after `retry`, as before.
+    built = plan_rollout(site, {s: server(ok(R3, OLD), failed(R4), active=R3) for s in servers}, BranchHead(HEAD),
+                         {s: FailureMemory() for s in servers}, NOW)
+    assert built.build is not None and built.build.release == NOW_NAME

@@ -29,5 +29,10 @@ def test_printable_escapes_what_would_act_on_a_terminal(text: str, shown: str) -
 
 
 def test_printable_lines_keeps_the_layout_and_escapes_everything_else() -> None:
-    log = "step 1\tok\n\x1b]52;c;Y2xpcA==\x07copied\r\nend\n"
-    assert printable_lines(log) == "step 1\tok\n\\x1b]52;c;Y2xpcA==\\x07copied\\r\nend\n"
+    log = "step 1\tok\n\x1b]52;c;Y2xpcA==\x07copied\rover\nend\n"
+    assert printable_lines(log) == "step 1\tok\n\\x1b]52;c;Y2xpcA==\\x07copied\\rover\nend\n"
+
+
+def test_printable_lines_ends_crlf_lines_without_showing_the_cr() -> None:
+    assert printable_lines("Installing\r\nDone\r\n") == "Installing\nDone\n"
+    assert printable_lines("50%\r100%\r\n") == "50%\\r100%\n", "a CR inside a line still shows"

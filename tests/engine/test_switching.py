@@ -1,7 +1,9 @@
 """A failed reload is not forgotten: after a switch whose reload fails (php-fpm
 without sudo, say) the site stays Degraded, with the reason, and every pass retries the reload
 until it succeeds; only then is it Healthy. The daemon retries it with backoff (outcome
-`retry_after`). Sites on "local", the CLI in this process."""
+`retry_after`). A release that failed only its health check, forgiven (`retry`), is checked again
+without a build and, passing, is deployed (the `deployed` event). Sites on "local", the CLI in
+this process."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from reconciler.core.plan import Deploy
 from reconciler.engine.outcome import RELOAD_RETRY
+from reconciler.engine.store import Store
 from tests.support import World, neutral_world
 
 DOMAIN = "shop.example.com"
@@ -60,3 +64,22 @@ def test_the_daemon_is_told_to_retry_a_failed_reload_with_backoff(world: World) 
     outcome = world.reconcile_in_process(allow_local=True)[DOMAIN]
     assert (outcome.sync, outcome.health) == ("Synced", "Degraded")
     assert outcome.retry_after == RELOAD_RETRY and outcome.backoff
+
+
+def test_a_forgiven_health_failure_that_passes_when_checked_again_is_deployed(world: World, tmp_path: Path) -> None:
+    sick = tmp_path / "sick"
+    sick.touch()
+    world.declare(script="echo built\n", health={"command": f"test ! -e {sick}", "retries": 0})
+    failed = world.reconcile_in_process(allow_local=True)[DOMAIN]
+    assert failed.sync == "Failed" and not failed.deployed, failed
+    releases = world.releases()
+    sick.unlink()
+    store = Store(world.state / "reconciler.db")
+    try:
+        assert store.forgive(DOMAIN) == 1
+    finally:
+        store.close()
+    again = world.reconcile_in_process(allow_local=True)[DOMAIN]
+    assert (again.sync, again.health) == ("Synced", "Healthy") and again.deployed, again
+    assert [a.action for a in again.applied if isinstance(a.action, Deploy)] == [Deploy(releases[0], world.head())]
+    assert world.releases() == releases, "checked again, not rebuilt"

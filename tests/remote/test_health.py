@@ -37,7 +37,7 @@ def test_every_check_of_a_server_runs_in_one_command_and_answers_in_order(tmp_pa
     transport = LocalTransport()
     results = asyncio.run(health.run(transport, probes))
     assert transport.round_trips == 1
-    assert results == [HealthResult(False, "command exited 1: (after 1 tries)"),
+    assert results == [HealthResult(False, "command exited 1 (after 1 try)"),
                        HealthResult(True, "command exited 0"),
                        HealthResult(False, "the release directory is missing")]
 

@@ -23,7 +23,7 @@ from reconciler.core.status import Health, Sync
 from reconciler.engine.outcome import SiteOutcome
 from reconciler.service.daemon import Daemon
 from reconciler.service.systemd import Notifier
-from tests.support import World, settings_for, site_declaration, write_config
+from tests.support import World, reconcile, settings_for, site_declaration, write_config
 
 DOMAIN = "shop.example.com"
 OTHER = "blog.example.com"
@@ -297,3 +297,35 @@ def test_reload_applies_a_new_file_but_keeps_repo_and_state_dir(world: World, ca
     assert messages[0][0] == "ERROR" and messages[0][1].startswith("SIGHUP: configuration not reloaded: "), messages
     assert ("WARNING", "SIGHUP: repo and state_dir changes need a restart; keeping the old ones") in messages
     assert messages[-1] == ("INFO", "configuration reloaded")
+
+
+# --- retention ----------------------------------------------------------------------------------------
+
+
+def test_the_daemon_forgets_history_older_than_retention_days_at_start_and_on_its_schedule(world: World) -> None:
+    settings = settings_for(world.decl, world.state, retention_days=30)
+    reconcile(settings)
+    world.declare(DOMAIN, server="local", script="echo two\n")
+    reconcile(settings)
+
+    async def go() -> None:
+        daemon = daemon_for(settings)
+        try:
+            old = daemon.store.deployments(DOMAIN)[-1]
+            daemon.store.update_deployment(old["id"], deployment_path=None, started_at="2020-01-01T00:00:00Z",
+                                           completed_at="2020-01-01T00:00:00Z")
+            daemon._schedule()
+            assert daemon.scheduler is not None and daemon.scheduler.get_job("retention") is not None
+            for _ in range(200):  # the first run is due at once
+                if daemon.store.deployment(old["id"]) is None:
+                    break
+                await asyncio.sleep(0.05)
+            assert daemon.store.deployment(old["id"]) is None
+            assert [row["id"] for row in daemon.store.deployments(OTHER)], "the latest rows stay"
+            daemon.settings = daemon.settings.model_copy(update={"retention_days": None})
+            daemon._schedule()
+            assert daemon.scheduler.get_job("retention") is None, "the setting removed: no more runs"
+        finally:
+            await closed(daemon)
+
+    asyncio.run(go())

@@ -59,12 +59,12 @@ check_one() {{
     answer {UNHEALTHY} "curl is not installed on the server (needed by [health] url)"; return
   fi
   sleep "$grace"
-  try=0; why=
+  try=0; why=; tries=
   while :; do
     if [ "$mode" = url ]; then
       code=$(curl -q -sS --globoff --proto =http,https --max-filesize {MAX_HEALTH_BODY} -o "$body" \
         -w '%{{http_code}}' --max-time "$t" -H "Host: $host" -- "$target" 2>"$out"); rc=$?
-      if [ "$rc" -ne 0 ]; then why="request failed (curl exit $rc): $(head -c 240 "$out")"
+      if [ "$rc" -ne 0 ]; then why=$(head -c 240 "$out"); why="request failed: ${{why:-curl exit $rc}}"
       elif ! is_status "$code"; then why="curl printed no HTTP status: $(printf '%s' "$code" | head -c 40)"
       elif [ "$code" -lt "$lo" ] || [ "$code" -gt "$hi" ]; then why="HTTP $code"
       elif [ -n "$needle" ] && ! grep -qF -- "$needle" "$body"; then why="HTTP $code, expected text missing"
@@ -73,13 +73,14 @@ check_one() {{
       timeout "$t" {SH} -c "$target" > "$out" 2>&1 < /dev/null; rc=$?
       if [ "$rc" -eq 0 ]; then answer {HEALTHY} "command exited 0"; return; fi
       if [ "$rc" -eq 124 ]; then why="command timed out after $t s"
-      else why="command exited $rc: $(tail -c 240 "$out")"; fi
+      else why=$(tail -c 240 "$out"); why="command exited $rc${{why:+: $why}}"; fi
     fi
     try=$((try + 1))
     [ "$try" -gt "$n" ] && break
     sleep "$gap"
   done
-  answer {UNHEALTHY} "$why (after $try tries)"
+  [ "$try" -eq 1 ] && tries="1 try" || tries="$try tries"
+  answer {UNHEALTHY} "$why (after $tries)"
 }}
 """
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from reconciler.core.repository_url import repository_key
 from reconciler.service.http.context import WebContext, refused
 from reconciler.service.http.digests import digest, header_bytes, same
 
@@ -105,30 +106,16 @@ def verify_webhook(secret: str, body: bytes, headers: Any) -> bool:
 
 
 def repository_urls(payload: dict[str, Any]) -> set[str]:
-    """Clone URLs named by a GitHub, GitLab or Gitea push payload."""
+    """The repositories (`core.repository_url.repository_key`) a GitHub, GitLab or Gitea push
+    payload names, in whichever URL forms it names them."""
     urls: set[str] = set()
     for section in ("repository", "project"):
         part = payload.get(section)
         if isinstance(part, dict):
             for key in _URL_KEYS:
                 if isinstance(part.get(key), str):
-                    urls.add(_normal(part[key]))
+                    urls.add(repository_key(part[key]))
     return urls
-
-
-def _normal(url: str) -> str:
-    return url.strip().rstrip("/").removesuffix(".git").lower()
-
-
-def repository_key(url: str) -> str:
-    """A repository's host and path, whatever the URL's form: `ssh://git@host:22/a/b.git`,
-    `git@host:a/b.git` and `https://host/a/b` are one repository (a forge names all of them)."""
-    text = _normal(url)
-    _, sep, rest = text.partition("://")
-    # scp-like user@host:path has no scheme: its first ':' separates the host from the path.
-    rest = rest.split("@", 1)[-1] if sep else text.split("@", 1)[-1].replace(":", "/", 1)
-    host, _, path = rest.partition("/")
-    return f"{host.split(':', 1)[0]}/{path.strip('/')}"
 
 
 class Hooks:
@@ -162,17 +149,17 @@ class Hooks:
         return web.json_response(self._wake(repository_urls(payload) if isinstance(payload, dict) else set()),
                                  status=202)
 
-    def _wake(self, urls: set[str]) -> dict[str, Any]:
+    def _wake(self, keys: set[str]) -> dict[str, Any]:
         """Request the sites whose repository was pushed to, and a fetch of the declarations
-        when it is theirs; the answer says which."""
+        when it is theirs; the answer says which. `keys`: the pushed repositories' keys, compared
+        with each declared URL's own (any URL form of one repository matches)."""
         ctx = self.ctx
         decls = ctx.declarations()
-        matched = sorted(d for d, s in (decls.sites.items() if decls else []) if _normal(s.repository) in urls)
+        matched = sorted(d for d, s in (decls.sites.items() if decls else []) if repository_key(s.repository) in keys)
         if matched:
             ctx.request(set(matched))
         own = ctx.settings().repo_url
-        declarations = own is not None and ctx.fetch is not None and \
-            repository_key(own) in {repository_key(u) for u in urls}
+        declarations = own is not None and ctx.fetch is not None and repository_key(own) in keys
         if declarations and ctx.fetch is not None:
             ctx.fetch()  # a push to the declarations: fetch now, the ref watcher does the rest
         answer: dict[str, Any] = {"sites": matched}

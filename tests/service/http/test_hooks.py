@@ -21,7 +21,6 @@ from reconciler.service.http.digests import digest
 from reconciler.service.http.hooks import (
     delivery_keys,
     gitlab_token_only,
-    repository_key,
     repository_urls,
     verify_webhook,
 )
@@ -90,27 +89,13 @@ def test_a_delivery_without_an_id_is_known_by_its_body_alone() -> None:
 # --- which repositories a payload names --------------------------------------------------------------------
 
 
-def test_a_payload_names_its_repository_urls_normalised() -> None:
+def test_a_payload_names_its_repositories_by_host_and_path() -> None:
     github = {"repository": {"clone_url": "https://GitHub.com/Acme/Shop.git", "ssh_url": "git@github.com:acme/shop.git",
                              "html_url": "https://github.com/acme/shop/", "name": "shop", "url": 7}}
-    assert repository_urls(github) == {"https://github.com/acme/shop", "git@github.com:acme/shop"}
+    assert repository_urls(github) == {"github.com/acme/shop"}
     gitlab = {"project": {"git_http_url": "https://gitlab.example.com/a/b.git", "web_url": "https://gitlab.example.com/a/b"}}
-    assert repository_urls(gitlab) == {"https://gitlab.example.com/a/b"}
+    assert repository_urls(gitlab) == {"gitlab.example.com/a/b"}
     assert repository_urls({"repository": "https://x/y.git", "ref": "main"}) == set()
-
-
-@pytest.mark.parametrize("url", [
-    "https://git.example.com/acme/decl.git", "https://git.example.com/acme/decl/", "HTTPS://Git.Example.com/Acme/Decl",
-    "ssh://git@git.example.com:22/acme/decl.git", "git@git.example.com:acme/decl.git", "git.example.com:acme/decl",
-    "http://user@git.example.com:3000/acme/decl",
-])
-def test_every_url_form_of_one_repository_has_one_key(url: str) -> None:
-    assert repository_key(url) == "git.example.com/acme/decl"
-
-
-def test_different_repositories_have_different_keys() -> None:
-    assert repository_key("git@git.example.com:acme/decl.git") != repository_key("git@git.example.com:acme/shop.git")
-    assert repository_key("https://a.example.com/acme/decl") != repository_key("https://b.example.com/acme/decl")
 
 
 # --- POST /hooks/git on the real app --------------------------------------------------------------------
@@ -135,6 +120,19 @@ def test_a_push_wakes_the_sites_on_that_repository_only(tmp_path: Path) -> None:
         assert response.status == 202 and await response.json() == {"sites": []}
         assert len(endpoint.requested) == 1, "no site to wake: the daemon is not asked"
         assert endpoint.fetches == 0
+
+    against_app(tmp_path, scenario, webhook_secret=SECRET, fetch=True)
+
+
+def test_a_push_named_in_the_scp_form_wakes_a_site_declared_with_ssh_and_a_port(tmp_path: Path) -> None:
+    async def scenario(client: TestClient[Any, Any], endpoint: Endpoint) -> None:
+        endpoint.sites.update({"shop.example.com": "ssh://git@127.0.0.1:2200/srv/git/shop.git",
+                               "blog.example.com": "ssh://git@127.0.0.1:2200/srv/git/blog.git"})
+        body = json.dumps({"ref": "refs/heads/main", "repository": {
+            "ssh_url": "git@127.0.0.1:srv/git/shop.git", "clone_url": "http://127.0.0.1:3000/srv/git/shop.git"}}).encode()
+        response = await client.post("/hooks/git", data=body, headers=signed(body, **{"X-GitHub-Delivery": "1"}))
+        assert response.status == 202 and await response.json() == {"sites": ["shop.example.com"]}
+        assert endpoint.requested == [{"shop.example.com"}]
 
     against_app(tmp_path, scenario, webhook_secret=SECRET, fetch=True)
 
