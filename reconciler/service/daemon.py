@@ -30,6 +30,7 @@ from reconciler.engine.store import Store
 from reconciler.engine.views import declared
 from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.service import announce, news
+from reconciler.service.control import ControlSocket, Wake
 from reconciler.service.http.app import serve
 from reconciler.service.http.context import WebContext
 from reconciler.service.metrics import PassStats
@@ -69,6 +70,7 @@ class Daemon:
         self.stats = PassStats()
         self.reconciler.on_health_check = self.stats.observe_health
         self.notifications = Notifications(settings.notify)
+        self.control = ControlSocket(self._woken, self._live)
 
     # -- triggers ----------------------------------------------------------------------------
 
@@ -76,6 +78,16 @@ class Daemon:
         """Ask for a pass: of `domains`, or of every site when None."""
         self.queue.request(domains)
         self.wake.set()
+
+    def _woken(self, wake: Wake) -> None:
+        """The command line asks (control socket): a pin or unpin that just landed takes the
+        lock command's fast path, as if the watch had seen it; a retry or redeploy is a round."""
+        (self.queue.hurry if wake.landed is not None else self.queue.request)(wake.domains)
+        self.wake.set()
+
+    def _live(self, domain: str) -> str | None:
+        row = self.store.site(domain)
+        return row["active_release"] if row is not None else None
 
     async def declarations_moved(self) -> None:
         """A ref changed: re-resolve the branch and queue the sites whose declaration changed."""
@@ -192,7 +204,7 @@ class Daemon:
             # Each site as soon as its outcome is known: a site requested again (a new commit)
             # must not wait for its server's slowest deploy of this round to be looked at.
             settled.add(outcome.domain)
-            self._settle(by_domain[outcome.domain], outcome)
+            self._settle(by_domain[outcome.domain], outcome, decl_commit)
             if self.queue.done([outcome.domain]):
                 self.wake.set()
 
@@ -212,7 +224,7 @@ class Daemon:
         outcome: SiteOutcome | None = None
         try:
             outcome = await self.reconciler.converge_many(site, decl_commit)
-            self._settle(site, outcome)
+            self._settle(site, outcome, decl_commit)
         finally:
             self._round_over(started, outcome is not None and outcome.sync != Sync.UNKNOWN, [site.domain])
 
@@ -224,10 +236,12 @@ class Daemon:
             self.wake.set()
         self._publish_status()
 
-    def _settle(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
+    def _settle(self, site: SiteDeclaration, outcome: SiteOutcome, decl_commit: str | None = None) -> None:
         """Schedule what the outcome asks for: a retry (after a lock wait, or with backoff),
-        another round (superseded while building), or nothing until a change."""
+        another round (superseded while building), or nothing until a change. A command line
+        waiting for this site's round at `decl_commit` is answered."""
         try:
+            self.control.settled(site.domain, decl_commit, outcome)
             if outcome.retry_after is not None and outcome.backoff:
                 if outcome.applied:
                     self._notify(site, outcome)  # work was done (a deploy whose reload failed): news
@@ -361,6 +375,7 @@ class Daemon:
             await self.watcher.fetch_declarations()  # the mirror first: the watcher and the first pass read it
         self._schedule()
         self.request()
+        await self.control.start(self.settings.state_dir)
         background = [asyncio.create_task(self.dispatch()), asyncio.create_task(self._watchdog())]
         if self.settings.repo_url is not None:
             background.append(asyncio.create_task(self.watcher.fetch_loop()))
@@ -391,6 +406,7 @@ class Daemon:
         if runner is not None:
             await runner.cleanup()
         await self.notifications.close()
+        await self.control.close()
         await self.reconciler.close()
         self.store.close()
         log.info("stopped")
