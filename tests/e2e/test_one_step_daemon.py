@@ -15,8 +15,8 @@ from tests.support import wait_until
 from tests.support.config import write_config
 from tests.support.fleet import SHAPES, Fleet
 from tests.support.process import Daemons, Launcher
-from tests.support.sshd import ServerPair
 from tests.support.ssh_log import ssh_log
+from tests.support.sshd import ServerPair
 
 
 @pytest.fixture(name="fleet", params=SHAPES)
