@@ -189,10 +189,11 @@ def live_of(outcome: SiteOutcome, live: str | None) -> Live:
 
 class ControlSocket:
     """The daemon's listener. `woken` is told every request (it queues the sites and wakes the
-    dispatcher); `settled` is called with every site outcome the daemon settles, and answers
-    the requests waiting for it; `live` reads a site's active release (for the answer)."""
+    dispatcher, or says why it will not: a site of another shard); `settled` is called with
+    every site outcome the daemon settles, and answers the requests waiting for it; `live`
+    reads a site's active release (for the answer)."""
 
-    def __init__(self, woken: Callable[[Wake], None], live: Callable[[str], str | None]) -> None:
+    def __init__(self, woken: Callable[[Wake], str | None], live: Callable[[str], str | None]) -> None:
         self.woken, self.live = woken, live
         self.path: Path | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -268,15 +269,17 @@ class ControlSocket:
 
     async def _answer(self, wake: Wake) -> Answer:
         if wake.landed is None or wake.wait <= 0:
-            self.woken(wake)
-            return Answer(True)
+            refused = self.woken(wake)
+            return Answer(True) if refused is None else Answer(False, error=refused)
         # Registered before the wake: the round it causes cannot settle unseen.
         waiter: asyncio.Future[Live] = asyncio.get_running_loop().create_future()
         keys = [(domain, wake.landed) for domain in wake.domains]
         for key in keys:
             self._waiting.setdefault(key, []).append(waiter)
-        self.woken(wake)
         try:
+            refused = self.woken(wake)
+            if refused is not None:
+                return Answer(False, error=refused)
             return Answer(True, outcome=await asyncio.wait_for(waiter, wake.wait))
         except TimeoutError:
             return Answer(True, timeout=True)

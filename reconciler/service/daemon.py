@@ -79,11 +79,16 @@ class Daemon:
         self.queue.request(domains)
         self.wake.set()
 
-    def _woken(self, wake: Wake) -> None:
+    def _woken(self, wake: Wake) -> str | None:
         """The command line asks (control socket): a pin or unpin that just landed takes the
-        lock command's fast path, as if the watch had seen it; a retry or redeploy is a round."""
+        lock command's fast path, as if the watch had seen it; a retry or redeploy is a round.
+        A site of another shard is refused (why), never waited for."""
+        skipped = self.reconciler.skipped
+        if others := [d for d in wake.domains if d in skipped]:
+            return "; ".join(f"{d}: {skipped[d]}" for d in others) + ": the instance of its shard applies it"
         (self.queue.hurry if wake.landed is not None else self.queue.request)(wake.domains)
         self.wake.set()
+        return None
 
     def _live(self, domain: str) -> str | None:
         row = self.store.site(domain)

@@ -15,6 +15,7 @@ import pytest
 from reconciler.cli.control import wake
 from reconciler.core.status import Health, Sync
 from reconciler.engine.outcome import SiteOutcome
+from reconciler.errors import ReconcilerError
 from reconciler.service.control import ControlSocket, Wake, address, socket_path
 from tests.support.aio import synchronous
 
@@ -26,7 +27,11 @@ DOMAIN = "shop.example.com"
 class Daemonish:
     def __init__(self) -> None:
         self.woken: list[Wake] = []
-        self.control = ControlSocket(self.woken.append, lambda domain: "01012026-000000")
+        self.control = ControlSocket(self.wake, lambda domain: "01012026-000000")
+
+    def wake(self, wake: Wake) -> str | None:
+        self.woken.append(wake)
+        return "not my shard" if "other.example.com" in wake.domains else None
 
 
 def _outcome(sync: Sync = Sync.SYNCED, retry_after: float | None = None, backoff: bool = False) -> SiteOutcome:
@@ -68,6 +73,17 @@ async def test_a_wait_is_answered_by_the_round_at_the_landed_commit(tmp_path: Pa
         assert answer is not None and answer.outcome is not None
         assert (answer.outcome.sync, answer.outcome.live) == ("Failed", "01012026-000000")
         assert daemon.woken[0].landed == B
+    finally:
+        await daemon.control.close()
+
+
+@synchronous
+async def test_a_site_the_daemon_does_not_own_is_refused_at_once(tmp_path: Path) -> None:
+    daemon = Daemonish()
+    assert await daemon.control.start(tmp_path)
+    try:
+        with pytest.raises(ReconcilerError, match="not my shard"):
+            await wake(tmp_path, Wake(("other.example.com",), B, 30))
     finally:
         await daemon.control.close()
 
