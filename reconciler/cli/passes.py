@@ -65,6 +65,16 @@ def announce(herald: Herald, reconciler: Reconciler, outcomes: list[SiteOutcome]
             herald.site(sites[outcome.domain], outcome)
 
 
+async def announce_now(invocation: Invocation, reconciler: Reconciler, outcomes: list[SiteOutcome]) -> None:
+    """`announce` for work an operator action did in this process (a pin or unpin applied at
+    once), its deliveries waited for like a pass's."""
+    notifications = Notifications(list(invocation.settings.notify))
+    try:
+        announce(Herald(lambda: invocation.settings, reconciler.store, notifications), reconciler, outcomes)
+    finally:
+        await notifications.drain()
+
+
 def live_progress() -> Progress:
     return Progress(sys.stderr, live=sys.stderr.isatty())
 

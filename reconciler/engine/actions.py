@@ -25,6 +25,7 @@ from reconciler.core.status import DeployStatus
 from reconciler.engine import pinning
 from reconciler.engine.adoption import adopt
 from reconciler.engine.converge import LAST_VERIFIED, Reconciler
+from reconciler.engine.outcome import SiteOutcome
 from reconciler.engine.upstream import Upstream
 from reconciler.errors import NoRollbackTarget, NotApplicable, PinConflict, PushRejected, UnknownSite
 from reconciler.remote.probe import gather
@@ -113,6 +114,23 @@ async def unpin(reconciler: Reconciler, domain: str, author: str | None = None) 
     await refresh(reconciler)
     await declared(reconciler, domain)
     return await commit_pin(reconciler, domain, None, author)
+
+
+async def apply_now(reconciler: Reconciler, domain: str) -> SiteOutcome:
+    """A pin or unpin this process just committed, applied here, when no daemon runs to apply
+    it: the daemon's own way for a pin that just landed (`rounds.converge_server`'s `eager`: the
+    lock command re-checks the pin and switches, one round trip after the commit), on the
+    connection the check before the commit opened. A site on many servers goes through the
+    executor's all-or-nothing switch. NotApplicable when another shard's instance owns the site."""
+    decls = await reconciler.load_async()
+    site = reconciler.owned(decls).sites.get(domain)
+    if site is None:
+        why = reconciler.skipped.get(domain) or "its declaration is not in the applied commit"
+        raise NotApplicable(f"{domain}: committed, not applied here: {why}")
+    if len(site.targets) > 1:
+        return await reconciler.converge_many(site, decls.commit)
+    done = await reconciler.converge_server(site.server, [site], decls.commit, eager={domain})
+    return done.outcomes[0]
 
 
 PUSH_ATTEMPTS = 3

@@ -32,6 +32,7 @@ from reconciler.engine.retention import RETENTION_EVERY
 from reconciler.engine.store import Store
 from reconciler.engine.views import declared
 from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.service.control import ControlSocket, Wake
 from reconciler.service.herald import Herald
 from reconciler.service.http.app import serve
 from reconciler.service.http.context import WebContext
@@ -73,6 +74,7 @@ class Daemon:
         self.reconciler.on_health_check = self.stats.observe_health
         self.notifications = Notifications(settings.notify)
         self.herald = Herald(lambda: self.settings, self.store, self.notifications)
+        self.control = ControlSocket(self._woken, self._live)
 
     # -- triggers ----------------------------------------------------------------------------
 
@@ -80,6 +82,21 @@ class Daemon:
         """Ask for a pass: of `domains`, or of every site when None."""
         self.queue.request(domains)
         self.wake.set()
+
+    def _woken(self, wake: Wake) -> str | None:
+        """The command line asks (control socket): a pin or unpin that just landed takes the
+        lock command's fast path, as if the watch had seen it; a retry or redeploy is a round.
+        A site of another shard is refused (why), never waited for."""
+        skipped = self.reconciler.skipped
+        if others := [d for d in wake.domains if d in skipped]:
+            return "; ".join(f"{d}: {skipped[d]}" for d in others) + ": the instance of its shard applies it"
+        (self.queue.hurry if wake.landed is not None else self.queue.request)(wake.domains)
+        self.wake.set()
+        return None
+
+    def _live(self, domain: str) -> str | None:
+        row = self.store.site(domain)
+        return row["active_release"] if row is not None else None
 
     async def declarations_moved(self) -> None:
         """A ref changed: re-resolve the branch and queue the sites whose declaration changed."""
@@ -196,7 +213,7 @@ class Daemon:
             # Each site as soon as its outcome is known: a site requested again (a new commit)
             # must not wait for its server's slowest deploy of this round to be looked at.
             settled.add(outcome.domain)
-            self._settle(by_domain[outcome.domain], outcome)
+            self._settle(by_domain[outcome.domain], outcome, decl_commit)
             if self.queue.done([outcome.domain]):
                 self.wake.set()
 
@@ -216,7 +233,7 @@ class Daemon:
         outcome: SiteOutcome | None = None
         try:
             outcome = await self.reconciler.converge_many(site, decl_commit)
-            self._settle(site, outcome)
+            self._settle(site, outcome, decl_commit)
         finally:
             self._round_over(started, outcome is not None and outcome.sync != Sync.UNKNOWN, [site.domain])
 
@@ -228,10 +245,12 @@ class Daemon:
             self.wake.set()
         self._publish_status()
 
-    def _settle(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
+    def _settle(self, site: SiteDeclaration, outcome: SiteOutcome, decl_commit: str | None = None) -> None:
         """Schedule what the outcome asks for: a retry (after a lock wait, or with backoff),
-        another round (superseded while building), or nothing until a change."""
+        another round (superseded while building), or nothing until a change. A command line
+        waiting for this site's round at `decl_commit` is answered."""
         try:
+            self.control.settled(site.domain, decl_commit, outcome)
             if outcome.retry_after is not None and outcome.backoff:
                 self._notify(site, outcome)  # an unreachable server, or work done (a reload failed): news
                 self._backoff(site, outcome)
@@ -377,6 +396,7 @@ class Daemon:
             await self.watcher.fetch_declarations()  # the mirror first: the watcher and the first pass read it
         self._schedule()
         self.request()
+        await self.control.start(self.settings.state_dir)
         background = [asyncio.create_task(self.dispatch()), asyncio.create_task(self._watchdog())]
         if self.settings.repo_url is not None:
             background.append(asyncio.create_task(self.watcher.fetch_loop()))
@@ -407,6 +427,7 @@ class Daemon:
         if runner is not None:
             await runner.cleanup()
         await self.notifications.close()
+        await self.control.close()
         await self.reconciler.close()
         self.store.close()
         log.info("stopped")

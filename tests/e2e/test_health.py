@@ -109,12 +109,15 @@ def test_a_pinned_release_is_checked_but_never_switched_away_from(world: World, 
     # The old release's app starts failing (its health file is per release), then it is pinned.
     assert first is not None
     (world.on_disk().release(first) / "public" / "health").write_text("503\nmaintenance\n")
-    assert world.run_cli("rollback", DOMAIN).rc == 0
-    out = _reconcile(world)[1]
-    assert world.active() == first, out
+    rc, out, err = world.run_cli("rollback", DOMAIN)  # switched at once: its answer says so
+    assert rc == 0 and "fails its health check" in out and "pin holds" in out, (out, err)
+    assert world.active() == first
     view = _status(world)
     assert view["health"] == "Degraded" and "fails its health check" in view["message"] and "pin holds" in \
         view["message"], view
+    out = _reconcile(world)[1]
+    assert world.active() == first, out
+    assert _status(world)["health"] == "Degraded"
 
 
 def test_between_deploys_health_is_reported_and_shared_links_are_desired_state(

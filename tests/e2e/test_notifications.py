@@ -238,3 +238,23 @@ def test_a_cli_retry_that_deploys_sends_deployed_and_recovered(tmp_path: Path, r
     assert len(recovered) == 1 and "was FAILED" in recovered[0].body["text"], receiver.posts
     assert world.run_cli_process("reconcile").returncode == 0
     assert [p.body["event"] for p in receiver.at("/cli")] == ["failed", "deployed", "recovered"]
+
+
+def test_a_cli_rollback_applied_at_once_sends_rolled_back_once(tmp_path: Path, receiver: Receiver,
+                                                                 sshd_session: SshServer) -> None:
+    """Without a daemon, `rollback` switches in its own process and notifies as the daemon
+    would: one `rolled_back` naming the release it went back to; a later pass repeats nothing."""
+    world = World.create(tmp_path, sshd_session, domain=SHOP)
+    world.declare(SHOP, script="echo shop\n")
+    assert world.run_cli_process("reconcile").returncode == 0
+    first = world.active(SHOP)
+    app_commit(world.app, "v2")
+    assert world.run_cli_process("reconcile").returncode == 0
+    _notify_to(world, receiver, "/cli")
+    rolled = world.run_cli_process("rollback", SHOP)
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert world.active(SHOP) == first
+    back = receiver.at("/cli", "rolled_back", SHOP)  # delivered before the command exited
+    assert len(back) == 1 and back[0].body["release"] == first, receiver.posts
+    assert world.run_cli_process("reconcile").returncode == 0
+    assert [p.body["event"] for p in receiver.at("/cli")] == ["rolled_back"], receiver.posts

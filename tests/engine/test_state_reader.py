@@ -43,7 +43,7 @@ def test_a_pin_not_applied_yet_is_not_shown_synced(world: World) -> None:
     app_commit(world.app, "v2")
     assert world.run_cli("reconcile").rc == 0
     second = world.active()
-    assert world.run_cli("rollback", DOMAIN).rc == 0  # committed, no daemon, no pass yet
+    assert world.run_cli("rollback", DOMAIN, "--no-wait").rc == 0  # committed, not applied yet
     view = _view(world)
     assert view["pinned"] == first and view["active_release"] == second
     assert view["sync"] == "OutOfSync" and f"pinned to {first} but {second} is active" in view["message"], view
@@ -51,7 +51,7 @@ def test_a_pin_not_applied_yet_is_not_shown_synced(world: World) -> None:
     view = _view(world)
     assert (view["sync"], view["active_release"]) == ("Synced", first), view
 
-    assert world.run_cli("unpin", DOMAIN).rc == 0
+    assert world.run_cli("unpin", DOMAIN, "--no-wait").rc == 0
     view = _view(world)
     assert view["sync"] == "OutOfSync" and "unpinned" in view["message"], view
     assert world.run_cli("reconcile").rc == 0

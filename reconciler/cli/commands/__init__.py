@@ -45,7 +45,9 @@ def _command(name: str, help: str, example: str, *arguments: Argument, aliases: 
 
 
 _AUTHOR = arg("--author", help="'Name <email>' of who asks (default: sudo's user, else your git identity)")
-_NO_WAIT = arg("--no-wait", action="store_true", help="only record the request; the daemon builds")
+_NO_WAIT = arg("--no-wait", action="store_true", help="only record the request and wake a running daemon; it builds")
+_PIN_NO_WAIT = arg("--no-wait", action="store_true",
+                   help="return once committed (a running daemon is woken to apply it); default: once live")
 
 # In the order `reconciler --help` lists them.
 COMMANDS: dict[str, Command] = {
@@ -73,11 +75,11 @@ COMMANDS: dict[str, Command] = {
                      looks_only=True),
     "prune": _command("prune", "remove old releases now", "reconciler prune --keep 5 --dry-run",
                       arg("--keep", type=int), arg("--dry-run", action="store_true"), arg("--site")),
-    "rollback": _command("rollback", "commit a pin to an older release (default: the one before the active one)",
-                         "reconciler rollback shop.example.com 31072025-143022",
-                         arg("domain"), arg("release", nargs="?"), _AUTHOR),
-    "unpin": _command("unpin", "commit the removal of a site's pin", "reconciler unpin shop.example.com",
-                      arg("domain"), _AUTHOR),
+    "rollback": _command("rollback", "commit a pin to an older release (default: the one before the active one) "
+                         "and return when it is live", "reconciler rollback shop.example.com 31072025-143022",
+                         arg("domain"), arg("release", nargs="?"), _AUTHOR, _PIN_NO_WAIT),
+    "unpin": _command("unpin", "commit the removal of a site's pin and return when the branch's release is live",
+                      "reconciler unpin shop.example.com", arg("domain"), _AUTHOR, _PIN_NO_WAIT),
     "retry": _command("retry", "forget a site's remembered failure and build again (nothing committed)",
                       "reconciler retry shop.example.com", arg("domain"), _NO_WAIT),
     "redeploy": _command("redeploy", "build a site's current commit again as a fresh release (nothing committed)",

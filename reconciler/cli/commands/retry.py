@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from reconciler.cli.acting import act
+from reconciler.cli.acting import act, queued
 from reconciler.cli.invocation import Invocation
 from reconciler.cli.passes import build_now
 from reconciler.cli.person import person
@@ -13,5 +13,9 @@ from reconciler.engine import actions
 
 def handle(invocation: Invocation, args: argparse.Namespace) -> int:
     forgiven = act(invocation, lambda r: actions.retry(r, args.domain, person()))
-    print(f"{args.domain}: forgot {forgiven} remembered failure{'s' if forgiven != 1 else ''}; building now")
+    done = f"{args.domain}: forgot {forgiven} remembered failure{'s' if forgiven != 1 else ''}"
+    if args.no_wait:
+        print(f"{done}; {queued(invocation, args.domain)}")
+        return 0
+    print(f"{done}; building now")
     return build_now(invocation, args)

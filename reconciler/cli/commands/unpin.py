@@ -1,16 +1,24 @@
-"""`reconciler unpin D`: commit the removal of a site's pin."""
+"""`reconciler unpin D [--no-wait]`: commit the removal of a site's pin and return when the
+branch's release is live again (`--no-wait`: once it is committed)."""
 
 from __future__ import annotations
 
 import argparse
+import time
 
-from reconciler.cli.acting import act
+from reconciler.cli.acting import act, until_live
 from reconciler.cli.invocation import Invocation
 from reconciler.cli.person import person
 from reconciler.engine import actions
+from reconciler.engine.converge import Reconciler
 
 
 def handle(invocation: Invocation, args: argparse.Namespace) -> int:
-    commit = act(invocation, lambda r: actions.unpin(r, args.domain, args.author or person()))
-    print(f"{args.domain}: unpinned (commit {commit[:12]})")
-    return 0
+    started = time.monotonic()
+
+    async def work(reconciler: Reconciler) -> int:
+        commit = await actions.unpin(reconciler, args.domain, args.author or person())
+        print(f"{args.domain}: unpinned (commit {commit[:12]})", flush=True)
+        return await until_live(reconciler, invocation, args.domain, commit, started, args.no_wait)
+
+    return act(invocation, work)

@@ -32,7 +32,8 @@ def test_retry_forgets_the_failure_and_builds_now(failed: CliWorld) -> None:
 
 def test_retry_no_wait_only_records_it_for_the_next_pass(failed: CliWorld) -> None:
     rc, out, err = failed.cli("retry", DOMAIN, "--no-wait")
-    assert (rc, out) == (0, f"{DOMAIN}: forgot 1 remembered failure; building now\n"), err
+    assert (rc, out) == (0, f"{DOMAIN}: forgot 1 remembered failure; queued; no daemon runs here: "
+                            f"`reconciler reconcile --site {DOMAIN}` builds it\n"), err
     assert failed.active() is None and len(failed.releases()) == 1, "--no-wait builds nothing itself"
     failed.ok("reconcile")
     assert len(failed.releases()) == 2 and failed.active() == failed.releases()[-1]

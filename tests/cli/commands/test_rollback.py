@@ -1,10 +1,14 @@
 """`reconciler rollback D [RELEASE]`: commits a pin to an older release (default: the one
 before the active one), changing only that line of the site's file and keeping its comments; the
-next pass switches back without a rebuild. No candidate, or a release that is not one: exit 1 and
-nothing committed."""
+command returns with it live (no daemon runs here: it switches itself), without a rebuild, and
+exits 1 saying why when it cannot switch now. No candidate, or a release that is not one: exit 1
+and nothing committed."""
 
 from __future__ import annotations
 
+import json
+import re
+import time
 import tomllib
 
 import pytest
@@ -93,3 +97,26 @@ def test_rollback_to_a_named_release(world: CliWorld) -> None:
     world.ok("reconcile")
     assert world.active() == first
     assert len(world.releases()) == 3 and world.releases()[-1] == third
+
+
+def test_rollback_returns_with_the_release_live_and_says_how_long_it_took(world: CliWorld) -> None:
+    world.deploy_n(2)
+    old, _ = world.releases()
+    rc, out, err = world.cli("rollback", DOMAIN)
+    assert rc == 0, (out, err)
+    assert world.active() == old, "live when the command returns, no pass needed"
+    assert re.search(rf"^{re.escape(DOMAIN)}: live: {old} \([0-9.]+ s, applied here\)$", out, re.M), out
+
+
+def test_a_rollback_that_cannot_switch_now_exits_1_and_says_why(world: CliWorld) -> None:
+    world.deploy_n(2)
+    _, new = world.releases()
+    owner = {"instance": "other", "run": "r", "host": "ci.example.com", "pid": 4242, "purpose": "deploying",
+             "since": time.time()}
+    lock = world.base / "deployments" / DOMAIN / ".reconciler-lock"
+    lock.mkdir()
+    (lock / "owner").write_text(json.dumps(owner) + "\n")
+    rc, out, err = world.cli("rollback", DOMAIN)
+    assert rc == 1, (out, err)
+    assert "pin" in tomllib.loads(world.committed()), "the pin is committed: the next pass applies it"
+    assert world.active() == new and "ci.example.com" in out, out
