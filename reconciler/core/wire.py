@@ -21,7 +21,7 @@ import math
 import re
 from typing import Any
 
-from reconciler.core.declarations import printable
+from reconciler.core.text import printable
 
 MAX_JSON_BYTES = 64 * 1024  # a manifest or a lock owner is a few hundred bytes
 MAX_JSON_DEPTH = 32

@@ -66,13 +66,14 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from reconciler.config import NotifyEvent, NotifyTarget
 from reconciler.service import announce
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ class Notifications:
 
     async def _post(self, url: str, payload: dict[str, Any]) -> str | None:
         """One JSON POST; None when delivered, else what went wrong (without the URL)."""
+        import aiohttp  # here: a CLI run with no webhook target never pays for loading it (~120 ms)
+
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         try:
