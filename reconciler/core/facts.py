@@ -87,6 +87,9 @@ class BranchHead:
 
     sha: str | None
     error: str | None = None
+    # The repository's host did not answer, or refused (git ls-remote failed or was cut off),
+    # as opposed to answering without the ref: the cause on-call hears of as `unreachable`.
+    unreachable: bool = False
 
 
 @dataclass

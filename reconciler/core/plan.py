@@ -105,6 +105,9 @@ class Verdict:
     message: str = ""
     desired_release: str | None = None
     desired_commit: str | None = None
+    # Whether the site's app repository answered this round's ref lookup: True, False (its host
+    # did not answer or refused), None (not asked: a pin, a commit, no probe).
+    head_reached: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,7 +22,7 @@ What the executor does with it (locks, commands, undo, what follows a switch) li
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from reconciler.core.declarations import SiteDeclaration, SiteRef
@@ -116,7 +116,7 @@ class Rollout(Verdict):
     def plan(self, server: str | None = None) -> Plan:
         """The rollout seen from one server (the first by default) as a Plan."""
         return Plan(self.sync, self.health, self.message, self.desired_release, self.desired_commit,
-                    actions=self.actions(server or self.servers[0]))
+                    self.head_reached, actions=self.actions(server or self.servers[0]))
 
 
 def plan_rollout(
@@ -210,9 +210,10 @@ class _Planner:
             commit = ref.name  # the declaration is the desired commit: nothing to resolve, nothing moves
         elif head is None or head.sha is None:
             reason = head.error if head is not None and head.error else "not resolved"
-            return self.verdict(Sync.UNKNOWN, f"cannot resolve {ref.kind} {ref.name!r}: {reason}")
+            unresolved = self.verdict(Sync.UNKNOWN, f"cannot resolve {ref.kind} {ref.name!r}: {reason}")
+            return replace(unresolved, head_reached=False) if head is not None and head.unreachable else unresolved
         else:
-            commit = head.sha
+            return replace(self._towards(head.sha, prepare), head_reached=True)
         return self._towards(commit, prepare)
 
     def _groundwork(self, server: str, facts: SiteFacts) -> tuple[Action, ...]:

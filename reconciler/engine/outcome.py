@@ -69,6 +69,7 @@ class SiteOutcome:
     retry_after: float | None = None  # None: wait for a change (or the next poll)
     backoff: bool = False             # retry_after is the first step of an exponential backoff
     unreachable: tuple[str, ...] = ()  # the servers that could not be reached (a TransportError)
+    repository_reached: bool | None = None  # the app repository answered its ref lookup (Verdict.head_reached)
 
     @property
     def actions(self) -> list[str]:

@@ -46,6 +46,8 @@ class SiteRun:
         return f"{server}: {text}" if self.many else text
 
     def outcome(self, sync: Sync, health: Health, message: str = "", **more: Any) -> SiteOutcome:
+        reached = self.rollout.head_reached if self.rollout is not None else None
+        more.setdefault("repository_reached", reached)
         return SiteOutcome(self.site.domain, self.where, sync, health, message, self.applied, **more)
 
     def health(self) -> Health:

@@ -33,7 +33,7 @@ from reconciler.core.status import DeployStatus
 from reconciler.engine.outcome import Applied
 
 FIELDS: tuple[str, ...] = (
-    "event", "domain", "server", "sync", "health", "message",
+    "event", "domain", "server", "repository", "sync", "health", "message",
     "release", "commit", "commit_subject", "commit_author", "deployment_id",
     "duration_ms", "exit_status", "trigger", "requested_by",
     "live_release", "live_commit", "previous_release", "previous_commit",
@@ -145,11 +145,12 @@ def fields(event: NotifyEvent, scene: Scene, failed: Row | None = None,
     return values
 
 
-def cause_fields(server: str | None, message: str, endpoint: str | None = None) -> dict[str, Any]:
+def cause_fields(server: str | None, message: str, endpoint: str | None = None,
+                 repository: str | None = None) -> dict[str, Any]:
     """The fields of an `unreachable` or `recovered` event about a cause, not a site (no domain):
-    a server (`server` named) or the declarations repository (`server` None); `message` says
-    what happened."""
-    values: dict[str, Any] = {"server": server, "message": message}
+    a server (`server` named), an app repository (`repository` named) or the declarations
+    repository (neither); `message` says what happened."""
+    values: dict[str, Any] = {"server": server, "repository": repository, "message": message}
     if endpoint is not None:
         values["dashboard_url"] = endpoint + "/"
     return values
@@ -207,10 +208,13 @@ def summary(body: Mapping[str, Any], reason: str | None = None) -> str:
 
 
 def _cause(body: Mapping[str, Any]) -> str:
-    """What an event without a site is about: a server, or the declarations repository."""
+    """What an event without a site is about: a server, an app repository, or the declarations
+    repository."""
     if body.get("domain"):
         return str(body["domain"])
-    return f"server {body['server']}" if body.get("server") else "declarations repository"
+    if body.get("server"):
+        return f"server {body['server']}"
+    return f"repository {body['repository']}" if body.get("repository") else "declarations repository"
 
 
 def neutral(text: str) -> str:

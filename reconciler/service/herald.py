@@ -43,12 +43,13 @@ class Herald:
         row: Mapping[str, Any] = store.site(site.domain) or {}
         live, commit, live_id = row.get("active_release"), row.get("active_commit"), row.get("active_deployment_id")
         servers = tuple(site.targets)
-        memory = notice_memory.recall(store, [site.domain, *(news.server_scope(s) for s in servers)])
+        memory = notice_memory.recall(store, [site.domain, *(news.server_scope(s) for s in servers),
+                                              news.repository_scope(site.repository)])
         known = news.Known(site.server, site.build_key, row,
                            live=store.deployment(live_id) if live_id is not None else None,
                            previous=self._previous(site.domain, memory, live, commit),
                            history=store.deployments(site.domain) if news.needs_history(outcome) else (),
-                           endpoint=self._endpoint(), servers=servers)
+                           endpoint=self._endpoint(), servers=servers, repository=site.repository)
         self.take(site.domain, news.news(outcome, known), memory)
 
     def declarations(self, problem: str) -> None:

@@ -21,6 +21,10 @@ each event contains. The rules, in the order the notices come:
   between is no new failure); with `recovered` when it is Synced.
 * degraded: while the site is Degraded; once. Forgotten as soon as it is neither Degraded nor
   Unknown; with `recovered` when it is Healthy.
+* unreachable, an app repository: the round's ref lookup got no answer from its host (or was
+  refused); once per outage of that repository, whatever the number of sites deployed from it
+  (scope "repository HOST/PATH"). Forgotten, with `recovered`, when a lookup is answered.
+
 * declarations (`declarations`): the repository's Git host could not be fetched: `unreachable`
   once per outage (scope "declarations"); the first fetch that succeeds: `recovered`.
 """
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.config import NotifyEvent
+from reconciler.core.repository_url import repository_key
 from reconciler.core.status import Health, Sync
 from reconciler.engine.outcome import SiteOutcome
 from reconciler.service import announce
@@ -51,6 +56,7 @@ class Known:
     history: Sequence[Row] = ()  # the site's deployments, newest first; read only when needs_history
     endpoint: str | None = None  # http://authority of the dashboard, for links
     servers: tuple[str, ...] = ()  # every server of the site (its `server` when empty)
+    repository: str = ""         # the site's app repository, as declared
 
 
 DECLARATIONS = "declarations"  # the scope of the declarations repository's outage
@@ -59,6 +65,12 @@ DECLARATIONS = "declarations"  # the scope of the declarations repository's outa
 def server_scope(server: str) -> str:
     """The scope of a server's outage: one for all its sites."""
     return f"server {server}"
+
+
+def repository_scope(repository: str) -> str:
+    """The scope of an app repository's outage: one for every site deployed from it, however
+    each declares its URL (compared by host and path)."""
+    return f"repository {repository_key(repository)}"
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,14 @@ def reachability(outcome: SiteOutcome, known: Known) -> list[Notice]:
         elif reached:
             back = announce.cause_fields(server, "reachable again", known.endpoint)
             notices.append(Forget(NotifyEvent.UNREACHABLE, scope, back))
+    if known.repository and outcome.repository_reached is not None:
+        scope = repository_scope(known.repository)
+        if outcome.repository_reached:
+            back = announce.cause_fields(None, "reachable again", known.endpoint, repository=known.repository)
+            notices.append(Forget(NotifyEvent.UNREACHABLE, scope, back))
+        else:
+            outage = announce.cause_fields(None, outcome.message, known.endpoint, repository=known.repository)
+            notices.append(Send(NotifyEvent.UNREACHABLE, outage, "down", scope))
     return notices
 
 

@@ -230,3 +230,24 @@ def test_a_forgiven_health_failure_is_checked_again_never_rebuilt(shape: str) ->
     built = plan_rollout(site, {s: server(ok(R3, OLD), failed(R4), active=R3) for s in servers}, BranchHead(HEAD),
                          {s: FailureMemory() for s in servers}, NOW)
     assert built.build is not None and built.build.release == NOW_NAME
+
+
+@pytest.mark.parametrize("shape", ["one", "two"])
+def test_whether_the_app_repository_answered_is_part_of_the_verdict(shape: str) -> None:
+    """The ref lookup answered (the site moves towards its head), got no answer from the
+    repository's host (Unknown, `head_reached` False: on-call hears of the repository), or was
+    not asked (a pin: None)."""
+    servers = ("web-1",) if shape == "one" else ("web-1", "web-2")
+    facts = {s: server(ok(R3, OLD), active=R3) for s in servers}
+    memory = {s: FailureMemory() for s in servers}
+    site = fleet(servers) if shape == "two" else declare()
+    answered = plan_rollout(site, facts, BranchHead(HEAD), memory, NOW)
+    assert answered.head_reached is True and answered.plan().head_reached is True
+    silent = plan_rollout(site, facts, BranchHead(None, "ssh: connect to host x: Connection refused",
+                                                 unreachable=True), memory, NOW)
+    assert (silent.sync, silent.head_reached) == (Sync.UNKNOWN, False)
+    absent = plan_rollout(site, facts, BranchHead(None, "branch 'main' not found in x"), memory, NOW)
+    assert (absent.sync, absent.head_reached) == (Sync.UNKNOWN, None)  # the host answered: no outage
+    pinned = fleet(servers, pin=R3) if shape == "two" else declare(pin=R3)
+    assert plan_rollout(pinned, facts, None, memory, NOW).head_reached is None
+

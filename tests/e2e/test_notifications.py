@@ -258,3 +258,31 @@ def test_a_cli_rollback_applied_at_once_sends_rolled_back_once(tmp_path: Path, r
     assert len(back) == 1 and back[0].body["release"] == first, receiver.posts
     assert world.run_cli_process("reconcile").returncode == 0
     assert [p.body["event"] for p in receiver.at("/cli")] == ["rolled_back"], receiver.posts
+
+
+def test_an_app_repository_that_cannot_be_reached_is_one_unreachable_and_one_recovered(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """Two sites deployed from one app repository, its host gone (the repository cannot be
+    listed): one `unreachable` naming the repository, not the sites, however many passes and
+    sites see it; once it answers again, one `recovered`. Sites on "local", the CLI alone."""
+    world = World.create(tmp_path, domain=SHOP)
+    world.declare(SHOP, script="echo shop\n")
+    world.declare(BROKEN, script="echo blog\n", repository=f"{world.app}/")  # the same repository
+    _notify_to(world, receiver, "/repo")
+    assert world.run_cli_process("reconcile").returncode == 0
+    away = world.app.with_name("app-away")
+    world.app.rename(away)
+    for _ in range(2):
+        assert world.run_cli_process("reconcile").returncode == 1  # both sites Unknown
+    down = receiver.at("/repo", "unreachable")
+    assert len(down) == 1, receiver.posts
+    assert (down[0].body["domain"], down[0].body["server"]) == (None, None), down[0].body
+    assert down[0].body["repository"] in (str(world.app), f"{world.app}/"), down[0].body
+    assert down[0].body["text"].startswith("repository "), down[0].body
+    away.rename(world.app)
+    assert world.run_cli_process("reconcile").returncode == 0
+    assert world.run_cli_process("reconcile").returncode == 0
+    back = receiver.at("/repo", "recovered")
+    assert len(back) == 1 and back[0].body["text"].endswith("reachable again"), receiver.posts
+    causes = [p.body["event"] for p in receiver.at("/repo") if p.body["domain"] is None]
+    assert causes == ["unreachable", "recovered"], receiver.posts

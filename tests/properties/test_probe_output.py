@@ -308,8 +308,10 @@ def test_a_head_that_did_not_answer_is_that_heads_error_only(results: list[tuple
             assert head == branch_head(key, int(value), shell_value(noise)) and head.sha is None, head
         elif value == "0":
             assert head.sha is None and head.error and head.error.startswith("not asked: "), head
+            assert not head.unreachable, "not asked is no outage of that host"
         else:
-            assert head == BranchHead(None, f"the git host did not answer within {value}s (git_timeout)"), head
+            assert head == BranchHead(None, f"the git host did not answer within {value}s (git_timeout)",
+                                  unreachable=True), head
 
 
 @pytest.mark.parametrize("output", [

@@ -4,6 +4,7 @@ order, with which once-only key, and which are forgotten. Pure: no daemon, no st
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -138,6 +139,23 @@ def test_another_temporary_error_says_nothing_of_the_server() -> None:
     down nor up."""
     other = SiteOutcome(SHOP, "web-1", Sync.UNKNOWN, Health.UNKNOWN, "KeyError: x", retry_after=5.0, backoff=True)
     assert causes(news(other, Known("web-1", KEY, LIVE_NEW))) == []
+
+
+def test_an_app_repository_that_did_not_answer_is_news_of_the_repository() -> None:
+    """A round whose ref lookup got no answer sends `unreachable` in the repository's scope (no
+    domain, no server; one scope however a site spells the URL); a round that was answered
+    forgets it with `recovered`; a round that did not ask says nothing of it."""
+    down = SiteOutcome(SHOP, "web-1", Sync.UNKNOWN, Health.UNKNOWN, "cannot resolve branch 'main': refused",
+                       repository_reached=False)
+    notices = news(down, Known("web-1", KEY, LIVE_NEW, repository="git@git.example.com:acme/shop.git"))
+    assert ("send", "unreachable", "repository git.example.com/acme/shop") in causes(notices)
+    sent = notices[-1]
+    assert isinstance(sent, Send) and sent.fields["repository"] == "git@git.example.com:acme/shop.git"
+    assert sent.fields["server"] is None and "refused" in sent.fields["message"]
+    spelt = Known("web-1", KEY, LIVE_NEW, repository="ssh://git@git.example.com:22/acme/shop")
+    back = news(dataclasses.replace(outcome(), repository_reached=True), spelt)
+    assert ("forget", "unreachable", "repository git.example.com/acme/shop") in causes(back)
+    assert ("forget", "unreachable", "repository git.example.com/acme/shop") not in causes(news(outcome(), spelt))
 
 
 def test_the_declarations_repository_down_and_back() -> None:

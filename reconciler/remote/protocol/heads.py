@@ -75,7 +75,7 @@ def branch_head(key: tuple[str, str], rc: int, text: str) -> BranchHead:
     repository, ref = key
     if rc != 0:
         error = wire.display(text.strip())
-        return BranchHead(None, error or f"git ls-remote exited {rc}")
+        return BranchHead(None, error or f"git ls-remote exited {rc}", unreachable=True)
     peeled_ref = ref + "^{}"
     exact: set[str] = set()
     peeled: set[str] = set()

@@ -321,7 +321,9 @@ class _Reader:
         if index is None or seconds is None:
             raise _broken(f"a stalled head record names head {wire.display(index_text, 20)!r}, "
                           f"seconds {wire.display(seconds_text, 20)!r}")
-        self.facts.heads[self.head_keys[index]] = BranchHead(None, git_heads.unanswered(seconds))
+        # 0: not asked (other hosts used up the time), which is no outage of this one.
+        head = BranchHead(None, git_heads.unanswered(seconds), unreachable=seconds > 0)
+        self.facts.heads[self.head_keys[index]] = head
 
     def site_record(self, site: SiteFacts, tag: str, value: str) -> None:
         if tag == Tag.LINK:

@@ -56,6 +56,12 @@ def test_a_failed_ls_remote_gives_what_git_said_or_its_exit_status() -> None:
     assert said.sha is None and said.error == "fatal: could not read from remote repository"
     silent = heads.branch_head(KEY, 2, "   \n")
     assert silent.sha is None and silent.error == "git ls-remote exited 2"
+    assert said.unreachable and silent.unreachable  # the repository did not answer: an outage
+
+
+def test_a_ref_the_host_does_not_have_is_no_outage() -> None:
+    head = heads.branch_head(KEY, 0, f"{SHA_A}\trefs/tags/v1.4.3\n")
+    assert head.sha is None and not head.unreachable
 
 
 def test_a_malformed_sha_is_not_taken_for_a_commit() -> None:
