@@ -19,6 +19,7 @@ from prometheus_client.samples import Sample
 
 from tests.e2e.test_dashboard import browser  # noqa: F401  (the Chromium fixture, used by name)
 from tests.support.client import call
+from tests.support.dashboard import confirm
 from tests.support.fleet import Fleet
 from tests.support.net import free_port
 from tests.support.process import DaemonProcess, Daemons, Launcher
@@ -141,6 +142,8 @@ def test_the_dashboard_shows_a_release_once_with_a_badge_per_server(
 
     # Rollback where it is offered is accepted, and every server switches.
     older.locator('[data-action="rollback"]').click()
+    where = ("On server " if fleet.shape == "one" else "On servers ") + ", ".join(fleet.targets)
+    confirm(page, f"Roll back {fleet.domain} to release {first}?", where)  # names every server
     expect(page.locator("#notice")).to_contain_text(f"Rollback of {fleet.domain} to {first}")
     expect(page.locator("#notice")).to_contain_text("accepted")
     wait_until(lambda: fleet.live() == [first] * len(fleet.servers), 60, f"{first} live on every server",

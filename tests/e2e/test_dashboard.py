@@ -34,6 +34,7 @@ import pytest
 
 from tests.support import Daemons, World, app_commit, free_port, git
 from tests.support.client import call
+from tests.support.dashboard import confirm
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -62,19 +63,6 @@ def _serving(world: World, root: str) -> Any:
 
     world.wait(answering, f"the daemon's HTTP endpoint on {root}")
     return daemon
-
-
-def _confirm(page: Any, *says: str) -> None:
-    """The confirmation the dashboard asks before Rollback, Unpin and Redeploy: it says each of
-    `says` (the site, the release, the servers); confirmed."""
-    from playwright.sync_api import expect
-
-    dialog = page.locator("#confirm")
-    expect(dialog).to_be_visible()
-    for text in says:
-        expect(dialog).to_contain_text(text)
-    dialog.locator("button[value=confirm]").click()
-    expect(dialog).to_be_hidden()
 
 
 def _page(browser: Any, root: str) -> tuple[Any, list[str], list[str]]:
@@ -185,7 +173,7 @@ def test_dashboard_live_updates_log_and_rollback(tmp_path: Path, browser: Any, d
     # Rollback on the session cookie: the older release gets pinned, then switched to by the daemon.
     older = page.locator(f'tr[data-release="{first}"]')
     older.locator('[data-action="rollback"]').click()
-    _confirm(page, f"Roll back {DOMAIN} to release {first}?", "On server local", f"replaces the live release {second}")
+    confirm(page, f"Roll back {DOMAIN} to release {first}?", "On server local", f"replaces the live release {second}")
     expect(page.locator("#notice")).to_contain_text(f"to {first}")
     expect(page.locator("#notice")).to_contain_text("accepted")
     expect(older.locator(".badge-active")).to_have_count(1)
@@ -319,7 +307,7 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
 
     # Confirmed: the same commit, a fresh release, switched to.
     redeploy.click()
-    _confirm(page, f"Redeploy {DOMAIN}, replacing release {first}?", "On server local")
+    confirm(page, f"Redeploy {DOMAIN}, replacing release {first}?", "On server local")
     expect(notice).to_contain_text(f"Redeploy of {DOMAIN} accepted")
     expect(deployments).to_have_count(3)
     newest = deployments.first
@@ -341,7 +329,7 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     expect(page.locator("#confirm")).to_be_hidden()
     assert world.tip() == tip
     older.locator('[data-action="rollback"]').click()
-    _confirm(page, f"Roll back {DOMAIN} to release {first}?", "On server local", f"replaces the live release {second}")
+    confirm(page, f"Roll back {DOMAIN} to release {first}?", "On server local", f"replaces the live release {second}")
     expect(notice).to_contain_text(f"Rollback of {DOMAIN} to {first}")
     expect(row.locator(".pinned")).to_have_text(first)
     expect(older.locator(".badge-active")).to_have_count(1)
@@ -353,7 +341,7 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     expect(redeploy).to_have_count(0)
     tip = world.tip()
     unpin.click()
-    _confirm(page, f"Unpin {DOMAIN} from release {first}?", "On server local")
+    confirm(page, f"Unpin {DOMAIN} from release {first}?", "On server local")
     expect(notice).to_contain_text(f"Unpin of {DOMAIN} accepted")
     expect(row.locator(".pinned")).to_have_text("\u2014")
     expect(redeploy).to_be_visible()
@@ -370,7 +358,7 @@ def test_dashboard_retry_redeploy_rollback_unpin_and_reasons(tmp_path: Path, bro
     tip = world.tip()
     shutil.rmtree(site.release(second))
     fresh.locator('[data-action="rollback"]').click()
-    _confirm(page, f"Roll back {DOMAIN} to release {second}?")
+    confirm(page, f"Roll back {DOMAIN} to release {second}?")
     expect(notice).to_contain_text("Rollback refused (409)")
     expect(notice).to_contain_text(f"release {second} is not on local")
     assert world.tip() == tip
