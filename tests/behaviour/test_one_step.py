@@ -13,17 +13,8 @@ from tests.support.ssh_log import ssh_log
 pytestmark = pytest.mark.ssh
 
 
-def _two_releases(fleet: Fleet) -> tuple[str, str]:
-    fleet.declare(script="echo built\n")
-    assert fleet.reconcile().rc == 0
-    first = fleet.live_release()
-    fleet.commit("v2")
-    assert fleet.reconcile().rc == 0
-    return first, fleet.live_release()
-
-
 def test_rollback_and_unpin_return_with_the_release_live(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
-    first, second = _two_releases(fleet)
+    first, second = fleet.two_releases()
     servers = set(fleet.targets)
     log = ssh_log(monkeypatch)
 
@@ -55,7 +46,7 @@ def test_rollback_and_unpin_return_with_the_release_live(fleet: Fleet, monkeypat
 
 
 def test_rollback_no_wait_only_commits(fleet: Fleet) -> None:
-    first, second = _two_releases(fleet)
+    first, second = fleet.two_releases()
     rc, out, err = fleet.cli("rollback", fleet.domain, "--no-wait")
     assert rc == 0, (out, err)
     assert f"pinned to {first}" in out and "live" not in out, out

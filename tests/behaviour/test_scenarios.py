@@ -35,16 +35,6 @@ def _build(fleet: Fleet) -> str:
     return f"test ! -e {fleet.path('broken')} || {{ echo 'composer: mirror down'; exit 3; }}\necho built\n"
 
 
-def _two_releases(fleet: Fleet) -> tuple[str, str]:
-    """The site deployed, then a second commit deployed: (the first release, the live one)."""
-    fleet.declare(script="echo built\n")
-    assert fleet.reconcile().rc == 0
-    first = fleet.live_release()
-    fleet.commit("v2")
-    assert fleet.reconcile().rc == 0
-    return first, fleet.live_release()
-
-
 def test_deploy(fleet: Fleet) -> None:
     fleet.declare(script="echo built\n")
     rc, out, err = fleet.reconcile()
@@ -152,7 +142,7 @@ def test_redeploy_builds_a_fresh_release_of_the_same_commit(fleet: Fleet) -> Non
 
 
 def test_pin_and_unpin_switch_every_server(fleet: Fleet) -> None:
-    first, second = _two_releases(fleet)
+    first, second = fleet.two_releases()
     rc, out, err = fleet.cli("rollback", fleet.domain)
     assert rc == 0, (out, err)
     assert fleet.reconcile().rc == 0
@@ -289,7 +279,7 @@ def test_a_pinned_release_failing_its_health_check_is_degraded_and_the_pin_holds
 
 
 def test_history_has_one_row_per_release_and_says_what_triggered_it(fleet: Fleet) -> None:
-    first, second = _two_releases(fleet)
+    first, second = fleet.two_releases()
     rows = fleet.history()
     assert [row["release"] for row in rows] == [second, first], rows
     assert [row["trigger"] for row in rows] == ["app commit", "first deploy"], rows
@@ -297,7 +287,7 @@ def test_history_has_one_row_per_release_and_says_what_triggered_it(fleet: Fleet
 
 
 def test_history_names_the_cause_and_author_of_a_pin(fleet: Fleet) -> None:
-    first, _ = _two_releases(fleet)
+    first, _ = fleet.two_releases()
     assert fleet.cli("rollback", fleet.domain).rc == 0
     assert fleet.reconcile().rc == 0
     row = next(row for row in fleet.history() if row["release"] == first)

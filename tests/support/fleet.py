@@ -127,6 +127,15 @@ class Fleet:
         assert live[0] is not None and len(set(live)) == 1, f"not one release live everywhere: {live}"
         return live[0]
 
+    def two_releases(self) -> tuple[str, str]:
+        """The site deployed, then a second commit deployed: (the first release, the live one)."""
+        self.declare(script="echo built\n")
+        assert self.reconcile().rc == 0
+        first = self.live_release()
+        self.commit("v2")
+        assert self.reconcile().rc == 0
+        return first, self.live_release()
+
     def live_commits(self) -> list[str | None]:
         return [self.pair.site(server, self.domain, tolerant=True).live_commit() for server in self.servers]
 
