@@ -17,5 +17,5 @@ def handle(invocation: Invocation, args: argparse.Namespace) -> int:
     if args.no_wait:
         print(f"{done}; {queued(invocation, args.domain)}")
         return 0
-    print(f"{done}; building now")
+    print(f"{done}; retrying now (a failed build is built again, a failed health check checked again)")
     return build_now(invocation, args)

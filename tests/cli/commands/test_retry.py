@@ -25,7 +25,8 @@ def failed_fixture(world: CliWorld) -> CliWorld:
 def test_retry_forgets_the_failure_and_builds_now(failed: CliWorld) -> None:
     rc, out, err = failed.cli("retry", DOMAIN)
     assert rc == 0, (out, err)
-    assert out.startswith(f"{DOMAIN}: forgot 1 remembered failure; building now\n"), out
+    assert out.startswith(f"{DOMAIN}: forgot 1 remembered failure; retrying now (a failed build is built "
+                          "again, a failed health check checked again)\n"), out
     assert f"{DOMAIN}: Synced/Healthy" in out
     assert len(failed.releases()) == 2 and failed.active() == failed.releases()[-1]
 
