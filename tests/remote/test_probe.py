@@ -80,7 +80,7 @@ def test_tag_head_parsing_prefers_the_peeled_line_and_nothing_looser() -> None:
     two = head(f"{commit}\trefs/tags/v1^{{}}", f"{decoy}\trefs/tags/v1^{{}}")
     assert two.sha is None and two.error == "tag 'v1' is listed with 2 different commits"
     failed = head("fatal: could not read from remote repository", rc=128)
-    assert failed == BranchHead(None, "fatal: could not read from remote repository")
+    assert failed == BranchHead(None, "fatal: could not read from remote repository", unreachable=True)
 
 
 # --------------------------------------------------------------------------- through the local transport
