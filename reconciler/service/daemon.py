@@ -90,7 +90,9 @@ class Daemon:
         skipped = self.reconciler.skipped
         if others := [d for d in wake.domains if d in skipped]:
             return "; ".join(f"{d}: {skipped[d]}" for d in others) + ": the instance of its shard applies it"
-        (self.queue.hurry if wake.landed is not None else self.queue.request)(wake.domains)
+        self.queue.asked(wake.domains)  # an operator's ask does not wait out a backoff
+        if wake.landed is not None:
+            self.queue.hurry(wake.domains)
         self.wake.set()
         return None
 

@@ -75,6 +75,13 @@ class SiteQueue:
         self._not_before[domain] = now + delay
         return delay
 
+    def asked(self, domains: Iterable[str]) -> None:
+        """An operator asked for these sites (the command line woke the daemon): they go now,
+        not after their backoff; a further temporary error still doubles the wait."""
+        for domain in domains:
+            self._not_before.pop(domain, None)
+        self.request(domains)
+
     def recovered(self, domain: str) -> None:
         """The site got a definite outcome: its next temporary error starts the backoff afresh."""
         self._delay.pop(domain, None)

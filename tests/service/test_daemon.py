@@ -21,6 +21,7 @@ from reconciler.config import Settings
 from reconciler.core.shard import Shard
 from reconciler.core.status import Health, Sync
 from reconciler.engine.outcome import SiteOutcome
+from reconciler.service.control import Wake
 from reconciler.service.daemon import Daemon
 from reconciler.service.systemd import Notifier
 from tests.support import World, reconcile, settings_for, site_declaration, write_config
@@ -174,6 +175,31 @@ def test_temporary_errors_back_off_doubling_and_a_definite_outcome_starts_afresh
     assert messages[:3] == ["web-1 unreachable (retrying in 5s)", "web-1 unreachable (retrying in 10s)",
                             "web-1 unreachable (retrying in 20s)"]
     assert messages[4] == "web-1 unreachable (retrying in 5s)", "a recovery forgets the backoff"
+
+
+def test_a_site_the_command_line_wakes_goes_now_though_it_was_backing_off(tmp_path: Path) -> None:
+    """`retry --no-wait` or a CLI rollback wakes the daemon for a site that is backing off (its
+    server was down): the site is ready at once, not after its wait; one of another shard is
+    refused with why."""
+    site = site_declaration(domain=DOMAIN, server="web-1")
+    failing = SiteOutcome(DOMAIN, "web-1", Sync.UNKNOWN, Health.UNKNOWN, "web-1 unreachable", retry_after=60.0,
+                          backoff=True)
+
+    async def go() -> tuple[set[str], set[str], str | None]:
+        daemon = daemon_for(settings_for(tmp_path, tmp_path / "state"))
+        try:
+            now = asyncio.get_running_loop().time()
+            daemon._settle(site, failing)
+            daemon.queue.request({DOMAIN})
+            waiting = daemon.queue.take_ready({DOMAIN}, now + 1.0)
+            refused = daemon._woken(Wake((DOMAIN,)))
+            return waiting, daemon.queue.take_ready({DOMAIN}, now + 1.0), refused
+        finally:
+            await closed(daemon)
+
+    waiting, woken, refused = asyncio.run(go())
+    assert waiting == set(), "backing off: not before its 60 s"
+    assert woken == {DOMAIN} and refused is None
 
 
 def test_a_retry_after_requests_the_site_again_once_it_is_over(tmp_path: Path) -> None:

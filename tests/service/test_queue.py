@@ -76,3 +76,15 @@ def test_done_says_whether_a_site_was_requested_again_meanwhile() -> None:
     assert q.done({"b.example.com"})
     q.request()
     assert q.done({"c.example.com"})   # a full pass is due
+
+
+def test_a_site_an_operator_asks_for_goes_now_though_it_was_backing_off() -> None:
+    q = SiteQueue(backoff_cap=300.0)
+    q.take_ready(SITES, now=0.0)
+    q.done(SITES)
+    assert q.backoff("a.example.com", 160.0, now=0.0) == 160.0
+    q.asked(["a.example.com"])
+    assert q.take_ready(SITES, now=1.0) == {"a.example.com"}  # not at 160 s
+    q.done(["a.example.com"])
+    assert q.backoff("a.example.com", 5.0, now=1.0) == 300.0  # failing again still doubles (to the cap)
+
