@@ -5,6 +5,7 @@ a retry or redeploy queued for the daemon."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import sys
@@ -14,7 +15,7 @@ from typing import TypeVar
 
 from reconciler.cli import control
 from reconciler.cli.invocation import Invocation
-from reconciler.cli.passes import announce_now
+from reconciler.cli.passes import announce_now, build_now
 from reconciler.cli.state import store
 from reconciler.core.status import Health, Sync
 from reconciler.core.text import printable
@@ -95,3 +96,14 @@ def queued(invocation: Invocation, domain: str) -> str:
     if asyncio.run(control.wake(invocation.settings.state_dir, Wake((domain,)))) is not None:
         return "queued; the daemon builds it now"
     return f"queued; no daemon runs here: `reconciler reconcile --site {domain}` builds it"
+
+
+def then_build(invocation: Invocation, args: argparse.Namespace, done: str, now: str) -> int:
+    """After a retry or redeploy is recorded (`done` says what): with --no-wait, queued for the
+    daemon (`queued`); else the site's pass runs here (`now` says what it does)."""
+    if args.no_wait:
+        print(f"{done}; {queued(invocation, args.domain)}")
+        return 0
+    print(f"{done}; {now}")
+    return build_now(invocation, args)
+

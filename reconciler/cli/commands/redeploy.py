@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from reconciler.cli.acting import act, queued
+from reconciler.cli.acting import act, then_build
 from reconciler.cli.invocation import Invocation
-from reconciler.cli.passes import build_now
 from reconciler.cli.person import person
 from reconciler.engine import actions
 
@@ -14,8 +13,4 @@ from reconciler.engine import actions
 def handle(invocation: Invocation, args: argparse.Namespace) -> int:
     act(invocation, lambda r: actions.redeploy(r, args.domain, person()))
     done = f"{args.domain}: a fresh build of the current commit is requested"
-    if args.no_wait:
-        print(f"{done}; {queued(invocation, args.domain)}")
-        return 0
-    print(f"{done}; building now")
-    return build_now(invocation, args)
+    return then_build(invocation, args, done, "building now")

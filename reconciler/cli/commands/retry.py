@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from reconciler.cli.acting import act, queued
+from reconciler.cli.acting import act, then_build
 from reconciler.cli.invocation import Invocation
-from reconciler.cli.passes import build_now
 from reconciler.cli.person import person
 from reconciler.engine import actions
 
@@ -14,8 +13,5 @@ from reconciler.engine import actions
 def handle(invocation: Invocation, args: argparse.Namespace) -> int:
     forgiven = act(invocation, lambda r: actions.retry(r, args.domain, person()))
     done = f"{args.domain}: forgot {forgiven} remembered failure{'s' if forgiven != 1 else ''}"
-    if args.no_wait:
-        print(f"{done}; {queued(invocation, args.domain)}")
-        return 0
-    print(f"{done}; retrying now (a failed build is built again, a failed health check checked again)")
-    return build_now(invocation, args)
+    return then_build(invocation, args, done,
+                      "retrying now (a failed build is built again, a failed health check checked again)")
