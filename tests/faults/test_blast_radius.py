@@ -197,6 +197,12 @@ def _git_host_silent(b: Blast) -> None:
     b.lab.declare(A, repository=pit.url("http", "a.git"))
 
 
+def _app_repository_gone(b: Blast) -> None:
+    """A's app repository cannot be listed any more (its host gone): an outage of A's repository
+    only, reported as A's, never as its siblings' or the server's."""
+    b.app_a.rename(b.app_a.with_name("app-a-gone"))
+
+
 def _script_once_fails(b: Blast) -> None:
     """A's run-once step (migrations) fails: A is deployed as a fleet of one, by the one executor."""
     b.lab.declare(A, script_once="echo 'SQLSTATE: no such table'; exit 4")
@@ -219,6 +225,8 @@ CASES = [
     Case("script: exit 7", "script", _script_exit_7, ("script", "exit 7")),
     Case("probe: git host never answers", "probe heads", _git_host_silent, ("git host", "answer"),
          syncs=("Unknown",)),
+    Case("probe: app repository gone", "probe heads", lambda b: None, ("cannot resolve",), syncs=("Unknown",),
+         after_commit=_app_repository_gone),
     Case("run once: script_once fails", "run once", _script_once_fails, ("script_once", "exit 4")),
     Case("switch: site path became a dir", "switch", _site_path_becomes_directory,
          ("symlink", "directory")),
