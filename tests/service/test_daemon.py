@@ -355,3 +355,29 @@ def test_the_daemon_forgets_history_older_than_retention_days_at_start_and_on_it
             await closed(daemon)
 
     asyncio.run(go())
+
+
+def test_a_site_an_operator_acts_on_through_the_api_goes_now_and_a_landed_pin_is_hurried(tmp_path: Path) -> None:
+    """The daemon's ask, as the API and the dashboard use it: a backing-off site is ready at once,
+    and a pin or unpin that just landed is hurried (the lock command's fast path); a retry is not."""
+    site = site_declaration(domain=DOMAIN, server="web-1")
+    failing = SiteOutcome(DOMAIN, "web-1", Sync.UNKNOWN, Health.UNKNOWN, "web-1 unreachable", retry_after=60.0,
+                          backoff=True)
+
+    async def go() -> list[tuple[set[str], set[str]]]:
+        daemon = daemon_for(settings_for(tmp_path, tmp_path / "state"))
+        try:
+            now = asyncio.get_running_loop().time()
+            seen = []
+            for landed in (False, True):
+                daemon._settle(site, failing)
+                daemon.queue.request({DOMAIN})
+                assert daemon.queue.take_ready({DOMAIN}, now + 1.0) == set(), "backing off"
+                daemon.asked({DOMAIN}, landed)
+                seen.append((daemon.queue.take_ready({DOMAIN}, now + 1.0), daemon.queue.take_hurried({DOMAIN})))
+                daemon.queue.done({DOMAIN})  # its round ended
+            return seen
+        finally:
+            await closed(daemon)
+
+    assert asyncio.run(go()) == [({DOMAIN}, set()), ({DOMAIN}, {DOMAIN})]
