@@ -207,8 +207,9 @@ def _record(site: FoundSite, tag: str, value: str, base_path: str) -> None:
             site.fail("the live release's HEAD is no commit")
     elif tag == Tag.SHARED:
         if not _SHARED_RE.fullmatch(value) or value in (".", ".."):
-            raise _broken(f"shared entry {wire.display(value, 80)!r}")
-        if value not in site.shared:
+            site.fail(f"the live release links {wire.display(value, 80)!r} into shared/: not a name a "
+                      "declaration's `shared` can hold")
+        elif value not in site.shared:
             site.shared.append(value)
 
 
