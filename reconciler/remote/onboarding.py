@@ -148,8 +148,7 @@ def render(site: FoundSite, servers: Sequence[str], base_path: str, releases: in
     if set(site.shared) != set(DEFAULT_SHARED):
         ordered = [entry for entry in DEFAULT_SHARED if entry in site.shared] + \
                   sorted(entry for entry in site.shared if entry not in DEFAULT_SHARED)
-        lines.append("# The entries the live release links into shared/ (a listed entry that is not a link")
-        lines.append("# there would be replaced by one).")
+        lines.append("# What the live release links into shared/ (the default list would relink the others).")
         lines.append("shared = [" + ", ".join(_toml(entry) for entry in ordered) + "]")
     if releases > DEFAULT_KEEP:
         lines.append(f"# The server holds {releases} releases: kept, so the first pass prunes none. Lower it to prune.")

@@ -88,8 +88,10 @@ import_site() {{
   emit {Tag.RELEASES} "$c"
   [ -e "$l/.git" ] || {{ bare {Tag.NOGIT}; return; }}
   emit {Tag.ORIGIN} "$(g remote get-url origin)"
-  emit {Tag.BRANCH} "$(g symbolic-ref -q --short HEAD)"
-  emit {Tag.TAG} "$(g describe --tags --exact-match HEAD)"
+  h=$(g symbolic-ref -q --short HEAD)
+  emit {Tag.BRANCH} "$h"
+  # A tag is only asked for a detached HEAD (a branch is what the declaration follows then).
+  [ -n "$h" ] || emit {Tag.TAG} "$(g describe --tags --exact-match HEAD)"
   emit {Tag.COMMIT} "$(g rev-parse -q --verify HEAD)"
   k=0
   for e in "$l"/* "$l"/.[!.]* "$l"/..?*; do
