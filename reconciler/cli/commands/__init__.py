@@ -92,6 +92,17 @@ COMMANDS: dict[str, Command] = {
     "doctor": _command("doctor", "check what the servers (or SERVER) need for their declared sites and say "
                        "what is missing, with the fix; exit 1 when something is", "reconciler doctor web-1",
                        arg("server", nargs="?", help="only this server (declared or not: the basics are checked)")),
+    # `import` is a Python keyword: its module is import_.
+    "import": Command(f"{__name__}.import_", "find the BrokeForge-layout sites on servers that already run them and "
+                      "print (or --write) one declaration per site, pinned to its live release so the first pass "
+                      "deploys nothing; exit 1 when a site cannot be read (listed with the reason)",
+                      "reconciler import web-1 --write",
+                      (arg("server", nargs="+", help="an SSH destination or ssh_config Host alias, as `server =` "
+                           "says it; several: a site on each with the same live release becomes `servers = [...]`"),
+                       arg("--base", metavar="PATH", help="the servers' base_path (default /home/brokeforge)"),
+                       arg("--write", action="store_true",
+                           help="write sites.d/<domain>.toml into the declarations work tree (never over a file); "
+                                "review, then commit"))),
     "validate": _command("validate", "check declarations without touching any server", "reconciler validate ~/sites",
                          arg("path", nargs="?")),
     "nginx": _command("nginx", "print an nginx server block for a site", "reconciler nginx shop.example.com",
