@@ -15,9 +15,8 @@ host on its own, so a failure on one leaves a fleet serving two versions):
 - `prune`, per server, as if the rollout succeeded;
 - the verdict (sync, health, message) and what is desired.
 
-A deploy window (core/windows.py) that holds the site's move keeps `build`, `once` and `switch`
-out, and says until when; the housekeeping (prepare, relink, owed reload, prune around the live
-release) goes on. `override_window` lets the move through, marked `overrode_window` for history.
+A deploy window (core/windows.py) holding the move keeps `build`, `once` and `switch` out and says
+until when; housekeeping goes on (`_windowed`).
 
 What the executor does with it (locks, commands, undo, what follows a switch) lives in
 `engine/`; every rule that decides *what* to do lives here and in `core/plan.py`.

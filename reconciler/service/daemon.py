@@ -273,7 +273,7 @@ class Daemon:
 
     def _when_open(self, domain: str, until: datetime) -> None:
         """Held by a deploy window: look at the site again as the window opens, when that is
-        before the next interval poll (which looks anyway: one timer per site at most)."""
+        before the next interval poll (which looks anyway, so a long hold piles up no timers)."""
         delay = (until - self.reconciler.clock()).total_seconds()
         if delay < self.settings.interval:
             asyncio.get_running_loop().call_later(max(delay, 0.0), self.request, {domain})
