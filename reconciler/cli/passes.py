@@ -27,13 +27,17 @@ class PassResult(NamedTuple):
     unreachable: str = ""    # why the declarations' Git host could not be fetched ("" when it could)
 
 
-def one_pass(invocation: Invocation, site: str | None, dry_run: bool, progress: Progress | None = None) -> PassResult:
-    return asyncio.run(_pass(invocation, site, dry_run, progress))
+def one_pass(invocation: Invocation, site: str | None, dry_run: bool, progress: Progress | None = None,
+             override_window: str | None = None) -> PassResult:
+    """`override_window`: who runs it, when deploy windows are to hold nothing in this pass."""
+    return asyncio.run(_pass(invocation, site, dry_run, progress, override_window))
 
 
-async def _pass(invocation: Invocation, site: str | None, dry_run: bool, progress: Progress | None) -> PassResult:
+async def _pass(invocation: Invocation, site: str | None, dry_run: bool, progress: Progress | None,
+                override_window: str | None) -> PassResult:
     reconciler = Reconciler(invocation.settings, reader(invocation) if dry_run else store(invocation),
                             progress=progress.step if progress else None)
+    reconciler.bench.override_window = override_window
     if progress is not None:
         progress.start()
     notifications = Notifications([] if dry_run else list(invocation.settings.notify))

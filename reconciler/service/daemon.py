@@ -270,10 +270,19 @@ class Daemon:
             self.queue.recovered(site.domain)
             if outcome.superseded:
                 self.request({site.domain})  # superseded while building: go again with the new declaration
+            if outcome.held_until is not None:
+                self._when_open(site.domain, outcome.held_until)
             self._notify(site, outcome)
             self._report(outcome)
         except Exception:
             log.exception("%s: could not settle the outcome", site.domain)
+
+    def _when_open(self, domain: str, until: datetime) -> None:
+        """Held by a deploy window: look at the site again as the window opens, when that is
+        before the next interval poll (which looks anyway, so a long hold piles up no timers)."""
+        delay = (until - self.reconciler.clock()).total_seconds()
+        if delay < self.settings.interval:
+            asyncio.get_running_loop().call_later(max(delay, 0.0), self.request, {domain})
 
     def _notify(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
         """Send the events the round causes (service/news.py decides which, herald.py once)."""

@@ -13,6 +13,7 @@ import logging
 import socket
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,33 @@ def test_a_retry_after_requests_the_site_again_once_it_is_over(tmp_path: Path) -
             await closed(daemon)
 
     assert asyncio.run(go()) == {DOMAIN}, "only that site is asked for"
+
+
+def test_a_site_held_by_a_deploy_window_is_requested_again_as_the_window_opens(tmp_path: Path) -> None:
+    """Held until a moment before the next interval poll: the site is asked for then, not at once
+    and not only at the poll. Held past the next poll: no timer (the poll looks anyway)."""
+    site = site_declaration(domain=DOMAIN, server="web-1")
+
+    async def go() -> tuple[set[str], bool]:
+        daemon = daemon_for(settings_for(tmp_path, tmp_path / "state", interval=3600.0))
+        try:
+            daemon.queue.take_ready(set(), 0.0)  # the first full pass is taken
+            now = daemon.reconciler.clock()
+            far = SiteOutcome(DOMAIN, "web-1", Sync.OUT_OF_SYNC, Health.HEALTHY, "held by window until Mon 09:00 UTC",
+                              held_until=now + timedelta(hours=2))
+            daemon._settle(site, far)
+            far_timer = bool(asyncio.get_running_loop()._scheduled)  # type: ignore[attr-defined]
+            soon = SiteOutcome(DOMAIN, "web-1", Sync.OUT_OF_SYNC, Health.HEALTHY, "held by window until Mon 09:00 UTC",
+                               held_until=now + timedelta(seconds=0.2))
+            daemon._settle(site, soon)
+            assert not daemon.queue.pending, "asked for when the window opens, not at once"
+            await asyncio.wait_for(daemon.wake.wait(), 30)
+            return daemon.queue.take_ready({DOMAIN, OTHER}, 0.0), far_timer
+        finally:
+            await closed(daemon)
+
+    woken, far_timer = asyncio.run(go())
+    assert woken == {DOMAIN} and not far_timer
 
 
 def test_a_verdict_is_logged_when_it_changes_and_at_the_level_it_deserves(
