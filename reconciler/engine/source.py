@@ -145,6 +145,15 @@ def _layers(repo: pygit2.Repository, tree: pygit2.Tree, sites: pygit2.Object | N
     return read_layers(defaults, templates), versions, size
 
 
+def layers_at(repo: pygit2.Repository, tree: pygit2.Tree) -> Layers:
+    """The defaults and templates of one commit's tree (to judge one site file as the loader would)."""
+    try:
+        sites: pygit2.Object | None = tree[SITES_DIR]
+    except KeyError:
+        sites = None
+    return _layers(repo, tree, sites)[0]
+
+
 def _used(versions: dict[str, str], template: str | None) -> tuple[str | None, str | None, str | None]:
     """What a site's result depends on beside its own file: the defaults' blob, the template it
     names and that template's blob (None where there is none)."""
