@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core.layers import Layers
 from reconciler.config import Settings
+from reconciler.core.layers import Layers
 from reconciler.engine import source
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.store import Store

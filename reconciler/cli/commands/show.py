@@ -47,7 +47,8 @@ def as_toml(rows: list[tuple[str, Any, Origin | None]]) -> str:
             table.comment(note)
             tables.append((key, table))
             continue
-        item = tomlkit.string(value, multiline=True) if isinstance(value, str) and "\n" in value else tomlkit.item(value)
+        multiline = isinstance(value, str) and "\n" in value
+        item = tomlkit.string(value, multiline=True) if multiline else tomlkit.item(value)
         item.comment(note)
         document.add(key, item)
     for key, table in tables:  # after every plain key: TOML's rule
