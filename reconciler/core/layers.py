@@ -151,3 +151,26 @@ def merge(site: Source, layers: Layers = NO_LAYERS) -> Effective:
             result.values[key] = value
             result.origins[key] = Origin(source.file, source.line([key]))
     return result
+
+
+def explain(old: Mapping[str, Any], new: Mapping[str, Any], origins: Mapping[str, Origin]) -> list[str]:
+    """Why a site's effective declaration `new` differs from `old` (what its live release was
+    asked for with), one line per changed key, named by the file that sets it now: a template's
+    change says which template, the defaults' say so."""
+    reasons = []
+    for key in [*new, *(key for key in old if key not in new)]:
+        if old.get(key) == new.get(key):
+            continue
+        origin = origins.get(key)
+        if key == "template":
+            reasons.append(f"template: {old.get(key) or 'none'} -> {new.get(key) or 'none'}")
+        elif origin is None:
+            reasons.append(f"{key} changed (now the default)")
+        elif origin.file.startswith(f"{TEMPLATES_DIR}/"):
+            name = origin.file.removeprefix(f"{TEMPLATES_DIR}/").removesuffix(".toml")
+            reasons.append(f"template {name} changed: {key} ({origin})")
+        elif origin.file.endswith(f"/{DEFAULTS_NAME}"):
+            reasons.append(f"defaults changed: {key} ({origin})")
+        else:
+            reasons.append(f"{key} changed ({origin})")
+    return reasons
