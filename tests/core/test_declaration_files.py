@@ -212,10 +212,11 @@ def test_assemble_takes_results_already_parsed() -> None:
 
 # --------------------------------------------------------------------------- defaults and templates
 
-LARAVEL = b'# Laravel sites\nrepository = "/srv/git/app.git"\nphp = "8.3"\nscript = "composer install"\n[health]\ncommand = "true"\n'
+LARAVEL = (b'# Laravel sites\nrepository = "/srv/git/app.git"\nphp = "8.3"\nscript = "composer install"\n'
+           b'[health]\ncommand = "true"\n')
 
 
-def _layered(defaults: bytes | None | bool = False, laravel: bytes = LARAVEL) -> Layers:
+def _layered(defaults: bytes | bool | None = False, laravel: bytes = LARAVEL) -> Layers:
     return read_layers(defaults, [("templates/laravel.toml", laravel)])
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.declarations import MAX_FILE_BYTES
+from reconciler.core.layers import Layers
 from reconciler.engine import source
 from reconciler.engine.source import load, load_directory
 from reconciler.errors import DeclarationError
-from reconciler.core.layers import Layers
 from tests.support import git, make_decl_repo, site_file, write_site
 from tests.support.layers import write_defaults, write_template
 from tests.support.site_text import BASE, render
