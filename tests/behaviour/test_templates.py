@@ -1,6 +1,7 @@
 """Fleet templates as desired state, on one server and on two: a change to `templates/<name>.toml`
-redeploys every site that names the template, on every server, and no other site; `diff` says
-beforehand which sites it moves and why (the template, the key and the file line that sets it).
+redeploys every site that names the template, on every server, and no other site; `diff` and
+`reconcile --dry-run` say beforehand which sites it moves and why (the template, the key and the
+file line that sets it).
 
 Real sshds (each server its own filesystem), real git, the CLI in this process."""
 
@@ -32,7 +33,7 @@ def _sections(out: str) -> dict[str, list[str]]:
     said: dict[str, list[str]] = {}
     for line in out.splitlines():
         if not line.startswith(" "):
-            current = said.setdefault(line.split(" ")[0], [])
+            current = said.setdefault(line.split(" ")[0].rstrip(":"), [])
         current.append(line)
     return said
 
@@ -55,6 +56,11 @@ def test_a_template_change_redeploys_every_site_using_it_and_no_other(fleet: Fle
     for domain in (fleet.domain, SIBLING):
         assert "  because template laravel changed: script (templates/laravel.toml:1)" in said[domain], out
         assert any(line.startswith("  + ") for line in said[domain]), out
+    rc, out, err = fleet.cli("reconcile", "--dry-run")  # says the same, and changes nothing either
+    said = _sections(out)
+    for domain in (fleet.domain, SIBLING):
+        assert "  because template laravel changed: script (templates/laravel.toml:1)" in said[domain], out
+    assert len(said[OWN]) == 1, out
 
     rc, out, err = fleet.reconcile()
     assert rc == 0, (out, err)
