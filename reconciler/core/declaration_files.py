@@ -1,7 +1,8 @@
 """Declaration files: `sites.d/*.toml` as bytes in, a validated site or the file's errors out.
 The one strict parser of what an operator commits (a file too large, nested too deep, not TOML,
 or failing the model's validation is that file's `InvalidSite`, with the line of each key); a
-commit's files assembled into `Declarations`. Pure: `engine.source` reads the files.
+site judged over its defaults and template (core.layers), each error at the file and line that
+set the key; a commit's files assembled into `Declarations`. Pure: `engine.source` reads the files.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Desired state from git: the committed `sites.d/*.toml` of one commit, read with pygit2.
+"""Desired state from git: the committed `sites.d/*.toml` of one commit, read with pygit2, over
+that commit's `sites.d/_defaults.toml` and `templates/*.toml` (core.layers).
 
 Only committed content counts, so this reads the tree of a commit and never the work tree
 (except `load_directory`, used by `validate` as a pre-commit check). Parsing and validation
@@ -23,11 +24,11 @@ MAX_FILES = 20_000
 MAX_TOTAL_BYTES = 64 * 1024 * 1024
 
 
-def _check_bounds(count: int, total: int, where: str) -> None:
+def _check_bounds(count: int, total: int, where: str, folder: str = SITES_DIR) -> None:
     if count > MAX_FILES:
-        raise DeclarationError(f"{where}: {SITES_DIR}/ holds more than {MAX_FILES} files; not applied")
+        raise DeclarationError(f"{where}: {folder}/ holds more than {MAX_FILES} files; not applied")
     if total > MAX_TOTAL_BYTES:
-        raise DeclarationError(f"{where}: {SITES_DIR}/ holds more than {MAX_TOTAL_BYTES} bytes; not applied")
+        raise DeclarationError(f"{where}: {folder}/ holds more than {MAX_TOTAL_BYTES} bytes; not applied")
 
 
 def open_repository(path: str | Path) -> pygit2.Repository:
@@ -140,7 +141,7 @@ def _layers(repo: pygit2.Repository, tree: pygit2.Tree, sites: pygit2.Object | N
         if entry.name and entry.name.endswith(".toml"):
             templates.append((f"{TEMPLATES_DIR}/{entry.name}", _blob_data(repo, entry)))
             versions[f"{TEMPLATES_DIR}/{entry.name}"] = _version(entry)
-            _check_bounds(len(templates), 0, f"{TEMPLATES_DIR}/")
+            _check_bounds(len(templates), 0, "declarations", TEMPLATES_DIR)
     size = sum(len(data or b"") for _, data in templates) + (len(defaults) if isinstance(defaults, bytes) else 0)
     return read_layers(defaults, templates), versions, size
 
