@@ -95,7 +95,9 @@ def skipped(result: PassResult, settings: Settings, site: str | None) -> int | N
     return None
 
 
-def report(result: PassResult, settings: Settings, site: str | None, dry_run: bool) -> int:
+def report(result: PassResult, settings: Settings, site: str | None, dry_run: bool,
+           why: dict[str, list[str]] | None = None) -> int:
+    """Each outcome and its actions; `why`: per site, what in its declaration moved it (cli.why)."""
     outcomes, notice = result.outcomes, result.notice
     if notice:
         print(f"warning: {notice}")
@@ -112,6 +114,8 @@ def report(result: PassResult, settings: Settings, site: str | None, dry_run: bo
         if o.message:
             line += f" - {o.message}"
         print(printable(line))
+        for reason in (why or {}).get(o.domain, []):
+            print(f"  because {printable(reason)}")
         for action in o.actions:
             print(f"  {'would ' if dry_run else ''}{printable(action)}")
     return 0 if all(o.sync == SYNCED for o in outcomes) and not result.unreachable else 1

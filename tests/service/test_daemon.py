@@ -26,9 +26,11 @@ from reconciler.service.control import Wake
 from reconciler.service.daemon import Daemon
 from reconciler.service.systemd import Notifier
 from tests.support import World, reconcile, settings_for, site_declaration, write_config
+from tests.support.layers import write_defaults, write_template
 
 DOMAIN = "shop.example.com"
 OTHER = "blog.example.com"
+THIRD = "docs.example.com"
 
 
 def daemon_for(settings: Settings, notifier: Notifier | None = None, config_path: Path | None = None) -> Daemon:
@@ -86,6 +88,34 @@ def test_a_moved_branch_hurries_only_the_sites_whose_declaration_changed(world: 
             await daemon.declarations_moved()
             assert daemon.wake.is_set()
             assert daemon.queue.take_hurried({DOMAIN, OTHER}) == {OTHER}
+        finally:
+            await closed(daemon)
+
+    asyncio.run(go())
+
+
+def test_a_template_or_defaults_change_hurries_every_site_that_uses_it_and_no_other(world: World) -> None:
+    """A commit that only edits templates/<name>.toml or sites.d/_defaults.toml changes the
+    effective declaration of the sites that take keys from it: those are looked at again at
+    once; a site that names no template is hurried only by the defaults."""
+    write_template(world.decl, "laravel", 'script = "echo one\\n"\n')
+    world.declare(DOMAIN, server="local", template="laravel")
+    world.declare(OTHER, server="local", script="echo own\n")
+    world.declare(THIRD, server="local", template="laravel")
+
+    async def go() -> None:
+        daemon = daemon_for(world.settings())
+        try:
+            daemon.decls = await daemon.reconciler.load_async()
+            assert set(daemon.decls.sites) == {DOMAIN, OTHER, THIRD}
+            write_template(world.decl, "laravel", 'script = "echo two\\n"\n')
+            await daemon.declarations_moved()
+            assert daemon.queue.take_hurried({DOMAIN, OTHER, THIRD}) == {DOMAIN, THIRD}
+            daemon.decls = await daemon.reconciler.load_async()
+            assert daemon.decls.sites[DOMAIN].script == "echo two\n"
+            write_defaults(world.decl, "keep_failed = 1\n")
+            await daemon.declarations_moved()
+            assert daemon.queue.take_hurried({DOMAIN, OTHER, THIRD}) == {DOMAIN, OTHER, THIRD}
         finally:
             await closed(daemon)
 

@@ -107,6 +107,9 @@ COMMANDS: dict[str, Command] = {
                                 "review, then commit"))),
     "validate": _command("validate", "check declarations without touching any server", "reconciler validate ~/sites",
                          arg("path", nargs="?")),
+    "show": _command("show", "a site's effective declaration (over _defaults.toml and its template) and "
+                     "where each key came from", "reconciler show shop.example.com",
+                     arg("domain"), arg("--json", action="store_true")),
     "nginx": _command("nginx", "print an nginx server block for a site", "reconciler nginx shop.example.com",
                       arg("domain")),
     "completion": _command("completion", "print a shell completion script", "source <(reconciler completion bash)",
