@@ -81,8 +81,9 @@ def main(samples: int = 5) -> None:
                        "import os, reconciler.cli.acting, reconciler.remote.transport.ssh; os._exit(0)"]
             # The floor under any one-shot command of ours: Python and the libraries a rollback
             # cannot do without (SSH, the declarations' models, git, the state database, TOML edits).
-            libraries = [sys.executable, "-c", "import os, asyncio, asyncssh, pydantic, pygit2, sqlite_utils, tomlkit;"
-                         "os._exit(0)"]
+            # (pydantic loads its model machinery on first use: BaseModel is that use.)
+            libraries = [sys.executable, "-c", "import os, asyncio, asyncssh, pygit2, sqlite_utils, tomlkit; "
+                         "from pydantic import BaseModel; os._exit(0)"]
 
             def one_step(name: str, older: bool) -> None:
                 said: list[str] = []
