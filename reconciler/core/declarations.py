@@ -12,12 +12,13 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from reconciler.core.health import HealthCheck
 from reconciler.core.layout import parse_release
+from reconciler.core.site_env import SiteEnv
 from reconciler.core.siteref import COMMIT_RE as _COMMIT_RE
 from reconciler.core.siteref import SiteRef as SiteRef  # re-exported: it began here
 from reconciler.core.text import printable as printable  # re-exported: it began here
@@ -129,7 +130,7 @@ def check_branch(name: str, what: str = "branch") -> str | None:
 class SiteDeclaration(BaseModel):
     """One validated `sites.d/<domain>.toml`."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
 
     domain: str
     server: str  # with `servers`, filled from its first entry
@@ -163,6 +164,21 @@ class SiteDeclaration(BaseModel):
     # Code run on exactly one server per deploy (the first listed), after its build and before
     # any switch: migrations. Not part of the build key (it changes the database, not the release).
     script_once: str | None = None
+
+    # -- the site's encrypted environment (sites.d/<domain>.env.age) --
+    # What follows a changed `shared/.env` on a server: "reload" runs the reload command,
+    # "redeploy" builds a fresh release. Not part of the build key.
+    env_change: Literal["reload", "redeploy"] = "reload"
+    # The decrypted env file, attached by the engine (engine/site_env.py), never a key of the
+    # TOML file (`_no_env_key`); left out of dumps and reprs: it is a secret.
+    env: SiteEnv | None = Field(default=None, exclude=True, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_env_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "env" in data:
+            raise ValueError("env: not a key; a site's environment is sites.d/<domain>.env.age")
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -402,6 +418,8 @@ class Declarations:
     notice: str = ""
     # The line of the `server` key of each valid site on server "local" (for `refuse_local`).
     local_lines: dict[str, int] = field(default_factory=dict)
+    # Each site's `sites.d/<domain>.env.age` of this commit, encrypted (engine/site_env.py opens them).
+    sealed: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[str]:

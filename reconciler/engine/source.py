@@ -13,6 +13,7 @@ import pygit2
 
 from reconciler.core.declaration_files import Parsed, assemble, collect, parse_file
 from reconciler.core.declarations import SITES_DIR, Declarations
+from reconciler.core.site_env import MAX_ENV_BYTES, domain_of_env
 from reconciler.errors import DeclarationError
 
 # Bounds on one commit's sites.d/ (each file is also capped, core.declarations.MAX_FILE_BYTES):
@@ -120,8 +121,12 @@ def load_commit(repo_path: str | Path, commit_id: str, cache: BlobCache | None =
     known = cache.entries if cache is not None else {}
     seen: dict[tuple[str, str], tuple[int, Parsed]] = {}
     total = 0
+    sealed: dict[str, bytes] = {}
     if isinstance(sites_tree, pygit2.Tree):
         for entry in sites_tree:
+            if entry.name and (domain := domain_of_env(entry.name)) is not None:
+                sealed[domain] = _sealed_blob(repo, entry)
+                continue
             if not entry.name or not entry.name.endswith(".toml"):
                 continue
             name = f"{SITES_DIR}/{entry.name}"
@@ -139,7 +144,20 @@ def load_commit(repo_path: str | Path, commit_id: str, cache: BlobCache | None =
             _check_bounds(len(seen), total, f"commit {str(commit.id)[:12]}")
     if cache is not None:
         cache.entries = seen
-    return assemble(((name, parsed) for (name, _), (_, parsed) in seen.items()), str(commit.id))
+    decls = assemble(((name, parsed) for (name, _), (_, parsed) in seen.items()), str(commit.id))
+    decls.sealed = {domain: data for domain, data in sealed.items() if domain in decls.sites}
+    return decls
+
+
+def _sealed_blob(repo: pygit2.Repository, entry: pygit2.Object) -> bytes:
+    """A site's encrypted env file of this commit (b"" when it is no regular file or too big: it
+    then fails to decrypt, which is that site's error)."""
+    if entry.filemode not in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
+        return b""
+    blob = repo.get(entry.id)
+    if not isinstance(blob, pygit2.Blob) or blob.size > 2 * MAX_ENV_BYTES:
+        return b""
+    return bytes(blob.data)
 
 
 def load_directory(path: str | Path) -> Declarations:
