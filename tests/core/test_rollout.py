@@ -251,3 +251,52 @@ def test_whether_the_app_repository_answered_is_part_of_the_verdict(shape: str) 
     pinned = fleet(servers, pin=R3) if shape == "two" else declare(pin=R3)
     assert plan_rollout(pinned, facts, None, memory, NOW).head_reached is None
 
+
+
+# --- a site's env file (sites.d/<domain>.env.age) ---------------------------------------------
+
+
+def _with_env(shape: str, text: str = "A=1\n", **fields: Any) -> SiteDeclaration:
+    from reconciler.core.site_env import SiteEnv
+    return fleet(SHAPES[shape], reload="true", **fields).model_copy(update={"env": SiteEnv(text)})
+
+
+def _live(digest: str | None) -> SiteFacts:
+    facts = server(ok(R4), active=R4)
+    facts.env_digest = digest
+    return facts
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_env_differing_on_one_server_is_written_there_then_reloaded(shape: str) -> None:
+    from reconciler.core.plan import ENV_CHANGED, WriteEnv
+    site = _with_env(shape)
+    assert site.env is not None
+    digest = site.env.digest
+    facts = {s: _live(digest) for s in SHAPES[shape]}
+    last = SHAPES[shape][-1]
+    facts[last] = _live("f" * 64)
+    rollout = plan_rollout(site, facts, BranchHead(HEAD), {}, NOW)
+    assert rollout.prepare[last] == (WriteEnv(digest), Reload(R4, ENV_CHANGED))
+    assert all(rollout.prepare[s] == () for s in SHAPES[shape] if s != last)
+    assert rollout.build is None and rollout.switch is None and rollout.sync == Sync.OUT_OF_SYNC
+    synced = plan_rollout(site, {s: _live(digest) for s in SHAPES[shape]}, BranchHead(HEAD), {}, NOW)
+    assert synced.sync == Sync.SYNCED and not synced.changes
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_env_change_redeploy_builds_a_fresh_release_everywhere(shape: str) -> None:
+    from reconciler.core.plan import WriteEnv
+    site = _with_env(shape, env_change="redeploy")
+    assert site.env is not None
+    rollout = plan_rollout(site, {s: _live(None) for s in SHAPES[shape]}, BranchHead(HEAD), {}, NOW)
+    assert rollout.build is not None and rollout.build.servers == SHAPES[shape]
+    assert all(rollout.prepare[s] == (WriteEnv(site.env.digest),) for s in SHAPES[shape])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_site_without_an_env_file_plans_as_before(shape: str) -> None:
+    site = fleet(SHAPES[shape])
+    facts = {s: _live("f" * 64) for s in SHAPES[shape]}
+    rollout = plan_rollout(site, facts, BranchHead(HEAD), {}, NOW)
+    assert rollout.sync == Sync.SYNCED and not rollout.changes
