@@ -4,6 +4,7 @@ and writes (either side can encrypt or decrypt the other's files)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyrage
@@ -60,3 +61,14 @@ def encrypt(text: str, recipients: list[str]) -> bytes:
 
 def public_key(identity: pyrage.x25519.Identity) -> str:
     return str(identity.to_public())
+
+
+def generate_key(path: Path) -> str:
+    """A new X25519 key written to `path` (0600) as `age-keygen` writes it; returns its public
+    key. For `make demo`; operators use `age-keygen -o FILE`."""
+    identity = pyrage.x25519.Identity.generate()
+    public = str(identity.to_public())
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(f"# public key: {public}\n{identity}\n")
+    return public

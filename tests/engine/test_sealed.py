@@ -80,3 +80,13 @@ def test_a_bad_identity_file_is_a_config_error_quoting_no_line(tmp_path: Path) -
 def test_a_bad_recipient_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         sealed.encrypt(TEXT, ["age1notakey"])
+
+
+def test_generate_key_writes_a_private_key_file_that_decrypts(tmp_path: Path) -> None:
+    file = tmp_path / "new.key"
+    public = sealed.generate_key(file)
+    assert (file.stat().st_mode & 0o777) == 0o600
+    env = sealed.decrypt(sealed.encrypt(TEXT, [public]), sealed.load_identities(file), "f")
+    assert env.text == TEXT
+    with pytest.raises(FileExistsError):
+        sealed.generate_key(file)
