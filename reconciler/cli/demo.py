@@ -263,7 +263,7 @@ def env_says(root: Path) -> str:
 
 def _encrypted_env(root: Path) -> None:
     _step("9. An encrypted environment: `reconciler env set` commits sites.d/<domain>.env.age; the daemon "
-          "writes shared/.env (0600) and reloads")
+          "writes shared/.env (0600) on the server")
     env = root / "srv" / "deployments" / DOMAIN / "shared" / ".env"
     before = env.read_bytes() if env.is_file() else b""
     _reconciler(root, "env", "set", DOMAIN, "APP_ENV=production", "DB_PASSWORD=demo-only-secret")

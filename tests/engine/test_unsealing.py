@@ -51,3 +51,16 @@ def test_a_ciphertext_is_decrypted_once_while_its_commit_is_applied(tmp_path: Pa
     key.identity_file.unlink()  # a second decryption would now fail
     again = unsealer.open(decls, key.identity_file)
     assert again.sites["a.example.com"].env == first.sites["a.example.com"].env
+
+
+def test_the_same_parsed_sites_get_the_same_opened_dicts_back(tmp_path: Path) -> None:
+    """The daemon's wake-ups ask with the same parsed sites: the answer's dicts are the same
+    objects, so the shard split made from them is not made again."""
+    key = age_key(tmp_path / "k")
+    decls = _decls(**{"a.example.com": sealed.encrypt("A=1\n", [key.public])})
+    unsealer = Unsealer()
+    first = unsealer.open(decls, key.identity_file)
+    again = unsealer.open(decls, key.identity_file)
+    assert again.sites is first.sites and again.invalid is first.invalid
+    other = unsealer.open(_decls(**decls.sealed), key.identity_file)
+    assert other.sites is not first.sites and other.sites == first.sites
