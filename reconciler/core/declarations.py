@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from reconciler.core.health import HealthCheck
 from reconciler.core.layout import parse_release
@@ -130,7 +130,7 @@ def check_branch(name: str, what: str = "branch") -> str | None:
 class SiteDeclaration(BaseModel):
     """One validated `sites.d/<domain>.toml`."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     domain: str
     server: str  # with `servers`, filled from its first entry
@@ -169,16 +169,20 @@ class SiteDeclaration(BaseModel):
     # What follows a changed `shared/.env` on a server: "reload" runs the reload command,
     # "redeploy" builds a fresh release. Not part of the build key.
     env_change: Literal["reload", "redeploy"] = "reload"
-    # The decrypted env file, attached by the engine (engine/site_env.py), never a key of the
-    # TOML file (`_no_env_key`); left out of dumps and reprs: it is a secret.
-    env: SiteEnv | None = Field(default=None, exclude=True, repr=False)
+    # The decrypted env file, attached by the engine (engine/unsealing.py, `with_env`): private,
+    # so never a key of the TOML file, nor in a dump or a repr (it is a secret); it takes part
+    # in equality, so a changed env file is a changed site.
+    _env: SiteEnv | None = PrivateAttr(default=None)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_env_key(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "env" in data:
-            raise ValueError("env: not a key; a site's environment is sites.d/<domain>.env.age")
-        return data
+    @property
+    def env(self) -> SiteEnv | None:
+        return self._env
+
+    def with_env(self, env: SiteEnv | None) -> SiteDeclaration:
+        """This declaration with its decrypted env file."""
+        copy = self.model_copy()
+        copy._env = env
+        return copy
 
     @model_validator(mode="before")
     @classmethod

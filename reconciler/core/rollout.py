@@ -49,6 +49,7 @@ from reconciler.core.plan import (
     prune_candidates,
 )
 from reconciler.core.reasons import DeployReason, SwitchReason
+from reconciler.core.site_env import EMPTY_DIGEST
 from reconciler.core.status import DeployStatus, Health, Sync
 
 # Worst first: the health a site shows is the worst of its servers'.
@@ -230,7 +231,7 @@ class _Planner:
             work.append(Clean(interrupted))
         env = self.site.env
         if env is not None and facts.env_digest != env.digest:
-            work.append(WriteEnv(env.digest, replaces=facts.env_digest is not None))
+            work.append(WriteEnv(env.digest, replaces=facts.env_digest not in (None, EMPTY_DIGEST)))
         return tuple(work)
 
     @staticmethod

@@ -28,6 +28,10 @@ def digest_of(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# An empty shared/.env is the layout's placeholder (a shared file entry is created empty), not drift.
+EMPTY_DIGEST = digest_of("")
+
+
 @dataclass(frozen=True)
 class SiteEnv:
     """The decrypted content of `sites.d/<domain>.env.age`. Never printed: see the module text."""

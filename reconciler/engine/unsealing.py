@@ -50,7 +50,7 @@ class Unsealer:
                 result = _open(data, identities, env_file(domain))
             opened[key] = result
             if isinstance(result, SiteEnv):
-                sites[domain] = site.model_copy(update={"env": result})
+                sites[domain] = site.with_env(result)
             else:
                 del sites[domain]
                 invalid[domain] = InvalidSite(domain, env_file(domain), (result,), site.server)

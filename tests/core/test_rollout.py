@@ -258,7 +258,7 @@ def test_whether_the_app_repository_answered_is_part_of_the_verdict(shape: str) 
 
 def _with_env(shape: str, text: str = "A=1\n", **fields: Any) -> SiteDeclaration:
     from reconciler.core.site_env import SiteEnv
-    return fleet(SHAPES[shape], reload="true", **fields).model_copy(update={"env": SiteEnv(text)})
+    return fleet(SHAPES[shape], reload="true", **fields).with_env(SiteEnv(text))
 
 
 def _live(digest: str | None) -> SiteFacts:
@@ -300,3 +300,17 @@ def test_a_site_without_an_env_file_plans_as_before(shape: str) -> None:
     facts = {s: _live("f" * 64) for s in SHAPES[shape]}
     rollout = plan_rollout(site, facts, BranchHead(HEAD), {}, NOW)
     assert rollout.sync == Sync.SYNCED and not rollout.changes
+
+
+def test_an_empty_or_missing_shared_env_is_a_first_write_not_drift() -> None:
+    """The layout's empty placeholder (or no file) is written without the "drift" mark; a file
+    with other content is drift."""
+    from reconciler.core.plan import WriteEnv
+    from reconciler.core.site_env import EMPTY_DIGEST
+    site = _with_env("one")
+    marks = []
+    for digest in (None, EMPTY_DIGEST, "f" * 64):
+        rollout = plan_rollout(site, {"web-1": _live(digest)}, BranchHead(HEAD), {}, NOW)
+        writes = [a for a in rollout.prepare["web-1"] if isinstance(a, WriteEnv)]
+        marks.append(writes[0].replaces)
+    assert marks == [False, False, True]

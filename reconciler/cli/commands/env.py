@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -76,7 +75,8 @@ def _assigned(text: str, assignments: list[str]) -> str:
 def edited(text: str, domain: str) -> str:
     """`text` as the person leaves it in $VISUAL or $EDITOR (default vi), on a private copy that is
     always removed. EditorFailed when the editor fails: nothing is to be committed."""
-    editor = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
+    # Words split on blanks ("code --wait"): no shell runs it, so nothing in it is interpreted.
+    editor = (os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi").split()
     private = Path(tempfile.mkdtemp(prefix="reconciler-env-"))  # 0700
     try:
         file = private / f"{domain}.env"
