@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import use_git_identity
+from bench import use_bytecode, use_git_identity
 from tests.support import app_commit, make_app_repo, make_decl_repo, write_site
 from tests.support.sshd import SshServer, start_sshd
 
@@ -62,6 +62,7 @@ def _top_imports(argv: list[str], env: dict[str, str], count: int = 6) -> list[t
 
 def main() -> None:
     use_git_identity()
+    use_bytecode()
     env = _env()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

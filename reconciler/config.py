@@ -17,6 +17,7 @@ from reconciler.errors import ConfigError
 from reconciler.settings_file import DEFAULT_STATE_DIR, parse_shard, read_settings_file, url_credentials
 from reconciler.settings_file import config_file as config_file  # re-exported: it began here
 from reconciler.settings_file import is_url as is_url  # re-exported: it began here
+from reconciler.window_settings import Window
 
 
 class NotifyEvent(StrEnum):
@@ -246,6 +247,9 @@ class Settings(BaseModel):
     # than this many days are forgotten, but never those of a release still on a server nor a
     # site's latest (engine/retention.py). None, the default: history is kept for ever.
     retention_days: int | None = None
+    # Deploy windows (`[[window]]`, reconciler/window_settings.py): when deploys may happen; a
+    # deploy outside them waits, OutOfSync (core/windows.py), unless `reconcile --override-window`.
+    window: list[Window] = []
     # Past one process: this instance owns only the servers that hash to shard i of n
     # (core/shard.py). "1/1", the default, owns every server.
     shard: str = "1/1"

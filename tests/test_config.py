@@ -186,3 +186,28 @@ def test_a_token_file_that_became_unreadable_is_a_config_error_when_read(tmp_pat
 def test_history_is_kept_for_ever_unless_retention_days_is_set() -> None:
     assert Settings().retention_days is None
     assert Settings.model_validate({"retention_days": 90}).retention_days == 90
+
+
+def test_deploy_windows_are_read_from_window_tables(tmp_path: Path) -> None:
+    path = tmp_path / "reconciler.toml"
+    path.write_text('[[window]]\nkind = "allow"\ndays = ["mon-fri"]\nhours = "09:00-17:00"\n'
+                    'timezone = "Europe/Berlin"\nsites = ["*.example.com"]\n\n'
+                    '[[window]]\nkind = "deny"\nsites = ["*"]\npins = "hold"\n')
+    allow, deny = load_settings(path).window
+    assert (allow.kind, allow.weekdays, allow.minutes, allow.timezone) == ("allow", frozenset(range(5)), (540, 1020),
+                                                                           "Europe/Berlin")
+    assert (deny.kind, deny.pins, deny.sites) == ("deny", "hold", ["*"])
+    assert Settings().window == []
+
+
+def test_a_bad_deploy_window_is_a_config_error_naming_the_entry_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "reconciler.toml"
+    path.write_text('[[window]]\nkind = "deny"\nsites = ["*"]\n\n'
+                    '[[window]]\nkind = "deny"\nhours = "22:00-30:00"\ntimezone = "Nowhere/City"\nsites = []\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    text = str(raised.value)
+    assert text.startswith(f"{path}: ")
+    assert "window.1.hours: '22:00-30:00' is not an hour range" in text
+    assert "window.1.timezone: 'Nowhere/City' is not a known time zone" in text
+    assert "window.1.sites: must name at least one site" in text and "window.0" not in text

@@ -27,13 +27,17 @@ class PassResult(NamedTuple):
     unreachable: str = ""    # why the declarations' Git host could not be fetched ("" when it could)
 
 
-def one_pass(invocation: Invocation, site: str | None, dry_run: bool, progress: Progress | None = None) -> PassResult:
-    return asyncio.run(_pass(invocation, site, dry_run, progress))
+def one_pass(invocation: Invocation, site: str | None, dry_run: bool, progress: Progress | None = None,
+             override_window: str | None = None) -> PassResult:
+    """`override_window`: who runs it, when deploy windows are to hold nothing in this pass."""
+    return asyncio.run(_pass(invocation, site, dry_run, progress, override_window))
 
 
-async def _pass(invocation: Invocation, site: str | None, dry_run: bool, progress: Progress | None) -> PassResult:
+async def _pass(invocation: Invocation, site: str | None, dry_run: bool, progress: Progress | None,
+                override_window: str | None) -> PassResult:
     reconciler = Reconciler(invocation.settings, reader(invocation) if dry_run else store(invocation),
                             progress=progress.step if progress else None)
+    reconciler.bench.override_window = override_window
     if progress is not None:
         progress.start()
     notifications = Notifications([] if dry_run else list(invocation.settings.notify))
@@ -91,7 +95,9 @@ def skipped(result: PassResult, settings: Settings, site: str | None) -> int | N
     return None
 
 
-def report(result: PassResult, settings: Settings, site: str | None, dry_run: bool) -> int:
+def report(result: PassResult, settings: Settings, site: str | None, dry_run: bool,
+           why: dict[str, list[str]] | None = None) -> int:
+    """Each outcome and its actions; `why`: per site, what in its declaration moved it (cli.why)."""
     outcomes, notice = result.outcomes, result.notice
     if notice:
         print(f"warning: {notice}")
@@ -108,6 +114,8 @@ def report(result: PassResult, settings: Settings, site: str | None, dry_run: bo
         if o.message:
             line += f" - {o.message}"
         print(printable(line))
+        for reason in (why or {}).get(o.domain, []):
+            print(f"  because {printable(reason)}")
         for action in o.actions:
             print(f"  {'would ' if dry_run else ''}{printable(action)}")
     return 0 if all(o.sync == SYNCED for o in outcomes) and not result.unreachable else 1

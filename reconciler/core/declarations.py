@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from reconciler.core.health import HealthCheck
+from reconciler.core.layers import Origin, check_template_name
 from reconciler.core.layout import parse_release
 from reconciler.core.site_env import SiteEnv
 from reconciler.core.siteref import COMMIT_RE as _COMMIT_RE
@@ -164,6 +165,17 @@ class SiteDeclaration(BaseModel):
     # Code run on exactly one server per deploy (the first listed), after its build and before
     # any switch: migrations. Not part of the build key (it changes the database, not the release).
     script_once: str | None = None
+    # Fleet defaults and templates (core.layers): the keys of templates/<name>.toml, under the
+    # site's own. Kept on the site only to name it (`show`, `diff`); the effective keys are the
+    # site's fields, so a template's `script` is in the build key like the site's own.
+    template: str | None = None
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and (problem := check_template_name(value)):
+            raise ValueError(problem)
+        return value
 
     # -- the site's encrypted environment (sites.d/<domain>.env.age) --
     # What follows a changed `shared/.env` on a server: "reload" runs the reload command,
@@ -424,6 +436,8 @@ class Declarations:
     local_lines: dict[str, int] = field(default_factory=dict)
     # Each site's `sites.d/<domain>.env.age` of this commit, encrypted (engine/site_env.py opens them).
     sealed: dict[str, bytes] = field(default_factory=dict)
+    # Where each key of each valid site came from: its file, its template or the defaults.
+    origins: dict[str, dict[str, Origin]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[str]:
@@ -444,7 +458,10 @@ def refuse_local(decls: Declarations, allow_local: bool) -> Declarations:
     for domain in local:
         filename = f"{SITES_DIR}/{domain}.toml"
         line = decls.local_lines.get(domain, 1)
-        invalid[domain] = InvalidSite(domain, filename, (f"{filename}:{line}: server: {LOCAL_REFUSED}",),
+        origin = decls.origins.get(domain, {}).get("server")
+        where = origin.file if origin is not None else filename  # the defaults or a template set it
+        invalid[domain] = InvalidSite(domain, filename, (f"{where}:{line}: server: {LOCAL_REFUSED}",),
                                       LOCAL_SERVER)
     return dataclasses.replace(decls, sites={d: s for d, s in decls.sites.items() if d not in local},
-                               invalid=dict(sorted(invalid.items())), local_lines={})
+                               invalid=dict(sorted(invalid.items())), local_lines={},
+                               origins={d: o for d, o in decls.origins.items() if d not in local})

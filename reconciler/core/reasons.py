@@ -28,6 +28,8 @@ class RequestKind(StrEnum):
 
     RETRY = "retry"
     REDEPLOY = "redeploy"
+    # `reconcile --override-window`: a deploy a deploy window held, let through by whoever ran it.
+    OVERRIDE_WINDOW = "override-window"
 
 
 # A deployment's trigger: the operator's request when one asked for the build, else the plan's reason.

@@ -15,6 +15,9 @@ host on its own, so a failure on one leaves a fleet serving two versions):
 - `prune`, per server, as if the rollout succeeded;
 - the verdict (sync, health, message) and what is desired.
 
+A deploy window (core/windows.py) holding the move keeps `build`, `once` and `switch` out and says
+until when; housekeeping goes on (`_windowed`).
+
 What the executor does with it (locks, commands, undo, what follows a switch) lives in
 `engine/`; every rule that decides *what* to do lives here and in `core/plan.py`.
 """
@@ -51,6 +54,8 @@ from reconciler.core.plan import (
 from reconciler.core.reasons import DeployReason, SwitchReason
 from reconciler.core.site_env import EMPTY_DIGEST
 from reconciler.core.status import DeployStatus, Health, Sync
+from reconciler.core.windows import Hold, hold
+from reconciler.window_settings import Window
 
 # Worst first: the health a site shows is the worst of its servers'.
 _HEALTH_ORDER = (Health.UNKNOWN, Health.MISSING, Health.DEGRADED, Health.HEALTHY)
@@ -96,6 +101,9 @@ class Rollout(Verdict):
     # The verdict is all there is: nothing may move (facts not trusted, a failure remembered, a
     # ref not resolved, a pinned release missing). Housekeeping in `prepare` may still run.
     halted: bool = False
+    # A deploy window holds the move (the verdict says until when); or an override let it through.
+    hold: Hold | None = None
+    overrode_window: bool = False
 
     @property
     def changes(self) -> bool:
@@ -133,6 +141,8 @@ def plan_rollout(
     fresh_after: datetime | None = None,
     reload_owed: tuple[str, str] | None = None,
     takeover: Mapping[str, Takeover | None] | None = None,
+    windows: Sequence[Window] = (),
+    override_window: bool = False,
 ) -> Rollout:
     """`facts`: every server of the site (in its declared order) and what its probe said. `head`:
     what the site's branch or tag points at now (`SiteDeclaration.head_key`), unused for a commit
@@ -140,9 +150,10 @@ def plan_rollout(
     locks (they are ours, or free); `takeover`: per server, a lock of ours taken over from another
     owner (`interrupted_releases` says what may then be cleaned). `fresh_after` (a `redeploy`):
     builds named up to that time do not count. `reload_owed` (release, why): that release's reload
-    failed after its switch; while it is live and wanted, the reload is retried (Degraded)."""
+    failed after its switch; while it is live and wanted, the reload is retried (Degraded).
+    `windows`: the deploy windows (`[[window]]`); `override_window`: they hold nothing this time."""
     return _Planner(site, facts, memory, now, clean_interrupted, fresh_after, reload_owed,
-                    takeover or {}).plan(head)
+                    takeover or {}, tuple(windows), override_window).plan(head)
 
 
 def plan_site(
@@ -172,6 +183,8 @@ class _Planner:
     fresh_after: datetime | None
     reload_owed: tuple[str, str] | None
     takeover: Mapping[str, Takeover | None]
+    windows: tuple[Window, ...] = ()
+    override_window: bool = False
 
     @property
     def servers(self) -> tuple[str, ...]:
@@ -211,7 +224,7 @@ class _Planner:
             # `env_change = "redeploy"`: a changed .env asks for a fresh release, as `redeploy` does.
             self.fresh_after = self.now
         if site.pin is not None:
-            return self._pinned(site.pin, prepare)
+            return self._windowed(self._pinned(site.pin, prepare), prepare, pinned=True)
         ref = site.ref
         if ref.kind == "commit":
             commit = ref.name  # the declaration is the desired commit: nothing to resolve, nothing moves
@@ -220,8 +233,31 @@ class _Planner:
             unresolved = self.verdict(Sync.UNKNOWN, f"cannot resolve {ref.kind} {ref.name!r}: {reason}")
             return replace(unresolved, head_reached=False) if head is not None and head.unreachable else unresolved
         else:
-            return replace(self._towards(head.sha, prepare), head_reached=True)
-        return self._towards(commit, prepare)
+            return self._windowed(replace(self._towards(head.sha, prepare), head_reached=True), prepare)
+        return self._windowed(self._towards(commit, prepare), prepare)
+
+    def _windowed(self, rollout: Rollout, prepare: dict[str, tuple[Action, ...]], pinned: bool = False) -> Rollout:
+        """`rollout`, unless a deploy window holds its move (a build, a run-once step, a switch;
+        a live release checked again is no move). Held, the site stays on its live release,
+        whose housekeeping goes on; with no one live release (a first deploy, servers apart),
+        only `prepare` runs."""
+        switch = rollout.switch
+        moves = rollout.build is not None or rollout.once is not None or (
+            switch is not None and switch.reason != SwitchReason.RETRY)
+        held = hold(self.windows, self.site.domain, self.now, pinned=pinned) if moves else None
+        if held is None:
+            return rollout
+        if self.override_window:
+            return replace(rollout, overrode_window=True)
+        lives = {facts.active_release for facts in self.facts.values()}
+        live = next(iter(lives)) if len(lives) == 1 else None
+        found = [facts.releases.get(live) for facts in self.facts.values()] if live is not None else [None]
+        if live is None or any(r is None for r in found):
+            return replace(self.verdict(Sync.OUT_OF_SYNC, held.message, commit=rollout.desired_commit,
+                                        prepare=prepare), hold=held, head_reached=rollout.head_reached)
+        staying = self._settle(live, SwitchReason.ROLL_FORWARD, found[0].commit if found[0] else None, prepare)
+        return replace(staying, sync=Sync.OUT_OF_SYNC, message=held.message, desired_commit=rollout.desired_commit,
+                       head_reached=rollout.head_reached, hold=held)
 
     def _groundwork(self, server: str, facts: SiteFacts) -> tuple[Action, ...]:
         work: list[Action] = []

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.core import windows
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import BranchHead, SiteFacts
 from reconciler.core.layout import parse_release
@@ -78,6 +79,8 @@ async def converge_site(bench: Workbench, site: SiteDeclaration, decl_commit: st
     run = SiteRun(site, decl_commit, snapshot=snapshot)
     try:
         outcome = await _converge(bench, run, facts, head, dry_run, still_desired, checked, shortcut)
+        if run.rollout is not None and run.rollout.hold is not None and outcome.sync == Sync.OUT_OF_SYNC:
+            outcome.held_until = run.rollout.hold.until  # the daemon looks again when the window opens
         if run.checked and not outcome.switched:
             _report_health(run, outcome, run.checked)
     except _Unreachable as exc:
@@ -97,7 +100,7 @@ async def _converge(bench: Workbench, run: SiteRun, facts: Mapping[str, SiteFact
                     dry_run: bool, still_desired: Callable[[SiteDeclaration], bool] | None,
                     checked: Mapping[str, HealthResult] | None, shortcut: Shortcut | None) -> SiteOutcome:
     site, store = run.site, bench.store
-    if facts is None and shortcut is not None and not dry_run and not run.many:
+    if facts is None and shortcut is not None and not dry_run and not run.many and _window_open(bench, site):
         try:
             async with bench.limit.slot(group_key(site)):
                 return await _locked(bench, run, None, still_desired, f"switch {shortcut.release}", shortcut)
@@ -125,7 +128,8 @@ async def _converge(bench: Workbench, run: SiteRun, facts: Mapping[str, SiteFact
     rollout = run.rollout = plan_rollout(
         site, run.facts, head, {s: record.failure_memory(store, site.domain, f, s, rows) for s, f in run.facts.items()},
         bench.clock(), clean_interrupted=all(f.lock is None for f in run.facts.values()),
-        fresh_after=_fresh_after(request), reload_owed=owed)
+        fresh_after=_fresh_after(request), reload_owed=owed, windows=bench.settings.window,
+        override_window=bench.override_window is not None)
     if dry_run:
         return _planned(bench, run, rollout)
     # A run of ours that died mid-way leaves its lock and unfinished rows: settle them under the
@@ -242,7 +246,11 @@ async def _locked(bench: Workbench, run: SiteRun, head: BranchHead | None,
                 site, run.facts, head,
                 {s: record.failure_memory(store, site.domain, f, s) for s, f in run.facts.items()}, bench.clock(),
                 clean_interrupted=True, fresh_after=_fresh_after(request), reload_owed=store.reload_owed(site.domain),
-                takeover={s: c.lease.takeover if c.lease is not None else None for s, c in contexts.items()})
+                takeover={s: c.lease.takeover if c.lease is not None else None for s, c in contexts.items()},
+                windows=bench.settings.window, override_window=bench.override_window is not None)
+            if rollout.overrode_window:  # history says who let this deploy through its window
+                for ctx in contexts.values():
+                    ctx.trigger, ctx.requested_by = RequestKind.OVERRIDE_WINDOW, bench.override_window
             outcome = await _carry_out(bench, run, rollout, contexts, by_lock, before)
             rechecked = rollout.switch is not None and rollout.switch.reason == SwitchReason.RETRY
             if request is not None and (rollout.build is not None or rechecked or rollout.sync == Sync.SYNCED):
@@ -317,6 +325,8 @@ async def _carry_out(bench: Workbench, run: SiteRun, rollout: Rollout, contexts:
         health, message = _after_message(run)
     elif by_lock is not None:
         health, message = _after_message(run)
+    if rollout.hold is not None:  # held by a deploy window: housekeeping only; the verdict stands
+        return await steps.prune(bench, run, rollout, contexts, run.outcome(rollout.sync, health, rollout.message))
     return await steps.prune(bench, run, rollout, contexts, run.outcome(Sync.SYNCED, health, message))
 
 
@@ -352,6 +362,13 @@ def _fill_board(run: SiteRun, outcome: SiteOutcome) -> None:
             continue
         now = live if live is not None and outcome.sync == Sync.SYNCED else seen.active_release
         run.board[server] = (now, "")
+
+
+def _window_open(bench: Workbench, site: SiteDeclaration) -> bool:
+    """A pin's or unpin's switch by the lock command skips the planner: it is taken only while
+    no deploy window holds the site (else the planner's way says so) or windows are overridden."""
+    held = windows.hold(bench.settings.window, site.domain, bench.clock(), pinned=site.pin is not None)
+    return held is None or bench.override_window is not None
 
 
 def _reload_owed(bench: Workbench, domain: str, snapshot: Snapshot | None) -> tuple[str, str] | None:

@@ -10,6 +10,8 @@ derived from, so a hit is the answer the slow path would give:
 - `declared-<commit>-<allow_local>.json`: what status shows of the declarations of one commit
   (`engine.views.Declared`). A commit id names its content, so this never goes stale. The
   daemon writes it for every commit it applies, so the first `status` after one is quick too.
+  A change to `sites.d/_defaults.toml` or a template is a new commit like any other, so every
+  site that uses it is read again (core.layers); nothing is remembered per file.
 
 Both also carry a fingerprint of the code that validated them: after an upgrade nothing old is
 believed. The directory is the state directory's (owner-only); writing is best effort, since a
@@ -38,7 +40,8 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 # The code whose verdicts are remembered: what validates settings and declarations, and what
 # turns them into the remembered shapes.
 _VALIDATING = ("__init__.py", "config.py", "settings_file.py", "core/declarations.py", "core/health.py",
-               "core/layout.py", "core/siteref.py", "engine/views.py", "engine/source.py", "engine/memo.py")
+               "core/layout.py", "core/siteref.py", "engine/views.py", "engine/source.py", "engine/memo.py",
+               "core/declaration_files.py", "core/layers.py")
 
 
 @dataclass(frozen=True)

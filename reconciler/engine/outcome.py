@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from reconciler.core.plan import Action, Activate, Deploy
 from reconciler.core.reasons import SwitchReason
@@ -70,6 +71,7 @@ class SiteOutcome:
     backoff: bool = False             # retry_after is the first step of an exponential backoff
     unreachable: tuple[str, ...] = ()  # the servers that could not be reached (a TransportError)
     repository_reached: bool | None = None  # the app repository answered its ref lookup (Verdict.head_reached)
+    held_until: datetime | None = None  # held by a deploy window until then (core/windows.py)
 
     @property
     def actions(self) -> list[str]:

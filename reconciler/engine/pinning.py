@@ -29,7 +29,7 @@ from reconciler.config import Settings
 from reconciler.core.declaration_files import parse_site
 from reconciler.core.declarations import SITES_DIR, InvalidSite
 from reconciler.engine import trust
-from reconciler.engine.source import branch_tip, open_repository
+from reconciler.engine.source import branch_tip, layers_at, open_repository
 from reconciler.errors import DeclarationError, PinConflict, SigningError
 
 
@@ -93,7 +93,8 @@ def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None,
         document["pin"] = pin
         message = f"rollback {domain} to release {pin}"
     text = tomlkit.dumps(document)
-    checked = parse_site(path, text.encode())
+    # Judged as the site it is: over the tip's defaults and the template it names.
+    checked = parse_site(path, text.encode(), layers_at(repo, tip.tree))
     if isinstance(checked, InvalidSite):
         raise DeclarationError("refusing to commit an invalid declaration: " + checked.message)
 

@@ -1,4 +1,5 @@
-"""Desired state from git: the committed `sites.d/*.toml` of one commit, read with pygit2.
+"""Desired state from git: the committed `sites.d/*.toml` of one commit, read with pygit2, over
+that commit's `sites.d/_defaults.toml` and `templates/*.toml` (core.layers).
 
 Only committed content counts, so this reads the tree of a commit and never the work tree
 (except `load_directory`, used by `validate` as a pre-commit check). Parsing and validation
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.core.declaration_files import Parsed, assemble, collect, parse_file
+from reconciler.core.declaration_files import Parsed, assemble, collect, parse_layered, read_layers
 from reconciler.core.declarations import SITES_DIR, Declarations
+from reconciler.core.layers import DEFAULTS_NAME, TEMPLATES_DIR, Layers, Origin
 from reconciler.core.site_env import MAX_ENV_BYTES, domain_of_env
 from reconciler.errors import DeclarationError
 
@@ -23,11 +25,11 @@ MAX_FILES = 20_000
 MAX_TOTAL_BYTES = 64 * 1024 * 1024
 
 
-def _check_bounds(count: int, total: int, where: str) -> None:
+def _check_bounds(count: int, total: int, where: str, folder: str = SITES_DIR) -> None:
     if count > MAX_FILES:
-        raise DeclarationError(f"{where}: {SITES_DIR}/ holds more than {MAX_FILES} files; not applied")
+        raise DeclarationError(f"{where}: {folder}/ holds more than {MAX_FILES} files; not applied")
     if total > MAX_TOTAL_BYTES:
-        raise DeclarationError(f"{where}: {SITES_DIR}/ holds more than {MAX_TOTAL_BYTES} bytes; not applied")
+        raise DeclarationError(f"{where}: {folder}/ holds more than {MAX_TOTAL_BYTES} bytes; not applied")
 
 
 def open_repository(path: str | Path) -> pygit2.Repository:
@@ -96,17 +98,75 @@ def load(repo_path: str | Path, branch: str) -> Declarations:
 class BlobCache:
     """Each file's parse result by (file name, blob id), as of the last commit loaded: a commit
     that changes one file (a pin, say) parses one file, not the fleet's thousands (about 65 us a
-    file). Content-addressed, so it is never stale; only the last commit's entries are kept, so
-    it holds at most one commit's results. The new map replaces the old in one assignment: two
-    loads in two threads at once each see a whole map."""
+    file). Content-addressed, so it is never stale: a result also records the blobs of the
+    defaults and of the template the site names, and is reused only while both are the same (a
+    changed template re-parses the sites that name it, no others). Only the last commit's entries
+    are kept, so it holds at most one commit's results. The new map replaces the old in one
+    assignment: two loads in two threads at once each see a whole map."""
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[str, str], tuple[int, Parsed]] = {}
+        self.entries: dict[tuple[str, str], Done] = {}
+
+
+# A file's size, its result, each key's origin, and (defaults blob, template name, template blob).
+Done = tuple[int, Parsed, dict[str, Origin], tuple[str | None, str | None, str | None]]
+
+
+def _blob_data(repo: pygit2.Repository, entry: pygit2.Object) -> bytes | None:
+    """A regular file's bytes; None for a symlink, a directory or a submodule (never followed)."""
+    if entry.filemode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
+        blob = repo.get(entry.id)
+        return blob.data if isinstance(blob, pygit2.Blob) else None
+    return None
+
+
+def _version(entry: pygit2.Object) -> str:
+    return f"{entry.filemode:o}:{entry.id}"
+
+
+def _layers(repo: pygit2.Repository, tree: pygit2.Tree, sites: pygit2.Object | None
+            ) -> tuple[Layers, dict[str, str], int]:
+    """The commit's `_defaults.toml` and templates (core.layers), each file's blob version by
+    name, and their bytes."""
+    versions: dict[str, str] = {}
+    defaults: bytes | bool | None = False
+    if isinstance(sites, pygit2.Tree) and DEFAULTS_NAME in sites:
+        file = sites[DEFAULTS_NAME]
+        defaults, versions[DEFAULTS_NAME] = _blob_data(repo, file), _version(file)
+    templates: list[tuple[str, bytes | None]] = []
+    try:
+        found: pygit2.Object | None = tree[TEMPLATES_DIR]
+    except KeyError:
+        found = None
+    for entry in found if isinstance(found, pygit2.Tree) else ():
+        if entry.name and entry.name.endswith(".toml"):
+            templates.append((f"{TEMPLATES_DIR}/{entry.name}", _blob_data(repo, entry)))
+            versions[f"{TEMPLATES_DIR}/{entry.name}"] = _version(entry)
+            _check_bounds(len(templates), 0, "declarations", TEMPLATES_DIR)
+    size = sum(len(data or b"") for _, data in templates) + (len(defaults) if isinstance(defaults, bytes) else 0)
+    return read_layers(defaults, templates), versions, size
+
+
+def layers_at(repo: pygit2.Repository, tree: pygit2.Tree) -> Layers:
+    """The defaults and templates of one commit's tree (to judge one site file as the loader would)."""
+    try:
+        sites: pygit2.Object | None = tree[SITES_DIR]
+    except KeyError:
+        sites = None
+    return _layers(repo, tree, sites)[0]
+
+
+def _used(versions: dict[str, str], template: str | None) -> tuple[str | None, str | None, str | None]:
+    """What a site's result depends on beside its own file: the defaults' blob, the template it
+    names and that template's blob (None where there is none)."""
+    return (versions.get(DEFAULTS_NAME), template,
+            versions.get(f"{TEMPLATES_DIR}/{template}.toml") if template is not None else None)
 
 
 def load_commit(repo_path: str | Path, commit_id: str, cache: BlobCache | None = None) -> Declarations:
     """Declarations as of one commit (the tip, or the last verified one). With `cache`, files
-    whose blob was parsed for the last commit are not read or parsed again."""
+    whose blob was parsed for the last commit (with the same defaults and template) are not read
+    or parsed again."""
     repo = open_repository(repo_path)
     try:
         commit = repo.get(commit_id)
@@ -118,33 +178,31 @@ def load_commit(repo_path: str | Path, commit_id: str, cache: BlobCache | None =
         sites_tree = commit.tree[SITES_DIR]
     except KeyError:
         return Declarations(commit=str(commit.id))
+    layers, versions, total = _layers(repo, commit.tree, sites_tree)
     known = cache.entries if cache is not None else {}
-    seen: dict[tuple[str, str], tuple[int, Parsed]] = {}
-    total = 0
+    seen: dict[tuple[str, str], Done] = {}
     sealed: dict[str, bytes] = {}
     if isinstance(sites_tree, pygit2.Tree):
         for entry in sites_tree:
             if entry.name and (domain := domain_of_env(entry.name)) is not None:
                 sealed[domain] = _sealed_blob(repo, entry)
                 continue
-            if not entry.name or not entry.name.endswith(".toml"):
+            if not entry.name or not entry.name.endswith(".toml") or entry.name == DEFAULTS_NAME:
                 continue
             name = f"{SITES_DIR}/{entry.name}"
-            key = (name, f"{entry.filemode:o}:{entry.id}")
+            key = (name, _version(entry))
             done = known.get(key)
-            if done is None:
-                data: bytes | None = None
-                if entry.filemode in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
-                    blob = repo.get(entry.id)
-                    data = blob.data if isinstance(blob, pygit2.Blob) else None
-                # else a symlink, a directory or a submodule named *.toml: reported, never followed
-                done = (len(data or b""), parse_file(name, data))
+            if done is None or done[3] != _used(versions, done[3][1]):
+                data = _blob_data(repo, entry)
+                parsed, effective = parse_layered(name, data, layers)
+                done = (len(data or b""), parsed, effective.origins, _used(versions, effective.template))
             seen[key] = done
             total += done[0]
             _check_bounds(len(seen), total, f"commit {str(commit.id)[:12]}")
     if cache is not None:
         cache.entries = seen
-    decls = assemble(((name, parsed) for (name, _), (_, parsed) in seen.items()), str(commit.id))
+    decls = assemble(((name, done[1]) for (name, _), done in seen.items()), str(commit.id),
+                     {done[1][0].domain: done[2] for done in seen.values()})
     decls.sealed = {domain: data for domain, data in sealed.items() if domain in decls.sites}
     return decls
 
@@ -160,16 +218,29 @@ def _sealed_blob(repo: pygit2.Repository, entry: pygit2.Object) -> bytes:
     return bytes(blob.data)
 
 
+def _directory_layers(root: Path, sites_dir: Path) -> Layers:
+    def read(file: Path) -> bytes | None:
+        return None if file.is_symlink() or not file.is_file() else file.read_bytes()
+
+    defaults_file = sites_dir / DEFAULTS_NAME
+    defaults = read(defaults_file) if defaults_file.exists() or defaults_file.is_symlink() else False
+    templates = [(f"{TEMPLATES_DIR}/{file.name}", read(file)) for file in sorted((root / TEMPLATES_DIR).glob("*.toml"))]
+    return read_layers(defaults, templates)
+
+
 def load_directory(path: str | Path) -> Declarations:
-    """Declarations as files on disk (`validate` before committing). `path` holds sites.d/."""
+    """Declarations as files on disk (`validate` before committing). `path` holds sites.d/ (and
+    templates/ beside it), or is sites.d/ itself."""
     root = Path(path)
     sites_dir = root / SITES_DIR if (root / SITES_DIR).is_dir() else root
     files: list[tuple[str, bytes | None]] = []
     total = 0
     for file in sorted(sites_dir.glob("*.toml")):
+        if file.name == DEFAULTS_NAME:
+            continue
         name = f"{SITES_DIR}/{file.name}"
         data = None if file.is_symlink() or not file.is_file() else file.read_bytes()
         total += len(data or b"")
         files.append((name, data))
         _check_bounds(len(files), total, str(sites_dir))
-    return collect(files, None)
+    return collect(files, None, _directory_layers(sites_dir.parent, sites_dir))

@@ -68,7 +68,9 @@ class Store(DeploymentRows):
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.path = path
         self._many: set[str] | None = None  # sites with per-server rows (site_servers), once read
-        self.db = sqlite_utils.Database(sqlite3.connect(str(path), isolation_level=None))
+        # No sqlite-utils plugins: whatever happens to be installed beside us never runs on the
+        # state database (and finding them scans every installed package's entry points).
+        self.db = sqlite_utils.Database(sqlite3.connect(str(path), isolation_level=None), execute_plugins=False)
         # First, so every later statement waits for another process's writer.
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.execute("PRAGMA foreign_keys=ON")
@@ -87,7 +89,7 @@ class Store(DeploymentRows):
         store = cls.__new__(cls)
         store.path = Path(":memory:")
         store._many = None
-        store.db = sqlite_utils.Database(memory=True)
+        store.db = sqlite_utils.Database(memory=True, execute_plugins=False)
         store.db.execute("PRAGMA foreign_keys=ON")
         migrations.apply(store.db)
         return store

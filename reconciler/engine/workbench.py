@@ -55,6 +55,9 @@ class Workbench:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     progress: Callable[[str, str], None] | None = None   # (domain, step): live progress of `reconcile`
     on_health_check: Callable[[float], None] | None = None  # metrics: seconds per health round
+    # Who runs `reconcile --override-window`: deploy windows hold nothing in this process's passes,
+    # and history names them. None: windows hold.
+    override_window: str | None = None
     limit: FairLimiter[SlotKey] = field(init=False)
 
     def __post_init__(self) -> None:

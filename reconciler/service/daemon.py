@@ -90,11 +90,17 @@ class Daemon:
         skipped = self.reconciler.skipped
         if others := [d for d in wake.domains if d in skipped]:
             return "; ".join(f"{d}: {skipped[d]}" for d in others) + ": the instance of its shard applies it"
-        self.queue.asked(wake.domains)  # an operator's ask does not wait out a backoff
-        if wake.landed is not None:
-            self.queue.hurry(wake.domains)
-        self.wake.set()
+        self.asked(set(wake.domains), landed=wake.landed is not None)
         return None
+
+    def asked(self, domains: set[str], landed: bool) -> None:
+        """An operator asked for these sites (the command line's control socket, the API, the
+        dashboard): they go now, not after a backoff; `landed`, a pin or unpin commit just
+        landed: it takes the lock command's fast path, as if the watch had seen it."""
+        self.queue.asked(domains)
+        if landed:
+            self.queue.hurry(domains)
+        self.wake.set()
 
     def _live(self, domain: str) -> str | None:
         row = self.store.site(domain)
@@ -264,10 +270,19 @@ class Daemon:
             self.queue.recovered(site.domain)
             if outcome.superseded:
                 self.request({site.domain})  # superseded while building: go again with the new declaration
+            if outcome.held_until is not None:
+                self._when_open(site.domain, outcome.held_until)
             self._notify(site, outcome)
             self._report(outcome)
         except Exception:
             log.exception("%s: could not settle the outcome", site.domain)
+
+    def _when_open(self, domain: str, until: datetime) -> None:
+        """Held by a deploy window: look at the site again as the window opens, when that is
+        before the next interval poll (which looks anyway, so a long hold piles up no timers)."""
+        delay = (until - self.reconciler.clock()).total_seconds()
+        if delay < self.settings.interval:
+            asyncio.get_running_loop().call_later(max(delay, 0.0), self.request, {domain})
 
     def _notify(self, site: SiteDeclaration, outcome: SiteOutcome) -> None:
         """Send the events the round causes (service/news.py decides which, herald.py once)."""
@@ -407,7 +422,7 @@ class Daemon:
         if self.settings.listen:
             runner = await serve(WebContext(lambda: self.settings, self.store, self.reconciler.pool, self.stats,
                                             lambda: self.decls, self.request, self.stopping, self.reconciler,
-                                            self.watcher.fetch_soon))
+                                            self.watcher.fetch_soon, self.asked))
         log.info("reconciler running: repo %s, branch %s, every %.0fs%s", self.settings.repo,
                  self.settings.branch, self.settings.interval,
                  "" if self.reconciler.shard.whole else f", shard {self.reconciler.shard}")

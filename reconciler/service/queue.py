@@ -76,7 +76,7 @@ class SiteQueue:
         return delay
 
     def asked(self, domains: Iterable[str]) -> None:
-        """An operator asked for these sites (the command line woke the daemon): they go now,
+        """An operator asked for these sites (the command line, the API, the dashboard): they go now,
         not after their backoff; a further temporary error still doubles the wait."""
         for domain in domains:
             self._not_before.pop(domain, None)

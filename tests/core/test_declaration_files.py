@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.core.declaration_files import assemble, collect, parse_file, parse_site
-from reconciler.core.declarations import MAX_ERRORS, MAX_FILE_BYTES, MAX_NESTING, InvalidSite, SiteDeclaration
-from tests.support.site_text import BASE, FILE, assert_invalid, errors_of, line_of, parse, render
+from reconciler.core.declaration_files import assemble, collect, parse_file, parse_site, read_layers
+from reconciler.core.declarations import (
+    MAX_ERRORS,
+    MAX_FILE_BYTES,
+    MAX_NESTING,
+    InvalidSite,
+    SiteDeclaration,
+    refuse_local,
+)
+from reconciler.core.layers import Layers
+from tests.support.site_text import BASE, DOMAIN, FILE, assert_invalid, errors_of, line_of, parse, render
 
 # --------------------------------------------------------------------------- one file, refused whole
 
@@ -200,3 +208,70 @@ def test_assemble_takes_results_already_parsed() -> None:
                                                                            "sites.d/a.example.com.toml")]
     decls = assemble(parsed, None)
     assert decls.commit is None and list(decls.sites) == ["a.example.com", "b.example.com"]
+
+
+# --------------------------------------------------------------------------- defaults and templates
+
+LARAVEL = (b'# Laravel sites\nrepository = "/srv/git/app.git"\nphp = "8.3"\nscript = "composer install"\n'
+           b'[health]\ncommand = "true"\n')
+
+
+def _layered(defaults: bytes | bool | None = False, laravel: bytes = LARAVEL) -> Layers:
+    return read_layers(defaults, [("templates/laravel.toml", laravel)])
+
+
+def test_a_site_takes_the_keys_it_lacks_from_its_template_and_the_defaults() -> None:
+    layers = _layered(b'server = "web-1"\nkeep = 5\n')
+    site = parse_site(FILE, b'template = "laravel"\nkeep = 3\n', layers)
+    assert isinstance(site, SiteDeclaration)
+    assert (site.server, site.repository, site.php, site.keep, site.template) == (
+        "web-1", "/srv/git/app.git", "8.3", 3, "laravel")
+    assert site.health is not None and site.health.command == "true"
+    assert site.build_key == parse_site(FILE, b'server = "web-1"\nrepository = "/srv/git/app.git"\n'
+                                              b'script = "composer install"\n').build_key  # type: ignore[union-attr]
+
+
+def test_an_error_in_a_template_is_reported_at_the_template_line_for_the_site_using_it() -> None:
+    layers = _layered(laravel=LARAVEL.replace(b'"8.3"', b'"eight"').replace(b'"true"', b'""'))
+    result = parse_site(FILE, b'server = "web-1"\ntemplate = "laravel"\n', layers)
+    assert isinstance(result, InvalidSite) and result.file == FILE
+    assert set(result.errors) == {"templates/laravel.toml:3: php: must look like 8.3",
+                                  "templates/laravel.toml:6: health.command: must be non-empty shell code of at "
+                                  "most 4096 characters, no NUL"}
+
+
+def test_a_bad_template_makes_its_sites_invalid_and_leaves_the_others_alone() -> None:
+    layers = _layered(laravel=b"php = = 1\n")
+    files = [("sites.d/a.example.com.toml", b'server = "web-1"\ntemplate = "laravel"\n'),
+             ("sites.d/b.example.com.toml", render(BASE).encode())]
+    decls = collect(files, None, layers)
+    assert list(decls.sites) == ["b.example.com"] and list(decls.invalid) == ["a.example.com"]
+    assert decls.invalid["a.example.com"].errors[0].startswith("templates/laravel.toml:1: file: ")
+
+
+def test_a_bad_defaults_file_makes_every_site_invalid_at_its_line() -> None:
+    layers = _layered(b'keep = 1\nkeep_failed = -1\n')
+    files = [(f"sites.d/{name}.example.com.toml", render(BASE).encode()) for name in ("a", "b")]
+    decls = collect(files, None, layers)
+    assert not decls.sites
+    assert [site.errors for site in decls.invalid.values()] == [
+        ("sites.d/_defaults.toml:2: keep_failed: must be 0 or more",)] * 2
+    unreadable = collect(files, None, read_layers(None, []))  # a symlink: never followed
+    assert all("sites.d/_defaults.toml:1: file: symlinks" in site.message for site in unreadable.invalid.values())
+
+
+def test_a_site_naming_a_missing_template_is_invalid_with_a_clear_message() -> None:
+    result = parse_site(FILE, render(BASE).encode() + b'template = "symfony"\n', _layered())
+    assert isinstance(result, InvalidSite)
+    assert result.errors == (f"{FILE}:3: template: no template 'symfony': templates/symfony.toml does not exist",)
+
+
+def test_each_valid_site_keeps_the_origin_of_each_key_and_local_is_refused_where_it_was_set() -> None:
+    layers = _layered(b'\nserver = "local"\n')
+    decls = collect([(FILE, b'template = "laravel"\n')], "c0ffee", layers)
+    origins = decls.origins[DOMAIN]
+    assert str(origins["server"]) == "sites.d/_defaults.toml:2" and str(origins["php"]) == "templates/laravel.toml:3"
+    assert str(origins["template"]) == f"{FILE}:1"
+    refused = refuse_local(decls, allow_local=False)
+    assert refused.invalid[DOMAIN].errors[0].startswith("sites.d/_defaults.toml:2: server: ")
+    assert refused.invalid[DOMAIN].file == FILE and DOMAIN not in refused.origins

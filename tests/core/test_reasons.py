@@ -34,7 +34,7 @@ def test_notify_events_are_the_contracts_four_and_reachability() -> None:
 
 def test_history_reasons_are_the_stored_strings() -> None:
     assert {r.value for r in DeployReason} == {"first deploy", "app commit", "tag moved", "declaration", "deploy"}
-    assert {k.value for k in RequestKind} == {"retry", "redeploy"}
+    assert {k.value for k in RequestKind} == {"retry", "redeploy", "override-window"}
     assert {r.value for r in SwitchReason} == {"rollback", "roll-forward", "activate", "auto-rollback", "unpin",
                                                "drift", "deploy", "retry"}
 

@@ -25,6 +25,7 @@ from reconciler.core.plan import Clean, FailureMemory, Provision, Relink, Reload
 from reconciler.core.reasons import DeployReason, SwitchReason
 from reconciler.core.rollout import Build, RunOnce, plan_rollout
 from reconciler.core.status import Health, Sync
+from reconciler.window_settings import Window
 from tests.core.test_plan import BASE, DOMAIN, HEAD, KEY, NOW, NOW_NAME, OLD, R3, R4, REPO, declare, failed, ok, server
 from tests.support import site_declaration
 
@@ -314,3 +315,68 @@ def test_an_empty_or_missing_shared_env_is_a_first_write_not_drift() -> None:
         writes = [a for a in rollout.prepare["web-1"] if isinstance(a, WriteEnv)]
         marks.append(writes[0].replaces)
     assert marks == [False, False, True]
+R1, R2 = "31122024-235959", "15012025-080000"  # older than R3
+MORNING_FREEZE = Window.model_validate({"kind": "deny", "hours": "00:00-12:00", "sites": ["*.example.com"]})
+FREEZE_MESSAGE = "held by window until Fri 12:00 UTC"  # NOW is Friday 09:12 UTC
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_deploy_a_window_holds_is_not_built_and_the_live_release_is_kept_in_order(shape: str) -> None:
+    """A new commit while a deny window is open: no build, no switch, OutOfSync saying until when;
+    the live release's drifted shared links are relinked and old releases pruned all the same."""
+    servers = SHAPES[shape]
+    site = fleet(servers, keep=1)
+    facts = {s: _unlinked(server(ok(R1, OLD), ok(R2, OLD), ok(R3, OLD), active=R3)) for s in servers}
+    memory = {s: FailureMemory() for s in servers}
+    free = plan_rollout(site, facts, BranchHead(HEAD), memory, NOW)
+    assert free.build is not None and free.hold is None, "without the window it deploys"
+    held = plan_rollout(site, facts, BranchHead(HEAD), memory, NOW, windows=[MORNING_FREEZE])
+    assert held.build is None and held.once is None and held.switch is None and not held.halted
+    assert (held.sync, held.message, held.desired_commit, held.desired_release) == (
+        Sync.OUT_OF_SYNC, FREEZE_MESSAGE, HEAD, R3)
+    assert held.hold is not None and held.hold.until == NOW.replace(hour=12, minute=0, second=0)
+    assert {s: tuple(type(a) for a in held.prepare[s]) for s in servers} == dict.fromkeys(servers, (Relink,))
+    assert dict(held.prune) == dict.fromkeys(servers, (R1, R2))
+    after = plan_rollout(site, facts, BranchHead(HEAD), memory, NOW.replace(hour=12, minute=0),
+                         windows=[MORNING_FREEZE])
+    assert after.build is not None and after.hold is None, "the window closed: it deploys"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_first_deploy_a_window_holds_only_provisions(shape: str) -> None:
+    servers = SHAPES[shape]
+    held = plan_rollout(fleet(servers), {s: server(provisioned=False, shared=False) for s in servers},
+                        BranchHead(HEAD), {s: FailureMemory() for s in servers}, NOW, windows=[MORNING_FREEZE])
+    assert held.halted and held.build is None and held.switch is None
+    assert (held.sync, held.message, held.desired_commit) == (Sync.OUT_OF_SYNC, FREEZE_MESSAGE, HEAD)
+    assert {s: tuple(type(a) for a in held.prepare[s]) for s in servers} == dict.fromkeys(servers, (Provision,))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_window_holds_the_switch_back_to_the_branch_build_but_not_a_pin_unless_it_says_so(shape: str) -> None:
+    servers = SHAPES[shape]
+    memory = {s: FailureMemory() for s in servers}
+    built = {s: server(ok(R3, OLD), ok(R4), active=R3) for s in servers}
+    forward = plan_rollout(fleet(servers), built, BranchHead(HEAD), memory, NOW, windows=[MORNING_FREEZE])
+    assert forward.switch is None and forward.message == FREEZE_MESSAGE
+    live = {s: server(ok(R3, OLD), ok(R4), active=R4) for s in servers}
+    pinned = plan_rollout(fleet(servers, pin=R3), live, None, memory, NOW, windows=[MORNING_FREEZE])
+    assert pinned.switch is not None and pinned.switch.release == R3 and pinned.switch.reason == SwitchReason.ROLLBACK
+    strict = MORNING_FREEZE.model_copy(update={"pins": "hold"})
+    held = plan_rollout(fleet(servers, pin=R3), live, None, memory, NOW, windows=[strict])
+    assert held.switch is None and (held.sync, held.message) == (Sync.OUT_OF_SYNC, FREEZE_MESSAGE)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_an_override_lets_the_held_deploy_through_and_says_so(shape: str) -> None:
+    servers = SHAPES[shape]
+    facts = {s: server(ok(R3, OLD), active=R3) for s in servers}
+    memory = {s: FailureMemory() for s in servers}
+    free = plan_rollout(fleet(servers), facts, BranchHead(HEAD), memory, NOW)
+    forced = plan_rollout(fleet(servers), facts, BranchHead(HEAD), memory, NOW, windows=[MORNING_FREEZE],
+                          override_window=True)
+    assert forced == dataclasses.replace(free, overrode_window=True) and forced.overrode_window
+    # Nothing held, nothing overridden: history has nothing to say about windows.
+    open_now = plan_rollout(fleet(servers), facts, BranchHead(HEAD), memory, NOW.replace(hour=13),
+                            windows=[MORNING_FREEZE], override_window=True)
+    assert open_now.build is not None and not open_now.overrode_window

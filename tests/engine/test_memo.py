@@ -94,3 +94,18 @@ def test_the_code_fingerprint_changes_with_the_validating_code(tmp_path: Path, m
     assert memo._code_fingerprint() != before
     (package / "engine" / "views.py").unlink()
     assert memo._code_fingerprint() not in (before, ""), "a missing module is still a fingerprint"
+
+
+@pytest.mark.parametrize("module", ["core/declaration_files.py", "core/layers.py"])
+def test_the_code_fingerprint_covers_the_parser_and_the_layering_of_declarations(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    """What a site file means is also decided by its parser and by how defaults and templates
+    layer under it: after an upgrade of either, no remembered summary is believed."""
+    package = tmp_path / "package"
+    for name in {*memo._VALIDATING, module}:
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(memo, "_PACKAGE", package)
+    before = memo._code_fingerprint()
+    (package / module).write_text("# changed\n")
+    assert memo._code_fingerprint() != before

@@ -13,6 +13,7 @@ import pytest
 from reconciler.engine import pinning
 from reconciler.errors import DeclarationError, PinConflict, SigningError
 from tests.support import git, make_decl_repo, settings_for, site_file, write_site
+from tests.support.layers import write_defaults, write_template
 
 DOMAIN = "shop.example.com"
 PIN = "06122026-120000"
@@ -110,3 +111,16 @@ def test_under_require_signed_without_a_key_nothing_is_written(decl: Path, tmp_p
     with pytest.raises(SigningError, match="neither signing_key nor gpg_signing_key"):
         pinning.set_pin(decl, "main", DOMAIN, PIN, settings)
     assert git(decl, "rev-parse", "main") == tip
+
+
+def test_a_site_that_takes_its_keys_from_a_template_and_the_defaults_can_be_pinned(tmp_path: Path) -> None:
+    """The edited file is judged as the site it is (over the tip's defaults and its template), so a
+    three-line site file that lacks `server` and `repository` of its own is pinned and unpinned."""
+    repo = make_decl_repo(tmp_path / "decl")
+    write_defaults(repo, 'server = "web-1"\nbase_path = "/srv"\n')
+    write_template(repo, "laravel", 'repository = "git@example.com:acme/shop.git"\n')
+    write_site(repo, DOMAIN, raw='template = "laravel"\n')
+    pinning.set_pin(repo, "main", DOMAIN, PIN)
+    assert _committed(repo) == f'template = "laravel"\npin = "{PIN}"\n'
+    pinning.set_pin(repo, "main", DOMAIN, None)
+    assert _committed(repo) == 'template = "laravel"\n'

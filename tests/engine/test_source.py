@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.declarations import MAX_FILE_BYTES
+from reconciler.core.layers import Layers
 from reconciler.engine import source
 from reconciler.engine.source import load, load_directory
 from reconciler.errors import DeclarationError
 from tests.support import git, make_decl_repo, site_file, write_site
+from tests.support.layers import write_defaults, write_template
 from tests.support.site_text import BASE, render
 
 DOMAIN = "shop.example.com"
@@ -272,3 +274,63 @@ def test_load_directory_oversized_file(tmp_path: Path) -> None:
     assert decls.invalid["big.example.com"].errors[0].startswith("sites.d/big.example.com.toml:1: ")
 
 
+
+
+# --- fleet defaults and templates -----------------------------------------------------------------------
+
+
+def test_defaults_and_templates_are_read_from_the_commit_and_defaults_is_no_site(decl: Path) -> None:
+    write_defaults(decl, "keep = 5\n")
+    write_template(decl, "laravel", 'php = "8.3"\n')
+    write_site(decl, "blog.example.com", template="laravel", **SITE)
+    decls = load(decl, "main")
+    assert set(decls.sites) == {DOMAIN, "blog.example.com"} and not decls.invalid  # no "_defaults" site
+    assert decls.sites["blog.example.com"].php == "8.3" and decls.sites[DOMAIN].php is None
+    assert decls.sites[DOMAIN].keep == 5 and str(decls.origins[DOMAIN]["keep"]) == "sites.d/_defaults.toml:1"
+    # Another `_` file is still reported (a misspelt defaults file must not pass unnoticed).
+    (decl / "sites.d" / "_default.toml").write_text("keep = 5\n")
+    git(decl, "add", "-A")
+    git(decl, "commit", "-q", "-m", "typo")
+    assert "_default" in load(decl, "main").invalid
+
+
+def test_the_blob_cache_parses_again_exactly_the_sites_whose_template_or_defaults_changed(
+        decl: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_template(decl, "laravel", 'php = "8.3"\n')
+    write_site(decl, "a.example.com", template="laravel", **SITE)
+    write_site(decl, "b.example.com", template="symfony", **SITE)  # names a template not there yet
+    parsed: list[str] = []
+    real = source.parse_layered
+
+    def counting(filename: str, data: bytes | None, layers: Layers) -> object:
+        parsed.append(filename)
+        return real(filename, data, layers)
+
+    monkeypatch.setattr(source, "parse_layered", counting)
+    cache = source.BlobCache()
+    first = source.load_commit(decl, git(decl, "rev-parse", "HEAD"), cache)
+    assert "b.example.com" in first.invalid and len(parsed) == 3
+    parsed.clear()
+    write_template(decl, "laravel", 'php = "8.4"\n')
+    moved = source.load_commit(decl, git(decl, "rev-parse", "HEAD"), cache)
+    assert parsed == ["sites.d/a.example.com.toml"] and moved.sites["a.example.com"].php == "8.4"
+    parsed.clear()
+    write_template(decl, "symfony", 'php = "8.2"\n')  # the missing template arrives
+    arrived = source.load_commit(decl, git(decl, "rev-parse", "HEAD"), cache)
+    assert parsed == ["sites.d/b.example.com.toml"] and arrived.sites["b.example.com"].php == "8.2"
+    parsed.clear()
+    write_defaults(decl, "keep = 2\n")
+    tip = git(decl, "rev-parse", "HEAD")
+    assert len(source.load_commit(decl, tip, cache).sites) == 3 and len(parsed) == 3
+    assert source.load_commit(decl, tip, cache) == source.load_commit(decl, tip)  # what a fresh load gives
+
+
+def test_a_directory_is_validated_with_its_defaults_and_templates_beside_sites_d(decl: Path) -> None:
+    write_defaults(decl, "keep = 0\n", commit=False)
+    write_template(decl, "laravel", 'php = "eight"\n', commit=False)
+    write_site(decl, "blog.example.com", commit=False, template="laravel", **SITE)
+    for path in (decl, decl / "sites.d"):
+        decls = load_directory(path)
+        assert sorted(decls.errors) == ["sites.d/_defaults.toml:1: keep: must be at least 1"] * 2 + [
+            "templates/laravel.toml:1: php: must look like 8.3"], decls.errors
+        assert set(decls.invalid) == {DOMAIN, "blog.example.com"}

@@ -5,10 +5,15 @@ WAL and create the schema together). Real processes, a real SQLite file."""
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import sqlite_utils
+import sqlite_utils.plugins
 
 from reconciler.engine.store import Store
 
@@ -38,3 +43,26 @@ def test_processes_opening_a_new_database_together_all_succeed(tmp_path: Path) -
         store.close()
     # The lock file beside the database is owner-only, like the database.
     assert stat.S_IMODE((path.parent / "state.db.lock").stat().st_mode) == 0o600
+
+
+class _Planted:
+    """A sqlite-utils plugin, as a package installed beside the reconciler could register one."""
+
+    @sqlite_utils.hookimpl
+    def prepare_connection(self, conn: sqlite3.Connection) -> None:
+        conn.create_function("planted", 0, lambda: "ran")
+
+
+def test_no_sqlite_utils_plugin_runs_on_the_state_database(tmp_path: Path) -> None:
+    """Whatever sqlite-utils plugin is installed never touches the state database's connection."""
+    plugin = _Planted()
+    sqlite_utils.plugins.pm.register(plugin)
+    try:
+        store = Store(tmp_path / "state" / "reconciler.db")
+        scratch = Store.scratch()
+        for db in (store.db, scratch.db):
+            with pytest.raises(sqlite3.OperationalError, match="no such function"):
+                db.execute("select planted()")
+        store.close()
+    finally:
+        sqlite_utils.plugins.pm.unregister(plugin)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import Settings
+from reconciler.core.layers import Layers
 from reconciler.engine import source
 from reconciler.engine.converge import Reconciler
 from reconciler.engine.store import Store
@@ -84,13 +85,13 @@ def test_a_commit_that_changes_one_file_parses_one_file(tmp_path: Path, monkeypa
     decl = _decl_with(tmp_path, 5)
     first = git(decl, "rev-parse", "HEAD")
     parsed: list[str] = []
-    real = source.parse_file
+    real = source.parse_layered
 
-    def counting(filename: str, data: bytes | None) -> object:
+    def counting(filename: str, data: bytes | None, layers: Layers) -> object:
         parsed.append(filename)
-        return real(filename, data)
+        return real(filename, data, layers)
 
-    monkeypatch.setattr(source, "parse_file", counting)
+    monkeypatch.setattr(source, "parse_layered", counting)
     cache = source.BlobCache()
     assert len(source.load_commit(decl, first, cache).sites) == 5 and len(parsed) == 5
     write_site(decl, "s3.example.com", raw=SITE + 'pin = "01012026-000000"\n')

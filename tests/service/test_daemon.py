@@ -13,6 +13,7 @@ import logging
 import socket
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,11 @@ from reconciler.service.control import Wake
 from reconciler.service.daemon import Daemon
 from reconciler.service.systemd import Notifier
 from tests.support import World, reconcile, settings_for, site_declaration, write_config
+from tests.support.layers import write_defaults, write_template
 
 DOMAIN = "shop.example.com"
 OTHER = "blog.example.com"
+THIRD = "docs.example.com"
 
 
 def daemon_for(settings: Settings, notifier: Notifier | None = None, config_path: Path | None = None) -> Daemon:
@@ -85,6 +88,34 @@ def test_a_moved_branch_hurries_only_the_sites_whose_declaration_changed(world: 
             await daemon.declarations_moved()
             assert daemon.wake.is_set()
             assert daemon.queue.take_hurried({DOMAIN, OTHER}) == {OTHER}
+        finally:
+            await closed(daemon)
+
+    asyncio.run(go())
+
+
+def test_a_template_or_defaults_change_hurries_every_site_that_uses_it_and_no_other(world: World) -> None:
+    """A commit that only edits templates/<name>.toml or sites.d/_defaults.toml changes the
+    effective declaration of the sites that take keys from it: those are looked at again at
+    once; a site that names no template is hurried only by the defaults."""
+    write_template(world.decl, "laravel", 'script = "echo one\\n"\n')
+    world.declare(DOMAIN, server="local", template="laravel")
+    world.declare(OTHER, server="local", script="echo own\n")
+    world.declare(THIRD, server="local", template="laravel")
+
+    async def go() -> None:
+        daemon = daemon_for(world.settings())
+        try:
+            daemon.decls = await daemon.reconciler.load_async()
+            assert set(daemon.decls.sites) == {DOMAIN, OTHER, THIRD}
+            write_template(world.decl, "laravel", 'script = "echo two\\n"\n')
+            await daemon.declarations_moved()
+            assert daemon.queue.take_hurried({DOMAIN, OTHER, THIRD}) == {DOMAIN, THIRD}
+            daemon.decls = await daemon.reconciler.load_async()
+            assert daemon.decls.sites[DOMAIN].script == "echo two\n"
+            write_defaults(world.decl, "keep_failed = 1\n")
+            await daemon.declarations_moved()
+            assert daemon.queue.take_hurried({DOMAIN, OTHER, THIRD}) == {DOMAIN, OTHER, THIRD}
         finally:
             await closed(daemon)
 
@@ -218,6 +249,33 @@ def test_a_retry_after_requests_the_site_again_once_it_is_over(tmp_path: Path) -
             await closed(daemon)
 
     assert asyncio.run(go()) == {DOMAIN}, "only that site is asked for"
+
+
+def test_a_site_held_by_a_deploy_window_is_requested_again_as_the_window_opens(tmp_path: Path) -> None:
+    """Held until a moment before the next interval poll: the site is asked for then, not at once
+    and not only at the poll. Held past the next poll: no timer (the poll looks anyway)."""
+    site = site_declaration(domain=DOMAIN, server="web-1")
+
+    async def go() -> tuple[set[str], bool]:
+        daemon = daemon_for(settings_for(tmp_path, tmp_path / "state", interval=3600.0))
+        try:
+            daemon.queue.take_ready(set(), 0.0)  # the first full pass is taken
+            now = daemon.reconciler.clock()
+            far = SiteOutcome(DOMAIN, "web-1", Sync.OUT_OF_SYNC, Health.HEALTHY, "held by window until Mon 09:00 UTC",
+                              held_until=now + timedelta(hours=2))
+            daemon._settle(site, far)
+            far_timer = bool(asyncio.get_running_loop()._scheduled)  # type: ignore[attr-defined]
+            soon = SiteOutcome(DOMAIN, "web-1", Sync.OUT_OF_SYNC, Health.HEALTHY, "held by window until Mon 09:00 UTC",
+                               held_until=now + timedelta(seconds=0.2))
+            daemon._settle(site, soon)
+            assert not daemon.queue.pending, "asked for when the window opens, not at once"
+            await asyncio.wait_for(daemon.wake.wait(), 30)
+            return daemon.queue.take_ready({DOMAIN, OTHER}, 0.0), far_timer
+        finally:
+            await closed(daemon)
+
+    woken, far_timer = asyncio.run(go())
+    assert woken == {DOMAIN} and not far_timer
 
 
 def test_a_verdict_is_logged_when_it_changes_and_at_the_level_it_deserves(
@@ -355,3 +413,29 @@ def test_the_daemon_forgets_history_older_than_retention_days_at_start_and_on_it
             await closed(daemon)
 
     asyncio.run(go())
+
+
+def test_a_site_an_operator_acts_on_through_the_api_goes_now_and_a_landed_pin_is_hurried(tmp_path: Path) -> None:
+    """The daemon's ask, as the API and the dashboard use it: a backing-off site is ready at once,
+    and a pin or unpin that just landed is hurried (the lock command's fast path); a retry is not."""
+    site = site_declaration(domain=DOMAIN, server="web-1")
+    failing = SiteOutcome(DOMAIN, "web-1", Sync.UNKNOWN, Health.UNKNOWN, "web-1 unreachable", retry_after=60.0,
+                          backoff=True)
+
+    async def go() -> list[tuple[set[str], set[str]]]:
+        daemon = daemon_for(settings_for(tmp_path, tmp_path / "state"))
+        try:
+            now = asyncio.get_running_loop().time()
+            seen = []
+            for landed in (False, True):
+                daemon._settle(site, failing)
+                daemon.queue.request({DOMAIN})
+                assert daemon.queue.take_ready({DOMAIN}, now + 1.0) == set(), "backing off"
+                daemon.asked({DOMAIN}, landed)
+                seen.append((daemon.queue.take_ready({DOMAIN}, now + 1.0), daemon.queue.take_hurried({DOMAIN})))
+                daemon.queue.done({DOMAIN})  # its round ended
+            return seen
+        finally:
+            await closed(daemon)
+
+    assert asyncio.run(go()) == [({DOMAIN}, set()), ({DOMAIN}, {DOMAIN})]

@@ -55,7 +55,9 @@ COMMANDS: dict[str, Command] = {
                     "reconciler --config /etc/reconciler/reconciler.toml run"),
     "reconcile": _command("reconcile", "one full pass now", "reconciler reconcile --site shop.example.com --dry-run",
                           arg("--site", help="only this domain"),
-                          arg("--dry-run", action="store_true", help="print the plan, change nothing")),
+                          arg("--dry-run", action="store_true", help="print the plan, change nothing"),
+                          arg("--override-window", action="store_true",
+                              help="deploy even where a deploy window holds it (this pass only; history names you)")),
     "diff": _command("diff", "what the next pass would do per site; exit 1 when there is something to do",
                      "reconciler diff", arg("--site", help="only this domain"), aliases=("plan",)),
     "status": _command("status", "every declared site, or one in detail", "reconciler status shop.example.com",
@@ -100,8 +102,22 @@ COMMANDS: dict[str, Command] = {
                         help="env set: the values to set; a bare KEY reads its value from stdin (one line: "
                              "it stays out of argv and shell history)"),
                     _AUTHOR),
+    # `import` is a Python keyword: its module is import_.
+    "import": Command(f"{__name__}.import_", "find the BrokeForge-layout sites on servers that already run them and "
+                      "print (or --write) one declaration per site, pinned to its live release so the first pass "
+                      "deploys nothing; exit 1 when a site cannot be read (listed with the reason)",
+                      "reconciler import web-1 --write",
+                      (arg("server", nargs="+", help="an SSH destination or ssh_config Host alias, as `server =` "
+                           "says it; several: a site on each with the same live release becomes `servers = [...]`"),
+                       arg("--base", metavar="PATH", help="the servers' base_path (default /home/brokeforge)"),
+                       arg("--write", action="store_true",
+                           help="write sites.d/<domain>.toml into the declarations work tree (never over a file); "
+                                "review, then commit"))),
     "validate": _command("validate", "check declarations without touching any server", "reconciler validate ~/sites",
                          arg("path", nargs="?")),
+    "show": _command("show", "a site's effective declaration (over _defaults.toml and its template) and "
+                     "where each key came from", "reconciler show shop.example.com",
+                     arg("domain"), arg("--json", action="store_true")),
     "nginx": _command("nginx", "print an nginx server block for a site", "reconciler nginx shop.example.com",
                       arg("domain")),
     "completion": _command("completion", "print a shell completion script", "source <(reconciler completion bash)",

@@ -7,6 +7,7 @@ import sys
 
 from reconciler.cli.invocation import Invocation
 from reconciler.cli.passes import one_pass, skipped
+from reconciler.cli.why import reasons
 from reconciler.core.plan import SYNCED
 from reconciler.core.text import printable
 
@@ -22,11 +23,15 @@ def handle(invocation: Invocation, args: argparse.Namespace) -> int:
         print(f"reconciler: {args.site}: no such site declared", file=sys.stderr)
         return 1
     pending = False
+    # Only for sites with work: what in their declaration moved them (a template, the defaults).
+    why = reasons(invocation, [o.domain for o in outcomes if o.actions])
     # A message can carry a server's or a script's output: printed escaped, like every other view.
     for o in outcomes:
         if o.actions:
             pending = True
             print(f"{o.domain} ({o.server}):")
+            for reason in why.get(o.domain, []):
+                print(f"  because {printable(reason)}")
             for action in o.actions:
                 print(f"  + {printable(str(action))}")
         elif o.sync != SYNCED:

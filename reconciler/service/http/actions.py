@@ -150,8 +150,12 @@ class Actions:
             log.info("%s: %s refused from the API (%d): %s", wire.display(domain, 100), name, status,
                      wire.display(str(exc), 300))
             return refused(status, str(exc))
-        # What was done; the daemon is woken for the site (it acts now, not at its next poll).
-        self.ctx.request({domain})
+        # What was done; the daemon is woken for the site: it acts now, not at its next poll nor
+        # after a backoff, and a pin or unpin just committed goes straight to the switch.
+        if self.ctx.asked is not None:
+            self.ctx.asked({domain}, "commit" in result)
+        else:
+            self.ctx.request({domain})
         detail = ", ".join(f"{key} {str(value)[:12]}" for key, value in result.items())
         log.info("%s: %s asked by %s through %s%s", domain, name, by, through, f" ({detail})" if detail else "")
         return web.json_response({"domain": domain, "action": name, "requested_by": by, **result})

@@ -33,6 +33,10 @@ class WebContext:
     reconciler: Reconciler | None = None
     # Fetch the declarations from their Git host now (repo is a URL): a push webhook for it.
     fetch: Callable[[], None] | None = None
+    # The daemon's ask for sites an operator acted on (`Daemon.asked(domains, landed=)`): they go
+    # now, not after a backoff, and a pin or unpin just committed takes the lock command's fast
+    # path. None (an app without a daemon): a plain `request`.
+    asked: Callable[[set[str], bool], None] | None = None
 
 
 def shard_of(ctx: WebContext) -> Shard:

@@ -9,6 +9,7 @@ import subprocess
 
 from tests.support import git
 from tests.support.cli_world import DOMAIN, OTHER, CliWorld, tree
+from tests.support.layers import write_defaults, write_template
 
 
 def test_validate_a_valid_directory(world: CliWorld) -> None:
@@ -53,3 +54,17 @@ def test_validate_a_bare_repo_checks_the_committed_tip(world: CliWorld) -> None:
     # Without PATH: the configured repo (bare) at its tip.
     rc, out, err = world.cli("validate", repo=bare)
     assert rc == 1, (out, err)
+
+
+def test_validate_reports_a_template_error_at_the_template_line_for_each_site_using_it(world: CliWorld) -> None:
+    world.declare(OTHER)  # names no template: still valid
+    write_template(world.decl, "laravel", '# Laravel\n\nphp = "8"\n', commit=False)
+    world.declare(template="laravel", commit=False)
+    rc, out, err = world.cli("validate", str(world.decl))
+    assert rc == 1, (out, err)
+    assert out.splitlines() == ["templates/laravel.toml:3: php: must look like 8.3", "1 valid, 1 invalid"], out
+    write_defaults(world.decl, f'server = "local"\nbase_path = "{world.base}"\n', commit=False)
+    (world.decl / "sites.d" / f"{OTHER}.toml").write_text(f'repository = "{world.app}"\n')  # the rest from defaults
+    write_template(world.decl, "laravel", 'php = "8.3"\n', commit=False)
+    rc, out, err = world.cli("validate", str(world.decl))
+    assert (rc, out) == (0, "2 valid, 0 invalid\n"), (out, err)

@@ -65,8 +65,11 @@ class App:
     """The real app, served as `web.serve` serves it, in a thread of its own for one test.
     `woken` lists the sites each request woke the daemon for."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, daemon_asks: bool = False) -> None:
         self.port = free_port()
+        # With `daemon_asks`, the daemon's ask (`Daemon.asked`) is given, as the daemon gives it:
+        # the sites and whether a pin or unpin commit just landed, in `asked`.
+        self.asked: list[tuple[set[str], bool]] | None = [] if daemon_asks else None
         # The single token unless the test names tokens.
         self.settings = settings.model_copy(update={"api_token": settings.api_token or TOKEN,
                                                     "listen": f"127.0.0.1:{self.port}"})
@@ -99,7 +102,9 @@ class App:
         pool = TransportPool(ssh_options(self.settings), allow_local=self.settings.allow_local)
         ctx = WebContext(lambda: self.settings, store, pool, PassStats(), lambda: None,
                          lambda domains: self.woken.append(set(domains)), asyncio.Event(),
-                         Reconciler(self.settings, store, pool))
+                         Reconciler(self.settings, store, pool),
+                         asked=None if self.asked is None else
+                         lambda domains, landed: self.asked.append((set(domains), landed)))  # type: ignore[union-attr]
         runner = AppRunner(build_app(ctx), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
@@ -167,8 +172,8 @@ def apps() -> Iterator[list[App]]:
         app.close()
 
 
-def serve(apps: list[App], settings: Settings) -> App:
-    app = App(settings)
+def serve(apps: list[App], settings: Settings, daemon_asks: bool = False) -> App:
+    app = App(settings, daemon_asks)
     apps.append(app)
     return app
 
@@ -437,3 +442,19 @@ def test_each_named_token_acts_as_its_name(world: World, apps: list[App]) -> Non
     assert status == 200 and body["requested_by"] == "api", (status, body)
     status, body = app.act("redeploy", headers={"Authorization": "Bearer bob-token-from-a-file-012"})
     assert status == 401, (status, body)
+
+
+def test_each_action_is_the_daemons_ask_and_a_pin_just_committed_says_so(world: World, apps: list[App]) -> None:
+    """Given the daemon's ask, an action hands it the site (it goes now, not after a backoff) and
+    says whether a pin or unpin commit just landed (the switch needs no probe first)."""
+    world.declare(script="echo ok\n")
+    first = deploy(world)
+    deploy(world, "v2")
+    app = serve(apps, world.settings(), daemon_asks=True)
+    assert app.act("rollback")[0] == 200
+    assert deploy(world) == first
+    assert app.act("unpin")[0] == 200
+    deploy(world)
+    assert app.act("redeploy")[0] == 200
+    assert app.asked == [({DOMAIN}, True), ({DOMAIN}, True), ({DOMAIN}, False)]
+    assert app.woken == [], "the plain request is for an app without a daemon"
