@@ -219,6 +219,9 @@ class Settings(BaseModel):
     # (its public key must be in `allowed_signers`) or a GPG key id in `gpg_home`. Without one they refuse.
     signing_key: Path | None = None
     gpg_signing_key: str | None = None
+    # The reconciler's age secret key (`age-keygen` output): it decrypts `sites.d/<domain>.env.age`.
+    # Its public key belongs in the declarations' `.reconciler/recipients`. None: env files are Invalid.
+    age_identity_file: Path | None = None
     # `server = "local"` runs a committer's script as the reconciler user on this host, with
     # its keys and tokens in reach: refused unless the operator opts in.
     allow_local: bool = False

@@ -20,7 +20,7 @@ from reconciler.errors import ConfigError
 DEFAULT_STATE_DIR = Path("state")
 
 _PATH_KEYS = ("repo", "state_dir", "identity_file", "known_hosts", "ssh_config", "allowed_signers", "gpg_home",
-              "signing_key", "repo_identity_file", "repo_token_file")
+              "signing_key", "repo_identity_file", "repo_token_file", "age_identity_file")
 
 
 # `user[:password]@host:path`: a password makes it no less a URL (it is refused as one, by

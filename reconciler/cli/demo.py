@@ -3,13 +3,15 @@
 It builds a Laravel-like app repository and a declarations repository, starts the real
 daemon (`reconciler run`, local transport, SQLite) and commits changes for it to converge:
 declare a site -> new app commit -> pin (rollback) -> unpin -> a hand-made drift -> a failed
-deploy -> `retry` once the cause is fixed -> `redeploy`, printing `reconciler status` after
+deploy -> `retry` once the cause is fixed -> `redeploy` -> an encrypted environment set with
+`reconciler env set` and written to the server's shared/.env, printing `reconciler status` after
 each. On a terminal the daemon then keeps running until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from reconciler.cli.main import main as cli
+from reconciler.engine import sealed
 
 DOMAIN = "shop.example.test"
 POLL_SECONDS = 3
@@ -129,12 +132,15 @@ def main() -> int:
     build_sandbox(root)
     decl = root / "declarations"
     _git(decl, "commit", "-q", "--allow-empty", "-m", "an empty declarations repository")
+    identity = prepare_env(root)
     # The demo site lives on this machine (server = "local"): its script runs as you. A real
     # configuration refuses that unless it opts in, as this sandbox's does.
     (root / "reconciler.toml").write_text(
         f'repo = "{decl}"\nstate_dir = "{root / "state"}"\ninterval = {POLL_SECONDS}\n'
         '# server = "local" sites run their script as the reconciler user on this host: opted in.\n'
-        "allow_local = true\n")
+        "allow_local = true\n"
+        "# The reconciler's age key: it decrypts sites.d/<domain>.env.age.\n"
+        f'age_identity_file = "{identity}"\n')
 
     _step(f"Starting the daemon: reconciler run (polls app branches every {POLL_SECONDS}s)")
     daemon = subprocess.Popen(
@@ -144,7 +150,7 @@ def main() -> int:
     threading.Thread(target=_relay, args=(daemon.stderr,), daemon=True).start()
     try:
         time.sleep(1.5)
-        for scene in (_declare_and_deploy, _rollback_and_unpin, _drift, _failure_retry_redeploy):
+        for scene in (_declare_and_deploy, _rollback_and_unpin, _drift, _failure_retry_redeploy, _encrypted_env):
             scene(root)
         if sys.stdin.isatty() and not os.environ.get("CI"):
             _step("The daemon keeps running. Press Ctrl-C to stop it.")
@@ -229,6 +235,44 @@ def _failure_retry_redeploy(root: Path) -> None:
     _step("8. `reconciler redeploy`: the same commit again as a fresh release (e.g. after a .env change)")
     _reconciler(root, "redeploy", DOMAIN)
     _reconciler(root, "history", DOMAIN)
+
+
+
+def prepare_env(root: Path) -> Path:
+    """The reconciler's age key (as `age-keygen -o` makes it) outside the repository, and the
+    repository's recipients file naming its public key (committed with the site)."""
+    identity = root / "age.key"
+    public = sealed.generate_key(identity)
+    recipients = root / "declarations" / ".reconciler" / "recipients"
+    recipients.parent.mkdir(parents=True, exist_ok=True)
+    recipients.write_text("# age public keys the env files are encrypted to: the reconciler's, then the team's\n"
+                          f"{public}\n")
+    return identity
+
+
+def env_says(root: Path) -> str:
+    """What the server's shared/.env holds, shown by digest and non-secret keys only."""
+    env = root / "srv" / "deployments" / DOMAIN / "shared" / ".env"
+    if not env.is_file():
+        return f"{env} does not exist yet"
+    data = env.read_bytes()
+    shown = [line for line in data.decode(errors="replace").splitlines() if line.startswith("APP_ENV=")]
+    return (f"{env}: mode {env.stat().st_mode & 0o777:o}, sha256 {hashlib.sha256(data).hexdigest()[:12]}, "
+            + ", ".join(shown))
+
+
+def _encrypted_env(root: Path) -> None:
+    _step("9. An encrypted environment: `reconciler env set` commits sites.d/<domain>.env.age; the daemon "
+          "writes shared/.env (0600) on the server")
+    env = root / "srv" / "deployments" / DOMAIN / "shared" / ".env"
+    before = env.read_bytes() if env.is_file() else b""
+    _reconciler(root, "env", "set", DOMAIN, "APP_ENV=production", "DB_PASSWORD=demo-only-secret")
+    _reconciler(root, "env", "keys", DOMAIN)
+    print(f"   in git: {_git(root / 'declarations', 'log', '-1', '--stat', '--format=%s')}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not env.is_file() or env.read_bytes() == before):
+        time.sleep(0.1)
+    print(f"   on the server: {env_says(root)}")
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from reconciler.core.health import HealthCheck
 from reconciler.core.layers import Origin, check_template_name
 from reconciler.core.layout import parse_release
+from reconciler.core.site_env import SiteEnv
 from reconciler.core.siteref import COMMIT_RE as _COMMIT_RE
 from reconciler.core.siteref import SiteRef as SiteRef  # re-exported: it began here
 from reconciler.core.text import printable as printable  # re-exported: it began here
@@ -175,6 +176,25 @@ class SiteDeclaration(BaseModel):
         if value is not None and (problem := check_template_name(value)):
             raise ValueError(problem)
         return value
+
+    # -- the site's encrypted environment (sites.d/<domain>.env.age) --
+    # What follows a changed `shared/.env` on a server: "reload" runs the reload command,
+    # "redeploy" builds a fresh release. Not part of the build key.
+    env_change: Literal["reload", "redeploy"] = "reload"
+    # The decrypted env file, attached by the engine (engine/unsealing.py, `with_env`): private,
+    # so never a key of the TOML file, nor in a dump or a repr (it is a secret); it takes part
+    # in equality, so a changed env file is a changed site.
+    _env: SiteEnv | None = PrivateAttr(default=None)
+
+    @property
+    def env(self) -> SiteEnv | None:
+        return self._env
+
+    def with_env(self, env: SiteEnv | None) -> SiteDeclaration:
+        """This declaration with its decrypted env file."""
+        copy = self.model_copy()
+        copy._env = env
+        return copy
 
     @model_validator(mode="before")
     @classmethod
@@ -414,6 +434,8 @@ class Declarations:
     notice: str = ""
     # The line of the `server` key of each valid site on server "local" (for `refuse_local`).
     local_lines: dict[str, int] = field(default_factory=dict)
+    # Each site's `sites.d/<domain>.env.age` of this commit, encrypted (engine/site_env.py opens them).
+    sealed: dict[str, bytes] = field(default_factory=dict)
     # Where each key of each valid site came from: its file, its template or the defaults.
     origins: dict[str, dict[str, Origin]] = field(default_factory=dict)
 

@@ -51,6 +51,7 @@ class SiteFacts:
     releases: dict[str, ReleaseFacts] = field(default_factory=dict)
     not_dirs: list[str] = field(default_factory=list)
     unlinked: list[str] = field(default_factory=list)  # shared entries not a symlink in the live release
+    env_digest: str | None = None  # sha256 of shared/.env, when the probe was asked (ProbeSite.env) and it exists
     problem: str | None = None  # set: a datum could not be trusted; the site is left alone
     _problems: int = field(default=0, repr=False, compare=False)
 
@@ -104,3 +105,4 @@ class ProbeSite:
     domain: str
     base_path: str
     shared: tuple[str, ...] = ()  # entries whose link in the live release the probe checks
+    env: bool = False  # the site has an env file: the probe reports the digest of shared/.env

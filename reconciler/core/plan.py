@@ -77,7 +77,26 @@ class Reload:
     reason: str  # the failure that is owed a retry
 
     def describe(self) -> str:
+        if self.reason == ENV_CHANGED:
+            return f"reload release {self.release} ({ENV_CHANGED})"
         return f"retry the reload of release {self.release} ({self.reason})"
+
+
+# The reason of a Reload that follows a rewritten shared/.env (`env_change = "reload"`).
+ENV_CHANGED = "shared/.env changed"
+
+
+@dataclass(frozen=True)
+class WriteEnv:
+    """The server's shared/.env is not the site's env file (a new commit of it, or drift):
+    written again, atomically, before anything switches. Only the digest: never the content."""
+
+    digest: str
+    # The server had a shared/.env, with other content (a hand edit, or the env file's last commit).
+    replaces: bool = field(default=False, compare=False)
+
+    def describe(self) -> str:
+        return f"write shared/.env (sha256 {self.digest[:12]})"
 
 
 @dataclass(frozen=True)
@@ -92,7 +111,7 @@ class Relink:
         return f"relink shared {', '.join(self.entries)} in release {self.release} (drift)"
 
 
-Action = Provision | Clean | Deploy | Activate | Relink | Reload | Prune
+Action = Provision | Clean | WriteEnv | Deploy | Activate | Relink | Reload | Prune
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from reconciler.core.facts import BranchHead, ReleaseFacts, SiteFacts
 from reconciler.core.layout import next_release_name, parse_release
 from reconciler.core.manifest import Manifest
 from reconciler.core.plan import (
+    ENV_CHANGED,
     Action,
     Activate,
     Clean,
@@ -45,11 +46,13 @@ from reconciler.core.plan import (
     Reload,
     Takeover,
     Verdict,
+    WriteEnv,
     health_of,
     interrupted_releases,
     prune_candidates,
 )
 from reconciler.core.reasons import DeployReason, SwitchReason
+from reconciler.core.site_env import EMPTY_DIGEST
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.core.windows import Hold, hold
 from reconciler.window_settings import Window
@@ -216,6 +219,10 @@ class _Planner:
                     server, f"{facts.paths.site_link} is a real {kind}, not a symlink; refusing to replace it"),
                     Health.DEGRADED)
         prepare = {server: self._groundwork(server, facts) for server, facts in self.facts.items()}
+        if site.env_change == "redeploy" and self.fresh_after is None and self._env_rewritten(prepare) \
+                and any(f.active_release is not None for f in self.facts.values()):
+            # `env_change = "redeploy"`: a changed .env asks for a fresh release, as `redeploy` does.
+            self.fresh_after = self.now
         if site.pin is not None:
             return self._windowed(self._pinned(site.pin, prepare), prepare, pinned=True)
         ref = site.ref
@@ -258,7 +265,14 @@ class _Planner:
             work.append(Provision())
         if self.clean_interrupted and (interrupted := interrupted_releases(facts, self.takeover.get(server))):
             work.append(Clean(interrupted))
+        env = self.site.env
+        if env is not None and facts.env_digest != env.digest:
+            work.append(WriteEnv(env.digest, replaces=facts.env_digest not in (None, EMPTY_DIGEST)))
         return tuple(work)
+
+    @staticmethod
+    def _env_rewritten(prepare: Mapping[str, tuple[Action, ...]]) -> bool:
+        return any(isinstance(a, WriteEnv) for steps in prepare.values() for a in steps)
 
     def _pinned(self, pin: str, prepare: dict[str, tuple[Action, ...]]) -> Rollout:
         lacking = {server: facts.releases.get(pin) for server, facts in self.facts.items()
@@ -357,6 +371,10 @@ class _Planner:
                 steps.append(Relink(target, tuple(facts.unlinked)))
             if retry_reload and owed is not None:
                 steps.append(Reload(target, owed[1]))
+            elif server not in moving and site.env_change == "reload" and site.reload_command \
+                    and facts.active_release == target and any(isinstance(a, WriteEnv) for a in steps):
+                # The live release stays: it reads the new .env once reloaded (a switch reloads anyway).
+                steps.append(Reload(target, ENV_CHANGED))
             work[server] = tuple(steps)
         if retry_reload:
             health = Health.DEGRADED if health == Health.HEALTHY else health
@@ -366,7 +384,7 @@ class _Planner:
                                                  for s in moving}) if moving else None
         # The live release is the desired one while only housekeeping or an owed reload remains.
         pending = build is not None or once is not None or switch is not None or \
-            any(isinstance(a, Provision | Relink) for steps in work.values() for a in steps)
+            any(isinstance(a, Provision | Relink | WriteEnv) for steps in work.values() for a in steps)
         message = f"reload of the live release failed ({owed[1]}); retrying" if retry_reload and owed else ""
         return Rollout(Sync.OUT_OF_SYNC if pending else Sync.SYNCED, health, message, target, commit,
                        servers=self.servers, prepare=work, build=build, once=once, switch=switch, prune=prune)

@@ -16,6 +16,8 @@ the release that is already live would freeze the site without moving it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from reconciler.core.declarations import SiteDeclaration
 from reconciler.core.facts import ProbeSite, ReleaseFacts, SiteFacts
@@ -143,31 +145,44 @@ async def refresh(reconciler: Reconciler) -> None:
 
 
 async def commit_pin(reconciler: Reconciler, domain: str, pin: str | None, author: str | None) -> str:
-    """Write the pin commit. Local repository: commit (compare-and-swap on the branch). Git host:
-    commit on the fetched tip and push; when the branch moved there meanwhile, fetch and make the
-    same one-file edit on the new tip (bounded), unless the site's pin itself changed there (then
-    refuse: someone else decided about this site). Under `require_signed` every attempt checks
-    afresh that the tip it builds on is verified (`set_pin`'s `verified`)."""
+    """Write the pin commit (`committed`); when the branch moved on the Git host meanwhile, the same
+    one-file edit is made on the new tip, unless the site's pin itself changed there (then refuse:
+    someone else decided about this site)."""
     settings = reconciler.settings
     repo, branch = settings.local_repo, settings.branch
+
+    def attempt(publish: pinning.Publish | None, verified: str | None) -> str:
+        return pinning.set_pin(repo, branch, domain, pin, settings, author=author, publish=publish, verified=verified)
+
+    return await committed(reconciler, attempt, lambda: pinning.current_pin(repo, branch, domain),
+                           lambda before, now: f"{domain}: its pin changed on {settings.repo_url} meanwhile "
+                                               f"({before or 'none'} -> {now or 'none'}); nothing was committed")
+
+
+async def committed(reconciler: Reconciler, attempt: Callable[[pinning.Publish | None, str | None], str],
+                    current: Callable[[], object], changed: Callable[[Any, Any], str]) -> str:
+    """An operator's commit to the declarations (a pin, an env file): `attempt(publish, verified)`
+    commits. Local repository: once (compare-and-swap on the branch). Git host: commit on the
+    fetched tip and push; when the push is refused (the branch moved there), fetch and try again
+    (bounded), unless `current()` (what the change is about) differs from before: then
+    `changed(before, now)` says why nothing was committed. Under `require_signed` every attempt
+    checks afresh that the tip it builds on is verified (`verified`)."""
+    settings = reconciler.settings
     if settings.repo_url is None:
         # git and ssh-keygen (signing) run here: off the event loop, so the daemon's HTTP answers on.
-        return await asyncio.to_thread(pinning.set_pin, repo, branch, domain, pin, settings, author=author,
-                                       verified=reconciler.store.meta(LAST_VERIFIED))
+        return await asyncio.to_thread(attempt, None, reconciler.store.meta(LAST_VERIFIED))
     upstream = Upstream(settings)
-    before = pinning.current_pin(repo, branch, domain)
+    before = current()
     for _ in range(PUSH_ATTEMPTS):
         try:
-            return await asyncio.to_thread(pinning.set_pin, repo, branch, domain, pin, settings, author=author,
-                                           publish=upstream.push, verified=reconciler.store.meta(LAST_VERIFIED))
+            return await asyncio.to_thread(attempt, upstream.push, reconciler.store.meta(LAST_VERIFIED))
         except PushRejected:
             await asyncio.to_thread(upstream.fetch)
-            now = pinning.current_pin(repo, branch, domain)
+            now = current()
             if now != before:
-                raise PinConflict(f"{domain}: its pin changed on {settings.repo_url} meanwhile "
-                                  f"({before or 'none'} -> {now or 'none'}); nothing was committed") from None
-    raise PinConflict(f"{branch} kept moving on {settings.repo_url}; tried {PUSH_ATTEMPTS} times, nothing was "
-                      "committed: run the command again")
+                raise PinConflict(changed(before, now)) from None
+    raise PinConflict(f"{settings.branch} kept moving on {settings.repo_url}; tried {PUSH_ATTEMPTS} times, nothing "
+                      "was committed: run the command again")
 
 
 def _of_this_shard(reconciler: Reconciler, site: SiteDeclaration) -> SiteDeclaration:

@@ -181,6 +181,13 @@ async def check_health(ctx: SiteContext, release: str) -> checking.HealthResult 
     return result
 
 
+async def write_env(ctx: SiteContext) -> None:
+    """Write the site's decrypted env file to shared/.env (atomically, 0600; content on stdin)."""
+    env = ctx.site.env
+    assert env is not None
+    await run(ctx, Step.SHARED, site_steps.write_env(ctx.paths, env.text))
+
+
 async def relink(ctx: SiteContext, release: str, entries: tuple[str, ...]) -> None:
     """Put back shared links of the live release that are gone or were replaced (drift)."""
     await run(ctx, Step.SHARED, site_steps.link_shared(ctx.paths, release, entries))

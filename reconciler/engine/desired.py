@@ -13,7 +13,7 @@ from typing import Any
 
 from reconciler.core.declarations import Declarations, refuse_local
 from reconciler.core.shard import Shard, split
-from reconciler.engine import heap, source, trust, upstream
+from reconciler.engine import heap, source, trust, unsealing, upstream
 from reconciler.engine.state_reader import FETCH_PROBLEM
 from reconciler.engine.workbench import Workbench
 from reconciler.errors import ConfigError, DeclarationError, RepoUnreachable
@@ -33,6 +33,7 @@ class DesiredState:
         # Sites of other shards left alone by the last pass or prune (domain -> why).
         self.skipped: dict[str, str] = {}
         self._split: tuple[Any, ...] | None = None
+        self._unsealer = unsealing.Unsealer()
 
     @property
     def fetch_problem(self) -> str:
@@ -144,5 +145,6 @@ class DesiredState:
         self.notice = "; ".join(n for n in (self.fetch_problem, choice.notice) if n)
         # A copy (the cache keeps what was parsed), with local sites refused unless the settings allow them.
         decls = refuse_local(dataclasses.replace(parsed), self.bench.settings.allow_local)
+        decls = self._unsealer.open(decls, self.bench.settings.age_identity_file)
         decls.notice = self.notice
         return decls

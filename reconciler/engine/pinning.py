@@ -98,25 +98,71 @@ def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None,
     if isinstance(checked, InvalidSite):
         raise DeclarationError("refusing to commit an invalid declaration: " + checked.message)
 
+    commit = _commit_in_sites(repo, Path(repo_path), branch, tip, f"{domain}.toml", text.encode(), message,
+                              settings if signed else None, author, publish)
+    _refresh_checkout(repo, branch, path, blob.data, text)
+    return commit
+
+
+def _commit_in_sites(repo: pygit2.Repository, repo_path: Path, branch: str, tip: pygit2.Commit, name: str,
+                     data: bytes, message: str, signing: Settings | None, author: str | None,
+                     publish: Publish | None, what: str | None = None) -> str:
+    """Commit `data` as sites.d/`name` on `tip` (signed with `signing`'s key when given), then
+    publish it (a Git host) or move the branch here. Returns the commit id. The one way a
+    command commits to the declarations: pins and env files alike."""
     sites = repo.get(tip.tree[SITES_DIR].id)
     assert isinstance(sites, pygit2.Tree)
     sites_builder = repo.TreeBuilder(sites)
-    sites_builder.insert(f"{domain}.toml", repo.create_blob(text.encode()), pygit2.GIT_FILEMODE_BLOB)
+    sites_builder.insert(name, repo.create_blob(data), pygit2.GIT_FILEMODE_BLOB)
     root_builder = repo.TreeBuilder(tip.tree)
     root_builder.insert(SITES_DIR, sites_builder.write(), pygit2.GIT_FILEMODE_TREE)
     tree = root_builder.write()
     who = _parse_author(author) if author else _signature(repo)
     committer = pygit2.Signature("reconciler", f"reconciler@{socket.gethostname()}")
-    if signed and settings is not None:
-        commit = _signed_commit(repo, Path(repo_path), who, committer, message, tree, tip.id, settings)
+    if signing is not None:
+        commit = _signed_commit(repo, repo_path, who, committer, message, tree, tip.id, signing)
     else:
         commit = str(repo.create_commit(None, who, committer, message, tree, [tip.id]))
     if publish is not None:
         publish(commit, str(tip.id))
     else:
-        _advance(Path(repo_path), branch, commit, str(tip.id), message, domain)
-    _refresh_checkout(repo, branch, path, blob.data, text)
+        _advance(repo_path, branch, commit, str(tip.id), message, name.removesuffix(".toml"), what)
     return commit
+
+
+def read_at_tip(repo_path: str | Path, branch: str, path: str) -> bytes | None:
+    """The bytes of file `path` at the tip of `branch` (None: no such file)."""
+    repo = open_repository(repo_path)
+    tip = branch_tip(repo, branch)
+    try:
+        blob = repo.get(tip.tree[path].id) if tip is not None else None
+    except KeyError:
+        return None
+    return bytes(blob.data) if isinstance(blob, pygit2.Blob) else None
+
+
+def commit_sites_file(repo_path: str | Path, branch: str, name: str, data: bytes, message: str,
+                      settings: Settings | None = None, *, author: str | None = None,
+                      publish: Publish | None = None, verified: str | None = None,
+                      based_on: bytes | None = None) -> str:
+    """Commit sites.d/`name` with `data` (an env file), as `set_pin` commits a pin: signed under
+    `require_signed`, `author` as the author, published to a Git host with `publish`.
+    `based_on`: the file's content the change was made from (None: it did not exist); when the
+    tip holds anything else, PinConflict and nothing is committed (someone changed it first)."""
+    signed = settings is not None and settings.require_signed != "off"
+    if signed and settings is not None:
+        trust.check_signer(settings)
+    repo = open_repository(repo_path)
+    tip = branch_tip(repo, branch)
+    if tip is None:
+        raise DeclarationError(f"branch {branch!r} has no commit")
+    if signed and settings is not None:
+        trust.check_ground(settings, str(tip.id), verified)
+    if read_at_tip(repo_path, branch, f"{SITES_DIR}/{name}") != based_on:
+        raise PinConflict(f"{SITES_DIR}/{name} changed on {branch} meanwhile; nothing was committed: run the "
+                          "command again")
+    return _commit_in_sites(repo, Path(repo_path), branch, tip, name, data, message,
+                            settings if signed else None, author, publish, f"{SITES_DIR}/{name}")
 
 
 def _parse_author(text: str) -> pygit2.Signature:
@@ -140,7 +186,8 @@ def _signed_commit(repo: pygit2.Repository, repo_path: Path, author: pygit2.Sign
     return str(oid)
 
 
-def _advance(repo_path: Path, branch: str, commit: str, parent: str, message: str, domain: str) -> None:
+def _advance(repo_path: Path, branch: str, commit: str, parent: str, message: str, domain: str,
+             what: str | None = None) -> None:
     """Move the branch from `parent` to `commit` (compare-and-swap: a concurrent commit is
     refused, not lost)."""
     try:
@@ -150,8 +197,9 @@ def _advance(repo_path: Path, branch: str, commit: str, parent: str, message: st
         raise DeclarationError(f"cannot commit to {branch}: {exc}") from exc
     if result.returncode != 0:
         if "but expected" in result.stderr or "is at" in result.stderr:
-            raise PinConflict(f"{branch} moved while committing the pin of {domain} (another commit landed "
-                              "first); nothing was committed: run the command again")
+            what = what or f"the pin of {domain}"
+            raise PinConflict(f"{branch} moved while committing {what} (another commit landed first); nothing "
+                              "was committed: run the command again")
         raise DeclarationError(f"cannot commit to {branch}: {' '.join(result.stderr.split())[:200]}")
 
 

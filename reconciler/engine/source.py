@@ -15,6 +15,7 @@ import pygit2
 from reconciler.core.declaration_files import Parsed, assemble, collect, parse_layered, read_layers
 from reconciler.core.declarations import SITES_DIR, Declarations
 from reconciler.core.layers import DEFAULTS_NAME, TEMPLATES_DIR, Layers, Origin
+from reconciler.core.site_env import MAX_ENV_BYTES, domain_of_env
 from reconciler.errors import DeclarationError
 
 # Bounds on one commit's sites.d/ (each file is also capped, core.declarations.MAX_FILE_BYTES):
@@ -180,8 +181,12 @@ def load_commit(repo_path: str | Path, commit_id: str, cache: BlobCache | None =
     layers, versions, total = _layers(repo, commit.tree, sites_tree)
     known = cache.entries if cache is not None else {}
     seen: dict[tuple[str, str], Done] = {}
+    sealed: dict[str, bytes] = {}
     if isinstance(sites_tree, pygit2.Tree):
         for entry in sites_tree:
+            if entry.name and (domain := domain_of_env(entry.name)) is not None:
+                sealed[domain] = _sealed_blob(repo, entry)
+                continue
             if not entry.name or not entry.name.endswith(".toml") or entry.name == DEFAULTS_NAME:
                 continue
             name = f"{SITES_DIR}/{entry.name}"
@@ -196,8 +201,21 @@ def load_commit(repo_path: str | Path, commit_id: str, cache: BlobCache | None =
             _check_bounds(len(seen), total, f"commit {str(commit.id)[:12]}")
     if cache is not None:
         cache.entries = seen
-    return assemble(((name, done[1]) for (name, _), done in seen.items()), str(commit.id),
-                    {done[1][0].domain: done[2] for done in seen.values()})
+    decls = assemble(((name, done[1]) for (name, _), done in seen.items()), str(commit.id),
+                     {done[1][0].domain: done[2] for done in seen.values()})
+    decls.sealed = {domain: data for domain, data in sealed.items() if domain in decls.sites}
+    return decls
+
+
+def _sealed_blob(repo: pygit2.Repository, entry: pygit2.Object) -> bytes:
+    """A site's encrypted env file of this commit (b"" when it is no regular file or too big: it
+    then fails to decrypt, which is that site's error)."""
+    if entry.filemode not in (pygit2.GIT_FILEMODE_BLOB, pygit2.GIT_FILEMODE_BLOB_EXECUTABLE):
+        return b""
+    blob = repo.get(entry.id)
+    if not isinstance(blob, pygit2.Blob) or blob.size > 2 * MAX_ENV_BYTES:
+        return b""
+    return bytes(blob.data)
 
 
 def _directory_layers(root: Path, sites_dir: Path) -> Layers:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 
 from reconciler.core.manifest import ONCE_DONE, ONCE_PENDING, Manifest
-from reconciler.core.plan import Clean, Deploy, Provision, Prune, Relink, Reload
+from reconciler.core.plan import Clean, Deploy, Provision, Prune, Relink, Reload, WriteEnv
 from reconciler.core.rollout import Rollout
 from reconciler.core.status import DeployStatus, Health, Sync
 from reconciler.engine import apply, building
@@ -46,6 +46,13 @@ async def prepare(bench: Workbench, run: SiteRun, rollout: Rollout, contexts: Ma
                             site.domain, f" on {server}" if run.many else "", ", ".join(action.entries),
                             action.release, "is" if len(action.entries) == 1 else "are")
                 await apply.relink(ctx, action.release, action.entries)
+            elif isinstance(action, WriteEnv):
+                # The digest only: the content never reaches a log.
+                log.log(logging.WARNING if action.replaces else logging.INFO,
+                        "%s: %s%s: writing shared/.env (sha256 %s)", site.domain,
+                        "env drift: it differs from the declared env" if action.replaces else "no env yet",
+                        f" on {server}" if run.many else "", action.digest[:12])
+                await apply.write_env(ctx)
             elif isinstance(action, Reload):
                 reloads = reloads if reloads is not None else []
                 if warning := await apply.reload(ctx, action.release):

@@ -86,7 +86,7 @@ class Workbench:
 
     async def probe(self, server: str, sites: list[SiteDeclaration]) -> ServerFacts:
         """One command: the facts of `sites` on `server` and the heads of their refs."""
-        probes = [ProbeSite(s.domain, s.base_path, tuple(s.shared)) for s in sites]
+        probes = [ProbeSite(s.domain, s.base_path, tuple(s.shared), s.env is not None) for s in sites]
         # (repository, refs/heads/B or refs/tags/T); a pinned or commit site resolves nothing.
         heads = [key for s in sites if (key := s.head_key) is not None]
         return await gather(self.pool.get(server), probes, heads, timeout=self.settings.command_timeout,
@@ -116,7 +116,7 @@ class Workbench:
                          stale_after=lock.stale_bound(settings.command_timeout),
                          timeout=settings.command_timeout, shared=tuple(ctx.site.shared), lease=ctx.lease,
                          script=script, activate=activate, head=head,
-                         heartbeat=lock.heartbeat_interval(settings.command_timeout))
+                         heartbeat=lock.heartbeat_interval(settings.command_timeout), env=ctx.site.env is not None)
 
     def _progress_of(self, domain: str) -> Callable[[str], None] | None:
         progress = self.progress

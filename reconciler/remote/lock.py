@@ -233,7 +233,7 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
                stale_after: float, timeout: float, shared: tuple[str, ...] = (),
                lease: Lease | None = None, script: str | None = None,
                activate: str | None = None, head: locking.HeadCheck | None = None,
-               heartbeat: int = 0) -> AsyncIterator[SiteFacts]:
+               heartbeat: int = 0, env: bool = False) -> AsyncIterator[SiteFacts]:
     """Hold the site's lock; yields the site's facts probed right after acquiring it (with the
     live release's `shared` links checked). With a `lease`, a command under the lock may
     release it (`Lease.done`); with a `script`, the deploy script is staged in the lock; with
@@ -242,7 +242,7 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
     `lease.switched` says how that went. With a `heartbeat` (seconds), the lock is kept fresh
     while it is held (the module's text); `lease.takeover` says whether it was taken over."""
     owner = Owner(me.instance, me.run, me.host, me.pid, purpose, time.time())
-    site = ProbeSite(paths.domain, paths.base_path, shared)
+    site = ProbeSite(paths.domain, paths.base_path, shared, env)
     given = lease
     lease = lease if lease is not None else Lease()
     lease.owner_json, lease.released, lease.problem, lease.switched = owner.to_json(), False, "", None
@@ -250,7 +250,7 @@ async def held(transport: Transport, paths: SitePaths, me: Identity, purpose: st
     lease.takeover, lease.lock_path, lease.heartbeat, lease.beating = None, paths.lock, heartbeat, 0
     for attempt in (1, 2):
         result = await _send(transport, locking.lock_acquire(paths, owner.to_json(), shared, script,
-                                                           activate if given is not None else None, head), timeout)
+                                                           activate if given is not None else None, head, env), timeout)
         if not result.ok:
             raise TemporaryError(f"{transport.name}: cannot take the lock of {paths.domain}: {result.tail(3)}")
         first, _, rest = result.stdout.partition("\n")

@@ -254,6 +254,67 @@ def test_whether_the_app_repository_answered_is_part_of_the_verdict(shape: str) 
 
 
 
+# --- a site's env file (sites.d/<domain>.env.age) ---------------------------------------------
+
+
+def _with_env(shape: str, text: str = "A=1\n", **fields: Any) -> SiteDeclaration:
+    from reconciler.core.site_env import SiteEnv
+    return fleet(SHAPES[shape], reload="true", **fields).with_env(SiteEnv(text))
+
+
+def _live(digest: str | None) -> SiteFacts:
+    facts = server(ok(R4), active=R4)
+    facts.env_digest = digest
+    return facts
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_env_differing_on_one_server_is_written_there_then_reloaded(shape: str) -> None:
+    from reconciler.core.plan import ENV_CHANGED, WriteEnv
+    site = _with_env(shape)
+    assert site.env is not None
+    digest = site.env.digest
+    facts = {s: _live(digest) for s in SHAPES[shape]}
+    last = SHAPES[shape][-1]
+    facts[last] = _live("f" * 64)
+    rollout = plan_rollout(site, facts, BranchHead(HEAD), {}, NOW)
+    assert rollout.prepare[last] == (WriteEnv(digest), Reload(R4, ENV_CHANGED))
+    assert all(rollout.prepare[s] == () for s in SHAPES[shape] if s != last)
+    assert rollout.build is None and rollout.switch is None and rollout.sync == Sync.OUT_OF_SYNC
+    synced = plan_rollout(site, {s: _live(digest) for s in SHAPES[shape]}, BranchHead(HEAD), {}, NOW)
+    assert synced.sync == Sync.SYNCED and not synced.changes
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_env_change_redeploy_builds_a_fresh_release_everywhere(shape: str) -> None:
+    from reconciler.core.plan import WriteEnv
+    site = _with_env(shape, env_change="redeploy")
+    assert site.env is not None
+    rollout = plan_rollout(site, {s: _live(None) for s in SHAPES[shape]}, BranchHead(HEAD), {}, NOW)
+    assert rollout.build is not None and rollout.build.servers == SHAPES[shape]
+    assert all(rollout.prepare[s] == (WriteEnv(site.env.digest),) for s in SHAPES[shape])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_site_without_an_env_file_plans_as_before(shape: str) -> None:
+    site = fleet(SHAPES[shape])
+    facts = {s: _live("f" * 64) for s in SHAPES[shape]}
+    rollout = plan_rollout(site, facts, BranchHead(HEAD), {}, NOW)
+    assert rollout.sync == Sync.SYNCED and not rollout.changes
+
+
+def test_an_empty_or_missing_shared_env_is_a_first_write_not_drift() -> None:
+    """The layout's empty placeholder (or no file) is written without the "drift" mark; a file
+    with other content is drift."""
+    from reconciler.core.plan import WriteEnv
+    from reconciler.core.site_env import EMPTY_DIGEST
+    site = _with_env("one")
+    marks = []
+    for digest in (None, EMPTY_DIGEST, "f" * 64):
+        rollout = plan_rollout(site, {"web-1": _live(digest)}, BranchHead(HEAD), {}, NOW)
+        writes = [a for a in rollout.prepare["web-1"] if isinstance(a, WriteEnv)]
+        marks.append(writes[0].replaces)
+    assert marks == [False, False, True]
 R1, R2 = "31122024-235959", "15012025-080000"  # older than R3
 MORNING_FREEZE = Window.model_validate({"kind": "deny", "hours": "00:00-12:00", "sites": ["*.example.com"]})
 FREEZE_MESSAGE = "held by window until Fri 12:00 UTC"  # NOW is Friday 09:12 UTC

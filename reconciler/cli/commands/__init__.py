@@ -94,6 +94,14 @@ COMMANDS: dict[str, Command] = {
     "doctor": _command("doctor", "check what the servers (or SERVER) need for their declared sites and say "
                        "what is missing, with the fix; exit 1 when something is", "reconciler doctor web-1",
                        arg("server", nargs="?", help="only this server (declared or not: the basics are checked)")),
+    "env": _command("env", "a site's encrypted environment (sites.d/D.env.age): list its keys, set one, or edit it "
+                    "in $EDITOR; a change is committed with you as its author",
+                    "reconciler env set shop.example.com MAIL_HOST=smtp.example.com",
+                    arg("action", choices=["keys", "set", "edit"]), arg("domain"),
+                    arg("assignments", nargs="*", metavar="KEY=VALUE",
+                        help="env set: the values to set; a bare KEY reads its value from stdin (one line: "
+                             "it stays out of argv and shell history)"),
+                    _AUTHOR),
     # `import` is a Python keyword: its module is import_.
     "import": Command(f"{__name__}.import_", "find the BrokeForge-layout sites on servers that already run them and "
                       "print (or --write) one declaration per site, pinned to its live release so the first pass "

@@ -49,7 +49,7 @@ class HeadCheck:
 
 def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = (),
                  script: str | None = None, activate: str | None = None,
-                 head: HeadCheck | None = None) -> Command:
+                 head: HeadCheck | None = None, env: bool = False) -> Command:
     """Take the site's lock with an atomic `mkdir`, write `owner_json` (one line) into it and,
     in the same command, probe the site: the facts nobody else can change while we hold it.
     With `script` (stdin), stage the deploy script in the lock for a claim (`claim_release`
@@ -91,7 +91,7 @@ def lock_acquire(paths: SitePaths, owner_json: str, shared: tuple[str, ...] = ()
         + stage +
         f"  echo {quote(LOCK_ACQUIRED)}\n"
         + then
-        + f"{probe_script([ProbeSite(paths.domain, paths.base_path, shared)], [])}"
+        + f"{probe_script([ProbeSite(paths.domain, paths.base_path, shared, env)], [])}"
         "  true\n"
         "else\n"
         # Read the script we were sent even so: a command that exits with its stdin unread races

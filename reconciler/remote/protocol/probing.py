@@ -62,6 +62,7 @@ from reconciler.core import wire
 from reconciler.core.facts import BranchHead, ProbeSite, ReleaseFacts, ServerFacts, SiteFacts
 from reconciler.core.layout import MANIFEST_NAME, SitePaths, is_release
 from reconciler.core.manifest import Manifest
+from reconciler.core.site_env import parse_digest
 from reconciler.errors import TransportError
 from reconciler.remote.protocol import heads as git_heads
 from reconciler.remote.protocol.gitenv import GIT_PREAMBLE
@@ -95,11 +96,12 @@ class Tag(StrEnum):
     #                             <seconds>; 0: not asked, the probe's time for git hosts was spent
     UNLINKED = "@unlinked"      # value: a shared entry that is no symlink in the live release (drift)
     AT = "@at"                  # value: a site link's path; its @link follows (the batched link reads)
+    ENV = "@env"                # value: sha256 of shared/.env, or "-" (no such file); only for sites with an env file
     END = "@end"                # the last record: the output is complete
 
 
 VALUE_TAGS = frozenset({Tag.SITE, Tag.LINK, Tag.PATH, Tag.LOCK, Tag.NOTDIR, Tag.RELEASE, Tag.MANIFEST, Tag.HEAD,
-                        Tag.HEADS, Tag.STALLED, Tag.UNLINKED, Tag.AT})
+                        Tag.HEADS, Tag.STALLED, Tag.UNLINKED, Tag.AT, Tag.ENV})
 BARE_TAGS = frozenset(set(Tag) - VALUE_TAGS)
 if any(not re.fullmatch(r"@[a-z]+", tag) for tag in Tag):  # printed in printf formats, unquoted
     raise ValueError("a probe tag must be a plain word")
@@ -185,6 +187,13 @@ probe_site() {{
     fi
   done
 }}
+# A site with an env file (ProbeSite.env): the digest of its shared/.env, "-" when there is
+# none or it cannot be read (either way it is written again). One process, for such sites only.
+probe_env() {{
+  f={_sh_path(_TEMPLATE.shared + "/.env")}; s=
+  [ -f "$f" ] && s=$(sha256sum < "$f" 2>/dev/null) && s=${{s%% *}}
+  emit {Tag.ENV} "${{s:--}}"
+}}
 # The targets of the given site links, `@at <path>` then `@link <target>` each: one process for
 # them all. Only symlinks are listed; a path that vanished meanwhile is left out (probe_site saw
 # it; parse_probe treats a site link without its @link as gone).
@@ -233,6 +242,8 @@ def probe_script(sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]],
     for site in sites:
         entries = "".join(f" {quote(entry)}" for entry in site.shared)
         lines.append(f"probe_site {quote(site.domain)} {quote(site.base_path)}{entries}")
+        if site.env:
+            lines.append(f"probe_env {quote(site.domain)} {quote(site.base_path)}")
     for start in range(0, len(sites), LINKS_AT_ONCE):
         chunk = " ".join(quote(SitePaths(s.base_path, s.domain).site_link) for s in sites[start:start + LINKS_AT_ONCE])
         lines.append(f'[ -z "$batch" ] || links {chunk}')
@@ -347,6 +358,11 @@ class _Reader:
                 site.note_problem(f"the probe reports shared entry {wire.display(value, 80)!r}, not one of the site's")
             elif value not in site.unlinked:
                 site.unlinked.append(value)
+        elif tag == Tag.ENV:
+            try:
+                site.env_digest = parse_digest(value)
+            except ValueError:
+                site.note_problem(f"the probe reports {wire.display(value, 80)!r} as the digest of shared/.env")
         elif tag == Tag.NOTDIR:
             if RELEASE_GLOB_RE.fullmatch(value):
                 site.not_dirs.append(value)

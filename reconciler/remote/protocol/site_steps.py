@@ -309,6 +309,23 @@ def run_script(paths: SitePaths, release: str, env: Mapping[str, str], trace: bo
     )
 
 
+ENV_NAME = ".env"
+
+
+def write_env(paths: SitePaths, text: str) -> Command:
+    """Write `text` (a site's decrypted .env) to shared/.env: a private temp file in the same
+    directory (mode 0600 from the start), then rename(2) over the old one, so a reader sees the
+    old file or the new, never half of one. stdin: the content (a secret never travels in argv)."""
+    shared = quote(paths.shared)
+    return Command(
+        f"mkdir -p -- {shared} && cd -- {shared} || {{ cat > /dev/null; exit 1; }}\n"
+        f"t=$(umask 077 && mktemp ./{ENV_NAME}.reconciler.XXXXXX) || {{ cat > /dev/null; exit 1; }}\n"
+        f"if cat > \"$t\" && chmod 600 -- \"$t\" && mv -fT -- \"$t\" {ENV_NAME}; then exit 0; fi\n"
+        "rm -f -- \"$t\"; exit 1\n",
+        text,
+    )
+
+
 def reload(paths: SitePaths, release: str, code: str) -> Command:
     """Run the reload command (code, any length) with `sh -e` in the release, output to its
     log. stdin: the code, staged into a file first so that it runs with stdin /dev/null."""

@@ -392,3 +392,24 @@ def test_batched_link_reads_give_the_same_facts_as_one_readlink_per_site(tmp_pat
         if domain != "c.example.com":
             assert batched.sites[domain] == one_by_one.sites[domain], domain
 
+
+
+def test_the_probe_reports_the_digest_of_shared_env_for_sites_with_an_env_file(tmp_path: Path) -> None:
+    """Only a site with an env file costs the digest; "-" when the file is missing."""
+    import hashlib
+
+    from reconciler.remote.protocol import probing, seam
+    shared = tmp_path / "deployments" / "a.example.com" / "shared"
+    shared.mkdir(parents=True)
+    (shared / ".env").write_text("A=1\n")
+    sites = [ProbeSite("a.example.com", str(tmp_path), (), True), ProbeSite("b.example.com", str(tmp_path), (), True),
+             ProbeSite("c.example.com", str(tmp_path))]
+    command = probing.probe(sites, [])
+    assert command.stdin is not None
+    out = subprocess.run(seam.local_argv(command.text), input=command.stdin.encode(), capture_output=True,
+                         check=True).stdout
+    facts = probing.parse_probe(out, sites, [])
+    assert facts.sites["a.example.com"].env_digest == hashlib.sha256(b"A=1\n").hexdigest()
+    assert facts.sites["b.example.com"].env_digest is None and facts.sites["b.example.com"].problem is None
+    assert b"@env" not in out.split(b"@site c.example.com")[1]
+    assert "probe_env 'c.example.com'" not in command.stdin and "probe_env c.example.com" not in command.stdin

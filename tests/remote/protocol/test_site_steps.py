@@ -174,3 +174,23 @@ def test_switch_with_a_hostile_base_path(tmp_path: Path) -> None:
     _sh(switch_command(paths, RELEASES[1]))
     assert os.readlink(base / DOMAIN) == f"deployments/{DOMAIN}/{RELEASES[1]}"
     assert not list(tmp_path.rglob("PWNED")) and not (Path.cwd() / "PWNED").exists()
+
+
+def test_write_env_replaces_shared_env_atomically_with_mode_0600_from_stdin(tmp_path: Path) -> None:
+    """The content travels on stdin, never in the command text; the file ends 0600 with exactly
+    that content, no temp file is left, and an old file (or a stale link) is replaced whole."""
+    import stat
+    paths = SitePaths(str(tmp_path), "shop.example.com")
+    secret = "DB_PASSWORD=it's \"quoted\" $HOME\n"
+    command = site_steps.write_env(paths, secret)
+    assert "DB_PASSWORD" not in command.text and command.stdin == secret
+    for _ in range(2):  # first into a missing shared/, then over the file written before
+        done = subprocess.run(seam.local_argv(command.text), input=command.stdin, text=True, capture_output=True)
+        assert done.returncode == 0, done.stderr
+        target = Path(paths.shared) / ".env"
+        assert target.read_text() == secret and stat.S_IMODE(target.stat().st_mode) == 0o600
+        assert sorted(p.name for p in Path(paths.shared).iterdir()) == [".env"]
+    target.unlink()
+    target.symlink_to("/nonexistent")
+    done = subprocess.run(seam.local_argv(command.text), input=command.stdin, text=True, capture_output=True)
+    assert done.returncode == 0 and not target.is_symlink() and target.read_text() == secret
