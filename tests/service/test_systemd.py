@@ -133,13 +133,13 @@ def _template_settings(text: str, path: Path) -> Settings:
 
 
 def _uncommented(text: str) -> str:
-    """The template with every optional setting and [[notify]] example switched on (a key that is
-    already set, like a second `repo` example, stays a comment)."""
+    """The template with every optional setting and table example ([[notify]], [[window]])
+    switched on (a key that is already set, like a second `repo` example, stays a comment)."""
     set_keys = {line.split("=")[0].strip() for line in text.splitlines() if re.match(r"[a-z_]+ *=", line)}
     out = []
     for line in text.splitlines():
         match = _OPTIONAL.match(line)
-        if (match and match.group(1) not in set_keys) or line.startswith("# [[notify]]"):
+        if (match and match.group(1) not in set_keys) or re.match(r"# \[\[[a-z_]+\]\]", line):
             line = line[2:] if line.startswith("# ") else line[1:]
         out.append(line)
     return "\n".join(out) + "\n"
@@ -155,6 +155,8 @@ def test_the_settings_template_loads_as_shipped_and_with_every_option_on(tmp_pat
     everything = _template_settings(_uncommented(TEMPLATE.read_text()), tmp_path / "all.toml")
     assert everything.listen == "127.0.0.1:9180" and everything.http_hosts == ["deploy.example.com"]
     assert [target.chat for target in everything.notify] == [False, True]
+    assert [(w.kind, w.hours) for w in everything.window] == [("deny", "18:00-08:00")]
+    assert everything.age_identity_file == Path("/etc/reconciler/age.key")
     assert everything.repo_token_file == Path("/etc/reconciler/repo_token")
 
 
@@ -163,7 +165,7 @@ def test_the_settings_template_names_every_setting() -> None:
     operator finds listen, api_token, notify, repo_* and http_hosts in one file."""
     text = TEMPLATE.read_text()
     named = {m.group(1) for line in text.splitlines() if (m := re.match(r"(?:# ?)?([a-z_]+) *= ", line))}
-    named |= {"notify"} if "[[notify]]" in text else set()
+    named |= set(re.findall(r"^# ?\[\[([a-z_]+)\]\]", text, flags=re.MULTILINE))  # tables: [[notify]], [[window]]
     assert sorted(set(Settings.model_fields) - named) == []
 
 
