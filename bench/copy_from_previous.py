@@ -1,0 +1,156 @@
+"""copy_from_previous: a re-deploy of a site with a 20,000-file vendor/, per-release (copied from
+the live release) against shared (linked from shared/, the default layout), over a real sshd on
+127.0.0.1.
+
+Two sites on the same sshd, same app, same script, re-deployed alternately (a new app commit,
+then one reconcile pass each): `copy` has `copy_from_previous = ["vendor"]`, `shared` keeps vendor
+in `shared`. The script is composer-like: it builds vendor/ (20,000 small files in 400 packages)
+only when vendor/ holds no install, then rewrites the autoloader in place, so with both layouts a
+re-deploy finds vendor/ there and has little to do; the difference is the copy.
+
+Rows: each layout's whole re-deploy (the pass: probe, lock, build, script, switch, prune); the copy
+step alone (`copying.copy_previous`, the command the build runs, on the same disk: 20,000 files
+from the live release into an empty release) and the removal of such a release (the layout's
+extra prune cost: every release holds its own vendor/); and, for scale, vendor/ built from nothing (what
+the script costs a release without a copy, i.e. `composer install` from an empty vendor/ here).
+Ratios: copy re-deploy / shared re-deploy, copy step / shared re-deploy. On ext4 `cp
+--reflink=auto` is a real copy; on btrfs or XFS it is a copy-on-write clone, near free.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import use_git_identity
+from reconciler.config import Settings
+from reconciler.core.layout import SitePaths
+from reconciler.remote.protocol import copying, seam
+from tests.support import app_commit, make_app_repo, make_decl_repo, reconcile, settings_for, write_site
+from tests.support.sshd import SshServer, start_sshd
+
+FILES = 20_000
+PACKAGES = 400
+# composer install, simulated: vendor/ from nothing when not installed (FILES files), then the
+# autoloader rewritten in place, as composer does on every install.
+BUILD_VENDOR = (f"import os\nfor p in range({PACKAGES}):\n"
+                "    d = f'vendor/pkg{p}/src'\n    os.makedirs(d, exist_ok=True)\n"
+                f"    for f in range({FILES // PACKAGES}):\n"
+                "        open(f'{d}/Class{f}.php', 'w').write(f'<?php class C{p}_{f} {{}}\\n')\n"
+                "open('vendor/installed', 'w').close()\n")
+SCRIPT = (f"[ -f vendor/installed ] || {sys.executable} .vendor-build.py\n"
+          "ls vendor > vendor/autoload_classmap.php\n")
+LAYOUTS = ("shared", "copy")
+
+
+def main(samples: int = 5) -> None:
+    use_git_identity()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        server = start_sshd(tmp / "sshd")
+        try:
+            rows = _measure(tmp, server, samples)
+        finally:
+            server.stop()
+    _report(rows, samples)
+
+
+def _measure(tmp: Path, server: SshServer, samples: int) -> dict[str, list[float]]:
+    app = make_app_repo(tmp / "app")
+    (app / ".vendor-build.py").write_text(BUILD_VENDOR)
+    app_commit(app, "v1")  # commits the generator too (app_commit adds everything)
+    base = tmp / "srv"
+    sites = {}
+    for layout in LAYOUTS:
+        decl = make_decl_repo(tmp / f"decl-{layout}")
+        domain = f"{layout}.example.com"
+        extra = {"copy_from_previous": ["vendor"]} if layout == "copy" else {}
+        write_site(decl, domain, server=server.destination, base_path=str(base), repository=str(app),
+                   script=SCRIPT, keep=2, **extra)
+        settings = settings_for(decl, tmp / f"state-{layout}", identity_file=server.identity_file,
+                                known_hosts=server.known_hosts, deploy_timeout=600)
+        sites[layout] = (domain, settings)
+        _deploy(settings, domain)  # the first deploy builds vendor/ from nothing
+    rows: dict[str, list[float]] = {k: [] for k in ("shared", "copy", "step", "prune", "scratch")}
+    for n in range(samples):
+        app_commit(app, f"v{n + 2}")
+        order = LAYOUTS if n % 2 == 0 else LAYOUTS[::-1]  # alternate: neither layout always goes first
+        for layout in order:
+            domain, settings = sites[layout]
+            rows[layout].append(_deploy(settings, domain))
+        step, removal = _copy_step(tmp, base, sites["copy"][0])
+        rows["step"].append(step)
+        rows["prune"].append(removal)
+        rows["scratch"].append(_scratch(tmp))
+    return rows
+
+
+def _deploy(settings: Settings, domain: str) -> float:
+    started = time.perf_counter()
+    outcome = reconcile(settings, domain)[domain]
+    took = time.perf_counter() - started
+    if outcome.sync != "Synced":
+        raise RuntimeError(f"{domain}: {outcome.sync}: {outcome.message}")
+    return took
+
+
+def _copy_step(tmp: Path, base: Path, domain: str) -> tuple[float, float]:
+    """The copy command the build runs, from the live release into a fresh release directory,
+    then that directory's removal (what pruning a release with its own vendor/ costs)."""
+    paths = SitePaths(str(base), domain)
+    live = (base / domain).resolve().name
+    fresh = "01012000-000000"
+    target = Path(paths.release(fresh))
+    target.mkdir()
+    try:
+        command = copying.copy_previous(paths, fresh, live, ["vendor"])
+        started = time.perf_counter()
+        subprocess.run(seam.local_argv(command.text), cwd=tmp, check=True, capture_output=True)
+        took = time.perf_counter() - started
+        count = sum(1 for _ in (target / "vendor").rglob("*.php"))
+        if count < FILES:
+            raise RuntimeError(f"the copy holds {count} files, not {FILES}")
+        started = time.perf_counter()
+        subprocess.run(["rm", "-rf", "--", str(target)], check=True)
+        return took, time.perf_counter() - started
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _scratch(tmp: Path) -> float:
+    """vendor/ built from nothing by the script's generator (composer install with no vendor/)."""
+    where = tmp / "scratch"
+    where.mkdir()
+    try:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", BUILD_VENDOR], cwd=where, check=True)
+        return time.perf_counter() - started
+    finally:
+        shutil.rmtree(where)
+
+
+def _report(rows: dict[str, list[float]], samples: int) -> None:
+    def median(name: str) -> float:
+        return statistics.median(rows[name])
+
+    labels = {"shared": "re-deploy, vendor shared (baseline)",
+              "copy": "re-deploy, copy_from_previous = [vendor]",
+              "step": "  the copy step alone (cp --reflink=auto -a)",
+              "prune": "  removing a release with its own vendor/ (rm -rf)",
+              "scratch": "vendor/ built from nothing (for scale)"}
+    print(f"copy_from_previous: re-deploy with a {FILES:,}-file vendor/, real sshd on 127.0.0.1 (n = {samples})")
+    print(f"{'measure':<48}{'median':>10}")
+    for name, label in labels.items():
+        print(f"{label:<48}{median(name) * 1000:>8.0f}ms")
+    print(f"ratios: copy re-deploy / shared re-deploy {median('copy') / median('shared'):.2f}; "
+          f"copy step / shared re-deploy {median('step') / median('shared'):.2f}; "
+          f"copy step / vendor from nothing {median('step') / median('scratch'):.2f}")
+
+
+if __name__ == "__main__":
+    main()
