@@ -55,9 +55,11 @@ def main(samples: int = 5) -> None:
         server = start_sshd(tmp / "sshd")
         try:
             rows = _measure(tmp, server, samples)
+            # Reflinks or a real copy: the filesystem decides, so the table names it.
+            fs = subprocess.run(["stat", "-f", "-c", "%T", str(tmp)], capture_output=True, text=True).stdout.strip()
         finally:
             server.stop()
-    _report(rows, samples)
+    _report(rows, samples, fs)
 
 
 def _measure(tmp: Path, server: SshServer, samples: int) -> dict[str, list[float]]:
@@ -134,7 +136,7 @@ def _scratch(tmp: Path) -> float:
         shutil.rmtree(where)
 
 
-def _report(rows: dict[str, list[float]], samples: int) -> None:
+def _report(rows: dict[str, list[float]], samples: int, fs: str) -> None:
     def median(name: str) -> float:
         return statistics.median(rows[name])
 
@@ -143,10 +145,12 @@ def _report(rows: dict[str, list[float]], samples: int) -> None:
               "step": "  the copy step alone (cp --reflink=auto -a)",
               "prune": "  removing a release with its own vendor/ (rm -rf)",
               "scratch": "vendor/ built from nothing (for scale)"}
-    print(f"copy_from_previous: re-deploy with a {FILES:,}-file vendor/, real sshd on 127.0.0.1 (n = {samples})")
-    print(f"{'measure':<48}{'median':>10}")
+    print(f"copy_from_previous: re-deploy with a {FILES:,}-file vendor/, real sshd on 127.0.0.1, "
+          f"filesystem {fs or '?'} (n = {samples})")
+    print(f"{'measure':<52}{'median':>10}{'min':>10}{'max':>10}")
     for name, label in labels.items():
-        print(f"{label:<48}{median(name) * 1000:>8.0f}ms")
+        print(f"{label:<52}{median(name) * 1000:>8.0f}ms{min(rows[name]) * 1000:>8.0f}ms"
+              f"{max(rows[name]) * 1000:>8.0f}ms")
     print(f"ratios: copy re-deploy / shared re-deploy {median('copy') / median('shared'):.2f}; "
           f"copy step / shared re-deploy {median('step') / median('shared'):.2f}; "
           f"copy step / vendor from nothing {median('step') / median('scratch'):.2f}")
