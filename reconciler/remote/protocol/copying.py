@@ -24,6 +24,7 @@ from reconciler.remote.protocol.seam import Command, quote
 # the entry may be a symlink (the new release: refused; the live one: not copied), and a symlink
 # at the entry is only followed when it is our own shared link (a release built while the path
 # was shared: its shared/ copy is taken, so the first build after the change is fast too).
+# The log says how long each copy took (GNU date's %N; without it, no time is given).
 _COPY_BODY = """P=$(cd -P -- "$R" && pwd -P)
 refuse() { printf 'copy_from_previous entry %s: %s\\n' "$e" "$1" >&2; exit 1; }
 note() { printf '==> copy_from_previous: %s %s\\n' "$e" "$1" >> "$R"/LOG; }
@@ -51,8 +52,11 @@ while [ $# -gt 1 ]; do
     "$P"/*) ;;
     *) refuse "its parent resolves outside the release" ;;
   esac
+  t0=$(date +%s%N)
   cp --reflink=auto -a -- "$src" "$R/$e"
-  note "copied from $from"
+  t1=$(date +%s%N); took=
+  case $t0$t1 in *[!0-9]*) ;; *) took=" in $(( (t1 - t0) / 1000000 )) ms" ;; esac
+  note "copied from $from$took"
 done
 """.replace("/LOG", "/" + LOG_NAME)
 
