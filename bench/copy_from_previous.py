@@ -14,8 +14,8 @@ as the release's deployment.log times it; and, for scale, vendor/ built from not
 script costs a release without a copy: `composer install` with an empty vendor/, here). The disk is
 synced (untimed) before each timed step: small files are disk-bound, and no step should pay for
 the writeback of the one before. Ratios: copy re-deploy / shared re-deploy, copy step / shared
-re-deploy, copy step / vendor from nothing. On ext4 `cp
---reflink=auto` is a real copy; on btrfs or XFS it is a copy-on-write clone, near free.
+re-deploy, copy step / vendor from nothing. On ext4 `cp --reflink=auto` is a real copy; on btrfs
+or XFS it is a copy-on-write clone, near free.
 """
 
 from __future__ import annotations
