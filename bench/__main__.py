@@ -4,6 +4,7 @@ fleet parts take about 3: noop's and memory's 5,000 sites on 50 sshds, masschang
 from bench import (
     atomic,
     cli,
+    copy_from_previous,
     deploy,
     fair,
     health,
@@ -19,6 +20,7 @@ from bench import (
 )
 
 for benchmark in (passes.main, deploy.main, noop.main, latency.main, latency.remote, rollback.main, memory.main,
-                  masschange.main, atomic.main, health.main, skew.main, fair.main, shard.main, cli.main, parse.main):
+                  masschange.main, atomic.main, health.main, skew.main, fair.main, shard.main, cli.main, parse.main,
+                  copy_from_previous.main):
     benchmark()
     print(flush=True)

@@ -3,8 +3,8 @@
 It builds a Laravel-like app repository and a declarations repository, starts the real
 daemon (`reconciler run`, local transport, SQLite) and commits changes for it to converge:
 declare a site -> new app commit -> pin (rollback) -> unpin -> a hand-made drift -> a failed
-deploy -> `retry` once the cause is fixed -> `redeploy` -> an encrypted environment set with
-`reconciler env set` and written to the server's shared/.env, printing `reconciler status` after
+deploy -> `retry` once the cause is fixed -> `redeploy` -> an encrypted environment set and edited with
+`reconciler env set` and `env edit` and written to the server's shared/.env, printing `reconciler status` after
 each. On a terminal the daemon then keeps running until Ctrl-C.
 """
 
@@ -256,23 +256,44 @@ def env_says(root: Path) -> str:
     if not env.is_file():
         return f"{env} does not exist yet"
     data = env.read_bytes()
-    shown = [line for line in data.decode(errors="replace").splitlines() if line.startswith("APP_ENV=")]
+    shown = [line for line in data.decode(errors="replace").splitlines() if line.startswith(("APP_ENV=", "MAIL_HOST="))]
     return (f"{env}: mode {env.stat().st_mode & 0o777:o}, sha256 {hashlib.sha256(data).hexdigest()[:12]}, "
             + ", ".join(shown))
 
 
 def _encrypted_env(root: Path) -> None:
-    _step("9. An encrypted environment: `reconciler env set` commits sites.d/<domain>.env.age; the daemon "
-          "writes shared/.env (0600) on the server")
+    _step("9. An encrypted environment: `reconciler env set` and `env edit` commit sites.d/<domain>.env.age; "
+          "the daemon writes shared/.env (0600) on the server")
     env = root / "srv" / "deployments" / DOMAIN / "shared" / ".env"
     before = env.read_bytes() if env.is_file() else b""
     _reconciler(root, "env", "set", DOMAIN, "APP_ENV=production", "DB_PASSWORD=demo-only-secret")
+    before = _landed(env, before)
+    print(f"   on the server: {env_says(root)}")
+    # `env edit` runs $EDITOR on a private decrypted copy; the demo's "editor" appends one line.
+    editor = root / "demo-editor"
+    editor.write_text('#!/bin/sh\necho "MAIL_HOST=smtp.example.com" >> "$1"\n')
+    editor.chmod(0o700)
+    saved = os.environ.get("EDITOR")
+    os.environ["EDITOR"] = str(editor)
+    try:
+        _reconciler(root, "env", "edit", DOMAIN)
+    finally:
+        if saved is None:
+            os.environ.pop("EDITOR", None)
+        else:
+            os.environ["EDITOR"] = saved
     _reconciler(root, "env", "keys", DOMAIN)
     print(f"   in git: {_git(root / 'declarations', 'log', '-1', '--stat', '--format=%s')}")
+    _landed(env, before)
+    print(f"   on the server: {env_says(root)}")
+
+
+def _landed(env: Path, before: bytes) -> bytes:
+    """The server's shared/.env once the daemon rewrote it (at most a minute), as it is then."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not env.is_file() or env.read_bytes() == before):
         time.sleep(0.1)
-    print(f"   on the server: {env_says(root)}")
+    return env.read_bytes() if env.is_file() else b""
 
 
 if __name__ == "__main__":

@@ -128,6 +128,41 @@ def check_branch(name: str, what: str = "branch") -> str | None:
     return None
 
 
+def check_entries(value: list[str]) -> list[str]:
+    """`shared` and `copy_from_previous` entries: non-empty relative paths inside the release
+    (no '..', '.', '//', no leading '/' or '-'), none twice, none inside another."""
+    if len(value) > MAX_SHARED:
+        raise ValueError(f"more than {MAX_SHARED} entries")
+    seen: set[str] = set()
+    for entry in value:
+        parts = entry.split("/")
+        if not entry or entry.startswith("/") or _CONTROL.search(entry):
+            raise ValueError(f"entry {entry!r} must be a non-empty relative path")
+        if any(part in ("", ".", "..") for part in parts) or entry.startswith("-"):
+            raise ValueError(f"entry {entry!r} must not contain '..', '.', '//' or start with '-'")
+        if entry in seen:
+            raise ValueError(f"entry {entry!r} is listed twice")
+        seen.add(entry)
+    for entry in value:
+        if prefix := _inside(entry, seen):
+            raise ValueError(f"entries {prefix!r} and {entry!r} overlap")
+    return value
+
+
+def _inside(entry: str, others: set[str]) -> str | None:
+    """The entry of `others` that `entry` lies strictly inside, or None."""
+    parts = entry.split("/")
+    for depth in range(1, len(parts)):
+        if (prefix := "/".join(parts[:depth])) in others:
+            return prefix
+    return None
+
+
+def _inside_any(entry: str, others: set[str]) -> str | None:
+    """The entry of `others` that lies strictly inside `entry`, or None."""
+    return next((other for other in sorted(others) if other.startswith(entry + "/")), None)
+
+
 class SiteDeclaration(BaseModel):
     """One validated `sites.d/<domain>.toml`."""
 
@@ -195,6 +230,38 @@ class SiteDeclaration(BaseModel):
         copy = self.model_copy()
         copy._env = env
         return copy
+
+    # --- copy_from_previous (per-release dependencies) ---------------------------------------
+    # Directories (vendor, node_modules) copied from the live release into a new one after its
+    # shared links and before its script, so `composer install` has little left to do while each
+    # release keeps dependencies of its own: a rollback runs old code with its old vendor/. A path
+    # listed here is not shared: it is taken out of `shared` (the default list included, so
+    # `copy_from_previous = ["vendor"]` needs no edit of `shared`). Part of the build key.
+    copy_from_previous: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _copied_is_not_shared(cls, data: Any) -> Any:
+        """A path copied from the previous release is not shared: `shared` is what is linked."""
+        if not isinstance(data, dict) or not isinstance(copied := data.get("copy_from_previous"), list):
+            return data
+        shared = data.get("shared", list(DEFAULT_SHARED))
+        if not isinstance(shared, list):
+            return data
+        return {**data, "shared": [entry for entry in shared if entry not in copied]}
+
+    @field_validator("copy_from_previous")
+    @classmethod
+    def _copy_from_previous(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        check_entries(value)
+        # Copying into a shared link would write into shared/; linking inside a copy, the same.
+        shared = set(info.data.get("shared") or ())
+        for entry in value:
+            inner, outer = _inside(entry, shared), _inside_any(entry, shared)
+            if inner or outer:
+                raise ValueError(f"entry {entry!r} overlaps shared entry {inner or outer!r}: a path is "
+                                 "either shared or copied from the previous release")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -356,24 +423,7 @@ class SiteDeclaration(BaseModel):
     @field_validator("shared")
     @classmethod
     def _shared(cls, value: list[str]) -> list[str]:
-        if len(value) > MAX_SHARED:
-            raise ValueError(f"more than {MAX_SHARED} entries")
-        seen: set[str] = set()
-        for entry in value:
-            parts = entry.split("/")
-            if not entry or entry.startswith("/") or _CONTROL.search(entry):
-                raise ValueError(f"entry {entry!r} must be a non-empty relative path")
-            if any(part in ("", ".", "..") for part in parts) or entry.startswith("-"):
-                raise ValueError(f"entry {entry!r} must not contain '..', '.', '//' or start with '-'")
-            if entry in seen:
-                raise ValueError(f"entry {entry!r} is listed twice")
-            seen.add(entry)
-        for entry in value:
-            parts = entry.split("/")
-            for depth in range(1, len(parts)):
-                if (prefix := "/".join(parts[:depth])) in seen:
-                    raise ValueError(f"entries {prefix!r} and {entry!r} overlap")
-        return value
+        return check_entries(value)
 
     @field_validator("php")
     @classmethod
@@ -408,8 +458,12 @@ class SiteDeclaration(BaseModel):
 
     @property
     def build_key(self) -> str:
-        """Hash of what, beside the commit, makes a release: the script and the shared list."""
-        payload = json.dumps({"script": self.script, "shared": self.shared}, sort_keys=True)
+        """Hash of what, beside the commit, makes a release: the script, the shared list and the
+        paths copied from the previous release."""
+        build: dict[str, Any] = {"script": self.script, "shared": self.shared}
+        if self.copy_from_previous:  # only when set: every other site keeps its build key (no rebuild)
+            build["copy_from_previous"] = self.copy_from_previous
+        payload = json.dumps(build, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

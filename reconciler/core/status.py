@@ -54,6 +54,7 @@ class Step(StrEnum):
     CLAIM = "claim release directory"
     CLONE = "clone"
     SHARED = "link shared entries"
+    COPY = "copy from previous release"
     SCRIPT = "deploy script"
     RECORD = "record success"
     SWITCH = "switch"

@@ -42,6 +42,7 @@ class _Attempt:
     started: float         # time.monotonic() at the start
     stage: Step = Step.CLAIM  # the step under way: named when the build is interrupted or aborted
     claimed: bool = False     # the release directory is ours: a stop removes it
+    previous: str | None = None  # the server's live release: `copy_from_previous` copies from it
 
     def ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -117,12 +118,13 @@ def _begin(ctx: SiteContext, release: str, commit: str, reason: DeployReason | N
                     "following it", site.domain, ref.describe(), commit[:12], previous or "-")
     log.info("%s: deploying %s as release %s on %s (%s%s)", site.domain, commit[:12], release, site.server,
              trigger or "desired state", by)
-    return _Attempt(ctx, release, commit, deployment_id, base, time.monotonic())
+    return _Attempt(ctx, release, commit, deployment_id, base, time.monotonic(), previous=previous)
 
 
 async def _claim_and_build(attempt: _Attempt) -> None:
-    """Claim the release directory, clone, link shared entries: one round trip when the claim's
-    data fits in the build command, else the claim first."""
+    """Claim the release directory, clone, link shared entries, copy `copy_from_previous` from the
+    live release: one round trip when the claim's data fits in the build command, else the claim
+    first."""
     ctx, release = attempt.ctx, attempt.release
     site, paths = ctx.site, ctx.paths
     ref = site.ref
@@ -147,7 +149,8 @@ async def _claim_and_build(attempt: _Attempt) -> None:
     # A branch site's release is on its branch; a tag or commit site's is detached at the commit.
     on_branch = ref.name if ref.kind == "branch" else None
     built = await send(ctx, site_steps.build_release(paths, site.repository, on_branch, attempt.commit, release,
-                                                     claim if batched else None),
+                                                     claim if batched else None, attempt.previous,
+                                                     site.copy_from_previous),
                        timeout=ctx.deploy_timeout, tied=True, long=True)
     if not built.ok:
         failed_step = Step.CLONE
@@ -155,6 +158,8 @@ async def _claim_and_build(attempt: _Attempt) -> None:
             failed_step, attempt.claimed = Step.CLAIM, False  # the directory is not ours: never removed
         elif built.exit_status == seam.EXIT_SHARED:
             failed_step = Step.SHARED
+        elif built.exit_status == seam.EXIT_COPY:
+            failed_step = Step.COPY
         raise StepFailed(failed_step, built.exit_status, built.tail(), built.tail(3).replace("\n", " | "))
     checkpoint("after-build")
     info = site_steps.commit_info(built.stdout)

@@ -4,6 +4,8 @@ files are gathered, is tests/core/test_declaration_files.py.)"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,8 @@ def test_reload_command(overrides: dict[str, Any], command: str | None) -> None:
         ({"pin": "31072025-143022"}, False),
         ({"php": "8.3"}, False),
         ({"server": "web-2"}, False),
+        ({"copy_from_previous": ["vendor"]}, True),
+        ({"copy_from_previous": ["node_modules"], "shared": ["storage", ".env", "vendor"]}, True),
     ],
 )
 def test_build_key(change: dict[str, Any], differs: bool) -> None:
@@ -155,6 +159,32 @@ def test_valid_value(key: str, value: Any) -> None:
     site = parse_fields(**{key: value})
     assert isinstance(site, SiteDeclaration), getattr(site, "errors", site)
     assert getattr(site, key) == value
+
+
+def test_copied_paths_are_not_shared() -> None:
+    """A path copied from the previous release is taken out of `shared`, the default list or the
+    site's own, so `copy_from_previous = ["vendor"]` alone stops sharing vendor/."""
+    site = parse_fields(copy_from_previous=["vendor", "node_modules"])
+    assert isinstance(site, SiteDeclaration), site
+    assert (site.shared, site.copy_from_previous) == (["storage", ".env"], ["vendor", "node_modules"])
+    own = parse_fields(copy_from_previous=["vendor"], shared=["vendor", "storage"])
+    assert isinstance(own, SiteDeclaration), own
+    assert own.shared == ["storage"]
+
+
+def test_a_copied_path_may_not_hold_a_shared_one() -> None:
+    """Copying public/ would replace the shared public/uploads link with a copy: refused."""
+    text = render({**BASE, "shared": ["public/uploads"], "copy_from_previous": ["public"]})
+    assert_invalid(parse(text), "copy_from_previous", line_of(text, "copy_from_previous"),
+                   "overlaps shared entry 'public/uploads'")
+
+
+def test_a_site_without_copy_from_previous_keeps_its_build_key() -> None:
+    """The key only enters the build key when set: no existing site rebuilds after an upgrade."""
+    site = parse_fields(script="composer install\n")
+    assert isinstance(site, SiteDeclaration), site
+    payload = json.dumps({"script": "composer install\n", "shared": list(DEFAULT_SHARED)}, sort_keys=True)
+    assert site.copy_from_previous == [] and site.build_key == hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def test_base_path_trailing_slash_is_normalised() -> None:
@@ -312,6 +342,16 @@ CONTROL_1 = "\x01"
         # code values must still be strings without NUL
         ("script", "echo a\x00b", "NUL"),
         ("reload", "reload\x00", "NUL"),
+        # copy_from_previous: paths inside the release, like shared; never inside a shared one
+        ("copy_from_previous", "vendor", "list"),
+        ("copy_from_previous", [""], "non-empty relative path"),
+        ("copy_from_previous", ["/srv/vendor"], "non-empty relative path"),
+        ("copy_from_previous", ["../vendor"], "'..'"),
+        ("copy_from_previous", ["app/../../x"], "'..'"),
+        ("copy_from_previous", ["-rf"], "start with '-'"),
+        ("copy_from_previous", ["vendor", "vendor"], "listed twice"),
+        ("copy_from_previous", ["vendor", "vendor/bin"], "overlap"),
+        ("copy_from_previous", ["storage/framework"], "overlaps shared entry 'storage'"),
     ],
 )
 def test_invalid_value(key: str, value: Any, fragment: str) -> None:

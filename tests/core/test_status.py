@@ -15,7 +15,7 @@ def test_the_values_are_the_contracts_strings() -> None:
     assert [d.value for d in DeployStatus] == ["pending", "updating", "success", "failed"]
     assert [s.value for s in Step] == [
         "probe", "lock", "provision", "clean", "claim release directory", "clone", "link shared entries",
-        "deploy script", "record success", "switch", "reload", "prune", "unlock"]
+        "copy from previous release", "deploy script", "record success", "switch", "reload", "prune", "unlock"]
 
 
 def test_members_are_their_strings_and_read_back_from_them() -> None:

@@ -123,3 +123,36 @@ def test_a_deploy_marks_the_site_progressing_while_it_builds(rig: Rig) -> None:
     ctx.progress = lambda step: seen.append((rig.store.site(DOMAIN) or {}).get("sync"))
     _deploy(rig, ctx)
     assert seen and set(seen) == {Sync.PROGRESSING}, seen
+
+
+LIVE = release_name(datetime(2026, 12, 5, 12, 0, 0, tzinfo=UTC))
+
+
+def test_copy_from_previous_rides_in_the_build_command_from_the_live_release(rig: Rig) -> None:
+    """The live release's vendor/ is copied in the build command itself (no round trip more) and
+    the script finds it; the live release keeps its own."""
+    live = rig.on("web-1").root / "deployments" / DOMAIN / LIVE / "vendor"
+    live.mkdir(parents=True)
+    (live / "installed").write_text("from the live release\n")
+    ctx = rig.context(rig.site(copy_from_previous=["vendor"]))
+    outcome = _deploy(rig, ctx, previous=LIVE)
+    assert outcome.ok, outcome
+    assert len(rig.on("web-1").sent) == 2, [s.command[:60] for s in rig.on("web-1").sent]
+    copied = rig.on("web-1").root / "deployments" / DOMAIN / RELEASE / "vendor"
+    assert (copied / "installed").read_text() == "from the live release\n" and not copied.is_symlink()
+    assert (copied / "installed").stat().st_ino != (live / "installed").stat().st_ino
+    (row,) = rig.store.deployments(DOMAIN)
+    assert "==> copy_from_previous: vendor copied from the live release" in Path(row["local_log"]).read_text()
+
+
+def test_a_refused_copy_is_the_failed_step_and_nothing_goes_live(rig: Rig) -> None:
+    """The app ships `app -> /tmp`: copying app/vendor would write outside the release."""
+    (rig.app / "app").symlink_to("/tmp")
+    git(rig.app, "add", "-A")
+    git(rig.app, "commit", "-q", "-m", "a symlink")
+    (rig.on("web-1").root / "deployments" / DOMAIN / LIVE / "app" / "vendor").mkdir(parents=True)
+    ctx = rig.context(rig.site(copy_from_previous=["app/vendor"]))
+    outcome = _deploy(rig, ctx, previous=LIVE)
+    assert not outcome.ok and outcome.message.startswith("copy from previous release failed"), outcome
+    assert "app/vendor" in outcome.message and rig.live("web-1") is None, outcome
+    assert _manifest(rig)["status"] == DeployStatus.FAILED

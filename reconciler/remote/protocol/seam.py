@@ -32,6 +32,7 @@ EXIT_LOCK_KEPT = 5        # lock release: the lock is ours but could not be remo
 EXIT_SHARED = 7           # build: the release was cloned, but linking a shared entry failed
 EXIT_RECORD = 8           # finish: the release's manifest could not be written; nothing switched
 EXIT_CLAIM = 9            # build: the release directory could not be claimed (`claim_release`)
+EXIT_COPY = 10            # build: cloned and linked, but copying from the live release failed
 EXIT_CANNOT_RUN = 126    # the command never started (E2BIG: too long for one argument); as sh reports it
 
 # Linux's limit on ONE argument (MAX_ARG_STRLEN, 32 pages of 4 KiB, counting the final NUL).

@@ -1,20 +1,23 @@
 """The steps of changing a site on a server: provision, claim a release, clone, link shared
-entries, run the deploy script, record a manifest, run a reload or `script_once`, switch the site
-symlink (atomically), remove releases, read a release's log."""
+entries, copy entries from the live release, run the deploy script, record a manifest, run a
+reload or `script_once`, switch the site symlink (atomically), remove releases, read a release's
+log."""
 
 from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.core import wire
 from reconciler.core.layout import LOG_NAME, MANIFEST_NAME, SitePaths, is_release, shared_link_target
 from reconciler.remote.mirror import mirror_path
+from reconciler.remote.protocol import copying
 from reconciler.remote.protocol.gitenv import GIT_PREAMBLE
 from reconciler.remote.protocol.seam import (
     EXIT_CLAIM,
+    EXIT_COPY,
     EXIT_LOCK_KEPT,
     EXIT_NOT_A_SYMLINK,
     EXIT_RELEASE_MISSING,
@@ -252,12 +255,14 @@ def _shared_lines(paths: SitePaths, release: str, shared: Iterable[str]) -> list
 
 
 def build_release(paths: SitePaths, repository: str, branch: str | None, commit: str, release: str,
-                  claim: Command | None = None) -> Command:
-    """[`claim`,] `clone`, then link the shared entries the claim staged (`link_shared`), in one
+                  claim: Command | None = None, previous: str | None = None, copy: Sequence[str] = ()) -> Command:
+    """[`claim`,] `clone`, then link the shared entries the claim staged (`link_shared`), then
+    copy the `copy` entries from the live release `previous` (`copying.copy_previous`), in one
     tied command: a deploy's steps that need no answer in between are one round trip.
     The claim's stdin arrives in argv, base64 (`claim_fits` says when it may). A failed claim
-    exits EXIT_CLAIM, a failure to link EXIT_SHARED, with the reason on stderr; any other failure
-    is the clone's. stdout: the commit's author and subject, as `clone` prints them.
+    exits EXIT_CLAIM, a failure to link EXIT_SHARED, a failure to copy EXIT_COPY, with the reason
+    on stderr; any other failure is the clone's. stdout: the commit's author and subject, as
+    `clone` prints them.
 
     Each part runs in a subshell statement of its own with `set -e`: inside `( ... ) || exit`,
     sh would ignore `set -e`, and a failed `mkdir` of the claim must stop it."""
@@ -278,6 +283,8 @@ def build_release(paths: SitePaths, repository: str, branch: str | None, commit:
         + f"set +e\n( set -e; exec 3< {staged} < /dev/null; rm -f -- {staged}\n"
         + _LINK_SHARED_BODY
         + f")\n[ $? -eq 0 ] || exit {EXIT_SHARED}\n"
+        + (f"( set -e\n{copying.copy_text(paths, release, previous, copy)})\n"
+           f"[ $? -eq 0 ] || exit {EXIT_COPY}\n" if copy else "")
     )
 
 

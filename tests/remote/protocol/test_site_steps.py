@@ -19,6 +19,7 @@ from typing import Any
 
 from reconciler.core.layout import SitePaths
 from reconciler.remote.protocol import seam, site_steps
+from tests.support.repos import git, make_app_repo
 
 DOMAIN = "shop.example.com"
 RELEASES = ("01082025-091245", "31072025-143022")
@@ -194,3 +195,40 @@ def test_write_env_replaces_shared_env_atomically_with_mode_0600_from_stdin(tmp_
     target.symlink_to("/nonexistent")
     done = subprocess.run(seam.local_argv(command.text), input=command.stdin, text=True, capture_output=True)
     assert done.returncode == 0 and not target.is_symlink() and target.read_text() == secret
+
+
+# --- the build command with copy_from_previous ---------------------------------------------------
+
+LIVE = "05122026-100000"
+
+
+def _run(command: seam.Command, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(seam.local_argv(command.text), input=command.stdin, cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_the_build_command_copies_after_linking_and_names_a_failed_copy(tmp_path: Path) -> None:
+    """build_release clones, links shared entries, then copies: a live vendor/ arrives in the
+    new release; a refused copy exits EXIT_COPY (the build says which step failed)."""
+    paths = SitePaths(str(tmp_path / "srv $(touch PWNED) 'q'"), DOMAIN)
+    Path(paths.release(LIVE)).mkdir(parents=True)
+    app = make_app_repo(tmp_path / "app")
+    (app / "app").symlink_to("/tmp")
+    git(app, "add", "-A")
+    git(app, "commit", "-q", "-m", "a symlink")
+    commit = git(app, "rev-parse", "HEAD")
+    (Path(paths.release(LIVE)) / "vendor").mkdir()
+    (Path(paths.release(LIVE)) / "vendor" / "autoload.php").write_text("live\n")
+    (Path(paths.release(LIVE)) / "app" / "vendor").mkdir(parents=True)
+    fresh = "07122026-100000"
+    claim = site_steps.claim_release(paths, fresh, "{}", "==> x", None, ["storage"])
+    done = _run(site_steps.build_release(paths, str(app), "main", commit, fresh, claim, LIVE, ["vendor"]), tmp_path)
+    assert done.returncode == 0, done.stderr
+    release = Path(paths.release(fresh))
+    assert (release / "vendor" / "autoload.php").read_text() == "live\n" and (release / "storage").is_symlink()
+    again = "08122026-100000"
+    claim = site_steps.claim_release(paths, again, "{}", "==> x", None, ["storage"])
+    done = _run(site_steps.build_release(paths, str(app), "main", commit, again, claim, LIVE, ["app/vendor"]),
+                tmp_path)
+    assert done.returncode == seam.EXIT_COPY and "app/vendor" in done.stderr, done
+    assert not list(tmp_path.rglob("PWNED"))
