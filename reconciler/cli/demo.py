@@ -271,7 +271,8 @@ def _encrypted_env(root: Path) -> None:
     print(f"   on the server: {env_says(root)}")
     # `env edit` runs $EDITOR on a private decrypted copy; the demo's "editor" appends one line.
     editor = root / "demo-editor"
-    editor.write_text('#!/bin/sh\necho "MAIL_HOST=smtp.example.com" >> "$1"\n')
+    editor.write_text(f"#!{sys.executable}\nimport sys\n"
+                      "with open(sys.argv[1], 'a') as env:\n    env.write('MAIL_HOST=smtp.example.com\\n')\n")
     editor.chmod(0o700)
     saved = os.environ.get("EDITOR")
     os.environ["EDITOR"] = str(editor)
