@@ -50,7 +50,8 @@ async def prepare(bench: Workbench, run: SiteRun, rollout: Rollout, contexts: Ma
                 # The digest only: the content never reaches a log.
                 log.log(logging.WARNING if action.replaces else logging.INFO,
                         "%s: %s%s: writing shared/.env (sha256 %s)", site.domain,
-                        "env drift: it differs from the declared env" if action.replaces else "no env yet",
+                        "shared/.env differs from the declared env (a new env commit, or env drift)"
+                        if action.replaces else "no env yet",
                         f" on {server}" if run.many else "", action.digest[:12])
                 await apply.write_env(ctx)
             elif isinstance(action, Reload):
