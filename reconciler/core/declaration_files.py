@@ -16,7 +16,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from reconciler.core.declarations import (
-    LOCAL_SERVER,
     MAX_ERRORS,
     MAX_FILE_BYTES,
     MAX_NESTING,
@@ -24,7 +23,6 @@ from reconciler.core.declarations import (
     Declarations,
     InvalidSite,
     SiteDeclaration,
-    check_domain,
 )
 from reconciler.core.layers import (
     DEFAULTS_NAME,
@@ -37,6 +35,7 @@ from reconciler.core.layers import (
     check_template_name,
     merge,
 )
+from reconciler.core.site_values import LOCAL_SERVER, check_domain
 from reconciler.core.text import printable
 
 DEFAULTS_FILE = f"{SITES_DIR}/{DEFAULTS_NAME}"

@@ -19,8 +19,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.declarations import check_domain
 from reconciler.core.layout import is_release
+from reconciler.core.site_values import check_domain
 from reconciler.errors import TransportError
 from reconciler.remote.protocol.importing import RECORD_END, Survey, Tag, frame, import_command, parse_import
 from reconciler.remote.transport.local import LocalTransport

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from reconciler.cli.invocation import Invocation
 from reconciler.core import wire
-from reconciler.core.declarations import DEFAULT_BASE_PATH, LOCAL_REFUSED, LOCAL_SERVER, SITES_DIR, check_server
+from reconciler.core.declarations import DEFAULT_BASE_PATH, SITES_DIR
+from reconciler.core.site_values import LOCAL_REFUSED, LOCAL_SERVER, check_server
 from reconciler.engine.workbench import ssh_options
 from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.remote.onboarding import Proposal, Refusal, check_base_path, propose, survey

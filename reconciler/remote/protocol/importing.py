@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from reconciler.core import wire
-from reconciler.core.declarations import check_branch, check_domain
 from reconciler.core.layout import SitePaths
+from reconciler.core.site_values import check_branch, check_domain
 from reconciler.errors import TransportError
 from reconciler.remote.protocol.gitenv import GIT_PREAMBLE
 from reconciler.remote.protocol.probing import RELEASE_GLOB

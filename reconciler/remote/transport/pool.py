@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from reconciler.core.declarations import LOCAL_REFUSED, LOCAL_SERVER
+from reconciler.core.site_values import LOCAL_REFUSED, LOCAL_SERVER
 from reconciler.errors import PermanentError
 from reconciler.remote.transport.base import Transport
 from reconciler.remote.transport.local import LocalTransport
