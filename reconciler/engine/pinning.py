@@ -68,15 +68,7 @@ def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None,
     before the branch moves here, so nothing is applied that the remote does not have.
     `verified` is the last verified commit (the store's): a signed pin's parent must be it or a
     verified descendant of it."""
-    signed = settings is not None and settings.require_signed != "off"
-    if signed and settings is not None:
-        trust.check_signer(settings)
-    repo = open_repository(repo_path)
-    tip = branch_tip(repo, branch)
-    if tip is None:
-        raise DeclarationError(f"branch {branch!r} has no commit")
-    if signed and settings is not None:
-        trust.check_ground(settings, str(tip.id), verified)
+    repo, tip, signing = _ground(repo_path, branch, settings, verified)
     path = f"{SITES_DIR}/{domain}.toml"
     try:
         blob = repo.get(tip.tree[path].id)
@@ -99,7 +91,7 @@ def set_pin(repo_path: str | Path, branch: str, domain: str, pin: str | None,
         raise DeclarationError("refusing to commit an invalid declaration: " + checked.message)
 
     commit = _commit_in_sites(repo, Path(repo_path), branch, tip, f"{domain}.toml", text.encode(), message,
-                              settings if signed else None, author, publish)
+                              signing, author, publish)
     _refresh_checkout(repo, branch, path, blob.data, text)
     return commit
 
@@ -149,20 +141,12 @@ def commit_sites_file(repo_path: str | Path, branch: str, name: str, data: bytes
     `require_signed`, `author` as the author, published to a Git host with `publish`.
     `based_on`: the file's content the change was made from (None: it did not exist); when the
     tip holds anything else, PinConflict and nothing is committed (someone changed it first)."""
-    signed = settings is not None and settings.require_signed != "off"
-    if signed and settings is not None:
-        trust.check_signer(settings)
-    repo = open_repository(repo_path)
-    tip = branch_tip(repo, branch)
-    if tip is None:
-        raise DeclarationError(f"branch {branch!r} has no commit")
-    if signed and settings is not None:
-        trust.check_ground(settings, str(tip.id), verified)
+    repo, tip, signing = _ground(repo_path, branch, settings, verified)
     if read_at_tip(repo_path, branch, f"{SITES_DIR}/{name}") != based_on:
         raise PinConflict(f"{SITES_DIR}/{name} changed on {branch} meanwhile; nothing was committed: run the "
                           "command again")
     return _commit_in_sites(repo, Path(repo_path), branch, tip, name, data, message,
-                            settings if signed else None, author, publish, f"{SITES_DIR}/{name}")
+                            signing, author, publish, f"{SITES_DIR}/{name}")
 
 
 def _parse_author(text: str) -> pygit2.Signature:
@@ -170,6 +154,23 @@ def _parse_author(text: str) -> pygit2.Signature:
     if not name.strip() or not email.endswith(">") or any(c in text for c in "\n\r\0"):
         raise DeclarationError(f"author {text!r} is not 'Name <email>'")
     return pygit2.Signature(name.strip(), email[:-1].strip())
+
+
+def _ground(repo_path: str | Path, branch: str, settings: Settings | None,
+            verified: str | None) -> tuple[pygit2.Repository, pygit2.Commit, Settings | None]:
+    """The repository, the branch tip a commit will sit on, and the settings to sign it with
+    (None: `require_signed` is off). Under `require_signed` the signing key must be usable and
+    the tip verified ground (`verified` or a verified descendant of it): else nothing is made."""
+    signing = settings if settings is not None and settings.require_signed != "off" else None
+    if signing is not None:
+        trust.check_signer(signing)
+    repo = open_repository(repo_path)
+    tip = branch_tip(repo, branch)
+    if tip is None:
+        raise DeclarationError(f"branch {branch!r} has no commit")
+    if signing is not None:
+        trust.check_ground(signing, str(tip.id), verified)
+    return repo, tip, signing
 
 
 def _signed_commit(repo: pygit2.Repository, repo_path: Path, author: pygit2.Signature, committer: pygit2.Signature,

@@ -30,7 +30,7 @@ from reconciler.core.layout import SitePaths
 from reconciler.core.site_values import check_branch, check_domain
 from reconciler.errors import TransportError
 from reconciler.remote.protocol.gitenv import GIT_PREAMBLE
-from reconciler.remote.protocol.probing import RELEASE_GLOB
+from reconciler.remote.protocol.probing import RELEASE_GLOB, framed_records
 from reconciler.remote.protocol.seam import RUN_BUFFERED, Command, quote
 
 RECORD_END = "\0"
@@ -228,14 +228,7 @@ def _complete(site: FoundSite) -> None:
 def parse_import(output: str | bytes, base_path: str) -> Survey:
     """The survey in an import command's output. Never raises for what a site's data holds;
     raises TransportError when the output as a whole is not the command's framing."""
-    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
-    records = text.split(RECORD_END)
-    if records[-1] != "":
-        raise _broken("the output does not end with a complete record (cut short?)")
-    records.pop()
-    if not records or records[-1] != Tag.END:
-        raise _broken("the output does not end with the end record (cut short?)")
-    records.pop()
+    records = framed_records(output, Tag.END, _broken)
     survey = Survey()
     site: FoundSite | None = None
     for number, record in enumerate(records):

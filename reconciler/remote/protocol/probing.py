@@ -55,7 +55,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 
 from reconciler.core import wire
@@ -275,6 +275,20 @@ def _broken(why: str) -> TransportError:
     return TransportError(f"probe output cannot be trusted: {why}")
 
 
+def framed_records(output: str | bytes, end: str, broken: Callable[[str], TransportError]) -> list[str]:
+    """The records of a NUL-framed answer (the probe's, the import's), without its end record;
+    `broken(why)` is raised when the answer as a whole is not framed so (cut short)."""
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
+    records = text.split(RECORD_END)
+    if records[-1] != "":
+        raise broken("the output does not end with a complete record (cut short?)")
+    records.pop()
+    if not records or records[-1] != end:
+        raise broken("the output does not end with its end record (cut short?)")
+    records.pop()
+    return records
+
+
 def _plain_path(target: str) -> str | None:
     """A symlink target that may name one of our releases: a plain path, no control characters."""
     if not target or len(target) > MAX_LINK or _CONTROL_RE.search(target):
@@ -399,14 +413,7 @@ def _parsed_manifest(text: str) -> Manifest:
 def parse_probe(output: str | bytes, sites: Iterable[ProbeSite], heads: Iterable[tuple[str, str]]) -> ServerFacts:
     """The facts in a probe's output. Never raises for anything a site's data holds; raises
     TransportError only when the output as a whole is not the probe's framing (cut short)."""
-    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
-    records = text.split(RECORD_END)
-    if records[-1] != "":
-        raise _broken("the output does not end with a complete record (cut short?)")
-    records.pop()
-    if not records or records[-1] != Tag.END:
-        raise _broken("the output does not end with the probe's end record (cut short?)")
-    records.pop()
+    records = framed_records(output, Tag.END, _broken)
     sites = list(sites)
     reader = _Reader(sites, heads)
     for number, record in enumerate(records):
