@@ -55,7 +55,7 @@ class NotifyTarget(BaseModel):
     # The model is strict; this field takes the names as written in TOML and turns them into
     # members (an unknown name is a configuration error naming the allowed ones).
     events: list[Annotated[NotifyEvent, Field(strict=False)]] = Field(
-        list(NOTIFY_EVENTS), description='The events delivered to this target: '
+        default=list(NOTIFY_EVENTS), description='The events delivered to this target: '
         'deployed, failed, rolled_back, degraded, unreachable, recovered.')
 
     @field_validator("url")
@@ -121,7 +121,7 @@ class ApiToken(BaseModel):
     name: str = Field(
         description='Who acts with this token (history, pin commits): 1-64 letters, digits, spaces and ._@+-.')
     sha256: str | None = Field(
-        None, description="The token's SHA-256 as 64 hex digits. Exactly one of sha256 and token_file.")
+        default=None, description="The token's SHA-256 as 64 hex digits. Exactly one of sha256 and token_file.")
     token_file: Annotated[Path | None, Field(strict=False, validation_alias=AliasChoices("token_file", "file"),
                                            description="A file holding the token: absolute, mode 600.")] = None
 
@@ -195,93 +195,102 @@ class Settings(BaseModel):
     # The declarations repository: a local path, or a URL (ssh://, git@host:path, https://,
     # file://) of which the reconciler keeps its own mirror under state_dir (`local_repo`).
     repo: Path | str = Field(
-        Path("."), description='The declarations repository: a local path, or a '
+        default=Path("."), description='The declarations repository: a local path, or a '
         'URL (ssh://, git@host:path, https://, file://) mirrored under state_dir.')
-    repo_identity_file: Path | None = Field(None, description='SSH key for a repo URL (default: identity_file).')
+    repo_identity_file: Path | None = Field(
+        default=None, description='SSH key for a repo URL (default: identity_file).')
     repo_token_file: Path | None = Field(
-        None, description='HTTPS token for a repo URL (else $RECONCILER_REPO_TOKEN).')
+        default=None, description='HTTPS token for a repo URL (else $RECONCILER_REPO_TOKEN).')
     repo_token_user: str = Field(
-        "x-access-token", description='The user name sent with the token (GitHub: x-access-token; GitLab: oauth2).')
-    repo_interval: float = Field(15.0, description='Seconds between fetches of a repo URL.')
+        default="x-access-token",
+        description='The user name sent with the token (GitHub: x-access-token; GitLab: oauth2).')
+    repo_interval: float = Field(default=15.0, description='Seconds between fetches of a repo URL.')
     # The name of the single `api_token`: who acts with it (history, a pin commit's author).
     api_token_name: str = Field(
-        "api", description="The name of the single api_token: who acts with it (history, a pin commit's author).")
-    branch: str = Field("main", description="The declarations repository's branch holding desired state.")
-    state_dir: Path = Field(DEFAULT_STATE_DIR, description='The SQLite database, logs and caches.')
-    interval: float = Field(60.0, description='Seconds between polls of app branches and drift checks.')
-    concurrency: int = Field(8, description='Sites changing at once (deploys, switches), shared fairly by servers.')
+        default="api",
+        description="The name of the single api_token: who acts with it (history, a pin commit's author).")
+    branch: str = Field(default="main", description="The declarations repository's branch holding desired state.")
+    state_dir: Path = Field(default=DEFAULT_STATE_DIR, description='The SQLite database, logs and caches.')
+    interval: float = Field(default=60.0, description='Seconds between polls of app branches and drift checks.')
+    concurrency: int = Field(
+        default=8, description='Sites changing at once (deploys, switches), shared fairly by servers.')
     identity_file: Path | None = Field(
-        None, description='SSH private key for the servers (else ssh_config and agent defaults).')
-    known_hosts: Path | None = Field(None, description='Known hosts file; host keys are always verified.')
-    ssh_config: Path | None = Field(None, description='An ssh_config file (Host aliases, users, ports).')
+        default=None, description='SSH private key for the servers (else ssh_config and agent defaults).')
+    known_hosts: Path | None = Field(default=None, description='Known hosts file; host keys are always verified.')
+    ssh_config: Path | None = Field(default=None, description='An ssh_config file (Host aliases, users, ports).')
     # Seconds one remote command may take; the deploy script gets `deploy_timeout`.
-    command_timeout: float = Field(120.0, description='Seconds one remote command may take.')
-    deploy_timeout: float = Field(1800.0, description='Seconds a deploy script may take.')
+    command_timeout: float = Field(default=120.0, description='Seconds one remote command may take.')
+    deploy_timeout: float = Field(default=1800.0, description='Seconds a deploy script may take.')
     # Seconds one `git ls-remote` of a probe may take: a git host that does not answer is its
     # sites' error, not the server's (remote/protocol/probing.py head_bounds). None: a quarter of
     # command_timeout, at most 20. At most half of command_timeout.
     git_timeout: float | None = Field(
-        None, description='Seconds one git ls-remote of a probe may '
+        default=None, description='Seconds one git ls-remote of a probe may '
         'take (default: a quarter of command_timeout, at most 20).')
-    connect_timeout: float = Field(15.0, description='Seconds an SSH connection may take to open.')
+    connect_timeout: float = Field(default=15.0, description='Seconds an SSH connection may take to open.')
     # Verified desired state: "off", or "head" (the branch tip must carry an allowed signature).
     require_signed: Literal["off", "head"] = Field(
-        "off", description='"head": only a branch tip with an allowed signature is applied.')
-    allowed_signers: Path | None = Field(None, description='ssh-keygen ALLOWED SIGNERS file (SSH signatures).')
-    gpg_home: Path | None = Field(None, description='GnuPG home holding the trusted public keys.')
+        default="off", description='"head": only a branch tip with an allowed signature is applied.')
+    allowed_signers: Path | None = Field(default=None, description='ssh-keygen ALLOWED SIGNERS file (SSH signatures).')
+    gpg_home: Path | None = Field(default=None, description='GnuPG home holding the trusted public keys.')
     # GPG signatures count only from keys at least this trusted in `gpg_home` (git's gpg.minTrustLevel).
     gpg_min_trust: Literal["marginal", "fully", "ultimate"] = Field(
-        "marginal", description='GPG signatures count only from keys at least this trusted in gpg_home.')
+        default="marginal", description='GPG signatures count only from keys at least this trusted in gpg_home.')
     # What rollback/unpin sign their commits with under `require_signed`: an SSH private key file
     # (its public key must be in `allowed_signers`) or a GPG key id in `gpg_home`. Without one they refuse.
     signing_key: Path | None = Field(
-        None, description='SSH private key that rollback/unpin sign their commits with under require_signed.')
+        default=None, description='SSH private key that rollback/unpin sign their commits with under require_signed.')
     gpg_signing_key: str | None = Field(
-        None, description='GPG key id in gpg_home that rollback/unpin sign their commits with under require_signed.')
+        default=None,
+        description='GPG key id in gpg_home that rollback/unpin sign their commits with under require_signed.')
     # The reconciler's age secret key (`age-keygen` output): it decrypts `sites.d/<domain>.env.age`.
     # Its public key belongs in the declarations' `.reconciler/recipients`. None: env files are Invalid.
     age_identity_file: Path | None = Field(
-        None, description='The age secret key that decrypts sites.d/<domain>.env.age (none: env files are Invalid).')
+        default=None,
+        description='The age secret key that decrypts sites.d/<domain>.env.age (none: env files are Invalid).')
     # `server = "local"` runs a committer's script as the reconciler user on this host, with
     # its keys and tokens in reach: refused unless the operator opts in.
     allow_local: bool = Field(
-        False, description='Allow server = "local" (a committer\'s script runs as the reconciler user on this host).')
+        default=False,
+        description='Allow server = "local" (a committer\'s script runs as the reconciler user on this host).')
     # The daemon's HTTP endpoint (opt-in): metrics, API, dashboard, webhooks.
     listen: str | None = Field(
-        None, description='host:port of the HTTP endpoint (metrics, API, dashboard, webhooks), e.g. "127.0.0.1:9180".')
+        default=None,
+        description='host:port of the HTTP endpoint (metrics, API, dashboard, webhooks), e.g. "127.0.0.1:9180".')
     # The bearer token for every request but the page, sign-in and webhooks: one (`api_token =
     # "..."`, acting as `api_token_name`), or named ones (`[[api_token]]` tables: ApiToken).
     api_token: str | list[ApiToken] | None = Field(
-        None, description='The bearer token for the HTTP API: one string, or named [[api_token]] tables.')
-    webhook_secret: str | None = Field(None, description='HMAC secret of POST /hooks/git.')
+        default=None, description='The bearer token for the HTTP API: one string, or named [[api_token]] tables.')
+    webhook_secret: str | None = Field(default=None, description='HMAC secret of POST /hooks/git.')
     # GitLab sends the secret itself (X-Gitlab-Token), not a signature: accepted only when enabled.
     webhook_gitlab_token: bool = Field(
-        False, description="Accept GitLab's X-Gitlab-Token (the secret itself) instead of a signature.")
+        default=False, description="Accept GitLab's X-Gitlab-Token (the secret itself) instead of a signature.")
     # Host header values the HTTP endpoint answers besides the `listen` address (e.g. a reverse
     # proxy's name); anything else is refused (DNS rebinding).
     http_hosts: list[str] = Field(
-        [], description='Host header values the HTTP endpoint answers besides the listen address.')
+        default=[], description='Host header values the HTTP endpoint answers besides the listen address.')
     # Reverse proxies in front of the HTTP endpoint (addresses or networks, e.g. "127.0.0.1"):
     # from these only, X-Forwarded-For names the client (whose failed sign-ins are throttled)
     # and X-Forwarded-Proto: https makes the session cookie Secure (service/forwarded.py).
     trusted_proxies: list[str] = Field(
-        [], description='Reverse proxies (addresses or networks) whose X-Forwarded-For and -Proto are believed.')
+        default=[],
+        description='Reverse proxies (addresses or networks) whose X-Forwarded-For and -Proto are believed.')
     # The session cookie is always Secure (a TLS proxy in front that sends no X-Forwarded-Proto).
-    cookie_secure: bool = Field(False, description='Always mark the session cookie Secure.')
-    notify: list[NotifyTarget] = Field([], description='[[notify]] tables: where events are delivered.')
+    cookie_secure: bool = Field(default=False, description='Always mark the session cookie Secure.')
+    notify: list[NotifyTarget] = Field(default=[], description='[[notify]] tables: where events are delivered.')
     # History (deployment and activation rows) and deployment logs under state_dir/logs older
     # than this many days are forgotten, but never those of a release still on a server nor a
     # site's latest (engine/retention.py). None, the default: history is kept for ever.
     retention_days: int | None = Field(
-        None, description='Forget history and logs older than this many '
+        default=None, description='Forget history and logs older than this many '
         "days (never a live release's); none: kept for ever.")
     # Deploy windows (`[[window]]`, reconciler/window_settings.py): when deploys may happen; a
     # deploy outside them waits, OutOfSync (core/windows.py), unless `reconcile --override-window`.
-    window: list[Window] = Field([], description='[[window]] tables: when deploys may happen.')
+    window: list[Window] = Field(default=[], description='[[window]] tables: when deploys may happen.')
     # Past one process: this instance owns only the servers that hash to shard i of n
     # (core/shard.py). "1/1", the default, owns every server.
     shard: str = Field(
-        "1/1", description='This instance owns only the servers of shard i of n ("1/1": every server).')
+        default="1/1", description='This instance owns only the servers of shard i of n ("1/1": every server).')
 
     @model_validator(mode="after")
     def _token_names(self) -> Settings:

@@ -45,12 +45,12 @@ class Window(BaseModel):
 
     kind: Literal["allow", "deny"] = Field(description='"allow": deploys happen only inside; "deny": never inside.')
     days: list[str] = Field(
-        list(DAYS), description='Days it applies to: mon tue wed thu fri sat sun, or ranges such as mon-fri.')
-    hours: str = Field(WHOLE_DAY, description='Hours of those days, "HH:MM-HH:MM".')
-    timezone: str = Field("UTC", description='The IANA time zone of days and hours.')
+        default=list(DAYS), description='Days it applies to: mon tue wed thu fri sat sun, or ranges such as mon-fri.')
+    hours: str = Field(default=WHOLE_DAY, description='Hours of those days, "HH:MM-HH:MM".')
+    timezone: str = Field(default="UTC", description='The IANA time zone of days and hours.')
     sites: list[str] = Field(description='Domains (fnmatch globs) it applies to.')
     pins: Literal["pass", "hold"] = Field(
-        "pass", description='"pass": pins (rollback, unpin) go through; "hold": they wait too.')
+        default="pass", description='"pass": pins (rollback, unpin) go through; "hold": they wait too.')
 
     @field_validator("days")
     @classmethod

@@ -25,19 +25,21 @@ class HealthCheck(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     url: str | None = Field(
-        None, description='An http:// or https:// URL fetched on the server with '
+        default=None, description='An http:// or https:// URL fetched on the server with '
         "curl, the site's domain as Host. Exactly one of url, command.")
     command: str | None = Field(
-        None, description='Shell code run in the live release; exit 0 is healthy. Exactly one of url, command.')
+        default=None, description='Shell code run in the live release; exit 0 is healthy. Exactly one of url, command.')
     status: str = Field(
-        "200-399", description='The HTTP status or range that counts as healthy, e.g. "200" or "200-399" (url checks).')
+        default="200-399",
+        description='The HTTP status or range that counts as healthy, e.g. "200" or "200-399" (url checks).')
     contains: str | None = Field(
-        None, description='Text the response body must contain (url checks only; one line, at most 1024 characters).')
-    timeout: float = Field(5.0, description='Seconds one try may take, in (0, 120].')
-    retries: int = Field(2, description='Tries after the first, 0 to 20.')
-    interval: float = Field(0.5, description='Seconds between tries, 0 to 60.')
+        default=None,
+        description='Text the response body must contain (url checks only; one line, at most 1024 characters).')
+    timeout: float = Field(default=5.0, description='Seconds one try may take, in (0, 120].')
+    retries: int = Field(default=2, description='Tries after the first, 0 to 20.')
+    interval: float = Field(default=0.5, description='Seconds between tries, 0 to 60.')
     grace: float = Field(
-        0.0, description='Seconds to wait before the first try, 0 to 300. '
+        default=0.0, description='Seconds to wait before the first try, 0 to 300. '
         'grace + tries x (timeout + interval) stays under 600.')
 
     @field_validator("url")
