@@ -55,8 +55,7 @@ class NotifyTarget(BaseModel):
     # The model is strict; this field takes the names as written in TOML and turns them into
     # members (an unknown name is a configuration error naming the allowed ones).
     events: list[Annotated[NotifyEvent, Field(strict=False)]] = Field(
-        default=list(NOTIFY_EVENTS), description='The events delivered to this target: '
-        'deployed, failed, rolled_back, degraded, unreachable, recovered.')
+        default=list(NOTIFY_EVENTS), description="The events delivered to this target.")
 
     @field_validator("url")
     @classmethod
