@@ -49,10 +49,13 @@ class NotifyTarget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    url: str
+    url: str = Field(
+        description='http(s):// webhook (the event as JSON) or an apprise '
+        'URL such as slack:// or mailto:// (the text line).')
     # The model is strict; this field takes the names as written in TOML and turns them into
     # members (an unknown name is a configuration error naming the allowed ones).
-    events: list[Annotated[NotifyEvent, Field(strict=False)]] = list(NOTIFY_EVENTS)
+    events: list[Annotated[NotifyEvent, Field(strict=False)]] = Field(
+        default=list(NOTIFY_EVENTS), description="The events delivered to this target.")
 
     @field_validator("url")
     @classmethod
@@ -114,9 +117,12 @@ class ApiToken(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
-    name: str
-    sha256: str | None = None
-    token_file: Annotated[Path | None, Field(strict=False, validation_alias=AliasChoices("token_file", "file"))] = None
+    name: str = Field(
+        description='Who acts with this token (history, pin commits): 1-64 letters, digits, spaces and ._@+-.')
+    sha256: str | None = Field(
+        default=None, description="The token's SHA-256 as 64 hex digits. Exactly one of sha256 and token_file.")
+    token_file: Annotated[Path | None, Field(strict=False, validation_alias=AliasChoices("token_file", "file"),
+                                           description="A file holding the token: absolute, mode 600.")] = None
 
     @field_validator("name")
     @classmethod
@@ -187,72 +193,103 @@ class Settings(BaseModel):
 
     # The declarations repository: a local path, or a URL (ssh://, git@host:path, https://,
     # file://) of which the reconciler keeps its own mirror under state_dir (`local_repo`).
-    repo: Path | str = Path(".")
-    repo_identity_file: Path | None = None   # SSH key for a repo URL (default: identity_file)
-    repo_token_file: Path | None = None      # HTTPS token for a repo URL (else $RECONCILER_REPO_TOKEN)
-    repo_token_user: str = "x-access-token"  # the user name sent with the token (GitHub; GitLab: oauth2)
-    repo_interval: float = 15.0              # seconds between fetches of a repo URL
+    repo: Path | str = Field(
+        default=Path("."), description='The declarations repository: a local path, or a '
+        'URL (ssh://, git@host:path, https://, file://) mirrored under state_dir.')
+    repo_identity_file: Path | None = Field(
+        default=None, description='SSH key for a repo URL (default: identity_file).')
+    repo_token_file: Path | None = Field(
+        default=None, description='HTTPS token for a repo URL (else $RECONCILER_REPO_TOKEN).')
+    repo_token_user: str = Field(
+        default="x-access-token",
+        description='The user name sent with the token (GitHub: x-access-token; GitLab: oauth2).')
+    repo_interval: float = Field(default=15.0, description='Seconds between fetches of a repo URL.')
     # The name of the single `api_token`: who acts with it (history, a pin commit's author).
-    api_token_name: str = "api"
-    branch: str = "main"
-    state_dir: Path = DEFAULT_STATE_DIR
-    interval: float = 60.0
-    concurrency: int = 8
-    identity_file: Path | None = None
-    known_hosts: Path | None = None
-    ssh_config: Path | None = None
+    api_token_name: str = Field(
+        default="api",
+        description="The name of the single api_token: who acts with it (history, a pin commit's author).")
+    branch: str = Field(default="main", description="The declarations repository's branch holding desired state.")
+    state_dir: Path = Field(default=DEFAULT_STATE_DIR, description='The SQLite database, logs and caches.')
+    interval: float = Field(default=60.0, description='Seconds between polls of app branches and drift checks.')
+    concurrency: int = Field(
+        default=8, description='Sites changing at once (deploys, switches), shared fairly by servers.')
+    identity_file: Path | None = Field(
+        default=None, description='SSH private key for the servers (else ssh_config and agent defaults).')
+    known_hosts: Path | None = Field(default=None, description='Known hosts file; host keys are always verified.')
+    ssh_config: Path | None = Field(default=None, description='An ssh_config file (Host aliases, users, ports).')
     # Seconds one remote command may take; the deploy script gets `deploy_timeout`.
-    command_timeout: float = 120.0
-    deploy_timeout: float = 1800.0
+    command_timeout: float = Field(default=120.0, description='Seconds one remote command may take.')
+    deploy_timeout: float = Field(default=1800.0, description='Seconds a deploy script may take.')
     # Seconds one `git ls-remote` of a probe may take: a git host that does not answer is its
     # sites' error, not the server's (remote/protocol/probing.py head_bounds). None: a quarter of
     # command_timeout, at most 20. At most half of command_timeout.
-    git_timeout: float | None = None
-    connect_timeout: float = 15.0
+    git_timeout: float | None = Field(
+        default=None, description='Seconds one git ls-remote of a probe may '
+        'take (default: a quarter of command_timeout, at most 20).')
+    connect_timeout: float = Field(default=15.0, description='Seconds an SSH connection may take to open.')
     # Verified desired state: "off", or "head" (the branch tip must carry an allowed signature).
-    require_signed: Literal["off", "head"] = "off"
-    allowed_signers: Path | None = None   # ssh-keygen ALLOWED SIGNERS file (SSH signatures)
-    gpg_home: Path | None = None          # GnuPG home holding the trusted public keys
+    require_signed: Literal["off", "head"] = Field(
+        default="off", description='"head": only a branch tip with an allowed signature is applied.')
+    allowed_signers: Path | None = Field(default=None, description='ssh-keygen ALLOWED SIGNERS file (SSH signatures).')
+    gpg_home: Path | None = Field(default=None, description='GnuPG home holding the trusted public keys.')
     # GPG signatures count only from keys at least this trusted in `gpg_home` (git's gpg.minTrustLevel).
-    gpg_min_trust: Literal["marginal", "fully", "ultimate"] = "marginal"
+    gpg_min_trust: Literal["marginal", "fully", "ultimate"] = Field(
+        default="marginal", description='GPG signatures count only from keys at least this trusted in gpg_home.')
     # What rollback/unpin sign their commits with under `require_signed`: an SSH private key file
     # (its public key must be in `allowed_signers`) or a GPG key id in `gpg_home`. Without one they refuse.
-    signing_key: Path | None = None
-    gpg_signing_key: str | None = None
+    signing_key: Path | None = Field(
+        default=None, description='SSH private key that rollback/unpin sign their commits with under require_signed.')
+    gpg_signing_key: str | None = Field(
+        default=None,
+        description='GPG key id in gpg_home that rollback/unpin sign their commits with under require_signed.')
     # The reconciler's age secret key (`age-keygen` output): it decrypts `sites.d/<domain>.env.age`.
     # Its public key belongs in the declarations' `.reconciler/recipients`. None: env files are Invalid.
-    age_identity_file: Path | None = None
+    age_identity_file: Path | None = Field(
+        default=None,
+        description='The age secret key that decrypts sites.d/<domain>.env.age (none: env files are Invalid).')
     # `server = "local"` runs a committer's script as the reconciler user on this host, with
     # its keys and tokens in reach: refused unless the operator opts in.
-    allow_local: bool = False
+    allow_local: bool = Field(
+        default=False,
+        description='Allow server = "local" (a committer\'s script runs as the reconciler user on this host).')
     # The daemon's HTTP endpoint (opt-in): metrics, API, dashboard, webhooks.
-    listen: str | None = None             # "127.0.0.1:9180"
+    listen: str | None = Field(
+        default=None,
+        description='host:port of the HTTP endpoint (metrics, API, dashboard, webhooks), e.g. "127.0.0.1:9180".')
     # The bearer token for every request but the page, sign-in and webhooks: one (`api_token =
     # "..."`, acting as `api_token_name`), or named ones (`[[api_token]]` tables: ApiToken).
-    api_token: str | list[ApiToken] | None = None
-    webhook_secret: str | None = None     # HMAC secret of POST /hooks/git
+    api_token: str | list[ApiToken] | None = Field(
+        default=None, description='The bearer token for the HTTP API: one string, or named [[api_token]] tables.')
+    webhook_secret: str | None = Field(default=None, description='HMAC secret of POST /hooks/git.')
     # GitLab sends the secret itself (X-Gitlab-Token), not a signature: accepted only when enabled.
-    webhook_gitlab_token: bool = False
+    webhook_gitlab_token: bool = Field(
+        default=False, description="Accept GitLab's X-Gitlab-Token (the secret itself) instead of a signature.")
     # Host header values the HTTP endpoint answers besides the `listen` address (e.g. a reverse
     # proxy's name); anything else is refused (DNS rebinding).
-    http_hosts: list[str] = []
+    http_hosts: list[str] = Field(
+        default=[], description='Host header values the HTTP endpoint answers besides the listen address.')
     # Reverse proxies in front of the HTTP endpoint (addresses or networks, e.g. "127.0.0.1"):
     # from these only, X-Forwarded-For names the client (whose failed sign-ins are throttled)
     # and X-Forwarded-Proto: https makes the session cookie Secure (service/forwarded.py).
-    trusted_proxies: list[str] = []
+    trusted_proxies: list[str] = Field(
+        default=[],
+        description='Reverse proxies (addresses or networks) whose X-Forwarded-For and -Proto are believed.')
     # The session cookie is always Secure (a TLS proxy in front that sends no X-Forwarded-Proto).
-    cookie_secure: bool = False
-    notify: list[NotifyTarget] = []
+    cookie_secure: bool = Field(default=False, description='Always mark the session cookie Secure.')
+    notify: list[NotifyTarget] = Field(default=[], description='[[notify]] tables: where events are delivered.')
     # History (deployment and activation rows) and deployment logs under state_dir/logs older
     # than this many days are forgotten, but never those of a release still on a server nor a
     # site's latest (engine/retention.py). None, the default: history is kept for ever.
-    retention_days: int | None = None
+    retention_days: int | None = Field(
+        default=None, description='Forget history and logs older than this many '
+        "days (never a live release's); none: kept for ever.")
     # Deploy windows (`[[window]]`, reconciler/window_settings.py): when deploys may happen; a
     # deploy outside them waits, OutOfSync (core/windows.py), unless `reconcile --override-window`.
-    window: list[Window] = []
+    window: list[Window] = Field(default=[], description='[[window]] tables: when deploys may happen.')
     # Past one process: this instance owns only the servers that hash to shard i of n
     # (core/shard.py). "1/1", the default, owns every server.
-    shard: str = "1/1"
+    shard: str = Field(
+        default="1/1", description='This instance owns only the servers of shard i of n ("1/1": every server).')
 
     @model_validator(mode="after")
     def _token_names(self) -> Settings:

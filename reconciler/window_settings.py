@@ -21,7 +21,7 @@ from fnmatch import fnmatchcase
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = datetime.weekday()
 WHOLE_DAY = "00:00-24:00"
@@ -43,12 +43,14 @@ class Window(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    kind: Literal["allow", "deny"]
-    days: list[str] = list(DAYS)
-    hours: str = WHOLE_DAY
-    timezone: str = "UTC"
-    sites: list[str]
-    pins: Literal["pass", "hold"] = "pass"
+    kind: Literal["allow", "deny"] = Field(description='"allow": deploys happen only inside; "deny": never inside.')
+    days: list[str] = Field(
+        default=list(DAYS), description='Days it applies to: mon tue wed thu fri sat sun, or ranges such as mon-fri.')
+    hours: str = Field(default=WHOLE_DAY, description='Hours of those days, "HH:MM-HH:MM".')
+    timezone: str = Field(default="UTC", description='The IANA time zone of days and hours.')
+    sites: list[str] = Field(description='Domains (fnmatch globs) it applies to.')
+    pins: Literal["pass", "hold"] = Field(
+        default="pass", description='"pass": pins (rollback, unpin) go through; "hold": they wait too.')
 
     @field_validator("days")
     @classmethod

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from reconciler.core.health import HealthCheck
 from reconciler.core.layers import Origin, check_template_name
@@ -53,42 +53,72 @@ class SiteDeclaration(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    domain: str
-    server: str  # with `servers`, filled from its first entry
-    base_path: str = DEFAULT_BASE_PATH
-    repository: str
+    domain: str = Field(
+        description="The site's lower-case DNS name; taken from the "
+        'file name (sites.d/<domain>.toml) and, if given, must equal it.')
+    # with `servers`, filled from its first entry
+    server: str = Field(
+        description='"local" (only with allow_local), [user@]host[:port], or an ssh_config '
+        'Host alias. Exactly one of server and servers.')
+    base_path: str = Field(
+        default=DEFAULT_BASE_PATH, description='Where deployments/ and the site symlink '
+        'live: a plain absolute path of [A-Za-z0-9._/-].')
+    repository: str = Field(
+        description="The app's git URL or absolute path as reachable "
+        'from the server (which clones it); never with credentials.')
     # At most one of branch / tag / commit; with none of them the site follows branch "main"
     # (`_default_branch`), so exactly one is set on every validated declaration (`ref`).
-    branch: str | None = None
-    tag: str | None = None
-    commit: str | None = None
-    script: str = ""
-    pin: str | None = None
-    keep: int = 14
-    # Failed releases kept (their deployment.log explains the failure); they never count
-    # towards `keep`. 0: a failed release goes at the next successful prune.
-    keep_failed: int = 3
-    shared: list[str] = list(DEFAULT_SHARED)
-    php: str | None = None
-    reload: str | None = None
+    branch: str | None = Field(
+        default=None, description='The branch followed (default "main" when no tag or '
+        'commit is given). At most one of branch, tag, commit.')
+    tag: str | None = Field(
+        default=None, description='Instead of a branch: deploy the commit this tag names; a moved tag is deployed.')
+    commit: str | None = Field(
+        default=None, description='Instead of a branch: deploy exactly this commit '
+        '(40 or 64 lower-case hex digits) and never move.')
+    script: str = Field(
+        default="", description='Shell code run in the new release with sh -e (and -x, see trace) before it goes live.')
+    pin: str | None = Field(
+        default=None, description='A release name ddMMYYYY-HHMMSS to hold the '
+        'site on; written by `rollback`, removed by `unpin`.')
+    keep: int = Field(
+        default=14,
+        description='Successful releases kept by pruning (at least 1); the active and pinned ones are always kept.')
+    keep_failed: int = Field(
+        default=3, description='Failed releases kept for their logs (0 or more); they never count towards keep.')
+    shared: list[str] = Field(
+        default=list(DEFAULT_SHARED), description='Paths linked from deployments/<domain>/shared/ into '
+        "every release; relative, no '..'.")
+    php: str | None = Field(
+        default=None, description='e.g. "8.3": after every switch run `sudo service php8.3-fpm reload`.')
+    reload: str | None = Field(
+        default=None, description='Shell code run in the release after every '
+        'switch (overrides php); a failure leaves the site Degraded.')
     # `sh -x` writes every command of `script` into deployment.log with its variables expanded,
     # secrets read from `.env` included; `trace = false` runs it with `sh -e` only. Not part of
     # the build key: turning tracing off or on does not rebuild.
-    trace: bool = True
-    # Checked on the server after every switch (a failure switches back) and at every poll
-    # (reported, never acted on): see core.health.
-    health: HealthCheck | None = None
+    trace: bool = Field(
+        default=True,
+        description='false: run script without sh -x, so expanded variables (secrets) stay out of the log.')
+    health: HealthCheck | None = Field(
+        default=None, description='A [health] table: checked on the server after every '
+        'switch (a failure switches back) and at every poll.')
     # One site on many servers: instead of `server`, every server it is deployed to,
     # first one first. `server` then names the first of them (it is what single-server code,
     # tables and grouping read); `targets` is the whole list either way.
-    servers: list[str] | None = None
+    servers: list[str] | None = Field(
+        default=None,
+        description='Instead of server: every server the site is deployed to, first listed first (one rollout).')
     # Code run on exactly one server per deploy (the first listed), after its build and before
     # any switch: migrations. Not part of the build key (it changes the database, not the release).
-    script_once: str | None = None
+    script_once: str | None = Field(
+        default=None, description='Shell code run once per release on the first '
+        'listed server, after its build and before any switch.')
     # Fleet defaults and templates (core.layers): the keys of templates/<name>.toml, under the
     # site's own. Kept on the site only to name it (`show`, `diff`); the effective keys are the
     # site's fields, so a template's `script` is in the build key like the site's own.
-    template: str | None = None
+    template: str | None = Field(
+        default=None, description="Take the keys of templates/<name>.toml; the site's own keys win.")
 
     @field_validator("template")
     @classmethod
@@ -100,7 +130,9 @@ class SiteDeclaration(BaseModel):
     # -- the site's encrypted environment (sites.d/<domain>.env.age) --
     # What follows a changed `shared/.env` on a server: "reload" runs the reload command,
     # "redeploy" builds a fresh release. Not part of the build key.
-    env_change: Literal["reload", "redeploy"] = "reload"
+    env_change: Literal["reload", "redeploy"] = Field(
+        default="reload", description='What follows a changed shared/.env: "reload" runs '
+        'the reload command, "redeploy" builds a fresh release.')
     # The decrypted env file, attached by the engine (engine/unsealing.py, `with_env`): private,
     # so never a key of the TOML file, nor in a dump or a repr (it is a secret); it takes part
     # in equality, so a changed env file is a changed site.
@@ -122,7 +154,9 @@ class SiteDeclaration(BaseModel):
     # release keeps dependencies of its own: a rollback runs old code with its old vendor/. A path
     # listed here is not shared: it is taken out of `shared` (the default list included, so
     # `copy_from_previous = ["vendor"]` needs no edit of `shared`). Part of the build key.
-    copy_from_previous: list[str] = []
+    copy_from_previous: list[str] = Field(
+        default=[], description='Directories copied from the live release into each '
+        'new one before script; taken out of shared.')
 
     @model_validator(mode="before")
     @classmethod

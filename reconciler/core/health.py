@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _STATUS_RE = re.compile(r"([1-5][0-9][0-9])(?:-([1-5][0-9][0-9]))?")
@@ -24,14 +24,23 @@ class HealthCheck(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    url: str | None = None
-    command: str | None = None
-    status: str = "200-399"
-    contains: str | None = None
-    timeout: float = 5.0
-    retries: int = 2
-    interval: float = 0.5
-    grace: float = 0.0
+    url: str | None = Field(
+        default=None, description='An http:// or https:// URL fetched on the server with '
+        "curl, the site's domain as Host. Exactly one of url, command.")
+    command: str | None = Field(
+        default=None, description='Shell code run in the live release; exit 0 is healthy. Exactly one of url, command.')
+    status: str = Field(
+        default="200-399",
+        description='The HTTP status or range that counts as healthy, e.g. "200" or "200-399" (url checks).')
+    contains: str | None = Field(
+        default=None,
+        description='Text the response body must contain (url checks only; one line, at most 1024 characters).')
+    timeout: float = Field(default=5.0, description='Seconds one try may take, in (0, 120].')
+    retries: int = Field(default=2, description='Tries after the first, 0 to 20.')
+    interval: float = Field(default=0.5, description='Seconds between tries, 0 to 60.')
+    grace: float = Field(
+        default=0.0, description='Seconds to wait before the first try, 0 to 300. '
+        'grace + tries x (timeout + interval) stays under 600.')
 
     @field_validator("url")
     @classmethod

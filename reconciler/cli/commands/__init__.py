@@ -39,6 +39,40 @@ class Command:
     looks_only: bool = False
 
 
+# Each command's exit statuses besides 2 (a bad configuration, every command): the reference
+# (`python -m docgen`: docs/reference/cli.md, reconciler(1)) is written from this table.
+EXITS: dict[str, tuple[tuple[int, str], ...]] = {
+    "run": ((0, "stopped cleanly"),),
+    "reconcile": ((0, "every site Synced"), (1, "a site not Synced, or the declarations repository not fetched"),
+                  (2, "also: declarations that cannot be read")),
+    "diff": ((0, "nothing to do"), (1, "a pass would change something, a site is not Synced, or an unknown site")),
+    "status": ((0, "otherwise"), (1, "an unknown site"),
+               (ATTENTION, "with --exit-code: a site Failed, Invalid, Unknown, Degraded or Missing, or the "
+                "declarations repository not fetched"),
+               (2, "also, with --exit-code: no config file or no state database (a check that cannot see)")),
+    "history": ((0, "shown"), (1, "an unknown site")),
+    "logs": ((0, "shown"), (1, "an unknown site or no such deployment")),
+    "prune": ((0, "pruned"), (1, "--site names an unknown site"), (2, "also: --keep below 1")),
+    "rollback": ((0, "the release is live (or committed, with --no-wait)"),
+                 (1, "refused, nothing committed (no candidate, already active, gone, not a successful build), "
+                  "or committed but not made live")),
+    "unpin": ((0, "the branch's release is live (or committed, with --no-wait)"),
+              (1, "refused, or committed but not made live")),
+    "retry": ((0, "built (or recorded, with --no-wait)"), (1, "nothing to retry, or the build failed")),
+    "redeploy": ((0, "built (or recorded, with --no-wait)"), (1, "refused (e.g. a pinned site), or the build failed")),
+    "accept": ((0, "accepted"), (1, "refused")),
+    "unlock": ((0, "unlocked"), (1, "refused")),
+    "doctor": ((0, "nothing missing"), (1, "something missing (each with its fix)")),
+    "env": ((0, "done"), (1, "refused, nothing committed"), (2, "also: KEY=VALUE given where none is taken, "
+                                                              "or none given to set")),
+    "import": ((0, "every site read"), (1, "a site could not be read (listed with the reason)")),
+    "validate": ((0, "every declaration valid"), (1, "an invalid declaration")),
+    "show": ((0, "shown"), (1, "an unknown site")),
+    "nginx": ((0, "printed"), (1, "an unknown site")),
+    "completion": ((0, "printed"),),
+}
+
+
 def _command(name: str, help: str, example: str, *arguments: Argument, aliases: tuple[str, ...] = (),
              looks_only: bool = False) -> Command:
     return Command(f"{__name__}.{name}", help, example, arguments, aliases, looks_only)

@@ -52,19 +52,23 @@ class Ask:
 
 
 async def _rollback(operator: Reconciler, ask: Ask) -> dict[str, Any]:
+    """Commit a pin like `reconciler rollback`: {"release": "..."}, or {} for the previous release."""
     chosen, commit = await actions.rollback(operator, ask.domain, ask.release, ask.author)
     return {"release": chosen, "commit": commit}
 
 
 async def _unpin(operator: Reconciler, ask: Ask) -> dict[str, Any]:
+    """Commit the pin's removal like `reconciler unpin`."""
     return {"commit": await actions.unpin(operator, ask.domain, ask.author)}
 
 
 async def _retry(operator: Reconciler, ask: Ask) -> dict[str, Any]:
+    """Forget the remembered failures and build now, like `reconciler retry`."""
     return {"forgotten": await actions.retry(operator, ask.domain, ask.requester)}
 
 
 async def _redeploy(operator: Reconciler, ask: Ask) -> dict[str, Any]:
+    """Build the current commit again as a fresh release, like `reconciler redeploy`."""
     await actions.redeploy(operator, ask.domain, ask.requester)
     return {}
 

@@ -126,6 +126,8 @@ class Hooks:
         self.deliveries = Deliveries()
 
     async def git_hook(self, request: web.Request) -> web.Response:
+        """POST /hooks/git: a GitHub, GitLab or Gitea push webhook, verified with webhook_secret; polls the
+        sites using that repository now."""
         body = await request.read()
         settings = self.ctx.settings()
         secret = settings.webhook_secret

@@ -101,18 +101,22 @@ class ReadApi:
         return str(shard), len(split(decls, shard)[1]) if decls is not None else 0
 
     async def index(self, request: web.Request) -> web.StreamResponse:
+        """GET /: the dashboard page."""
         return web.FileResponse(DASHBOARD, headers=PAGE_HEADERS)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        """GET /metrics: the Prometheus metrics."""
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def sites(self, request: web.Request) -> web.Response:
+        """GET /api/sites: every site, as `status --json` (with the X-Reconciler-Shard header)."""
         shard = shard_of(self.ctx)
         # Each site says its shard and whether it is skipped; the header says which one we are.
         return web.json_response(site_views(self.ctx.store, self.ctx.declarations(), shard),
                                  headers={"X-Reconciler-Shard": str(shard)})
 
     async def deployments(self, request: web.Request) -> web.Response:
+        """GET /api/sites/{domain}/deployments: the site's deployments, as `history --json`."""
         domain = request.match_info["domain"]
         if self.ctx.store.site(domain) is None:
             return web.json_response({"error": f"{domain}: unknown site"}, status=404)
@@ -123,6 +127,7 @@ class ReadApi:
         return lambda: _closed(request) or self.guard.authenticated(request) is None
 
     async def events(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/events: server-sent events, a snapshot of sites and deployments whenever anything changes."""
         response = _sse()
         done = self.gone(request)
         last = ""
@@ -140,6 +145,8 @@ class ReadApi:
         return response
 
     async def deployment_log(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/sites/{domain}/deployments/{id}/log: server-sent events, the deployment's output as it is
+        written."""
         domain = request.match_info["domain"]
         number = deployment_id(request.match_info["id"])
         row = self.ctx.store.deployment(number) if number is not None else None

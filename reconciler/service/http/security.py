@@ -330,6 +330,7 @@ class Guard:
         return response
 
     async def login(self, request: web.Request) -> web.Response:
+        """POST /api/session: sign in with {"token": "..."}; answers the token's name."""
         tokens = self.tokens()
         if not tokens:
             return refused(403, NO_TOKEN)
@@ -356,6 +357,7 @@ class Guard:
         return web.json_response({"name": caller.name, "via": caller.via})
 
     async def logout(self, request: web.Request) -> web.Response:
+        """DELETE /api/session: sign out."""
         if not self.same_origin(request):
             return refused(403, CROSS_ORIGIN)
         cookie = request.cookies.get(SESSION_COOKIE)
