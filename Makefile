@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint docs bench clean
 
 # Tested versions come from requirements.lock; the project itself is installed without resolving again.
 $(STAMP): pyproject.toml requirements.lock
@@ -21,14 +21,19 @@ lint: $(STAMP)
 	$(PY) -m mypy reconciler
 	$(VENV)/bin/lint-imports
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or anchor fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 # System parts first (sshd, chromium, nginx, gpg: installed when root, else named), then lint, then tests.
 test:
 	./.ci/deps
 	$(MAKE) lint
+	$(MAKE) docs
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) state/demo state/reconciler.db state/logs
+	rm -rf $(VENV) site state/demo state/reconciler.db state/logs

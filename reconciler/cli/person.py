@@ -1,6 +1,6 @@
 """Who runs this command, as history and a pin commit's author name them ("Name <email>").
 
-The README has operators run the CLI as the service user (`sudo -u reconciler reconciler ...`),
+The docs (guide/service.md) have operators run the CLI as the service user (`sudo -u reconciler reconciler ...`),
 so the OS user alone would name every action "reconciler". The person is, in this order:
 * `SUDO_USER`: who ran sudo. Under sudo the git identity found is the service user's (HOME is
   its home), never the operator's, so sudo's word comes first.

@@ -1,4 +1,4 @@
-"""The JSON shapes of `status` and `history` (README "Everyday commands").
+"""The JSON shapes of `status` and `history` (docs/guide/commands.md).
 
 One place builds them so the CLI and the HTTP API cannot drift apart; `cli.render` turns
 them into terminal text. Light on purpose (no pydantic, sqlite-utils or pygit2 at import):

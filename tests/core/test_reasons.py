@@ -23,7 +23,7 @@ from reconciler.engine.store import Store
 from reconciler.errors import ConfigError
 from reconciler.service import announce, webhooks
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+NOTIFY_DOCS = Path(__file__).resolve().parents[2] / "docs" / "guide" / "http.md"
 
 
 def test_notify_events_are_the_contracts_four_and_reachability() -> None:
@@ -47,13 +47,13 @@ SENTENCES = {NotifyEvent.DEPLOYED: "shop.example.com deployed: ", NotifyEvent.FA
 
 
 @pytest.mark.parametrize("event", list(NotifyEvent))
-def test_every_event_has_a_chat_type_a_sentence_and_a_readme_line(event: NotifyEvent) -> None:
+def test_every_event_has_a_chat_type_a_sentence_and_a_documented_line(event: NotifyEvent) -> None:
     assert event in webhooks.NOTIFY_TYPES
     body = announce.payload(event, "shop.example.com", "2026-01-01T00:00:00Z", release="01012026-000000",
                             commit="a" * 40, message="why")
     assert body["event"] is event and body["text"].startswith(SENTENCES[event]), body
-    readme = README.read_text()
-    assert f"`{event.value}`" in readme or f'"{event.value}"' in readme
+    docs = NOTIFY_DOCS.read_text()
+    assert f"`{event.value}`" in docs or f'"{event.value}"' in docs
 
 
 def test_a_payload_for_an_unknown_event_is_refused_at_run_time() -> None:

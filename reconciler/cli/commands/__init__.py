@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-ATTENTION = 3  # `status --exit-code`: some site needs a person (documented in the README)
+ATTENTION = 3  # `status --exit-code`: some site needs a person (documented in docs/guide/commands.md)
 
 
 class Argument(NamedTuple):

@@ -59,7 +59,7 @@ async def _examine(pool: TransportPool, server: str, sites: list[SiteDeclaration
     except ReconcilerError as exc:
         return (f"{server}: cannot check: {wire.display(str(exc), 400)}\n"
                 "  fix: the reconciler's key in the deploy user's authorized_keys, the server's host key in "
-                "known_hosts (see `reconciler --help` and the README, Run as a service)"), True
+                "known_hosts (see `reconciler --help` and docs/operations/prerequisites.md)"), True
     return _report(server, sites, findings), any(not f.ok for f in findings)
 
 

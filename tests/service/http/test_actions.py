@@ -7,7 +7,7 @@ pinned without a signature under `require_signed`, which the daemon then never a
 the server's facts decide, the refusals carry the CLI's messages with an HTTP status that says
 why (404 no such site, 409 refused as asked, 400 a body that is not what was asked for), a
 refused action commits nothing, and under `require_signed` without a signing key a rollback is
-refused with 409 (as README "Safety" says).
+refused with 409 (as the threat model's "Safety" says).
 
 Every action answers with what was done and wakes the daemon for the site, and history says
 who asked: the name of the token used ("api" for the single `api_token`, a `[[api_token]]`
