@@ -88,5 +88,21 @@ def notifications() -> str:
     return HEADER + "\n".join(lines)
 
 
-PAGES = {"site-keys.md": site_keys, "settings.md": settings, "cli.md": cli, "http.md": http,
+_TITLES = {"site-keys.md": "Site keys (`sites.d/<domain>.toml`, `[health]`)",
+           "settings.md": "Settings (`reconciler.toml`, `[[notify]]`, `[[api_token]]`, `[[window]]`)",
+           "cli.md": "Commands, flags and exit statuses", "http.md": "HTTP routes",
+           "metrics.md": "Metrics (`/metrics`)", "notifications.md": "Notifications: events and payload"}
+
+
+def index() -> str:
+    """The reference's front page: what is here, and that it is generated."""
+    lines = ["# Reference", "",
+             "Generated from the code by `python -m docgen`, never written by hand; a test fails when",
+             "these pages differ from what the code says today. The same source writes the man pages",
+             "`reconciler(1)`, `reconciler.toml(5)` and `reconciler-site(5)` in `man/`.", ""]
+    lines += [f"- [{title}]({name})" for name, title in _TITLES.items()]
+    return "\n".join(lines) + "\n"
+
+
+PAGES = {"index.md": index, "site-keys.md": site_keys, "settings.md": settings, "cli.md": cli, "http.md": http,
          "metrics.md": metrics, "notifications.md": notifications}
