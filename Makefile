@@ -17,8 +17,8 @@ demo: $(STAMP)
 	$(PY) -m reconciler.cli.demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check reconciler tests bench
-	$(PY) -m mypy reconciler
+	$(PY) -m ruff check reconciler tests bench docgen
+	$(PY) -m mypy reconciler docgen
 	$(VENV)/bin/lint-imports
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or anchor fails.
