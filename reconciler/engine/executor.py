@@ -396,7 +396,7 @@ def unpin_shortcut(bench: Workbench, site: SiteDeclaration) -> Shortcut | None:
     site's build key still on the server, as the store knows it) and what the lock command must
     find true to switch to it (the branch head is that build's commit). None when there is none,
     or the site is no branch site, or has a health check (an activation checked after its switch
-    takes the probed way)."""
+    takes the probed way), or the pinned release is a build of that same commit."""
     key = site.head_key
     if key is None or site.ref.kind != "branch" or site.health is not None:
         return None
@@ -407,6 +407,12 @@ def unpin_shortcut(bench: Workbench, site: SiteDeclaration) -> Shortcut | None:
     if not rows:
         return None
     newest = max(rows, key=lambda r: parse_release(r["release"]) or datetime.min.replace(tzinfo=UTC))
+    known = bench.store.site(site.domain)
+    live = known["active_release"] if known is not None else None
+    if any(r["release"] == live and r["commit_sha"] == newest["commit_sha"] for r in rows):
+        # The pinned release is itself a build of that commit: the planner keeps it live (no
+        # switch), where this shortcut would switch to the newest build. The probed way decides.
+        return None
     seconds = heads.head_bounds(bench.settings.command_timeout, bench.settings.git_timeout)[0]
     return Shortcut(newest["release"], SwitchReason.ROLL_FORWARD,
                     locking.HeadCheck(key[0], key[1], newest["commit_sha"] or "", site.build_key, seconds))

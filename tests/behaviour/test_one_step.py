@@ -53,3 +53,24 @@ def test_rollback_no_wait_only_commits(fleet: Fleet) -> None:
     assert fleet.live() == [second] * len(fleet.servers), "--no-wait switches nothing itself"
     assert fleet.reconcile().rc == 0
     assert fleet.live() == [first] * len(fleet.servers)
+
+
+def test_an_unpin_back_to_the_commit_the_pinned_release_was_built_from_switches_nothing(fleet: Fleet) -> None:
+    """Two builds of the same commit (a redeploy), the older pinned: the unpin leaves it live, as
+    the planner says (the live release is a build of the branch's head), never switching to the
+    newer build through the lock command's shortcut."""
+    fleet.declare(script="echo built\n")
+    assert fleet.reconcile().rc == 0
+    first = fleet.live_release()
+    rc, out, err = fleet.cli("redeploy", fleet.domain)
+    assert rc == 0, (out, err)
+    second = fleet.live_release()
+    assert second != first
+    assert fleet.cli("rollback", fleet.domain, first).rc == 0
+    assert fleet.live() == [first] * len(fleet.servers)
+
+    rc, out, err = fleet.cli("unpin", fleet.domain)
+    assert rc == 0, (out, err)
+    assert fleet.live() == [first] * len(fleet.servers), "a build of the head is live already: no switch"
+    view = fleet.status()
+    assert (view["sync"], view["pinned"], view["active_release"]) == ("Synced", None, first), view

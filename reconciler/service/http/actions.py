@@ -155,12 +155,10 @@ class Actions:
                      wire.display(str(exc), 300))
             return refused(status, str(exc))
         # What was done; the daemon is woken for the site: it acts now, not at its next poll nor
-        # after a backoff. A pin or unpin committed here is not hurried now: the daemon's watch
-        # sees the commit and hurries the site itself once its declarations hold the pin (hurried
-        # now, the hurry was spent on a round of the declarations before it, and the dashboard's
-        # rollback waited for a probe: tests/e2e/test_dashboard.py).
+        # after a backoff, and a pin or unpin just committed goes straight to the lock command's
+        # switch (the daemon's dispatch reads the declarations again, so its round holds the pin).
         if self.ctx.asked is not None:
-            self.ctx.asked({domain}, False)
+            self.ctx.asked({domain}, "commit" in result)
         else:
             self.ctx.request({domain})
         detail = ", ".join(f"{key} {str(value)[:12]}" for key, value in result.items())

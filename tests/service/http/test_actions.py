@@ -444,9 +444,9 @@ def test_each_named_token_acts_as_its_name(world: World, apps: list[App]) -> Non
     assert status == 401, (status, body)
 
 
-def test_each_action_is_the_daemons_ask(world: World, apps: list[App]) -> None:
-    """Given the daemon's ask, an action hands it the site: it goes now, not after a backoff. A
-    pin or unpin commit is left for the daemon's watch to hurry, once its declarations hold it."""
+def test_each_action_is_the_daemons_ask_and_a_pin_just_committed_says_so(world: World, apps: list[App]) -> None:
+    """Given the daemon's ask, an action hands it the site (it goes now, not after a backoff) and
+    says whether a pin or unpin commit just landed (the lock command switches, no probe first)."""
     world.declare(script="echo ok\n")
     first = deploy(world)
     deploy(world, "v2")
@@ -456,5 +456,5 @@ def test_each_action_is_the_daemons_ask(world: World, apps: list[App]) -> None:
     assert app.act("unpin")[0] == 200
     deploy(world)
     assert app.act("redeploy")[0] == 200
-    assert app.asked == [({DOMAIN}, False)] * 3
+    assert app.asked == [({DOMAIN}, True), ({DOMAIN}, True), ({DOMAIN}, False)]
     assert app.woken == [], "the plain request is for an app without a daemon"
