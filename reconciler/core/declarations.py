@@ -77,7 +77,8 @@ class SiteDeclaration(BaseModel):
         default=None, description='Instead of a branch: deploy exactly this commit '
         '(40 or 64 lower-case hex digits) and never move.')
     script: str = Field(
-        default="", description='Shell code run in the new release with sh -e (and -x, see trace) before it goes live.')
+        default="", description='Shell code run in the new release before it goes live: it stops at the first failing '
+                    'command, and each command is traced into the log unless trace is false.')
     pin: str | None = Field(
         default=None, description='A release name ddMMYYYY-HHMMSS to hold the '
         'site on; written by `rollback`, removed by `unpin`.')
@@ -99,7 +100,8 @@ class SiteDeclaration(BaseModel):
     # the build key: turning tracing off or on does not rebuild.
     trace: bool = Field(
         default=True,
-        description='false: run script without sh -x, so expanded variables (secrets) stay out of the log.')
+        description='false: run script without tracing its commands, so expanded variables (secrets) stay '
+                    'out of the log.')
     health: HealthCheck | None = Field(
         default=None, description='A [health] table: checked on the server after every '
         'switch (a failure switches back) and at every poll.')
