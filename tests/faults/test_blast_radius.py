@@ -54,7 +54,7 @@ from tests.faults.blast_support import (
     sibling_problems,
     site_problems,
 )
-from tests.support import MANIFEST_NAME, SiteOnDisk, app_commit, wait_until
+from tests.support import MANIFEST_NAME, SiteOnDisk, app_commit, git, wait_until
 from tests.support.process import UNDER_TEST
 from tests.support.sshd import SshServer
 from tests.support.tarpit import Tarpit
@@ -208,7 +208,18 @@ def _script_once_fails(b: Blast) -> None:
     b.lab.declare(A, script_once="echo 'SQLSTATE: no such table'; exit 4")
 
 
+def _env_file_unopenable(b: Blast) -> None:
+    """A's encrypted env file arrives in the declarations, and this reconciler has no key that
+    opens it (no age_identity_file; the bytes are not even age): A's problem, read with its
+    declaration, never its siblings' or the pass's."""
+    (b.lab.decl / "sites.d" / f"{A}.env.age").write_bytes(b"age-encryption.org/v1\n-> junk\n\x00\xff" * 40)
+    git(b.lab.decl, "add", "sites.d")
+    git(b.lab.decl, "commit", "-qm", f"env of {A}")
+
+
 CASES = [
+    Case("declarations: env file cannot be opened", "declarations", _env_file_unopenable, ("env.age",),
+         syncs=("Invalid",)),
     Case("probe: malformed manifest", "probe parse", _manifest_bomb, ("manifest", MANIFEST_NAME)),
     Case("probe: forged symlink target", "probe parse", _forged_symlink, ("link",), may_heal=True),
     # An unreadable owner is a lock being taken (mkdir, then the owner): A is locked until stale.
